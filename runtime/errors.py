@@ -1,0 +1,23 @@
+"""The one small exception family of tessera.
+
+Every error that a user can cause with bad input (a wav, an h5 file, a model file, a frame, a
+command-line argument) is a :class:`TesseraError`. The CLI prints such an error as one line and
+exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TesseraError(Exception):
+    """Base class of every error tessera raises on purpose."""
+
+
+class InputError(TesseraError, ValueError):
+    """Input data (file, array, argument) is missing, malformed or out of range.
+
+    The message names the input (a path where there is one) and the problem.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)

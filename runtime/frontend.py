@@ -1,0 +1,406 @@
+"""Streaming cochlea front-end in fixed point: 16 kHz int16 audio -> SHD-like spikes at 1 ms.
+
+This docstring owns the front-end's equations; other modules link here.
+
+Filterbank
+    Channel c is an order-K complex (analytic) band-pass filter: a K-pole Butterworth low-pass
+    prototype of two-sided 3 dB bandwidth ``bw_scale * ERB(f_c)`` shifted to the centre frequency
+    f_c and discretised by impulse invariance. Its K distinct poles give a parallel (modal) form ::
+
+        sigma_k[n] = p_k sigma_k[n-1] + r_k x[n]        k = 1..K (one complex mode per pole)
+        y[n]       = sum_k sigma_k[n]
+
+    with the residues r_k scaled so that |H(f_c)| = 1: a tone ``A cos(2 pi f_c t)`` gives
+    ``|y| = A/2``. Centre frequencies are equally spaced on the ERB-number scale from ``f_lo`` to
+    ``f_hi``; channel 0 is the lowest (tonotopic order). The magnitude of the analytic output is the
+    channel's envelope: the smooth equivalent of half-wave rectification and low-pass filtering.
+
+Block form, held in fixed point
+    Over a superblock of N = G*H samples (H = ``hop`` samples = one 1 ms output step, G =
+    ``superblock`` steps) each mode evolves on its own ::
+
+        sigma_k(jH) = p_k^(jH) sigma_k(0) + sum_{i < jH} r_k p_k^(jH-1-i) x[i]      j = 1..G
+
+    The coefficients are designed in float64 and stored as integers: ``Lq_jk`` = p_k^(jH) with TB
+    fraction bits; ``Bq_k`` = the input weights of sigma_k(N) and ``Wq_j`` = those of
+    sum_k sigma_k(jH), both with CB fraction bits. With rs(v, b) = floor(v / 2^b) and states held
+    with SB fraction bits ::
+
+        sigma(N) = rs(Lq_G sigma(0), TB) + rs(Bq x, CB - SB)                  (state update)
+        y_j      = rs(sum_k Lq_jk sigma_k(0), TB) + rs(Wq_j x, CB - SB)        (j < G)
+        y_G      = sum_k sigma_k(N)
+
+    Every product is taken on integer values whose sums stay below 2^53, so evaluating them with
+    float64 BLAS is exact: the spikes do not depend on how the audio was chunked, on the BLAS
+    build or on the machine.
+
+Envelope, compression, adaptation, spikes (one step per hop)
+    ``e2 = |rs(y_j, SB - EB)|^2`` (exact integer); level ``l = MLOG2(e2)`` in units of 2^-LB octaves of power,
+    where MLOG2 is Mitchell's integer log2 (exponent, then the top LB mantissa bits taken as the
+    fraction; error < 0.09 octave). ``a = max(l - floor, 0)``; ``S`` = sum of ``a`` over the
+    previous W steps; drive ``d = clip(a - (S * kappa_num >> (log2(W) + kappa_shift)), 0, 2^TH - 1)``.
+    A non-leaky integrate-and-fire neuron per channel with subtractive reset: ``v += d``; a spike
+    when ``v >= 2^TH``, then ``v -= 2^TH``. Since ``d < 2^TH``, at most one spike per channel per step.
+
+Example
+    >>> import numpy as np
+    >>> fe = Cochlea(FrontendSpec(channels=64))
+    >>> pcm = (3000 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)).astype(np.int16)
+    >>> spikes = fe.encode(pcm)           # (steps, channels) uint8, one row per 1 ms
+    >>> spikes.shape
+    (1000, 64)
+    >>> fe.reset()
+    >>> bool(np.array_equal(spikes, np.vstack([fe.process(pcm[:777]), fe.process(pcm[777:])])))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "FrontendSpec",
+    "FrontendTables",
+    "FrontendState",
+    "Cochlea",
+    "design",
+    "initial_state",
+    "frontend_step",
+    "erb_space",
+]
+
+
+@dataclass(frozen=True)
+class FrontendSpec:
+    """Everything that defines the front-end; tables are derived from it by :func:`design`.
+
+    Unknown fields are rejected by :meth:`from_dict`, so a misspelled key is an error, not ignored.
+    """
+
+    channels: int = 700
+    sample_rate: int = 16000
+    f_lo: float = 50.0
+    f_hi: float = 7600.0
+    order: int = 4                # K: poles (modes) per channel
+    bw_scale: float = 1.0         # two-sided 3 dB bandwidth in ERBs
+    hop: int = 16                 # H: samples per output step (1 ms at 16 kHz)
+    superblock: int = 4           # G: output steps per state update
+    coef_bits: int = 24           # CB: fraction bits of the input coefficients
+    trans_bits: int = 20          # TB: fraction bits of the mode transitions p^(jH)
+    state_bits: int = 12          # SB: fraction bits of the mode states
+    env_bits: int = 4             # EB: fraction bits of the envelope before squaring
+    level_bits: int = 4           # LB: level unit = 2^-LB octave of power (0.19 dB at 4)
+    floor_db: float = -66.0       # tone level (dB re full scale) below which a channel is silent
+    adapt_steps: int = 32         # W: adaptation window in steps (power of two)
+    adapt_num: int = 3            # kappa = adapt_num / 2^adapt_shift of the recent mean is removed
+    adapt_shift: int = 2
+    theta_bits: int = 10          # TH: integrate-and-fire threshold 2^TH
+
+    def __post_init__(self) -> None:
+        n_in = self.hop * self.superblock
+        checks = [
+            (self.channels >= 1, "channels must be >= 1"),
+            (self.sample_rate == 16000, "sample_rate must be 16000 (resample first)"),
+            (0 < self.f_lo < self.f_hi < self.sample_rate / 2, "need 0 < f_lo < f_hi < fs/2"),
+            (1 <= self.order <= 8, "order must be 1..8"),
+            (0.1 <= self.bw_scale <= 10, "bw_scale must be in [0.1, 10]"),
+            (self.hop >= 1 and self.superblock >= 1, "hop and superblock must be >= 1"),
+            (self.adapt_steps >= 1 and self.adapt_steps & (self.adapt_steps - 1) == 0,
+             "adapt_steps must be a power of two"),
+            (1 <= self.theta_bits <= 16, "theta_bits must be 1..16"),
+            (0 <= self.env_bits <= self.state_bits, "need 0 <= env_bits <= state_bits"),
+            # exactness of the float64 evaluation (see the module docstring)
+            (16 + self.coef_bits + int(np.ceil(np.log2(n_in))) <= 52,
+             "coef_bits too large: input sums would exceed 2^53"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise InputError(f"FrontendSpec: {msg}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FrontendSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(f"FrontendSpec: unknown field(s) {unknown}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Short stable hash of the spec (used as a cache key)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def step_seconds(self) -> float:
+        return self.hop / self.sample_rate
+
+
+class FrontendTables(NamedTuple):
+    """Integer tables derived from a :class:`FrontendSpec` (complex arrays hold Gaussian integers).
+
+    ``in_mat`` is the float64 view of the complex input matrix [Bq | Wq_1 .. Wq_{G-1}] (N rows,
+    columns interleaved re/im), so one real matmul of the samples gives every input sum exactly.
+    Modes are laid out k-major: index k*C + c.
+    """
+
+    spec: FrontendSpec
+    fc: np.ndarray          # (C,) float64 centre frequencies, Hz
+    trans: np.ndarray       # (G, K*C) complex128: Lq_j, the mode transitions after j steps
+    in_mat: np.ndarray      # (N, 2*(K + G - 1)*C) float64, Bq and Wq times 2^-(CB-SB)
+    floor_level: int        # level units
+
+
+class FrontendState(NamedTuple):
+    """Streaming state; every field holds integers."""
+
+    modes: np.ndarray       # (K*C,) complex128 mode states at the current superblock start
+    pending: np.ndarray     # (< G*H,) int64 samples of the current superblock received so far
+    emitted: int            # output steps of the current superblock already emitted
+    history: np.ndarray     # (W, C) int64 previous values of a
+    voltage: np.ndarray     # (C,) int64 integrate-and-fire state
+
+
+def erb_space(f_lo: float, f_hi: float, n: int) -> np.ndarray:
+    """``n`` frequencies equally spaced on the ERB-number scale (Glasberg & Moore 1990)."""
+    e = lambda f: 21.4 * np.log10(4.37e-3 * f + 1.0)  # noqa: E731
+    return (10.0 ** (np.linspace(e(f_lo), e(f_hi), n) / 21.4) - 1.0) / 4.37e-3
+
+
+def mitchell_log2(e2: np.ndarray, level_bits: int) -> np.ndarray:
+    """Integer log2 of non-negative integer-valued float64 ``e2``, in units of 2^-level_bits.
+
+    Exponent plus the top ``level_bits`` mantissa bits (Mitchell 1962); 0 maps to a large negative
+    number. Works on the IEEE-754 bit pattern, so it is exact and identical on every machine.
+    """
+    bits = np.ascontiguousarray(e2, dtype=np.float64).view(np.int64)
+    return (bits >> (52 - level_bits)) - (1023 << level_bits)
+
+
+def design(spec: FrontendSpec) -> FrontendTables:
+    """Design the band-pass bank in float64 and quantize it (see the module docstring)."""
+    C, K, G, H = spec.channels, spec.order, spec.superblock, spec.hop
+    N, fs = G * H, float(spec.sample_rate)
+    fc = erb_space(spec.f_lo, spec.f_hi, C)
+    half_bw = 0.5 * spec.bw_scale * 24.7 * (4.37e-3 * fc + 1.0)          # Hz
+    k = np.arange(K)
+    proto = np.exp(1j * np.pi * (2 * k + K + 1) / (2 * K))                 # unit Butterworth poles
+    s_poles = 2 * np.pi * (half_bw[:, None] * proto[None, :] + 1j * fc[:, None])   # (C, K) rad/s
+    lp = 2 * np.pi * half_bw[:, None] * proto[None, :]                     # low-pass prototype
+    diff = lp[:, :, None] - lp[:, None, :]                                 # lp_i - lp_j
+    diff[:, k, k] = 1.0
+    resid = np.prod(-lp, axis=1, keepdims=True) / np.prod(diff, axis=2)    # analog residues
+    pole = np.exp(s_poles / fs)
+    r = resid / fs                                                         # impulse invariance
+    z = np.exp(2j * np.pi * fc / fs)[:, None]
+    gain_fc = np.abs(np.sum(r / (1.0 - pole / z), axis=1, keepdims=True))
+    r = r / gain_fc                                                        # |H(f_c)| = 1
+    # worst-case mode magnitude per unit input, for the exactness bound below
+    peak = np.max(np.abs(r) / (1.0 - np.abs(pole)))
+    need = 15 + np.log2(peak) + spec.state_bits + spec.trans_bits + 1 + np.log2(2 * K)
+    if need > 52:
+        raise InputError(f"FrontendSpec: state_bits + trans_bits too large for this filter bank "
+                         f"(products would reach 2^{need:.1f}; need <= 2^52)")
+    j = np.arange(1, G + 1)[:, None, None]
+    trans = (pole.T[None] ** (j * H))                                      # (G, K, C)
+    i = np.arange(N)[:, None, None, None]
+    expo = j[None] * H - 1 - i                                             # (N, G, 1, 1)
+    coef = np.where(expo >= 0, r.T[None, None] * pole.T[None, None] ** np.maximum(expo, 0), 0)
+    cb, tb = 2.0 ** spec.coef_bits, 2.0 ** spec.trans_bits
+    q = lambda a, sc: np.round(a.real * sc) + 1j * np.round(a.imag * sc)  # noqa: E731
+    state_in = q(coef[:, G - 1], cb).reshape(N, K * C)                     # Bq
+    mid_in = q(coef[:, : G - 1].sum(axis=2), cb).reshape(N, (G - 1) * C)   # Wq_1..Wq_{G-1}
+    in_mat = np.ascontiguousarray(np.concatenate([state_in, mid_in], axis=1)).view(np.float64)
+    in_mat *= 2.0 ** (spec.state_bits - spec.coef_bits)     # rs's scaling folded in (exact)
+    floor_e2 = np.floor((2.0 ** (14 + spec.env_bits) * 10 ** (spec.floor_db / 20)) ** 2)
+    floor_level = int(mitchell_log2(np.array([floor_e2]), spec.level_bits)[0])
+    return FrontendTables(spec, fc, q(trans, tb).reshape(G, K * C), in_mat, floor_level)
+
+
+def initial_state(spec: FrontendSpec) -> FrontendState:
+    C = spec.channels
+    return FrontendState(np.zeros(spec.order * C, complex), np.zeros(0, np.int64), 0,
+                         np.zeros((spec.adapt_steps, C), np.int64), np.zeros(C, np.int64))
+
+
+def _rs(v: np.ndarray, bits: int) -> np.ndarray:
+    """floor(v / 2^bits) of an integer-valued float or complex array, in place (exact)."""
+    f = v.view(np.float64)
+    np.multiply(f, 2.0 ** -bits, out=f)
+    np.floor(f, out=f)
+    return v
+
+
+def _filter_superblocks(x: np.ndarray, modes: np.ndarray, tab: FrontendTables
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Run whole or partial superblocks ``x`` (n, N) from mode state ``modes``.
+
+    Returns the complex outputs (n*G, C), scaled to EB fraction bits, and the mode state after
+    each superblock (n, K*C). Rows of a partial superblock must be zero past the received samples;
+    their outputs are valid for the steps whose samples have all arrived, their state only once
+    the superblock is complete.
+    """
+    spec = tab.spec
+    C, K, G = spec.channels, spec.order, spec.superblock
+    n = x.shape[0]
+    # in_mat carries the 2^-(CB-SB) of rs (a power of two: the sums stay exact), so only floor
+    proj = (x @ tab.in_mat).view(np.complex128)
+    np.floor(proj.view(np.float64), out=proj.view(np.float64))
+    starts = np.empty((n + 1, K * C), complex)
+    starts[0] = modes
+    lam = tab.trans[G - 1] * 2.0 ** -spec.trans_bits                    # exact power-of-2 scaling
+    tmp = np.empty(K * C, complex)
+    tmp_f = tmp.view(np.float64)
+    for m in range(n):                                                   # the sequential part
+        np.multiply(lam, starts[m], out=tmp)
+        np.floor(tmp_f, out=tmp_f)
+        np.add(tmp, proj[m, : K * C], out=starts[m + 1])
+    out = np.empty((n, G, C), complex)
+    if G > 1:                                                            # steps inside superblocks
+        mid = (tab.trans[None, : G - 1] * starts[:n, None]).reshape(n, G - 1, K, C)
+        acc = mid[:, :, 0].copy()
+        for k in range(1, K):
+            acc += mid[:, :, k]
+        _rs(acc, spec.trans_bits)
+        np.add(acc, proj[:, K * C:].reshape(n, G - 1, C), out=out[:, : G - 1])
+    ends = starts[1:].reshape(n, K, C)
+    last = out[:, G - 1]
+    np.copyto(last, ends[:, 0])
+    for k in range(1, K):
+        last += ends[:, k]
+    out = out.reshape(n * G, C)
+    _rs(out, spec.state_bits - spec.env_bits)
+    return out, starts[1:]
+
+
+def _levels(y: np.ndarray, tab: FrontendTables) -> np.ndarray:
+    """Level MLOG2(|y|^2) of complex envelope samples ``y`` (steps, C), as int32 (C, steps)."""
+    e2 = y.real * y.real
+    e2 += y.imag * y.imag                                                # exact: < 2^(2*(17+EB))
+    level = mitchell_log2(e2, tab.spec.level_bits).astype(np.int32)
+    return np.ascontiguousarray(level.T)                                 # channel-major
+
+
+def _spikes_from_levels(level: np.ndarray, state: FrontendState, tab: FrontendTables
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adaptation and integrate-and-fire over ``level`` (C, steps), vectorised over time.
+
+    Works channel-major because a scan along the contiguous axis is several times faster.
+    Returns spikes (steps, C) uint8, the new history (W, C) and voltage (C,).
+    """
+    spec = tab.spec
+    W, steps = spec.adapt_steps, level.shape[1]
+    ext = np.empty((level.shape[0], W + steps), np.int64)
+    ext[:, :W] = state.history.T
+    np.subtract(level, tab.floor_level, out=ext[:, W:])
+    level = ext[:, W:]
+    np.maximum(level, 0, out=level)                                     # a
+    csum = np.cumsum(ext, axis=1)
+    window = csum[:, W - 1: W - 1 + steps].copy()                       # sum of ext[:, :t+W]
+    window[:, 1:] -= csum[:, : steps - 1]                               # minus ext[:, :t]
+    window *= spec.adapt_num
+    window >>= int(np.log2(W)) + spec.adapt_shift                       # kappa * mean
+    np.subtract(level, window, out=window)                              # drive
+    np.clip(window, 0, (1 << spec.theta_bits) - 1, out=window)
+    total = np.cumsum(window, axis=1)
+    total += state.voltage[:, None]
+    fired = total >> spec.theta_bits
+    spikes = np.empty((steps, level.shape[0]), np.uint8)
+    spikes[0] = fired[:, 0] - (state.voltage >> spec.theta_bits)
+    np.subtract(fired[:, 1:].T, fired[:, :-1].T, out=spikes[1:], casting="unsafe")
+    voltage = total[:, -1] - (fired[:, -1] << spec.theta_bits)
+    return spikes, ext[:, -W:].T.copy(), voltage
+
+
+PIECE = 4096   # samples per internal piece: keeps temporaries cache-sized (results do not depend on it)
+
+
+def frontend_step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
+                  ) -> tuple[np.ndarray, FrontendState]:
+    """Pure step: int16-range samples -> (spikes (steps, C) uint8, new state).
+
+    One output row per completed hop; samples of an incomplete hop wait in the state.
+    """
+    pcm = np.asarray(pcm, np.int64)
+    if pcm.size <= PIECE:
+        return _step(pcm, state, tab)
+    out = []
+    for i in range(0, pcm.size, PIECE):
+        spikes, state = _step(pcm[i: i + PIECE], state, tab)
+        out.append(spikes)
+    return np.concatenate(out), state
+
+
+def _step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
+          ) -> tuple[np.ndarray, FrontendState]:
+    spec = tab.spec
+    G, H, N = spec.superblock, spec.hop, spec.superblock * spec.hop
+    buf = np.concatenate([state.pending, pcm])
+    n_full, rest = divmod(buf.size, N)
+    ready = rest // H                        # steps of the trailing partial superblock available
+    if n_full * G + ready == state.emitted:  # no step completed by this chunk
+        return np.zeros((0, spec.channels), np.uint8), state._replace(pending=buf)
+    rows = n_full + (1 if ready else 0)
+    x = np.zeros((rows, N))
+    used = min(buf.size, rows * N)
+    x.reshape(-1)[:used] = buf[:used]
+    out, ends = _filter_superblocks(x, state.modes, tab)
+    # drop the steps of the first superblock sent before and the incomplete trailing ones
+    out = out[state.emitted: n_full * G + ready]
+    spikes, history, voltage = _spikes_from_levels(_levels(out, tab), state, tab)
+    modes = ends[n_full - 1] if n_full else state.modes
+    return spikes, FrontendState(modes, buf[n_full * N:], ready, history, voltage)
+
+
+class Cochlea:
+    """Streaming front-end: ``process(chunk)`` returns the spikes of every completed 1 ms step.
+
+    Any chunking of the same audio gives identical spikes. Use :meth:`reset` between utterances
+    if they should not influence each other.
+    """
+
+    def __init__(self, spec: FrontendSpec | None = None, tables: FrontendTables | None = None):
+        self.spec = spec or (tables.spec if tables is not None else FrontendSpec())
+        self.tables = tables if tables is not None else design(self.spec)
+        self.state = initial_state(self.spec)
+
+    def reset(self) -> None:
+        self.state = initial_state(self.spec)
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        pcm = np.asarray(pcm)
+        if pcm.ndim != 1:
+            raise InputError(f"audio chunk must be 1-D, got shape {pcm.shape}")
+        if pcm.dtype.kind == "f":
+            if not np.all(np.isfinite(pcm)):
+                raise InputError("audio chunk contains NaN or infinite samples")
+            pcm = np.round(np.clip(pcm, -1.0, 1.0) * 32767.0)
+        elif pcm.dtype.kind not in "iu":
+            raise InputError(f"audio chunk must be integer PCM or float, got {pcm.dtype}")
+        elif pcm.size and (pcm.min() < -32768 or pcm.max() > 32767):
+            raise InputError("integer audio chunk outside the int16 range")
+        spikes, self.state = frontend_step(pcm, self.state, self.tables)
+        return spikes
+
+    def flush(self) -> np.ndarray:
+        """Pad the last incomplete step with zeros and return its spikes (if any)."""
+        short = (-self.state.pending.size) % self.spec.hop
+        return self.process(np.zeros(short, np.int16)) if self.state.pending.size % self.spec.hop \
+            else np.zeros((0, self.spec.channels), np.uint8)
+
+    def encode(self, pcm: np.ndarray) -> np.ndarray:
+        """Whole utterance from a fresh state: reset, process, flush."""
+        self.reset()
+        out = self.process(pcm)
+        tail = self.flush()
+        return np.vstack([out, tail]) if tail.size else out

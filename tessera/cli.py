@@ -1,0 +1,199 @@
+"""The ``tessera`` command: one entry point, one subcommand per job.
+
+Every subcommand prints a human summary, or with ``--json`` exactly one JSON object on stdout
+(progress bars go to stderr). Bad input ends with a one-line ``tessera: error: ...`` and exit
+code 2; set ``TESSERA_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tessera.runtime.errors import TesseraError
+
+__all__ = ["main"]
+
+
+def _emit(args: argparse.Namespace, result: dict, human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=_jsonable))
+    else:
+        print(human)
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+# ---------------------------------------------------------------- corpus
+def _corpus_config(args: argparse.Namespace):
+    from tessera.trainer.corpus import PRESETS, SHD_WORDS, CorpusConfig, parse_words
+
+    kw = dict(PRESETS[args.preset])
+    kw["seed"] = args.seed
+    words = () if args.no_digits else SHD_WORDS
+    if args.words:
+        words = tuple(words) + parse_words(args.words)
+    if not words:
+        raise TesseraError("no words: --no-digits needs --words")
+    kw["words"] = words
+    for key in ("speakers", "repeats"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    kw["keep_audio"] = args.keep_audio
+    return CorpusConfig(**kw)
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from tessera.trainer.corpus import build_corpus
+
+    cfg = _corpus_config(args)
+    out = args.out or f"corpus-{args.preset}.h5"
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    summary = build_corpus(out, cfg, workers=args.workers, progress=not args.no_progress,
+                           preset=args.preset)
+    human = (f"wrote {summary['path']}: {summary['utterances']} utterances, {summary['classes']} "
+             f"classes, {summary['speakers']} speakers (train/val/test "
+             f"{'/'.join(str(v) for v in summary['split_speakers'].values())}), "
+             f"{summary['audio_seconds']} s of audio, {summary['spikes_per_utterance']} spikes per "
+             f"utterance, in {summary['seconds']} s on {summary['workers']} workers")
+    _emit(args, summary, human)
+    return 0
+
+
+def cmd_corpus_info(args: argparse.Namespace) -> int:
+    from tessera.trainer.data import read_any
+
+    info = read_any(args.path, progress=not args.json).summary() if os.path.isdir(args.path) \
+        else read_any(args.path).summary()
+    lines = [f"{info['source']}: {info['utterances']} utterances, {info['classes']} classes, "
+             f"{info['speakers']} speakers, {info['channels']} channels, "
+             f"{info['spikes_per_utterance']} spikes per utterance"]
+    for name, s in info["splits"].items():
+        lines.append(f"  {name:10s} {s['utterances']:6d} utterances  {s['speakers']:4d} speakers  "
+                     f"{s['classes']:3d} classes")
+    lines.append("  classes: " + ", ".join(info["label_names"]))
+    _emit(args, info, "\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+def cmd_bench_frontend(args: argparse.Namespace) -> int:
+    from tessera.tools.bench import bench_frontend
+
+    r = bench_frontend(channels=args.channels, seconds=args.seconds, repeats=args.repeats)
+    human = (f"front-end, {r['channels']} channels, one core: {r['realtime_factor']}x real time "
+             f"(best {r['realtime_factor_best']}x; streaming {r['stream_chunk_ms']:g} ms chunks "
+             f"{r['realtime_factor_stream']}x), {r['us_per_step']} us per 1 ms step "
+             f"[{r['cpu']}, {r['date']}]")
+    _emit(args, r, human)
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tessera.tools.plots import raster_png
+    from tessera.trainer.corpus import PRESETS, CorpusConfig, build_corpus
+    from tessera.trainer.data import read_spike_h5
+
+    os.makedirs(args.out, exist_ok=True)
+    corpus = os.path.join(args.out, "corpus-small.h5")
+    cfg = CorpusConfig(**PRESETS["small"], seed=args.seed, keep_audio=True)
+    built = build_corpus(corpus, cfg, progress=not args.no_progress, preset="small")
+    data = read_spike_h5(corpus)
+    info = data.summary()
+    i = int(np.nonzero(data.labels == 7)[0][0])                        # an English "seven"
+    times, units = data.sample(i)
+    import h5py
+
+    with h5py.File(corpus, "r") as h5:
+        audio = h5["audio/pcm"][i].astype(np.float32) / 32768.0
+    png = raster_png(os.path.join(args.out, "raster.png"), times, units, data.channels,
+                     title=f"'{data.label_names[data.labels[i]]}' by "
+                           f"{data.speaker_names[data.speakers[i]]}: {times.size} spikes",
+                     audio=audio)
+    result = dict(corpus=built, info=info, raster_png=png)
+    lines = [f"tessera demo: built {corpus} in {built['seconds']} s",
+             f"  {info['utterances']} utterances, {info['classes']} classes, {info['speakers']} "
+             f"speakers, {info['channels']} channels, {info['spikes_per_utterance']} spikes per "
+             f"utterance"]
+    for name, s in info["splits"].items():
+        lines.append(f"  {name:6s} {s['utterances']:5d} utterances from {s['speakers']} speakers")
+    lines.append(f"  spike raster of one utterance: {png}")
+    _emit(args, result, "\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from tessera import __version__
+
+    p = argparse.ArgumentParser(prog="tessera", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"tessera {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(parser_group, name, func, help_):
+        sp = parser_group.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        sp.set_defaults(func=func)
+        return sp
+
+    corpus = sub.add_parser("corpus", help="build or inspect a speech corpus")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+    b = add(csub, "build", cmd_corpus_build, "synthesize a spoken-word corpus (SHD layout h5)")
+    b.add_argument("--preset", choices=["small", "default"], default="default")
+    b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    b.add_argument("--words", help="extra words, e.g. 'en:lights,music;de:licht'")
+    b.add_argument("--no-digits", action="store_true", help="leave out SHD's 20 digit classes")
+    b.add_argument("--speakers", type=int, help="override the preset's speaker count")
+    b.add_argument("--repeats", type=int, help="override utterances per speaker and word")
+    b.add_argument("--keep-audio", action="store_true", help="store the 16 kHz audio too")
+    b.add_argument("--no-progress", action="store_true")
+    i = add(csub, "info", cmd_corpus_info, "classes, utterances and speakers per split")
+    i.add_argument("path", help="corpus .h5, SHD/SSC .h5, a folder of official files, or WAVs")
+
+    bench = sub.add_parser("bench", help="speed benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
+    f = add(bsub, "frontend", cmd_bench_frontend, "cochlea front-end speed, one core")
+    f.add_argument("--channels", type=int, default=700)
+    f.add_argument("--seconds", type=float, default=10.0)
+    f.add_argument("--repeats", type=int, default=5)
+
+    d = add(sub, "demo", cmd_demo, "the main job: build the small corpus, summary, raster plot")
+    d.add_argument("--out", default="tessera-demo", help="output folder")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TesseraError as exc:
+        if os.environ.get("TESSERA_DEBUG"):
+            raise
+        print(f"tessera: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tessera: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

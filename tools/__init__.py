@@ -1,0 +1,1 @@
+"""tessera.tools: benchmarks and plots."""

@@ -1,0 +1,1 @@
+"""tessera.trainer: the offline side: speech corpus, data loading, few-shot episodes, training."""

@@ -1,0 +1,262 @@
+"""`tessera corpus build`: a spoken-word corpus made with espeak-ng, stored in the SHD layout.
+
+No download: words are synthesized by the espeak-ng library bundled in ``espeakng-loader``,
+passed through the runtime's cochlea front-end (:mod:`tessera.runtime.frontend`) and written to
+an HDF5 file that the SHD readers in :mod:`tessera.trainer.data` read, like the official files.
+
+Speakers. A speaker is an espeak-ng voice variant (about 100) crossed with an English accent
+(en-us, en, en-gb-scotland, en-029, ...); German words are spoken by the same variant with the
+``de`` voice. Each speaker has its own base rate, pitch and pitch range; each utterance jitters
+them and adds a gain, background noise (white or pink, random SNR) and a random onset. Speakers
+are split into disjoint train / val / test groups, recorded in the file.
+
+Determinism. Every utterance draws its randomness from ``default_rng([seed, index])``. espeak-ng
+keeps internal state between syntheses, so utterances are synthesized in fixed chunks of
+:data:`CHUNK`, each chunk in a fresh process: the result does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..runtime.audio import resample, to_int16
+from ..runtime.errors import InputError
+from ..runtime.frontend import Cochlea, FrontendSpec
+
+__all__ = ["SHD_WORDS", "CorpusConfig", "PRESETS", "build_corpus", "parse_words"]
+
+#: SHD's 20 classes in SHD's label order: English 0-9, then German 0-9.
+SHD_WORDS: tuple[tuple[str, str], ...] = tuple(
+    [("en", w) for w in "zero one two three four five six seven eight nine".split()]
+    + [("de", w) for w in "null eins zwei drei vier fünf sechs sieben acht neun".split()])
+
+ENGLISH_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan",
+                   "en-gb-x-gbcwmd", "en-us-nyc")
+LANGUAGE_VOICE = {"en": None, "de": "de", "fr": "fr", "es": "es", "it": "it", "nl": "nl"}
+SPLITS = ("train", "val", "test")
+CHUNK = 40           # utterances per fresh synthesis process (part of the determinism contract)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    speakers: int = 100
+    repeats: int = 4                 # utterances per (speaker, word)
+    words: tuple[tuple[str, str], ...] = SHD_WORDS
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    seed: int = 0
+    rate: tuple[int, int] = (135, 200)         # speaker base words per minute
+    pitch: tuple[int, int] = (25, 75)          # speaker base pitch (espeak 0..100)
+    gain_db: tuple[float, float] = (-18.0, -1.0)
+    snr_db: tuple[float, float] = (15.0, 45.0)
+    onset_s: tuple[float, float] = (0.02, 0.25)
+    tail_s: float = 0.1
+    keep_audio: bool = False
+    frontend: FrontendSpec = field(default_factory=FrontendSpec)
+
+    def __post_init__(self) -> None:
+        if self.speakers < 3:
+            raise InputError("corpus: need at least 3 speakers (one per split)")
+        if self.speakers > len(ENGLISH_ACCENTS) * 104:
+            raise InputError(f"corpus: at most {len(ENGLISH_ACCENTS) * 104} speakers")
+        if self.repeats < 1:
+            raise InputError("corpus: repeats must be >= 1")
+        if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
+            raise InputError("corpus: split fractions must be >= 0 and sum to 1")
+        for lang, _ in self.words:
+            if lang not in LANGUAGE_VOICE:
+                raise InputError(f"corpus: unsupported language {lang!r} "
+                                 f"(one of {sorted(LANGUAGE_VOICE)})")
+
+
+PRESETS = {
+    # tests and demo: 20 words x 16 speakers x 1 = 320 utterances, well under a minute
+    "small": dict(speakers=16, repeats=1, split=(0.5, 0.125, 0.375)),
+    # the default: 20 words x 100 speakers x 4 = 8,000 utterances
+    "default": dict(speakers=100, repeats=4),
+}
+
+
+def parse_words(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"en:lights,music;de:licht"`` -> (("en", "lights"), ("en", "music"), ("de", "licht"))."""
+    out = []
+    for group in filter(None, (g.strip() for g in spec.split(";"))):
+        lang, sep, words = group.partition(":")
+        if not sep:
+            raise InputError(f"word list {group!r}: expected LANG:word,word,...")
+        lang = lang.strip()
+        if lang not in LANGUAGE_VOICE:
+            raise InputError(f"word list: unsupported language {lang!r} (one of "
+                             f"{sorted(LANGUAGE_VOICE)})")
+        out += [(lang, w.strip()) for w in words.split(",") if w.strip()]
+    if not out:
+        raise InputError(f"word list {spec!r} is empty")
+    return tuple(out)
+
+
+def _speakers(cfg: CorpusConfig, variants: list[str]) -> list[dict]:
+    rng = np.random.default_rng([cfg.seed, 0xC0])
+    combos = [(v, a) for a in ENGLISH_ACCENTS for v in variants]
+    pick = rng.choice(len(combos), size=cfg.speakers, replace=False)
+    order = rng.permutation(cfg.speakers)
+    n_train = int(round(cfg.split[0] * cfg.speakers))
+    n_val = int(round(cfg.split[1] * cfg.speakers))
+    n_train = min(max(n_train, 1), cfg.speakers - 2)
+    n_val = min(max(n_val, 1 if cfg.split[1] > 0 else 0), cfg.speakers - n_train - 1)
+    split_of = np.empty(cfg.speakers, np.int64)
+    split_of[order[:n_train]] = 0
+    split_of[order[n_train:n_train + n_val]] = 1
+    split_of[order[n_train + n_val:]] = 2
+    out = []
+    for i, c in enumerate(pick):
+        variant, accent = combos[c]
+        out.append(dict(id=i, name=f"{accent}+{variant}", variant=variant, accent=accent,
+                        split=int(split_of[i]),
+                        rate=int(rng.integers(cfg.rate[0], cfg.rate[1] + 1)),
+                        pitch=int(rng.integers(cfg.pitch[0], cfg.pitch[1] + 1)),
+                        pitch_range=int(rng.integers(30, 91))))
+    return out
+
+
+def _plan(cfg: CorpusConfig, speakers: list[dict]) -> list[dict]:
+    jobs = []
+    for spk in speakers:
+        for label, (lang, word) in enumerate(cfg.words):
+            for rep in range(cfg.repeats):
+                jobs.append(dict(index=len(jobs), label=label, speaker=spk["id"], rep=rep,
+                                 word=word, language=lang))
+    return jobs
+
+
+def _pink(rng: np.random.Generator, n: int) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(spec.size, dtype=np.float64)
+    f[0] = 1.0
+    x = np.fft.irfft(spec / np.sqrt(f), n)
+    return x / (np.std(x) + 1e-12)
+
+
+def _render(job: dict, spk: dict, cfg: CorpusConfig, tts, sample_rate: int) -> tuple[np.ndarray, dict]:
+    from .tts import Voice
+
+    rng = np.random.default_rng([cfg.seed, job["index"]])
+    voice_lang = LANGUAGE_VOICE[job["language"]] or spk["accent"]
+    rate = int(np.clip(spk["rate"] * rng.uniform(0.88, 1.12), 80, 400))
+    pitch = int(np.clip(spk["pitch"] + rng.integers(-8, 9), 0, 100))
+    voice = Voice(voice_lang, spk["variant"], rate, pitch, spk["pitch_range"])
+    raw = tts.synth(job["word"], voice, seed=int(rng.integers(2**31))).astype(np.float32) / 32768.0
+    speech = resample(raw, sample_rate, 16000)
+    peak = float(np.max(np.abs(speech))) if speech.size else 0.0
+    if peak <= 0:
+        raise RuntimeError(f"espeak-ng produced silence for {job['word']!r} with {voice.name}")
+    gain_db = float(rng.uniform(*cfg.gain_db))
+    speech = speech / peak * 10 ** (gain_db / 20)
+    onset = float(rng.uniform(*cfg.onset_s))
+    n_on, n_tail = int(onset * 16000), int(cfg.tail_s * 16000)
+    x = np.concatenate([np.zeros(n_on, np.float32), speech, np.zeros(n_tail, np.float32)])
+    snr_db = float(rng.uniform(*cfg.snr_db))
+    pink = bool(rng.integers(2))
+    noise = _pink(rng, x.size) if pink else rng.standard_normal(x.size)
+    rms = float(np.sqrt(np.mean(speech ** 2)))
+    x = x + noise * rms * 10 ** (-snr_db / 20)
+    meta = dict(rate=rate, pitch=pitch, gain_db=gain_db, snr_db=snr_db, onset_s=onset,
+                noise="pink" if pink else "white", duration_s=x.size / 16000)
+    return to_int16(x), meta
+
+
+def _work_chunk(args: tuple) -> list[tuple]:
+    """One chunk of utterances in a fresh process: synthesize, encode, return spikes."""
+    jobs, speakers, cfg = args
+    from ..runtime.threads import set_blas_threads
+    from .tts import Espeak
+
+    set_blas_threads(1)                 # the workers already use every core
+    tts = Espeak()
+    fe = Cochlea(cfg.frontend)
+    out = []
+    for job in jobs:
+        pcm, meta = _render(job, speakers[job["speaker"]], cfg, tts, tts.sample_rate)
+        spikes = fe.encode(pcm)
+        steps, units = np.nonzero(spikes)
+        out.append((job["index"], steps.astype(np.int32), units.astype(np.uint16), meta,
+                    pcm if cfg.keep_audio else None))
+    return out
+
+
+def build_corpus(path: str | os.PathLike, cfg: CorpusConfig, *, workers: int | None = None,
+                 progress: bool = True, preset: str = "") -> dict:
+    """Synthesize, encode and write the corpus to ``path`` (HDF5, SHD layout). Returns a summary."""
+    import h5py
+    from tqdm import tqdm
+
+    from .tts import list_variants
+
+    t0 = time.time()
+    speakers = _speakers(cfg, list_variants())
+    jobs = _plan(cfg, speakers)
+    chunks = [(jobs[i: i + CHUNK], speakers, cfg) for i in range(0, len(jobs), CHUNK)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
+    results: list = [None] * len(jobs)
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    bar = tqdm(total=len(jobs), unit="utt", desc="corpus", disable=not progress, leave=False)
+    with ctx.Pool(workers, maxtasksperchild=1) as pool:     # a fresh process for every chunk
+        for chunk in pool.imap_unordered(_work_chunk, chunks):
+            for item in chunk:
+                results[item[0]] = item
+            bar.update(len(chunk))
+    bar.close()
+
+    step_s = cfg.frontend.step_seconds
+    tmp = os.fspath(path) + ".part"
+    with h5py.File(tmp, "w") as h5:
+        f32, u16 = h5py.vlen_dtype(np.float32), h5py.vlen_dtype(np.uint16)
+        times = h5.create_dataset("spikes/times", (len(jobs),), dtype=f32)
+        units = h5.create_dataset("spikes/units", (len(jobs),), dtype=u16)
+        for i, (_, steps, u, _, _) in enumerate(results):
+            times[i] = steps.astype(np.float32) * np.float32(step_s)
+            units[i] = u
+        h5["labels"] = np.array([j["label"] for j in jobs], np.uint16)
+        h5["extra/speaker"] = np.array([j["speaker"] for j in jobs], np.uint16)
+        h5["extra/keys"] = np.array([f"{lang}:{w}" for lang, w in cfg.words], dtype=h5py.string_dtype())
+        g = h5.create_group("extra/tessera")
+        g["split"] = np.array([speakers[j["speaker"]]["split"] for j in jobs], np.uint8)
+        g["split"].attrs["names"] = json.dumps(SPLITS)
+        g["speaker_names"] = np.array([s["name"] for s in speakers], dtype=h5py.string_dtype())
+        g["speaker_split"] = np.array([s["split"] for s in speakers], np.uint8)
+        g["text"] = np.array([j["word"] for j in jobs], dtype=h5py.string_dtype())
+        g["language"] = np.array([j["language"] for j in jobs], dtype=h5py.string_dtype())
+        for key in ("rate", "pitch", "gain_db", "snr_db", "onset_s", "duration_s"):
+            g[key] = np.array([r[3][key] for r in results], np.float32)
+        g["noise"] = np.array([r[3]["noise"] for r in results], dtype=h5py.string_dtype())
+        g.attrs["config"] = json.dumps(_config_json(cfg))
+        g.attrs["preset"] = preset
+        g.attrs["frontend"] = json.dumps(cfg.frontend.to_dict())
+        g.attrs["channels"] = cfg.frontend.channels
+        g.attrs["step_seconds"] = step_s
+        g.attrs["chunk"] = CHUNK
+        g.attrs["format"] = "tessera-corpus/1"
+        if cfg.keep_audio:
+            pcm = h5.create_dataset("audio/pcm", (len(jobs),), dtype=h5py.vlen_dtype(np.int16))
+            for i, r in enumerate(results):
+                pcm[i] = r[4]
+            pcm.attrs["sample_rate"] = 16000
+    os.replace(tmp, path)                                    # never leave a half-written file
+    n_spikes = np.array([r[1].size for r in results])
+    dur = np.array([r[3]["duration_s"] for r in results])
+    return dict(path=os.fspath(path), utterances=len(jobs), speakers=cfg.speakers,
+                classes=len(cfg.words), seconds=round(time.time() - t0, 2), workers=workers,
+                audio_seconds=round(float(dur.sum()), 1),
+                spikes_per_utterance=round(float(n_spikes.mean()), 1),
+                split_speakers={s: int(sum(1 for p in speakers if p["split"] == i))
+                                for i, s in enumerate(SPLITS)})
+
+
+def _config_json(cfg: CorpusConfig) -> dict:
+    d = asdict(cfg)
+    d["frontend"] = cfg.frontend.to_dict()
+    return d
