@@ -118,23 +118,28 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _polyphase(up: int, down: int, half_taps: int = 16) -> np.ndarray:
-    """Kaiser-windowed sinc low-pass split into ``up`` phases: (up, 2*half_taps)."""
-    cutoff = 0.5 / max(up, down) * 0.94                    # of the upsampled rate
-    t = np.arange(-half_taps * up, half_taps * up, dtype=np.float64)   # taps on the upsampled grid
-    window = np.i0(8.0 * np.sqrt(np.clip(1.0 - (t / (half_taps * up)) ** 2, 0.0, None))) / np.i0(8.0)
+def _polyphase(up: int, down: int, zero_crossings: int = 16) -> np.ndarray:
+    """Kaiser-windowed sinc low-pass split into ``up`` phases: (up, taps), taps even.
+
+    The filter spans ``zero_crossings`` zero crossings of the lower of the two rates each side.
+    """
+    rate_ratio = max(up, down)
+    taps = 2 * int(np.ceil(zero_crossings * rate_ratio / up))          # per phase, even
+    half = taps // 2 * up
+    cutoff = 0.5 / rate_ratio * 0.95                                    # of the upsampled rate
+    t = np.arange(-half, taps * up - half, dtype=np.float64)           # the upsampled grid
+    window = np.i0(8.0 * np.sqrt(np.clip(1.0 - (t / half) ** 2, 0.0, None))) / np.i0(8.0)
     h = 2 * cutoff * np.sinc(2 * cutoff * t) * window * up
-    # phase p holds taps n = p (mod up)
-    return h.reshape(2 * half_taps, up).T.copy()
+    return h.reshape(taps, up).T.copy()                                 # phase p: taps n = p mod up
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int = TARGET_RATE) -> np.ndarray:
-    """Rational polyphase resampling (windowed sinc, ~-80 dB stop band) of a 1-D float signal."""
+    """Rational polyphase resampling (windowed sinc, about -80 dB stop band) of a 1-D signal."""
     x = np.asarray(x, np.float64)
-    if rate_in == rate_out:
-        return x.astype(np.float32)
     if rate_in <= 0 or rate_out <= 0:
         raise InputError(f"invalid sample rates {rate_in} -> {rate_out}")
+    if rate_in == rate_out:
+        return x.astype(np.float32)
     g = gcd(rate_in, rate_out)
     up, down = rate_out // g, rate_in // g
     if up > 4096:
@@ -147,8 +152,11 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int = TARGET_RATE) -> np.nda
     phase = k % up
     base = k // up                                         # input index at or before the output
     xp = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
-    idx = base[:, None] + np.arange(taps)[None, :] + 1     # input samples around `base`
-    out = np.einsum("ij,ij->i", xp[idx], h[phase][:, ::-1])
+    out = np.empty(n_out)
+    for a in range(0, n_out, 4096):                        # bounded memory for long files
+        b = min(a + 4096, n_out)
+        idx = base[a:b, None] + np.arange(taps)[None, :] + 1
+        out[a:b] = np.einsum("ij,ij->i", xp[idx], h[phase[a:b]][:, ::-1])
     return out.astype(np.float32)
 
 

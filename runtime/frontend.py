@@ -67,6 +67,8 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
+    "filter_poles",
+    "filterbank",
     "FrontendSpec",
     "FrontendTables",
     "FrontendState",
@@ -187,24 +189,29 @@ def mitchell_log2(e2: np.ndarray, level_bits: int) -> np.ndarray:
     return (bits >> (52 - level_bits)) - (1023 << level_bits)
 
 
-def design(spec: FrontendSpec) -> FrontendTables:
-    """Design the band-pass bank in float64 and quantize it (see the module docstring)."""
-    C, K, G, H = spec.channels, spec.order, spec.superblock, spec.hop
-    N, fs = G * H, float(spec.sample_rate)
+def filter_poles(spec: FrontendSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The float64 filter bank: centre frequencies (C,), poles (C, K) and residues (C, K)."""
+    C, K, fs = spec.channels, spec.order, float(spec.sample_rate)
     fc = erb_space(spec.f_lo, spec.f_hi, C)
     half_bw = 0.5 * spec.bw_scale * 24.7 * (4.37e-3 * fc + 1.0)          # Hz
     k = np.arange(K)
     proto = np.exp(1j * np.pi * (2 * k + K + 1) / (2 * K))                 # unit Butterworth poles
-    s_poles = 2 * np.pi * (half_bw[:, None] * proto[None, :] + 1j * fc[:, None])   # (C, K) rad/s
     lp = 2 * np.pi * half_bw[:, None] * proto[None, :]                     # low-pass prototype
     diff = lp[:, :, None] - lp[:, None, :]                                 # lp_i - lp_j
     diff[:, k, k] = 1.0
     resid = np.prod(-lp, axis=1, keepdims=True) / np.prod(diff, axis=2)    # analog residues
-    pole = np.exp(s_poles / fs)
+    pole = np.exp((lp + 2j * np.pi * fc[:, None]) / fs)                    # shifted to f_c
     r = resid / fs                                                         # impulse invariance
     z = np.exp(2j * np.pi * fc / fs)[:, None]
-    gain_fc = np.abs(np.sum(r / (1.0 - pole / z), axis=1, keepdims=True))
-    r = r / gain_fc                                                        # |H(f_c)| = 1
+    r = r / np.abs(np.sum(r / (1.0 - pole / z), axis=1, keepdims=True))    # |H(f_c)| = 1
+    return fc, pole, r
+
+
+def design(spec: FrontendSpec) -> FrontendTables:
+    """Design the band-pass bank in float64 and quantize it (see the module docstring)."""
+    C, K, G, H = spec.channels, spec.order, spec.superblock, spec.hop
+    N = G * H
+    fc, pole, r = filter_poles(spec)
     # worst-case mode magnitude per unit input, for the exactness bound below
     peak = np.max(np.abs(r) / (1.0 - np.abs(pole)))
     need = 15 + np.log2(peak) + spec.state_bits + spec.trans_bits + 1 + np.log2(2 * K)
@@ -360,6 +367,18 @@ def _step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
     spikes, history, voltage = _spikes_from_levels(_levels(out, tab), state, tab)
     modes = ends[n_full - 1] if n_full else state.modes
     return spikes, FrontendState(modes, buf[n_full * N:], ready, history, voltage)
+
+
+def filterbank(pcm: np.ndarray, tab: FrontendTables) -> np.ndarray:
+    """Complex envelope samples (steps, C) of a whole utterance from rest, in units of
+    2^-EB input LSB: the fixed-point filter bank alone, for tests and plots."""
+    spec = tab.spec
+    N = spec.superblock * spec.hop
+    steps = np.asarray(pcm).size // spec.hop
+    x = np.zeros(((steps * spec.hop + N - 1) // N, N))
+    x.reshape(-1)[: steps * spec.hop] = np.asarray(pcm)[: steps * spec.hop]
+    out, _ = _filter_superblocks(x, initial_state(spec).modes, tab)
+    return out[:steps]
 
 
 class Cochlea:

@@ -77,8 +77,13 @@ def cmd_corpus_info(args: argparse.Namespace) -> int:
     info = read_any(args.path, progress=not args.json).summary() if os.path.isdir(args.path) \
         else read_any(args.path).summary()
     lines = [f"{info['source']}: {info['utterances']} utterances, {info['classes']} classes, "
-             f"{info['speakers']} speakers, {info['channels']} channels, "
-             f"{info['spikes_per_utterance']} spikes per utterance"]
+             f"{info['speakers']} speakers, {info['channels']} channels"]
+    if "spikes_per_utterance" in info:
+        lines.append(f"  spikes per utterance {info['spikes_per_utterance']} (5-95 %: "
+                     f"{info['spikes_per_utterance_p5_p95'][0]}-"
+                     f"{info['spikes_per_utterance_p5_p95'][1]}), per-channel rate "
+                     f"{info['rate_hz_per_channel_mean']} Hz mean, "
+                     f"{info['rate_hz_per_channel_p99']} Hz 99th percentile")
     for name, s in info["splits"].items():
         lines.append(f"  {name:10s} {s['utterances']:6d} utterances  {s['speakers']:4d} speakers  "
                      f"{s['classes']:3d} classes")
@@ -127,8 +132,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = dict(corpus=built, info=info, raster_png=png)
     lines = [f"tessera demo: built {corpus} in {built['seconds']} s",
              f"  {info['utterances']} utterances, {info['classes']} classes, {info['speakers']} "
-             f"speakers, {info['channels']} channels, {info['spikes_per_utterance']} spikes per "
-             f"utterance"]
+             f"speakers, {info['channels']} channels, {info.get('spikes_per_utterance', 0)} spikes "
+             f"per utterance"]
     for name, s in info["splits"].items():
         lines.append(f"  {name:6s} {s['utterances']:5d} utterances from {s['speakers']} speakers")
     lines.append(f"  spike raster of one utterance: {png}")

@@ -4,9 +4,10 @@ All readers return a :class:`SpikeSet`: every utterance's spikes in one flat (CS
 labels, speakers and the train/val/test split of each utterance.
 
 Official SHD/SSC files are read from a local folder only (no download): put ``shd_train.h5`` and
-``shd_test.h5`` (gunzipped) in a folder and call :func:`read_shd_folder`. tonic's
-``tonic.datasets.SHD(save_to=ROOT)`` reads the same files from ``ROOT/SHD/`` without downloading
-when they are already there.
+``shd_test.h5`` (gunzipped) in a folder and call :func:`read_shd_folder`. tonic 1.7's
+``tonic.datasets.SHD(save_to=ROOT, train=...)`` reads the same files from ``ROOT/SHD/`` without
+downloading when the extracted ``shd_train.h5`` sits there next to a file named
+``shd_train.h5.zip`` (tonic only checks that the archive exists; an empty file will do).
 
 WAV folders (:func:`read_wav_folder`) go through the runtime's front-end, with an on-disk cache
 keyed by the file's path, size and mtime and by the front-end spec.
@@ -71,10 +72,16 @@ class SpikeSet:
                         self.label_names, self.speaker_names, self.source, dict(self.meta))
 
     def summary(self) -> dict:
-        """Classes, utterances and speakers per split (what ``tessera corpus info`` prints)."""
+        """Classes, utterances and speakers per split, and spike statistics.
+
+        Rates use each utterance's span, from 0 to its last spike.
+        """
         counts = self.spike_counts()
-        dur = np.array([self.times[a:b].max() if b > a else 0.0
-                        for a, b in zip(self.offsets[:-1], self.offsets[1:])])
+        n = len(self)
+        span = np.zeros(n)
+        nonempty = counts > 0
+        span[nonempty] = np.maximum.reduceat(self.times, self.offsets[:-1][nonempty]) \
+            if nonempty.any() else 0.0
         splits = {}
         for name, sid in (("train", 0), ("val", 1), ("test", 2), ("unassigned", -1)):
             m = self.split == sid
@@ -82,12 +89,23 @@ class SpikeSet:
                 splits[name] = dict(utterances=int(m.sum()),
                                     speakers=int(np.unique(self.speakers[m]).size),
                                     classes=int(np.unique(self.labels[m]).size))
+        stats = {}
+        ok = span > 0
+        if ok.any():
+            utt = np.repeat(np.arange(n), counts)
+            per_ch = np.bincount(utt * self.channels + self.units, minlength=n * self.channels)
+            ch_rate = per_ch.reshape(n, self.channels)[ok] / span[ok, None]
+            stats = dict(spikes_per_utterance=round(float(counts.mean()), 1),
+                         spikes_per_utterance_p5_p95=[int(np.percentile(counts, 5)),
+                                                      int(np.percentile(counts, 95))],
+                         span_s_mean=round(float(span[ok].mean()), 3),
+                         rate_hz_per_channel_mean=round(float(ch_rate.mean()), 2),
+                         rate_hz_per_channel_p99=round(float(np.percentile(ch_rate, 99)), 1),
+                         active_channel_fraction=round(float((ch_rate > 0).mean()), 3))
         return dict(source=self.source, classes=len(self.label_names),
-                    label_names=list(self.label_names), utterances=len(self),
+                    label_names=list(self.label_names), utterances=n,
                     speakers=int(np.unique(self.speakers).size), channels=self.channels,
-                    splits=splits,
-                    spikes_per_utterance=round(float(counts.mean()), 1) if len(self) else 0.0,
-                    last_spike_s_mean=round(float(dur.mean()), 3) if len(self) else 0.0)
+                    splits=splits, **stats)
 
     @staticmethod
     def concat(parts: list[SpikeSet], source: str = "") -> SpikeSet:

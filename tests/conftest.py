@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FSDD = Path(os.environ.get("TESSERA_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
+
+
+@pytest.fixture(scope="session")
+def fsdd() -> Path:
+    """The real-speech FSDD subset beside the checkout (tests only; the project never needs it)."""
+    if not (FSDD / "7_george_0.wav").exists():
+        pytest.skip(f"FSDD recordings not found at {FSDD}")
+    return FSDD
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """The `small` preset corpus, built once per test session (about 6 s on 2 cores)."""
+    from tessera.trainer.corpus import PRESETS, CorpusConfig, build_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "small.h5"
+    build_corpus(path, CorpusConfig(**PRESETS["small"], keep_audio=True), progress=False,
+                 preset="small")
+    return path
+

@@ -1,0 +1,26 @@
+"""Small signal and file helpers shared by the tests."""
+
+import struct
+
+import numpy as np
+
+
+def tone(freq: float, seconds: float = 0.5, amp: float = 0.3, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return np.round(amp * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def log_sweep(f0: float, f1: float, seconds: float, amp: float = 0.3, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    k = np.log(f1 / f0) / seconds
+    phase = 2 * np.pi * f0 * (np.exp(k * t) - 1) / k
+    return np.round(amp * 32767 * np.sin(phase)).astype(np.int16)
+
+
+def wav_bytes(data: bytes, *, tag: int = 1, channels: int = 1, rate: int = 16000,
+              bits: int = 16) -> bytes:
+    """A RIFF/WAVE file around raw sample bytes, any header values."""
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels * bits // 8,
+                      channels * bits // 8, bits)
+    body = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body

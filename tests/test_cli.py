@@ -1,0 +1,100 @@
+"""The `tessera` command: JSON output, one-line errors with a non-zero exit, the demo."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import wav_bytes
+
+
+def tessera(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tessera", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_clean_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tessera: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_corpus_info_json(small_corpus):
+    r = tessera("corpus", "info", small_corpus, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["classes"] == 20 and info["utterances"] == 320 and info["channels"] == 700
+    assert set(info["splits"]) == {"train", "val", "test"}
+    assert sum(s["utterances"] for s in info["splits"].values()) == 320
+    human = tessera("corpus", "info", small_corpus)
+    assert "320 utterances" in human.stdout and "test" in human.stdout
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "no such file"),
+    (b"garbage, not hdf5", "not a readable HDF5 file"),
+])
+def test_corpus_info_bad_h5(tmp_path, content, needle):
+    p = tmp_path / "bad.h5"
+    if content is not None:
+        p.write_bytes(content)
+    assert_clean_error(tessera("corpus", "info", p), "bad.h5", needle)
+
+
+def test_corpus_info_non_shd_h5(tmp_path):
+    import h5py
+
+    p = tmp_path / "other.h5"
+    with h5py.File(p, "w") as h5:
+        h5["data"] = np.arange(3)
+    assert_clean_error(tessera("corpus", "info", p), "other.h5", "not in the SHD layout")
+
+
+@pytest.mark.parametrize("name,data,needle", [
+    ("0_a_0.wav", wav_bytes(b""), "0 samples"),
+    ("0_a_1.wav", wav_bytes(np.array([np.nan] * 4, "<f4").tobytes(), tag=3, bits=32), "NaN"),
+    ("0_a_2.wav", wav_bytes(np.zeros(16, "<i2").tobytes(), channels=2), "2 channels"),
+])
+def test_bad_wavs_in_a_folder(tmp_path, name, data, needle):
+    (tmp_path / name).write_bytes(data)
+    r = tessera("corpus", "info", tmp_path, "--json")
+    assert_clean_error(r, name, needle)
+    assert r.stdout == ""
+
+
+def test_unknown_preset():
+    r = tessera("corpus", "build", "--preset", "huge")
+    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
+
+
+def test_bench_frontend_json():
+    r = tessera("bench", "frontend", "--seconds", "1", "--repeats", "1", "--channels", "64",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["channels"] == 64 and out["realtime_factor"] > 0 and "us_per_step" in out
+
+
+def test_corpus_build_json(tmp_path):
+    out = tmp_path / "c.h5"
+    r = tessera("corpus", "build", "--preset", "small", "--speakers", "3", "--no-digits",
+                "--words", "en:lights,music", "--out", out, "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["utterances"] == 6 and s["classes"] == 2 and out.exists()
+    assert not (tmp_path / "c.h5.part").exists()
+
+
+@pytest.mark.slow
+def test_demo(tmp_path):
+    r = tessera("demo", "--out", tmp_path / "demo", "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    png = tmp_path / "demo" / "raster.png"
+    assert result["raster_png"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
+    assert result["info"]["utterances"] == 320

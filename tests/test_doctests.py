@@ -1,0 +1,15 @@
+"""The docstring examples run, so they cannot drift from the code."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["tessera.runtime.frontend", "tessera.runtime.audio", "tessera.trainer.transforms",
+           "tessera.trainer.episodes", "tessera.trainer.tts"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
