@@ -71,23 +71,25 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_corpus_info(args: argparse.Namespace) -> int:
-    from tessera.trainer.data import read_any
-
-    info = read_any(args.path, progress=not args.json).summary() if os.path.isdir(args.path) \
-        else read_any(args.path).summary()
+def _info_lines(info: dict) -> list[str]:
     lines = [f"{info['source']}: {info['utterances']} utterances, {info['classes']} classes, "
              f"{info['speakers']} speakers, {info['channels']} channels"]
     if "spikes_per_utterance" in info:
-        lines.append(f"  spikes per utterance {info['spikes_per_utterance']} (5-95 %: "
-                     f"{info['spikes_per_utterance_p5_p95'][0]}-"
-                     f"{info['spikes_per_utterance_p5_p95'][1]}), per-channel rate "
-                     f"{info['rate_hz_per_channel_mean']} Hz mean, "
+        lo, hi = info["spikes_per_utterance_p5_p95"]
+        lines.append(f"  spikes per utterance {info['spikes_per_utterance']} (5-95 %: {lo}-{hi}), "
+                     f"per-channel rate {info['rate_hz_per_channel_mean']} Hz mean, "
                      f"{info['rate_hz_per_channel_p99']} Hz 99th percentile")
     for name, s in info["splits"].items():
         lines.append(f"  {name:10s} {s['utterances']:6d} utterances  {s['speakers']:4d} speakers  "
                      f"{s['classes']:3d} classes")
-    lines.append("  classes: " + ", ".join(info["label_names"]))
+    return lines
+
+
+def cmd_corpus_info(args: argparse.Namespace) -> int:
+    from tessera.trainer.data import read_any
+
+    info = read_any(args.path, progress=not args.json).summary()
+    lines = _info_lines(info) + ["  classes: " + ", ".join(info["label_names"])]
     _emit(args, info, "\n".join(lines))
     return 0
 
@@ -130,12 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                            f"{data.speaker_names[data.speakers[i]]}: {times.size} spikes",
                      audio=audio)
     result = dict(corpus=built, info=info, raster_png=png)
-    lines = [f"tessera demo: built {corpus} in {built['seconds']} s",
-             f"  {info['utterances']} utterances, {info['classes']} classes, {info['speakers']} "
-             f"speakers, {info['channels']} channels, {info.get('spikes_per_utterance', 0)} spikes "
-             f"per utterance"]
-    for name, s in info["splits"].items():
-        lines.append(f"  {name:6s} {s['utterances']:5d} utterances from {s['speakers']} speakers")
+    lines = [f"tessera demo: built {corpus} in {built['seconds']} s"] + _info_lines(info)
     lines.append(f"  spike raster of one utterance: {png}")
     _emit(args, result, "\n".join(lines))
     return 0
