@@ -139,10 +139,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line error format (``--help`` shows the usage)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"tessera: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tessera import __version__
 
-    p = argparse.ArgumentParser(prog="tessera", description=__doc__.splitlines()[0])
+    p = _Parser(prog="tessera", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"tessera {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
