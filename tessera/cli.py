@@ -94,6 +94,53 @@ def cmd_corpus_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train / eval
+def cmd_train(args: argparse.Namespace) -> int:
+    from tessera.runtime.threads import set_blas_threads
+    from tessera.trainer.config import QUICK, load_config
+    from tessera.trainer.train import train
+
+    overrides = (QUICK if args.quick else []) + list(args.set or [])
+    if args.data:
+        overrides.append(f'data.corpus="{args.data}"')
+    cfg = load_config(args.config, overrides)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        set_blas_threads(args.threads)
+    s = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    lines = [f"trained {s['iterations']} iterations in {s['seconds']} s -> {args.out}/model.pt"
+             + (" (stopped at the time limit)" if s["stopped_early"] else ""),
+             f"  inner learning rate {s['inner_lr']}, mean firing rate {s['rate']:.4f} per step"]
+    for r in s["results"]:
+        lines.append(f"  {r['ways']}-way {r['shots']}-shot {r['split']}: {100 * r['accuracy']:.1f} "
+                     f"± {100 * r['ci95']:.1f} % ({r['episodes']} episodes)")
+    _emit(args, s, "\n".join(lines))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tessera.trainer.train import evaluate_model, load_model
+
+    model = load_model(args.model)
+    results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
+                             episodes=args.episodes, inner_steps=args.inner_steps,
+                             same_speaker=args.same_speaker)
+    head = dict(results[0])
+    head["results"] = results
+    lines = [f"{model.path} (iteration {model.iteration}):"]
+    for r in results:
+        extra = ""
+        if "accuracy_unseen_queries" in r:
+            extra = (f" [unseen queries {100 * r['accuracy_unseen_queries']:.1f} %, seen "
+                     f"{100 * r['accuracy_seen_queries']:.1f} %]")
+        lines.append(f"  {r['ways']}-way {r['shots']}-shot {r['split']}: {100 * r['accuracy']:.1f} "
+                     f"± {100 * r['ci95']:.1f} % ({r['episodes']} episodes){extra}")
+    _emit(args, head, "\n".join(lines))
+    return 0
+
+
 # ---------------------------------------------------------------- bench
 def cmd_bench_frontend(args: argparse.Namespace) -> int:
     from tessera.tools.bench import bench_frontend
@@ -181,6 +228,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--channels", type=int, default=700)
     f.add_argument("--seconds", type=float, default=10.0)
     f.add_argument("--repeats", type=int, default=5)
+
+    t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default)")
+    t.add_argument("--config", help="TOML config file")
+    t.add_argument("--data", help="corpus (sets data.corpus)")
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a key")
+    t.add_argument("--out", default="runs/default", help="run folder (checkpoints, logs)")
+    t.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (default: all)")
+    t.add_argument("--no-progress", action="store_true")
+    e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 % CI)")
+    e.add_argument("model", help="model.pt or checkpoint.pt")
+    e.add_argument("--data", help="evaluate on this data instead of the training corpus")
+    e.add_argument("--split", nargs="+", default=["unseen"],
+                   choices=["unseen", "seen", "all", "val", "train"])
+    e.add_argument("--shots", nargs="+", type=int, default=[1, 5])
+    e.add_argument("--ways", type=int, default=None)
+    e.add_argument("--episodes", type=int, default=600)
+    e.add_argument("--inner-steps", type=int, default=1)
+    e.add_argument("--same-speaker", action="store_true",
+                   help="shots and queries of a class from one speaker")
 
     d = add(sub, "demo", cmd_demo, "the main job: build the small corpus, summary, raster plot")
     d.add_argument("--out", default="tessera-demo", help="output folder")

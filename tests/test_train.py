@@ -1,0 +1,61 @@
+"""`tessera train` / `tessera eval` end to end on the small corpus, config strictness, checkpoints."""
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from helpers import tone  # noqa: E402,F401
+from test_cli import assert_clean_error, tessera  # noqa: E402
+
+from tessera.runtime.errors import InputError  # noqa: E402
+from tessera.trainer.config import load_config  # noqa: E402
+
+TINY = ["--set", "train.iterations=6", "--set", "train.eval_every=3", "--set",
+        "train.eval_episodes=20", "--set", "train.checkpoint_every=3", "--set", "data.queries=2",
+        "--set", "data.shots=[1]", "--threads", "1", "--no-progress"]
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    with pytest.raises(InputError, match="meta.inner_lrr"):
+        load_config(None, ["meta.inner_lrr=3"])
+    with pytest.raises(InputError, match="unknown section"):
+        load_config(None, ["metaa.inner_lr=3"])
+    bad = tmp_path / "c.toml"
+    bad.write_text("[meta]\ninner_lr = ")
+    with pytest.raises(InputError, match="not valid TOML"):
+        load_config(bad)
+    good = tmp_path / "g.toml"
+    good.write_text("[meta]\ninner_lr = 7\n[core]\nmax_hops = 1\n")
+    cfg = load_config(good, ["meta.inner_steps=2"])
+    assert cfg.meta.inner_lr == 7.0 and cfg.core.max_hops == 1 and cfg.meta.inner_steps == 2
+
+
+def test_train_resume_and_eval(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    r = tessera("train", "--data", small_corpus, "--out", out, "--json", *TINY)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["iterations"] == 6 and s["results"][0]["shots"] == 1
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines if "task_loss" in x] == [1, 2, 3, 4, 5, 6]
+    # resuming a finished run with more iterations continues from the checkpoint
+    r2 = tessera("train", "--data", small_corpus, "--out", out, "--json", "--resume",
+                 *[a if a != "train.iterations=6" else "train.iterations=8" for a in TINY])
+    assert_clean_error(r2, "different config")          # the config changed: refused, not mixed
+    e = tessera("eval", out / "model.pt", "--episodes", "30", "--shots", "1", "--split", "unseen",
+                "all", "--json")
+    assert e.returncode == 0, e.stderr
+    res = json.loads(e.stdout)
+    for key in ("accuracy", "ci95", "ways", "shots", "split", "episodes"):
+        assert key in res
+    assert [x["split"] for x in res["results"]] == ["unseen", "all"]
+    assert "accuracy_unseen_queries" in res["results"][1]
+
+
+def test_eval_bad_checkpoint(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_clean_error(tessera("eval", bad), "model.pt", "not a readable tessera checkpoint")
+    assert_clean_error(tessera("eval", tmp_path / "none.pt"), "no such checkpoint")

@@ -1,0 +1,219 @@
+"""Meta-training and few-shot evaluation of the spiking core (the ANIL device rule by default).
+
+``MetaTrainer`` owns the core, the meta-learned inner learning rates and the Adam state; one
+``step()`` is one meta-batch of tasks. ``evaluate`` scores episodes with the core frozen: features
+of every utterance are computed once, then each episode adapts a zero readout on its support set
+and scores its queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..runtime.mosaic import layout_cost
+from .dense import DenseSet
+from .episodes import FewShotTasks
+from .meta import MetaConfig, anil_task_loss, inner_adapt, readout_loss, zero_readout
+from .model import Core, CoreConfig, readout_logits
+from .rram import RRAMConfig, device_weight, quantize_update, stuck_map, threshold_update
+
+__all__ = ["RegConfig", "MetaTrainer", "evaluate", "features_of", "ci95"]
+
+
+@dataclass(frozen=True)
+class RegConfig:
+    layout_lambda: float = 0.1      # lambda of the layout loss mean(S * W_rec^2)
+    layout_beta: float = 8.0
+    rate_lambda: float = 50.0       # firing-rate regulariser (mean rate - target)^2
+    rate_target: float = 0.05       # spikes per neuron per step
+    clip_std: float = 2.5           # clip W_rec to +-clip_std * std of its non-zero entries
+    prune_below: float = 5e-4       # prune |W_rec| below this after prune_after steps
+    prune_after: int = 200
+    time_shift: int = 5             # augmentation: random roll of up to +-N steps
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    tasks: list = field(default_factory=list)   # (support slice, query slice, y_s, y_q)
+
+
+def ci95(acc: np.ndarray) -> float:
+    return float(1.96 * acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else 0.0
+
+
+class MetaTrainer:
+    def __init__(self, core_cfg: CoreConfig, meta: MetaConfig, reg: RegConfig, data: DenseSet,
+                 tasks: FewShotTasks, seed: int = 0, rram: RRAMConfig | None = None):
+        torch.manual_seed(seed)
+        self.cfg, self.meta, self.reg, self.data, self.tasks = core_cfg, meta, reg, data, tasks
+        self.rram = rram or RRAMConfig()
+        self.core = Core(core_cfg, seed)
+        self.noise = torch.Generator().manual_seed(seed + 1)
+        self.stuck = {k: stuck_map(self.core.params[k].shape, self.rram.stuck_fraction, self.noise)
+                      for k in ("w_in", "w_rec")} if self.rram.stuck_fraction else {}
+        self.last_rate = 0.0
+        self._scale_inputs()
+        init_lr = {"w_out": meta.inner_lr, "b_out": meta.inner_lr}
+        for k in ("w_in", "w_rec", "b"):
+            init_lr[k] = meta.inner_lr_core
+        self.log_lr = {k: torch.tensor(math.log(v), requires_grad=meta.learn_inner_lr)
+                       for k, v in init_lr.items()}
+        params = list(self.core.params.values())
+        if meta.learn_inner_lr:
+            params += list(self.log_lr.values())
+        self.opt = torch.optim.Adam(params, lr=meta.outer_lr)
+        self._cost = torch.from_numpy(layout_cost(core_cfg.layout.neuron_hops(), reg.layout_beta)
+                                      ).float()
+        self.refresh_cost()
+        self.rng = np.random.default_rng(seed)
+        self.iteration = 0
+
+    def refresh_cost(self) -> None:
+        self.cost = self._cost * self.core.masks["w_rec"]
+
+    def device_params(self) -> dict:
+        """The parameters as the RRAM arrays hold them (straight-through), or as they are."""
+        p = self.core.params
+        if not self.rram.enabled:
+            return p
+        q = dict(p)
+        for k in ("w_in", "w_rec"):
+            q[k] = device_weight(p[k] * self.core.masks[k], self.rram, self.noise, self.stuck.get(k))
+        return q
+
+    def update_transform(self):
+        r = self.rram
+        if not (r.update_bits or r.update_threshold):
+            return None
+
+        def transform(name: str, delta: torch.Tensor) -> torch.Tensor:
+            delta = threshold_update(delta, r.update_threshold)
+            return quantize_update(delta, r.update_bits, True, self.noise)
+        return transform
+
+    def _scale_inputs(self) -> None:
+        """Scale W_in so the input current has unit standard deviation on this data."""
+        sample = self.data.x[: min(200, len(self.data)), 0].astype(np.float32)
+        m2 = float((sample ** 2).mean())
+        with torch.no_grad():
+            p = self.core.params["w_in"]
+            p.mul_(1.0 / math.sqrt(max(m2, 1e-6)))
+
+    def lrs(self) -> dict:
+        return {k: v.exp() for k, v in self.log_lr.items()}
+
+    def make_batch(self, sampler, count: int) -> Batch:
+        xs, tasks, offset = [], [], 0
+        for _ in range(count):
+            ep = sampler.episode(int(self.rng.integers(2**31)))
+            idx = np.concatenate([ep.support, ep.query])
+            sub = self.rng.integers(self.data.x.shape[1], size=idx.size)
+            x = self.data.x[idx, sub].astype(np.float32)
+            if self.reg.time_shift:
+                shifts = self.rng.integers(-self.reg.time_shift, self.reg.time_shift + 1, idx.size)
+                x = np.stack([np.roll(a, s, axis=0) for a, s in zip(x, shifts)])
+            xs.append(x)
+            ns = ep.support.size
+            tasks.append((slice(offset, offset + ns), slice(offset + ns, offset + idx.size),
+                          torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)))
+            offset += idx.size
+        return Batch(torch.from_numpy(np.concatenate(xs)), tasks)
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        p, cfg, meta = self.core.params, self.cfg, self.meta
+        lrs = self.lrs()
+        phi, rate = self.core.features(batch.x, params=self.device_params(), bptt=meta.bptt)
+        self.last_rate = float(rate.detach().mean())
+        losses, accs = [], []
+        transform = self.update_transform()
+        for s, q, ys, yq in batch.tasks:
+            ways = int(ys.max()) + 1
+            init = zero_readout(p, ways)
+            l, a = anil_task_loss(phi[s], ys, phi[q], yq, init,
+                                  {k: lrs[k] for k in init}, meta.inner_steps, transform)
+            losses.append(l)
+            accs.append(a)
+        task_loss = torch.stack(losses).mean()
+        w = p["w_rec"] * self.core.masks["w_rec"]
+        layout = (self.cost * w ** 2).mean()
+        rate_pen = (rate.mean() - self.reg.rate_target) ** 2
+        total = task_loss + self.reg.layout_lambda * layout + self.reg.rate_lambda * rate_pen
+        return total, dict(task_loss=float(task_loss.detach()), acc=float(torch.stack(accs).mean()),
+                           layout=float(layout.detach()), rate=float(rate.detach().mean()))
+
+    def step(self, sampler) -> dict:
+        batch = self.make_batch(sampler, self.meta.tasks_per_batch)
+        total, info = self.loss(batch)
+        self.opt.zero_grad()
+        total.backward()
+        self.opt.step()
+        self._constrain()
+        self.iteration += 1
+        info["iteration"] = self.iteration
+        info["inner_lr"] = float(self.lrs()["w_out"].detach())
+        return info
+
+    @torch.no_grad()
+    def _constrain(self) -> None:
+        p, m = self.core.params, self.core.masks
+        p["w_in"].mul_(m["w_in"])
+        p["w_rec"].mul_(m["w_rec"])
+        nz = p["w_rec"][m["w_rec"] > 0]
+        if nz.numel() > 1 and self.reg.clip_std:
+            lim = float(self.reg.clip_std * nz.std())
+            p["w_rec"].clamp_(-lim, lim)
+        if self.reg.prune_below and self.iteration >= self.reg.prune_after:
+            dead = (p["w_rec"].abs() < self.reg.prune_below) & (m["w_rec"] > 0)
+            m["w_rec"][dead] = 0.0
+            p["w_rec"][dead] = 0.0
+            self.refresh_cost()
+
+
+@torch.no_grad()
+def features_of(core: Core, x: np.ndarray, batch: int = 512) -> torch.Tensor:
+    out = []
+    for i in range(0, len(x), batch):
+        phi, _ = core.features(torch.from_numpy(x[i:i + batch].astype(np.float32)))
+        out.append(phi)
+    return torch.cat(out) if out else torch.zeros(0, core.cfg.neurons * core.cfg.segments)
+
+
+def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: str = "unseen",
+             ways: int = 5, shots: int = 1, queries: int = 5, episodes: int = 600,
+             inner_steps: int = 1, seed: int = 1234, subset: int = 0,
+             feats: torch.Tensor | None = None, same_speaker: bool = False) -> dict:
+    """Few-shot accuracy of the frozen core with the device rule (zero readout, SGD steps)."""
+    sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed)
+    pool, _ = tasks.pool(phase)
+    if feats is None:
+        feats = torch.zeros(len(data), core.cfg.neurons * core.cfg.segments)
+        feats[pool] = features_of(core, data.x[pool, subset])
+    accs, unseen_correct, unseen_total, seen_correct, seen_total = [], 0, 0, 0, 0
+    init = {"w_out": torch.zeros(feats.shape[1], ways), "b_out": torch.zeros(ways)}
+    step_lrs = {k: lrs[k].detach() for k in init}
+    for i in range(episodes):
+        ep = sampler.episode(i)
+        phi_s, phi_q = feats[ep.support], feats[ep.query]
+        ys, yq = torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)
+        fast = inner_adapt(init, lambda f: readout_loss(f, phi_s, ys), step_lrs, inner_steps)
+        pred = readout_logits(phi_q, fast["w_out"], fast["b_out"]).argmax(1)
+        ok = (pred == yq).numpy()
+        accs.append(ok.mean())
+        unseen_correct += int(ok[ep.query_unseen].sum())
+        unseen_total += int(ep.query_unseen.sum())
+        seen_correct += int(ok[~ep.query_unseen].sum())
+        seen_total += int((~ep.query_unseen).sum())
+    acc = np.array(accs)
+    out = dict(accuracy=round(float(acc.mean()), 4), ci95=round(ci95(acc), 4), ways=ways,
+               shots=shots, queries=queries, split=phase, episodes=episodes,
+               inner_steps=inner_steps, same_speaker=same_speaker)
+    if phase == "all":
+        out["accuracy_unseen_queries"] = round(unseen_correct / max(unseen_total, 1), 4)
+        out["accuracy_seen_queries"] = round(seen_correct / max(seen_total, 1), 4)
+    return out

@@ -1,0 +1,93 @@
+"""Meta-learning with torch.func: ANIL (the device rule), MAML, FOMAML and Reptile.
+
+Inner loop: SGD on a task's support set, ``steps`` steps, per-parameter learning rates (optionally
+meta-learned, as log learning rates). Outer loop: Adam on the query loss (Reptile: on the
+difference between the initial and the adapted parameters).
+
+The device rule (the default) is ANIL with one step from a zero readout: only ``w_out`` and
+``b_out`` change on the chip, once, with a high learning rate. From zero, one SGD step of the
+cross-entropy gives ``W_k = lr / N * sum_i (y_ik - 1/K) phi_i``: a prototype classifier on the
+features ``phi`` (dot product with the class mean, centred), which is what meta-training shapes
+the core for.
+
+Inner updates can pass through ``update_transform`` (quantized, thresholded, error-triggered
+updates of the hardware-aware recipes in :mod:`tessera.trainer.rram`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad  # noqa: F401  (functional_call used by baselines)
+
+from .model import readout_logits
+
+__all__ = ["MetaConfig", "inner_adapt", "readout_loss", "anil_task_loss", "reptile_delta"]
+
+READOUT = ("w_out", "b_out")
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    algorithm: str = "anil"          # anil | maml | fomaml | reptile
+    inner_steps: int = 1
+    inner_lr: float = 20.0           # readout learning rate (the device's, before meta-learning)
+    inner_lr_core: float = 0.05      # MAML/Reptile: learning rate of the core's parameters
+    learn_inner_lr: bool = True      # meta-learn log learning rates per parameter group
+    outer_lr: float = 1e-3
+    tasks_per_batch: int = 8
+    bptt: int | None = None          # truncate backpropagation to the last N steps
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("anil", "maml", "fomaml", "reptile"):
+            raise ValueError(f"unknown meta-learning algorithm {self.algorithm!r}")
+
+
+def readout_loss(fast: dict, phi: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(readout_logits(phi, fast["w_out"], fast["b_out"]), y)
+
+
+def inner_adapt(fast: dict, loss_fn: Callable[[dict], torch.Tensor], lrs: dict, steps: int,
+                first_order: bool = False,
+                update_transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """``steps`` SGD steps on ``loss_fn`` from ``fast`` with per-name learning rates ``lrs``.
+
+    Gradients come from ``torch.func.grad``; with ``first_order`` they are detached (FOMAML),
+    otherwise the outer loss differentiates through them (second-order MAML).
+    """
+    g_fn = grad(loss_fn)
+    for _ in range(steps):
+        grads = g_fn(fast)
+        new = {}
+        for name, value in fast.items():
+            g = grads[name].detach() if first_order else grads[name]
+            delta = -lrs[name] * g
+            if update_transform is not None:
+                delta = update_transform(name, delta)
+            new[name] = value + delta
+        fast = new
+    return fast
+
+
+def zero_readout(like: dict, ways: int) -> dict:
+    n = like["w_out"].shape[0]
+    ref = like["w_out"]
+    return {"w_out": ref.new_zeros(n, ways), "b_out": ref.new_zeros(ways)}
+
+
+def anil_task_loss(phi_s: torch.Tensor, y_s: torch.Tensor, phi_q: torch.Tensor,
+                   y_q: torch.Tensor, readout_init: dict, lrs: dict, steps: int,
+                   update_transform=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ANIL on one task: adapt the readout on the support features, score the queries."""
+    fast = inner_adapt(readout_init, lambda f: readout_loss(f, phi_s, y_s), lrs, steps,
+                       update_transform=update_transform)
+    logits = readout_logits(phi_q, fast["w_out"], fast["b_out"])
+    return F.cross_entropy(logits, y_q), (logits.argmax(1) == y_q).float().mean()
+
+
+def reptile_delta(initial: dict, adapted: dict) -> dict:
+    """Reptile's meta-gradient: initial - adapted (fed to Adam as a gradient)."""
+    return {k: initial[k].detach() - adapted[k].detach() for k in adapted}

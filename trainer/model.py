@@ -1,0 +1,252 @@
+"""Recurrent spiking core on Mosaic tiles plus leaky readout (torch, float mode).
+
+This docstring owns the network's equations; the integer mode and the runtime link here.
+
+One step (dt = one time bin), neuron state v, spikes z::
+
+    I(t) = x(t) W_in + z(t-1) W_rec + b
+    v(t) = alpha * v(t-1) + I(t) - theta * z(t-1)          (reset by subtraction)
+    z(t) = H(v(t) - theta)                                 surrogate dH/dv = 1 / (beta |v - theta| + 1)^2
+
+Readout (a leaky integrator per class, read as its mean over time)::
+
+    r(t) = kappa * r(t-1) + z(t)                            filtered spikes
+    phi  = mean_t r(t)  (optionally divided by its L2 norm)  the readout's feature vector
+           with ``segments`` = S > 1: the means of r over S equal time segments, concatenated
+           (S weight banks in the readout, bank s integrating during segment s)
+    logits = phi W_out + b_out                              = mean_t of o(t) = kappa o(t-1) + z(t) W_out
+
+Because the readout is linear in its weights, one SGD step of the readout from zero (the device
+rule) is a prototype classifier on ``phi``: see :mod:`tessera.trainer.meta`.
+
+Parameters live in a plain dict of tensors (``w_in``, ``w_rec``, ``b``, ``w_out``, ``b_out``) so
+``torch.func`` can treat them functionally. The recurrent matrix is masked by the layout
+(connections beyond the hop budget are structurally zero).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..runtime.mosaic import Layout
+
+__all__ = ["fast_sigmoid", "spike", "CoreConfig", "LIFState", "lif_step", "init_params", "core_features",
+           "readout_logits", "Core"]
+
+
+def fast_sigmoid(u: torch.Tensor, beta: float) -> torch.Tensor:
+    """u / (beta |u| + 1): its derivative is the surrogate 1 / (beta |u| + 1)^2."""
+    return u / (beta * u.abs() + 1.0)
+
+
+def spike(u: torch.Tensor, beta: float = 10.0) -> torch.Tensor:
+    """Heaviside forward, fast-sigmoid surrogate gradient 1 / (beta |u| + 1)^2.
+
+    Written as H(u) + s(u) - stop_grad(s(u)) with s the fast sigmoid, in plain torch ops: every
+    order of derivative flows (MAML's second order: d/du of the surrogate is
+    -2 beta sign(u) / (beta |u| + 1)^3) and ``torch.func`` transforms apply without a custom
+    autograd Function.
+    """
+    s = fast_sigmoid(u, beta)
+    return (u >= 0).to(u.dtype) + (s - s.detach())      # exactly 0 or 1 forward
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    inputs: int = 233
+    rows: int = 4
+    cols: int = 4
+    tile: int = 16
+    tau_mem_ms: float = 30.0
+    tau_out_ms: float = 60.0
+    dt_ms: float = 10.0
+    theta: float = 1.0
+    surrogate_beta: float = 10.0
+    max_hops: int = 27            # hop budget: recurrent connections longer than this are removed
+    border_inputs: bool = False   # inputs enter only the first row of tiles (as on the Mosaic)
+    normalize: str = "l2"         # readout features: "none", "l1" or "l2"
+    classes: int = 5              # readout width (ways)
+    dense: bool = False           # the dense baseline: no layout mask at all
+    smooth: bool = False          # replace spikes by the fast sigmoid (gradient checks only)
+    segments: int = 1             # readout banks: phi = filtered spikes averaged per time segment
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.rows, self.cols, self.tile)
+
+    @property
+    def neurons(self) -> int:
+        return self.rows * self.cols * self.tile
+
+    @property
+    def alpha(self) -> float:
+        return math.exp(-self.dt_ms / self.tau_mem_ms)
+
+    @property
+    def kappa(self) -> float:
+        return math.exp(-self.dt_ms / self.tau_out_ms)
+
+    def rec_mask(self) -> np.ndarray:
+        n = self.neurons
+        if self.dense:
+            return ~np.eye(n, dtype=bool)
+        m = self.layout.hop_mask(self.max_hops)
+        np.fill_diagonal(m, False)
+        return m
+
+    def in_mask(self) -> np.ndarray:
+        if self.border_inputs and not self.dense:
+            return self.layout.input_mask(self.inputs)
+        return np.ones((self.inputs, self.neurons), bool)
+
+
+class LIFState(NamedTuple):
+    v: torch.Tensor
+    z: torch.Tensor
+    r: torch.Tensor
+
+
+def lif_step(x: torch.Tensor, state: LIFState, p: dict, cfg: CoreConfig
+             ) -> tuple[torch.Tensor, LIFState]:
+    """One time step (see the module docstring). ``x`` is (batch, inputs)."""
+    i_t = x @ p["w_in"] + state.z @ p["w_rec"] + p["b"]
+    v = cfg.alpha * state.v + i_t - cfg.theta * state.z
+    z = spike(v - cfg.theta, cfg.surrogate_beta)
+    r = cfg.kappa * state.r + z
+    return z, LIFState(v, z, r)
+
+
+def init_params(cfg: CoreConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    n = cfg.neurons
+    w_in = torch.randn(cfg.inputs, n, generator=g) * (1.0 / math.sqrt(cfg.inputs))
+    w_rec = torch.randn(n, n, generator=g) * (0.5 / math.sqrt(n))
+    w_in = w_in * torch.from_numpy(cfg.in_mask())
+    w_rec = w_rec * torch.from_numpy(cfg.rec_mask())
+    return {"w_in": w_in, "w_rec": w_rec, "b": torch.zeros(n),
+            "w_out": torch.zeros(n * cfg.segments, cfg.classes), "b_out": torch.zeros(cfg.classes)}
+
+
+class _LIFScan(torch.autograd.Function):
+    """The core's time loop with a hand-written BPTT backward (first order only).
+
+    Same equations as :func:`lif_step`; it saves only the membrane potentials and spikes, and
+    its backward runs one matmul and a few elementwise ops per step, about 3x faster than
+    autograd's tape. Not twice differentiable: MAML's second order uses the plain loop.
+    Returns (acc = sum_t r(t), spike count per neuron summed over batch and time).
+    """
+
+    @staticmethod
+    def forward(ctx, drive, w_rec, alpha, kappa, theta, beta, bptt, segments):
+        b, steps, n = drive.shape
+        seg_of = [t * segments // steps for t in range(steps)]
+        w_eff = w_rec - theta * torch.eye(n, dtype=drive.dtype)
+        v = drive.new_zeros(b, n)
+        z = drive.new_zeros(b, n)
+        r = drive.new_zeros(b, n)
+        acc = drive.new_zeros(segments, b, n)
+        vs = drive.new_empty(steps, b, n)
+        zs = drive.new_empty(steps + 1, b, n)
+        zs[0] = 0
+        for t in range(steps):
+            v = alpha * v + drive[:, t] + z @ w_eff
+            z = (v >= theta).to(drive.dtype)
+            r = kappa * r + z
+            acc[seg_of[t]] += r
+            vs[t] = v
+            zs[t + 1] = z
+        ctx.save_for_backward(vs, zs, w_eff)
+        ctx.consts = (alpha, kappa, theta, beta, bptt, seg_of)
+        return acc, zs[1:].sum(dim=(0, 1))
+
+    @staticmethod
+    def backward(ctx, g_acc, g_count):
+        vs, zs, w_eff = ctx.saved_tensors
+        alpha, kappa, theta, beta, bptt, seg_of = ctx.consts
+        steps, b, n = vs.shape
+        first = 0 if bptt is None else max(0, steps - bptt)
+        g_r = torch.zeros_like(g_acc[0])
+        g_v_next = torch.zeros_like(g_acc[0])
+        g_drive = vs.new_zeros(b, steps, n)
+        g_vs = vs.new_zeros(steps, b, n)
+        w_t = w_eff.t()
+        for t in range(steps - 1, first - 1, -1):
+            g_r = g_acc[seg_of[t]] + kappa * g_r
+            g_z = g_r + g_v_next @ w_t + g_count
+            u = vs[t] - theta
+            g_v = g_z / (beta * u.abs() + 1.0) ** 2 + alpha * g_v_next
+            g_vs[t] = g_v
+            g_drive[:, t] = g_v
+            g_v_next = g_v
+        g_w = torch.einsum("tbi,tbj->ij", zs[first:steps], g_vs[first:])
+        return g_drive, g_w, None, None, None, None, None, None
+
+
+def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None = None,
+                  bptt: int | None = None, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the core over ``x`` (batch, steps, inputs).
+
+    Returns the readout features phi (batch, segments * n) and the mean firing rate per neuron (n,).
+    ``bptt`` truncates backpropagation to the last ``bptt`` steps.
+    """
+    b, steps, _ = x.shape
+    n = cfg.neurons
+    w_in, w_rec = p["w_in"], p["w_rec"]
+    if masks is not None:
+        w_in = w_in * masks["w_in"]
+        w_rec = w_rec * masks["w_rec"]
+    drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, n) + p["b"]   # all steps at once
+    if fused and not cfg.smooth:
+        acc, count = _LIFScan.apply(drive, w_rec, cfg.alpha, cfg.kappa, cfg.theta,
+                                    cfg.surrogate_beta, bptt, cfg.segments)
+        rate = count / (b * steps)
+    else:
+        v = z = r = x.new_zeros(b, n)
+        acc = [x.new_zeros(b, n) for _ in range(cfg.segments)]
+        rate = x.new_zeros(n)
+        for t in range(steps):
+            if bptt is not None and t == steps - bptt:
+                v, z, r = v.detach(), z.detach(), r.detach()
+                acc = [a.detach() for a in acc]
+            v = cfg.alpha * v + drive[:, t] + z @ w_rec - cfg.theta * z
+            z = (0.5 + 0.5 * fast_sigmoid(v - cfg.theta, cfg.surrogate_beta)) if cfg.smooth \
+                else spike(v - cfg.theta, cfg.surrogate_beta)
+            r = cfg.kappa * r + z
+            seg = t * cfg.segments // steps
+            acc[seg] = acc[seg] + r
+            early = bptt is not None and t < steps - bptt      # outside the truncation window
+            rate = rate + (z.detach() if early else z).mean(0)
+        rate = rate / steps
+        acc = torch.stack(acc)
+    # (segments, b, n) -> (b, segments * n), each segment's mean
+    lens = torch.tensor([sum(1 for t in range(steps) if t * cfg.segments // steps == s_)
+                         for s_ in range(cfg.segments)], dtype=x.dtype)
+    phi = (acc / lens[:, None, None]).permute(1, 0, 2).reshape(b, -1)
+    if cfg.normalize == "l2":
+        phi = phi / (phi.norm(dim=1, keepdim=True) + 1e-6)
+    elif cfg.normalize == "l1":
+        phi = phi / (phi.sum(dim=1, keepdim=True) + 1e-6)
+    return phi, rate
+
+
+def readout_logits(phi: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor) -> torch.Tensor:
+    return phi @ w_out + b_out
+
+
+class Core:
+    """Holds a config, its layout masks and parameters (a dict of leaf tensors)."""
+
+    def __init__(self, cfg: CoreConfig, seed: int = 0):
+        self.cfg = cfg
+        self.params = {k: v.requires_grad_(True) for k, v in init_params(cfg, seed).items()}
+        self.masks = {"w_in": torch.from_numpy(cfg.in_mask()).float(),
+                      "w_rec": torch.from_numpy(cfg.rec_mask()).float()}
+
+    def features(self, x: torch.Tensor, params: dict | None = None, bptt: int | None = None,
+                 fused: bool = True):
+        return core_features(x, params or self.params, self.cfg, self.masks, bptt, fused)

@@ -1,0 +1,206 @@
+"""`tessera train` and `tessera eval`: the loop around :class:`~tessera.trainer.fewshot.MetaTrainer`.
+
+A run directory holds ``config.toml``-equivalent JSON (``config.json``), ``metrics.jsonl`` (one
+JSON object per iteration and per evaluation), ``checkpoint.pt`` (resumable: parameters, masks,
+meta-learned learning rates, Adam state, iteration, random state) and ``model.pt`` (the final
+model). Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain
+containers only, nothing unpickled beyond that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..runtime.errors import InputError
+from .config import Config, config_from_dict, config_to_dict
+from .dense import DenseSet, load_dense
+from .episodes import FewShotTasks
+from .fewshot import MetaTrainer, evaluate, features_of
+
+__all__ = ["train", "load_model", "evaluate_model", "Model"]
+
+
+def _data(cfg: Config) -> DenseSet:
+    if not cfg.data.corpus:
+        raise InputError("config: data.corpus is empty (pass --data PATH or set data.corpus)")
+    if not os.path.exists(cfg.data.corpus):
+        raise InputError("no such corpus", source=cfg.data.corpus)
+    return load_dense(cfg.data.corpus, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
+
+
+def _tasks(cfg: Config, data: DenseSet) -> FewShotTasks:
+    return FewShotTasks(data.labels, data.speakers, data.split, unseen=tuple(cfg.data.unseen),
+                        seed=cfg.train.seed)
+
+
+def _trainer(cfg: Config, data: DenseSet, tasks: FewShotTasks) -> MetaTrainer:
+    core_cfg = dataclasses.replace(cfg.core, inputs=int(data.x.shape[-1]), classes=cfg.data.ways)
+    return MetaTrainer(core_cfg, cfg.meta, cfg.reg, data, tasks, seed=cfg.train.seed, rram=cfg.rram)
+
+
+def _state(tr: MetaTrainer, cfg: Config, extra: dict | None = None) -> dict:
+    return dict(format="tessera-checkpoint/1", config=json.dumps(config_to_dict(cfg)),
+                core=json.dumps(dataclasses.asdict(tr.cfg)), iteration=tr.iteration,
+                params={k: v.detach().clone() for k, v in tr.core.params.items()},
+                masks={k: v.clone() for k, v in tr.core.masks.items()},
+                log_lr={k: v.detach().clone() for k, v in tr.log_lr.items()},
+                opt=tr.opt.state_dict(), rng=json.dumps(tr.rng.bit_generator.state),
+                torch_rng=torch.get_rng_state(), extra=json.dumps(extra or {}))
+
+
+def _save(path: str, state: dict) -> None:
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: str) -> dict:
+    if not os.path.exists(path):
+        raise InputError("no such checkpoint", source=path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:                                     # noqa: BLE001  (torch raises many)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"not a readable tessera checkpoint ({type(exc).__name__}: {first})",
+                         source=path) from None
+    if not isinstance(state, dict) or state.get("format") != "tessera-checkpoint/1":
+        raise InputError("not a tessera checkpoint (format tag missing)", source=path)
+    return state
+
+
+def _restore(tr: MetaTrainer, state: dict) -> None:
+    with torch.no_grad():
+        for k, v in state["params"].items():
+            tr.core.params[k].copy_(v)
+        for k, v in state["masks"].items():
+            tr.core.masks[k].copy_(v)
+        for k, v in state["log_lr"].items():
+            tr.log_lr[k].copy_(v)
+    tr.opt.load_state_dict(state["opt"])
+    tr.rng.bit_generator.state = json.loads(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    tr.iteration = int(state["iteration"])
+    tr.refresh_cost()
+
+
+def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True) -> dict:
+    """Meta-train; returns a summary with the final validation and test accuracies."""
+    from tqdm import tqdm
+
+    os.makedirs(out, exist_ok=True)
+    ckpt = os.path.join(out, "checkpoint.pt")
+    data = _data(cfg)
+    tasks = _tasks(cfg, data)
+    tr = _trainer(cfg, data, tasks)
+    if resume and os.path.exists(ckpt):
+        state = _load_state(ckpt)
+        if json.loads(state["config"]) != config_to_dict(cfg):
+            raise InputError("--resume with a different config than the checkpoint's", source=ckpt)
+        _restore(tr, state)
+    with open(os.path.join(out, "config.json"), "w") as fh:
+        json.dump(config_to_dict(cfg), fh, indent=1)
+    samplers = {k: tasks.sampler("train", cfg.data.ways, k, cfg.data.queries)
+                for k in cfg.data.shots}
+    t0 = time.time()
+    log = open(os.path.join(out, "metrics.jsonl"), "a")
+    bar = tqdm(total=cfg.train.iterations, initial=tr.iteration, desc="meta-train", unit="it",
+               disable=not progress, leave=False)
+    stopped_early = False
+    val_ok = True
+    try:
+        while tr.iteration < cfg.train.iterations:
+            shots = int(tr.rng.choice(cfg.data.shots))
+            info = tr.step(samplers[shots])
+            info.update(shots=shots, seconds=round(time.time() - t0, 2))
+            log.write(json.dumps(info) + "\n")
+            bar.update(1)
+            bar.set_postfix(acc=f"{info['acc']:.2f}", rate=f"{info['rate']:.3f}")
+            if val_ok and (tr.iteration % cfg.train.eval_every == 0
+                           or tr.iteration == cfg.train.iterations):
+                try:
+                    val = evaluate(tr.core, tr.lrs(), data, tasks, "val", cfg.data.ways, 1,
+                                   cfg.data.queries, cfg.train.eval_episodes)
+                    log.write(json.dumps(dict(eval="val", iteration=tr.iteration, **val)) + "\n")
+                except InputError as exc:            # too few validation utterances
+                    val_ok = False
+                    log.write(json.dumps(dict(eval="val", skipped=str(exc))) + "\n")
+                log.flush()
+            if tr.iteration % cfg.train.checkpoint_every == 0:
+                _save(ckpt, _state(tr, cfg))
+            if cfg.train.time_limit_s and time.time() - t0 > cfg.train.time_limit_s:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+        log.close()
+    seconds = time.time() - t0
+    _save(ckpt, _state(tr, cfg))
+    results, skipped = [], []
+    for k in (1, 5):
+        try:
+            results.append(evaluate(tr.core, tr.lrs(), data, tasks, "unseen", cfg.data.ways, k,
+                                    cfg.data.queries, cfg.train.eval_episodes))
+        except InputError as exc:                    # too few test utterances for k shots
+            skipped.append(str(exc))
+    summary = dict(out=out, iterations=tr.iteration, seconds=round(seconds, 1),
+                   stopped_early=stopped_early, rate=float(tr.last_rate),
+                   inner_lr=round(float(tr.lrs()["w_out"].detach()), 3), results=results,
+                   skipped=skipped)
+    _save(os.path.join(out, "model.pt"), _state(tr, cfg, summary))
+    with open(os.path.join(out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    return summary
+
+
+class Model:
+    """A trained model loaded from ``model.pt`` / ``checkpoint.pt`` (frozen core + rule)."""
+
+    def __init__(self, path: str):
+        state = _load_state(path)
+        self.path = path
+        self.config = config_from_dict(json.loads(state["config"]))
+        from .model import Core, CoreConfig
+
+        core_cfg = CoreConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in json.loads(state["core"]).items()})
+        self.core = Core(core_cfg)
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.core.params[k].copy_(v)
+            for k, v in state["masks"].items():
+                self.core.masks[k].copy_(v)
+        self.lrs = {k: v.exp() for k, v in state["log_lr"].items()}
+        self.iteration = int(state["iteration"])
+        self.extra = json.loads(state.get("extra", "{}"))
+
+
+def load_model(path: str) -> Model:
+    return Model(path)
+
+
+def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unseen",),
+                   shots=(1, 5), ways: int | None = None, queries: int | None = None,
+                   episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
+                   same_speaker: bool = False) -> list[dict]:
+    cfg = model.config
+    if data_path:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
+    data = _data(cfg)
+    if data.x.shape[-1] != model.core.cfg.inputs:
+        raise InputError(f"data has {data.x.shape[-1]} input channels after reduction, the model "
+                         f"expects {model.core.cfg.inputs}", source=cfg.data.corpus)
+    tasks = _tasks(cfg, data)
+    feats = features_of(model.core, data.x[:, 0])
+    out = []
+    for split in splits:
+        for k in shots:
+            out.append(evaluate(model.core, model.lrs, data, tasks, split, ways or cfg.data.ways,
+                                k, queries or cfg.data.queries, episodes, inner_steps, seed,
+                                feats=feats, same_speaker=same_speaker))
+    return out
