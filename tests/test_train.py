@@ -59,3 +59,27 @@ def test_eval_bad_checkpoint(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     assert_clean_error(tessera("eval", bad), "model.pt", "not a readable tessera checkpoint")
     assert_clean_error(tessera("eval", tmp_path / "none.pt"), "no such checkpoint")
+
+
+@pytest.mark.parametrize("algorithm", ["anil", "maml", "fomaml", "reptile"])
+def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm):
+    import dataclasses
+
+    import torch
+
+    from tessera.trainer.config import load_config
+    from tessera.trainer.train import _data, _tasks, _trainer
+
+    cfg = load_config(None, [f'data.corpus="{small_corpus}"', f'meta.algorithm="{algorithm}"',
+                             "meta.tasks_per_batch=2", "data.queries=2", "data.steps=20",
+                             "core.rows=2", "core.cols=2", "core.tile=8",
+                             f"meta.inner_steps={3 if algorithm == 'reptile' else 1}"])
+    data = _data(cfg)
+    tasks = _tasks(cfg, data)
+    tr = _trainer(cfg, data, tasks)
+    before = {k: v.detach().clone() for k, v in tr.core.params.items()}
+    info = tr.step(tasks.sampler("train", 5, 1, 2))
+    assert 0.0 <= info["acc"] <= 1.0 and info["iteration"] == 1
+    assert not torch.equal(before["w_rec"], tr.core.params["w_rec"])
+    assert not torch.equal(before["w_in"], tr.core.params["w_in"])
+    assert dataclasses.asdict(tr.cfg)["rows"] == 2

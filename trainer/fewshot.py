@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from ..runtime.mosaic import layout_cost
 from .dense import DenseSet
 from .episodes import FewShotTasks
-from .meta import MetaConfig, anil_task_loss, inner_adapt, readout_loss, zero_readout
-from .model import Core, CoreConfig, readout_logits
+from .meta import READOUT, MetaConfig, anil_task_loss, inner_adapt, readout_loss, zero_readout
+from .model import Core, CoreConfig, core_features, readout_logits
 from .rram import RRAMConfig, device_weight, quantize_update, stuck_map, threshold_update
 
 __all__ = ["RegConfig", "MetaTrainer", "evaluate", "features_of", "ci95"]
@@ -125,34 +125,96 @@ class MetaTrainer:
             offset += idx.size
         return Batch(torch.from_numpy(np.concatenate(xs)), tasks)
 
+    def _regularisers(self, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.core.params["w_rec"] * self.core.masks["w_rec"]
+        layout = (self.cost * w ** 2).mean()
+        rate_pen = (rate.mean() - self.reg.rate_target) ** 2
+        return layout, rate_pen
+
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        p, cfg, meta = self.core.params, self.cfg, self.meta
+        """Outer loss of a meta-batch for ANIL, MAML and FOMAML (Reptile: :meth:`reptile_step`)."""
+        p, meta = self.core.params, self.meta
         lrs = self.lrs()
-        phi, rate = self.core.features(batch.x, params=self.device_params(), bptt=meta.bptt)
-        self.last_rate = float(rate.detach().mean())
-        losses, accs = [], []
         transform = self.update_transform()
+        device = self.device_params()
+        losses, accs, rates = [], [], []
+        if meta.algorithm == "anil":
+            phi, rate = self.core.features(batch.x, params=device, bptt=meta.bptt)
+            rates.append(rate)
         for s, q, ys, yq in batch.tasks:
             ways = int(ys.max()) + 1
             init = zero_readout(p, ways)
-            l, a = anil_task_loss(phi[s], ys, phi[q], yq, init,
-                                  {k: lrs[k] for k in init}, meta.inner_steps, transform)
+            if meta.algorithm == "anil":
+                l, a = anil_task_loss(phi[s], ys, phi[q], yq, init,
+                                      {k: lrs[k] for k in init}, meta.inner_steps, transform)
+            else:                                    # maml / fomaml: the whole network adapts
+                fast = dict(device, **init)
+                x_s, x_q = batch.x[s], batch.x[q]
+
+                def inner_loss(f, x_s=x_s, ys=ys):
+                    phi_s, _ = core_features(x_s, f, self.cfg, self.core.masks, meta.bptt)
+                    return readout_loss(f, phi_s, ys)
+
+                fast = inner_adapt(fast, inner_loss, lrs, meta.inner_steps,
+                                   first_order=meta.algorithm == "fomaml",
+                                   update_transform=transform)
+                phi_q, rate = core_features(x_q, fast, self.cfg, self.core.masks, meta.bptt)
+                rates.append(rate)
+                logits = readout_logits(phi_q, fast["w_out"], fast["b_out"])
+                l = F.cross_entropy(logits, yq)
+                a = (logits.argmax(1) == yq).float().mean()
             losses.append(l)
             accs.append(a)
+        rate = torch.stack(rates).mean(0)
         task_loss = torch.stack(losses).mean()
-        w = p["w_rec"] * self.core.masks["w_rec"]
-        layout = (self.cost * w ** 2).mean()
-        rate_pen = (rate.mean() - self.reg.rate_target) ** 2
+        layout, rate_pen = self._regularisers(rate)
         total = task_loss + self.reg.layout_lambda * layout + self.reg.rate_lambda * rate_pen
+        self.last_rate = float(rate.detach().mean())
         return total, dict(task_loss=float(task_loss.detach()), acc=float(torch.stack(accs).mean()),
-                           layout=float(layout.detach()), rate=float(rate.detach().mean()))
+                           layout=float(layout.detach()), rate=self.last_rate)
+
+    def reptile_step(self, batch: Batch) -> dict:
+        """Reptile: SGD on each task from the current core, then move towards the adapted cores."""
+        p, meta = self.core.params, self.meta
+        lrs = {k: float(v.detach()) for k, v in self.lrs().items()}
+        deltas = {k: torch.zeros_like(v) for k, v in p.items() if k not in READOUT}
+        accs, rates = [], []
+        for s, q, ys, yq in batch.tasks:
+            ways = int(ys.max()) + 1
+            fast = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()
+                    if k not in READOUT}
+            fast.update({k: v.requires_grad_(True) for k, v in zero_readout(p, ways).items()})
+            x = batch.x[torch.cat([torch.arange(s.start, s.stop), torch.arange(q.start, q.stop)])]
+            y = torch.cat([ys, yq])
+            for _ in range(meta.inner_steps):
+                phi, rate = core_features(x, fast, self.cfg, self.core.masks, meta.bptt, fused=True)
+                loss = readout_loss(fast, phi, y)
+                grads = torch.autograd.grad(loss, list(fast.values()))
+                with torch.no_grad():
+                    for (k, v), g in zip(fast.items(), grads):
+                        v -= lrs[k] * g
+            accs.append(float((readout_logits(phi, fast["w_out"], fast["b_out"]).argmax(1) == y
+                               ).float().mean()))
+            rates.append(rate.detach())
+            for k in deltas:
+                deltas[k] += (p[k].detach() - fast[k].detach()) / len(batch.tasks)
+        self.opt.zero_grad()
+        for k, d in deltas.items():
+            p[k].grad = d
+        self.opt.step()
+        self.last_rate = float(torch.stack(rates).mean())
+        return dict(task_loss=float("nan"), acc=float(np.mean(accs)), layout=0.0,
+                    rate=self.last_rate)
 
     def step(self, sampler) -> dict:
         batch = self.make_batch(sampler, self.meta.tasks_per_batch)
-        total, info = self.loss(batch)
-        self.opt.zero_grad()
-        total.backward()
-        self.opt.step()
+        if self.meta.algorithm == "reptile":
+            info = self.reptile_step(batch)
+        else:
+            total, info = self.loss(batch)
+            self.opt.zero_grad()
+            total.backward()
+            self.opt.step()
         self._constrain()
         self.iteration += 1
         info["iteration"] = self.iteration

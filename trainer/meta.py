@@ -44,6 +44,9 @@ class MetaConfig:
     def __post_init__(self) -> None:
         if self.algorithm not in ("anil", "maml", "fomaml", "reptile"):
             raise ValueError(f"unknown meta-learning algorithm {self.algorithm!r}")
+        if self.algorithm == "reptile" and self.inner_steps < 2:
+            # from a zero readout the first step moves only the readout: the core needs a second
+            raise ValueError("reptile needs inner_steps >= 2 (the readout starts at zero)")
 
 
 def readout_loss(fast: dict, phi: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
