@@ -40,7 +40,9 @@ def _corpus_config(args: argparse.Namespace):
 
     kw = dict(PRESETS[args.preset])
     kw["seed"] = args.seed
-    words = () if args.no_digits else SHD_WORDS
+    words = kw.pop("words", SHD_WORDS)
+    if args.no_digits:
+        words = tuple(w for w in words if w not in SHD_WORDS)
     if args.words:
         words = tuple(words) + parse_words(args.words)
     if not words:
@@ -121,22 +123,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tessera.trainer.train import evaluate_model, load_model
+    from tessera.trainer.train import curves, curves_png, evaluate_model, load_model, topology_report
 
     model = load_model(args.model)
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
                              episodes=args.episodes, inner_steps=args.inner_steps,
-                             same_speaker=args.same_speaker)
+                             same_speaker=args.same_speaker, baselines=tuple(args.baselines))
     head = dict(results[0])
     head["results"] = results
     lines = [f"{model.path} (iteration {model.iteration}):"]
+    if args.report:
+        head["topology"] = topology_report(model)
+        t = head["topology"]
+        sw = t["small_world"]
+        lines.append(f"  W_rec: {t['connections']} connections, sparsity {t['connection_sparsity']}, "
+                     f"per hop {t['connections_per_hop']}; clustering {sw['clustering']} "
+                     f"(random {sw['clustering_random']}), path length {sw['path_length']} "
+                     f"(random {sw['path_length_random']}), small-world propensity "
+                     f"{sw['small_world_propensity']}")
+    if args.curves:
+        c = curves(model, args.data, episodes=max(50, args.episodes // 3))
+        head["curves"] = c
+        head["curves_png"] = curves_png(args.curves, c)
+        lines.append(f"  accuracy against inner steps and shots: {args.curves}")
     for r in results:
         extra = ""
         if "accuracy_unseen_queries" in r:
             extra = (f" [unseen queries {100 * r['accuracy_unseen_queries']:.1f} %, seen "
                      f"{100 * r['accuracy_seen_queries']:.1f} %]")
-        lines.append(f"  {r['ways']}-way {r['shots']}-shot {r['split']}: {100 * r['accuracy']:.1f} "
-                     f"± {100 * r['ci95']:.1f} % ({r['episodes']} episodes){extra}")
+        lines.append(f"  {r['method']:8s} {r['ways']}-way {r['shots']}-shot {r['split']}: "
+                     f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f} % ({r['episodes']} "
+                     f"episodes){extra}")
     _emit(args, head, "\n".join(lines))
     return 0
 
@@ -209,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = sub.add_parser("corpus", help="build or inspect a speech corpus")
     csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
     b = add(csub, "build", cmd_corpus_build, "synthesize a spoken-word corpus (SHD layout h5)")
-    b.add_argument("--preset", choices=["small", "default"], default="default")
+    b.add_argument("--preset", choices=["small", "default", "vocab"], default="default",
+                   help="small: tests/demo; default: SHD's 20 words, 8,000 utterances; vocab: "
+                        "other words by the default's train voices, for meta-training")
     b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -249,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inner-steps", type=int, default=1)
     e.add_argument("--same-speaker", action="store_true",
                    help="shots and queries of a class from one speaker")
+    e.add_argument("--baselines", nargs="*", default=[], choices=["dtw"],
+                   help="also score these baselines on the same episodes")
+    e.add_argument("--report", action="store_true",
+                   help="topology: sparsity, connections per hop, small-world measures")
+    e.add_argument("--curves", metavar="PNG", help="plot accuracy against inner steps and shots")
 
     d = add(sub, "demo", cmd_demo, "the main job: build the small corpus, summary, raster plot")
     d.add_argument("--out", default="tessera-demo", help="output folder")

@@ -66,3 +66,27 @@ def test_config_validation():
         CorpusConfig(speakers=2)
     with pytest.raises(InputError, match="sum to 1"):
         CorpusConfig(split=(0.5, 0.5, 0.5))
+
+
+def test_vocab_corpus_reuses_the_train_voices(tmp_path, small_corpus):
+    """A meta-training vocabulary built like the main corpus has exactly its train-split voices."""
+    from tessera.trainer.corpus import META_VOCAB, PRESETS
+    from tessera.trainer.data import read_spike_h5
+    from tessera.trainer.dense import load_dense, with_training_extras
+    from tessera.trainer.episodes import FewShotTasks
+
+    assert not {w for _, w in META_VOCAB} & {w for _, w in SHD_WORDS}
+    cfg = CorpusConfig(**dict(PRESETS["small"], words=META_VOCAB[:3], speaker_splits=("train",)))
+    build_corpus(tmp_path / "vocab.h5", cfg, progress=False)
+    main, vocab = read_spike_h5(small_corpus), read_spike_h5(tmp_path / "vocab.h5")
+    train_voices = {main.speaker_names[s] for s in np.unique(main.speakers[main.split == 0])}
+    assert {vocab.speaker_names[s] for s in np.unique(vocab.speakers)} == train_voices
+    assert (vocab.split == 0).all() and len(vocab) == 3 * len(train_voices)
+    both = with_training_extras(load_dense(small_corpus, cache=False),
+                                [load_dense(tmp_path / "vocab.h5", cache=False)])
+    assert len(both) == 320 + len(vocab) and both.labels.max() == 22
+    tasks = FewShotTasks(both.labels, both.speakers, both.split)
+    _, train_classes = tasks.pool("train")
+    assert {20, 21, 22} <= set(train_classes.tolist())
+    idx, _ = tasks.pool("unseen")
+    assert both.labels[idx].max() < 20

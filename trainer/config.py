@@ -31,6 +31,7 @@ __all__ = ["DataConfig", "TrainLoopConfig", "Config", "load_config", "config_to_
 @dataclass(frozen=True)
 class DataConfig:
     corpus: str = ""                 # corpus .h5, SHD folder or WAV folder
+    extra_corpora: tuple[str, ...] = ()   # meta-training only: their train-split voices' words
     steps: int = 100
     duration: float = 1.0
     channel_subsets: int = 3

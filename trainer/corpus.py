@@ -36,6 +36,32 @@ SHD_WORDS: tuple[tuple[str, str], ...] = tuple(
     [("en", w) for w in "zero one two three four five six seven eight nine".split()]
     + [("de", w) for w in "null eins zwei drei vier fünf sechs sieben acht neun".split()])
 
+#: Words for meta-training only (``--preset vocab``): common English and German words, none of them
+#: a digit of SHD's 20 classes nor a homophone of one (no "for", "to", "won", "ate", "ein", ...).
+META_VOCAB: tuple[tuple[str, str], ...] = tuple(
+    [("en", w) for w in (
+        "yes no stop go left right up down on off lights music play pause next back open close "
+        "start finish hello goodbye please thanks water coffee house car door window table chair "
+        "apple banana orange green blue red yellow black white brown happy sad fast slow hot cold "
+        "morning evening night today tomorrow yesterday mother father sister brother friend "
+        "teacher doctor garden kitchen bottle paper pencil bird fish horse cat dog mouse tiger "
+        "lion monkey rabbit turtle river mountain ocean forest island bridge street market "
+        "station airport hotel school city village summer winter spring autumn rain snow wind "
+        "cloud sunshine thunder light dark small big little giant yellow purple silver golden "
+        "music radio camera phone computer keyboard garden flower tomato potato carrot onion "
+        "butter cheese bread dinner lunch breakfast sugar pepper salt cookie sandwich marvel "
+        "robot rocket planet galaxy engine battery signal message volume channel"
+    ).split()]
+    + [("de", w) for w in (
+        "ja nein halt los links rechts oben unten an aus licht musik spielen weiter zurück "
+        "offen zu hallo tschüss bitte danke wasser kaffee haus auto tür fenster tisch stuhl "
+        "apfel blau rot gelb schwarz weiß grün schnell langsam heiß kalt morgen abend nacht "
+        "heute gestern mutter vater schwester bruder freund lehrer garten küche flasche papier "
+        "vogel fisch pferd katze hund maus löwe affe hase fluss berg meer wald insel brücke "
+        "straße markt bahnhof schule stadt dorf sommer winter frühling regen schnee wind wolke"
+    ).split()])
+META_VOCAB = tuple(dict.fromkeys(META_VOCAB))            # drop repeated words, keep the order
+
 ENGLISH_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan",
                    "en-gb-x-gbcwmd", "en-us-nyc")
 LANGUAGE_VOICE = {"en": None, "de": "de", "fr": "fr", "es": "es", "it": "it", "nl": "nl"}
@@ -57,6 +83,7 @@ class CorpusConfig:
     onset_s: tuple[float, float] = (0.02, 0.25)
     tail_s: float = 0.1
     keep_audio: bool = False
+    speaker_splits: tuple[str, ...] = SPLITS    # synthesize only the speakers of these splits
     frontend: FrontendSpec = field(default_factory=FrontendSpec)
 
     def __post_init__(self) -> None:
@@ -68,6 +95,8 @@ class CorpusConfig:
             raise InputError("corpus: repeats must be >= 1")
         if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
             raise InputError("corpus: split fractions must be >= 0 and sum to 1")
+        if not set(self.speaker_splits) <= set(SPLITS) or not self.speaker_splits:
+            raise InputError(f"corpus: speaker_splits must be a non-empty subset of {SPLITS}")
         for lang, _ in self.words:
             if lang not in LANGUAGE_VOICE:
                 raise InputError(f"corpus: unsupported language {lang!r} "
@@ -79,6 +108,9 @@ PRESETS = {
     "small": dict(speakers=16, repeats=1, split=(0.5, 0.125, 0.375)),
     # the default: 20 words x 100 speakers x 4 = 8,000 utterances
     "default": dict(speakers=100, repeats=4),
+    # meta-training vocabulary: other words by the default corpus's train-split speakers (same
+    # seed and speaker count, so the same voices and splits); combine with data.extra_corpora
+    "vocab": dict(speakers=100, repeats=1, words=META_VOCAB, speaker_splits=("train",)),
 }
 
 
@@ -125,7 +157,10 @@ def _speakers(cfg: CorpusConfig, variants: list[str]) -> list[dict]:
 
 def _plan(cfg: CorpusConfig, speakers: list[dict]) -> list[dict]:
     jobs = []
+    wanted = {SPLITS.index(s) for s in cfg.speaker_splits}
     for spk in speakers:
+        if spk["split"] not in wanted:
+            continue
         for label, (lang, word) in enumerate(cfg.words):
             for rep in range(cfg.repeats):
                 jobs.append(dict(index=len(jobs), label=label, speaker=spk["id"], rep=rep,
@@ -248,7 +283,8 @@ def build_corpus(path: str | os.PathLike, cfg: CorpusConfig, *, workers: int | N
     os.replace(tmp, path)                                    # never leave a half-written file
     n_spikes = np.array([r[1].size for r in results])
     dur = np.array([r[3]["duration_s"] for r in results])
-    return dict(path=os.fspath(path), utterances=len(jobs), speakers=cfg.speakers,
+    return dict(path=os.fspath(path), utterances=len(jobs),
+                speakers=len({j["speaker"] for j in jobs}),
                 classes=len(cfg.words), seconds=round(time.time() - t0, 2), workers=workers,
                 audio_seconds=round(float(dur.sum()), 1),
                 spikes_per_utterance=round(float(n_spikes.mean()), 1),

@@ -16,7 +16,7 @@ import numpy as np
 from .data import SpikeSet, default_cache_dir, read_any
 from .transforms import dense_dataset
 
-__all__ = ["DenseSet", "load_dense", "dense_from_spikes"]
+__all__ = ["DenseSet", "load_dense", "dense_from_spikes", "with_training_extras"]
 
 
 @dataclass
@@ -61,3 +61,34 @@ def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0,
                  label_names=np.array(d.label_names), speaker_names=np.array(d.speaker_names))
         os.replace(tmp, cfile)
     return d
+
+
+def with_training_extras(main: DenseSet, extras: list[DenseSet]) -> DenseSet:
+    """``main`` plus the train-split utterances of ``extras`` as additional (seen) classes.
+
+    Extra classes get labels after the main set's; speakers are matched by name, so a voice of the
+    main set keeps its identity (and its split) in the extras. Only train-split utterances of the
+    extras are kept: validation and test voices never appear in extra classes.
+    """
+    if not extras:
+        return main
+    xs, labels, speakers, splits = [main.x], [main.labels], [main.speakers], [main.split]
+    label_names = list(main.label_names)
+    speaker_names = list(main.speaker_names)
+    for ex in extras:
+        if ex.x.shape[1:] != main.x.shape[1:]:
+            raise ValueError(f"{ex.source}: binned shape {ex.x.shape[1:]} differs from "
+                             f"{main.source}'s {main.x.shape[1:]}")
+        keep = np.nonzero(ex.split == 0)[0]
+        offset = len(label_names)
+        label_names += [f"{n} ({os.path.basename(ex.source)})" for n in ex.label_names]
+        for n in ex.speaker_names:
+            if n not in speaker_names:
+                speaker_names.append(n)
+        lut = np.array([speaker_names.index(n) for n in ex.speaker_names], np.int64)
+        xs.append(ex.x[keep])
+        labels.append(ex.labels[keep] + offset)
+        speakers.append(lut[ex.speakers[keep]])
+        splits.append(ex.split[keep])
+    return DenseSet(np.concatenate(xs), np.concatenate(labels), np.concatenate(speakers),
+                    np.concatenate(splits), label_names, speaker_names, main.source)

@@ -19,19 +19,27 @@ import torch
 
 from ..runtime.errors import InputError
 from .config import Config, config_from_dict, config_to_dict
-from .dense import DenseSet, load_dense
+from .dense import DenseSet, load_dense, with_training_extras
 from .episodes import FewShotTasks
 from .fewshot import MetaTrainer, evaluate, features_of
 
 __all__ = ["train", "load_model", "evaluate_model", "Model"]
 
 
-def _data(cfg: Config) -> DenseSet:
+def _data(cfg: Config, extras: bool = False) -> DenseSet:
+    """The binned corpus; with ``extras`` also data.extra_corpora (for meta-training)."""
     if not cfg.data.corpus:
         raise InputError("config: data.corpus is empty (pass --data PATH or set data.corpus)")
-    if not os.path.exists(cfg.data.corpus):
-        raise InputError("no such corpus", source=cfg.data.corpus)
-    return load_dense(cfg.data.corpus, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
+    paths = [cfg.data.corpus] + (list(cfg.data.extra_corpora) if extras else [])
+    for path in paths:
+        if not os.path.exists(path):
+            raise InputError("no such corpus", source=path)
+    sets = [load_dense(p, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
+            for p in paths]
+    try:
+        return with_training_extras(sets[0], sets[1:])
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _tasks(cfg: Config, data: DenseSet) -> FewShotTasks:
@@ -95,7 +103,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
 
     os.makedirs(out, exist_ok=True)
     ckpt = os.path.join(out, "checkpoint.pt")
-    data = _data(cfg)
+    data = _data(cfg, extras=True)
     tasks = _tasks(cfg, data)
     tr = _trainer(cfg, data, tasks)
     if resume and os.path.exists(ckpt):
@@ -152,7 +160,9 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
                    stopped_early=stopped_early, rate=float(tr.last_rate),
                    inner_lr=round(float(tr.lrs()["w_out"].detach()), 3), results=results,
                    skipped=skipped)
-    _save(os.path.join(out, "model.pt"), _state(tr, cfg, summary))
+    final = _state(tr, cfg, summary)
+    final.pop("opt")                                 # the model file needs no optimizer state
+    _save(os.path.join(out, "model.pt"), final)
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
     return summary
@@ -184,10 +194,64 @@ def load_model(path: str) -> Model:
     return Model(path)
 
 
-def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unseen",),
-                   shots=(1, 5), ways: int | None = None, queries: int | None = None,
-                   episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
-                   same_speaker: bool = False) -> list[dict]:
+def topology_report(model: Model) -> dict:
+    """Connection sparsity, connections per hop distance and small-world measures of W_rec."""
+    from .graph import small_world
+
+    w = (model.core.params["w_rec"] * model.core.masks["w_rec"]).detach().numpy()
+    n = w.shape[0]
+    nonzero = int((w != 0).sum())
+    lay = model.core.cfg.layout
+    return dict(neurons=n, connections=nonzero,
+                connection_sparsity=round(1 - nonzero / (n * (n - 1)), 4),
+                connections_per_hop={str(k): v for k, v in lay.connections_per_hop(w).items()},
+                small_world=small_world(w))
+
+
+def curves(model: Model, data_path: str | None = None, episodes: int = 200,
+           seed: int = 1234) -> dict:
+    """Unseen-class accuracy against inner steps (5-shot) and against shots (one step)."""
+    cfg, data, tasks, feats = _eval_setup(model, data_path)
+    steps_axis, shots_axis = [1, 2, 3, 5, 10], [1, 2, 3, 5, 10]
+    k_steps = 5
+    try:
+        tasks.sampler("unseen", cfg.data.ways, 5, cfg.data.queries)
+    except InputError:                               # too little test data for 5 shots
+        k_steps = 1
+    by_steps = [evaluate(model.core, model.lrs, data, tasks, "unseen", cfg.data.ways, k_steps,
+                         cfg.data.queries, episodes, s, seed, feats=feats) for s in steps_axis]
+    by_shots = []
+    for k in shots_axis:
+        try:
+            by_shots.append(evaluate(model.core, model.lrs, data, tasks, "unseen", cfg.data.ways,
+                                     k, cfg.data.queries, episodes, 1, seed, feats=feats))
+        except InputError:
+            break
+    return dict(inner_steps=by_steps, shots=by_shots)
+
+
+def curves_png(path: str, c: dict) -> str:
+    from ..tools.plots import _plt
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    k = c["inner_steps"][0]["shots"]
+    for ax, key, xlabel in ((axes[0], "inner_steps", f"inner steps ({k}-shot)"),
+                            (axes[1], "shots", "shots (one inner step)")):
+        xs = [r[key] for r in c[key]]
+        ys = [100 * r["accuracy"] for r in c[key]]
+        err = [100 * r["ci95"] for r in c[key]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("5-way accuracy, unseen classes (%)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _eval_setup(model: Model, data_path: str | None):
     cfg = model.config
     if data_path:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
@@ -197,10 +261,24 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
                          f"expects {model.core.cfg.inputs}", source=cfg.data.corpus)
     tasks = _tasks(cfg, data)
     feats = features_of(model.core, data.x[:, 0])
+    return cfg, data, tasks, feats
+
+
+def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unseen",),
+                   shots=(1, 5), ways: int | None = None, queries: int | None = None,
+                   episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
+                   same_speaker: bool = False, baselines: tuple[str, ...] = ()) -> list[dict]:
+    """The model (and the named baselines) on the same episodes of every split and shot count."""
+    from .baselines import evaluate_dtw
+
+    cfg, data, tasks, feats = _eval_setup(model, data_path)
     out = []
     for split in splits:
         for k in shots:
-            out.append(evaluate(model.core, model.lrs, data, tasks, split, ways or cfg.data.ways,
-                                k, queries or cfg.data.queries, episodes, inner_steps, seed,
-                                feats=feats, same_speaker=same_speaker))
+            w, q = ways or cfg.data.ways, queries or cfg.data.queries
+            r = evaluate(model.core, model.lrs, data, tasks, split, w, k, q, episodes,
+                         inner_steps, seed, feats=feats, same_speaker=same_speaker)
+            out.append(dict(method="tessera", **r))
+            if "dtw" in baselines:
+                out.append(evaluate_dtw(data, tasks, split, w, k, q, episodes, seed, same_speaker))
     return out
