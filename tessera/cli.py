@@ -104,7 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = (QUICK if args.quick else []) + list(args.set or [])
     if args.data:
-        overrides.append(f'data.corpus="{args.data}"')
+        overrides.append(f"data.corpus={json.dumps(args.data)}")
+    if args.extra_data:
+        overrides.append(f"data.extra_corpora={json.dumps(args.extra_data)}")
     cfg = load_config(args.config, overrides)
     if args.threads:
         import torch
@@ -123,7 +125,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tessera.trainer.train import curves, curves_png, evaluate_model, load_model, topology_report
+    from tessera.trainer.train import (
+        curves, curves_png, evaluate_model, incremental_eval, incremental_png, load_model,
+        topology_report)
 
     model = load_model(args.model)
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
@@ -141,6 +145,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      f"(random {sw['clustering_random']}), path length {sw['path_length']} "
                      f"(random {sw['path_length_random']}), small-world propensity "
                      f"{sw['small_world_propensity']}")
+    if args.incremental:
+        inc = incremental_eval(model, args.incremental, shots=args.shots[0])
+        head["incremental"] = inc
+        png = (os.path.splitext(args.curves)[0] + "-incremental.png") if args.curves \
+            else "incremental.png"
+        head["incremental_png"] = incremental_png(png, inc)
+        lines.append(f"  class-incremental, {inc['shots']}-shot, {len(inc['enrolled'])} words: "
+                     + " ".join(f"{100 * a:.0f}" for a in inc["accuracy"]) + f" % ({png})")
     if args.curves:
         c = curves(model, args.data, episodes=max(50, args.episodes // 3))
         head["curves"] = c
@@ -226,9 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = sub.add_parser("corpus", help="build or inspect a speech corpus")
     csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
     b = add(csub, "build", cmd_corpus_build, "synthesize a spoken-word corpus (SHD layout h5)")
-    b.add_argument("--preset", choices=["small", "default", "vocab"], default="default",
+    b.add_argument("--preset", choices=["small", "default", "vocab", "novel"], default="default",
                    help="small: tests/demo; default: SHD's 20 words, 8,000 utterances; vocab: "
-                        "other words by the default's train voices, for meta-training")
+                        "225 other words by the default's train voices, for meta-training; "
+                        "novel: 10 new words by its test voices, for enrollment tests")
     b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -251,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default)")
     t.add_argument("--config", help="TOML config file")
     t.add_argument("--data", help="corpus (sets data.corpus)")
+    t.add_argument("--extra-data", action="append", metavar="CORPUS",
+                   help="more words for meta-training only, e.g. a 'vocab' corpus (sets "
+                        "data.extra_corpora)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a key")
     t.add_argument("--out", default="runs/default", help="run folder (checkpoints, logs)")
     t.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
@@ -273,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", action="store_true",
                    help="topology: sparsity, connections per hop, small-world measures")
     e.add_argument("--curves", metavar="PNG", help="plot accuracy against inner steps and shots")
+    e.add_argument("--incremental", metavar="CORPUS",
+                   help="enroll the words of CORPUS one at a time (e.g. a 'novel' corpus)")
 
     d = add(sub, "demo", cmd_demo, "the main job: build the small corpus, summary, raster plot")
     d.add_argument("--out", default="tessera-demo", help="output folder")

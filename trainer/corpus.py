@@ -62,6 +62,11 @@ META_VOCAB: tuple[tuple[str, str], ...] = tuple(
     ).split()])
 META_VOCAB = tuple(dict.fromkeys(META_VOCAB))            # drop repeated words, keep the order
 
+#: Ten new command words (``--preset novel``) for class-incremental enrollment tests: in neither
+#: SHD's classes nor the meta-training vocabulary, spoken by the test voices only.
+NOVEL_WORDS: tuple[tuple[str, str], ...] = tuple(("en", w) for w in (
+    "lamp heater curtain shower television alarm kettle fan oven printer").split())
+
 ENGLISH_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan",
                    "en-gb-x-gbcwmd", "en-us-nyc")
 LANGUAGE_VOICE = {"en": None, "de": "de", "fr": "fr", "es": "es", "it": "it", "nl": "nl"}
@@ -111,6 +116,8 @@ PRESETS = {
     # meta-training vocabulary: other words by the default corpus's train-split speakers (same
     # seed and speaker count, so the same voices and splits); combine with data.extra_corpora
     "vocab": dict(speakers=100, repeats=1, words=META_VOCAB, speaker_splits=("train",)),
+    # ten new words by the default corpus's test voices (class-incremental enrollment)
+    "novel": dict(speakers=100, repeats=3, words=NOVEL_WORDS, speaker_splits=("test",)),
 }
 
 

@@ -279,3 +279,51 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
         out["accuracy_unseen_queries"] = round(unseen_correct / max(unseen_total, 1), 4)
         out["accuracy_seen_queries"] = round(seen_correct / max(seen_total, 1), 4)
     return out
+
+
+def _enroll_loss(fast: dict, phi: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the enrolled words plus a fixed zero "none of these" logit.
+
+    Without it, enrolling the first word is a softmax over one logit: zero gradient, and the
+    first word's row is never written.
+    """
+    logits = readout_logits(phi, fast["w_out"], fast["b_out"])
+    return F.cross_entropy(torch.cat([logits, logits.new_zeros(len(logits), 1)], 1), y)
+
+
+def incremental(core: Core, lrs: dict, feats: torch.Tensor, labels: np.ndarray,
+                speakers: np.ndarray, classes: list[int], shots: int = 1, queries: int = 5,
+                runs: int = 50, seed: int = 7) -> dict:
+    """Class-incremental enrollment: enroll ``classes`` one at a time (each ONE readout step
+    with its own shots, the new row starting at zero, over the logits of every enrolled class
+    and a fixed zero "none" logit, see :func:`_enroll_loss`; the bias is not updated: one word at
+    a time its gradient only ever favours the newest word)
+    and score queries of all enrolled classes after each enrollment. Mean over ``runs`` random
+    class orders and shot/query draws."""
+    n_cls = len(classes)
+    acc = np.zeros((runs, n_cls))
+    lr_w = float(lrs["w_out"])
+    for run in range(runs):
+        rng = np.random.default_rng([seed, run])
+        order = rng.permutation(classes)
+        w = torch.zeros(feats.shape[1], 0)
+        b = torch.zeros(0)
+        query_idx, query_y = [], []
+        for k, c in enumerate(order):
+            pool = np.nonzero(labels == c)[0]
+            pick = rng.choice(pool, size=shots + queries, replace=False)
+            w = torch.cat([w, torch.zeros(feats.shape[1], 1)], 1)
+            b = torch.cat([b, torch.zeros(1)])
+            phi = feats[pick[:shots]]
+            y = torch.full((shots,), k)
+            fast = inner_adapt({"w_out": w, "b_out": b}, lambda f: _enroll_loss(f, phi, y),
+                               {"w_out": lr_w, "b_out": 0.0}, 1)
+            w, b = fast["w_out"].detach(), fast["b_out"].detach()
+            query_idx += list(pick[shots:])
+            query_y += [k] * queries
+            pred = readout_logits(feats[query_idx], w, b).argmax(1).numpy()
+            acc[run, k] = float((pred == np.array(query_y)).mean())
+    mean = acc.mean(0)
+    return dict(enrolled=list(range(1, n_cls + 1)), accuracy=[round(float(a), 4) for a in mean],
+                ci95=[round(ci95(acc[:, k]), 4) for k in range(n_cls)], shots=shots,
+                queries=queries, runs=runs)
