@@ -132,7 +132,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
                              episodes=args.episodes, inner_steps=args.inner_steps,
-                             same_speaker=args.same_speaker, baselines=tuple(args.baselines))
+                             same_speaker=args.same_speaker, baselines=tuple(args.baselines),
+                             cross_speaker=args.cross_speaker)
     head = dict(results[0])
     head["results"] = results
     lines = [f"{model.path} (iteration {model.iteration}):"]
@@ -275,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 % CI)")
     e.add_argument("model", help="model.pt or checkpoint.pt")
-    e.add_argument("--data", help="evaluate on this data instead of the training corpus")
+    e.add_argument("--data", help="evaluate on other data (a WAV folder such as FSDD: all of it "
+                                  "is test data, all its classes unseen)")
     e.add_argument("--split", nargs="+", default=["unseen"],
                    choices=["unseen", "seen", "all", "val", "train"])
     e.add_argument("--shots", nargs="+", type=int, default=[1, 5])
@@ -284,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inner-steps", type=int, default=1)
     e.add_argument("--same-speaker", action="store_true",
                    help="shots and queries of a class from one speaker")
+    e.add_argument("--cross-speaker", action="store_true",
+                   help="shots of a class from one speaker, its queries from the others")
     e.add_argument("--baselines", nargs="*", default=[], choices=["dtw"],
                    help="also score these baselines on the same episodes")
     e.add_argument("--report", action="store_true",

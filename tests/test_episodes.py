@@ -89,3 +89,23 @@ def test_on_the_corpus_speakers_stay_in_their_split(small_corpus):
     for i in range(50):
         ep = s.episode(i)
         assert set(d.speakers[np.concatenate([ep.support, ep.query])].tolist()) <= test_spk
+
+
+def test_cross_speaker_episodes():
+    labels, speakers, split = toy(reps=4)
+    tasks = FewShotTasks(labels, speakers, split)
+    ep = tasks.sampler("unseen", ways=5, shots=2, queries=3, cross_speaker=True).episode(1)
+    for c in range(5):
+        sup = speakers[ep.support[ep.support_y == c]]
+        qry = speakers[ep.query[ep.query_y == c]]
+        assert np.unique(sup).size == 1 and sup[0] not in set(qry.tolist())
+    with pytest.raises(InputError, match="exclude"):
+        tasks.sampler("unseen", same_speaker=True, cross_speaker=True)
+
+
+def test_all_test_for_foreign_data():
+    labels, speakers, _ = toy()
+    tasks = FewShotTasks(labels, speakers, np.full(labels.size, -1, np.int8),
+                         unseen=tuple(range(20)), all_test=True)
+    assert (tasks.split == 2).all()
+    assert tasks.sampler("unseen", 5, 1, 2).episode(0).query_unseen.all()

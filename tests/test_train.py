@@ -101,3 +101,16 @@ def test_incremental_enrollment_mechanics():
                     np.zeros(48, int), list(range(6)), shots=1, queries=5, runs=5)
     assert r["enrolled"] == [1, 2, 3, 4, 5, 6]
     assert min(r["accuracy"]) > 0.75          # chance is 1/6 with six words; prototypes: 1.0
+
+
+def test_committed_default_model_recognises_new_words(small_corpus):
+    """models/default/model.pt loads and, with one readout step, tells unseen words apart."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+    r = tessera("eval", path, "--data", small_corpus, "--shots", "1", "--episodes", "100",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["split"] == "unseen" and res["episodes"] == 100
+    assert res["accuracy"] > 0.5                 # chance: 0.2

@@ -51,8 +51,9 @@ def _frames(data: DenseSet, idx: np.ndarray, subset: int = 0, pool: int = 2) -> 
 
 def evaluate_dtw(data: DenseSet, tasks: FewShotTasks, phase: str = "unseen", ways: int = 5,
                  shots: int = 1, queries: int = 5, episodes: int = 600, seed: int = 1234,
-                 same_speaker: bool = False) -> dict:
-    sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed)
+                 same_speaker: bool = False, cross_speaker: bool = False) -> dict:
+    sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed,
+                            cross_speaker=cross_speaker)
     accs = []
     for e in range(episodes):
         ep = sampler.episode(e)
@@ -62,4 +63,4 @@ def evaluate_dtw(data: DenseSet, tasks: FewShotTasks, phase: str = "unseen", way
     acc = np.array(accs)
     return dict(method="dtw", accuracy=round(float(acc.mean()), 4), ci95=round(ci95(acc), 4),
                 ways=ways, shots=shots, queries=queries, split=phase, episodes=episodes,
-                same_speaker=same_speaker)
+                same_speaker=same_speaker, cross_speaker=cross_speaker)

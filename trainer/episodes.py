@@ -44,12 +44,17 @@ class EpisodeSampler:
     """Draws episodes from a fixed pool of utterances and classes.
 
     ``same_speaker``: every class of an episode takes its shots and queries from one speaker
-    (enroll and test within a speaker); otherwise from any speakers of the pool.
+    (enroll and test within a speaker). ``cross_speaker``: the shots from one speaker, the queries
+    from the others. Otherwise shots and queries come from any speakers of the pool.
     """
 
     def __init__(self, labels: np.ndarray, speakers: np.ndarray, pool: np.ndarray,
                  classes: np.ndarray, unseen: np.ndarray, ways: int, shots: int, queries: int,
-                 seed: int = 0, same_speaker: bool = False, name: str = "") -> None:
+                 seed: int = 0, same_speaker: bool = False, name: str = "",
+                 cross_speaker: bool = False) -> None:
+        if same_speaker and cross_speaker:
+            raise InputError("episodes: same_speaker and cross_speaker exclude each other")
+        self.cross_speaker = cross_speaker
         self.labels, self.speakers = np.asarray(labels), np.asarray(speakers)
         self.ways, self.shots, self.queries = ways, shots, queries
         self.seed, self.same_speaker, self.name = seed, same_speaker, name
@@ -63,6 +68,11 @@ class EpisodeSampler:
                 groups = [g for g in groups if g.size >= need]
                 if groups:
                     by_class[int(c)] = groups
+            elif cross_speaker:
+                groups = [idx[self.speakers[idx] == s] for s in np.unique(self.speakers[idx])]
+                groups = [g for g in groups if g.size >= shots and idx.size - g.size >= queries]
+                if groups:
+                    by_class[int(c)] = [(g, np.setdiff1d(idx, g)) for g in groups]
             elif idx.size >= need:
                 by_class[int(c)] = [idx]
         if len(by_class) < ways:
@@ -80,6 +90,11 @@ class EpisodeSampler:
         for c in classes:
             groups = self._by_class[int(c)]
             g = groups[rng.integers(len(groups))]
+            if self.cross_speaker:
+                own, others = g
+                sup.append(rng.choice(own, size=self.shots, replace=False))
+                qry.append(rng.choice(others, size=self.queries, replace=False))
+                continue
             pick = rng.choice(g, size=self.shots + self.queries, replace=False)
             sup.append(pick[: self.shots])
             qry.append(pick[self.shots:])
@@ -107,15 +122,19 @@ class FewShotTasks:
       - ``"all"``: any classes, test speakers; each query says whether its class is unseen
 
     Utterances without a split (``split == -1``) are assigned by speaker: a seeded shuffle puts
-    ``speaker_split`` fractions of the speakers into train / val / test.
+    ``speaker_split`` fractions of the speakers into train / val / test; with ``all_test`` they
+    all become test data (data a model never trained on, such as real recordings).
     """
 
     def __init__(self, labels: np.ndarray, speakers: np.ndarray, split: np.ndarray,
                  unseen: tuple[int, ...] = DEFAULT_UNSEEN, seed: int = 0,
-                 speaker_split: tuple[float, float, float] = (0.6, 0.1, 0.3)) -> None:
+                 speaker_split: tuple[float, float, float] = (0.6, 0.1, 0.3),
+                 all_test: bool = False) -> None:
         self.labels = np.asarray(labels, np.int64)
         self.speakers = np.asarray(speakers, np.int64)
         split = np.asarray(split, np.int8).copy()
+        if all_test:
+            split[split < 0] = 2
         if np.any(split < 0):
             split = _assign_by_speaker(self.speakers, split, speaker_split, seed)
         self.split = split
@@ -138,13 +157,14 @@ class FewShotTasks:
         return idx, classes
 
     def sampler(self, phase: str, ways: int = 5, shots: int = 1, queries: int = 5,
-                same_speaker: bool = False, seed: int | None = None) -> EpisodeSampler:
+                same_speaker: bool = False, seed: int | None = None,
+                cross_speaker: bool = False) -> EpisodeSampler:
         idx, classes = self.pool(phase)
         phase_seed = [self.seed if seed is None else seed, ["train", "val", "unseen", "seen",
                                                              "all"].index(phase)]
         return EpisodeSampler(self.labels, self.speakers, idx, classes, self.unseen, ways, shots,
                               queries, seed=int(np.random.default_rng(phase_seed).integers(2**31)),
-                              same_speaker=same_speaker, name=phase)
+                              same_speaker=same_speaker, name=phase, cross_speaker=cross_speaker)
 
 
 def _assign_by_speaker(speakers: np.ndarray, split: np.ndarray,

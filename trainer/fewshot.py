@@ -249,9 +249,11 @@ def features_of(core: Core, x: np.ndarray, batch: int = 512) -> torch.Tensor:
 def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: str = "unseen",
              ways: int = 5, shots: int = 1, queries: int = 5, episodes: int = 600,
              inner_steps: int = 1, seed: int = 1234, subset: int = 0,
-             feats: torch.Tensor | None = None, same_speaker: bool = False) -> dict:
+             feats: torch.Tensor | None = None, same_speaker: bool = False,
+             cross_speaker: bool = False) -> dict:
     """Few-shot accuracy of the frozen core with the device rule (zero readout, SGD steps)."""
-    sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed)
+    sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed,
+                            cross_speaker=cross_speaker)
     pool, _ = tasks.pool(phase)
     if feats is None:
         feats = torch.zeros(len(data), core.cfg.neurons * core.cfg.segments)
@@ -274,7 +276,7 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
     acc = np.array(accs)
     out = dict(accuracy=round(float(acc.mean()), 4), ci95=round(ci95(acc), 4), ways=ways,
                shots=shots, queries=queries, split=phase, episodes=episodes,
-               inner_steps=inner_steps, same_speaker=same_speaker)
+               inner_steps=inner_steps, same_speaker=same_speaker, cross_speaker=cross_speaker)
     if phase == "all":
         out["accuracy_unseen_queries"] = round(unseen_correct / max(unseen_total, 1), 4)
         out["accuracy_seen_queries"] = round(seen_correct / max(seen_total, 1), 4)

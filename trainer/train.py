@@ -42,7 +42,13 @@ def _data(cfg: Config, extras: bool = False) -> DenseSet:
         raise InputError(str(exc)) from None
 
 
-def _tasks(cfg: Config, data: DenseSet) -> FewShotTasks:
+def _tasks(cfg: Config, data: DenseSet, foreign: bool = False) -> FewShotTasks:
+    """Episodes over ``data``; ``foreign`` data (no split recorded, its own classes, such as a
+    folder of real recordings) is all test data and all its classes count as unseen."""
+    if foreign:
+        return FewShotTasks(data.labels, data.speakers, data.split,
+                            unseen=tuple(np.unique(data.labels).tolist()), seed=cfg.train.seed,
+                            all_test=True)
     return FewShotTasks(data.labels, data.speakers, data.split, unseen=tuple(cfg.data.unseen),
                         seed=cfg.train.seed)
 
@@ -310,7 +316,8 @@ def _eval_setup(model: Model, data_path: str | None):
     if data.x.shape[-1] != model.core.cfg.inputs:
         raise InputError(f"data has {data.x.shape[-1]} input channels after reduction, the model "
                          f"expects {model.core.cfg.inputs}", source=cfg.data.corpus)
-    tasks = _tasks(cfg, data)
+    # data that records no split (a WAV folder such as FSDD) never met the model: all test
+    tasks = _tasks(cfg, data, foreign=bool((data.split < 0).all()))
     feats = features_of(model.core, data.x[:, 0])
     return cfg, data, tasks, feats
 
@@ -318,7 +325,8 @@ def _eval_setup(model: Model, data_path: str | None):
 def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unseen",),
                    shots=(1, 5), ways: int | None = None, queries: int | None = None,
                    episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
-                   same_speaker: bool = False, baselines: tuple[str, ...] = ()) -> list[dict]:
+                   same_speaker: bool = False, baselines: tuple[str, ...] = (),
+                   cross_speaker: bool = False) -> list[dict]:
     """The model (and the named baselines) on the same episodes of every split and shot count."""
     from .baselines import evaluate_dtw
 
@@ -328,8 +336,10 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
         for k in shots:
             w, q = ways or cfg.data.ways, queries or cfg.data.queries
             r = evaluate(model.core, model.lrs, data, tasks, split, w, k, q, episodes,
-                         inner_steps, seed, feats=feats, same_speaker=same_speaker)
+                         inner_steps, seed, feats=feats, same_speaker=same_speaker,
+                         cross_speaker=cross_speaker)
             out.append(dict(method="tessera", **r))
             if "dtw" in baselines:
-                out.append(evaluate_dtw(data, tasks, split, w, k, q, episodes, seed, same_speaker))
+                out.append(evaluate_dtw(data, tasks, split, w, k, q, episodes, seed, same_speaker,
+                                        cross_speaker))
     return out
