@@ -97,8 +97,8 @@ def test_incremental_enrollment_mechanics():
     labels = np.repeat(np.arange(6), 8)
     feats = centres[labels] + 0.05 * torch.randn(48, 16, generator=torch.Generator().manual_seed(1))
     feats = feats / feats.norm(dim=1, keepdim=True)          # unit norm, as the core's features
-    r = incremental(None, {"w_out": torch.tensor(5.0), "b_out": torch.tensor(5.0)}, feats, labels,
-                    np.zeros(48, int), list(range(6)), shots=1, queries=5, runs=5)
+    r = incremental({"w_out": torch.tensor(5.0), "b_out": torch.tensor(5.0)}, feats, labels,
+                    list(range(6)), shots=1, queries=5, runs=5)
     assert r["enrolled"] == [1, 2, 3, 4, 5, 6]
     assert min(r["accuracy"]) > 0.75          # chance is 1/6 with six words; prototypes: 1.0
 

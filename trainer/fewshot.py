@@ -293,9 +293,8 @@ def _enroll_loss(fast: dict, phi: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(torch.cat([logits, logits.new_zeros(len(logits), 1)], 1), y)
 
 
-def incremental(core: Core, lrs: dict, feats: torch.Tensor, labels: np.ndarray,
-                speakers: np.ndarray, classes: list[int], shots: int = 1, queries: int = 5,
-                runs: int = 50, seed: int = 7) -> dict:
+def incremental(lrs: dict, feats: torch.Tensor, labels: np.ndarray, classes: list[int],
+                shots: int = 1, queries: int = 5, runs: int = 50, seed: int = 7) -> dict:
     """Class-incremental enrollment: enroll ``classes`` one at a time (each ONE readout step
     with its own shots, the new row starting at zero, over the logits of every enrolled class
     and a fixed zero "none" logit, see :func:`_enroll_loss`; the bias is not updated: one word at

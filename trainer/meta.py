@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad  # noqa: F401  (functional_call used by baselines)
+from torch.func import grad
 
 from .model import readout_logits
 

@@ -111,12 +111,14 @@ class LIFState(NamedTuple):
     r: torch.Tensor
 
 
-def lif_step(x: torch.Tensor, state: LIFState, p: dict, cfg: CoreConfig
+def lif_step(drive: torch.Tensor, state: LIFState, w_rec: torch.Tensor, cfg: CoreConfig
              ) -> tuple[torch.Tensor, LIFState]:
-    """One time step (see the module docstring). ``x`` is (batch, inputs)."""
-    i_t = x @ p["w_in"] + state.z @ p["w_rec"] + p["b"]
-    v = cfg.alpha * state.v + i_t - cfg.theta * state.z
-    z = spike(v - cfg.theta, cfg.surrogate_beta)
+    """One time step (see the module docstring); ``drive`` is x(t) W_in + b, (batch, n)."""
+    v = cfg.alpha * state.v + drive + state.z @ w_rec - cfg.theta * state.z
+    if cfg.smooth:
+        z = 0.5 + 0.5 * fast_sigmoid(v - cfg.theta, cfg.surrogate_beta)
+    else:
+        z = spike(v - cfg.theta, cfg.surrogate_beta)
     r = cfg.kappa * state.r + z
     return z, LIFState(v, z, r)
 
@@ -206,19 +208,17 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
                                     cfg.surrogate_beta, bptt, cfg.segments)
         rate = count / (b * steps)
     else:
-        v = z = r = x.new_zeros(b, n)
+        zero = x.new_zeros(b, n)
+        state = LIFState(zero, zero, zero)
         acc = [x.new_zeros(b, n) for _ in range(cfg.segments)]
         rate = x.new_zeros(n)
         for t in range(steps):
             if bptt is not None and t == steps - bptt:
-                v, z, r = v.detach(), z.detach(), r.detach()
+                state = LIFState(*(s_.detach() for s_ in state))
                 acc = [a.detach() for a in acc]
-            v = cfg.alpha * v + drive[:, t] + z @ w_rec - cfg.theta * z
-            z = (0.5 + 0.5 * fast_sigmoid(v - cfg.theta, cfg.surrogate_beta)) if cfg.smooth \
-                else spike(v - cfg.theta, cfg.surrogate_beta)
-            r = cfg.kappa * r + z
+            z, state = lif_step(drive[:, t], state, w_rec, cfg)
             seg = t * cfg.segments // steps
-            acc[seg] = acc[seg] + r
+            acc[seg] = acc[seg] + state.r
             early = bptt is not None and t < steps - bptt      # outside the truncation window
             rate = rate + (z.detach() if early else z).mean(0)
         rate = rate / steps

@@ -284,8 +284,7 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) 
     queries = int(min(counts[classes]) - shots)
     if queries < 1:
         raise InputError(f"need more than {shots} utterances per class", source=corpus)
-    out = incremental(model.core, model.lrs, feats, data.labels, data.speakers, classes, shots,
-                      min(queries, 5), runs)
+    out = incremental(model.lrs, feats, data.labels, classes, shots, min(queries, 5), runs)
     out["corpus"] = corpus
     out["label_names"] = [data.label_names[c] for c in classes]
     return out
