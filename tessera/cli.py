@@ -130,6 +130,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         topology_report)
 
     model = load_model(args.model)
+    if args.weight_bits or args.write_noise or args.drift:
+        from tessera.trainer.train import program_device
+
+        program_device(model, args.weight_bits, args.write_noise, args.drift)
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
                              episodes=args.episodes, inner_steps=args.inner_steps,
                              same_speaker=args.same_speaker, baselines=tuple(args.baselines),
@@ -293,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", action="store_true",
                    help="topology: sparsity, connections per hop, small-world measures")
     e.add_argument("--curves", metavar="PNG", help="plot accuracy against inner steps and shots")
+    e.add_argument("--weight-bits", type=int, default=0,
+                   help="program W_in/W_rec as RRAM with this many bits (post-training)")
+    e.add_argument("--write-noise", type=float, default=0.0,
+                   help="RRAM write noise, std as a fraction of the weight range, e.g. 0.05")
+    e.add_argument("--drift", type=float, default=0.0, metavar="SECONDS",
+                   help="conductance drift after this many seconds")
     e.add_argument("--incremental", metavar="CORPUS",
                    help="enroll the words of CORPUS one at a time (e.g. a 'novel' corpus)")
 

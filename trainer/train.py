@@ -307,6 +307,26 @@ def incremental_png(path: str, r: dict) -> str:
     return path
 
 
+def program_device(model: Model, weight_bits: int = 0, write_noise: float = 0.0,
+                   drift_seconds: float = 0.0, seed: int = 0) -> None:
+    """Replace the model's W_in and W_rec by what one programming of RRAM arrays would hold:
+    ``weight_bits`` levels, Gaussian write noise of std ``write_noise`` x w_max per weight
+    (w_max = the clipping range), then drift (see :mod:`tessera.trainer.rram`)."""
+    import math
+
+    from .rram import RRAMConfig, device_weight
+
+    span = 12.0 - 0.1
+    cfg = RRAMConfig(enabled=True, weight_bits=weight_bits,
+                     write_noise=(0.0, write_noise * span / math.sqrt(2)),
+                     drift_seconds=drift_seconds)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k in ("w_in", "w_rec"):
+            w = model.core.params[k] * model.core.masks[k]
+            model.core.params[k].copy_(device_weight(w, cfg, gen))
+
+
 def _eval_setup(model: Model, data_path: str | None):
     cfg = model.config
     if data_path:
