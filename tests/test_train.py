@@ -114,3 +114,21 @@ def test_committed_default_model_recognises_new_words(small_corpus):
     res = json.loads(r.stdout)
     assert res["split"] == "unseen" and res["episodes"] == 100
     assert res["accuracy"] > 0.5                 # chance: 0.2
+
+
+def test_program_device_quantizes_the_committed_model():
+    from pathlib import Path
+
+    import torch
+
+    from tessera.trainer.train import load_model, program_device
+
+    path = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+    m = load_model(str(path))
+    before = (m.core.params["w_rec"] * m.core.masks["w_rec"]).detach().clone()
+    program_device(m, weight_bits=4)
+    after = m.core.params["w_rec"].detach()
+    assert torch.unique(after[before != 0]).numel() <= 15      # 4 bits: -7..7 levels
+    assert torch.all(after[before == 0] == 0)
+    program_device(m, weight_bits=4, write_noise=0.05, seed=1)
+    assert not torch.equal(m.core.params["w_rec"].detach(), after)
