@@ -127,7 +127,7 @@ def test_program_device_quantizes_the_committed_model():
     m = load_model(str(path))
     before = (m.core.params["w_rec"] * m.core.masks["w_rec"]).detach().clone()
     program_device(m, weight_bits=4)
-    after = m.core.params["w_rec"].detach()
+    after = m.core.params["w_rec"].detach().clone()
     assert torch.unique(after[before != 0]).numel() <= 15      # 4 bits: -7..7 levels
     assert torch.all(after[before == 0] == 0)
     program_device(m, weight_bits=4, write_noise=0.05, seed=1)
