@@ -43,12 +43,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainLoopConfig:
-    iterations: int = 1500
+    iterations: int = 2400
     seed: int = 0
-    eval_every: int = 100
-    eval_episodes: int = 200
+    eval_every: int = 200
+    eval_episodes: int = 300
     checkpoint_every: int = 100
-    time_limit_s: float = 0.0        # stop early (and save) after this many seconds, 0: none
+    time_limit_s: float = 1680.0     # stop early (and save) after this many seconds, 0: none
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,9 @@ class Config:
                               ).hexdigest()[:16]
 
 
-#: ``--quick``: a short run on the CPU (minutes), for smoke tests and the demo.
-QUICK = ["train.iterations=150", "train.eval_every=50", "train.eval_episodes=100"]
+#: ``--quick``: a short run on the CPU (about 2 minutes), for smoke tests and the demo.
+QUICK = ["train.iterations=250", "train.eval_every=125", "train.eval_episodes=100",
+         "train.time_limit_s=170"]
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 

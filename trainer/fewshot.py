@@ -27,7 +27,7 @@ __all__ = ["RegConfig", "MetaTrainer", "evaluate", "features_of", "ci95"]
 
 @dataclass(frozen=True)
 class RegConfig:
-    layout_lambda: float = 0.1      # lambda of the layout loss mean(S * W_rec^2)
+    layout_lambda: float = 0.001    # lambda of the layout loss mean(S * W_rec^2)
     layout_beta: float = 8.0
     rate_lambda: float = 50.0       # firing-rate regulariser (mean rate - target)^2
     rate_target: float = 0.05       # spikes per neuron per step
