@@ -73,7 +73,7 @@ class CoreConfig:
     classes: int = 5              # readout width (ways)
     dense: bool = False           # the dense baseline: no layout mask at all
     smooth: bool = False          # replace spikes by the fast sigmoid (gradient checks only)
-    segments: int = 4             # readout banks: phi = filtered spikes averaged per time segment
+    segments: int = 8             # readout banks: phi = filtered spikes averaged per time segment
 
     @property
     def layout(self) -> Layout:
