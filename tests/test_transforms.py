@@ -25,7 +25,7 @@ def test_channel_subsets_partition_the_spikes():
     assert len(parts) == 3
     kept = sum(p[0].size for p in parts)
     assert kept == np.sum(u < 699)                                  # 700 // 3 * 3 = 699
-    for i, (pt, pu) in enumerate(parts):
+    for i, (_, pu) in enumerate(parts):
         assert pu.max() < 233
         assert np.array_equal(np.sort(pu * 3 + i), np.sort(u[(u % 3 == i) & (u < 699)]))
 

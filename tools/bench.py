@@ -32,7 +32,7 @@ def speechlike_signal(seconds: float, seed: int = 0, rate: int = 16000) -> np.nd
     rng = np.random.default_rng(seed)
     n = int(seconds * rate)
     t = np.arange(n) / rate
-    f0 = 110 + 40 * np.sin(2 * np.pi * 0.7 * t) + 30 * rng.standard_normal() 
+    f0 = 110 + 40 * np.sin(2 * np.pi * 0.7 * t) + 30 * rng.standard_normal()
     phase = 2 * np.pi * np.cumsum(f0) / rate
     voiced = sum(np.sin(h * phase) / h for h in range(1, 30))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2

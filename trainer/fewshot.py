@@ -265,7 +265,8 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
         ep = sampler.episode(i)
         phi_s, phi_q = feats[ep.support], feats[ep.query]
         ys, yq = torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)
-        fast = inner_adapt(init, lambda f: readout_loss(f, phi_s, ys), step_lrs, inner_steps)
+        fast = inner_adapt(init, lambda f, p=phi_s, y=ys: readout_loss(f, p, y), step_lrs,
+                           inner_steps)
         pred = readout_logits(phi_q, fast["w_out"], fast["b_out"]).argmax(1)
         ok = (pred == yq).numpy()
         accs.append(ok.mean())
@@ -317,7 +318,7 @@ def incremental(lrs: dict, feats: torch.Tensor, labels: np.ndarray, classes: lis
             b = torch.cat([b, torch.zeros(1)])
             phi = feats[pick[:shots]]
             y = torch.full((shots,), k)
-            fast = inner_adapt({"w_out": w, "b_out": b}, lambda f: _enroll_loss(f, phi, y),
+            fast = inner_adapt({"w_out": w, "b_out": b}, lambda f, p=phi, t=y: _enroll_loss(f, p, t),
                                {"w_out": lr_w, "b_out": 0.0}, 1)
             w, b = fast["w_out"].detach(), fast["b_out"].detach()
             query_idx += list(pick[shots:])
