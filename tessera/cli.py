@@ -230,7 +230,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from tessera import __version__
 
-    p = _Parser(prog="tessera", description=__doc__.splitlines()[0])
+    p = _Parser(prog="tessera", description="tessera: few-shot spoken-word learning on a simulated "
+                "Mosaic chip. Every command prints a summary, or one JSON object with --json.")
     p.add_argument("--version", action="version", version=f"tessera {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -278,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (default: all)")
     t.add_argument("--no-progress", action="store_true")
-    e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 % CI)")
+    e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 %% CI)")
     e.add_argument("model", help="model.pt or checkpoint.pt")
     e.add_argument("--data", help="evaluate on other data (a WAV folder such as FSDD: all of it "
                                   "is test data, all its classes unseen)")

@@ -98,3 +98,10 @@ def test_demo(tmp_path):
     assert result["raster_png"] == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
     assert result["info"]["utterances"] == 320
+
+
+@pytest.mark.parametrize("args", [[], ["corpus"], ["corpus", "build"], ["corpus", "info"],
+                                  ["bench", "frontend"], ["train"], ["eval"], ["demo"]])
+def test_help_works_everywhere(args):
+    r = tessera(*args, "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: tessera"), r.stderr
