@@ -126,18 +126,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tessera.trainer.train import (
-        curves, curves_png, evaluate_model, incremental_eval, incremental_png, load_model,
-        topology_report)
+        curves, curves_png, eval_setup, evaluate_model, incremental_eval, incremental_png,
+        load_model, topology_report)
 
     model = load_model(args.model)
     if args.weight_bits or args.write_noise or args.drift:
         from tessera.trainer.train import program_device
 
         program_device(model, args.weight_bits, args.write_noise, args.drift)
+    setup = eval_setup(model, args.data)                 # data and features, computed once
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
                              episodes=args.episodes, inner_steps=args.inner_steps,
                              same_speaker=args.same_speaker, baselines=tuple(args.baselines),
-                             cross_speaker=args.cross_speaker)
+                             cross_speaker=args.cross_speaker, setup=setup)
     head = dict(results[0])
     head["results"] = results
     lines = [f"{model.path} (iteration {model.iteration}):"]
@@ -159,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lines.append(f"  class-incremental, {inc['shots']}-shot, {len(inc['enrolled'])} words: "
                      + " ".join(f"{100 * a:.0f}" for a in inc["accuracy"]) + f" % ({png})")
     if args.curves:
-        c = curves(model, args.data, episodes=max(50, args.episodes // 3))
+        c = curves(model, args.data, episodes=max(50, args.episodes // 3), setup=setup)
         head["curves"] = c
         head["curves_png"] = curves_png(args.curves, c)
         lines.append(f"  accuracy against inner steps and shots: {args.curves}")

@@ -215,9 +215,11 @@ def topology_report(model: Model) -> dict:
 
 
 def curves(model: Model, data_path: str | None = None, episodes: int = 200,
-           seed: int = 1234) -> dict:
-    """Unseen-class accuracy against inner steps (5-shot) and against shots (one step)."""
-    cfg, data, tasks, feats = _eval_setup(model, data_path)
+           seed: int = 1234, setup: tuple | None = None) -> dict:
+    """Unseen-class accuracy against inner steps (5-shot) and against shots (one step).
+
+    ``setup`` reuses the data and features of an earlier :func:`eval_setup` call."""
+    cfg, data, tasks, feats = setup or eval_setup(model, data_path)
     steps_axis, shots_axis = [1, 2, 3, 5, 10], [1, 2, 3, 5, 10]
     k_steps = 5
     try:
@@ -327,7 +329,8 @@ def program_device(model: Model, weight_bits: int = 0, write_noise: float = 0.0,
             model.core.params[k].copy_(device_weight(w, cfg, gen))
 
 
-def _eval_setup(model: Model, data_path: str | None):
+def eval_setup(model: Model, data_path: str | None) -> tuple:
+    """(config, binned data, episode tasks, features of every utterance) for evaluations."""
     cfg = model.config
     if data_path:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
@@ -345,11 +348,11 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
                    shots=(1, 5), ways: int | None = None, queries: int | None = None,
                    episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
                    same_speaker: bool = False, baselines: tuple[str, ...] = (),
-                   cross_speaker: bool = False) -> list[dict]:
+                   cross_speaker: bool = False, setup: tuple | None = None) -> list[dict]:
     """The model (and the named baselines) on the same episodes of every split and shot count."""
     from .baselines import evaluate_dtw
 
-    cfg, data, tasks, feats = _eval_setup(model, data_path)
+    cfg, data, tasks, feats = setup or eval_setup(model, data_path)
     out = []
     for split in splits:
         for k in shots:
