@@ -259,6 +259,14 @@ def curves_png(path: str, c: dict) -> str:
     return path
 
 
+def _model_features(model: Model, data: DenseSet, source: str) -> torch.Tensor:
+    """Readout features of every utterance (channel subset 0), after checking the input width."""
+    if data.x.shape[-1] != model.core.cfg.inputs:
+        raise InputError(f"data has {data.x.shape[-1]} input channels after reduction, the model "
+                         f"expects {model.core.cfg.inputs}", source=source)
+    return features_of(model.core, data.x[:, 0])
+
+
 def _feature_mean(model: Model) -> torch.Tensor:
     """Mean readout feature over the training corpus's train-split utterances."""
     main = load_dense(model.config.data.corpus, model.config.data.steps,
@@ -277,10 +285,7 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) 
 
     cfg = model.config
     data = load_dense(corpus, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
-    if data.x.shape[-1] != model.core.cfg.inputs:
-        raise InputError(f"{data.x.shape[-1]} input channels after reduction, the model expects "
-                         f"{model.core.cfg.inputs}", source=corpus)
-    feats = features_of(model.core, data.x[:, 0]) - _feature_mean(model)
+    feats = _model_features(model, data, corpus) - _feature_mean(model)
     classes = sorted(np.unique(data.labels).tolist())
     counts = np.bincount(data.labels)
     queries = int(min(counts[classes]) - shots)
@@ -335,12 +340,9 @@ def eval_setup(model: Model, data_path: str | None) -> tuple:
     if data_path:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
     data = _data(cfg)
-    if data.x.shape[-1] != model.core.cfg.inputs:
-        raise InputError(f"data has {data.x.shape[-1]} input channels after reduction, the model "
-                         f"expects {model.core.cfg.inputs}", source=cfg.data.corpus)
+    feats = _model_features(model, data, cfg.data.corpus)
     # data that records no split (a WAV folder such as FSDD) never met the model: all test
     tasks = _tasks(cfg, data, foreign=bool((data.split < 0).all()))
-    feats = features_of(model.core, data.x[:, 0])
     return cfg, data, tasks, feats
 
 
