@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from tessera.runtime.errors import TesseraError
+from tessera.runtime.errors import InputError, TesseraError
 
 __all__ = ["main"]
 
@@ -124,6 +124,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_records(model_path: str) -> list[dict]:
+    """The JSONL metric log next to a model (a run's metrics.jsonl, or a committed excerpt)."""
+    folder = os.path.dirname(os.path.abspath(model_path))
+    for name in ("metrics.jsonl", "metrics-excerpt.jsonl"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path) as fh:
+                try:
+                    return [json.loads(line) for line in fh if line.strip()]
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"bad JSON line ({exc.msg})", source=path) from None
+    raise InputError("no metrics.jsonl or metrics-excerpt.jsonl next to the model",
+                     source=model_path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from tessera.trainer.train import (
         curves, curves_png, eval_setup, evaluate_model, incremental_eval, incremental_png,
@@ -138,11 +153,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
                              episodes=args.episodes, inner_steps=args.inner_steps,
                              same_speaker=args.same_speaker, baselines=tuple(args.baselines),
-                             cross_speaker=args.cross_speaker, setup=setup)
+                             cross_speaker=args.cross_speaker, setup=setup,
+                             compare=tuple(load_model(m) for m in args.compare))
     head = dict(results[0])
     head["results"] = results
     lines = [f"{model.path} (iteration {model.iteration}):"]
+    if args.heatmap:
+        from tessera.tools.plots import layout_heatmap_png
+
+        c = model.core.cfg
+        if c.kind != "lif":
+            raise InputError(f"--heatmap: a {c.kind} core has no tile layout", source=args.model)
+        w = (model.core.params["w_rec"] * model.core.masks["w_rec"]).detach().numpy()
+        head["heatmap_png"] = layout_heatmap_png(
+            args.heatmap, w, c.rows, c.cols, c.tile,
+            title=f"{args.model}: {c.rows}x{c.cols} tiles of {c.tile} neurons")
+        lines.append(f"  layout weight heatmap by tile: {args.heatmap}")
+    if args.learning_curve:
+        from tessera.tools.plots import learning_curve_png
+
+        records = _metrics_records(args.model)
+        head["learning_curve_png"] = learning_curve_png(args.learning_curve, records,
+                                                        title=args.model)
+        lines.append(f"  learning curve ({len(records)} logged records): {args.learning_curve}")
     if args.report:
+        if model.core.cfg.kind != "lif":
+            raise InputError(f"--report: a {model.core.cfg.kind} core has no spiking tile graph",
+                             source=args.model)
         head["topology"] = topology_report(model)
         t = head["topology"]
         sw = t["small_world"]
@@ -169,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if "accuracy_unseen_queries" in r:
             extra = (f" [unseen queries {100 * r['accuracy_unseen_queries']:.1f} %, seen "
                      f"{100 * r['accuracy_seen_queries']:.1f} %]")
-        lines.append(f"  {r['method']:8s} {r['ways']}-way {r['shots']}-shot {r['split']}: "
+        lines.append(f"  {r['method']:10s} {r['ways']}-way {r['shots']}-shot {r['split']}: "
                      f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f} % ({r['episodes']} "
                      f"episodes){extra}")
     _emit(args, head, "\n".join(lines))
@@ -296,9 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shots of a class from one speaker, its queries from the others")
     e.add_argument("--baselines", nargs="*", default=[], choices=["dtw"],
                    help="also score these baselines on the same episodes")
+    e.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
+                   help="also score these trained models (e.g. the dense-SRNN, GRU and transfer "
+                        "baselines in models/baselines/) on the same episodes, each with its own "
+                        "adaptation rule")
     e.add_argument("--report", action="store_true",
                    help="topology: sparsity, connections per hop, small-world measures")
     e.add_argument("--curves", metavar="PNG", help="plot accuracy against inner steps and shots")
+    e.add_argument("--learning-curve", metavar="PNG",
+                   help="plot the meta-training curve from the metrics log next to the model")
+    e.add_argument("--heatmap", metavar="PNG", help="plot |W_rec| by tile (the learned layout)")
     e.add_argument("--weight-bits", type=int, default=0,
                    help="program W_in/W_rec as RRAM with this many bits (post-training)")
     e.add_argument("--write-noise", type=float, default=0.0,

@@ -44,10 +44,13 @@ def test_train_resume_and_eval(small_corpus, tmp_path):
     r2 = tessera("train", "--data", small_corpus, "--out", out, "--json", "--resume",
                  *[a if a != "train.iterations=6" else "train.iterations=8" for a in TINY])
     assert_clean_error(r2, "different config")          # the config changed: refused, not mixed
+    assert (out / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
     e = tessera("eval", out / "model.pt", "--episodes", "30", "--shots", "1", "--split", "unseen",
-                "all", "--json")
+                "all", "--json", "--heatmap", tmp_path / "h.png", "--learning-curve",
+                tmp_path / "c.png")
     assert e.returncode == 0, e.stderr
     res = json.loads(e.stdout)
+    assert res["heatmap_png"].endswith("h.png") and (tmp_path / "c.png").stat().st_size > 1000
     for key in ("accuracy", "ci95", "ways", "shots", "split", "episodes"):
         assert key in res
     assert [x["split"] for x in res["results"]] == ["unseen", "all"]
@@ -61,8 +64,11 @@ def test_eval_bad_checkpoint(tmp_path):
     assert_clean_error(tessera("eval", tmp_path / "none.pt"), "no such checkpoint")
 
 
-@pytest.mark.parametrize("algorithm", ["anil", "maml", "fomaml", "reptile"])
-def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm):
+@pytest.mark.parametrize("algorithm,extra", [("anil", []), ("maml", []), ("fomaml", []),
+                                             ("reptile", []), ("transfer", []),
+                                             ("anil", ['core.kind="gru"']),
+                                             ("anil", ["core.dense=true"])])
+def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm, extra):
     import dataclasses
 
     import torch
@@ -73,7 +79,7 @@ def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm):
     cfg = load_config(None, [f'data.corpus="{small_corpus}"', f'meta.algorithm="{algorithm}"',
                              "meta.tasks_per_batch=2", "data.queries=2", "data.steps=20",
                              "core.rows=2", "core.cols=2", "core.tile=8",
-                             f"meta.inner_steps={3 if algorithm == 'reptile' else 1}"])
+                             f"meta.inner_steps={3 if algorithm == 'reptile' else 1}", *extra])
     data = _data(cfg)
     tasks = _tasks(cfg, data)
     tr = _trainer(cfg, data, tasks)
@@ -83,6 +89,30 @@ def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm):
     assert not torch.equal(before["w_rec"], tr.core.params["w_rec"])
     assert not torch.equal(before["w_in"], tr.core.params["w_in"])
     assert dataclasses.asdict(tr.cfg)["rows"] == 2
+    if extra == ['core.kind="gru"']:                  # three gates per neuron, no layout mask
+        assert tr.core.params["w_rec"].shape == (32, 96) and bool(tr.core.masks["w_rec"].all())
+    if extra == ["core.dense=true"]:                  # every pair but self-connections
+        assert int(tr.core.masks["w_rec"].sum()) == 32 * 31
+    if algorithm == "transfer":                       # a head over every seen class moved
+        assert tr.head["w_cls"].shape[1] == len(tasks.seen) and tr.head["w_cls"].abs().sum() > 0
+
+
+def test_eval_compares_baseline_models_on_the_same_episodes(small_corpus, tmp_path):
+    runs = {}
+    for name, sets in (("gru", ['core.kind="gru"']), ("transfer", ['meta.algorithm="transfer"',
+                                                                    "meta.inner_steps=3"])):
+        args = [a for x in sets for a in ("--set", x)]
+        r = tessera("train", "--data", small_corpus, "--out", tmp_path / name, "--json", *TINY,
+                    "--set", "core.rows=2", "--set", "core.cols=2", *args)
+        assert r.returncode == 0, r.stderr
+        runs[name] = tmp_path / name / "model.pt"
+    e = tessera("eval", runs["gru"], "--compare", runs["transfer"], runs["gru"], "--shots", "1",
+                "--episodes", "40", "--json")
+    assert e.returncode == 0, e.stderr
+    res = json.loads(e.stdout)["results"]
+    assert [r["method"] for r in res] == ["gru", "transfer", "gru"]
+    assert res[1]["inner_steps"] == 3                 # the transfer model's own fine-tuning rule
+    assert res[0]["accuracy"] == res[2]["accuracy"]   # same model, same episodes: same score
 
 
 def test_incremental_enrollment_mechanics():

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-__all__ = ["raster_png", "rasters_png"]
+__all__ = ["raster_png", "rasters_png", "learning_curve_png", "layout_heatmap_png"]
 
 
 def _plt():
@@ -65,3 +65,69 @@ def rasters_png(path: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndar
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return os.fspath(path)
+
+
+def learning_curve_png(path: str | os.PathLike, records: list[dict], title: str = "") -> str:
+    """Meta-training curve from ``metrics.jsonl`` records: the training episodes' query accuracy
+    (smoothed over 25 iterations), firing rate, and the validation evaluations (mean ± 95 % CI)."""
+    plt = _plt()
+    train = [r for r in records if "task_loss" in r and "iteration" in r]
+    val = [r for r in records if r.get("eval") == "val" and "accuracy" in r]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    if train:
+        it = np.array([r["iteration"] for r in train])
+        acc = np.array([r["acc"] for r in train]) * 100
+        k = max(1, min(25, len(acc) // 4))
+        smooth = np.convolve(acc, np.ones(k) / k, mode="valid")
+        ax.plot(it[k - 1:], smooth, lw=1, label=f"meta-training queries (mean of {k} log records)")
+        ax2.plot(it, [r["rate"] for r in train], lw=0.8)
+    if val:
+        ax.errorbar([r["iteration"] for r in val], [100 * r["accuracy"] for r in val],
+                    yerr=[100 * r["ci95"] for r in val], marker="o", capsize=3,
+                    label=f"validation, {val[0]['ways']}-way {val[0]['shots']}-shot")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("mean firing rate (spikes / neuron / step)")
+    ax2.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def layout_heatmap_png(path: str | os.PathLike, w_rec: np.ndarray, rows: int, cols: int,
+                       tile: int, title: str = "") -> str:
+    """|W_rec| by tile: left, the neuron matrix with tile boundaries; right, the summed |w| of
+    every (source tile, target tile) pair, tiles numbered row-major on the grid."""
+    plt = _plt()
+    a = np.abs(np.asarray(w_rec, np.float64))
+    n_tiles = rows * cols
+    by_tile = a.reshape(n_tiles, tile, n_tiles, tile).sum(axis=(1, 3))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.4))
+    im = ax.imshow(a, cmap="magma", interpolation="nearest")
+    for k in range(1, n_tiles):
+        ax.axhline(k * tile - 0.5, color="white", lw=0.3)
+        ax.axvline(k * tile - 0.5, color="white", lw=0.3)
+    ax.set_xlabel("target neuron")
+    ax.set_ylabel("source neuron")
+    ax.set_title("|W_rec| (lines: tile boundaries)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    im2 = ax2.imshow(by_tile, cmap="viridis", interpolation="nearest")
+    ax2.set_xticks(range(n_tiles))
+    ax2.set_yticks(range(n_tiles))
+    ax2.tick_params(labelsize=6)
+    ax2.set_xlabel("target tile (row-major)")
+    ax2.set_ylabel("source tile")
+    ax2.set_title("sum of |w| per tile pair", fontsize=9)
+    fig.colorbar(im2, ax=ax2, fraction=0.046)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

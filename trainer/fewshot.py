@@ -62,14 +62,27 @@ class MetaTrainer:
         init_lr = {"w_out": meta.inner_lr, "b_out": meta.inner_lr}
         for k in ("w_in", "w_rec", "b"):
             init_lr[k] = meta.inner_lr_core
-        self.log_lr = {k: torch.tensor(math.log(v), requires_grad=meta.learn_inner_lr)
+        learn_lr = meta.learn_inner_lr and meta.algorithm != "transfer"
+        self.log_lr = {k: torch.tensor(math.log(v), requires_grad=learn_lr)
                        for k, v in init_lr.items()}
         params = list(self.core.params.values())
-        if meta.learn_inner_lr:
+        if learn_lr:
             params += list(self.log_lr.values())
+        self.head: dict[str, torch.Tensor] = {}
+        if meta.algorithm == "transfer":             # a classifier over every seen class
+            self.train_pool, seen = tasks.pool("train")
+            self.class_index = np.full(int(data.labels.max()) + 1, -1, np.int64)
+            self.class_index[seen] = np.arange(seen.size)
+            width = core_cfg.neurons * core_cfg.segments
+            self.head = {"w_cls": torch.zeros(width, seen.size, requires_grad=True),
+                         "b_cls": torch.zeros(seen.size, requires_grad=True)}
+            params += list(self.head.values())
         self.opt = torch.optim.Adam(params, lr=meta.outer_lr)
-        self._cost = torch.from_numpy(layout_cost(core_cfg.layout.neuron_hops(), reg.layout_beta)
-                                      ).float()
+        if core_cfg.kind == "lif":
+            self._cost = torch.from_numpy(layout_cost(core_cfg.layout.neuron_hops(),
+                                                      reg.layout_beta)).float()
+        else:                                        # the GRU baseline has no layout
+            self._cost = torch.zeros_like(self.core.masks["w_rec"])
         self.refresh_cost()
         self.rng = np.random.default_rng(seed)
         self.iteration = 0
@@ -108,17 +121,21 @@ class MetaTrainer:
     def lrs(self) -> dict:
         return {k: v.exp() for k, v in self.log_lr.items()}
 
+    def _draw(self, idx: np.ndarray) -> np.ndarray:
+        """Inputs of utterances ``idx``: a random channel subset each, randomly time-shifted."""
+        sub = self.rng.integers(self.data.x.shape[1], size=idx.size)
+        x = self.data.x[idx, sub].astype(np.float32)
+        if self.reg.time_shift:
+            shifts = self.rng.integers(-self.reg.time_shift, self.reg.time_shift + 1, idx.size)
+            x = np.stack([np.roll(a, s, axis=0) for a, s in zip(x, shifts)])
+        return x
+
     def make_batch(self, sampler, count: int) -> Batch:
         xs, tasks, offset = [], [], 0
         for _ in range(count):
             ep = sampler.episode(int(self.rng.integers(2**31)))
             idx = np.concatenate([ep.support, ep.query])
-            sub = self.rng.integers(self.data.x.shape[1], size=idx.size)
-            x = self.data.x[idx, sub].astype(np.float32)
-            if self.reg.time_shift:
-                shifts = self.rng.integers(-self.reg.time_shift, self.reg.time_shift + 1, idx.size)
-                x = np.stack([np.roll(a, s, axis=0) for a, s in zip(x, shifts)])
-            xs.append(x)
+            xs.append(self._draw(idx))
             ns = ep.support.size
             tasks.append((slice(offset, offset + ns), slice(offset + ns, offset + idx.size),
                           torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)))
@@ -206,12 +223,29 @@ class MetaTrainer:
         return dict(task_loss=float("nan"), acc=float(np.mean(accs)), layout=0.0,
                     rate=self.last_rate)
 
+    def transfer_loss(self) -> tuple[torch.Tensor, dict]:
+        """The transfer baseline's pretraining loss: cross-entropy over every seen class."""
+        idx = self.rng.choice(self.train_pool, size=self.meta.tasks_per_batch * 8, replace=False)
+        y = torch.from_numpy(self.class_index[self.data.labels[idx]])
+        phi, rate = self.core.features(torch.from_numpy(self._draw(idx)), params=self.device_params(),
+                                       bptt=self.meta.bptt)
+        logits = readout_logits(phi, self.head["w_cls"], self.head["b_cls"])
+        task_loss = F.cross_entropy(logits, y)
+        layout, rate_pen = self._regularisers(rate)
+        total = task_loss + self.reg.layout_lambda * layout + self.reg.rate_lambda * rate_pen
+        self.last_rate = float(rate.detach().mean())
+        return total, dict(task_loss=float(task_loss.detach()),
+                           acc=float((logits.argmax(1) == y).float().mean()),
+                           layout=float(layout.detach()), rate=self.last_rate)
+
     def step(self, sampler) -> dict:
-        batch = self.make_batch(sampler, self.meta.tasks_per_batch)
         if self.meta.algorithm == "reptile":
-            info = self.reptile_step(batch)
+            info = self.reptile_step(self.make_batch(sampler, self.meta.tasks_per_batch))
         else:
-            total, info = self.loss(batch)
+            if self.meta.algorithm == "transfer":
+                total, info = self.transfer_loss()
+            else:
+                total, info = self.loss(self.make_batch(sampler, self.meta.tasks_per_batch))
             self.opt.zero_grad()
             total.backward()
             self.opt.step()
@@ -226,6 +260,8 @@ class MetaTrainer:
         p, m = self.core.params, self.core.masks
         p["w_in"].mul_(m["w_in"])
         p["w_rec"].mul_(m["w_rec"])
+        if self.cfg.kind != "lif":                   # clipping and pruning shape the spiking core
+            return
         nz = p["w_rec"][m["w_rec"] > 0]
         if nz.numel() > 1 and self.reg.clip_std:
             lim = float(self.reg.clip_std * nz.std())

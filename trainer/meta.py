@@ -10,6 +10,11 @@ cross-entropy gives ``W_k = lr / N * sum_i (y_ik - 1/K) phi_i``: a prototype cla
 features ``phi`` (dot product with the class mean, centred), which is what meta-training shapes
 the core for.
 
+``transfer`` is the transfer-learning baseline, not meta-learning: the core is pretrained with an
+ordinary classifier over every seen class (batches of ``tasks_per_batch * 8`` utterances), and at
+test time the zero readout is fine-tuned on the shots with ``inner_steps`` SGD steps at
+``inner_lr`` (not learned).
+
 Inner updates can pass through ``update_transform`` (quantized, thresholded, error-triggered
 updates of the hardware-aware recipes in :mod:`tessera.trainer.rram`).
 """
@@ -32,7 +37,7 @@ READOUT = ("w_out", "b_out")
 
 @dataclass(frozen=True)
 class MetaConfig:
-    algorithm: str = "anil"          # anil | maml | fomaml | reptile
+    algorithm: str = "anil"          # anil | maml | fomaml | reptile | transfer (a baseline)
     inner_steps: int = 1
     inner_lr: float = 20.0           # readout learning rate (the device's, before meta-learning)
     inner_lr_core: float = 0.05      # MAML/Reptile: learning rate of the core's parameters
@@ -42,7 +47,7 @@ class MetaConfig:
     bptt: int | None = None          # truncate backpropagation to the last N steps
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ("anil", "maml", "fomaml", "reptile"):
+        if self.algorithm not in ("anil", "maml", "fomaml", "reptile", "transfer"):
             raise ValueError(f"unknown meta-learning algorithm {self.algorithm!r}")
         if self.algorithm == "reptile" and self.inner_steps < 2:
             # from a zero readout the first step moves only the readout: the core needs a second

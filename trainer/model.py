@@ -74,6 +74,11 @@ class CoreConfig:
     dense: bool = False           # the dense baseline: no layout mask at all
     smooth: bool = False          # replace spikes by the fast sigmoid (gradient checks only)
     segments: int = 8             # readout banks: phi = filtered spikes averaged per time segment
+    kind: str = "lif"             # "lif" (the spiking core) or "gru" (the non-spiking baseline)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lif", "gru"):
+            raise ValueError(f"unknown core kind {self.kind!r} (lif or gru)")
 
     @property
     def layout(self) -> Layout:
@@ -91,8 +96,15 @@ class CoreConfig:
     def kappa(self) -> float:
         return math.exp(-self.dt_ms / self.tau_out_ms)
 
+    @property
+    def gates(self) -> int:
+        """Columns of W_in / W_rec per neuron: 1, or 3 for the GRU (reset, update, candidate)."""
+        return 3 if self.kind == "gru" else 1
+
     def rec_mask(self) -> np.ndarray:
         n = self.neurons
+        if self.kind == "gru":
+            return np.ones((n, 3 * n), bool)
         if self.dense:
             return ~np.eye(n, dtype=bool)
         m = self.layout.hop_mask(self.max_hops)
@@ -100,6 +112,8 @@ class CoreConfig:
         return m
 
     def in_mask(self) -> np.ndarray:
+        if self.kind == "gru":
+            return np.ones((self.inputs, 3 * self.neurons), bool)
         if self.border_inputs and not self.dense:
             return self.layout.input_mask(self.inputs)
         return np.ones((self.inputs, self.neurons), bool)
@@ -125,12 +139,12 @@ def lif_step(drive: torch.Tensor, state: LIFState, w_rec: torch.Tensor, cfg: Cor
 
 def init_params(cfg: CoreConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    n = cfg.neurons
-    w_in = torch.randn(cfg.inputs, n, generator=g) * (1.0 / math.sqrt(cfg.inputs))
-    w_rec = torch.randn(n, n, generator=g) * (0.5 / math.sqrt(n))
+    n, k = cfg.neurons, cfg.gates
+    w_in = torch.randn(cfg.inputs, k * n, generator=g) * (1.0 / math.sqrt(cfg.inputs))
+    w_rec = torch.randn(n, k * n, generator=g) * ((1.0 if k == 3 else 0.5) / math.sqrt(n))
     w_in = w_in * torch.from_numpy(cfg.in_mask())
     w_rec = w_rec * torch.from_numpy(cfg.rec_mask())
-    return {"w_in": w_in, "w_rec": w_rec, "b": torch.zeros(n),
+    return {"w_in": w_in, "w_rec": w_rec, "b": torch.zeros(k * n),
             "w_out": torch.zeros(n * cfg.segments, cfg.classes), "b_out": torch.zeros(cfg.classes)}
 
 
@@ -202,8 +216,10 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
     if masks is not None:
         w_in = w_in * masks["w_in"]
         w_rec = w_rec * masks["w_rec"]
-    drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, n) + p["b"]   # all steps at once
-    if fused and not cfg.smooth:
+    drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, -1) + p["b"]  # all steps at once
+    if cfg.kind == "gru":
+        acc, rate = _gru_scan(drive, w_rec, cfg, bptt)
+    elif fused and not cfg.smooth:
         acc, count = _LIFScan.apply(drive, w_rec, cfg.alpha, cfg.kappa, cfg.theta,
                                     cfg.surrogate_beta, bptt, cfg.segments)
         rate = count / (b * steps)
@@ -232,6 +248,28 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
     elif cfg.normalize == "l1":
         phi = phi / (phi.sum(dim=1, keepdim=True) + 1e-6)
     return phi, rate
+
+
+def _gru_scan(drive: torch.Tensor, w_rec: torch.Tensor, cfg: CoreConfig, bptt: int | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-spiking baseline: a GRU (PyTorch's gate equations) whose hidden state h takes the
+    place of the filtered spikes r in the readout. Returns (per-segment sums of h, zero rates)."""
+    b, steps, _ = drive.shape
+    n = cfg.neurons
+    h = drive.new_zeros(b, n)
+    acc = [drive.new_zeros(b, n) for _ in range(cfg.segments)]
+    for t in range(steps):
+        if bptt is not None and t == steps - bptt:
+            h = h.detach()
+            acc = [a.detach() for a in acc]
+        gi, gh = drive[:, t], h @ w_rec
+        r = torch.sigmoid(gi[:, :n] + gh[:, :n])
+        u = torch.sigmoid(gi[:, n:2 * n] + gh[:, n:2 * n])
+        c = torch.tanh(gi[:, 2 * n:] + r * gh[:, 2 * n:])
+        h = (1 - u) * c + u * h
+        seg = t * cfg.segments // steps
+        acc[seg] = acc[seg] + h
+    return torch.stack(acc), drive.new_zeros(n)
 
 
 def readout_logits(phi: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor) -> torch.Tensor:

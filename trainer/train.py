@@ -65,7 +65,8 @@ def _state(tr: MetaTrainer, cfg: Config, extra: dict | None = None) -> dict:
                 masks={k: v.clone() for k, v in tr.core.masks.items()},
                 log_lr={k: v.detach().clone() for k, v in tr.log_lr.items()},
                 opt=tr.opt.state_dict(), rng=json.dumps(tr.rng.bit_generator.state),
-                torch_rng=torch.get_rng_state(), extra=json.dumps(extra or {}))
+                torch_rng=torch.get_rng_state(), extra=json.dumps(extra or {}),
+                head={k: v.detach().clone() for k, v in tr.head.items()})
 
 
 def _save(path: str, state: dict) -> None:
@@ -96,6 +97,8 @@ def _restore(tr: MetaTrainer, state: dict) -> None:
             tr.core.masks[k].copy_(v)
         for k, v in state["log_lr"].items():
             tr.log_lr[k].copy_(v)
+        for k, v in state.get("head", {}).items():
+            tr.head[k].copy_(v)
     tr.opt.load_state_dict(state["opt"])
     tr.rng.bit_generator.state = json.loads(state["rng"])
     torch.set_rng_state(state["torch_rng"])
@@ -139,7 +142,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
                            or tr.iteration == cfg.train.iterations):
                 try:
                     val = evaluate(tr.core, tr.lrs(), data, tasks, "val", cfg.data.ways, 1,
-                                   cfg.data.queries, cfg.train.eval_episodes)
+                                   cfg.data.queries, cfg.train.eval_episodes,
+                                   cfg.meta.inner_steps)
                     log.write(json.dumps(dict(eval="val", iteration=tr.iteration, **val)) + "\n")
                 except InputError as exc:            # too few validation utterances
                     val_ok = False
@@ -159,7 +163,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
     for k in (1, 5):
         try:
             results.append(evaluate(tr.core, tr.lrs(), data, tasks, "unseen", cfg.data.ways, k,
-                                    cfg.data.queries, cfg.train.eval_episodes))
+                                    cfg.data.queries, cfg.train.eval_episodes,
+                                    cfg.meta.inner_steps))
         except InputError as exc:                    # too few test utterances for k shots
             skipped.append(str(exc))
     summary = dict(out=out, iterations=tr.iteration, seconds=round(seconds, 1),
@@ -169,6 +174,12 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
     final = _state(tr, cfg, summary)
     final.pop("opt")                                 # the model file needs no optimizer state
     _save(os.path.join(out, "model.pt"), final)
+    from ..tools.plots import learning_curve_png
+
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    summary["learning_curve_png"] = learning_curve_png(os.path.join(out, "learning-curve.png"),
+                                                       records, title=out)
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
     return summary
@@ -194,6 +205,17 @@ class Model:
         self.lrs = {k: v.exp() for k, v in state["log_lr"].items()}
         self.iteration = int(state["iteration"])
         self.extra = json.loads(state.get("extra", "{}"))
+
+    @property
+    def method(self) -> str:
+        """What the model is, for result tables: tessera, dense-srnn, gru or transfer."""
+        if self.config.meta.algorithm == "transfer":
+            return "transfer"
+        if self.core.cfg.kind == "gru":
+            return "gru"
+        if self.core.cfg.dense:
+            return "dense-srnn"
+        return "tessera" if self.config.meta.algorithm == "anil" else self.config.meta.algorithm
 
 
 def load_model(path: str) -> Model:
@@ -346,15 +368,28 @@ def eval_setup(model: Model, data_path: str | None) -> tuple:
     return cfg, data, tasks, feats
 
 
+def _compare_features(other: Model, cfg, data: DenseSet) -> torch.Tensor:
+    """Features of ``other`` on the evaluation corpus, binned as ``other`` was trained."""
+    o = other.config.data
+    same = (o.steps, o.duration, o.channel_subsets) == (cfg.data.steps, cfg.data.duration,
+                                                        cfg.data.channel_subsets)
+    mine = data if same else load_dense(cfg.data.corpus, o.steps, o.duration, o.channel_subsets)
+    return _model_features(other, mine, other.path)
+
+
 def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unseen",),
                    shots=(1, 5), ways: int | None = None, queries: int | None = None,
                    episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
                    same_speaker: bool = False, baselines: tuple[str, ...] = (),
-                   cross_speaker: bool = False, setup: tuple | None = None) -> list[dict]:
-    """The model (and the named baselines) on the same episodes of every split and shot count."""
+                   cross_speaker: bool = False, setup: tuple | None = None,
+                   compare: tuple[Model, ...] = ()) -> list[dict]:
+    """The model, the named baselines and the ``compare`` models on the same episodes of every
+    split and shot count. A compared model adapts with its own rule (its config's inner steps);
+    the main model with ``inner_steps``."""
     from .baselines import evaluate_dtw
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
+    others = [(m, _compare_features(m, cfg, data)) for m in compare]
     out = []
     for split in splits:
         for k in shots:
@@ -362,7 +397,12 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
             r = evaluate(model.core, model.lrs, data, tasks, split, w, k, q, episodes,
                          inner_steps, seed, feats=feats, same_speaker=same_speaker,
                          cross_speaker=cross_speaker)
-            out.append(dict(method="tessera", **r))
+            out.append(dict(method=model.method, **r))
+            for m, f in others:
+                r = evaluate(m.core, m.lrs, data, tasks, split, w, k, q, episodes,
+                             m.config.meta.inner_steps, seed, feats=f,
+                             same_speaker=same_speaker, cross_speaker=cross_speaker)
+                out.append(dict(method=m.method, model=m.path, **r))
             if "dtw" in baselines:
                 out.append(evaluate_dtw(data, tasks, split, w, k, q, episodes, seed, same_speaker,
                                         cross_speaker))
