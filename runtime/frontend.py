@@ -77,6 +77,9 @@ __all__ = [
     "initial_state",
     "frontend_step",
     "erb_space",
+    "fixed_poles",
+    "tables_from_fixed",
+    "tables_from_poles",
 ]
 
 
@@ -209,9 +212,40 @@ def filter_poles(spec: FrontendSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def design(spec: FrontendSpec) -> FrontendTables:
     """Design the band-pass bank in float64 and quantize it (see the module docstring)."""
-    C, K, G, H = spec.channels, spec.order, spec.superblock, spec.hop
+    return tables_from_poles(spec, *filter_poles(spec))
+
+
+POLE_BITS = 31   # fraction bits of the poles and residues a model file carries (int32)
+
+
+def fixed_poles(pole: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Poles and residues (C, K) as int32 fixed point with POLE_BITS fraction bits: (C, K, 4)
+    holding Re p, Im p, Re r, Im r (all have magnitude < 1)."""
+    a = np.stack([pole.real, pole.imag, r.real, r.imag], axis=-1)
+    if np.abs(a).max() >= 1.0:
+        raise InputError("a pole or residue has magnitude >= 1: cannot hold it in Q1.31")
+    return np.round(a * 2.0 ** POLE_BITS).astype(np.int32)
+
+
+def tables_from_fixed(spec: FrontendSpec, fc: np.ndarray, fixed: np.ndarray) -> FrontendTables:
+    """Tables for the channels of ``fixed`` (see :func:`fixed_poles`), with ``spec.channels``
+    set to their number. The derivation uses only multiplications and additions (numpy's complex
+    power of small integer exponents is repeated multiplication), no libm transcendental: the
+    tables, and so the spikes, do not depend on the machine's exp()."""
+    a = np.asarray(fixed, np.float64) * 2.0 ** -POLE_BITS
+    pole, r = a[..., 0] + 1j * a[..., 1], a[..., 2] + 1j * a[..., 3]
+    spec = dataclasses.replace(spec, channels=int(pole.shape[0]))
+    return tables_from_poles(spec, np.asarray(fc, np.float64), pole, r)
+
+
+def tables_from_poles(spec: FrontendSpec, fc: np.ndarray, pole: np.ndarray, r: np.ndarray
+                      ) -> FrontendTables:
+    """Quantized block-form tables of the filters with poles and residues (C, K)."""
+    C, K, G, H = pole.shape[0], spec.order, spec.superblock, spec.hop
+    if C != spec.channels or pole.shape != (C, K) or r.shape != (C, K):
+        raise InputError(f"FrontendSpec: poles {pole.shape} and residues {r.shape} do not fit "
+                         f"{spec.channels} channels of order {K}")
     N = G * H
-    fc, pole, r = filter_poles(spec)
     # worst-case mode magnitude per unit input, for the exactness bound below
     peak = np.max(np.abs(r) / (1.0 - np.abs(pole)))
     need = 15 + np.log2(peak) + spec.state_bits + spec.trans_bits + 1 + np.log2(2 * K)

@@ -226,6 +226,76 @@ def cmd_bench_frontend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_runtime(args: argparse.Namespace) -> int:
+    from tessera.tools.bench import bench_runtime
+
+    r = bench_runtime(args.model, bits=args.bits, repeats=args.repeats, batch=args.batch)
+    lines = [f"chip emulator, {r['neurons']} neurons, {r['weight_bits']}-bit weights, one core "
+             f"[{r['cpu']}, {r['date']}]:",
+             f"  streaming: {r['us_per_step']} us per 1 ms of input ({r['us_per_network_step']} us "
+             f"per {r['bin_ms']} ms network step), {r['realtime_factor']}x real time; with the "
+             f"front-end on audio {r['feed_audio_realtime_factor']}x",
+             f"  dense integer matmul floor: {r['dense_int_floor_us_per_step']} us per 1 ms"]
+    if "torch_us_per_step" in r:
+        lines.append(f"  trainer's float torch step loop: {r['torch_us_per_step']} us per 1 ms "
+                     f"(chip {r['speedup_vs_torch']}x faster)")
+    lines += [f"  batched ({r['batch']} streams): {r['batch_utterances_per_s']} utterances/s",
+              f"  enroll (one shot, one step): {r['enroll_ms']} ms",
+              f"  model file: {r['model_bytes']} bytes at 4-bit weights "
+              f"({r['model_bytes_by_bits']})"]
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------- export / parity / chip-eval
+def cmd_export(args: argparse.Namespace) -> int:
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.train import load_model
+
+    model = load_model(args.model)
+    cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
+                       update_bits=args.update_bits, stochastic_rounding=args.stochastic,
+                       max_classes=args.max_classes)
+    r = export_model(model, args.out, cfg, source=args.model)
+    _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, {r['weight_bits']}-bit weights, "
+                   f"{r['routes']} tile routes, {r['connections']} recurrent connections, "
+                   f"learning rate 2^{r['lr_shift']}")
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from tessera.trainer.chipeval import parity
+
+    r = parity(args.model, args.data, limit=args.limit, progress=not args.no_progress)
+    _emit(args, r, f"{r['model']} on {r['utterances']} test utterances of {r['data']}: "
+                   f"bit-exact fraction {r['bit_exact_fraction']} (trainer integer mode vs chip: "
+                   f"{', '.join(r['checked'])})")
+    return 0 if r["bit_exact_fraction"] == 1.0 else 1
+
+
+def cmd_chip_eval(args: argparse.Namespace) -> int:
+    from tessera.trainer.chipeval import chip_accuracy
+    from tessera.trainer.train import load_model
+
+    model = load_model(args.model)
+    r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),
+                      episodes=args.episodes, weight_bits=tuple(args.bits),
+                      update_bits=tuple(args.update_bits), drift=tuple(args.drift),
+                      stochastic=args.stochastic, write_noise=args.write_noise,
+                      progress=not args.no_progress)
+    lines = [f"{args.model} through the chip, {r['ways']}-way {r['split']}, {r['episodes']} "
+             f"episodes (same episodes for float and chip):",
+             "  float: " + ", ".join(f"{k} {100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %"
+                                      for k, v in r["float"].items())]
+    for row in r["rows"]:
+        accs = ", ".join(f"{k}-shot {100 * row[f'acc_{k}shot']:.1f} % (gap "
+                         f"{100 * row[f'gap_{k}shot']:+.1f})" for k in args.shots)
+        lines.append(f"  weights {row['weight_bits']} bits, updates "
+                     f"{row['update_bits'] or 'full'}, drift {row['drift_s']:g} s: {accs}")
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
@@ -255,6 +325,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     lines.append(f"  spike raster of one utterance: {png}")
     _emit(args, result, "\n".join(lines))
     return 0
+
+
+def _default_model() -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models",
+                        "default", "model.pt")
 
 
 # ---------------------------------------------------------------- parser
@@ -304,6 +379,45 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--channels", type=int, default=700)
     f.add_argument("--seconds", type=float, default=10.0)
     f.add_argument("--repeats", type=int, default=5)
+
+    br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
+    br.add_argument("model", nargs="?", default=_default_model(),
+                    help="model.pt (exported here) or a .tsr file")
+    br.add_argument("--bits", type=int, default=8, help="weight bits of the timed export")
+    br.add_argument("--repeats", type=int, default=20)
+    br.add_argument("--batch", type=int, default=64)
+
+    x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file")
+    x.add_argument("model", help="model.pt or checkpoint.pt")
+    x.add_argument("--out", required=True, help="output .tsr file")
+    x.add_argument("--bits", type=int, default=8, help="core weight bits (2..8)")
+    x.add_argument("--readout-bits", type=int, default=8)
+    x.add_argument("--update-bits", type=int, default=0,
+                   help="enroll update resolution in bits (0: the readout's)")
+    x.add_argument("--stochastic", action="store_true", help="stochastic rounding of updates")
+    x.add_argument("--max-classes", type=int, default=32)
+
+    pa = add(sub, "parity", cmd_parity, "bit-exactness of the chip against the trainer's "
+             "integer mode on every test utterance (exit 1 unless 1.0)")
+    pa.add_argument("model", help="a .tsr file")
+    pa.add_argument("--data", required=True, help="corpus (its test split is used)")
+    pa.add_argument("--limit", type=int, default=0, help="only the first N test utterances")
+    pa.add_argument("--no-progress", action="store_true")
+
+    ce = add(sub, "chip-eval", cmd_chip_eval, "few-shot accuracy through the chip's own "
+             "enrollment vs the float model, over bit widths and drift")
+    ce.add_argument("model", help="model.pt (exported at each bit width)")
+    ce.add_argument("--data", required=True, help="corpus")
+    ce.add_argument("--shots", nargs="+", type=int, default=[1, 5])
+    ce.add_argument("--episodes", type=int, default=600)
+    ce.add_argument("--bits", nargs="+", type=int, default=[8], help="core weight bit widths")
+    ce.add_argument("--update-bits", nargs="+", type=int, default=[0],
+                    help="enroll update bit widths (0: full)")
+    ce.add_argument("--drift", nargs="*", type=float, default=[], metavar="SECONDS",
+                    help="also after these ages (last weight width, first update width)")
+    ce.add_argument("--stochastic", action="store_true")
+    ce.add_argument("--write-noise", type=float, default=0.0)
+    ce.add_argument("--no-progress", action="store_true")
 
     t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default)")
     t.add_argument("--config", help="TOML config file")

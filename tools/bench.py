@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-__all__ = ["bench_frontend", "machine_info", "speechlike_signal"]
+__all__ = ["bench_frontend", "bench_runtime", "machine_info", "speechlike_signal"]
 
 
 def machine_info() -> dict:
@@ -74,3 +74,123 @@ def bench_frontend(channels: int = 700, seconds: float = 10.0, repeats: int = 5,
                 us_per_step=round(med / steps * 1e6, 2),
                 spikes_per_second=round(float(spikes.sum()) / seconds, 1),
                 blas_threads=1 if pinned else None, **machine_info())
+
+
+def _median_time(fn, repeats: int) -> float:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int = 64,
+                  seed: int = 0) -> dict:
+    """The chip emulator on one core: streaming us per 1 ms of input, next to the trainer's float
+    torch step loop and a dense integer matmul floor on the same input; batched throughput;
+    enrollment time; model file size at 4-bit weights (and at ``bits``).
+
+    ``model_path``: a trained ``model.pt`` (exported here at ``bits`` and at 4 bits) or a
+    ``.tsr`` file (then the torch comparison and the 4-bit size are left out).
+    """
+    import tempfile
+
+    from ..runtime.chip import Chip
+    from ..runtime.threads import set_blas_threads
+
+    pinned = set_blas_threads(1)
+    tmp = tempfile.mkdtemp(prefix="tessera-bench-")
+    float_model = None
+    sizes = {}
+    if model_path.endswith(".tsr"):
+        tsr = model_path
+        sizes[Chip.load(tsr).tab.weight_bits] = os.path.getsize(tsr)
+    else:
+        import torch
+
+        from ..trainer.export import ExportConfig, export_model
+        from ..trainer.train import load_model
+
+        torch.set_num_threads(1)
+        float_model = load_model(model_path)
+        for b in sorted({4, bits}):
+            path = os.path.join(tmp, f"model-{b}bit.tsr")
+            sizes[b] = export_model(float_model, path, ExportConfig(weight_bits=b))["bytes"]
+        tsr = os.path.join(tmp, f"model-{bits}bit.tsr")
+    chip = Chip.load(tsr)
+    tab = chip.tab
+    ms = tab.steps * tab.bin_ms
+    pcm = speechlike_signal(ms / 1000.0, seed)
+    chip.reset()
+    chip.feed_audio(pcm)
+    t_audio = _median_time(lambda: (chip.reset(), chip.feed_audio(pcm), chip.end_utterance()),
+                           max(3, repeats // 4))
+    frames = chip.cochlea.encode(pcm)                           # (ms, inputs) spike frames
+
+    def stream():
+        chip.reset()
+        chip.run(frames)
+        chip.end_utterance()
+
+    stream()
+    t_stream = _median_time(stream, repeats)
+    spikes = chip.stats()
+    # the dense integer floor: one int64 matvec per step for input and recurrence, nothing else
+    x = chip._bins(chip._frames(frames))
+    chip.reset()
+    z = np.zeros(tab.neurons, np.int64)
+    W_in, W_rec = chip.W_in, chip.W_rec
+
+    def dense_floor():
+        zz = z
+        for t in range(tab.steps):
+            zz = ((x[t] @ W_in + zz @ W_rec) > 0).astype(np.int64)
+
+    t_dense = _median_time(dense_floor, max(3, repeats // 2))
+    out = dict(bench="runtime", model=model_path, weight_bits=tab.weight_bits,
+               neurons=tab.neurons, inputs=tab.inputs, bin_ms=tab.bin_ms, ms_per_utterance=ms,
+               us_per_step=round(t_stream / ms * 1e6, 3),
+               us_per_network_step=round(t_stream / tab.steps * 1e6, 2),
+               realtime_factor=round(ms / 1000.0 / t_stream, 1),
+               feed_audio_realtime_factor=round(ms / 1000.0 / t_audio, 1),
+               dense_int_floor_us_per_step=round(t_dense / ms * 1e6, 3),
+               spikes_per_utterance=round(spikes["spikes"] / max(1, spikes["steps"]) * tab.steps),
+               model_bytes=sizes.get(4, os.path.getsize(tsr)), model_bytes_by_bits=sizes)
+    if float_model is not None:
+        import torch
+
+        from ..trainer.model import core_features
+
+        xb = torch.from_numpy(np.minimum(x, 255).astype(np.float32))[None]
+        cfg = float_model.core.cfg
+
+        def torch_loop():
+            with torch.no_grad():
+                core_features(xb, float_model.core.params, cfg, float_model.core.masks,
+                              fused=False)
+
+        torch_loop()
+        t_torch = _median_time(torch_loop, max(3, repeats // 2))
+        out["torch_us_per_step"] = round(t_torch / ms * 1e6, 3)
+        out["speedup_vs_torch"] = round(t_torch / t_stream, 2)
+    # batched: many streams through dense matmuls
+    fb = np.broadcast_to(frames, (batch,) + frames.shape).copy()
+    t_batch = _median_time(lambda: chip.run_batch(fb), max(2, repeats // 10))
+    out["batch"] = batch
+    out["batch_utterances_per_s"] = round(batch / t_batch, 1)
+    out["batch_realtime_factor"] = round(batch * ms / 1000.0 / t_batch, 1)
+    # enrollment: one shot, one step, into a readout that already holds 4 words
+    phi = chip.features()
+    for k in range(4):
+        chip.enroll(f"word{k}", [phi])
+    times = []
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        chip.enroll("probe", [phi])
+        times.append(time.perf_counter() - t0)
+        chip.forget("probe")
+    out["enroll_ms"] = round(statistics.median(times) * 1e3, 3)
+    out["blas_threads"] = 1 if pinned else None
+    out.update(machine_info())
+    return out

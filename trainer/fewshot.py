@@ -78,10 +78,10 @@ class MetaTrainer:
                          "b_cls": torch.zeros(seen.size, requires_grad=True)}
             params += list(self.head.values())
         self.opt = torch.optim.Adam(params, lr=meta.outer_lr)
-        if core_cfg.kind == "lif":
+        if core_cfg.kind == "lif" and not core_cfg.dense:
             self._cost = torch.from_numpy(layout_cost(core_cfg.layout.neuron_hops(),
                                                       reg.layout_beta)).float()
-        else:                                        # the GRU baseline has no layout
+        else:                                        # the dense and GRU baselines: no layout
             self._cost = torch.zeros_like(self.core.masks["w_rec"])
         self.refresh_cost()
         self.rng = np.random.default_rng(seed)
@@ -262,11 +262,15 @@ class MetaTrainer:
         p["w_rec"].mul_(m["w_rec"])
         if self.cfg.kind != "lif":                   # clipping and pruning shape the spiking core
             return
+        if self.cfg.dense:                           # the dense baseline: clipped, never pruned
+            prune = False
+        else:
+            prune = bool(self.reg.prune_below) and self.iteration >= self.reg.prune_after
         nz = p["w_rec"][m["w_rec"] > 0]
         if nz.numel() > 1 and self.reg.clip_std:
             lim = float(self.reg.clip_std * nz.std())
             p["w_rec"].clamp_(-lim, lim)
-        if self.reg.prune_below and self.iteration >= self.reg.prune_after:
+        if prune:
             dead = (p["w_rec"].abs() < self.reg.prune_below) & (m["w_rec"] > 0)
             m["w_rec"][dead] = 0.0
             p["w_rec"][dead] = 0.0

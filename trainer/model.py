@@ -71,7 +71,7 @@ class CoreConfig:
     border_inputs: bool = False   # inputs enter only the first row of tiles (as on the Mosaic)
     normalize: str = "l2"         # readout features: "none", "l1" or "l2"
     classes: int = 5              # readout width (ways)
-    dense: bool = False           # the dense baseline: no layout mask at all
+    dense: bool = False           # the dense baseline: all-to-all, no layout loss, no pruning
     smooth: bool = False          # replace spikes by the fast sigmoid (gradient checks only)
     segments: int = 8             # readout banks: phi = filtered spikes averaged per time segment
     kind: str = "lif"             # "lif" (the spiking core) or "gru" (the non-spiking baseline)

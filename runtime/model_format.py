@@ -1,0 +1,155 @@
+"""The ``.tsr`` model file: one versioned, self-describing msgpack document with a CRC.
+
+MODEL_FORMAT.md (at the repository root) is the specification; this module is its reference
+reader and writer. Layout::
+
+    offset  size  field
+    0       4     magic  b"TSRM"
+    4       2     format version, little-endian uint16 (this module writes and reads 1)
+    6       2     flags, uint16, 0
+    8       4     payload length in bytes, uint32
+    12      4     CRC-32 (zlib polynomial) of the payload, uint32
+    16      n     payload: one msgpack map
+
+Arrays inside the payload are maps ``{"shape": [...], "bits": b, "signed": bool, "data": bytes}``
+holding integers packed at ``b`` bits each (two's complement when signed, little-endian bit
+order within bytes). Reading never unpickles anything: msgpack with ``raw=False``,
+``strict_map_key=True`` and size limits, and every field is checked against the geometry.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["MAGIC", "VERSION", "pack_ints", "unpack_ints", "ModelFile", "write_model", "read_model",
+           "encode_model", "decode_model"]
+
+MAGIC = b"TSRM"
+VERSION = 1
+HEADER = struct.Struct("<4sHHII")
+MAX_BYTES = 64 << 20            # refuse payloads above 64 MiB before reading them
+
+
+def pack_ints(a: np.ndarray, bits: int, signed: bool = True) -> dict:
+    """Pack an integer array at ``bits`` bits per value (1..32)."""
+    a = np.asarray(a)
+    if not 1 <= bits <= 32:
+        raise ValueError(f"bits must be 1..32, got {bits}")
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    v = a.astype(np.int64).reshape(-1)
+    if v.size and (v.min() < lo or v.max() > hi):
+        raise ValueError(f"values outside {bits}-bit {'signed' if signed else 'unsigned'} range")
+    u = (v & ((1 << bits) - 1)).astype(np.uint64)
+    bitplanes = ((u[:, None] >> np.arange(bits, dtype=np.uint64)) & 1).astype(np.uint8)
+    return {"shape": list(a.shape), "bits": bits, "signed": signed,
+            "data": np.packbits(bitplanes.reshape(-1), bitorder="little").tobytes()}
+
+
+def unpack_ints(d, name: str) -> np.ndarray:
+    """Inverse of :func:`pack_ints`, with the checks a file from elsewhere needs."""
+    if not isinstance(d, dict) or set(d) != {"shape", "bits", "signed", "data"}:
+        raise InputError(f"model field {name!r}: not a packed array")
+    shape, bits, signed, data = d["shape"], d["bits"], d["signed"], d["data"]
+    if (not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape)
+            or not isinstance(bits, int) or not 1 <= bits <= 32 or not isinstance(data, bytes)):
+        raise InputError(f"model field {name!r}: bad array header")
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if len(data) != (n * bits + 7) // 8:
+        raise InputError(f"model field {name!r}: {len(data)} bytes of data for shape {shape} at "
+                         f"{bits} bits")
+    planes = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: n * bits]
+    u = (planes.reshape(n, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(1)
+    if signed:
+        u = np.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
+    return u.reshape(shape)
+
+
+@dataclass
+class ModelFile:
+    """The decoded contents of a ``.tsr`` file (see MODEL_FORMAT.md for every field)."""
+
+    meta: dict
+    frontend: dict                 # spec, channel list, fixed-point poles and residues
+    core: dict                     # geometry, constants, integer weights and shifts
+    readout: dict                  # features, weight bits, enroll rule
+    labels: list[str] = field(default_factory=list)
+
+
+_SECTIONS = ("meta", "frontend", "core", "readout", "labels")
+
+
+def encode_model(m: ModelFile) -> bytes:
+    payload = msgpack.packb({"format": "tessera-model", **{k: getattr(m, k) for k in _SECTIONS}},
+                            use_bin_type=True)
+    return HEADER.pack(MAGIC, VERSION, 0, len(payload), zlib.crc32(payload)) + payload
+
+
+def write_model(path: str | os.PathLike, m: ModelFile) -> int:
+    """Write atomically (temporary file, fsync, rename); returns the file size in bytes."""
+    blob = encode_model(m)
+    decode_model(blob, str(path))                  # never write what we could not read back
+    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return len(blob)
+
+
+def decode_model(blob: bytes, source: str = "<bytes>") -> ModelFile:
+    if len(blob) < HEADER.size:
+        raise InputError(f"too short for a tessera model ({len(blob)} bytes)", source=source)
+    magic, version, flags, length, crc = HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise InputError(f"not a tessera model file (magic {magic!r}, expected {MAGIC!r})",
+                         source=source)
+    if version != VERSION:
+        raise InputError(f"model format version {version} is not supported (this reader: "
+                         f"{VERSION})", source=source)
+    payload = blob[HEADER.size:]
+    if len(payload) != length:
+        raise InputError(f"truncated or padded model: header says {length} payload bytes, file "
+                         f"has {len(payload)}", source=source)
+    if zlib.crc32(payload) != crc:
+        raise InputError("model file CRC mismatch (corrupted)", source=source)
+    try:
+        doc = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=MAX_BYTES,
+                              max_str_len=1 << 20, max_array_len=1 << 20, max_map_len=1 << 16)
+    except Exception as exc:                                  # noqa: BLE001 (msgpack raises many)
+        raise InputError(f"model payload is not valid msgpack ({type(exc).__name__})",
+                         source=source) from None
+    if not isinstance(doc, dict) or doc.get("format") != "tessera-model":
+        raise InputError("model payload is not a tessera-model map", source=source)
+    missing = [k for k in _SECTIONS if k not in doc]
+    if missing:
+        raise InputError(f"model file lacks section(s) {missing}", source=source)
+    for k in ("meta", "frontend", "core", "readout"):
+        if not isinstance(doc[k], dict):
+            raise InputError(f"model section {k!r} is not a map", source=source)
+    if not isinstance(doc["labels"], list) or not all(isinstance(x, str) for x in doc["labels"]):
+        raise InputError("model field 'labels' must be a list of strings", source=source)
+    return ModelFile(**{k: doc[k] for k in _SECTIONS})
+
+
+def read_model(path: str | os.PathLike) -> ModelFile:
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_BYTES + HEADER.size:
+            raise InputError(f"file of {size} bytes is too large for a model", source=path)
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except FileNotFoundError:
+        raise InputError("no such model file", source=path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a model file", source=path) from None
+    return decode_model(blob, path)

@@ -1,0 +1,243 @@
+"""Export, the model file's checks, the chip emulator, enrollment, RRAM, and parity."""
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessera.runtime.chip import Chip, events_to_frames
+from tessera.runtime.errors import InputError
+from tessera.runtime.model_format import (
+    HEADER, ModelFile, decode_model, encode_model, pack_ints, read_model, unpack_ints)
+from tessera.runtime.rram import GF, RRAMArray, RRAMConfig
+
+DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The committed default model exported at 8 and 4 bits (and with room for 2 classes)."""
+    pytest.importorskip("torch")
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.train import load_model
+
+    d = tmp_path_factory.mktemp("tsr")
+    m = load_model(str(DEFAULT))
+    out = {}
+    for name, cfg in (("8", ExportConfig()), ("4", ExportConfig(weight_bits=4)),
+                      ("cap2", ExportConfig(max_classes=2))):
+        out[name] = d / f"{name}.tsr"
+        export_model(m, str(out[name]), cfg)
+    return out
+
+
+def _utterances(corpus, count=6, seed=0):
+    from tessera.trainer.data import read_spike_h5
+
+    data = read_spike_h5(corpus)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(data.labels), size=count, replace=False)
+    return data, [events_to_frames(*data.sample(int(i)), data.channels) for i in idx], idx
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 7, 8, 16, 32])
+def test_pack_roundtrip(bits):
+    rng = np.random.default_rng(bits)
+    for signed in (True, False):
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        a = rng.integers(lo, hi, size=(3, 5, 7), endpoint=True)
+        assert np.array_equal(unpack_ints(pack_ints(a, bits, signed), "a"), a)
+    with pytest.raises(ValueError):
+        pack_ints(np.array([1 << bits]), bits, signed=False)
+
+
+def test_bad_model_files_get_clear_errors(exported, tmp_path):
+    blob = exported["4"].read_bytes()
+    assert len(blob) <= 64 * 1024                         # the 4-bit default fits 64 KiB
+    cases = {
+        "magic": b"XXXX" + blob[4:],
+        "version": blob[:4] + struct.pack("<H", 9) + blob[6:],
+        "CRC": blob[:-1] + bytes([blob[-1] ^ 1]),
+        "truncated": blob[:-100],
+        "short": blob[:7],
+    }
+    expect = {"magic": "not a tessera model file", "version": "version 9 is not supported",
+              "CRC": "CRC mismatch", "truncated": "truncated or padded", "short": "too short"}
+    for name, bad in cases.items():
+        p = tmp_path / f"{name}.tsr"
+        p.write_bytes(bad)
+        with pytest.raises(InputError, match=expect[name]) as e:
+            Chip.load(p)
+        assert str(p) in str(e.value)                     # the error names the file
+    # a well-formed file whose shapes do not fit its geometry
+    m = read_model(exported["4"])
+    m.core["rows"] = 3
+    with pytest.raises(InputError, match="core.w_in has shape"):
+        Chip(decode_model(encode_model(m)))
+    m = read_model(exported["4"])
+    m.core["w_rec"] = pack_ints(np.zeros((2, 16, 16), np.int64), 4)
+    with pytest.raises(InputError, match="routes/w_rec/shift_rec do not fit"):
+        Chip(decode_model(encode_model(m)))
+    m = read_model(exported["4"])
+    del m.readout["lr_shift"]
+    with pytest.raises(InputError, match="readout.lr_shift is missing"):
+        Chip(decode_model(encode_model(m)))
+    # a payload that is msgpack but not a map of ours, with a correct CRC
+    junk = b"\x93\x01\x02\x03"
+    with pytest.raises(InputError, match="not a tessera-model map"):
+        decode_model(HEADER.pack(b"TSRM", 1, 0, len(junk), zlib.crc32(junk)) + junk)
+
+
+def test_streaming_is_chunking_invariant_and_matches_batch(exported, small_corpus):
+    chip = Chip.load(exported["8"])
+    _, frames, _ = _utterances(small_corpus, 3)
+    rng = np.random.default_rng(1)
+    whole, feats = [], []
+    for f in frames:
+        chip.reset()
+        whole.append(chip.run(f))
+        feats.append(chip.features())
+        for _ in range(3):
+            chip.reset()
+            cuts = np.sort(rng.integers(0, f.shape[0] + 1, size=rng.integers(1, 40)))
+            parts = [chip.run(c) for c in np.split(f, cuts)]
+            assert np.array_equal(np.vstack(parts), whole[-1])
+            assert np.array_equal(chip.features(), feats[-1])
+    phi, ras = chip.run_batch(np.stack(frames), rasters=True)
+    assert np.array_equal(phi, np.stack(feats))
+    assert np.array_equal(ras, np.stack(whole))
+    assert all(r.sum() > 0 for r in whole)                 # the core is not silent
+    chip.reset_counters()                                  # counters add up until reset
+    chip.reset()
+    chip.run(frames[-1])
+    chip.end_utterance()
+    s = chip.stats()
+    assert s["spikes"] == int(whole[-1].sum())
+    assert sum(s["spikes_per_tile"]) == s["spikes"]
+    assert s["routing_events_per_hop"]["0"] > 0 and s["synops"] > s["spikes"]
+    assert 0 < s["activation_sparsity"] < 1 and 0.5 < s["connection_sparsity"] < 1
+
+
+def test_bad_frames_and_used_utterance(exported):
+    chip = Chip.load(exported["8"])
+    with pytest.raises(InputError, match="spike frames must be"):
+        chip.run(np.zeros((10, 5), np.uint8))
+    with pytest.raises(InputError, match="integer counts"):
+        chip.run(np.zeros((10, 700), np.float32))
+    with pytest.raises(InputError, match="no classes enrolled"):
+        chip.predict()
+    with pytest.raises(InputError, match="call reset"):
+        chip.run(np.zeros((10, 700), np.uint8))
+
+
+def test_enroll_predict_forget_capacity(exported, small_corpus):
+    data, frames, idx = _utterances(small_corpus, 40, seed=3)
+    chip = Chip.load(exported["cap2"])
+    by_label = {}
+    for f, i in zip(frames, idx):
+        by_label.setdefault(data.label_names[data.labels[i]], []).append(f)
+    words = [w for w, fs in by_label.items() if len(fs) >= 2][:3]
+    assert len(words) == 3
+    for w in words[:2]:
+        chip.reset()
+        chip.run(by_label[w][0])
+        r = chip.enroll(w)
+        assert r["shots"] == 1 and r["written"] > 0
+    assert chip.classes() == words[:2]
+    chip.reset()
+    chip.run(by_label[words[2]][0])
+    with pytest.raises(InputError, match="readout full: 2 classes"):
+        chip.enroll(words[2])
+    # each enrolled word is recognised on its own enrollment utterance
+    for w in words[:2]:
+        chip.reset()
+        chip.run(by_label[w][0])
+        p = chip.predict()
+        assert p["label"] == w and 0 < p["confidence"] <= 1 and set(p["scores"]) == set(words[:2])
+    chip.forget(words[0])
+    assert chip.classes() == [words[1]]
+    assert not chip.W_out[:, 0].any()
+    with pytest.raises(InputError, match="is not enrolled"):
+        chip.forget(words[0])
+    chip.reset()
+    chip.run(by_label[words[2]][0])
+    chip.enroll(words[2])                                # the freed row takes the new word
+    assert sorted(chip.classes()) == sorted(words[1:])
+
+
+def test_enroll_is_deterministic_for_a_seed_with_noise(exported, small_corpus):
+    _, frames, _ = _utterances(small_corpus, 2)
+    outs = []
+    for seed in (5, 5, 6):
+        chip = Chip.load(exported["8"], RRAMConfig(write_noise=0.02, seed=seed))
+        chip.run(frames[0])
+        chip.enroll("a")
+        outs.append(chip.W_out[:, 0].copy())
+    assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+
+
+def test_rram_levels_noise_drift_stuck():
+    rng = np.random.default_rng(0)
+    q = rng.integers(-7, 8, size=(20, 30))
+    ideal = RRAMArray(q, 7, RRAMConfig(), np.random.default_rng(1))
+    assert np.array_equal(ideal.read(), q << GF)
+    noisy = RRAMArray(q, 7, RRAMConfig(write_noise=0.05), np.random.default_rng(1))
+    err = noisy.read() / (1 << GF) - q
+    assert 0.2 < err.std() < 0.7                          # ~ sqrt(2) * 0.05 * 7 per pair
+    ideal.age(3600)
+    shrink = np.abs(ideal.read()).sum() / np.abs(q << GF).sum()
+    assert 0.75 < shrink < 0.95                           # (3600 / 38.6)^-0.04 ~ 0.83
+    stuck = RRAMArray(np.zeros((50, 50), np.int64), 7, RRAMConfig(stuck_on=0.1),
+                      np.random.default_rng(2))
+    frac = (stuck.read() != 0).mean()
+    assert 0.1 < frac < 0.3                               # one of the pair stuck on
+    stuck.program(np.zeros((50, 50), np.int64))
+    assert (stuck.read() != 0).mean() == frac             # a stuck device ignores writes
+
+
+def test_feed_audio_uses_the_files_frontend(exported):
+    from tessera.runtime.frontend import Cochlea, FrontendSpec
+    from tessera.tools.bench import speechlike_signal
+
+    chip = Chip.load(exported["8"])
+    pcm = speechlike_signal(0.5, 2)
+    a = chip.cochlea.encode(pcm)
+    b = Cochlea(FrontendSpec()).encode(pcm)[:, chip.tab.channels]
+    # Q1.31 poles vs the float64 design: the same spikes but for a rare rounding difference
+    assert a.shape == b.shape and (a != b).mean() < 1e-3 and a.sum() > 100
+    chip.reset()
+    r1 = chip.feed_audio(pcm[:1234])
+    r2 = chip.feed_audio(pcm[1234:])
+    phi = chip.features()
+    chip.reset()
+    chip.run(a)
+    assert np.array_equal(chip.features(), phi) and r1.shape[0] + r2.shape[0] == 50
+    chip.reset()
+    chip.feed_audio(np.zeros(8000, np.float32), sample_rate=8000)  # resampled, silent
+    assert chip.features().shape == (chip.tab.features,)
+
+
+def test_parity_cli_and_export_errors(exported, small_corpus, tmp_path):
+    from test_cli import assert_clean_error, tessera
+
+    r = tessera("parity", exported["4"], "--data", small_corpus, "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["bit_exact_fraction"] == 1.0 and res["utterances"] > 10
+    assert_clean_error(tessera("export", DEFAULT, "--out", tmp_path / "x.tsr", "--bits", "9"),
+                       "weight bits must be 2..8")
+    bad = tmp_path / "bad.tsr"
+    bad.write_bytes(b"TSRM" + b"\0" * 40)
+    assert_clean_error(tessera("parity", bad, "--data", small_corpus), "bad.tsr")
+    assert not (tmp_path / "x.tsr").exists()
+
+
+def test_model_file_is_self_describing(exported):
+    m = read_model(exported["8"])
+    assert isinstance(m, ModelFile)
+    assert m.meta["config_sha256_16"] and m.meta["accuracy_at_export"]
+    assert m.core["weight_bits"] == 8 and m.readout["lr_shift"] == 6
+    assert m.frontend["spec"]["channels"] == 700 and len(m.frontend["fc_mhz"]) == 233

@@ -1,0 +1,188 @@
+"""Bit-exact parity (trainer integer mode vs chip) and few-shot accuracy through the chip.
+
+``parity``: every test utterance streamed through :class:`~tessera.runtime.chip.Chip` in random
+chunks, against :class:`~tessera.trainer.intmode.IntCore` on the whole batch: spike rasters,
+features, logits of an enrolled readout and one enrollment update must be identical.
+
+``chip_accuracy``: 5-way k-shot episodes (the same sampler and seed as ``tessera eval``) scored
+with the chip's own enrollment (one step from an empty readout, integer, through the RRAM model)
+on the chip's integer features, next to the float model on the same binned inputs and the same
+episodes; over weight bit widths, update bit widths and drift ages.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from ..runtime.chip import Chip, events_to_frames
+from ..runtime.errors import InputError
+from ..runtime.rram import RRAMConfig
+from .data import read_any
+from .episodes import FewShotTasks
+from .fewshot import ci95, evaluate
+from .intmode import IntCore
+
+__all__ = ["parity", "chip_accuracy"]
+
+
+def _frames(data, idx: np.ndarray, ms: int, channels: int) -> np.ndarray:
+    out = np.zeros((idx.size, ms, channels), np.uint8)
+    for j, i in enumerate(idx):
+        times, units = data.sample(int(i))
+        out[j] = events_to_frames(times, units, channels, ms)
+    return out
+
+
+def _test_indices(data) -> np.ndarray:
+    idx = np.nonzero(data.split == 2)[0]
+    return idx if idx.size else np.arange(len(data.labels))
+
+
+def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
+           progress: bool = False) -> dict:
+    chip = Chip.load(model_path)
+    tab = chip.tab
+    data = read_any(data_path)
+    if data.channels != tab.channels_total:
+        raise InputError(f"data has {data.channels} channels, the model's front-end "
+                         f"{tab.channels_total}", source=data_path)
+    idx = _test_indices(data)
+    if limit:
+        idx = idx[:limit]
+    ms = tab.steps * tab.bin_ms
+    rng = np.random.default_rng(seed)
+    ref = IntCore(tab)
+    # enroll a readout on the chip: the first utterance of up to 5 classes (one step each)
+    first = {}
+    for i in idx:
+        first.setdefault(int(data.labels[i]), int(i))
+    q = chip.tab.readout_qmax
+    for c, i in list(first.items())[:5]:
+        chip.reset()
+        chip.run(_frames(data, np.array([i]), ms, data.channels)[0])
+        levels, read = chip.out_arr.levels.copy(), chip.W_out.copy()
+        phi = chip.features()
+        chip.enroll(data.label_names[c])
+        # the same step in the integer mode, from the same readout
+        rows = chip._active()
+        y = torch.tensor([int(np.searchsorted(rows, chip.class_names.index(data.label_names[c])))])
+        d = ref.enroll_delta(torch.from_numpy(phi[None]), y, torch.from_numpy(read[:, rows]))
+        expect = np.clip(levels[:, rows] + d.numpy(), -q, q)
+        if not np.array_equal(expect, chip.out_arr.levels[:, rows]):
+            raise AssertionError("enrollment step differs between the chip and the integer mode")
+    w_out = torch.from_numpy(chip.W_out[:, chip._active()])
+    exact = np.zeros(idx.size, bool)
+    mismatch = []
+    bar = _bar(idx.size, progress)
+    for s in range(0, idx.size, 128):
+        part = idx[s:s + 128]
+        frames = _frames(data, part, ms, data.channels)
+        ras_ref, phi_ref = ref.forward(ref.bins(torch.from_numpy(frames)))
+        lq_ref = ref.logits(phi_ref, w_out)
+        for j, f in enumerate(frames):
+            chip.reset()
+            cuts = np.sort(rng.integers(0, ms + 1, size=int(rng.integers(0, 6))))
+            ras = np.vstack([chip.run(c) for c in np.split(f, cuts)])
+            phi = chip.features()
+            lq = chip.logits_q(phi)
+            ok = (np.array_equal(ras, ras_ref[j].numpy()) and np.array_equal(phi, phi_ref[j].numpy())
+                  and np.array_equal(lq, lq_ref[j].numpy()))
+            exact[s + j] = ok
+            if not ok and len(mismatch) < 10:
+                mismatch.append(int(part[j]))
+        bar.update(part.size)
+    bar.close()
+    return dict(bit_exact_fraction=round(float(exact.mean()), 6), utterances=int(idx.size),
+                exact=int(exact.sum()), mismatched_utterances=mismatch, model=model_path,
+                data=data_path, enrolled=chip.classes(),
+                checked=["spike rasters", "features", "logits", "enrollment updates"])
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, leave=False, unit="utt")
+
+
+def _episodes_chip(chip: Chip, phis: np.ndarray, sampler, episodes: int) -> np.ndarray:
+    acc = np.zeros(episodes)
+    for e in range(episodes):
+        ep = sampler.episode(e)
+        for c in chip.classes():
+            chip.forget(c)
+        shots = {}
+        for i, y in zip(ep.support, ep.support_y):
+            shots.setdefault(f"class{int(y)}", []).append(phis[i])
+        chip.enroll_many(dict(sorted(shots.items())))
+        order = [int(c[5:]) for c in chip.classes()]
+        lq = chip.logits_q(phis[ep.query])
+        pred = np.array(order)[np.argmax(lq, axis=1)]
+        acc[e] = float((pred == ep.query_y).mean())
+    return acc
+
+
+def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episodes: int = 600,
+                  weight_bits=(8,), update_bits=(0,), drift=(), stochastic: bool = False,
+                  write_noise: float = 0.0, seed: int = 1234, progress: bool = False) -> dict:
+    """Few-shot accuracy through the chip vs the float model, on the same episodes."""
+    from .export import ExportConfig, export_model
+
+    cfg = model.config
+    data = read_any(data_path)
+    tasks = FewShotTasks(data.labels, data.speakers, data.split, unseen=tuple(cfg.data.unseen),
+                         seed=cfg.train.seed)
+    pool, _ = tasks.pool("unseen")
+    ms = cfg.data.steps * int(round(1000 * cfg.data.duration / cfg.data.steps))
+    frames = _frames(data, pool, ms, data.channels)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(wb, ub, ages=()):
+            path = os.path.join(tmp, f"m{wb}-{ub}.tsr")
+            export_model(model, path, ExportConfig(weight_bits=wb, update_bits=ub,
+                                                   stochastic_rounding=stochastic))
+            chip = Chip.load(path, RRAMConfig(write_noise=write_noise, seed=seed))
+            out = []
+            for age in (0.0, *ages):
+                if age:
+                    chip.age(age - chip.in_arr.age_s)
+                phis = np.zeros((len(data.labels), chip.tab.features), np.int64)
+                for s in range(0, pool.size, 256):
+                    phis[pool[s:s + 256]] = chip.run_batch(frames[s:s + 256])
+                res = {}
+                for k in shots:
+                    sampler = tasks.sampler("unseen", cfg.data.ways, k, cfg.data.queries,
+                                            seed=seed)
+                    a = _episodes_chip(chip, phis, sampler, episodes)
+                    res[k] = (round(float(a.mean()), 4), round(ci95(a), 4))
+                out.append((age, res))
+            return out
+
+        # the float model on the very same binned inputs
+        export_model(model, os.path.join(tmp, "probe.tsr"), ExportConfig())
+        bins = IntCore(Chip.load(os.path.join(tmp, "probe.tsr")).tab).bins(
+            torch.from_numpy(frames)).float()
+        feats = torch.zeros(len(data.labels), model.core.cfg.neurons * model.core.cfg.segments)
+        with torch.no_grad():
+            for s in range(0, pool.size, 256):
+                feats[pool[s:s + 256]] = model.core.features(bins[s:s + 256])[0]
+        floats = {k: evaluate(model.core, model.lrs, None, tasks, "unseen", cfg.data.ways, k,
+                              cfg.data.queries, episodes, 1, seed, feats=feats) for k in shots}
+        for wb in weight_bits:
+            for ub in update_bits:
+                out = run(wb, ub, drift if (wb == weight_bits[-1] and ub == update_bits[0])
+                             else ())
+                for age, res in out:
+                    rows.append(dict(weight_bits=wb, update_bits=ub, drift_s=age,
+                                     **{f"acc_{k}shot": res[k][0] for k in shots},
+                                     **{f"ci95_{k}shot": res[k][1] for k in shots},
+                                     **{f"gap_{k}shot": round(floats[k]["accuracy"] - res[k][0], 4)
+                                        for k in shots}))
+    return dict(float={f"{k}-shot": {"accuracy": floats[k]["accuracy"], "ci95": floats[k]["ci95"]}
+                       for k in shots},
+                rows=rows, episodes=episodes, ways=cfg.data.ways, split="unseen",
+                stochastic_rounding=stochastic, write_noise=write_noise, data=data_path,
+                model=model_path)

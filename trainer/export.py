@@ -1,0 +1,177 @@
+"""`tessera export`: a trained model -> the chip's fixed-point ``.tsr`` file (MODEL_FORMAT.md).
+
+Float to integer (the chip's arithmetic is in :mod:`tessera.runtime.chip`):
+
+- membrane unit: threshold / 2^V (``threshold = 2^V``, V = 16 unless the weights need more);
+- every weight block (W_in: one per target tile; W_rec: one per connected tile pair of the
+  routing table) gets the power-of-two scale 2^shift (in membrane units) that minimises its
+  squared quantization error at ``weight_bits`` (clipping the largest weights when that helps);
+  levels ``q = clip(round(w 2^V / 2^shift), +-Q)``, Q = 2^(bits-1) - 1;
+- leak and trace decay as 16-bit multipliers: round(alpha 2^16), round(kappa 2^16);
+- the readout's learning rate as a power of two (its log2 rounded), the readout weight unit
+  2^-readout_exp chosen so that one step's largest expected weight fits ``readout_bits``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+
+import numpy as np
+
+from ..runtime.errors import InputError
+from ..runtime.frontend import FrontendSpec, filter_poles, fixed_poles, mitchell_log2
+from ..runtime.model_format import ModelFile, pack_ints, write_model
+from ..runtime.mosaic import hop_matrix
+from ..runtime.rram import GF
+
+__all__ = ["ExportConfig", "export_model", "quantize_block"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    weight_bits: int = 8            # core weights (2..8)
+    readout_bits: int = 8           # readout weights on the chip
+    update_bits: int = 0            # enroll update resolution (0: the readout's full resolution)
+    update_threshold: int = 0       # drop updates below this many readout levels
+    stochastic_rounding: bool = False
+    max_classes: int = 32
+    membrane_bits: int = 24
+    trace_bits: int = 16
+    trace_frac: int = 12
+    acc_bits: int = 32
+    feature_bits: int = 15
+    logit_frac: int = 6
+    softmax_frac: int = 15
+    bin_ms: int = 10
+    phi_max: float = 0.25           # largest expected readout feature (sets readout_exp)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.weight_bits <= 8:
+            raise InputError(f"weight bits must be 2..8, got {self.weight_bits}")
+        if not 2 <= self.readout_bits <= 16:
+            raise InputError(f"readout bits must be 2..16, got {self.readout_bits}")
+        if not 0 <= self.update_bits <= self.readout_bits:
+            raise InputError(f"update bits must be 0..{self.readout_bits}, got {self.update_bits}")
+        if not 1 <= self.max_classes <= 1024:
+            raise InputError("max classes must be 1..1024")
+
+
+def quantize_block(w: np.ndarray, bits: int, unit_bits: int) -> tuple[np.ndarray, int]:
+    """Levels and shift of one block: w * 2^unit_bits ~ q << shift, shift >= GF, the shift of
+    least squared error among the four largest useful ones."""
+    qmax = (1 << (bits - 1)) - 1
+    a = np.asarray(w, np.float64) * 2.0 ** unit_bits
+    peak = float(np.abs(a).max(initial=0.0))
+    if peak == 0.0:
+        return np.zeros(a.shape, np.int64), GF
+    top = max(GF, math.ceil(math.log2(peak / qmax)))
+    best = None
+    for s in range(top, max(GF, top - 3) - 1, -1):
+        q = np.clip(np.rint(a / 2.0 ** s), -qmax, qmax)
+        err = float(((q * 2.0 ** s - a) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, q.astype(np.int64), s)
+    return best[1], best[2]
+
+
+def _exp2_table(frac: int) -> np.ndarray:
+    f = np.arange(1 << frac)
+    return np.rint(2.0 ** (30 - f / (1 << frac))).astype(np.int64)
+
+
+def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dict | None = None,
+                 source: str = "") -> dict:
+    """Write ``model`` (a :class:`~tessera.trainer.train.Model`) as a ``.tsr`` file."""
+    cfg = cfg or ExportConfig()
+    core = model.core.cfg
+    if core.kind != "lif":
+        raise InputError(f"only spiking (lif) cores run on the chip; this model is a {core.kind} "
+                         f"baseline", source=source)
+    p = {k: (v * model.core.masks[k]).detach().numpy().astype(np.float64)
+         if k in model.core.masks else v.detach().numpy().astype(np.float64)
+         for k, v in model.core.params.items()}
+    n, t, tiles = core.neurons, core.tile, core.rows * core.cols
+    theta = core.theta
+    V = 16
+    w_in = p["w_in"] / theta
+    w_rec = p["w_rec"] / theta
+    hops = hop_matrix(core.rows, core.cols)
+    q_in = np.zeros((core.inputs, n), np.int64)
+    sh_in = np.zeros(tiles, np.int64)
+    for j in range(tiles):
+        q_in[:, j * t:(j + 1) * t], sh_in[j] = quantize_block(w_in[:, j * t:(j + 1) * t],
+                                                              cfg.weight_bits, V)
+    routes, blocks, sh_rec = [], [], []
+    for a in range(tiles):
+        for b in range(tiles):
+            blk = w_rec[a * t:(a + 1) * t, b * t:(b + 1) * t]
+            if not np.any(blk):
+                continue
+            q, s = quantize_block(blk, cfg.weight_bits, V)
+            if not np.any(q):
+                continue
+            routes.append((a, b, int(hops[a, b])))
+            blocks.append(q)
+            sh_rec.append(s)
+    bias = np.rint(p["b"] / theta * 2.0 ** V).astype(np.int64)
+    lr = float(model.lrs["w_out"])
+    lr_shift = int(round(math.log2(lr)))
+    qr = (1 << (cfg.readout_bits - 1)) - 1
+    readout_exp = int(math.floor(math.log2(qr / (2.0 ** lr_shift * cfg.phi_max))))
+    dc = model.config.data
+    stride = dc.channel_subsets
+    spec = FrontendSpec()
+    chans = np.arange(core.inputs, dtype=np.int64) * stride            # subset 0: 0, k, 2k, ...
+    if chans.max() >= spec.channels:
+        raise InputError(f"the model's {core.inputs} inputs x {stride} subsets exceed the front-"
+                         f"end's {spec.channels} channels", source=source)
+    fc, pole, r = filter_poles(spec)
+    floor_e2 = np.floor((2.0 ** (14 + spec.env_bits) * 10 ** (spec.floor_db / 20)) ** 2)
+    floor_level = int(mitchell_log2(np.array([floor_e2]), spec.level_bits)[0])
+    bin_ms = int(round(1000 * dc.duration / dc.steps))
+    if abs(bin_ms * dc.steps - 1000 * dc.duration) > 1e-6:
+        raise InputError(f"the model's bins ({dc.duration} s / {dc.steps}) are not whole "
+                         f"milliseconds", source=source)
+    cfg_digest = hashlib.sha256(json.dumps(
+        dataclasses.asdict(model.config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    meta = dict(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                source=source, iteration=model.iteration, config_sha256_16=cfg_digest,
+                algorithm=model.config.meta.algorithm, inner_lr=lr,
+                accuracy_at_export=accuracy or {
+                    f"{r_['shots']}-shot": r_["accuracy"] for r_ in model.extra.get("results", [])},
+                export=dataclasses.asdict(cfg))
+    mf = ModelFile(
+        meta=meta,
+        frontend=dict(spec=spec.to_dict(), fc_mhz=[int(round(f * 1000)) for f in fc[chans]],
+                      poles=pack_ints(fixed_poles(pole[chans], r[chans]), 32),
+                      floor_level=floor_level),
+        core=dict(rows=core.rows, cols=core.cols, tile=t, inputs=core.inputs,
+                  channels_total=spec.channels, channels=pack_ints(chans, 16, signed=False),
+                  bin_ms=bin_ms, steps=dc.steps, segments=core.segments,
+                  weight_bits=cfg.weight_bits, w_in=pack_ints(q_in, cfg.weight_bits),
+                  shift_in=pack_ints(sh_in, 8, signed=False),
+                  routes=pack_ints(np.array(routes, np.int64).reshape(-1, 3), 8, signed=False),
+                  w_rec=pack_ints(np.array(blocks, np.int64).reshape(-1, t, t), cfg.weight_bits),
+                  shift_rec=pack_ints(np.array(sh_rec, np.int64), 8, signed=False),
+                  bias=pack_ints(bias, 32), threshold=1 << V,
+                  leak_mult=int(round(core.alpha * 65536)),
+                  trace_mult=int(round(core.kappa * 65536)), refractory=0,
+                  membrane_bits=cfg.membrane_bits, trace_bits=cfg.trace_bits,
+                  trace_frac=cfg.trace_frac, acc_bits=cfg.acc_bits),
+        readout=dict(normalize=core.normalize, feature_bits=cfg.feature_bits,
+                     readout_bits=cfg.readout_bits, readout_exp=readout_exp, lr_shift=lr_shift,
+                     max_classes=cfg.max_classes, update_bits=cfg.update_bits,
+                     update_threshold=cfg.update_threshold,
+                     stochastic_rounding=cfg.stochastic_rounding, logit_frac=cfg.logit_frac,
+                     softmax_frac=cfg.softmax_frac, log2e=int(round(math.log2(math.e) * 65536)),
+                     exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False),
+                     w_init=None),
+        labels=[])
+    size = write_model(out, mf)
+    return dict(out=out, bytes=size, weight_bits=cfg.weight_bits, routes=len(routes),
+                lr_shift=lr_shift, readout_exp=readout_exp, connections=int(
+                    sum(int((b != 0).sum()) for b in blocks)))
