@@ -8,6 +8,11 @@ at programming, N(drift_nu, drift_nu_std)); read noise N(0, read_noise * Q) is d
 at each :meth:`RRAMArray.sample_read` (the chip draws it at reset: once per utterance); stuck-at
 devices keep G = 0 (stuck off) or G = Q (stuck on) whatever is written.
 
+Drift compensation (on by default): each array also holds ``REF_CELLS`` reference devices
+programmed at G = Q (with their own write noise and drift exponents); reads are scaled by
+Q / mean(G_ref), a digital gain per array that cancels the common part of the drift. An ideal
+array reads exactly 1.0 as its gain.
+
 The arithmetic reads ``round((G+ - G-) * 2^GF)``: an integer with ``GF`` fraction bits below the
 level step, so that without noise or drift the read value is exactly ``q << GF`` and the chip is
 bit-exact with the trainer's integer mode. Every random draw comes from one seeded generator.
@@ -22,6 +27,7 @@ import numpy as np
 __all__ = ["GF", "RRAMConfig", "RRAMArray"]
 
 GF = 4          # fraction bits of a read conductance below one level step
+REF_CELLS = 64  # reference devices per array for drift compensation
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class RRAMConfig:
     drift_t0: float = 38.6         # seconds
     stuck_off: float = 0.0         # fraction of devices stuck at G = 0
     stuck_on: float = 0.0          # fraction of devices stuck at G = Q
+    drift_compensation: bool = True  # scale reads by the reference cells' drift
     seed: int = 0
 
     @property
@@ -58,6 +65,11 @@ class RRAMArray:
         self.age_s = 0.0
         self.writes = 0
         self._read_noise = None
+        self.ref_nu = np.maximum(rng.normal(cfg.drift_nu, cfg.drift_nu_std, REF_CELLS), 0.0) \
+            if cfg.drift_nu_std else np.full(REF_CELLS, cfg.drift_nu)
+        self.ref_g = np.full(REF_CELLS, float(self.qmax))
+        if cfg.write_noise:
+            self.ref_g += rng.normal(0.0, cfg.write_noise * self.qmax, REF_CELLS)
         self.program(np.asarray(levels), None)
 
     def program(self, levels: np.ndarray, where: np.ndarray | None = None) -> int:
@@ -110,7 +122,7 @@ class RRAMArray:
         g = self.g[:, :, cols]
         if self._read_noise is not None:
             g = g + self._read_noise[:, :, cols]
-        return np.rint((g[0] - g[1]) * (1 << GF)).astype(np.int64)
+        return np.rint((g[0] - g[1]) * (self.gain * (1 << GF))).astype(np.int64)
 
     def age(self, seconds: float) -> None:
         """Let ``seconds`` of simulated time pass: conductance drift from the present age."""
@@ -121,7 +133,15 @@ class RRAMArray:
         if a1 > a0:
             self.g *= (a1 / a0) ** (-self.nu)
             self.g[self.stuck == 1] = self.qmax
+            self.ref_g *= (a1 / a0) ** (-self.ref_nu)
         self.age_s = t1
+
+    @property
+    def gain(self) -> float:
+        """The read gain: Q / mean(G_ref) with compensation (exactly 1.0 while ideal), else 1."""
+        if not self.cfg.drift_compensation:
+            return 1.0
+        return self.qmax / float(self.ref_g.mean())
 
     def sample_read(self) -> None:
         """Draw fresh read noise (kept until the next call)."""
@@ -131,4 +151,4 @@ class RRAMArray:
     def read(self) -> np.ndarray:
         """The integer weights the arithmetic uses: round((G+ - G-) * 2^GF)."""
         g = self.g if self._read_noise is None else self.g + self._read_noise
-        return np.rint((g[0] - g[1]) * (1 << GF)).astype(np.int64)
+        return np.rint((g[0] - g[1]) * (self.gain * (1 << GF))).astype(np.int64)

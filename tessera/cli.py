@@ -290,8 +290,10 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
     for row in r["rows"]:
         accs = ", ".join(f"{k}-shot {100 * row[f'acc_{k}shot']:.1f} % (gap "
                          f"{100 * row[f'gap_{k}shot']:+.1f})" for k in args.shots)
+        comp = {True: " (compensated)", False: " (uncompensated)", None: ""}[
+            row["drift_compensation"]]
         lines.append(f"  weights {row['weight_bits']} bits, updates "
-                     f"{row['update_bits'] or 'full'}, drift {row['drift_s']:g} s: {accs}")
+                     f"{row['update_bits'] or 'full'}, drift {row['drift_s']:g} s{comp}: {accs}")
     _emit(args, r, "\n".join(lines))
     return 0
 
@@ -414,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--update-bits", nargs="+", type=int, default=[0],
                     help="enroll update bit widths (0: full)")
     ce.add_argument("--drift", nargs="*", type=float, default=[], metavar="SECONDS",
-                    help="also after these ages (last weight width, first update width)")
+                    help="also after these ages (last weight width, first update width), with "
+                         "and without the chip's drift compensation")
     ce.add_argument("--stochastic", action="store_true")
     ce.add_argument("--write-noise", type=float, default=0.0)
     ce.add_argument("--no-progress", action="store_true")

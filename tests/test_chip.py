@@ -187,9 +187,13 @@ def test_rram_levels_noise_drift_stuck():
     noisy = RRAMArray(q, 7, RRAMConfig(write_noise=0.05), np.random.default_rng(1))
     err = noisy.read() / (1 << GF) - q
     assert 0.2 < err.std() < 0.7                          # ~ sqrt(2) * 0.05 * 7 per pair
-    ideal.age(3600)
-    shrink = np.abs(ideal.read()).sum() / np.abs(q << GF).sum()
+    raw = RRAMArray(q, 7, RRAMConfig(drift_compensation=False), np.random.default_rng(1))
+    for a in (ideal, raw):
+        a.age(3600)
+    shrink = np.abs(raw.read()).sum() / np.abs(q << GF).sum()
     assert 0.75 < shrink < 0.95                           # (3600 / 38.6)^-0.04 ~ 0.83
+    kept = np.abs(ideal.read()).sum() / np.abs(q << GF).sum()
+    assert 0.97 < kept < 1.03 and not np.array_equal(ideal.read(), q << GF)  # gain, spread
     stuck = RRAMArray(np.zeros((50, 50), np.int64), 7, RRAMConfig(stuck_on=0.1),
                       np.random.default_rng(2))
     frac = (stuck.read() != 0).mean()

@@ -140,11 +140,12 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
     frames = _frames(data, pool, ms, data.channels)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        def run(wb, ub, ages=()):
+        def run(wb, ub, ages=(), compensate=True):
             path = os.path.join(tmp, f"m{wb}-{ub}.tsr")
             export_model(model, path, ExportConfig(weight_bits=wb, update_bits=ub,
                                                    stochastic_rounding=stochastic))
-            chip = Chip.load(path, RRAMConfig(write_noise=write_noise, seed=seed))
+            chip = Chip.load(path, RRAMConfig(write_noise=write_noise, seed=seed,
+                                              drift_compensation=compensate))
             out = []
             for age in (0.0, *ages):
                 if age:
@@ -171,16 +172,19 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
                 feats[pool[s:s + 256]] = model.core.features(bins[s:s + 256])[0]
         floats = {k: evaluate(model.core, model.lrs, None, tasks, "unseen", cfg.data.ways, k,
                               cfg.data.queries, episodes, 1, seed, feats=feats) for k in shots}
-        for wb in weight_bits:
-            for ub in update_bits:
-                out = run(wb, ub, drift if (wb == weight_bits[-1] and ub == update_bits[0])
-                             else ())
-                for age, res in out:
-                    rows.append(dict(weight_bits=wb, update_bits=ub, drift_s=age,
-                                     **{f"acc_{k}shot": res[k][0] for k in shots},
-                                     **{f"ci95_{k}shot": res[k][1] for k in shots},
-                                     **{f"gap_{k}shot": round(floats[k]["accuracy"] - res[k][0], 4)
-                                        for k in shots}))
+        runs = [(wb, ub, (), True) for wb in weight_bits for ub in update_bits]
+        if drift:                                    # ages: with and without compensation
+            runs += [(weight_bits[-1], update_bits[0], tuple(drift), c) for c in (True, False)]
+        for wb, ub, ages, comp in runs:
+            for age, res in run(wb, ub, ages, comp):
+                if ages and not age:
+                    continue                         # age 0 is already a row
+                rows.append(dict(weight_bits=wb, update_bits=ub, drift_s=age,
+                                 drift_compensation=comp if age else None,
+                                 **{f"acc_{k}shot": res[k][0] for k in shots},
+                                 **{f"ci95_{k}shot": res[k][1] for k in shots},
+                                 **{f"gap_{k}shot": round(floats[k]["accuracy"] - res[k][0], 4)
+                                    for k in shots}))
     return dict(float={f"{k}-shot": {"accuracy": floats[k]["accuracy"], "ci95": floats[k]["ci95"]}
                        for k in shots},
                 rows=rows, episodes=episodes, ways=cfg.data.ways, split="unseen",
