@@ -414,10 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--episodes", type=int, default=600)
     ce.add_argument("--bits", nargs="+", type=int, default=[8], help="core weight bit widths")
     ce.add_argument("--update-bits", nargs="+", type=int, default=[0],
-                    help="enroll update bit widths (0: full)")
+                    help="enroll update bit widths (rows at the last weight width; 0: full)")
     ce.add_argument("--drift", nargs="*", type=float, default=[], metavar="SECONDS",
-                    help="also after these ages (last weight width, first update width), with "
-                         "and without the chip's drift compensation")
+                    help="also after these ages (last weight width, full updates), with and "
+                         "without the chip's drift compensation")
     ce.add_argument("--stochastic", action="store_true")
     ce.add_argument("--write-noise", type=float, default=0.0)
     ce.add_argument("--no-progress", action="store_true")

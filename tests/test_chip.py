@@ -245,3 +245,19 @@ def test_model_file_is_self_describing(exported):
     assert m.meta["config_sha256_16"] and m.meta["accuracy_at_export"]
     assert m.core["weight_bits"] == 8 and m.readout["lr_shift"] == 6
     assert m.frontend["spec"]["channels"] == 700 and len(m.frontend["fc_mhz"]) == 233
+
+
+def test_chip_eval_cli_rows(small_corpus):
+    from test_cli import tessera
+
+    r = tessera("chip-eval", DEFAULT, "--data", small_corpus, "--episodes", "20", "--shots", "1",
+                "--bits", "4", "8", "--update-bits", "3", "--drift", "3600", "--json",
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    rows = [(x["weight_bits"], x["update_bits"], x["drift_s"], x["drift_compensation"])
+            for x in res["rows"]]
+    assert rows == [(4, 0, 0.0, None), (8, 0, 0.0, None), (8, 3, 0.0, None), (8, 0, 3600, True),
+                    (8, 0, 3600, False)]
+    assert 0.2 < res["float"]["1-shot"]["accuracy"] <= 1.0
+    assert all(0.0 <= x["acc_1shot"] <= 1.0 for x in res["rows"])

@@ -172,9 +172,11 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
                 feats[pool[s:s + 256]] = model.core.features(bins[s:s + 256])[0]
         floats = {k: evaluate(model.core, model.lrs, None, tasks, "unseen", cfg.data.ways, k,
                               cfg.data.queries, episodes, 1, seed, feats=feats) for k in shots}
-        runs = [(wb, ub, (), True) for wb in weight_bits for ub in update_bits]
+        # the weight table at full-resolution updates, the update table at the last weight width
+        runs = [(wb, 0, (), True) for wb in weight_bits]
+        runs += [(weight_bits[-1], ub, (), True) for ub in update_bits if ub]
         if drift:                                    # ages: with and without compensation
-            runs += [(weight_bits[-1], update_bits[0], tuple(drift), c) for c in (True, False)]
+            runs += [(weight_bits[-1], 0, tuple(drift), c) for c in (True, False)]
         for wb, ub, ages, comp in runs:
             for age, res in run(wb, ub, ages, comp):
                 if ages and not age:
