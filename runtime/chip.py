@@ -467,18 +467,20 @@ class Chip:
 
     def end_utterance(self) -> np.ndarray:
         """Close the window: flush the front-end and the partial bin, run silent bins to the
-        window's end; returns (and keeps) the readout features phi."""
+        window's end (their spikes: ``self.tail``); returns (and keeps) the features phi."""
         if self.ended:
             return self.phi
+        tail = []
         if self._cochlea is not None and self._cochlea.state.pending.size:
-            self._run_bins(self._bins(self._frames(self._cochlea.flush())))
+            tail.append(self._run_bins(self._bins(self._frames(self._cochlea.flush()))))
         if self.pending_ms and self.t < self.tab.steps:
-            self._run_bins(self.pending[None].copy())
+            tail.append(self._run_bins(self.pending[None].copy()))
         self.pending[:] = 0
         self.pending_ms = 0
         rest = self.tab.steps - self.t
         if rest > 0:
-            self._run_bins(np.zeros((rest, self.tab.inputs), np.int64))
+            tail.append(self._run_bins(np.zeros((rest, self.tab.inputs), np.int64)))
+        self.tail = np.vstack(tail) if tail else np.zeros((0, self._n), np.uint8)
         f = self.acc // self.lengths[:, None]
         self.phi = normalize_features(f.reshape(-1), self.tab)
         self.ended = True

@@ -261,3 +261,77 @@ def test_chip_eval_cli_rows(small_corpus):
                     (8, 0, 3600, False)]
     assert 0.2 < res["float"]["1-shot"]["accuracy"] <= 1.0
     assert all(0.0 <= x["acc_1shot"] <= 1.0 for x in res["rows"])
+
+
+def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30, segments=4,
+                 normalize="l2") -> ModelFile:
+    """A seeded random integer model inside the hardware's ranges (no trained weights)."""
+    from tessera.runtime.mosaic import hop_matrix
+    from tessera.trainer.export import ExportConfig, _exp2_table
+
+    rng = np.random.default_rng(seed)
+    q = (1 << (bits - 1)) - 1
+    n, tiles = rows * cols * tile, rows * cols
+    hops = hop_matrix(rows, cols)
+    pairs = [(a, b, int(hops[a, b])) for a in range(tiles) for b in range(tiles)
+             if hops[a, b] <= 1 or rng.random() < 0.2]
+    cfg = ExportConfig()
+    core = dict(rows=rows, cols=cols, tile=tile, inputs=inputs, channels_total=3 * inputs,
+                channels=pack_ints(np.arange(inputs) * 3, 16, False), bin_ms=5, steps=steps,
+                segments=segments, weight_bits=bits,
+                w_in=pack_ints(rng.integers(-q, q + 1, (inputs, n)), bits),
+                shift_in=pack_ints(rng.integers(9, 13, tiles), 8, False),
+                routes=pack_ints(np.array(pairs), 8, False),
+                w_rec=pack_ints(rng.integers(-q, q + 1, (len(pairs), tile, tile)), bits),
+                shift_rec=pack_ints(rng.integers(9, 13, len(pairs)), 8, False),
+                bias=pack_ints(rng.integers(-3000, 3000, n), 32), threshold=1 << 16,
+                leak_mult=int(rng.integers(40000, 60000)), trace_mult=int(rng.integers(50000, 60000)),
+                refractory=0, membrane_bits=int(rng.integers(20, 25)), trace_bits=16,
+                trace_frac=12, acc_bits=int(rng.integers(20, 33)))
+    readout = dict(normalize=normalize, feature_bits=15, readout_bits=8, readout_exp=2,
+                   lr_shift=int(rng.integers(4, 8)), max_classes=6, update_bits=0,
+                   update_threshold=0, stochastic_rounding=False, logit_frac=cfg.logit_frac,
+                   softmax_frac=15, log2e=94548,
+                   exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False), w_init=None)
+    return ModelFile(meta={}, frontend={}, core=core, readout=readout, labels=[])
+
+
+@pytest.mark.parametrize("seed,normalize", [(0, "l2"), (1, "l1"), (2, "none"), (3, "l2")])
+def test_parity_on_random_integer_models(seed, normalize):
+    """Chip (streaming, event-driven, random chunks) vs the trainer's integer mode (batched,
+    dense torch) on seeded random models and inputs: every raster, feature, logit and update."""
+    torch = pytest.importorskip("torch")
+    from tessera.trainer.intmode import IntCore
+
+    m = random_model(seed, normalize=normalize)
+    chip = Chip(decode_model(encode_model(m)))
+    ref = IntCore(chip.tab)
+    rng = np.random.default_rng(100 + seed)
+    ms = chip.tab.steps * chip.tab.bin_ms
+    frames = (rng.random((6, ms - int(rng.integers(0, 7)), 120)) < 0.08).astype(np.uint8)
+    frames[0, :, :5] = 40                                  # saturating bins (x = 255)
+    ras_ref, phi_ref = ref.forward(ref.bins(torch.from_numpy(frames)))
+    saturated = 0
+    for j, f in enumerate(frames):
+        chip.reset()
+        cuts = np.sort(rng.integers(0, f.shape[0] + 1, size=4))
+        ras = np.vstack([chip.run(c) for c in np.split(f, cuts)])
+        phi = chip.features()
+        assert np.array_equal(np.vstack([ras, chip.tail]), ras_ref[j].numpy())
+        assert np.array_equal(phi, phi_ref[j].numpy())
+        lim = 1 << (chip.tab.membrane_bits - 1)
+        saturated += int(((chip.v == lim - 1) | (chip.v == -lim)).sum())
+        if j < 4:                                        # enroll, then compare logits and steps
+            read = chip.W_out.copy()
+            levels = chip.out_arr.levels.copy()
+            chip.enroll(f"w{j % 3}")
+            rows = chip._active()
+            y = torch.tensor([int(np.searchsorted(rows, chip.class_names.index(f"w{j % 3}")))])
+            d = ref.enroll_delta(phi_ref[j:j + 1], y, torch.from_numpy(read[:, rows]))
+            q = chip.tab.readout_qmax
+            assert np.array_equal(np.clip(levels[:, rows] + d.numpy(), -q, q),
+                                  chip.out_arr.levels[:, rows])
+    lq = ref.logits(phi_ref, torch.from_numpy(chip.W_out[:, chip._active()]))
+    assert np.array_equal(chip.logits_q(phi_ref.numpy()), lq.numpy())
+    assert ras_ref.sum() > 0
+    assert saturated > 0 or seed == 0                      # the saturation path is exercised

@@ -88,6 +88,7 @@ def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
             cuts = np.sort(rng.integers(0, ms + 1, size=int(rng.integers(0, 6))))
             ras = np.vstack([chip.run(c) for c in np.split(f, cuts)])
             phi = chip.features()
+            ras = np.vstack([ras, chip.tail])
             lq = chip.logits_q(phi)
             ok = (np.array_equal(ras, ras_ref[j].numpy()) and np.array_equal(phi, phi_ref[j].numpy())
                   and np.array_equal(lq, lq_ref[j].numpy()))
