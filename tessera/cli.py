@@ -298,6 +298,99 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- sim / device / protocol-test
+def cmd_sim(args: argparse.Namespace) -> int:
+    from tessera.firmware_sim.sim import main_loop
+
+    if not args.pty and not args.listen:
+        raise InputError("tessera sim needs --listen socket://127.0.0.1:PORT or --pty")
+    return main_loop(args)
+
+
+def _device(args):
+    from tessera.protocol.client import Device
+
+    return Device.open(args.port, baudrate=args.baud, timeout=args.timeout)
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    action = args.device_command
+    if action == "stream" and args.mic:
+        return _stream_mic(args)
+    with _device(args) as dev:
+        if action == "info":
+            r = dev.info()
+            human = (f"{r['firmware']}, protocol {r['version']}, up to {r['max_rows']}x"
+                     f"{r['max_cols']} tiles of {r['max_tile']}, {r['max_classes']} classes"
+                     + (f"; model {r['model']['bytes']} bytes, classes {r['model']['classes']}"
+                        if "model" in r else "; no model"))
+        elif action == "load":
+            r = dev.load(args.model)
+            human = f"loaded {args.model} ({r['bytes']} bytes)"
+        elif action == "enroll":
+            r = dev.enroll(args.label, *args.wavs)
+            if args.save:
+                dev.save()
+            human = (f"enrolled {args.label!r} from {len(args.wavs)} recording(s) in {r['ms']} ms "
+                     f"on the device; classes {r['classes']}")
+        elif action in ("infer", "stream"):
+            r = dev.infer(args.wav)
+            human = (f"{args.wav}: {r['label']} (confidence {r['confidence']:.2f}, device "
+                     f"latency {r['latency_us']:.0f} us)")
+        elif action == "classes":
+            r = {"classes": dev.classes()}
+            human = ", ".join(r["classes"]) or "(none enrolled)"
+        elif action == "forget":
+            r = dev.forget(args.label)
+            if args.save:
+                dev.save()
+            human = f"forgot {args.label!r}; classes {r['classes']}"
+        else:                                            # stats
+            r = dev.stats()
+            c = r.get("chip", {})
+            human = (f"device {r['device']}; chip: {c.get('steps', 0)} steps, {c.get('spikes', 0)}"
+                     f" spikes, {c.get('synops', 0)} synops, routing {c.get('routing_events_per_hop')}")
+    _emit(args, r, human)
+    return 0
+
+
+def _stream_mic(args) -> int:
+    """Live microphone -> device, in real time, until Ctrl-C; prints each keyword event."""
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise InputError("--mic needs the mic extra: pip install -e '.[mic]'") from None
+    import numpy as np
+
+    with _device(args) as dev:
+        dev.set_param("detect", True)
+        print("listening (Ctrl-C to stop)", file=sys.stderr)
+        try:
+            with sd.InputStream(samplerate=16000, channels=1, dtype="int16", blocksize=1600) as s:
+                while True:
+                    block, _ = s.read(1600)
+                    dev.stream_pcm(np.asarray(block[:, 0]))
+                    for e in dev.events:
+                        print(json.dumps(e) if args.json else
+                              f"{e['label']} ({e['confidence']:.2f})", flush=True)
+                    dev.events.clear()
+        except KeyboardInterrupt:
+            dev.set_param("detect", False)
+    return 0
+
+
+def cmd_protocol_test(args: argparse.Namespace) -> int:
+    from tessera.protocol.conformance import run_conformance
+
+    r = run_conformance(args.url, args.model, timeout=args.timeout)
+    lines = [f"{r['url']}: {r['passed']} passed, {r['failed']} failed"]
+    for c in r["checks"]:
+        lines.append(f"  {'PASS' if c['ok'] else 'FAIL'}  {c['check']}"
+                     + ("" if c["ok"] else f"  ({c['error']})"))
+    _emit(args, r, "\n".join(lines))
+    return 0 if r["ok"] else 1
+
+
 # ---------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
@@ -421,6 +514,51 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--stochastic", action="store_true")
     ce.add_argument("--write-noise", type=float, default=0.0)
     ce.add_argument("--no-progress", action="store_true")
+
+    sm = add(sub, "sim", cmd_sim, "the firmware simulator as a serial device")
+    sm.add_argument("--listen", metavar="URL", help="socket://127.0.0.1:PORT")
+    sm.add_argument("--pty", action="store_true", help="open a pseudo-terminal, print its path")
+    sm.add_argument("--bind-any", action="store_true", help="allow a non-loopback address")
+    sm.add_argument("--flash", default="tessera-flash.img", help="persistent flash image file")
+    sm.add_argument("--ram", type=int, default=512 * 1024, help="RAM budget in bytes")
+    sm.add_argument("--baud", type=int, default=0, help="limit the link to this baud rate")
+    sm.add_argument("--drop", type=float, default=0.0, help="fraction of received bytes dropped")
+    sm.add_argument("--corrupt", type=float, default=0.0, help="fraction of bytes corrupted")
+    sm.add_argument("--crash-during-save", action="store_true",
+                    help="die between writing the new flash image and renaming it")
+    sm.add_argument("--seed", type=int, default=0)
+
+    dv = sub.add_parser("device", help="talk to a device (the simulator or a board)")
+    dsub = dv.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+
+    def dev_cmd(name, help_):
+        sp = add(dsub, name, cmd_device, help_)
+        sp.add_argument("--port", required=True, help="pyserial URL: /dev/ttyUSB0, socket://"
+                                                      "127.0.0.1:7700, loop://, a pty path")
+        sp.add_argument("--baud", type=int, default=921600)
+        sp.add_argument("--timeout", type=float, default=2.0)
+        return sp
+
+    dev_cmd("info", "firmware, capabilities and the loaded model")
+    dev_cmd("load", "send a .tsr model (chunks with CRC, atomic commit)").add_argument("model")
+    de = dev_cmd("enroll", "teach a word from one (or more) recordings: one readout update")
+    de.add_argument("--label", required=True)
+    de.add_argument("wavs", nargs="+", metavar="WAV")
+    de.add_argument("--save", action="store_true", help="also write the device's flash")
+    dev_cmd("infer", "recognise one recording").add_argument("wav")
+    ds = dev_cmd("stream", "stream a recording (or the microphone with --mic) in real time")
+    ds.add_argument("wav", nargs="?")
+    ds.add_argument("--mic", action="store_true", help="live microphone (the mic extra)")
+    dev_cmd("classes", "list the enrolled words")
+    df = dev_cmd("forget", "remove an enrolled word")
+    df.add_argument("--label", required=True)
+    df.add_argument("--save", action="store_true")
+    dev_cmd("stats", "device and chip counters")
+
+    pt = add(sub, "protocol-test", cmd_protocol_test, "conformance suite against a device")
+    pt.add_argument("url", help="pyserial URL of the device")
+    pt.add_argument("--model", required=True, help="a .tsr model the suite loads")
+    pt.add_argument("--timeout", type=float, default=3.0)
 
     t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default)")
     t.add_argument("--config", help="TOML config file")

@@ -1,0 +1,388 @@
+"""The simulated board's firmware: bytes in, bytes out, over the chip emulator (PROTOCOL.md).
+
+:class:`Firmware` is transport-free: :meth:`Firmware.receive` takes any bytes from the link and
+returns the bytes to send back (frames). Every request id is executed at most once: the answers
+to the last ``IDEMPOTENCY`` ids are kept and re-sent when an id comes again, so a retried
+``enroll`` never enrolls twice. A frame that fails its CRC, COBS or size check is answered with
+an ``error`` (id 0) and the decoder resynchronises at the next delimiter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from ..protocol.framing import MAX_BODY, FrameDecoder, FrameError, encode_frame
+from ..protocol.messages import (
+    ERRORS, VERSION, ProtocolError, check_fields, decode, encode, error_message)
+from ..protocol.spikes import SpikeDecodeError, decode_spikes
+from ..runtime.chip import Chip, tables_of
+from ..runtime.errors import InputError
+from ..runtime.model_format import decode_model, pack_ints, unpack_ints
+from ..runtime.rram import RRAMConfig
+from . import flash
+
+__all__ = ["Firmware", "Capabilities", "FIRMWARE_VERSION"]
+
+FIRMWARE_VERSION = "tessera-sim 0.4.0"
+IDEMPOTENCY = 256
+CHUNK = 2048
+
+
+class Capabilities:
+    max_rows = 4
+    max_cols = 4
+    max_tile = 16
+    max_inputs = 256
+    max_classes = 64
+    weight_bits = [2, 3, 4, 5, 6, 7, 8]
+    encodings = ["events", "bitmap", "pcm16"]
+    sample_rates = [16000]
+
+
+class Firmware:
+    """One simulated device. ``flash_path``: its persistent image (None: no flash).
+    ``ram_budget``: bytes for the model file plus the chip's state and readout."""
+
+    def __init__(self, flash_path: str | None = None, ram_budget: int = 512 * 1024,
+                 seed: int = 0, clock=time.perf_counter):
+        self.flash_path = flash_path
+        self.ram_budget = ram_budget
+        self.seed = seed
+        self.clock = clock
+        self.boots = 0
+        self.crash_during_save = False
+        self.boot()
+
+    # ------------------------------------------------------------------ state
+    def boot(self) -> None:
+        """Power-on: RAM state lost, model and readout restored from flash."""
+        self.boots += 1
+        self.decoder = FrameDecoder(on_error=self._frame_error)
+        self.pending_errors: list[bytes] = []
+        self.answers: OrderedDict[int, bytes] = OrderedDict()
+        self.chip: Chip | None = None
+        self.model_bytes = b""
+        self.load = None
+        self.streamed = False
+        self.recent: list[np.ndarray] = []
+        self.params = {"detect": False, "detect_confidence": 0.6, "write_noise": 0.0}
+        self.stats = {"frames": 0, "bad_frames": 0, "requests": 0, "duplicates": 0,
+                      "errors": 0, "events": 0}
+        self.flash_generation = 0
+        self.events_out: list[dict] = []
+        self.reboot_requested = False
+        image = flash.load(self.flash_path) if self.flash_path else None
+        if image is not None:
+            self.params.update(image.get("params", {}))
+            self._install(image["model"])
+            levels = unpack_ints(image["levels"], "levels")
+            cols = np.arange(levels.shape[1])
+            self.chip.out_arr.program_columns(cols, levels)
+            self.chip.W_out = self.chip.out_arr.read()
+            self.chip.class_names = list(image["classes"])
+            self.flash_generation = int(image.get("generation", 0))
+
+    def _install(self, blob: bytes) -> None:
+        try:
+            model = decode_model(blob, "<model>")
+            t = tables_of(model)                  # checked before anything is allocated
+        except InputError as exc:
+            raise ProtocolError("MODEL_REJECTED", str(exc)) from None
+        cap = Capabilities
+        if (t.rows > cap.max_rows or t.cols > cap.max_cols or t.tile > cap.max_tile
+                or t.inputs > cap.max_inputs or t.max_classes > cap.max_classes):
+            raise ProtocolError("MODEL_REJECTED", f"model geometry {t.rows}x{t.cols} tiles of "
+                                f"{t.tile}, {t.inputs} inputs, {t.max_classes} classes exceeds "
+                                f"this device ({cap.max_rows}x{cap.max_cols} of {cap.max_tile}, "
+                                f"{cap.max_inputs} inputs, {cap.max_classes} classes)")
+        try:
+            chip = Chip(model, RRAMConfig(write_noise=float(self.params["write_noise"]),
+                                          seed=self.seed))
+        except InputError as exc:
+            raise ProtocolError("MODEL_REJECTED", str(exc)) from None
+        need = len(blob) + chip.stats()["memory_bytes"]["total"]
+        if need > self.ram_budget:
+            raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")
+        self.chip, self.model_bytes = chip, blob
+        self.streamed = False
+        self.recent = []
+
+    # ------------------------------------------------------------------ bytes
+    def _frame_error(self, err: FrameError) -> None:
+        self.stats["bad_frames"] += 1
+        name = "FRAME_TOO_LARGE" if err.kind == "oversize" else "BAD_FRAME"
+        self.pending_errors.append(encode_frame(encode(error_message(0, name, str(err)))))
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed link bytes; returns the bytes to send (answers, errors and events)."""
+        out = []
+        for body in self.decoder.feed(data):
+            out.extend(self.pending_errors)
+            self.pending_errors.clear()
+            self.stats["frames"] += 1
+            out.append(self.handle_body(body))
+            out.extend(self._events())
+            if self.reboot_requested:                 # the rest of this input is lost
+                self.boot()
+                return b"".join(out)
+        out.extend(self.pending_errors)
+        self.pending_errors.clear()
+        return b"".join(out)
+
+    def handle_body(self, body: bytes) -> bytes:
+        """One frame's body -> the answer frame (cached per request id)."""
+        try:
+            msg = decode(body)
+        except ProtocolError as exc:
+            self.stats["errors"] += 1
+            return encode_frame(encode(error_message(exc.rid, exc.name, str(exc))))
+        rid = msg["id"]
+        if rid and rid in self.answers:                       # a retry: answer, do not redo
+            self.stats["duplicates"] += 1
+            self.answers.move_to_end(rid)
+            return self.answers[rid]
+        self.stats["requests"] += 1
+        t0 = self.clock()
+        try:
+            check_fields(msg)
+            reply = getattr(self, "do_" + msg["t"])(msg)
+        except ProtocolError as exc:
+            self.stats["errors"] += 1
+            reply = error_message(rid, exc.name, str(exc))
+        except InputError as exc:
+            self.stats["errors"] += 1
+            reply = error_message(rid, "BAD_FIELD", str(exc))
+        except Exception as exc:                              # noqa: BLE001 - never crash
+            self.stats["errors"] += 1
+            reply = error_message(rid, "INTERNAL", f"{type(exc).__name__}: {exc}")
+        reply.setdefault("id", rid)
+        if reply.get("t") == "result":
+            reply["latency_us"] = round((self.clock() - t0) * 1e6, 1)
+        frame = encode_frame(encode(reply))
+        if rid:
+            self.answers[rid] = frame
+            while len(self.answers) > IDEMPOTENCY:
+                self.answers.popitem(last=False)
+        return frame
+
+    # ------------------------------------------------------------------ requests
+    def _need_chip(self) -> Chip:
+        if self.chip is None:
+            raise ProtocolError("NO_MODEL", "no model loaded (send load_begin/chunk/commit)")
+        return self.chip
+
+    def do_hello(self, msg: dict) -> dict:
+        versions = [v for v in msg["versions"] if isinstance(v, int)]
+        if VERSION not in versions:
+            raise ProtocolError("UNSUPPORTED_VERSION", f"host offers {versions}, device speaks "
+                                                       f"[{VERSION}]")
+        cap = Capabilities
+        info = dict(t="hello", version=VERSION, firmware=FIRMWARE_VERSION,
+                    max_rows=cap.max_rows, max_cols=cap.max_cols, max_tile=cap.max_tile,
+                    max_inputs=cap.max_inputs, weight_bits=cap.weight_bits,
+                    max_classes=cap.max_classes, encodings=cap.encodings,
+                    sample_rates=cap.sample_rates, max_frame=MAX_BODY, chunk=CHUNK,
+                    ram_budget=self.ram_budget, boots=self.boots,
+                    errors={str(k): v[0] for k, v in ERRORS.items()})
+        if self.chip is not None:
+            t = self.chip.tab
+            info["model"] = dict(rows=t.rows, cols=t.cols, tile=t.tile, inputs=t.inputs,
+                                 channels=t.channels_total, weight_bits=t.weight_bits,
+                                 bytes=len(self.model_bytes), classes=self.chip.classes())
+        return info
+
+    def do_ping(self, msg: dict) -> dict:
+        return {"t": "pong", "payload": msg.get("payload", b"")}
+
+    def do_load_begin(self, msg: dict) -> dict:
+        size = msg["size"]
+        if not 16 <= size <= self.ram_budget:
+            raise ProtocolError("RAM" if size > self.ram_budget else "BAD_FIELD",
+                                f"model of {size} bytes (budget {self.ram_budget})")
+        self.load = {"size": size, "crc": msg["crc"] & 0xFFFFFFFF, "buf": bytearray()}
+        return {"t": "ack", "chunk": CHUNK}
+
+    def do_load_chunk(self, msg: dict) -> dict:
+        import zlib
+
+        if self.load is None:
+            raise ProtocolError("LOAD_SEQUENCE", "load_chunk without load_begin")
+        buf = self.load["buf"]
+        if msg["offset"] != len(buf):
+            raise ProtocolError("LOAD_SEQUENCE", f"chunk at offset {msg['offset']}, expected "
+                                                 f"{len(buf)}")
+        if zlib.crc32(msg["data"]) != msg["crc"] & 0xFFFFFFFF:
+            raise ProtocolError("CHUNK_CRC", f"chunk at offset {msg['offset']} failed its CRC")
+        if len(buf) + len(msg["data"]) > self.load["size"]:
+            raise ProtocolError("LOAD_SEQUENCE", "chunks exceed the announced size")
+        buf += msg["data"]
+        return {"t": "ack", "received": len(buf)}
+
+    def do_load_commit(self, msg: dict) -> dict:
+        import zlib
+
+        if self.load is None:
+            raise ProtocolError("LOAD_SEQUENCE", "load_commit without load_begin")
+        blob = bytes(self.load["buf"])
+        ok = len(blob) == self.load["size"] and zlib.crc32(blob) == self.load["crc"]
+        self.load = None
+        if not ok:
+            raise ProtocolError("LOAD_SEQUENCE", "model incomplete or whole-file CRC mismatch")
+        self._install(blob)                   # atomic: the old model stays unless this succeeds
+        return {"t": "ack", "bytes": len(blob)}
+
+    def _stream_frames(self, frames: np.ndarray) -> None:
+        chip = self._need_chip()
+        if chip.ended:
+            chip.reset()
+        tab = chip.tab
+        room = tab.steps * tab.bin_ms
+        i = 0
+        while i < frames.shape[0]:                       # continuous: window after window
+            used = chip.t * tab.bin_ms + chip.pending_ms
+            take = max(1, min(frames.shape[0] - i, room - used))
+            chip.run(frames[i:i + take])
+            self.streamed = True
+            i += take
+            if self.params["detect"] and chip.t >= tab.steps:
+                self._detect()
+
+    def _detect(self) -> None:
+        """Continuous keyword detection: at each full window, an event when a word wins."""
+        chip = self.chip
+        if chip.classes():
+            p = chip.predict()
+            if p["confidence"] >= float(self.params["detect_confidence"]):
+                self.stats["events"] += 1
+                self.events_out.append({"t": "event", "id": 0, "kind": "keyword",
+                                        "label": p["label"], "confidence": p["confidence"]})
+        chip.reset()
+        self.streamed = False
+
+    def _events(self) -> list[bytes]:
+        out = [encode_frame(encode(e)) for e in self.events_out]
+        self.events_out.clear()
+        return out
+
+    def do_stream_spikes(self, msg: dict) -> dict:
+        chip = self._need_chip()
+        channels = chip.tab.channels_total
+        try:
+            frames = decode_spikes(msg["encoding"], msg["data"], msg["steps"], channels)
+        except SpikeDecodeError as exc:
+            raise ProtocolError("BAD_SPIKES", str(exc)) from None
+        self._stream_frames(frames)
+        return {"t": "ack", "steps": int(frames.shape[0])}
+
+    def do_stream_audio(self, msg: dict) -> dict:
+        chip = self._need_chip()
+        if msg["rate"] != 16000:
+            raise ProtocolError("BAD_AUDIO", f"sample rate {msg['rate']} Hz; the device's front-end "
+                                             f"runs at 16000 Hz (resample on the host)")
+        if len(msg["pcm"]) % 2:
+            raise ProtocolError("BAD_AUDIO", "pcm16 data of an odd number of bytes")
+        pcm = np.frombuffer(msg["pcm"], "<i2")
+        if chip.ended:
+            chip.reset()
+        frames = chip.cochlea.process(pcm)
+        self._stream_frames(frames)
+        return {"t": "ack", "samples": int(pcm.size)}
+
+    def _close_utterance(self) -> np.ndarray:
+        chip = self._need_chip()
+        if not self.streamed:
+            raise ProtocolError("NO_UTTERANCE", "nothing streamed since the last utterance")
+        phi = chip.features()
+        self.recent = (self.recent + [phi])[-16:]
+        self.streamed = False
+        return phi
+
+    def do_end_of_utterance(self, msg: dict) -> dict:
+        chip = self._need_chip()
+        self._close_utterance()
+        if msg.get("shot"):                          # kept for the next enroll, no result
+            chip.reset()
+            return {"t": "ack", "shots": len(self.recent)}
+        if not chip.classes():
+            chip.reset()
+            raise ProtocolError("NO_CLASSES", "no class enrolled")
+        p = chip.predict()
+        chip.reset()
+        return {"t": "result", "label": p["label"], "scores": p["scores"],
+                "confidence": p["confidence"], "none": p["none"]}
+
+    def do_enroll(self, msg: dict) -> dict:
+        chip = self._need_chip()
+        shots = msg.get("shots", 1)
+        if not 1 <= shots <= 16:
+            raise ProtocolError("BAD_FIELD", "enroll: shots must be 1..16")
+        if self.streamed:
+            self._close_utterance()
+        if len(self.recent) < shots:
+            raise ProtocolError("NO_UTTERANCE", f"enroll needs {shots} streamed utterance(s), "
+                                                f"has {len(self.recent)}")
+        label = msg["label"]
+        if label not in chip.classes() and len(chip.classes()) >= chip.tab.max_classes:
+            raise ProtocolError("CAPACITY", f"{chip.tab.max_classes} classes enrolled")
+        r = chip.enroll(label, self.recent[-shots:])
+        self.recent = []
+        chip.reset()
+        return {"t": "ack", "classes": r["classes"], "written": r["written"], "ms": r["ms"]}
+
+    def do_forget(self, msg: dict) -> dict:
+        chip = self._need_chip()
+        if msg["label"] not in chip.classes():
+            raise ProtocolError("UNKNOWN_CLASS", f"{msg['label']!r} is not enrolled")
+        chip.forget(msg["label"])
+        return {"t": "ack", "classes": chip.classes()}
+
+    def do_list_classes(self, msg: dict) -> dict:
+        return {"t": "classes", "classes": self._need_chip().classes()}
+
+    def do_reset_state(self, msg: dict) -> dict:
+        self._need_chip().reset()
+        self.streamed = False
+        self.recent = []
+        return {"t": "ack"}
+
+    def do_get_stats(self, msg: dict) -> dict:
+        out = {"t": "stats", "device": dict(self.stats, boots=self.boots,
+                                            flash_generation=self.flash_generation,
+                                            decoder=dict(self.decoder.errors))}
+        if self.chip is not None:
+            out["chip"] = self.chip.stats()
+        return out
+
+    def do_set_param(self, msg: dict) -> dict:
+        name, value = msg["name"], msg["value"]
+        if name not in self.params:
+            raise ProtocolError("UNKNOWN_PARAM", f"no parameter {name!r} (have "
+                                                 f"{sorted(self.params)})")
+        if isinstance(self.params[name], bool) and not isinstance(value, bool):
+            raise ProtocolError("BAD_FIELD", f"{name} takes true or false")
+        if not isinstance(self.params[name], bool) and not isinstance(value, (int, float)):
+            raise ProtocolError("BAD_FIELD", f"{name} takes a number")
+        self.params[name] = value
+        return {"t": "ack", "name": name, "value": value}
+
+    def do_save(self, msg: dict) -> dict:
+        chip = self._need_chip()
+        if not self.flash_path:
+            raise ProtocolError("STORAGE", "this device has no flash image")
+        image = {"model": self.model_bytes,
+                 "levels": pack_ints(chip.out_arr.levels, chip.tab.readout_bits),
+                 "classes": list(chip.class_names), "params": dict(self.params),
+                 "generation": self.flash_generation + 1}
+        try:
+            size = flash.save(self.flash_path, image, crash_after_temp=self.crash_during_save)
+        except OSError as exc:
+            raise ProtocolError("STORAGE", f"flash write failed: {exc.strerror}") from None
+        self.flash_generation += 1
+        return {"t": "ack", "bytes": size, "generation": self.flash_generation}
+
+    def do_reboot(self, msg: dict) -> dict:
+        self.reboot_requested = True                  # after this answer is sent
+        return {"t": "ack"}

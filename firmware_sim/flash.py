@@ -1,0 +1,62 @@
+"""The simulated board's flash image: model file plus enrolled readout, written atomically.
+
+Image layout: magic ``TSFL``, uint32 payload length, uint32 CRC-32 of the payload, then a msgpack
+map ``{model: bin, levels: packed readout levels, classes: [name or nil], params: map,
+generation: int}``. :func:`save` writes a temporary file, fsyncs it, renames it over the image
+and fsyncs the folder: a crash at any point leaves either the old or the new image.
+:func:`load` checks everything and returns ``None`` for a missing image; a corrupt one raises.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import msgpack
+
+from ..runtime.errors import InputError
+
+__all__ = ["save", "load"]
+
+MAGIC = b"TSFL"
+HEAD = struct.Struct("<4sII")
+
+
+def save(path: str, image: dict, crash_after_temp: bool = False) -> int:
+    payload = msgpack.packb(image, use_bin_type=True)
+    blob = HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if crash_after_temp:                          # fault injection: die between write and rename
+        os._exit(86)
+    os.replace(tmp, path)
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return len(blob)
+
+
+def load(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    if len(blob) < HEAD.size:
+        raise InputError("flash image too short", source=path)
+    magic, length, crc = HEAD.unpack_from(blob)
+    payload = blob[HEAD.size:]
+    if magic != MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
+        raise InputError("flash image corrupt (magic, length or CRC)", source=path)
+    image = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    if not isinstance(image, dict) or "model" not in image:
+        raise InputError("flash image has no model", source=path)
+    return image

@@ -1,0 +1,143 @@
+"""`tessera sim`: the firmware behind a TCP socket or a pseudo-terminal, with link faults.
+
+``--listen socket://127.0.0.1:PORT`` serves one connection at a time (loopback unless
+``--bind-any``); ``--pty`` opens a pseudo-terminal pair and prints the device path, so that the
+simulator looks like a serial port to any tool (pyserial, screen, minicom). ``--baud`` limits the
+link's speed (10 bits per byte, both directions); ``--drop P`` / ``--corrupt P`` drop or flip a
+fraction P of the received bytes; ``--crash-during-save`` kills the process between writing the
+new flash image and renaming it (the old image must survive).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..runtime.errors import InputError
+from .device import Firmware
+
+__all__ = ["LinkFaults", "serve_socket", "serve_pty", "parse_listen"]
+
+
+@dataclass
+class LinkFaults:
+    drop: float = 0.0
+    corrupt: float = 0.0
+    baud: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+
+    def mangle(self, data: bytes) -> bytes:
+        if not (self.drop or self.corrupt) or not data:
+            return data
+        a = np.frombuffer(data, np.uint8).copy()
+        u = self.rng.random(a.size)
+        flip = u < self.corrupt
+        a[flip] ^= self.rng.integers(1, 256, int(flip.sum()), dtype=np.uint8)
+        keep = self.rng.random(a.size) >= self.drop
+        return a[keep].tobytes()
+
+    def pace(self, nbytes: int) -> None:
+        if self.baud:
+            time.sleep(nbytes * 10 / self.baud)
+
+
+def parse_listen(url: str, bind_any: bool = False) -> tuple[str, int]:
+    if not url.startswith("socket://"):
+        raise InputError(f"--listen takes socket://HOST:PORT, got {url!r}")
+    host, _, port = url[len("socket://"):].rpartition(":")
+    if not port.isdigit():
+        raise InputError(f"--listen: no port in {url!r}")
+    host = host or "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost", "::1") and not bind_any:
+        raise InputError(f"refusing to listen on {host}: pass --bind-any to leave loopback")
+    return host, int(port)
+
+
+def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=None,
+                 max_connections: int = 0) -> None:
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+    srv.listen(1)
+    if ready:
+        ready(srv.getsockname()[1])
+    served = 0
+    try:
+        while not max_connections or served < max_connections:
+            conn, _ = srv.accept()
+            served += 1
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with conn:
+                while True:
+                    try:
+                        data = conn.recv(65536)
+                    except ConnectionResetError:
+                        break
+                    if not data:
+                        break
+                    faults.pace(len(data))
+                    out = fw.receive(faults.mangle(data))
+                    if out:
+                        faults.pace(len(out))
+                        try:
+                            conn.sendall(out)
+                        except (BrokenPipeError, ConnectionResetError):
+                            break
+    finally:
+        srv.close()
+
+
+def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    if announce:
+        announce(path)
+    try:
+        while True:
+            r, _, _ = select.select([master], [], [], 1.0)
+            if not r:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:                       # the other side closed: keep serving
+                time.sleep(0.05)
+                continue
+            faults.pace(len(data))
+            out = fw.receive(faults.mangle(data))
+            if out:
+                faults.pace(len(out))
+                view = memoryview(out)
+                while view:
+                    n = os.write(master, view)
+                    view = view[n:]
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def main_loop(args) -> int:
+    fw = Firmware(flash_path=args.flash, ram_budget=args.ram, seed=args.seed)
+    fw.crash_during_save = args.crash_during_save
+    faults = LinkFaults(drop=args.drop, corrupt=args.corrupt, baud=args.baud, seed=args.seed)
+    if args.pty:
+        serve_pty(fw, faults, announce=lambda p: (print(p, flush=True)))
+        return 0
+    host, port = parse_listen(args.listen, args.bind_any)
+
+    def ready(p):
+        print(f"socket://{host}:{p}", flush=True)
+
+    serve_socket(fw, host, port, faults, ready=ready)
+    return 0
+

@@ -1,0 +1,176 @@
+"""Host client: the same code drives the simulator and a serial-attached board.
+
+``Device.open(url)`` takes any pyserial URL (``/dev/ttyUSB0`` with ``baudrate``, ``loop://``,
+``socket://127.0.0.1:7700``, or the pty path ``tessera sim --pty`` prints). Each request gets a
+fresh id; when no answer with that id arrives within ``timeout`` the same frame is sent again (the
+device executes an id at most once), up to ``retries`` times. Device-initiated events that
+arrive meanwhile are queued in ``events``.
+
+    >>> dev = Device.open("socket://127.0.0.1:7700")          # doctest: +SKIP
+    >>> dev.load("model.tsr"); dev.enroll("lights", "lights.wav"); dev.infer("test.wav")
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import zlib
+
+import numpy as np
+
+from ..runtime.errors import InputError, TesseraError
+from .framing import FrameDecoder, encode_frame
+from .messages import VERSION, decode, encode
+from .spikes import encode_spikes
+
+__all__ = ["Device", "DeviceError", "LinkError"]
+
+
+class DeviceError(TesseraError):
+    """The device answered with an ``error`` message."""
+
+    def __init__(self, msg: dict):
+        super().__init__(f"device error {msg.get('code')} {msg.get('name')}: {msg.get('message')}")
+        self.code, self.name, self.reply = msg.get("code"), msg.get("name"), msg
+
+
+class LinkError(TesseraError):
+    """No answer from the device after all retries."""
+
+
+class Device:
+    def __init__(self, port, timeout: float = 2.0, retries: int = 5):
+        self.port = port
+        self.timeout, self.retries = timeout, retries
+        self.decoder = FrameDecoder()
+        self.ids = itertools.count(int.from_bytes(os.urandom(2), "little") * 65536 + 1)
+        self.events: list[dict] = []
+        self.info_cache: dict | None = None
+        self.bytes_sent = 0
+        self.retried = 0
+
+    @classmethod
+    def open(cls, url: str, baudrate: int = 921600, timeout: float = 2.0, retries: int = 5
+             ) -> Device:
+        import serial
+
+        try:
+            port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+        except (serial.SerialException, ValueError, OSError) as exc:
+            raise InputError(f"cannot open the device link: {exc}", source=url) from None
+        dev = cls(port, timeout, retries)
+        dev.info()
+        return dev
+
+    def close(self) -> None:
+        self.port.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ requests
+    def request(self, msg: dict) -> dict:
+        rid = next(self.ids) % (2**32 - 1) + 1
+        frame = encode_frame(encode({**msg, "id": rid}))
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
+            self.port.write(frame)
+            self.bytes_sent += len(frame)
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                data = self.port.read(max(1, self.port.in_waiting or 1))
+                if not data:
+                    continue
+                for body in self.decoder.feed(data):
+                    try:
+                        reply = decode(body)
+                    except Exception:                        # noqa: BLE001 - skip a bad answer
+                        continue
+                    if reply.get("t") == "event":
+                        self.events.append(reply)
+                    elif reply.get("id") == rid:
+                        if reply.get("t") == "error":
+                            raise DeviceError(reply)
+                        return reply
+        raise LinkError(f"no answer to {msg['t']} after {self.retries + 1} tries")
+
+    def info(self) -> dict:
+        self.info_cache = self.request({"t": "hello", "versions": [VERSION]})
+        return self.info_cache
+
+    def ping(self, payload: bytes = b"") -> float:
+        t0 = time.perf_counter()
+        self.request({"t": "ping", "payload": payload})
+        return time.perf_counter() - t0
+
+    def load(self, model: str | bytes) -> dict:
+        blob = model if isinstance(model, bytes) else open(model, "rb").read()
+        r = self.request({"t": "load_begin", "size": len(blob), "crc": zlib.crc32(blob)})
+        chunk = int(r.get("chunk", 2048))
+        for off in range(0, len(blob), chunk):
+            part = blob[off:off + chunk]
+            self.request({"t": "load_chunk", "offset": off, "data": part,
+                          "crc": zlib.crc32(part)})
+        out = self.request({"t": "load_commit"})
+        self.info()
+        return out
+
+    def stream_spikes(self, frames: np.ndarray, chunk_ms: int = 100) -> None:
+        for i in range(0, frames.shape[0], chunk_ms):
+            part = frames[i:i + chunk_ms]
+            enc, data = encode_spikes(part)
+            self.request({"t": "stream_spikes", "encoding": enc, "steps": int(part.shape[0]),
+                          "data": data})
+
+    def stream_pcm(self, pcm: np.ndarray, chunk: int = 4000) -> None:
+        pcm = np.asarray(pcm, "<i2")
+        for i in range(0, pcm.size, chunk):
+            self.request({"t": "stream_audio", "rate": 16000, "pcm": pcm[i:i + chunk].tobytes()})
+
+    def stream_wav(self, path: str) -> None:
+        from ..runtime.audio import load_audio
+
+        self.stream_pcm(load_audio(path))
+
+    def end_utterance(self) -> dict:
+        return self.request({"t": "end_of_utterance"})
+
+    def infer(self, wav: str | None = None) -> dict:
+        if wav is not None:
+            self.request({"t": "reset_state"})
+            self.stream_wav(wav)
+        return self.end_utterance()
+
+    def enroll(self, label: str, *wavs: str) -> dict:
+        """Teach ``label`` from one or more recordings (one readout step over all of them)."""
+        if wavs:
+            self.request({"t": "reset_state"})
+            for w in wavs:
+                self.stream_wav(w)
+                self.request({"t": "end_of_utterance", "shot": True})   # keep as a shot
+        return self.request({"t": "enroll", "label": label, "shots": max(1, len(wavs))})
+
+    def classes(self) -> list[str]:
+        return self.request({"t": "list_classes"})["classes"]
+
+    def forget(self, label: str) -> dict:
+        return self.request({"t": "forget", "label": label})
+
+    def stats(self) -> dict:
+        return self.request({"t": "get_stats"})
+
+    def set_param(self, name: str, value) -> dict:
+        return self.request({"t": "set_param", "name": name, "value": value})
+
+    def save(self) -> dict:
+        return self.request({"t": "save"})
+
+    def reboot(self) -> dict:
+        r = self.request({"t": "reboot"})
+        time.sleep(0.05)
+        return r
