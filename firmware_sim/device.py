@@ -16,7 +16,7 @@ import numpy as np
 
 from ..protocol.framing import MAX_BODY, FrameDecoder, FrameError, encode_frame
 from ..protocol.messages import (
-    ERRORS, VERSION, ProtocolError, check_fields, decode, encode, error_message)
+    VERSION, ProtocolError, check_fields, decode, encode, error_message)
 from ..protocol.spikes import SpikeDecodeError, decode_spikes
 from ..runtime.chip import Chip, tables_of
 from ..runtime.errors import InputError
@@ -77,7 +77,7 @@ class Firmware:
         image = flash.load(self.flash_path) if self.flash_path else None
         if image is not None:
             self.params.update(image.get("params", {}))
-            self._install(image["model"])
+            self.install(image["model"])
             levels = unpack_ints(image["levels"], "levels")
             cols = np.arange(levels.shape[1])
             self.chip.out_arr.program_columns(cols, levels)
@@ -85,7 +85,7 @@ class Firmware:
             self.chip.class_names = list(image["classes"])
             self.flash_generation = int(image.get("generation", 0))
 
-    def _install(self, blob: bytes) -> None:
+    def install(self, blob: bytes) -> None:
         try:
             model = decode_model(blob, "<model>")
             t = tables_of(model)                  # checked before anything is allocated
@@ -185,8 +185,7 @@ class Firmware:
                     max_inputs=cap.max_inputs, weight_bits=cap.weight_bits,
                     max_classes=cap.max_classes, encodings=cap.encodings,
                     sample_rates=cap.sample_rates, max_frame=MAX_BODY, chunk=CHUNK,
-                    ram_budget=self.ram_budget, boots=self.boots,
-                    errors={str(k): v[0] for k, v in ERRORS.items()})
+                    ram_budget=self.ram_budget, boots=self.boots)
         if self.chip is not None:
             t = self.chip.tab
             info["model"] = dict(rows=t.rows, cols=t.cols, tile=t.tile, inputs=t.inputs,
@@ -231,7 +230,7 @@ class Firmware:
         self.load = None
         if not ok:
             raise ProtocolError("LOAD_SEQUENCE", "model incomplete or whole-file CRC mismatch")
-        self._install(blob)                   # atomic: the old model stays unless this succeeds
+        self.install(blob)                   # atomic: the old model stays unless this succeeds
         return {"t": "ack", "bytes": len(blob)}
 
     def _stream_frames(self, frames: np.ndarray) -> None:

@@ -4,7 +4,7 @@
 ``--bind-any``); ``--pty`` opens a pseudo-terminal pair and prints the device path, so that the
 simulator looks like a serial port to any tool (pyserial, screen, minicom). ``--baud`` limits the
 link's speed (10 bits per byte, both directions); ``--drop P`` / ``--corrupt P`` drop or flip a
-fraction P of the received bytes; ``--crash-during-save`` kills the process between writing the
+fraction P of the bytes in each direction; ``--crash-during-save`` kills the process between writing the
 new flash image and renaming it (the old image must survive).
 """
 
@@ -84,7 +84,7 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                     if not data:
                         break
                     faults.pace(len(data))
-                    out = fw.receive(faults.mangle(data))
+                    out = faults.mangle(fw.receive(faults.mangle(data)))
                     if out:
                         faults.pace(len(out))
                         try:
@@ -114,7 +114,7 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
                 time.sleep(0.05)
                 continue
             faults.pace(len(data))
-            out = fw.receive(faults.mangle(data))
+            out = faults.mangle(fw.receive(faults.mangle(data)))
             if out:
                 faults.pace(len(out))
                 view = memoryview(out)
@@ -129,6 +129,15 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
 def main_loop(args) -> int:
     fw = Firmware(flash_path=args.flash, ram_budget=args.ram, seed=args.seed)
     fw.crash_during_save = args.crash_during_save
+    if fw.chip is None and getattr(args, "model", None):
+        from ..protocol.messages import ProtocolError
+
+        try:
+            fw.install(open(args.model, "rb").read())
+        except OSError as exc:
+            raise InputError(f"cannot read the model: {exc.strerror}", source=args.model) from None
+        except ProtocolError as exc:
+            raise InputError(str(exc), source=args.model) from None
     faults = LinkFaults(drop=args.drop, corrupt=args.corrupt, baud=args.baud, seed=args.seed)
     if args.pty:
         serve_pty(fw, faults, announce=lambda p: (print(p, flush=True)))

@@ -49,6 +49,7 @@ class Device:
         self.info_cache: dict | None = None
         self.bytes_sent = 0
         self.retried = 0
+        self._answers: dict[int, dict] = {}
 
     @classmethod
     def open(cls, url: str, baudrate: int = 921600, timeout: float = 2.0, retries: int = 5
@@ -83,21 +84,30 @@ class Device:
             self.bytes_sent += len(frame)
             deadline = time.monotonic() + self.timeout
             while time.monotonic() < deadline:
-                data = self.port.read(max(1, self.port.in_waiting or 1))
-                if not data:
-                    continue
-                for body in self.decoder.feed(data):
-                    try:
-                        reply = decode(body)
-                    except Exception:                        # noqa: BLE001 - skip a bad answer
-                        continue
-                    if reply.get("t") == "event":
-                        self.events.append(reply)
-                    elif reply.get("id") == rid:
-                        if reply.get("t") == "error":
-                            raise DeviceError(reply)
-                        return reply
+                reply = self._answers.pop(rid, None)
+                if reply is None:
+                    self._pump()
+                    reply = self._answers.pop(rid, None)
+                if reply is not None:
+                    if reply.get("t") == "error":
+                        raise DeviceError(reply)
+                    return reply
         raise LinkError(f"no answer to {msg['t']} after {self.retries + 1} tries")
+
+    def _pump(self) -> None:
+        """Read what the link has: events to ``events``, answers kept by id."""
+        data = self.port.read(max(1, self.port.in_waiting or 1))
+        for body in self.decoder.feed(data):
+            try:
+                msg = decode(body)
+            except Exception:                                # noqa: BLE001 - skip a bad answer
+                continue
+            if msg.get("t") == "event":
+                self.events.append(msg)
+            elif msg.get("id"):
+                self._answers[msg["id"]] = msg
+                while len(self._answers) > 64:              # answers nobody waits for any more
+                    self._answers.pop(next(iter(self._answers)))
 
     def info(self) -> dict:
         self.info_cache = self.request({"t": "hello", "versions": [VERSION]})
@@ -127,9 +137,14 @@ class Device:
             self.request({"t": "stream_spikes", "encoding": enc, "steps": int(part.shape[0]),
                           "data": data})
 
-    def stream_pcm(self, pcm: np.ndarray, chunk: int = 4000) -> None:
+    def stream_pcm(self, pcm: np.ndarray, chunk: int = 1600, realtime: bool = False) -> None:
+        """16 kHz int16 audio in ``chunk``-sample messages (100 ms); ``realtime`` paces them
+        as a microphone would."""
         pcm = np.asarray(pcm, "<i2")
+        t0 = time.monotonic()
         for i in range(0, pcm.size, chunk):
+            if realtime:
+                time.sleep(max(0.0, t0 + i / 16000.0 - time.monotonic()))
             self.request({"t": "stream_audio", "rate": 16000, "pcm": pcm[i:i + chunk].tobytes()})
 
     def stream_wav(self, path: str) -> None:

@@ -247,6 +247,61 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_protocol(args: argparse.Namespace) -> int:
+    from tessera.tools import protocol_bench as pb
+
+    model = args.model or _default_tsr()
+    parts = args.parts
+    r = {"model": model}
+    lines = []
+    if "fuzz" in parts:
+        f = r["fuzz"] = pb.fuzz(model, frames=args.frames)
+        lines.append(f"fuzz: {f['frames']} frames ({f['mutated']} mutated): {f['crashes']} crashes, "
+                     f"{f['internal_errors']} internal errors, {f['hangs']} hangs, "
+                     f"{f['unanswered']} unanswered; worst {f['worst_frame_ms']} ms")
+    if "lossy" in parts:
+        x = r["lossy_enroll"] = pb.lossy_enroll(model, words=args.words)
+        lines.append(f"lossy link ({100 * x['drop']:.1f} % dropped + {100 * x['corrupt']:.1f} % "
+                     f"corrupted bytes): {x['enrollments_on_device']} of {x['words']} enrollments "
+                     f"landed, exactly once: {x['exactly_once']} ({x['retries']} retries)")
+    if "kill" in parts:
+        k = r["kill_during_save"] = pb.kill_during_save(model, kills=args.kills)
+        lines.append(f"SIGKILL during save x{k['kills']}: {k['images_loaded']} images loaded, "
+                     f"{k['corrupt']} corrupt")
+    if "link" in parts:
+        b = r["link_budget"] = pb.link_budget(model)
+        lines.append(f"link budget at {b['baud']} baud: spikes (700 ch, events) "
+                     f"{b['spikes_700ch_events_bytes_per_s']} B/s ({b['spikes_700ch_events_headroom']}x"
+                     f" headroom), bitmap {b['spikes_700ch_bitmap_bytes_per_s']} B/s; audio "
+                     f"{b['audio_bytes_per_s']} B/s ({b['audio_headroom']}x)")
+    if "pty" in parts:
+        p = r["pty_enroll"] = pb.pty_enroll(model)
+        lines.append(f"pty: enroll round trip {p['enroll_round_trip_ms']} ms, ping "
+                     f"{p['ping_round_trip_ms']} ms, 1 s utterance streamed in "
+                     f"{p['stream_1s_utterance_ms']} ms")
+    from tessera.tools.bench import machine_info
+
+    r.update(machine_info())
+    _emit(args, r, "\n".join(lines))
+    ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
+        ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
+        ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0)))
+    return 0 if ok else 1
+
+
+def _default_tsr() -> str:
+    """The committed default model, exported at 4 bits into the user's cache."""
+    from tessera.trainer.data import default_cache_dir
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.train import load_model
+
+    path = os.path.join(default_cache_dir(), "default-4bit.tsr")
+    if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(_default_model()):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        export_model(load_model(_default_model()), path, ExportConfig(weight_bits=4))
+    return path
+
+
 # ---------------------------------------------------------------- export / parity / chip-eval
 def cmd_export(args: argparse.Namespace) -> int:
     from tessera.trainer.export import ExportConfig, export_model
@@ -304,6 +359,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     if not args.pty and not args.listen:
         raise InputError("tessera sim needs --listen socket://127.0.0.1:PORT or --pty")
+    if args.model is None and not args.no_model:
+        args.model = _default_tsr()
     return main_loop(args)
 
 
@@ -333,7 +390,19 @@ def cmd_device(args: argparse.Namespace) -> int:
                 dev.save()
             human = (f"enrolled {args.label!r} from {len(args.wavs)} recording(s) in {r['ms']} ms "
                      f"on the device; classes {r['classes']}")
-        elif action in ("infer", "stream"):
+        elif action == "stream":
+            if not args.wav:
+                raise InputError("tessera device stream needs a WAV (or --mic)")
+            from tessera.runtime.audio import load_audio
+
+            dev.set_param("detect", True)
+            dev.request({"t": "reset_state"})
+            dev.stream_pcm(load_audio(args.wav), realtime=True)
+            dev.set_param("detect", False)
+            r = {"events": list(dev.events)}
+            human = "\n".join(f"{e['label']} ({e['confidence']:.2f})" for e in dev.events) \
+                or "(no keyword detected)"
+        elif action == "infer":
             r = dev.infer(args.wav)
             human = (f"{args.wav}: {r['label']} (confidence {r['confidence']:.2f}, device "
                      f"latency {r['latency_us']:.0f} us)")
@@ -368,7 +437,7 @@ def _stream_mic(args) -> int:
         try:
             with sd.InputStream(samplerate=16000, channels=1, dtype="int16", blocksize=1600) as s:
                 while True:
-                    block, _ = s.read(1600)
+                    block, _ = s.read(1600)                  # 100 ms, as it arrives
                     dev.stream_pcm(np.asarray(block[:, 0]))
                     for e in dev.events:
                         print(json.dumps(e) if args.json else
@@ -482,6 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--repeats", type=int, default=20)
     br.add_argument("--batch", type=int, default=64)
 
+    bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
+    bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
+    bp.add_argument("--parts", nargs="+", default=["fuzz", "lossy", "kill", "link", "pty"],
+                    choices=["fuzz", "lossy", "kill", "link", "pty"])
+    bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
+    bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
+    bp.add_argument("--kills", type=int, default=100)
+
     x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file")
     x.add_argument("model", help="model.pt or checkpoint.pt")
     x.add_argument("--out", required=True, help="output .tsr file")
@@ -527,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--crash-during-save", action="store_true",
                     help="die between writing the new flash image and renaming it")
     sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--model", help="model to boot with when the flash holds none (default: the "
+                                    "committed default model at 4 bits)")
+    sm.add_argument("--no-model", action="store_true", help="boot without a model")
 
     dv = sub.add_parser("device", help="talk to a device (the simulator or a board)")
     dsub = dv.add_subparsers(dest="device_command", required=True, metavar="ACTION")

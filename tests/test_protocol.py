@@ -1,0 +1,185 @@
+"""Framing, messages, encodings, the firmware simulator, the host client and the conformance suite."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessera.firmware_sim.device import Firmware
+from tessera.protocol.framing import (
+    MAX_BODY, MAX_WIRE, FrameDecoder, cobs_decode, cobs_encode, encode_frame)
+from tessera.protocol.messages import CODES, ERRORS, decode, encode
+from tessera.protocol.spikes import SpikeDecodeError, decode_spikes, encode_spikes
+from tessera.tools import protocol_bench as pb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model4(tmp_path_factory):
+    pytest.importorskip("torch")
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.train import load_model
+
+    path = tmp_path_factory.mktemp("m") / "m4.tsr"
+    export_model(load_model(str(ROOT / "models" / "default" / "model.pt")), str(path),
+                 ExportConfig(weight_bits=4))
+    return str(path)
+
+
+def test_cobs_roundtrip_edges():
+    rng = np.random.default_rng(0)
+    for n in [0, 1, 253, 254, 255, 508, 509, 1000]:
+        for zeros in (0.0, 0.05, 1.0):
+            d = bytes(np.where(rng.random(n) < zeros, 0, rng.integers(1, 256, n)).astype(np.uint8))
+            e = cobs_encode(d)
+            assert 0 not in e and cobs_decode(e) == d
+
+
+def test_decoder_resyncs_and_counts_every_bad_frame():
+    errors = []
+    d = FrameDecoder(on_error=errors.append)
+    good = encode_frame(b"\x81\xa1t\xa4ping")
+    bad_crc = bytearray(good)
+    bad_crc[3] ^= 0x10
+    stream = (b"\x05garbage" + b"\x00" + good + bytes(bad_crc) + good[:4] + b"\x00"
+              + b"\x01" * (MAX_WIRE + 5) + b"\x00" + good)
+    bodies = []
+    for i in range(0, len(stream), 7):                   # any chunking
+        bodies += d.feed(stream[i:i + 7])
+    assert bodies == [b"\x81\xa1t\xa4ping"] * 2
+    assert d.errors["oversize"] == 1 and d.errors["crc"] + d.errors["cobs"] + d.errors["short"] == 3
+    assert len(errors) == 4
+    with pytest.raises(ValueError):
+        encode_frame(b"x" * (MAX_BODY + 1))
+
+
+@pytest.mark.parametrize("density", [0.0, 0.002, 0.05, 0.5])
+def test_spike_encodings_roundtrip(density):
+    rng = np.random.default_rng(1)
+    f = (rng.random((37, 700)) < density).astype(np.uint8)
+    f[3, 5] = 3                                           # counts above 1 survive in "events"
+    enc, data = encode_spikes(f)
+    back = decode_spikes(enc, data, 37, 700)
+    assert np.array_equal(back, f if enc == "events" else np.minimum(f, 1))
+    assert enc == ("bitmap" if density >= 0.2 else "events")      # the smaller one
+    with pytest.raises(SpikeDecodeError):
+        decode_spikes(enc, data[:-1], 37, 700)
+    with pytest.raises(SpikeDecodeError):
+        decode_spikes(enc, data, 38, 700)
+
+
+def test_messages_bounded_and_versioned():
+    assert decode(encode({"t": "ping", "id": 1}))["v"] == 1
+    from tessera.protocol.messages import ProtocolError
+
+    for body, name in ((b"\xc1", "BAD_MESSAGE"), (encode({"t": 5, "id": 1}), "BAD_MESSAGE"),
+                       (encode({"t": "ping", "id": -1}), "BAD_MESSAGE"),
+                       (b"\x83\xa1v\x02\xa1t\xa4ping\xa2id\x01", "UNSUPPORTED_VERSION")):
+        with pytest.raises(ProtocolError) as e:
+            decode(body)
+        assert e.value.name == name
+    assert len({v[0] for v in ERRORS.values()}) == len(ERRORS)   # names are unique
+
+
+def test_fuzzed_frames_never_crash_or_go_unanswered(model4):
+    r = pb.fuzz(model4, frames=3000, seed=1)
+    assert r["crashes"] == 0 and r["internal_errors"] == 0 and r["hangs"] == 0
+    assert r["unanswered"] == 0 and r["mutated"] > 1000 and r["bad_frames"] > 500
+
+
+def test_conformance_suite_passes_against_the_simulator(model4, tmp_path):
+    from tessera.protocol.conformance import run_conformance
+
+    fw = Firmware(flash_path=str(tmp_path / "flash.img"))
+    url, _ = pb.start_socket_sim(fw)
+    r = run_conformance(url, model4)
+    failed = [c for c in r["checks"] if not c["ok"]]
+    assert not failed, failed
+    assert r["passed"] >= 25
+
+
+def test_retried_enroll_lands_once_over_a_lossy_link(model4):
+    r = pb.lossy_enroll(model4, words=1, drop=0.005, corrupt=0.005, seed=3)
+    assert r["exactly_once"] and r["retries"] > 0 and r["bad_frames"] > 0
+
+
+def test_flash_survives_sigkill_during_save(model4):
+    r = pb.kill_during_save(model4, kills=8, seed=2)
+    assert r["corrupt"] == 0 and r["images_loaded"] == 8
+
+
+def test_crash_between_temp_and_rename_keeps_the_old_image(model4, tmp_path):
+    """--crash-during-save: the process dies after writing the new image, before the rename."""
+    flash = tmp_path / "flash.img"
+    code = f"""
+import zlib
+from tessera.firmware_sim.device import Firmware
+from tessera.protocol.framing import encode_frame
+from tessera.protocol.messages import encode
+fw = Firmware(flash_path={str(flash)!r})
+fw.install(open({model4!r}, "rb").read())
+fw.receive(encode_frame(encode({{"t": "save", "id": 1}})))
+fw.crash_during_save = True
+fw.chip.class_names[0] = "new"
+fw.receive(encode_frame(encode({{"t": "save", "id": 2}})))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert r.returncode == 86
+    fw = Firmware(flash_path=str(flash))
+    assert fw.chip is not None and fw.chip.classes() == [] and fw.flash_generation == 1
+
+
+def test_cli_sim_pty_and_device_enroll(model4, tmp_path, fsdd):
+    """`tessera device enroll --port PTY --label lights a.wav` is all a user needs."""
+    from test_cli import tessera
+
+    p = subprocess.Popen([sys.executable, "-m", "tessera.cli", "sim", "--pty", "--flash",
+                          str(tmp_path / "flash.img"), "--model", model4],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = p.stdout.readline().strip()
+        assert port.startswith("/dev/"), p.stderr.read() if p.poll() is not None else port
+        wavs = sorted(fsdd.glob("*.wav"))
+        one = [w for w in wavs if w.name.startswith("1_jackson")][:2]
+        two = [w for w in wavs if w.name.startswith("2_jackson")][:2]
+        r = tessera("device", "enroll", "--port", port, "--label", "one", one[0], "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["classes"] == ["one"]
+        r = tessera("device", "enroll", "--port", port, "--label", "two", two[0], "--save")
+        assert r.returncode == 0, r.stderr
+        r = tessera("device", "infer", "--port", port, one[1], "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["label"] in ("one", "two")
+        r = tessera("device", "classes", "--port", port, "--json")
+        assert json.loads(r.stdout)["classes"] == ["one", "two"]
+        r = tessera("device", "forget", "--port", port, "--label", "three")
+        assert r.returncode == 2 and "UNKNOWN_CLASS" in r.stderr
+    finally:
+        p.kill()
+        p.wait()
+    r = tessera("device", "info", "--port", "socket://127.0.0.1:1", "--timeout", "0.2")
+    assert r.returncode == 2 and "cannot open the device link" in r.stderr
+
+
+def test_sim_refuses_non_loopback_without_flag():
+    from tessera.firmware_sim.sim import parse_listen
+    from tessera.runtime.errors import InputError
+
+    assert parse_listen("socket://127.0.0.1:7000") == ("127.0.0.1", 7000)
+    with pytest.raises(InputError, match="bind-any"):
+        parse_listen("socket://0.0.0.0:7000")
+    with pytest.raises(InputError, match="socket://"):
+        parse_listen("tcp://127.0.0.1:7000")
+
+
+def test_error_codes_are_documented():
+    text = (ROOT / "PROTOCOL.md").read_text()
+    for code, (name, _) in ERRORS.items():
+        assert f"| {code} | `{name}` |" in text
+    assert CODES["BAD_FRAME"] == 1
+    assert os.path.exists(ROOT / "PROTOCOL.md")
