@@ -487,6 +487,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = dict(corpus=built, info=info, raster_png=png)
     lines = [f"tessera demo: built {corpus} in {built['seconds']} s"] + _info_lines(info)
     lines.append(f"  spike raster of one utterance: {png}")
+    try:
+        chip_demo = _demo_chip(data, args.out)
+    except ImportError as exc:                  # the chip part needs the trained model (torch)
+        chip_demo = None
+        lines.append(f"  (chip demo skipped: {exc})")
+    if chip_demo:
+        result["chip"] = chip_demo
+        lines.append(f"  chip ({chip_demo['model_bytes']} byte model, 4-bit weights): enrolled "
+                     f"{len(chip_demo['words'])} words from one utterance each (one readout step, "
+                     f"{chip_demo['enroll_ms']} ms each); {chip_demo['correct']} of "
+                     f"{chip_demo['tested']} other utterances by unseen voices recognised "
+                     f"({100 * chip_demo['accuracy']:.0f} %, chance "
+                     f"{100 / len(chip_demo['words']):.0f} %)")
     _emit(args, result, "\n".join(lines))
     return 0
 
@@ -494,6 +507,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _default_model() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models",
                         "default", "model.pt")
+
+
+def _demo_chip(data, out: str) -> dict:
+    """Export the committed model, enroll five words on the chip from one utterance each (test
+    voices), then recognise the other test utterances of those words."""
+    import numpy as np
+
+    from tessera.runtime.chip import Chip, events_to_frames
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.train import load_model
+
+    path = os.path.join(out, "model-4bit.tsr")
+    size = export_model(load_model(_default_model()), path, ExportConfig(weight_bits=4))["bytes"]
+    chip = Chip.load(path)
+    test = np.nonzero(data.split == 2)[0]
+    words = [c for c in (0, 3, 4, 11, 12) if np.any(data.labels[test] == c)]    # unseen classes
+    shots, enroll_ms = {}, []
+    for c in words:
+        i = int(test[data.labels[test] == c][0])
+        chip.reset()
+        chip.run(events_to_frames(*data.sample(i), data.channels))
+        enroll_ms.append(chip.enroll(data.label_names[c])["ms"])
+        shots[i] = c
+    correct = tested = 0
+    for i in test:
+        if int(i) in shots or data.labels[i] not in words:
+            continue
+        chip.reset()
+        chip.run(events_to_frames(*data.sample(int(i)), data.channels))
+        correct += chip.predict()["label"] == data.label_names[data.labels[i]]
+        tested += 1
+    return dict(model=path, model_bytes=size, words=[data.label_names[c] for c in words],
+                enroll_ms=round(float(np.median(enroll_ms)), 2), tested=tested, correct=correct,
+                accuracy=round(correct / max(tested, 1), 4))
 
 
 # ---------------------------------------------------------------- parser

@@ -98,10 +98,16 @@ def test_demo(tmp_path):
     assert result["raster_png"] == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
     assert result["info"]["utterances"] == 320
+    chip = result["chip"]                         # one-shot enrollment on the chip emulator
+    assert len(chip["words"]) == 5 and chip["tested"] >= 20 and chip["model_bytes"] < 65536
+    assert chip["accuracy"] > 0.3                 # chance 0.2; deterministic (seeded corpus)
 
 
 @pytest.mark.parametrize("args", [[], ["corpus"], ["corpus", "build"], ["corpus", "info"],
-                                  ["bench", "frontend"], ["train"], ["eval"], ["demo"]])
+                                  ["bench", "frontend"], ["train"], ["eval"], ["demo"],
+                                  ["export"], ["parity"], ["chip-eval"], ["bench", "runtime"],
+                                  ["bench", "protocol"], ["sim"], ["device"], ["device", "enroll"],
+                                  ["protocol-test"]])
 def test_help_works_everywhere(args):
     r = tessera(*args, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: tessera"), r.stderr
