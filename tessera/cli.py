@@ -154,7 +154,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              episodes=args.episodes, inner_steps=args.inner_steps,
                              same_speaker=args.same_speaker, baselines=tuple(args.baselines),
                              cross_speaker=args.cross_speaker, setup=setup,
-                             compare=tuple(load_model(m) for m in args.compare))
+                             compare=tuple(load_model(m) for m in args.compare),
+                             transfer_steps=args.transfer_steps)
     head = dict(results[0])
     head["results"] = results
     lines = [f"{model.path} (iteration {model.iteration}):"]
@@ -719,6 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score these trained models (e.g. the dense-SRNN, GRU and transfer "
                         "baselines in models/baselines/) on the same episodes, each with its own "
                         "adaptation rule")
+    e.add_argument("--transfer-steps", type=int, default=0, metavar="N",
+                   help="fine-tuning steps of compared transfer baselines (default: their config)")
     e.add_argument("--report", action="store_true",
                    help="topology: sparsity, connections per hop, small-world measures")
     e.add_argument("--curves", metavar="PNG", help="plot accuracy against inner steps and shots")

@@ -85,6 +85,26 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(out)
 
 
+def _torch_loop(float_model, chip, frames):
+    """The trainer's float step loop (torch, batch 1, no autograd) on the same binned input."""
+    import torch
+
+    from ..trainer.model import core_features
+
+    chip.reset()
+    x = np.minimum(chip._bins(chip._frames(frames)), 255)
+    chip.reset()
+    xb = torch.from_numpy(x.astype(np.float32))[None]
+    cfg = float_model.core.cfg
+
+    def loop():
+        with torch.no_grad():
+            core_features(xb, float_model.core.params, cfg, float_model.core.masks, fused=False)
+
+    loop()
+    return loop
+
+
 def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int = 64,
                   seed: int = 0) -> dict:
     """The chip emulator on one core: streaming us per 1 ms of input, next to the trainer's float
@@ -134,7 +154,13 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
         chip.end_utterance()
 
     stream()
-    t_stream = _median_time(stream, repeats)
+    torch_loop = _torch_loop(float_model, chip, frames) if float_model is not None else None
+    t_stream, t_torch = [], []
+    for _ in range(repeats):                     # interleaved, so that machine noise hits both
+        t_stream.append(_median_time(stream, 1))
+        if torch_loop is not None:
+            t_torch.append(_median_time(torch_loop, 1))
+    t_stream = statistics.median(t_stream)
     spikes = chip.stats()
     # the dense integer floor: one int64 matvec per step for input and recurrence, nothing else
     x = chip._bins(chip._frames(frames))
@@ -157,21 +183,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
                dense_int_floor_us_per_step=round(t_dense / ms * 1e6, 3),
                spikes_per_utterance=round(spikes["spikes"] / max(1, spikes["steps"]) * tab.steps),
                model_bytes=sizes.get(4, os.path.getsize(tsr)), model_bytes_by_bits=sizes)
-    if float_model is not None:
-        import torch
-
-        from ..trainer.model import core_features
-
-        xb = torch.from_numpy(np.minimum(x, 255).astype(np.float32))[None]
-        cfg = float_model.core.cfg
-
-        def torch_loop():
-            with torch.no_grad():
-                core_features(xb, float_model.core.params, cfg, float_model.core.masks,
-                              fused=False)
-
-        torch_loop()
-        t_torch = _median_time(torch_loop, max(3, repeats // 2))
+    if t_torch:
+        t_torch = statistics.median(t_torch)
         out["torch_us_per_step"] = round(t_torch / ms * 1e6, 3)
         out["speedup_vs_torch"] = round(t_torch / t_stream, 2)
     # batched: many streams through dense matmuls

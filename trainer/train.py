@@ -382,10 +382,11 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
                    episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
                    same_speaker: bool = False, baselines: tuple[str, ...] = (),
                    cross_speaker: bool = False, setup: tuple | None = None,
-                   compare: tuple[Model, ...] = ()) -> list[dict]:
+                   compare: tuple[Model, ...] = (), transfer_steps: int = 0) -> list[dict]:
     """The model, the named baselines and the ``compare`` models on the same episodes of every
     split and shot count. A compared model adapts with its own rule (its config's inner steps);
-    the main model with ``inner_steps``."""
+    the main model with ``inner_steps``; ``transfer_steps`` overrides the fine-tuning steps of
+    compared transfer baselines (chosen on the validation split)."""
     from .baselines import evaluate_dtw
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
@@ -399,8 +400,10 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
                          cross_speaker=cross_speaker)
             out.append(dict(method=model.method, **r))
             for m, f in others:
-                r = evaluate(m.core, m.lrs, data, tasks, split, w, k, q, episodes,
-                             m.config.meta.inner_steps, seed, feats=f,
+                steps = transfer_steps if (transfer_steps and m.method == "transfer") \
+                    else m.config.meta.inner_steps
+                r = evaluate(m.core, m.lrs, data, tasks, split, w, k, q, episodes, steps, seed,
+                             feats=f,
                              same_speaker=same_speaker, cross_speaker=cross_speaker)
                 out.append(dict(method=m.method, model=m.path, **r))
             if "dtw" in baselines:
