@@ -7,7 +7,7 @@ device executes an id at most once), up to ``retries`` times. Device-initiated e
 arrive meanwhile are queued in ``events``.
 
     >>> dev = Device.open("socket://127.0.0.1:7700")          # doctest: +SKIP
-    >>> dev.load("model.tsr"); dev.enroll("lights", "lights.wav"); dev.infer("test.wav")
+    >>> dev.load("model.tsr"); dev.enroll("lights", "lights.wav")   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -256,9 +256,9 @@ class Counters:
 class Chip:
     """One Mosaic chip running one exported model (see the module docstring).
 
-    >>> chip = Chip.load("model.tsr")                 # doctest: +SKIP
-    >>> chip.feed_audio(pcm, 16000); chip.enroll("lights")
-    >>> chip.reset(); chip.feed_audio(pcm2, 16000); chip.predict()["label"]
+    >>> chip = Chip.load("model.tsr")                            # doctest: +SKIP
+    >>> chip.feed_audio(pcm, 16000); chip.enroll("lights")       # doctest: +SKIP
+    >>> chip.reset(); chip.feed_audio(pcm2, 16000); chip.predict()["label"]   # doctest: +SKIP
     """
 
     def __init__(self, model: ModelFile, rram: RRAMConfig | None = None, source: str = "<model>"):

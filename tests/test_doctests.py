@@ -6,7 +6,9 @@ import importlib
 import pytest
 
 MODULES = ["tessera.runtime.frontend", "tessera.runtime.audio", "tessera.trainer.transforms",
-           "tessera.trainer.episodes", "tessera.trainer.tts"]
+           "tessera.trainer.episodes", "tessera.trainer.tts", "tessera.runtime.mosaic",
+           "tessera.protocol.framing", "tessera.protocol.spikes", "tessera.protocol.messages",
+           "tessera.runtime.chip", "tessera.protocol.client"]
 
 
 @pytest.mark.parametrize("name", MODULES)
