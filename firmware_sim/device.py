@@ -10,6 +10,7 @@ an ``error`` (id 0) and the decoder resynchronises at the next delimiter.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -54,6 +55,7 @@ class Firmware:
         self.clock = clock
         self.boots = 0
         self.crash_during_save = False
+        self.reboot_after = 0                 # fault injection: reboot after every N requests
         self.boot()
 
     # ------------------------------------------------------------------ state
@@ -145,6 +147,8 @@ class Firmware:
             self.answers.move_to_end(rid)
             return self.answers[rid]
         self.stats["requests"] += 1
+        if self.reboot_after and self.stats["requests"] % self.reboot_after == 0:
+            self.reboot_requested = True              # a power cut after this answer
         t0 = self.clock()
         try:
             check_fields(msg)
@@ -205,8 +209,6 @@ class Firmware:
         return {"t": "ack", "chunk": CHUNK}
 
     def do_load_chunk(self, msg: dict) -> dict:
-        import zlib
-
         if self.load is None:
             raise ProtocolError("LOAD_SEQUENCE", "load_chunk without load_begin")
         buf = self.load["buf"]
@@ -221,8 +223,6 @@ class Firmware:
         return {"t": "ack", "received": len(buf)}
 
     def do_load_commit(self, msg: dict) -> dict:
-        import zlib
-
         if self.load is None:
             raise ProtocolError("LOAD_SEQUENCE", "load_commit without load_begin")
         blob = bytes(self.load["buf"])

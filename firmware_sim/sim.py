@@ -5,7 +5,8 @@
 simulator looks like a serial port to any tool (pyserial, screen, minicom). ``--baud`` limits the
 link's speed (10 bits per byte, both directions); ``--drop P`` / ``--corrupt P`` drop or flip a
 fraction P of the bytes in each direction; ``--crash-during-save`` kills the process between writing the
-new flash image and renaming it (the old image must survive).
+new flash image and renaming it (the old image must survive); ``--reboot-after N`` power-cycles the
+device after every N-th request (RAM state lost, flash kept).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
 def main_loop(args) -> int:
     fw = Firmware(flash_path=args.flash, ram_budget=args.ram, seed=args.seed)
     fw.crash_during_save = args.crash_during_save
+    fw.reboot_after = args.reboot_after
     if fw.chip is None and getattr(args, "model", None):
         from ..protocol.messages import ProtocolError
 

@@ -651,6 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--corrupt", type=float, default=0.0, help="fraction of bytes corrupted")
     sm.add_argument("--crash-during-save", action="store_true",
                     help="die between writing the new flash image and renaming it")
+    sm.add_argument("--reboot-after", type=int, default=0, metavar="N",
+                    help="power-cycle after every N-th request (RAM lost, flash kept)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--model", help="model to boot with when the flash holds none (default: the "
                                     "committed default model at 4 bits)")

@@ -183,3 +183,21 @@ def test_error_codes_are_documented():
         assert f"| {code} | `{name}` |" in text
     assert CODES["BAD_FRAME"] == 1
     assert os.path.exists(ROOT / "PROTOCOL.md")
+
+
+def test_reboot_after_n_requests_keeps_the_flash(model4, tmp_path):
+    """Fault injection: a power cycle after every 3rd request; saved words survive it."""
+    fw = Firmware(flash_path=str(tmp_path / "flash.img"))
+    fw.install(open(model4, "rb").read())
+    fw.chip.class_names[0] = "kept"
+    dec = FrameDecoder()
+
+    def req(i, t):
+        return [decode(b) for b in dec.feed(fw.receive(encode_frame(encode({"t": t, "id": i}))))]
+
+    assert req(1, "save")[0]["t"] == "ack"
+    fw.reboot_after = 3
+    boots = fw.boots
+    for i in range(2, 8):
+        assert req(i, "list_classes")[0]["classes"] == ["kept"]
+    assert fw.boots == boots + 2
