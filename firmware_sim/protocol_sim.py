@@ -1,0 +1,91 @@
+"""pyserial URL handler ``sim://``: the firmware simulator in-process, as a serial port.
+
+``serial.serial_for_url("sim://?model=m.tsr&flash=f.img&drop=0.01&corrupt=0.01&seed=1&baud=
+921600")`` (every parameter optional) gives a port whose other end is a
+:class:`~tessera.firmware_sim.device.Firmware`: what the host writes is fed to it, its answers
+are what the host reads. No socket, no thread, no process: the tests' default transport.
+:class:`~tessera.protocol.client.Device` registers this package with pyserial, so
+``Device.open("sim://")`` works anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+from serial.serialutil import PortNotOpenError, SerialBase, SerialException
+
+from .device import Firmware
+from .sim import LinkFaults
+
+__all__ = ["Serial"]
+
+
+class Serial(SerialBase):
+    def open(self):
+        if self._port is None:
+            raise SerialException("port must be configured before it can be used")
+        if self.is_open:
+            raise SerialException("port already open")
+        opts = self._parse(self.portstr)
+        self.fw = Firmware(flash_path=opts.get("flash"), ram_budget=int(opts.get("ram", 524288)),
+                           seed=int(opts.get("seed", 0)))
+        if "model" in opts and self.fw.chip is None:
+            with open(opts["model"], "rb") as fh:
+                self.fw.install(fh.read())
+        self.faults = LinkFaults(drop=float(opts.get("drop", 0)),
+                                 corrupt=float(opts.get("corrupt", 0)),
+                                 baud=int(opts.get("baud", 0)), seed=int(opts.get("seed", 0)))
+        self.rx = bytearray()
+        self.is_open = True
+
+    @staticmethod
+    def _parse(url: str) -> dict:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "sim":
+            raise SerialException(f"expected a sim:// URL, got {url!r}")
+        known = {"model", "flash", "drop", "corrupt", "seed", "baud", "ram"}
+        opts = {}
+        for key, values in urllib.parse.parse_qs(parts.query).items():
+            if key not in known:
+                raise SerialException(f"sim://: unknown parameter {key!r} (known: "
+                                      f"{', '.join(sorted(known))})")
+            opts[key] = values[0]
+        return opts
+
+    def close(self):
+        self.is_open = False
+
+    def _reconfigure_port(self):
+        pass
+
+    @property
+    def in_waiting(self):
+        if not self.is_open:
+            raise PortNotOpenError()
+        return len(self.rx)
+
+    def write(self, data):
+        if not self.is_open:
+            raise PortNotOpenError()
+        data = bytes(data)
+        self.faults.pace(len(data))
+        out = self.faults.mangle(self.fw.receive(self.faults.mangle(data)))
+        self.faults.pace(len(out))
+        self.rx += out
+        return len(data)
+
+    def read(self, size=1):
+        if not self.is_open:
+            raise PortNotOpenError()
+        if not self.rx and self._timeout:
+            time.sleep(min(self._timeout, 0.01))     # nothing will arrive: the device answered
+        out = bytes(self.rx[:size])
+        del self.rx[:size]
+        return out
+
+    def reset_input_buffer(self):
+        self.rx.clear()
+
+    def reset_output_buffer(self):
+        pass
