@@ -279,6 +279,8 @@ class Chip:
         self.lengths = tab.segment_lengths()
         self.seg_of = np.arange(tab.steps) * tab.segments // tab.steps
         self.logit_shift = tab.readout_exp + GF + tab.feature_bits - tab.logit_frac
+        self.decay = np.concatenate([np.full(n, tab.leak_mult, np.int64),
+                                     np.full(n, tab.trace_mult, np.int64)])
         # an upper bound of the readout trace r (r <= (r * m >> 16) + s  =>  r < s / (1 - m/2^16))
         self.trace_bound = ((1 << tab.trace_frac) * 65536) // max(65536 - tab.trace_mult, 1) + 1
         self._cochlea = None
@@ -347,9 +349,9 @@ class Chip:
             for a in (self.in_arr, self.rec_arr, self.out_arr):
                 a.sample_read()
             self.refresh_weights()
-        self.v = np.zeros(n, np.int64)
+        self.state = np.zeros(2 * n, np.int64)      # membranes and traces side by side, so
+        self.v, self.r = self.state[:n], self.state[n:]   # one multiply-shift decays both
         self.z = np.zeros(n, bool)
-        self.r = np.zeros(n, np.int64)
         self.acc = np.zeros((tab.segments, n), np.int64)
         self.t = 0
         self.pending = np.zeros(tab.inputs, np.int64)
@@ -417,7 +419,7 @@ class Chip:
         c.input_events += int(x.sum())
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
         v, z, r, acc = self.v, self.z, self.r, self.acc
-        theta, lm, tm = tab.threshold, tab.leak_mult, tab.trace_mult
+        theta = tab.threshold
         spike_val = 1 << tab.trace_frac
         mlo, mhi = -(1 << (tab.membrane_bits - 1)), (1 << (tab.membrane_bits - 1)) - 1
         thi = (1 << (tab.trace_bits - 1)) - 1
@@ -431,17 +433,16 @@ class Chip:
         clip, minimum, flatnonzero = _CLIP, np.minimum, np.flatnonzero
         traces = np.empty((k, self._n), np.int64)     # r after each step (summed per segment
         fired = []                                    # below unless the sums can saturate)
-        for i in range(k):
-            v *= lm
-            v >>= 16
-            v += drive[i]
+        state, decay = self.state, self.decay
+        for i, d in enumerate(drive):
+            state *= decay                           # v * leak_mult and r * trace_mult ...
+            state >>= 16                             # ... >> 16, both at once
+            v += d
             if idx.size:
                 v += W[idx].sum(axis=0)
             clip(v, mlo, mhi, out=v)
             np.greater_equal(v, theta, out=z)
             idx = flatnonzero(z)
-            r *= tm
-            r >>= 16
             r[idx] += spike_val
             if trace_can_overflow:
                 minimum(r, thi, out=r)
