@@ -239,3 +239,17 @@ def test_loop_url_round_trips_frames():
     while len(got) < len(frames):
         got += [decode(b) for b in dec.feed(port.read(97))]
     assert [g["id"] for g in got] == list(range(1, 40))
+
+
+def test_device_cli_over_sim_url_and_mic_error(model4, fsdd):
+    from test_cli import assert_clean_error, tessera
+
+    wav = sorted(fsdd.glob("3_*.wav"))[0]
+    url = f"sim://?model={model4}"
+    r = tessera("device", "stream", "--port", url, wav, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["events"] == []           # nothing enrolled: no keyword
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        assert_clean_error(tessera("device", "stream", "--port", url, "--mic"), "mic extra")
