@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-__all__ = ["raster_png", "rasters_png", "learning_curve_png", "layout_heatmap_png"]
+__all__ = ["raster_png", "rasters_png", "learning_curve_png", "layout_heatmap_png", "save_png"]
 
 
 def _plt():
@@ -16,6 +16,16 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig, path: str | os.PathLike, title: str = "", dpi: int = 110) -> str:
+    """Title (if any), tight layout, write the PNG, free the figure; returns the path."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return os.fspath(path)
 
 
 def _draw_raster(ax, times: np.ndarray, units: np.ndarray, channels: int, title: str) -> None:
@@ -41,10 +51,7 @@ def raster_png(path: str | os.PathLike, times: np.ndarray, units: np.ndarray, ch
         axes[0, 0].set_yticks([])
     _draw_raster(axes[-1, 0], times, units, channels,
                  title or f"{times.size} spikes in {channels} channels")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return os.fspath(path)
+    return save_png(fig, path)
 
 
 def rasters_png(path: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndarray, str]],
@@ -61,10 +68,7 @@ def rasters_png(path: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndar
         ax.set_ylabel("")
     fig.supxlabel("time (ms)")
     fig.supylabel("channel (low → high frequency)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return os.fspath(path)
+    return save_png(fig, path, dpi=100)
 
 
 def learning_curve_png(path: str | os.PathLike, records: list[dict], title: str = "") -> str:
@@ -92,12 +96,7 @@ def learning_curve_png(path: str | os.PathLike, records: list[dict], title: str 
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("mean firing rate (spikes / neuron / step)")
     ax2.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_png(fig, path, title)
 
 
 def layout_heatmap_png(path: str | os.PathLike, w_rec: np.ndarray, rows: int, cols: int,
@@ -125,9 +124,4 @@ def layout_heatmap_png(path: str | os.PathLike, w_rec: np.ndarray, rows: int, co
     ax2.set_ylabel("source tile")
     ax2.set_title("sum of |w| per tile pair", fontsize=9)
     fig.colorbar(im2, ax=ax2, fraction=0.046)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_png(fig, path, title)

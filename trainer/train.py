@@ -261,7 +261,7 @@ def curves(model: Model, data_path: str | None = None, episodes: int = 200,
 
 
 def curves_png(path: str, c: dict) -> str:
-    from ..tools.plots import _plt
+    from ..tools.plots import _plt, save_png
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -275,10 +275,7 @@ def curves_png(path: str, c: dict) -> str:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("5-way accuracy, unseen classes (%)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _model_features(model: Model, data: DenseSet, source: str) -> torch.Tensor:
@@ -320,7 +317,7 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) 
 
 
 def incremental_png(path: str, r: dict) -> str:
-    from ..tools.plots import _plt
+    from ..tools.plots import _plt, save_png
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -330,10 +327,7 @@ def incremental_png(path: str, r: dict) -> str:
     ax.set_ylabel(f"accuracy over all enrolled words (%), {r['shots']}-shot")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def program_device(model: Model, weight_bits: int = 0, write_noise: float = 0.0,
