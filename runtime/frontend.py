@@ -78,6 +78,7 @@ __all__ = [
     "frontend_step",
     "erb_space",
     "fixed_poles",
+    "floor_level",
     "tables_from_fixed",
     "tables_from_poles",
 ]
@@ -263,9 +264,13 @@ def tables_from_poles(spec: FrontendSpec, fc: np.ndarray, pole: np.ndarray, r: n
     mid_in = q(coef[:, : G - 1].sum(axis=2), cb).reshape(N, (G - 1) * C)   # Wq_1..Wq_{G-1}
     in_mat = np.ascontiguousarray(np.concatenate([state_in, mid_in], axis=1)).view(np.float64)
     in_mat *= 2.0 ** (spec.state_bits - spec.coef_bits)     # rs's scaling folded in (exact)
+    return FrontendTables(spec, fc, q(trans, tb).reshape(G, K * C), in_mat, floor_level(spec))
+
+
+def floor_level(spec: FrontendSpec) -> int:
+    """The silence floor (a tone at ``floor_db``) in level units."""
     floor_e2 = np.floor((2.0 ** (14 + spec.env_bits) * 10 ** (spec.floor_db / 20)) ** 2)
-    floor_level = int(mitchell_log2(np.array([floor_e2]), spec.level_bits)[0])
-    return FrontendTables(spec, fc, q(trans, tb).reshape(G, K * C), in_mat, floor_level)
+    return int(mitchell_log2(np.array([floor_e2]), spec.level_bits)[0])
 
 
 def initial_state(spec: FrontendSpec) -> FrontendState:

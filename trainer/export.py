@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from ..runtime.errors import InputError
-from ..runtime.frontend import FrontendSpec, filter_poles, fixed_poles, mitchell_log2
+from ..runtime.frontend import FrontendSpec, filter_poles, fixed_poles, floor_level
 from ..runtime.model_format import ModelFile, pack_ints, write_model
 from ..runtime.mosaic import hop_matrix
 from ..runtime.rram import GF
@@ -130,8 +130,6 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
         raise InputError(f"the model's {core.inputs} inputs x {stride} subsets exceed the front-"
                          f"end's {spec.channels} channels", source=source)
     fc, pole, r = filter_poles(spec)
-    floor_e2 = np.floor((2.0 ** (14 + spec.env_bits) * 10 ** (spec.floor_db / 20)) ** 2)
-    floor_level = int(mitchell_log2(np.array([floor_e2]), spec.level_bits)[0])
     bin_ms = int(round(1000 * dc.duration / dc.steps))
     if abs(bin_ms * dc.steps - 1000 * dc.duration) > 1e-6:
         raise InputError(f"the model's bins ({dc.duration} s / {dc.steps}) are not whole "
@@ -148,7 +146,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
         meta=meta,
         frontend=dict(spec=spec.to_dict(), fc_mhz=[int(round(f * 1000)) for f in fc[chans]],
                       poles=pack_ints(fixed_poles(pole[chans], r[chans]), 32),
-                      floor_level=floor_level),
+                      floor_level=floor_level(spec)),
         core=dict(rows=core.rows, cols=core.cols, tile=t, inputs=core.inputs,
                   channels_total=spec.channels, channels=pack_ints(chans, 16, signed=False),
                   bin_ms=bin_ms, steps=dc.steps, segments=core.segments,
