@@ -79,42 +79,34 @@ class RRAMArray:
         the array's present age on)."""
         levels = np.clip(np.asarray(levels, np.int64), -self.qmax, self.qmax)
         sel = np.ones(self.levels.shape, bool) if where is None else np.asarray(where, bool)
-        n = int(sel.sum())
-        if not n:
-            return 0
-        self.levels[sel] = levels[sel] if levels.shape == sel.shape else levels
-        target = np.stack([np.maximum(self.levels, 0), np.maximum(-self.levels, 0)]).astype(float)
-        if self.cfg.write_noise:
-            target = target + self.rng.normal(0.0, self.cfg.write_noise * self.qmax, target.shape)
-        both = np.broadcast_to(sel, self.g.shape)
-        self.g[both] = np.clip(target, 0.0, None)[both]
-        self.g[self.stuck == -1] = 0.0
-        self.g[self.stuck == 1] = self.qmax
-        self.writes += n
-        return n
+        idx = np.nonzero(sel)
+        return self._write(idx, levels[idx] if levels.shape == sel.shape else levels)
 
     def program_columns(self, cols: np.ndarray, levels: np.ndarray) -> int:
         """Write ``levels`` (rows, len(cols)) into columns ``cols``; only the weights whose level
         changes are programmed (the others keep their conductance). Returns the count written."""
         cols = np.asarray(cols, np.int64)
         new = np.clip(np.asarray(levels, np.int64), -self.qmax, self.qmax)
-        old = self.levels[:, cols]
-        changed = new != old
-        n = int(changed.sum())
+        changed = new != self.levels[:, cols]
+        r, c = np.nonzero(changed)
+        return self._write((r, cols[c]), new[changed])
+
+    def _write(self, idx: tuple, q: np.ndarray) -> int:
+        """Program levels ``q`` at ``idx``: each device of the pair gets its target conductance
+        plus write noise; stuck devices keep theirs."""
+        n = int(q.size)
         if not n:
             return 0
-        r, c = np.nonzero(changed)
-        c = cols[c]
-        q = new[changed]
-        self.levels[r, c] = q
+        self.levels[idx] = q
         target = np.stack([np.maximum(q, 0), np.maximum(-q, 0)]).astype(float)
         if self.cfg.write_noise:
             target += self.rng.normal(0.0, self.cfg.write_noise * self.qmax, target.shape)
         g = np.clip(target, 0.0, None)
-        st = self.stuck[:, r, c]
+        pair = (slice(None),) + tuple(idx)
+        st = self.stuck[pair]
         g[st == -1] = 0.0
         g[st == 1] = self.qmax
-        self.g[:, r, c] = g
+        self.g[pair] = g
         self.writes += n
         return n
 
