@@ -69,10 +69,7 @@ class Serial(SerialBase):
         if not self.is_open:
             raise PortNotOpenError()
         data = bytes(data)
-        self.faults.pace(len(data))
-        out = self.faults.mangle(self.fw.receive(self.faults.mangle(data)))
-        self.faults.pace(len(out))
-        self.rx += out
+        self.rx += self.faults.exchange(self.fw, data)
         return len(data)
 
     def read(self, size=1):

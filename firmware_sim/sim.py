@@ -49,6 +49,13 @@ class LinkFaults:
         if self.baud:
             time.sleep(nbytes * 10 / self.baud)
 
+    def exchange(self, fw: Firmware, data: bytes) -> bytes:
+        """Bytes from the host through this link to ``fw`` and its answer back."""
+        self.pace(len(data))
+        out = self.mangle(fw.receive(self.mangle(data)))
+        self.pace(len(out))
+        return out
+
 
 def parse_listen(url: str, bind_any: bool = False) -> tuple[str, int]:
     if not url.startswith("socket://"):
@@ -84,10 +91,8 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                         break
                     if not data:
                         break
-                    faults.pace(len(data))
-                    out = faults.mangle(fw.receive(faults.mangle(data)))
+                    out = faults.exchange(fw, data)
                     if out:
-                        faults.pace(len(out))
                         try:
                             conn.sendall(out)
                         except (BrokenPipeError, ConnectionResetError):
@@ -114,10 +119,8 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
             except OSError:                       # the other side closed: keep serving
                 time.sleep(0.05)
                 continue
-            faults.pace(len(data))
-            out = faults.mangle(fw.receive(faults.mangle(data)))
+            out = faults.exchange(fw, data)
             if out:
-                faults.pace(len(out))
                 view = memoryview(out)
                 while view:
                     n = os.write(master, view)

@@ -42,22 +42,9 @@ def synthetic_frames(channels: int, ms: int, rate_hz: float, seed: int) -> np.nd
 
 
 def _loaded_firmware(model_path: str, flash_path: str | None = None) -> Firmware:
-    import zlib
-
     fw = Firmware(flash_path=flash_path)
-    blob = open(model_path, "rb").read()
-    dec = FrameDecoder()
-
-    def req(m):
-        return [decode(b) for b in dec.feed(fw.receive(encode_frame(encode(m))))]
-
-    req({"t": "load_begin", "id": 1, "size": len(blob), "crc": zlib.crc32(blob)})
-    for k, off in enumerate(range(0, len(blob), 2048)):
-        part = blob[off:off + 2048]
-        req({"t": "load_chunk", "id": 10 + k, "offset": off, "data": part,
-             "crc": zlib.crc32(part)})
-    r = req({"t": "load_commit", "id": 2})
-    assert r and r[0]["t"] == "ack", r
+    with open(model_path, "rb") as fh:
+        fw.install(fh.read())
     return fw
 
 
@@ -198,25 +185,17 @@ def lossy_enroll(model_path: str, words: int = 10, drop: float = 0.005, corrupt:
 
 
 _CHILD = r"""
-import sys, zlib
+import sys
 from tessera.firmware_sim.device import Firmware
 from tessera.protocol.framing import encode_frame
 from tessera.protocol.messages import encode
-import numpy as np
 fw = Firmware(flash_path=sys.argv[1])
-blob = open(sys.argv[2], "rb").read()
+if fw.chip is None:
+    fw.install(open(sys.argv[2], "rb").read())
 i = [1]
 def req(m):
     i[0] += 1
     fw.receive(encode_frame(encode(dict(m, id=i[0]))))
-if fw.chip is None:
-    req({"t": "load_begin", "size": len(blob), "crc": zlib.crc32(blob)})
-    for off in range(0, len(blob), 2048):
-        p = blob[off:off + 2048]
-        req({"t": "load_chunk", "offset": off, "data": p, "crc": zlib.crc32(p)})
-    req({"t": "load_commit"})
-frames = (np.random.default_rng(0).random((1000, 700)) < 0.01).astype(np.uint8)
-fw.chip.run(frames); fw.streamed = True
 print("ready", flush=True)
 n = 0
 while True:
