@@ -85,15 +85,12 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(out)
 
 
-def _torch_loop(float_model, chip, frames):
-    """The trainer's float step loop (torch, batch 1, no autograd) on the same binned input."""
+def _torch_loop(float_model, x: np.ndarray):
+    """The trainer's float step loop (torch, batch 1, no autograd) on the binned input ``x``."""
     import torch
 
     from ..trainer.model import core_features
 
-    chip.reset()
-    x = np.minimum(chip._bins(chip._frames(frames)), 255)
-    chip.reset()
     xb = torch.from_numpy(x.astype(np.float32))[None]
     cfg = float_model.core.cfg
 
@@ -154,7 +151,10 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
         chip.end_utterance()
 
     stream()
-    torch_loop = _torch_loop(float_model, chip, frames) if float_model is not None else None
+    chip.reset()
+    x = np.minimum(chip._bins(chip._frames(frames)), 255)     # the chip's bins, for the others
+    chip.reset()
+    torch_loop = _torch_loop(float_model, x) if float_model is not None else None
     t_stream, t_torch = [], []
     for _ in range(repeats):                     # interleaved, so that machine noise hits both
         t_stream.append(_median_time(stream, 1))
@@ -163,8 +163,6 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     t_stream = statistics.median(t_stream)
     spikes = chip.stats()
     # the dense integer floor: one int64 matvec per step for input and recurrence, nothing else
-    x = chip._bins(chip._frames(frames))
-    chip.reset()
     z = np.zeros(tab.neurons, np.int64)
     W_in, W_rec = chip.W_in, chip.W_rec
 
