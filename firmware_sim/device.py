@@ -27,9 +27,16 @@ from . import flash
 
 __all__ = ["Firmware", "Capabilities", "FIRMWARE_VERSION"]
 
-FIRMWARE_VERSION = "tessera-sim 0.4.0"
+FIRMWARE_VERSION = "tessera-sim 0.5.0"
 IDEMPOTENCY = 256
 CHUNK = 2048
+
+#: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's);
+#: detection slides windows of the model's length every ``hop_ms``, reports a word when it is
+#: accepted (and its confidence is at least ``detect_confidence``), and not again within
+#: ``refractory_ms``.
+DEFAULT_PARAMS = {"detect": False, "detect_confidence": 0.0, "write_noise": 0.0,
+                  "threshold": None, "hop_ms": 250, "refractory_ms": 1000}
 
 
 class Capabilities:
@@ -70,22 +77,31 @@ class Firmware:
         self.load = None
         self.streamed = False
         self.recent: list[np.ndarray] = []
-        self.params = {"detect": False, "detect_confidence": 0.6, "write_noise": 0.0}
+        self.params = dict(DEFAULT_PARAMS)
         self.stats = {"frames": 0, "bad_frames": 0, "requests": 0, "duplicates": 0,
                       "errors": 0, "events": 0}
         self.flash_generation = 0
         self.events_out: list[dict] = []
         self.reboot_requested = False
+        self.boot_error = None
         image = flash.load(self.flash_path) if self.flash_path else None
         if image is not None:
-            self.params.update(image.get("params", {}))
-            self.install(image["model"])
-            levels = unpack_ints(image["levels"], "levels")
-            cols = np.arange(levels.shape[1])
-            self.chip.out_arr.program_columns(cols, levels)
-            self.chip.W_out = self.chip.out_arr.read()
-            self.chip.class_names = list(image["classes"])
-            self.flash_generation = int(image.get("generation", 0))
+            try:
+                self._restore_image(image)
+            except (ProtocolError, InputError, KeyError, TypeError, ValueError) as exc:
+                # an image this firmware cannot use (an older model format): boot empty
+                self.chip, self.model_bytes = None, b""
+                self.boot_error = f"flash image not restored: {exc}"
+
+    def _restore_image(self, image: dict) -> None:
+        self.params.update({k: v for k, v in image.get("params", {}).items()
+                            if k in DEFAULT_PARAMS})
+        self.install(image["model"])
+        levels = unpack_ints(image["levels"], "levels")
+        self.chip.restore_readout(dict(levels=levels, classes=list(image["classes"]),
+                                       shots=image["shots"], exps=image["exps"]))
+        self._apply_threshold()
+        self.flash_generation = int(image.get("generation", 0))
 
     def install(self, blob: bytes) -> None:
         try:
@@ -111,6 +127,22 @@ class Firmware:
         self.chip, self.model_bytes = chip, blob
         self.streamed = False
         self.recent = []
+        self._apply_threshold()
+        self._detect_reset()
+
+    def _apply_threshold(self) -> None:
+        if self.chip is not None:
+            t = self.params["threshold"]
+            tab = self.chip.tab
+            self.chip.none_threshold = tab.none_threshold if t is None \
+                else int(round(float(t) * (1 << tab.cos_frac)))
+
+    def _detect_reset(self) -> None:
+        """Sliding-window detection state: open windows, stream clock, last event per label."""
+        self.windows: list[dict] = []
+        self.stream_ms = 0
+        self.next_start = 0
+        self.last_event: dict[str, int] = {}
 
     # ------------------------------------------------------------------ bytes
     def _frame_error(self, err: FrameError) -> None:
@@ -125,8 +157,9 @@ class Firmware:
             out.extend(self.pending_errors)
             self.pending_errors.clear()
             self.stats["frames"] += 1
-            out.append(self.handle_body(body))
-            out.extend(self._events())
+            answer = self.handle_body(body)
+            out.extend(self._events())                 # events first: the host has them when
+            out.append(answer)                         # its answer arrives
             if self.reboot_requested:                 # the rest of this input is lost
                 self.boot()
                 return b"".join(out)
@@ -235,31 +268,71 @@ class Firmware:
 
     def _stream_frames(self, frames: np.ndarray) -> None:
         chip = self._need_chip()
+        if self.params["detect"]:
+            self._detect_frames(frames)
+            return
         if chip.ended:
-            chip.reset()
-        tab = chip.tab
-        room = tab.steps * tab.bin_ms
-        i = 0
-        while i < frames.shape[0]:                       # continuous: window after window
-            used = chip.t * tab.bin_ms + chip.pending_ms
-            take = max(1, min(frames.shape[0] - i, room - used))
-            chip.run(frames[i:i + take])
-            self.streamed = True
-            i += take
-            if self.params["detect"] and chip.t >= tab.steps:
-                self._detect()
+            chip.reset(frontend=False)
+        chip.run(frames)                                 # bins past the window are dropped
+        self.streamed = True
 
-    def _detect(self) -> None:
-        """Continuous keyword detection: at each full window, an event when a word wins."""
+    def _detect_frames(self, frames: np.ndarray) -> None:
+        """Continuous detection: windows of the model's length start every ``hop_ms`` ms of
+        stream; each full window is decided (and a word reported, see :meth:`_decide`)."""
         chip = self.chip
-        if chip.classes():
-            p = chip.predict()
-            if p["confidence"] >= float(self.params["detect_confidence"]):
-                self.stats["events"] += 1
-                self.events_out.append({"t": "event", "id": 0, "kind": "keyword",
-                                        "label": p["label"], "confidence": p["confidence"]})
-        chip.reset()
-        self.streamed = False
+        tab = chip.tab
+        length = tab.steps * tab.bin_ms
+        hop = max(tab.bin_ms, int(self.params["hop_ms"]))
+        i = 0
+        while i < frames.shape[0]:
+            if self.stream_ms >= self.next_start:
+                chip.reset(frontend=False)
+                self.windows.append(dict(start=self.stream_ms, snap=chip.snapshot()))
+                self.next_start += hop
+            ends = [w["start"] + length for w in self.windows]
+            take = min([frames.shape[0] - i, self.next_start - self.stream_ms]
+                       + [e - self.stream_ms for e in ends])
+            part = frames[i:i + take]
+            for w in self.windows:
+                chip.restore(w["snap"])
+                chip.run(part)
+                w["snap"] = chip.snapshot()
+            i += take
+            self.stream_ms += take
+            for w in [w for w in self.windows if w["start"] + length <= self.stream_ms]:
+                self._close_window(w)
+
+    def _close_window(self, w: dict) -> None:
+        """Decide one window (the part not streamed yet is silence) and drop it."""
+        chip = self.chip
+        chip.restore(w["snap"])
+        chip.end_utterance(flush_frontend=False)
+        self.windows.remove(w)
+        if not chip.classes():
+            return
+        p = chip.predict()
+        label = p["label"]
+        if label is None or p["confidence"] < float(self.params["detect_confidence"]):
+            return
+        end = min(self.stream_ms, w["start"] + chip.tab.steps * chip.tab.bin_ms)
+        last = self.last_event.get(label)
+        if last is not None and w["start"] - last < int(self.params["refractory_ms"]):
+            self.last_event[label] = w["start"]         # the same word still sounding
+            return
+        self.last_event[label] = w["start"]
+        self.stats["events"] += 1
+        self.events_out.append({"t": "event", "id": 0, "kind": "keyword", "label": label,
+                                "confidence": p["confidence"], "start_ms": int(w["start"]),
+                                "end_ms": int(end), "scores": p["scores"]})
+
+    def _flush_windows(self) -> int:
+        """End of stream: close every open window (partial ones padded with silence)."""
+        n = len(self.windows)
+        for w in list(self.windows):
+            self._close_window(w)
+        self.chip.reset()
+        self.next_start = self.stream_ms
+        return n
 
     def _events(self) -> list[bytes]:
         out = [encode_frame(encode(e)) for e in self.events_out]
@@ -284,8 +357,6 @@ class Firmware:
         if len(msg["pcm"]) % 2:
             raise ProtocolError("BAD_AUDIO", "pcm16 data of an odd number of bytes")
         pcm = np.frombuffer(msg["pcm"], "<i2")
-        if chip.ended:
-            chip.reset()
         frames = chip.cochlea.process(pcm)
         self._stream_frames(frames)
         return {"t": "ack", "samples": int(pcm.size)}
@@ -301,6 +372,11 @@ class Firmware:
 
     def do_end_of_utterance(self, msg: dict) -> dict:
         chip = self._need_chip()
+        if self.params["detect"]:                    # end of a stream: close the open windows
+            if chip._cochlea is not None and chip.cochlea.state.pending.size:
+                self._detect_frames(chip.cochlea.flush())
+            closed = self._flush_windows()
+            return {"t": "ack", "windows": closed, "stream_ms": self.stream_ms}
         self._close_utterance()
         if msg.get("shot"):                          # kept for the next enroll, no result
             chip.reset()
@@ -310,8 +386,8 @@ class Firmware:
             raise ProtocolError("NO_CLASSES", "no class enrolled")
         p = chip.predict()
         chip.reset()
-        return {"t": "result", "label": p["label"], "scores": p["scores"],
-                "confidence": p["confidence"], "none": p["none"]}
+        return {"t": "result", "label": p["label"], "best": p["best"], "scores": p["scores"],
+                "confidence": p["confidence"], "spikes": p["spikes"]}
 
     def do_enroll(self, msg: dict) -> dict:
         chip = self._need_chip()
@@ -329,7 +405,8 @@ class Firmware:
         r = chip.enroll(label, self.recent[-shots:])
         self.recent = []
         chip.reset()
-        return {"t": "ack", "classes": r["classes"], "written": r["written"], "ms": r["ms"]}
+        return {"t": "ack", "classes": r["classes"], "written": r["written"], "ms": r["ms"],
+                "shots": chip.shots_of(label)}
 
     def do_forget(self, msg: dict) -> dict:
         chip = self._need_chip()
@@ -345,6 +422,7 @@ class Firmware:
         self._need_chip().reset()
         self.streamed = False
         self.recent = []
+        self._detect_reset()
         return {"t": "ack"}
 
     def do_get_stats(self, msg: dict) -> dict:
@@ -360,20 +438,44 @@ class Firmware:
         if name not in self.params:
             raise ProtocolError("UNKNOWN_PARAM", f"no parameter {name!r} (have "
                                                  f"{sorted(self.params)})")
-        if isinstance(self.params[name], bool) and not isinstance(value, bool):
+        kind = type(DEFAULT_PARAMS[name])
+        if kind is bool and not isinstance(value, bool):
             raise ProtocolError("BAD_FIELD", f"{name} takes true or false")
-        if not isinstance(self.params[name], bool) and not isinstance(value, (int, float)):
+        if kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ProtocolError("BAD_FIELD", f"{name} takes a number")
+        if name == "threshold" and not -1.0 <= value <= 1.0:
+            raise ProtocolError("BAD_FIELD", "threshold is a cosine in [-1, 1]")
+        if name in ("hop_ms", "refractory_ms") and not 0 <= value <= 60_000:
+            raise ProtocolError("BAD_FIELD", f"{name} must be 0..60000 ms")
+        if name == "detect_confidence" and not 0.0 <= value <= 1.0:
+            raise ProtocolError("BAD_FIELD", "detect_confidence must be in [0, 1]")
+        if name == "write_noise" and not 0.0 <= value <= 1.0:
+            raise ProtocolError("BAD_FIELD", "write_noise must be in [0, 1]")
         self.params[name] = value
+        if name == "threshold":
+            self._apply_threshold()
+        if name == "detect" and self.chip is not None:
+            self.chip.reset()
+            self.streamed = False
+            self._detect_reset()
         return {"t": "ack", "name": name, "value": value}
+
+    def do_get_param(self, msg: dict) -> dict:
+        out = dict(self.params)
+        if self.chip is not None:
+            out["threshold_in_use"] = self.chip.none_threshold / (1 << self.chip.tab.cos_frac)
+            out["model_threshold"] = self.chip.tab.none_threshold / (1 << self.chip.tab.cos_frac)
+        return {"t": "params", "params": out}
 
     def do_save(self, msg: dict) -> dict:
         chip = self._need_chip()
         if not self.flash_path:
             raise ProtocolError("STORAGE", "this device has no flash image")
+        ro = chip.readout_state()
         image = {"model": self.model_bytes,
-                 "levels": pack_ints(chip.out_arr.levels, chip.tab.readout_bits),
-                 "classes": list(chip.class_names), "params": dict(self.params),
+                 "levels": pack_ints(ro["levels"], chip.tab.readout_bits),
+                 "classes": ro["classes"], "shots": ro["shots"], "exps": ro["exps"],
+                 "params": dict(self.params),
                  "generation": self.flash_generation + 1}
         try:
             size = flash.save(self.flash_path, image, crash_after_temp=self.crash_during_save)

@@ -3,7 +3,11 @@
 ``serial.serial_for_url("sim://?model=m.tsr&flash=f.img&drop=0.01&corrupt=0.01&seed=1&baud=
 921600")`` (every parameter optional) gives a port whose other end is a
 :class:`~tessera.firmware_sim.device.Firmware`: what the host writes is fed to it, its answers
-are what the host reads. No socket, no thread, no process: the tests' default transport.
+are what the host reads. No socket, no thread, no process: the tests' default transport. Without
+``flash`` the simulated device lives as long as the port object: a new ``sim://`` port (each
+``tessera device`` command opens one) starts from an empty readout; with ``flash=F`` it boots from
+(and ``save`` writes) the image F. A device whose flash holds no model boots ``model`` (default:
+the package's factory model).
 :class:`~tessera.protocol.client.Device` registers this package with pyserial, so
 ``Device.open("sim://")`` works anywhere.
 """
@@ -15,6 +19,8 @@ import urllib.parse
 
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
+from ..protocol.messages import ProtocolError
+from . import factory_model
 from .device import Firmware
 from .sim import LinkFaults
 
@@ -28,14 +34,27 @@ class Serial(SerialBase):
         if self.is_open:
             raise SerialException("port already open")
         opts = self._parse(self.portstr)
-        self.fw = Firmware(flash_path=opts.get("flash"), ram_budget=int(opts.get("ram", 524288)),
-                           seed=int(opts.get("seed", 0)))
-        if "model" in opts and self.fw.chip is None:
-            with open(opts["model"], "rb") as fh:
-                self.fw.install(fh.read())
-        self.faults = LinkFaults(drop=float(opts.get("drop", 0)),
-                                 corrupt=float(opts.get("corrupt", 0)),
-                                 baud=int(opts.get("baud", 0)), seed=int(opts.get("seed", 0)))
+        try:
+            num = {k: (float if k in ("drop", "corrupt") else int)(opts.get(k, d))
+                   for k, d in (("ram", 524288), ("seed", 0), ("drop", 0), ("corrupt", 0),
+                                ("baud", 0))}
+        except ValueError as exc:
+            raise SerialException(f"sim://: {exc}") from None
+        try:
+            self.fw = Firmware(flash_path=opts.get("flash"), ram_budget=num["ram"],
+                               seed=num["seed"])
+            if self.fw.chip is None:                  # the factory model unless one is named
+                with open(opts.get("model") or factory_model(), "rb") as fh:
+                    self.fw.install(fh.read())
+        except OSError as exc:
+            raise SerialException(f"sim://: cannot read {exc.filename}: {exc.strerror}") from None
+        except ProtocolError as exc:
+            raise SerialException(f"sim://: model {opts.get('model')} rejected: {exc}") from None
+        try:
+            self.faults = LinkFaults(drop=num["drop"], corrupt=num["corrupt"], baud=num["baud"],
+                                     seed=num["seed"])
+        except ValueError as exc:
+            raise SerialException(f"sim://: {exc}") from None
         self.rx = bytearray()
         self.is_open = True
 

@@ -33,6 +33,13 @@ class LinkFaults:
     seed: int = 0
 
     def __post_init__(self):
+        for name in ("drop", "corrupt"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise InputError(f"--{name} is a fraction of bytes in [0, 1), got {v:g}")
+        if self.baud < 0:
+            raise InputError(f"--baud must be a positive speed in bits per second (0: no "
+                             f"limit), got {self.baud}")
         self.rng = np.random.default_rng(self.seed)
 
     def mangle(self, data: bytes) -> bytes:
@@ -143,7 +150,7 @@ def main_loop(args) -> int:
             raise InputError(f"cannot read the model: {exc.strerror}", source=args.model) from None
         except ProtocolError as exc:
             raise InputError(str(exc), source=args.model) from None
-    faults = LinkFaults(drop=args.drop, corrupt=args.corrupt, baud=args.baud, seed=args.seed)
+    faults = LinkFaults(drop=args.drop, corrupt=args.corrupt, baud=args.baud or 0, seed=args.seed)
     if args.pty:
         serve_pty(fw, faults, announce=lambda p: (print(p, flush=True)))
         return 0

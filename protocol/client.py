@@ -22,7 +22,7 @@ import numpy as np
 
 from ..runtime.errors import InputError, TesseraError
 from .framing import FrameDecoder, encode_frame
-from .messages import VERSION, decode, encode
+from .messages import ANSWERS, REQUESTS, VERSION, decode, encode
 from .spikes import encode_spikes
 
 __all__ = ["Device", "DeviceError", "LinkError"]
@@ -83,7 +83,11 @@ class Device:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
-            self.port.write(frame)
+            try:
+                self.port.write(frame)
+            except Exception as exc:                         # noqa: BLE001 (serial, OS)
+                raise LinkError(f"the device link failed while sending {msg['t']}: "
+                                f"{exc or type(exc).__name__}") from None
             self.bytes_sent += len(frame)
             deadline = time.monotonic() + self.timeout
             while time.monotonic() < deadline:
@@ -99,7 +103,11 @@ class Device:
 
     def _pump(self) -> None:
         """Read what the link has: events to ``events``, answers kept by id."""
-        data = self.port.read(max(1, self.port.in_waiting or 1))
+        try:
+            data = self.port.read(max(1, self.port.in_waiting or 1))
+        except Exception as exc:                             # noqa: BLE001 (serial, OS)
+            raise LinkError(f"the device link failed (did the device go away?): "
+                            f"{exc or type(exc).__name__}") from None
         for body in self.decoder.feed(data):
             try:
                 msg = decode(body)
@@ -107,6 +115,10 @@ class Device:
                 continue
             if msg.get("t") == "event":
                 self.events.append(msg)
+            elif msg.get("t") in REQUESTS and (msg["t"] not in ANSWERS or "versions" in msg):
+                # our own bytes came back
+                raise InputError("the link echoes what the host sends (a loop:// port or a "
+                                 "looped-back cable?): no device answers there")
             elif msg.get("id"):
                 self._answers[msg["id"]] = msg
                 while len(self._answers) > 64:              # answers nobody waits for any more
@@ -122,7 +134,15 @@ class Device:
         return time.perf_counter() - t0
 
     def load(self, model: str | bytes) -> dict:
-        blob = model if isinstance(model, bytes) else open(model, "rb").read()
+        if isinstance(model, bytes):
+            blob = model
+        else:
+            try:
+                with open(model, "rb") as fh:
+                    blob = fh.read()
+            except OSError as exc:
+                raise InputError(f"cannot read the model file: {exc.strerror}",
+                                 source=str(model)) from None
         r = self.request({"t": "load_begin", "size": len(blob), "crc": zlib.crc32(blob)})
         chunk = int(r.get("chunk", 2048))
         for off in range(0, len(blob), chunk):
@@ -133,22 +153,36 @@ class Device:
         self.info()
         return out
 
-    def stream_spikes(self, frames: np.ndarray, chunk_ms: int = 100) -> None:
+    def stream_spikes(self, frames: np.ndarray, chunk_ms: int = 100, realtime: bool = False,
+                      on_event=None) -> None:
+        t0 = time.monotonic()
         for i in range(0, frames.shape[0], chunk_ms):
+            if realtime:
+                time.sleep(max(0.0, t0 + i / 1000.0 - time.monotonic()))
             part = frames[i:i + chunk_ms]
             enc, data = encode_spikes(part)
             self.request({"t": "stream_spikes", "encoding": enc, "steps": int(part.shape[0]),
                           "data": data})
+            self.drain(on_event)
 
-    def stream_pcm(self, pcm: np.ndarray, chunk: int = 1600, realtime: bool = False) -> None:
+    def stream_pcm(self, pcm: np.ndarray, chunk: int = 1600, realtime: bool = False,
+                   on_event=None) -> None:
         """16 kHz int16 audio in ``chunk``-sample messages (100 ms); ``realtime`` paces them
-        as a microphone would."""
+        as a microphone would. ``on_event(event)`` is called for each device event as soon as
+        it arrives (else events collect in ``events``)."""
         pcm = np.asarray(pcm, "<i2")
         t0 = time.monotonic()
         for i in range(0, pcm.size, chunk):
             if realtime:
                 time.sleep(max(0.0, t0 + i / 16000.0 - time.monotonic()))
             self.request({"t": "stream_audio", "rate": 16000, "pcm": pcm[i:i + chunk].tobytes()})
+            self.drain(on_event)
+
+    def drain(self, on_event=None) -> None:
+        """Hand the queued events to ``on_event`` (if given)."""
+        if on_event is not None:
+            while self.events:
+                on_event(self.events.pop(0))
 
     def stream_wav(self, path: str) -> None:
         from ..runtime.audio import load_audio
@@ -162,6 +196,12 @@ class Device:
         if wav is not None:
             self.request({"t": "reset_state"})
             self.stream_wav(wav)
+        return self.end_utterance()
+
+    def infer_pcm(self, pcm: np.ndarray) -> dict:
+        """One utterance of 16 kHz int16 audio -> the device's answer."""
+        self.request({"t": "reset_state"})
+        self.stream_pcm(pcm)
         return self.end_utterance()
 
     def enroll(self, label: str, *wavs: str) -> dict:
@@ -184,6 +224,9 @@ class Device:
 
     def set_param(self, name: str, value) -> dict:
         return self.request({"t": "set_param", "name": name, "value": value})
+
+    def params(self) -> dict:
+        return self.request({"t": "get_param"})["params"]
 
     def save(self) -> dict:
         return self.request({"t": "save"})

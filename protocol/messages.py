@@ -2,7 +2,7 @@
 
 Every message is a map ``{"v": VERSION, "t": TYPE, "id": ID, ...fields}``. Requests go host ->
 device; the device answers each with exactly one message carrying the same ``id`` (``ack``,
-``hello``, ``result``, ``classes``, ``stats``, ``pong`` or ``error``). Device-initiated ``event``
+``hello``, ``result``, ``classes``, ``stats``, ``params``, ``pong`` or ``error``). Device-initiated ``event``
 messages carry ``id = 0``.
 
 Decoding is bounded by the frame size (msgpack's limits derived from it), and every way a message
@@ -19,10 +19,10 @@ import msgpack
 
 from .framing import MAX_BODY
 
-__all__ = ["VERSION", "REQUESTS", "ERRORS", "CODES", "ProtocolError", "encode", "decode",
+__all__ = ["VERSION", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError", "encode", "decode",
            "check_fields", "error_message"]
 
-VERSION = 1
+VERSION = 2
 
 #: request type -> {field: (python type, required)}
 REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
@@ -40,9 +40,13 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
     "reset_state": {},
     "get_stats": {},
     "set_param": {"name": (str, True), "value": ((int, float, bool, str), True)},
+    "get_param": {},
     "save": {},
     "reboot": {},
 }
+
+#: the message types a device sends
+ANSWERS = ("ack", "hello", "result", "classes", "stats", "params", "pong", "error", "event")
 
 #: error code -> (name, meaning)
 ERRORS: dict[int, tuple[str, str]] = {

@@ -29,21 +29,27 @@ Readout features, at the end of the window::
 
 flattened segment-major (index s * n + j), as the trainer's features.
 
-Readout and enrollment (K enrolled classes, W the read readout weights, D x K)::
+Readout: a prototype per enrolled word (the device rule; K enrolled classes, W_k the read
+levels of column k, CQ = cos_frac)::
 
-    logit_k = (phi W[:, k]) >> (WE + GF + PB - LQ)     (natural-log units with LQ fraction bits)
-    p       = softmax over [logit_1..logit_K, 0]       (the last one: "none of these")
-            via e = EXP2[f] >> i, with -(d * LOG2E) >> 16 = i * 2^LQ + f, p_k = (e_k << PQ) // sum e
+    cos_k   = (phi . W_k << CQ) // max(isqrt(phi . phi) * isqrt(W_k . W_k), 1)
+    best    = argmax_k cos_k (first on ties); c1, c2 = the largest and second cosines (c2 = 0: K=1)
+    accept  = spikes(window) >= min_spikes  and  c1 >= none_threshold      else the answer: none
+    z       = ((a * c1 + m * (c1 - c2)) >> CQ) + b        (a, m, b = calib; logit units 2^-LQ)
+    p       = sigmoid(z) = softmax over [z, 0], via e = EXP2[f] >> i with
+              -(d * LOG2E) >> 16 = i * 2^LQ + f, p = (e << PQ) // sum e
+    confidence = p if accepted else 2^PQ - p   (calibrated: the probability the answer is right)
 
-One enrollment step on N shots (phi_i, class y_i), new classes starting from zero rows::
+Enrollment of label k with N new shots phi_i (k's registers: n shots so far, column scale e)::
 
-    g_k    = sum_i ((y_ik << PQ) - p_ik) phi_i
-    dW     = round(g * 2^(lr_shift + WE - PQ - PB) / N), at a resolution of 2^(WB - UB) levels
-             (UB = update bits; nearest or stochastic rounding), |dW| < update_threshold -> 0
-    W      = sat_WB(W + dW), written to the readout's RRAM (changed weights only)
+    S      = sum_i phi_i + n * (L_k << e)            (L_k: the column's programmed levels)
+    mean   = (S + (n+N) // 2) // (n+N);   e = smallest e >= 0 with round(max|mean| / 2^e) <= Q
+    L_k    = (mean + 2^e / 2) >> e,  n = n + N       written to the readout's RRAM column k only
 
-From an empty readout this is the meta-learned device rule (one SGD step of the cross-entropy
-from zero: a centred prototype per class); the learning rate is ``2^lr_shift``.
+Only column k changes, so enrollments of different words commute (any order gives the same
+readout), more shots can be added to a word later, and ``forget`` clears one column. From one
+shot this is the one high-learning-rate step of the meta-learned rule: the query's cosine with the
+shot (the trainer's ``meta.rule = "prototype"``).
 """
 
 from __future__ import annotations
@@ -104,17 +110,15 @@ class ChipTables:
     normalize: str
     feature_bits: int
     readout_bits: int
-    readout_exp: int
-    lr_shift: int
     max_classes: int
-    update_bits: int
-    update_threshold: int
-    stochastic_rounding: bool
+    cos_frac: int
+    none_threshold: int
+    min_spikes: int
+    calib: tuple
     logit_frac: int
     softmax_frac: int
     log2e: int
     exp2: np.ndarray
-    w_out_init: np.ndarray | None
     frontend: dict = field(default_factory=dict)
 
     @property
@@ -177,30 +181,36 @@ def tables_of(m: ModelFile) -> ChipTables:
     if min(arr["shift_in"].min(initial=GF), arr["shift_rec"].min(initial=GF)) < GF:
         raise InputError(f"core shifts must be >= {GF}")
     h = {k: _req(r, k, int, "readout") for k in (
-        "feature_bits", "readout_bits", "readout_exp", "lr_shift", "max_classes", "update_bits",
-        "update_threshold", "logit_frac", "softmax_frac", "log2e")}
+        "feature_bits", "readout_bits", "max_classes", "cos_frac", "none_threshold",
+        "min_spikes", "logit_frac", "softmax_frac", "log2e")}
     if not 2 <= h["readout_bits"] <= 16:
         raise InputError(f"readout.readout_bits must be 2..16, got {h['readout_bits']}")
-    if not 0 <= h["update_bits"] <= h["readout_bits"]:
-        raise InputError("readout.update_bits must be 0 (full resolution) .. readout_bits")
     if h["max_classes"] < 1:
         raise InputError("readout.max_classes must be >= 1")
+    if not 4 <= h["cos_frac"] <= 16:
+        raise InputError(f"readout.cos_frac must be 4..16, got {h['cos_frac']}")
+    if not -(1 << h["cos_frac"]) <= h["none_threshold"] <= (1 << h["cos_frac"]):
+        raise InputError("readout.none_threshold must be a cosine in [-1, 1] "
+                         f"(units of 2^-{h['cos_frac']})")
+    if h["min_spikes"] < 0:
+        raise InputError("readout.min_spikes must be >= 0")
+    rule = _req(r, "rule", str, "readout")
+    if rule != "prototype":
+        raise InputError(f"readout.rule {rule!r} is not known (this chip runs 'prototype')")
+    calib = r.get("calib")
+    if (not isinstance(calib, list) or len(calib) != 3
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in calib)):
+        raise InputError("model field readout.calib must be a list of 3 integers")
     normalize = _req(r, "normalize", str, "readout")
     if normalize not in ("l2", "l1", "none"):
         raise InputError(f"readout.normalize {normalize!r} is not l2, l1 or none")
     exp2 = unpack_ints(_req(r, "exp2", dict, "readout"), "readout.exp2")
     if exp2.shape != (1 << h["logit_frac"],):
         raise InputError("readout.exp2 must have 2^logit_frac entries")
-    w0 = None
-    if r.get("w_init") is not None:
-        w0 = unpack_ints(r["w_init"], "readout.w_init")
-        if w0.shape != (g["segments"] * n, h["max_classes"]):
-            raise InputError(f"readout.w_init has shape {w0.shape}")
     return ChipTables(**g, channels=arr["channels"], w_in=arr["w_in"], shift_in=arr["shift_in"],
                       routes=arr["routes"], w_rec=arr["w_rec"], shift_rec=arr["shift_rec"],
-                      bias=arr["bias"], normalize=normalize, **h,
-                      stochastic_rounding=bool(r.get("stochastic_rounding", False)), exp2=exp2,
-                      w_out_init=w0, frontend=m.frontend)
+                      bias=arr["bias"], normalize=normalize, **h, calib=tuple(calib), exp2=exp2,
+                      frontend=m.frontend)
 
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
@@ -272,13 +282,14 @@ class Chip:
         self.max_hop = int(self.hops.max(initial=0))
         self.in_arr = RRAMArray(tab.w_in, tab.qmax, self.rram_cfg, self.rng)
         self.rec_arr = RRAMArray(tab.w_rec, tab.qmax, self.rram_cfg, self.rng)
-        w0 = tab.w_out_init if tab.w_out_init is not None else np.zeros(
-            (tab.features, tab.max_classes), np.int64)
-        self.out_arr = RRAMArray(w0, tab.readout_qmax, self.rram_cfg, self.rng)
+        self.out_arr = RRAMArray(np.zeros((tab.features, tab.max_classes), np.int64),
+                                 tab.readout_qmax, self.rram_cfg, self.rng)
         self.class_names: list[str | None] = [None] * tab.max_classes
+        self.shots = np.zeros(tab.max_classes, np.int64)    # per-class registers: shots and
+        self.exps = np.zeros(tab.max_classes, np.int64)     # column scale (levels << exp)
+        self.none_threshold = tab.none_threshold            # per device: set_threshold
         self.lengths = tab.segment_lengths()
         self.seg_of = np.arange(tab.steps) * tab.segments // tab.steps
-        self.logit_shift = tab.readout_exp + GF + tab.feature_bits - tab.logit_frac
         self.decay = np.concatenate([np.full(n, tab.leak_mult, np.int64),
                                      np.full(n, tab.trace_mult, np.int64)])
         # an upper bound of the readout trace r (r <= (r * m >> 16) + s  =>  r < s / (1 - m/2^16))
@@ -313,6 +324,7 @@ class Chip:
         self.fanout = (W != 0).sum(axis=1)               # recurrent synapses per spike
         self.fanin_input = (self.W_in != 0).sum(axis=1)  # synapses per input event
         self.W_out = self.out_arr.read()
+        self._refresh_norms()
 
     def age(self, seconds: float) -> None:
         """Simulated time passes: conductance drift of every array (then re-read)."""
@@ -342,8 +354,9 @@ class Chip:
         return self._cochlea
 
     # ------------------------------------------------------------------ streaming
-    def reset(self) -> None:
-        """Start a new utterance (window): neuron state, bins and the front-end from rest."""
+    def reset(self, frontend: bool = True) -> None:
+        """Start a new utterance (window): neuron state, bins and (``frontend``) the front-end
+        from rest."""
         n, tab = self._n, self.tab
         if self.rram_cfg.read_noise:
             for a in (self.in_arr, self.rec_arr, self.out_arr):
@@ -354,12 +367,29 @@ class Chip:
         self.z = np.zeros(n, bool)
         self.acc = np.zeros((tab.segments, n), np.int64)
         self.t = 0
+        self.window_spikes = 0
         self.pending = np.zeros(tab.inputs, np.int64)
         self.pending_ms = 0
         self.ended = False
         self.phi: np.ndarray | None = None
-        if self._cochlea is not None:
+        if frontend and self._cochlea is not None:
             self._cochlea.reset()
+
+    _WINDOW = ("state", "z", "acc", "pending")
+
+    def snapshot(self) -> dict:
+        """The streaming state of the current window (not the front-end's): a device that
+        slides overlapping windows keeps one per window and swaps them in (:meth:`restore`)."""
+        snap = {k: getattr(self, k).copy() for k in self._WINDOW}
+        snap.update(t=self.t, pending_ms=self.pending_ms, ended=self.ended,
+                    window_spikes=self.window_spikes, phi=self.phi)
+        return snap
+
+    def restore(self, snap: dict) -> None:
+        for k in self._WINDOW:
+            getattr(self, k)[...] = snap[k]
+        self.t, self.pending_ms, self.ended = snap["t"], snap["pending_ms"], snap["ended"]
+        self.window_spikes, self.phi = snap["window_spikes"], snap["phi"]
 
     def reset_counters(self) -> None:
         self.counters = Counters(self.tab, self.max_hop)
@@ -461,6 +491,7 @@ class Chip:
             raster[i, f] = 1
         self.t += k
         per_neuron = raster.sum(axis=0, dtype=np.int64)
+        self.window_spikes += int(per_neuron.sum())
         c.spikes += per_neuron
         c.synops_recurrent += int(per_neuron @ self.fanout)
         c.routing += per_neuron @ self.fanout_hops
@@ -468,23 +499,30 @@ class Chip:
         return raster
 
     def feed_audio(self, pcm: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
-        """Stream audio through the model's integer front-end; returns the core's spikes."""
+        """Stream audio through the model's integer front-end; returns the core's spikes.
+
+        ``pcm``: int16 samples, or float samples in [-1, 1], at ``sample_rate`` Hz; other rates
+        are resampled to 16 kHz exactly as :func:`~tessera.runtime.audio.load_audio` does with a
+        file (so both give the same spikes). Resampling is per call: stream whole utterances, or
+        16 kHz audio in chunks."""
+        from .audio import TARGET_RATE, resample, to_int16
+
         pcm = np.asarray(pcm)
-        if sample_rate != 16000:
-            from .audio import resample
+        if pcm.ndim != 1 or pcm.dtype.kind not in "iuf":
+            raise InputError(f"audio must be a 1-D array of samples, got {pcm.dtype} {pcm.shape}")
+        if sample_rate != TARGET_RATE:
+            x = pcm.astype(np.float64) / 32768.0 if pcm.dtype.kind in "iu" else pcm
+            pcm = resample(x, int(sample_rate), TARGET_RATE)
+        return self.run(self.cochlea.process(to_int16(pcm)))
 
-            if pcm.dtype.kind == "f":
-                pcm = np.round(np.clip(pcm, -1, 1) * 32767).astype(np.int16)
-            pcm = resample(pcm.astype(np.int16), int(sample_rate), 16000)
-        return self.run(self.cochlea.process(pcm))
-
-    def end_utterance(self) -> np.ndarray:
-        """Close the window: flush the front-end and the partial bin, run silent bins to the
-        window's end (their spikes: ``self.tail``); returns (and keeps) the features phi."""
+    def end_utterance(self, flush_frontend: bool = True) -> np.ndarray:
+        """Close the window: flush the front-end (``flush_frontend``) and the partial bin, run
+        silent bins to the window's end (their spikes: ``self.tail``); returns (and keeps) the
+        features phi."""
         if self.ended:
             return self.phi
         tail = []
-        if self._cochlea is not None and self._cochlea.state.pending.size:
+        if flush_frontend and self._cochlea is not None and self._cochlea.state.pending.size:
             tail.append(self._run_bins(self._bins(self._frames(self._cochlea.flush()))))
         if self.pending_ms and self.t < self.tab.steps:
             tail.append(self._run_bins(self.pending[None].copy()))
@@ -504,111 +542,153 @@ class Chip:
 
     # ------------------------------------------------------------------ readout
     def _active(self) -> np.ndarray:
-        return np.array([i for i, c in enumerate(self.class_names) if c is not None], np.int64)
+        """Columns of the enrolled classes, in label order (ties go to the first label whatever
+        the order of enrollment)."""
+        named = sorted((c, i) for i, c in enumerate(self.class_names) if c is not None)
+        return np.array([i for _, i in named], np.int64)
 
-    def logits_q(self, phi: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    def _refresh_norms(self) -> None:
+        w = self.W_out
+        self.col_norm = np.array([math.isqrt(int(x)) for x in np.einsum("dk,dk->k", w, w)],
+                                 np.int64)
+
+    def scores_q(self, phi: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Cosine of phi (..., D) with the readout columns ``rows`` (default: the enrolled
+        classes), in units of 2^-cos_frac (see the module docstring)."""
         rows = self._active() if rows is None else rows
-        s = np.asarray(phi, np.int64) @ self.W_out[:, rows]
-        return _shift(s, self.logit_shift)
+        phi = np.asarray(phi, np.int64)
+        dot = phi @ self.W_out[:, rows]
+        flat = phi.reshape(-1, phi.shape[-1])
+        nphi = np.array([math.isqrt(int(x)) for x in np.einsum("id,id->i", flat, flat)],
+                        np.int64).reshape(phi.shape[:-1] + (1,))
+        den = np.maximum(nphi * self.col_norm[rows], 1)
+        return (dot << self.tab.cos_frac) // den
+
+    def decide(self, cos_q: np.ndarray, spikes: int) -> tuple[int, bool, int]:
+        """(index of the best class, accepted, confidence in 2^-softmax_frac) from the cosines of
+        one window and its core spike count."""
+        tab = self.tab
+        order = np.argsort(-cos_q, kind="stable")
+        best = int(order[0])
+        c1 = int(cos_q[best])
+        c2 = int(cos_q[order[1]]) if cos_q.size > 1 else 0
+        a, m, b = tab.calib
+        z = ((a * c1 + m * (c1 - c2)) >> tab.cos_frac) + b
+        p = int(softmax_q(np.array([z], np.int64), tab)[0])        # sigmoid(z)
+        accepted = spikes >= tab.min_spikes and c1 >= self.none_threshold
+        return best, accepted, p if accepted else (1 << tab.softmax_frac) - p
 
     def predict(self) -> dict:
-        """Label, per-class scores (logits, natural units) and confidence (softmax probability of
-        the winner among the enrolled classes and "none")."""
+        """The window's answer: ``label`` (None: "none of these"), ``confidence`` (calibrated:
+        the probability that the answer is right), ``best`` (the nearest enrolled word even when
+        rejected), ``scores`` (cosine per enrolled word)."""
         t0 = time.perf_counter()
         phi = self.end_utterance()
         rows = self._active()
         if not rows.size:
             raise InputError("no classes enrolled: enroll a word first")
-        lq = self.logits_q(phi, rows)
-        p = softmax_q(lq, self.tab)
-        best = int(np.argmax(lq))
+        cq = self.scores_q(phi, rows)
+        best, accepted, p = self.decide(cq, self.window_spikes)
         names = [self.class_names[i] for i in rows]
-        return dict(label=names[best], scores={nm: float(x) / (1 << self.tab.logit_frac)
-                                               for nm, x in zip(names, lq)},
-                    confidence=float(p[best]) / (1 << self.tab.softmax_frac),
-                    none=float(p[-1]) / (1 << self.tab.softmax_frac),
+        one = 1 << self.tab.cos_frac
+        return dict(label=names[best] if accepted else None, best=names[best],
+                    scores={nm: float(x) / one for nm, x in zip(names, cq)},
+                    confidence=float(p) / (1 << self.tab.softmax_frac),
+                    spikes=int(self.window_spikes),
                     latency_us=round((time.perf_counter() - t0) * 1e6, 1))
 
     def classes(self) -> list[str]:
         return [c for c in self.class_names if c is not None]
 
+    def shots_of(self, label: str) -> int:
+        return int(self.shots[self.class_names.index(label)]) if label in self.class_names else 0
+
     def enroll(self, label: str, shots: list[np.ndarray] | None = None) -> dict:
-        """ONE step of the device rule for ``label`` with ``shots`` (feature vectors from
-        :meth:`features`; default: the current utterance)."""
-        if not isinstance(label, str) or not label or len(label) > 64:
-            raise InputError("label must be a non-empty string of at most 64 characters")
+        """Teach ``label`` from ``shots`` (feature vectors from :meth:`features`; default: the
+        current utterance). A new label takes a free column; an enrolled one adds the shots to
+        its prototype. Only this label's column is written: order-invariant."""
         shots = [self.end_utterance()] if shots is None else list(shots)
         return self.enroll_many({label: shots})
 
     def enroll_many(self, shots_by_label: dict[str, list[np.ndarray]]) -> dict:
-        """One joint step over the shots of several classes (an episode's support set)."""
+        """Several labels at once: the same per-label update as :meth:`enroll` (one column
+        each), so any order of single enrollments gives the same columns as this."""
         t0 = time.perf_counter()
         tab = self.tab
-        names, phis, ys = list(self.class_names), [], []
+        names = list(self.class_names)
+        plan = []
         for label, shots in shots_by_label.items():
-            if not isinstance(label, str) or not label:
-                raise InputError("labels must be non-empty strings")
-            if label not in names:
-                if None not in names:
-                    raise InputError(f"readout full: {tab.max_classes} classes enrolled (forget "
-                                     f"one first)")
-                names[names.index(None)] = label
+            if not isinstance(label, str) or not label or len(label) > 64:
+                raise InputError("label must be a non-empty string of at most 64 characters")
+            if label.lower() == "none":
+                raise InputError("'none' is the answer for no enrolled word; choose another label")
             if not shots:
                 raise InputError(f"no shots for {label!r}")
+            P = []
             for phi in shots:
                 phi = np.asarray(phi, np.int64)
                 if phi.shape != (tab.features,):
                     raise InputError(f"a shot must be a feature vector of {tab.features}, got "
                                      f"{phi.shape}")
-                phis.append(phi)
-                ys.append(names.index(label))
-        rows = np.array([i for i, c in enumerate(names) if c is not None], np.int64)
-        P = np.stack(phis)
-        y = np.searchsorted(rows, np.array(ys))
-        p = softmax_q(_shift(P @ self.W_out[:, rows], self.logit_shift), tab)[:, :-1]
-        target = np.zeros_like(p)
-        target[np.arange(len(y)), y] = 1 << tab.softmax_frac
-        g = P.T @ (target - p)                                         # (D, K)
-        delta = self._scale_update(g, len(phis))
-        q = tab.readout_qmax
-        new = np.clip(self.out_arr.levels[:, rows] + delta, -q, q)
-        written = self.out_arr.program_columns(rows, new)
-        self.W_out[:, rows] = self.out_arr.read_columns(rows)
+                P.append(phi)
+            if label not in names:
+                if None not in names:
+                    raise InputError(f"readout full: {tab.max_classes} classes enrolled (forget "
+                                     f"one first)")
+                names[names.index(None)] = label
+            plan.append((names.index(label), np.stack(P)))
+        written = 0
+        for col, P in plan:                     # checked above: nothing is written on an error
+            n_old, n_new = int(self.shots[col]), P.shape[0]
+            total = P.sum(axis=0)
+            if n_old:                           # the column's prototype, from its levels
+                total = total + n_old * (self.out_arr.levels[:, col] << int(self.exps[col]))
+            n = n_old + n_new
+            mean = (total + n // 2) // n
+            exp = 0
+            while ((int(np.abs(mean).max(initial=0)) + (1 << exp >> 1)) >> exp) > tab.readout_qmax:
+                exp += 1
+            levels = (mean + (1 << exp >> 1)) >> exp
+            written += self.out_arr.program_columns(np.array([col]), levels[:, None])
+            self.shots[col], self.exps[col] = n, exp
         self.class_names = names
         self.W_out = self.out_arr.read()
+        self._refresh_norms()
         self.counters.enrollments += 1
         self.counters.weight_writes += written
-        return dict(classes=self.classes(), shots=len(phis), written=written,
-                    ms=round((time.perf_counter() - t0) * 1e3, 3))
-
-    def _scale_update(self, g: np.ndarray, n: int) -> np.ndarray:
-        """dW in readout levels from the summed gradient g (see the module docstring)."""
-        tab = self.tab
-        s = tab.lr_shift + tab.readout_exp - tab.softmax_frac - tab.feature_bits
-        coarse = tab.readout_bits - tab.update_bits if tab.update_bits else 0
-        num = g << s if s > 0 else g
-        den = n << (max(-s, 0) + coarse)
-        if tab.stochastic_rounding:
-            q, rem = np.divmod(num, den)
-            q += self.rng.integers(0, den, size=q.shape) < rem
-        else:
-            q = (2 * num + den) // (2 * den)
-        if tab.update_bits:
-            lim = (1 << (tab.update_bits - 1)) - 1
-            np.clip(q, -lim, lim, out=q)
-        q <<= coarse
-        if tab.update_threshold:
-            q[np.abs(q) < tab.update_threshold] = 0
-        return q
+        return dict(classes=self.classes(), shots=sum(p.shape[0] for _, p in plan),
+                    written=written, ms=round((time.perf_counter() - t0) * 1e3, 3),
+                    shots_per_class={self.class_names[c]: int(self.shots[c]) for c, _ in plan})
 
     def forget(self, label: str) -> None:
+        """Remove one word: its column is cleared, no other column is touched."""
         if label not in self.class_names:
             raise InputError(f"{label!r} is not enrolled (enrolled: {self.classes()})")
         i = np.array([self.class_names.index(label)])
         self.counters.weight_writes += self.out_arr.program_columns(
             i, np.zeros((self.tab.features, 1), np.int64))
         self.class_names[int(i[0])] = None
+        self.shots[i], self.exps[i] = 0, 0
         self.W_out[:, i] = self.out_arr.read_columns(i)
+        self._refresh_norms()
+
+    def readout_state(self) -> dict:
+        """What a device keeps across power cycles besides the model: columns and registers."""
+        return dict(levels=self.out_arr.levels.copy(), classes=list(self.class_names),
+                    shots=self.shots.tolist(), exps=self.exps.tolist())
+
+    def restore_readout(self, state: dict) -> None:
+        levels = np.asarray(state["levels"], np.int64)
+        k = self.tab.max_classes
+        if levels.shape != (self.tab.features, k) or len(state["classes"]) != k \
+                or len(state["shots"]) != k or len(state["exps"]) != k:
+            raise InputError("stored readout does not fit the model")
+        self.out_arr.program_columns(np.arange(k), levels)
+        self.class_names = list(state["classes"])
+        self.shots = np.asarray(state["shots"], np.int64)
+        self.exps = np.asarray(state["exps"], np.int64)
+        self.W_out = self.out_arr.read()
+        self._refresh_norms()
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict:

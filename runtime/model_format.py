@@ -5,7 +5,7 @@ reader and writer. Layout::
 
     offset  size  field
     0       4     magic  b"TSRM"
-    4       2     format version, little-endian uint16 (this module writes and reads 1)
+    4       2     format version, little-endian uint16 (this module writes and reads 2)
     6       2     flags, uint16, 0
     8       4     payload length in bytes, uint32
     12      4     CRC-32 (zlib polynomial) of the payload, uint32
@@ -33,7 +33,7 @@ __all__ = ["MAGIC", "VERSION", "pack_ints", "unpack_ints", "ModelFile", "write_m
            "encode_model", "decode_model"]
 
 MAGIC = b"TSRM"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<4sHHII")
 MAX_BYTES = 64 << 20            # refuse payloads above 64 MiB before reading them
 
@@ -114,7 +114,7 @@ def decode_model(blob: bytes, source: str = "<bytes>") -> ModelFile:
                          source=source)
     if version != VERSION:
         raise InputError(f"model format version {version} is not supported (this reader: "
-                         f"{VERSION})", source=source)
+                         f"{VERSION}; re-export the model with tessera export)", source=source)
     payload = blob[HEADER.size:]
     if len(payload) != length:
         raise InputError(f"truncated or padded model: header says {length} payload bytes, file "

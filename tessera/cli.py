@@ -291,16 +291,12 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
 
 
 def _default_tsr() -> str:
-    """The committed default model, exported at 4 bits into the user's cache."""
-    from tessera.trainer.data import default_cache_dir
-    from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.train import load_model
+    """The committed default model at 4 bits, as the package ships it (the simulated board's
+    factory model: no torch needed). ``tests/test_openset.py`` checks that it is what
+    ``tessera export models/default/model.pt --bits 4`` writes."""
+    from tessera.firmware_sim import factory_model
 
-    path = os.path.join(default_cache_dir(), "default-4bit.tsr")
-    if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(_default_model()):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        export_model(load_model(_default_model()), path, ExportConfig(weight_bits=4))
-    return path
+    return factory_model()
 
 
 # ---------------------------------------------------------------- export / parity / chip-eval
@@ -310,12 +306,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
-                       update_bits=args.update_bits, stochastic_rounding=args.stochastic,
-                       max_classes=args.max_classes)
+                       max_classes=args.max_classes, none_threshold=args.threshold)
     r = export_model(model, args.out, cfg, source=args.model)
     _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, {r['weight_bits']}-bit weights, "
                    f"{r['routes']} tile routes, {r['connections']} recurrent connections, "
-                   f"learning rate 2^{r['lr_shift']}")
+                   f"'none' below cosine {r['none_threshold']:.3f} ("
+                   + (f"calibrated: {r['calibrated']})" if r["calibrated"] else "uncalibrated "
+                      "default: run tessera calibrate)"))
     return 0
 
 
@@ -336,8 +333,7 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),
                       episodes=args.episodes, weight_bits=tuple(args.bits),
-                      update_bits=tuple(args.update_bits), drift=tuple(args.drift),
-                      stochastic=args.stochastic, write_noise=args.write_noise,
+                      drift=tuple(args.drift), write_noise=args.write_noise,
                       progress=not args.no_progress)
     lines = [f"{args.model} through the chip, {r['ways']}-way {r['split']}, {r['episodes']} "
              f"episodes (same episodes for float and chip):",
@@ -348,8 +344,47 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
                          f"{100 * row[f'gap_{k}shot']:+.1f})" for k in args.shots)
         comp = {True: " (compensated)", False: " (uncompensated)", None: ""}[
             row["drift_compensation"]]
-        lines.append(f"  weights {row['weight_bits']} bits, updates "
-                     f"{row['update_bits'] or 'full'}, drift {row['drift_s']:g} s{comp}: {accs}")
+        differ = ", ".join(f"{100 * row[f'order_differ_{k}shot']:.2f} %" for k in args.shots)
+        lines.append(f"  weights {row['weight_bits']} bits, drift {row['drift_s']:g} s{comp}: "
+                     f"{accs}; answers that differ from one joint enrollment: {differ}")
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.openset import calibrate
+    from tessera.trainer.train import load_model
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tsr = os.path.join(tmp, "m.tsr")
+        export_model(load_model(args.model), tsr, ExportConfig(weight_bits=args.bits))
+        r = calibrate(args.model, tsr, args.data, target_fa=args.target_fa,
+                      episodes=args.episodes, fsdd=args.fsdd, write=not args.dry_run)
+    curves, points = r.pop("curves"), r.pop("points")
+    if args.plot:
+        from tessera.tools.plots import hits_png
+
+        r["plot"] = hits_png(args.plot, curves, points, title=f"{args.model}: 5 words enrolled, "
+                             f"one shot each; threshold {r['none_threshold']:.3f}")
+    if args.json:
+        r["curves"] = curves
+    t = r["test"]
+    lines = [f"'none of these' below cosine {r['none_threshold']:.3f}, fewer than "
+             f"{r['min_spikes']} core spikes; confidence = sigmoid({r['calib'][0]:.2f} c1 + "
+             f"{r['calib'][1]:.2f} (c1 - c2) {r['calib'][2]:+.2f})"
+             + (f"; written to {r['path']}" if "path" in r else " (dry run: not written)"),
+             f"  TTS unseen voices: hits {100 * t['hits']:.1f} %, false accepts: words "
+             f"{100 * t['false_accepts_words']:.1f} %, noise {100 * t['false_accepts_noise']:.1f}"
+             f" %; calibration error {r['test_calibration_error']:.3f}"]
+    if "fsdd" in r:
+        f = r["fsdd"]
+        lines.append(f"  FSDD (validation): hits {100 * f['hits']:.1f} %, false accepts: words "
+                     f"{100 * f['false_accepts_words']:.1f} %, noise "
+                     f"{100 * f['false_accepts_noise']:.1f} %; best hits at <= 5 % false "
+                     f"accepts {100 * r['fsdd_hits_at_5pct_fa']:.1f} %")
     _emit(args, r, "\n".join(lines))
     return 0
 
@@ -368,13 +403,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def _device(args):
     from tessera.protocol.client import Device
 
-    return Device.open(args.port, baudrate=args.baud, timeout=args.timeout)
+    return Device.open(getattr(args, "port", None) or args.url,
+                       baudrate=getattr(args, "baud", 921600), timeout=args.timeout)
 
 
 def cmd_device(args: argparse.Namespace) -> int:
     action = args.device_command
-    if action == "stream" and args.mic:
-        return _stream_mic(args)
+    if action == "stream":
+        return _stream(args)
+    if action == "infer" and os.path.isdir(args.wav):
+        return _infer_folder(args)
     with _device(args) as dev:
         if action == "info":
             r = dev.info()
@@ -390,23 +428,22 @@ def cmd_device(args: argparse.Namespace) -> int:
             if args.save:
                 dev.save()
             human = (f"enrolled {args.label!r} from {len(args.wavs)} recording(s) in {r['ms']} ms "
-                     f"on the device; classes {r['classes']}")
-        elif action == "stream":
-            if not args.wav:
-                raise InputError("tessera device stream needs a WAV (or --mic)")
-            from tessera.runtime.audio import load_audio
-
-            dev.set_param("detect", True)
-            dev.request({"t": "reset_state"})
-            dev.stream_pcm(load_audio(args.wav), realtime=True)
-            dev.set_param("detect", False)
-            r = {"events": list(dev.events)}
-            human = "\n".join(f"{e['label']} ({e['confidence']:.2f})" for e in dev.events) \
-                or "(no keyword detected)"
+                     f"on the device ({r.get('shots', '?')} shots of it so far); classes "
+                     f"{r['classes']}")
         elif action == "infer":
             r = dev.infer(args.wav)
-            human = (f"{args.wav}: {r['label']} (confidence {r['confidence']:.2f}, device "
+            human = (f"{args.wav}: {r['label'] or 'none'} (confidence {r['confidence']:.2f}; "
+                     f"nearest {r['best']} at cosine {r['scores'][r['best']]:.3f}; device "
                      f"latency {r['latency_us']:.0f} us)")
+        elif action == "threshold":
+            if args.value is not None:
+                dev.set_param("threshold", None if args.value == "model" else
+                              _cosine(args.value))
+                if args.save:
+                    dev.save()
+            r = dev.params()
+            human = (f"'none of these' below cosine {r['threshold_in_use']:.3f} "
+                     f"(the model's: {r['model_threshold']:.3f})")
         elif action == "classes":
             r = {"classes": dev.classes()}
             human = ", ".join(r["classes"]) or "(none enrolled)"
@@ -424,34 +461,182 @@ def cmd_device(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_mic(args) -> int:
-    """Live microphone -> device, in real time, until Ctrl-C; prints each keyword event."""
+def _cosine(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise InputError(f"threshold must be a cosine in [-1, 1] or 'model', got {text!r}") \
+            from None
+    if not -1.0 <= v <= 1.0:
+        raise InputError(f"threshold must be a cosine in [-1, 1], got {v:g}")
+    return v
+
+
+def _event_line(e: dict) -> str:
+    return (f"{e['start_ms'] / 1000:7.2f}-{e['end_ms'] / 1000:.2f} s  {e['label']}  "
+            f"(confidence {e['confidence']:.2f})")
+
+
+def _stream(args) -> int:
+    """Continuous detection on the device: a WAV, an SHD-style spike file, or the microphone."""
+    from tessera.runtime.audio import load_audio
+
+    if not args.mic and not args.wav:
+        raise InputError("tessera device stream needs a WAV or h5 file (or --mic)")
+    source = None
+    if args.wav:
+        if args.wav.endswith((".h5", ".hdf5")):
+            source = ("spikes", _spike_sample(args.wav, args.index))
+        else:
+            source = ("pcm", load_audio(args.wav))
+    events = []
+
+    def show(e):
+        events.append(e)
+        if not args.json:
+            print(_event_line(e), flush=True)
+
+    with _device(args) as dev:
+        old = dev.params()["threshold"]
+        if args.threshold is not None:
+            dev.set_param("threshold", _cosine(args.threshold))
+        dev.set_param("hop_ms", args.hop_ms)
+        dev.set_param("detect", True)
+        try:
+            if source is None:
+                _stream_mic(dev, show)
+            elif source[0] == "spikes":
+                dev.stream_spikes(source[1], realtime=not args.fast, on_event=show)
+            else:
+                dev.stream_pcm(source[1], realtime=not args.fast, on_event=show)
+            end = dev.end_utterance()                    # closes the open (partial) windows
+            dev.drain(show)
+        finally:
+            dev.set_param("detect", False)
+            if args.threshold is not None:
+                dev.set_param("threshold", old)
+    r = dict(events=events, stream_ms=end["stream_ms"], source=args.wav or "mic")
+    if args.json:
+        print(json.dumps(r))
+    elif not events:
+        print("(no word detected)")
+    return 0
+
+
+def _spike_sample(path: str, index: int):
+    """One sample of an SHD-layout h5 file as 1 ms frames (700 channels)."""
+    from tessera.runtime.chip import events_to_frames
+    from tessera.trainer.data import read_spike_h5
+
+    data = read_spike_h5(path)
+    if not 0 <= index < len(data):
+        raise InputError(f"--index {index} is outside the file's {len(data)} samples", source=path)
+    times, units = data.sample(index)
+    ms = int(times.max(initial=0) * 1000) + 2
+    return events_to_frames(times, units, data.channels, ms)
+
+
+def _infer_folder(args) -> int:
+    """Every WAV of a folder (FSDD names or one sub-folder per word): accuracy per word, false
+    accepts of words that are not enrolled, confusion matrix."""
+    from tessera.trainer.data import _wav_items
+
+    items = _wav_items(args.wav)
+    if not items:
+        raise InputError("no WAV files found", source=args.wav)
+    rows = []
+    with _device(args) as dev:
+        enrolled = dev.classes()
+        if not enrolled:
+            raise InputError("the device has no enrolled words: enroll some first")
+        bar = _progress(len(items), args)
+        for path, word, _ in items:
+            r = dev.infer(path)
+            rows.append((path, args.prefix + word, r["label"], r["confidence"]))
+            bar.update(1)
+        bar.close()
+    r = infer_report(rows, enrolled)
+    if args.plot:
+        from tessera.tools.plots import confusion_png
+
+        r["plot"] = confusion_png(args.plot, r["confusion"], r["true_labels"], r["answers"],
+                                  title=f"{args.wav}: {100 * r['accuracy']:.1f} % on enrolled "
+                                        f"words")
+    lines = [f"{args.wav}: {r['tested']} recordings of enrolled words, accuracy "
+             f"{100 * r['accuracy']:.1f} %; {r['others']} of other words, "
+             f"{100 * r['false_accepts']:.1f} % accepted as a word"]
+    for w, v in r["per_word"].items():
+        lines.append(f"  {w:>12}: {v['correct']}/{v['total']}")
+    lines.append("  confusion (rows: truth, columns: answer): " + " ".join(r["answers"]))
+    for t, row in zip(r["true_labels"], r["confusion"]):
+        lines.append(f"  {t:>12}: " + " ".join(f"{x:3d}" for x in row))
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def infer_report(rows: list, enrolled: list[str]) -> dict:
+    """Accuracy per enrolled word, false accepts of the others, and a confusion matrix from
+    (path, truth, answer or None, confidence) rows."""
+    answers = sorted(enrolled) + ["none"]
+    truths = sorted({t for _, t, _, _ in rows if t in enrolled}) + (
+        ["(other words)"] if any(t not in enrolled for _, t, _, _ in rows) else [])
+    conf = [[0] * len(answers) for _ in truths]
+    per = {}
+    for _, t, a, _ in rows:
+        ti = truths.index(t if t in enrolled else "(other words)")
+        conf[ti][answers.index(a if a is not None else "none")] += 1
+        if t in enrolled:
+            d = per.setdefault(t, {"correct": 0, "total": 0})
+            d["total"] += 1
+            d["correct"] += a == t
+    tested = sum(v["total"] for v in per.values())
+    others = [a for _, t, a, _ in rows if t not in enrolled]
+    return dict(accuracy=round(sum(v["correct"] for v in per.values()) / max(tested, 1), 4),
+                tested=tested, per_word=dict(sorted(per.items())), others=len(others),
+                false_accepts=round(sum(a is not None for a in others) / max(len(others), 1), 4),
+                confusion=conf, true_labels=truths, answers=answers,
+                results=[dict(path=p, truth=t, answer=a, confidence=c) for p, t, a, c in rows])
+
+
+def _progress(total: int, args):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=args.no_progress or not sys.stderr.isatty(), leave=False)
+
+
+def _stream_mic(dev, show) -> None:
+    """Live microphone -> device in real time until Ctrl-C."""
     try:
         import sounddevice as sd
     except ImportError:
         raise InputError("--mic needs the mic extra: pip install -e '.[mic]'") from None
     import numpy as np
 
-    with _device(args) as dev:
-        dev.set_param("detect", True)
-        print("listening (Ctrl-C to stop)", file=sys.stderr)
-        try:
-            with sd.InputStream(samplerate=16000, channels=1, dtype="int16", blocksize=1600) as s:
-                while True:
-                    block, _ = s.read(1600)                  # 100 ms, as it arrives
-                    dev.stream_pcm(np.asarray(block[:, 0]))
-                    for e in dev.events:
-                        print(json.dumps(e) if args.json else
-                              f"{e['label']} ({e['confidence']:.2f})", flush=True)
-                    dev.events.clear()
-        except KeyboardInterrupt:
-            dev.set_param("detect", False)
-    return 0
+    try:
+        stream = sd.InputStream(samplerate=16000, channels=1, dtype="int16", blocksize=1600)
+    except Exception as exc:                              # noqa: BLE001 (PortAudio errors)
+        raise InputError(f"no microphone to record from ({exc})") from None
+    print("listening (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        with stream as s:
+            while True:
+                block, _ = s.read(1600)                   # 100 ms, as it arrives
+                dev.stream_pcm(np.asarray(block[:, 0]), on_event=show)
+    except KeyboardInterrupt:
+        pass
 
 
 def cmd_protocol_test(args: argparse.Namespace) -> int:
     from tessera.protocol.conformance import run_conformance
 
+    if not args.yes:
+        with _device(args) as dev:
+            held = dev.classes() if "model" in dev.info() else []
+        if held:
+            raise InputError(f"the device holds {len(held)} enrolled word(s) ({', '.join(held)})"
+                             f" that protocol-test would erase: pass --yes to go on")
+    print(f"protocol-test loads {args.model} into the device at {args.url} and erases its "
+          f"enrolled words", file=sys.stderr)
     r = run_conformance(args.url, args.model, timeout=args.timeout)
     lines = [f"{r['url']}: {r['passed']} passed, {r['failed']} failed"]
     for c in r["checks"]:
@@ -469,6 +654,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tessera.trainer.corpus import PRESETS, CorpusConfig, build_corpus
     from tessera.trainer.data import read_spike_h5
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise InputError("--out must be a folder; this is a file", source=args.out)
     os.makedirs(args.out, exist_ok=True)
     corpus = os.path.join(args.out, "corpus-small.h5")
     cfg = CorpusConfig(**PRESETS["small"], seed=args.seed, keep_audio=True)
@@ -498,9 +685,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         lines.append(f"  chip ({chip_demo['model_bytes']} byte model, 4-bit weights): enrolled "
                      f"{len(chip_demo['words'])} words from one utterance each (one readout step, "
                      f"{chip_demo['enroll_ms']} ms each); {chip_demo['correct']} of "
-                     f"{chip_demo['tested']} other utterances by unseen voices recognised "
-                     f"({100 * chip_demo['accuracy']:.0f} %, chance "
-                     f"{100 / len(chip_demo['words']):.0f} %)")
+                     f"{chip_demo['tested']} other utterances by unseen voices nearest to the "
+                     f"right word ({100 * chip_demo['accuracy']:.0f} %, chance "
+                     f"{100 / len(chip_demo['words']):.0f} %); {chip_demo['answered_none']} "
+                     f"answered 'none of these' (other voices than the shot's)")
     _emit(args, result, "\n".join(lines))
     return 0
 
@@ -531,20 +719,52 @@ def _demo_chip(data, out: str) -> dict:
         chip.run(events_to_frames(*data.sample(i), data.channels))
         enroll_ms.append(chip.enroll(data.label_names[c])["ms"])
         shots[i] = c
-    correct = tested = 0
+    correct = tested = rejected = 0
     for i in test:
         if int(i) in shots or data.labels[i] not in words:
             continue
         chip.reset()
         chip.run(events_to_frames(*data.sample(int(i)), data.channels))
-        correct += chip.predict()["label"] == data.label_names[data.labels[i]]
+        p = chip.predict()
+        correct += p["best"] == data.label_names[data.labels[i]]
+        rejected += p["label"] is None
         tested += 1
     return dict(model=path, model_bytes=size, words=[data.label_names[c] for c in words],
                 enroll_ms=round(float(np.median(enroll_ms)), 2), tested=tested, correct=correct,
-                accuracy=round(correct / max(tested, 1), 4))
+                accuracy=round(correct / max(tested, 1), 4), answered_none=rejected)
 
 
 # ---------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {v:g}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v:g}")
+    return v
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error format (``--help`` shows the usage)."""
 
@@ -589,7 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
     f = add(bsub, "frontend", cmd_bench_frontend, "cochlea front-end speed, one core")
     f.add_argument("--channels", type=int, default=700)
-    f.add_argument("--seconds", type=float, default=10.0)
+    f.add_argument("--seconds", type=_positive_float, default=10.0,
+                   help="seconds of speech-like audio (default 10)")
     f.add_argument("--repeats", type=int, default=5)
 
     br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
@@ -612,10 +833,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output .tsr file")
     x.add_argument("--bits", type=int, default=8, help="core weight bits (2..8)")
     x.add_argument("--readout-bits", type=int, default=8)
-    x.add_argument("--update-bits", type=int, default=0,
-                   help="enroll update resolution in bits (0: the readout's)")
-    x.add_argument("--stochastic", action="store_true", help="stochastic rounding of updates")
     x.add_argument("--max-classes", type=int, default=32)
+    x.add_argument("--threshold", type=float, default=None, metavar="COS",
+                   help="'none of these' below this cosine (default: the model's calibration."
+                        "json, written by tessera calibrate)")
 
     pa = add(sub, "parity", cmd_parity, "bit-exactness of the chip against the trainer's "
              "integer mode on every test utterance (exit 1 unless 1.0)")
@@ -631,14 +852,27 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--shots", nargs="+", type=int, default=[1, 5])
     ce.add_argument("--episodes", type=int, default=600)
     ce.add_argument("--bits", nargs="+", type=int, default=[8], help="core weight bit widths")
-    ce.add_argument("--update-bits", nargs="+", type=int, default=[0],
-                    help="enroll update bit widths (rows at the last weight width; 0: full)")
     ce.add_argument("--drift", nargs="*", type=float, default=[], metavar="SECONDS",
-                    help="also after these ages (last weight width, full updates), with and "
+                    help="also after these ages (last weight width), with and "
                          "without the chip's drift compensation")
-    ce.add_argument("--stochastic", action="store_true")
     ce.add_argument("--write-noise", type=float, default=0.0)
     ce.add_argument("--no-progress", action="store_true")
+
+    cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
+             "floor, confidence calibration) on a corpus's validation voices; writes "
+             "calibration.json next to the model, which tessera export puts in the model file")
+    cb.add_argument("model", help="model.pt")
+    cb.add_argument("--data", required=True, help="corpus (validation speakers fit, test "
+                                                  "speakers report)")
+    cb.add_argument("--fsdd", metavar="DIR", help="also report on this FSDD-style WAV folder "
+                                                  "(validation only: nothing is fitted on it)")
+    cb.add_argument("--target-fa", type=_fraction, default=0.05,
+                    help="false accepts of words not enrolled allowed on the validation "
+                         "episodes (default 0.05)")
+    cb.add_argument("--episodes", type=_positive_int, default=300)
+    cb.add_argument("--bits", type=int, default=4, help="core weight bits of the chip")
+    cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")
+    cb.add_argument("--dry-run", action="store_true", help="report, do not write")
 
     sm = add(sub, "sim", cmd_sim, "the firmware simulator as a serial device")
     sm.add_argument("--listen", metavar="URL", help="socket://127.0.0.1:PORT")
@@ -646,9 +880,12 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--bind-any", action="store_true", help="allow a non-loopback address")
     sm.add_argument("--flash", default="tessera-flash.img", help="persistent flash image file")
     sm.add_argument("--ram", type=int, default=512 * 1024, help="RAM budget in bytes")
-    sm.add_argument("--baud", type=int, default=0, help="limit the link to this baud rate")
-    sm.add_argument("--drop", type=float, default=0.0, help="fraction of received bytes dropped")
-    sm.add_argument("--corrupt", type=float, default=0.0, help="fraction of bytes corrupted")
+    sm.add_argument("--baud", type=_positive_int, default=None,
+                    help="limit the link to this many bits per second (default: no limit)")
+    sm.add_argument("--drop", type=_fraction, default=0.0,
+                    help="fraction of the bytes dropped in each direction, in [0, 1)")
+    sm.add_argument("--corrupt", type=_fraction, default=0.0,
+                    help="fraction of the bytes corrupted in each direction, in [0, 1)")
     sm.add_argument("--crash-during-save", action="store_true",
                     help="die between writing the new flash image and renaming it")
     sm.add_argument("--reboot-after", type=int, default=0, metavar="N",
@@ -663,10 +900,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def dev_cmd(name, help_):
         sp = add(dsub, name, cmd_device, help_)
-        sp.add_argument("--port", required=True, help="pyserial URL: /dev/ttyUSB0, socket://"
-                                                      "127.0.0.1:7700, loop://, a pty path")
-        sp.add_argument("--baud", type=int, default=921600)
-        sp.add_argument("--timeout", type=float, default=2.0)
+        sp.add_argument("--port", required=True,
+                        help="pyserial URL: /dev/ttyUSB0, socket://127.0.0.1:7700, a pty path, "
+                             "or sim://?model=M.tsr&flash=F.img (the simulator in this process: "
+                             "without flash its words live only as long as this one command)")
+        sp.add_argument("--baud", type=_positive_int, default=921600, help="bits per second")
+        sp.add_argument("--timeout", type=float, default=2.0,
+                        help="seconds to wait for each answer before a retry (default 2)")
         return sp
 
     dev_cmd("info", "firmware, capabilities and the loaded model")
@@ -675,10 +915,30 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--label", required=True)
     de.add_argument("wavs", nargs="+", metavar="WAV")
     de.add_argument("--save", action="store_true", help="also write the device's flash")
-    dev_cmd("infer", "recognise one recording").add_argument("wav")
-    ds = dev_cmd("stream", "stream a recording (or the microphone with --mic) in real time")
-    ds.add_argument("wav", nargs="?")
+    di = dev_cmd("infer", "recognise one recording, or every WAV of a folder (FSDD names or one "
+                          "sub-folder per word): accuracy per word and a confusion matrix")
+    di.add_argument("wav", metavar="WAV|DIR")
+    di.add_argument("--prefix", default="", help="folder mode: prepend this to each file's word "
+                                                 "to get its label (e.g. d for d0..d9)")
+    di.add_argument("--plot", metavar="PNG", help="folder mode: confusion matrix plot")
+    di.add_argument("--no-progress", action="store_true")
+    ds = dev_cmd("stream", "continuous detection: slide windows over a recording, an SHD-style "
+                           "spike file or the microphone; print each word as it is detected")
+    ds.add_argument("wav", nargs="?", metavar="WAV|H5", help="a WAV, or an h5 file in the SHD "
+                                                             "layout (with --index)")
+    ds.add_argument("--index", type=int, default=0, help="which sample of the h5 file (default 0)")
     ds.add_argument("--mic", action="store_true", help="live microphone (the mic extra)")
+    ds.add_argument("--threshold", metavar="COS", help="'none of these' below this cosine for "
+                                                       "this stream (default: the device's)")
+    ds.add_argument("--hop-ms", type=_positive_int, default=250,
+                    help="a new window every this many ms (default 250; windows last the "
+                         "model's 1 s)")
+    ds.add_argument("--fast", action="store_true", help="send the file as fast as the link "
+                                                        "allows instead of in real time")
+    dt = dev_cmd("threshold", "show or set the device's 'none of these' threshold (a cosine)")
+    dt.add_argument("value", nargs="?", metavar="COS|model",
+                    help="new threshold, or 'model' for the model file's")
+    dt.add_argument("--save", action="store_true", help="also write the device's flash")
     dev_cmd("classes", "list the enrolled words")
     df = dev_cmd("forget", "remove an enrolled word")
     df.add_argument("--label", required=True)
@@ -689,6 +949,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("url", help="pyserial URL of the device")
     pt.add_argument("--model", required=True, help="a .tsr model the suite loads")
     pt.add_argument("--timeout", type=float, default=3.0)
+    pt.add_argument("--yes", action="store_true",
+                    help="go on even though the device holds enrolled words (they are erased)")
 
     t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default)")
     t.add_argument("--config", help="TOML config file")
@@ -759,6 +1021,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tessera: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                      # e.g. tessera ... --json | head
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())    # no second error when Python flushes stdout
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ import pytest
 from tessera.runtime.chip import Chip, events_to_frames
 from tessera.runtime.errors import InputError
 from tessera.runtime.model_format import (
-    HEADER, ModelFile, decode_model, encode_model, pack_ints, read_model, unpack_ints)
+    HEADER, VERSION, ModelFile, decode_model, encode_model, pack_ints, read_model, unpack_ints)
 from tessera.runtime.rram import GF, RRAMArray, RRAMConfig
 
 DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
@@ -82,13 +82,13 @@ def test_bad_model_files_get_clear_errors(exported, tmp_path):
     with pytest.raises(InputError, match="routes/w_rec/shift_rec do not fit"):
         Chip(decode_model(encode_model(m)))
     m = read_model(exported["4"])
-    del m.readout["lr_shift"]
-    with pytest.raises(InputError, match="readout.lr_shift is missing"):
+    del m.readout["none_threshold"]
+    with pytest.raises(InputError, match="readout.none_threshold is missing"):
         Chip(decode_model(encode_model(m)))
     # a payload that is msgpack but not a map of ours, with a correct CRC
     junk = b"\x93\x01\x02\x03"
     with pytest.raises(InputError, match="not a tessera-model map"):
-        decode_model(HEADER.pack(b"TSRM", 1, 0, len(junk), zlib.crc32(junk)) + junk)
+        decode_model(HEADER.pack(b"TSRM", VERSION, 0, len(junk), zlib.crc32(junk)) + junk)
 
 
 def test_streaming_is_chunking_invariant_and_matches_batch(exported, small_corpus):
@@ -243,7 +243,8 @@ def test_model_file_is_self_describing(exported):
     m = read_model(exported["8"])
     assert isinstance(m, ModelFile)
     assert m.meta["config_sha256_16"] and m.meta["accuracy_at_export"]
-    assert m.core["weight_bits"] == 8 and m.readout["lr_shift"] == 6
+    assert m.core["weight_bits"] == 8 and m.readout["rule"] == "prototype"
+    assert m.readout["none_threshold"] > 0 and len(m.readout["calib"]) == 3
     assert m.frontend["spec"]["channels"] == 700 and len(m.frontend["fc_mhz"]) == 233
 
 
@@ -251,14 +252,13 @@ def test_chip_eval_cli_rows(small_corpus):
     from test_cli import tessera
 
     r = tessera("chip-eval", DEFAULT, "--data", small_corpus, "--episodes", "20", "--shots", "1",
-                "--bits", "4", "8", "--update-bits", "3", "--drift", "3600", "--json",
-                "--no-progress")
+                "--bits", "4", "8", "--drift", "3600", "--json", "--no-progress")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    rows = [(x["weight_bits"], x["update_bits"], x["drift_s"], x["drift_compensation"])
-            for x in res["rows"]]
-    assert rows == [(4, 0, 0.0, None), (8, 0, 0.0, None), (8, 3, 0.0, None), (8, 0, 3600, True),
-                    (8, 0, 3600, False)]
+    rows = [(x["weight_bits"], x["drift_s"], x["drift_compensation"]) for x in res["rows"]]
+    assert rows == [(4, 0.0, None), (8, 0.0, None), (8, 3600, True), (8, 3600, False)]
+    # words enrolled one at a time in random orders answer as one joint enrollment
+    assert all(x["order_differ_1shot"] == 0.0 for x in res["rows"])
     assert 0.2 < res["float"]["1-shot"]["accuracy"] <= 1.0
     assert all(0.0 <= x["acc_1shot"] <= 1.0 for x in res["rows"])
 
@@ -288,18 +288,19 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
                 leak_mult=int(rng.integers(40000, 60000)), trace_mult=int(rng.integers(50000, 60000)),
                 refractory=0, membrane_bits=int(rng.integers(20, 25)), trace_bits=16,
                 trace_frac=12, acc_bits=int(rng.integers(20, 33)))
-    readout = dict(normalize=normalize, feature_bits=15, readout_bits=8, readout_exp=2,
-                   lr_shift=int(rng.integers(4, 8)), max_classes=6, update_bits=0,
-                   update_threshold=0, stochastic_rounding=False, logit_frac=cfg.logit_frac,
+    readout = dict(normalize=normalize, feature_bits=15, readout_bits=int(rng.integers(4, 9)),
+                   max_classes=6, rule="prototype", cos_frac=12, none_threshold=3000,
+                   min_spikes=0, calib=[1280, 64, -1000], logit_frac=cfg.logit_frac,
                    softmax_frac=15, log2e=94548,
-                   exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False), w_init=None)
+                   exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False))
     return ModelFile(meta={}, frontend={}, core=core, readout=readout, labels=[])
 
 
 @pytest.mark.parametrize("seed,normalize", [(0, "l2"), (1, "l1"), (2, "none"), (3, "l2")])
 def test_parity_on_random_integer_models(seed, normalize):
     """Chip (streaming, event-driven, random chunks) vs the trainer's integer mode (batched,
-    dense torch) on seeded random models and inputs: every raster, feature, logit and update."""
+    dense torch) on seeded random models and inputs: every raster, feature, cosine and
+    enrolled column."""
     torch = pytest.importorskip("torch")
     from tessera.trainer.intmode import IntCore
 
@@ -321,17 +322,13 @@ def test_parity_on_random_integer_models(seed, normalize):
         assert np.array_equal(phi, phi_ref[j].numpy())
         lim = 1 << (chip.tab.membrane_bits - 1)
         saturated += int(((chip.v == lim - 1) | (chip.v == -lim)).sum())
-        if j < 4:                                        # enroll, then compare logits and steps
-            read = chip.W_out.copy()
-            levels = chip.out_arr.levels.copy()
-            chip.enroll(f"w{j % 3}")
-            rows = chip._active()
-            y = torch.tensor([int(np.searchsorted(rows, chip.class_names.index(f"w{j % 3}")))])
-            d = ref.enroll_delta(phi_ref[j:j + 1], y, torch.from_numpy(read[:, rows]))
-            q = chip.tab.readout_qmax
-            assert np.array_equal(np.clip(levels[:, rows] + d.numpy(), -q, q),
-                                  chip.out_arr.levels[:, rows])
-    lq = ref.logits(phi_ref, torch.from_numpy(chip.W_out[:, chip._active()]))
-    assert np.array_equal(chip.logits_q(phi_ref.numpy()), lq.numpy())
+        if j < 3:                                        # enroll, then compare the columns
+            chip.enroll(f"w{j}")
+            col = chip.class_names.index(f"w{j}")
+            levels, exp = ref.prototype_column(phi_ref[j:j + 1])
+            assert np.array_equal(levels.numpy(), chip.out_arr.levels[:, col])
+            assert exp == chip.exps[col] and chip.shots[col] == 1
+    lq = ref.cosines(phi_ref, torch.from_numpy(chip.W_out[:, chip._active()]))
+    assert np.array_equal(chip.scores_q(phi_ref.numpy()), lq.numpy())
     assert ras_ref.sum() > 0
     assert saturated > 0 or seed == 0                      # the saturation path is exercised

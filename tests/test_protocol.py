@@ -74,12 +74,14 @@ def test_spike_encodings_roundtrip(density):
 
 
 def test_messages_bounded_and_versioned():
-    assert decode(encode({"t": "ping", "id": 1}))["v"] == 1
+    from tessera.protocol.messages import VERSION
+
+    assert decode(encode({"t": "ping", "id": 1}))["v"] == VERSION == 2
     from tessera.protocol.messages import ProtocolError
 
     for body, name in ((b"\xc1", "BAD_MESSAGE"), (encode({"t": 5, "id": 1}), "BAD_MESSAGE"),
                        (encode({"t": "ping", "id": -1}), "BAD_MESSAGE"),
-                       (b"\x83\xa1v\x02\xa1t\xa4ping\xa2id\x01", "UNSUPPORTED_VERSION")):
+                       (b"\x83\xa1v\x09\xa1t\xa4ping\xa2id\x01", "UNSUPPORTED_VERSION")):
         with pytest.raises(ProtocolError) as e:
             decode(body)
         assert e.value.name == name

@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-__all__ = ["raster_png", "rasters_png", "learning_curve_png", "layout_heatmap_png", "save_png"]
+__all__ = ["raster_png", "rasters_png", "learning_curve_png", "layout_heatmap_png", "save_png",
+           "confusion_png", "hits_png"]
 
 
 def _plt():
@@ -124,4 +125,47 @@ def layout_heatmap_png(path: str | os.PathLike, w_rec: np.ndarray, rows: int, co
     ax2.set_ylabel("source tile")
     ax2.set_title("sum of |w| per tile pair", fontsize=9)
     fig.colorbar(im2, ax=ax2, fraction=0.046)
+    return save_png(fig, path, title)
+
+
+def confusion_png(path: str | os.PathLike, matrix: list[list[int]], rows: list[str],
+                  cols: list[str], title: str = "") -> str:
+    """A confusion matrix (rows: truth, columns: answer) with the counts written in."""
+    plt = _plt()
+    m = np.asarray(matrix, np.float64)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(cols), 1.0 + 0.4 * len(rows)))
+    norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j]:
+                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("device answer")
+    ax.set_ylabel("truth")
+    return save_png(fig, path, title)
+
+
+def hits_png(path: str | os.PathLike, curves: dict[str, dict], points: dict[str, tuple] | None = None,
+             title: str = "") -> str:
+    """Correct hits against false accepts (one curve per data set; ``points``: the operating
+    points (false accepts, hits) of the chosen threshold)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, c in curves.items():
+        ax.plot(100 * np.asarray(c["false_accepts"]), 100 * np.asarray(c["hits"]), label=name)
+    for name, (fa, hit) in (points or {}).items():
+        ax.plot([100 * fa], [100 * hit], "o")
+        ax.annotate(name, (100 * fa, 100 * hit), fontsize=7, xytext=(4, -10),
+                    textcoords="offset points")
+    ax.axvline(5, color="grey", lw=0.8, ls=":")
+    ax.axhline(90, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("false accepts: words not enrolled accepted as a word (%)")
+    ax.set_ylabel("correct hits: enrolled words accepted with the right label (%)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     return save_png(fig, path, title)

@@ -5,9 +5,10 @@ chunks, against :class:`~tessera.trainer.intmode.IntCore` on the whole batch: sp
 features, logits of an enrolled readout and one enrollment update must be identical.
 
 ``chip_accuracy``: 5-way k-shot episodes (the same sampler and seed as ``tessera eval``) scored
-with the chip's own enrollment (one step from an empty readout, integer, through the RRAM model)
-on the chip's integer features, next to the float model on the same binned inputs and the same
-episodes; over weight bit widths, update bit widths and drift ages.
+with the chip's own enrollment (words one at a time in a random order, shot by shot, integer,
+through the RRAM model) on the chip's integer features, next to the float model on the same binned
+inputs and the same episodes; over weight bit widths and drift ages. ``order_differ`` is the
+fraction of queries answered differently than after one joint enrollment of the same shots.
 """
 
 from __future__ import annotations
@@ -56,24 +57,20 @@ def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
     ms = tab.steps * tab.bin_ms
     rng = np.random.default_rng(seed)
     ref = IntCore(tab)
-    # enroll a readout on the chip: the first utterance of up to 5 classes (one step each)
+    # enroll a readout on the chip: the first utterance of up to 5 classes, one at a time
     first = {}
     for i in idx:
         first.setdefault(int(data.labels[i]), int(i))
-    q = chip.tab.readout_qmax
     for c, i in list(first.items())[:5]:
         chip.reset()
         chip.run(_frames(data, np.array([i]), ms, data.channels)[0])
-        levels, read = chip.out_arr.levels.copy(), chip.W_out.copy()
         phi = chip.features()
         chip.enroll(data.label_names[c])
-        # the same step in the integer mode, from the same readout
-        rows = chip._active()
-        y = torch.tensor([int(np.searchsorted(rows, chip.class_names.index(data.label_names[c])))])
-        d = ref.enroll_delta(torch.from_numpy(phi[None]), y, torch.from_numpy(read[:, rows]))
-        expect = np.clip(levels[:, rows] + d.numpy(), -q, q)
-        if not np.array_equal(expect, chip.out_arr.levels[:, rows]):
-            raise AssertionError("enrollment step differs between the chip and the integer mode")
+        col = chip.class_names.index(data.label_names[c])
+        levels, exp = ref.prototype_column(torch.from_numpy(phi[None]))
+        if not (np.array_equal(levels.numpy(), chip.out_arr.levels[:, col])
+                and exp == int(chip.exps[col])):
+            raise AssertionError("enrolled column differs between the chip and the integer mode")
     w_out = torch.from_numpy(chip.W_out[:, chip._active()])
     exact = np.zeros(idx.size, bool)
     mismatch = []
@@ -82,14 +79,14 @@ def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
         part = idx[s:s + 128]
         frames = _frames(data, part, ms, data.channels)
         ras_ref, phi_ref = ref.forward(ref.bins(torch.from_numpy(frames)))
-        lq_ref = ref.logits(phi_ref, w_out)
+        lq_ref = ref.cosines(phi_ref, w_out)
         for j, f in enumerate(frames):
             chip.reset()
             cuts = np.sort(rng.integers(0, ms + 1, size=int(rng.integers(0, 6))))
             ras = np.vstack([chip.run(c) for c in np.split(f, cuts)])
             phi = chip.features()
             ras = np.vstack([ras, chip.tail])
-            lq = chip.logits_q(phi)
+            lq = chip.scores_q(phi)
             ok = (np.array_equal(ras, ras_ref[j].numpy()) and np.array_equal(phi, phi_ref[j].numpy())
                   and np.array_equal(lq, lq_ref[j].numpy()))
             exact[s + j] = ok
@@ -100,7 +97,7 @@ def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
     return dict(bit_exact_fraction=round(float(exact.mean()), 6), utterances=int(idx.size),
                 exact=int(exact.sum()), mismatched_utterances=mismatch, model=model_path,
                 data=data_path, enrolled=chip.classes(),
-                checked=["spike rasters", "features", "logits", "enrollment updates"])
+                checked=["spike rasters", "features", "cosine scores", "enrolled columns"])
 
 
 def _bar(total: int, enabled: bool):
@@ -109,26 +106,37 @@ def _bar(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, leave=False, unit="utt")
 
 
-def _episodes_chip(chip: Chip, phis: np.ndarray, sampler, episodes: int) -> np.ndarray:
-    acc = np.zeros(episodes)
+def _episodes_chip(chip: Chip, phis: np.ndarray, sampler, episodes: int, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy per episode with the device path (words enrolled one at a time, in a random
+    order) and the fraction of queries whose answer differs from one joint enrollment."""
+    rng = np.random.default_rng(seed)
+    acc, differ = np.zeros(episodes), np.zeros(episodes)
     for e in range(episodes):
         ep = sampler.episode(e)
-        for c in chip.classes():
-            chip.forget(c)
         shots = {}
         for i, y in zip(ep.support, ep.support_y):
             shots.setdefault(f"class{int(y)}", []).append(phis[i])
-        chip.enroll_many(dict(sorted(shots.items())))
-        order = [int(c[5:]) for c in chip.classes()]
-        lq = chip.logits_q(phis[ep.query])
-        pred = np.array(order)[np.argmax(lq, axis=1)]
-        acc[e] = float((pred == ep.query_y).mean())
-    return acc
+        preds = []
+        for joint in (False, True):
+            for c in chip.classes():
+                chip.forget(c)
+            if joint:
+                chip.enroll_many(shots)
+            else:
+                for label in rng.permutation(sorted(shots)):
+                    for phi in rng.permutation(len(shots[label])):     # shot by shot too
+                        chip.enroll(str(label), [shots[label][phi]])
+            rows = chip._active()
+            order = np.array([int(chip.class_names[r][5:]) for r in rows])
+            preds.append(order[np.argmax(chip.scores_q(phis[ep.query], rows), axis=1)])
+        acc[e] = float((preds[0] == ep.query_y).mean())
+        differ[e] = float((preds[0] != preds[1]).mean())
+    return acc, differ
 
 
 def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episodes: int = 600,
-                  weight_bits=(8,), update_bits=(0,), drift=(), stochastic: bool = False,
-                  write_noise: float = 0.0, seed: int = 1234, progress: bool = False) -> dict:
+                  weight_bits=(8,), drift=(), write_noise: float = 0.0, seed: int = 1234, progress: bool = False) -> dict:
     """Few-shot accuracy through the chip vs the float model, on the same episodes."""
     from .export import ExportConfig, export_model
 
@@ -141,10 +149,9 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
     frames = _frames(data, pool, ms, data.channels)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        def run(wb, ub, ages=(), compensate=True):
-            path = os.path.join(tmp, f"m{wb}-{ub}.tsr")
-            export_model(model, path, ExportConfig(weight_bits=wb, update_bits=ub,
-                                                   stochastic_rounding=stochastic))
+        def run(wb, ages=(), compensate=True):
+            path = os.path.join(tmp, f"m{wb}.tsr")
+            export_model(model, path, ExportConfig(weight_bits=wb))
             chip = Chip.load(path, RRAMConfig(write_noise=write_noise, seed=seed,
                                               drift_compensation=compensate))
             out = []
@@ -158,8 +165,9 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
                 for k in shots:
                     sampler = tasks.sampler("unseen", cfg.data.ways, k, cfg.data.queries,
                                             seed=seed)
-                    a = _episodes_chip(chip, phis, sampler, episodes)
-                    res[k] = (round(float(a.mean()), 4), round(ci95(a), 4))
+                    a, d = _episodes_chip(chip, phis, sampler, episodes)
+                    res[k] = (round(float(a.mean()), 4), round(ci95(a), 4),
+                              round(float(d.mean()), 6))
                 out.append((age, res))
             return out
 
@@ -172,24 +180,24 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
             for s in range(0, pool.size, 256):
                 feats[pool[s:s + 256]] = model.core.features(bins[s:s + 256])[0]
         floats = {k: evaluate(model.core, model.lrs, None, tasks, "unseen", cfg.data.ways, k,
-                              cfg.data.queries, episodes, 1, seed, feats=feats) for k in shots}
-        # the weight table at full-resolution updates, the update table at the last weight width
-        runs = [(wb, 0, (), True) for wb in weight_bits]
-        runs += [(weight_bits[-1], ub, (), True) for ub in update_bits if ub]
+                              cfg.data.queries, episodes, 1, seed, feats=feats,
+                              rule=cfg.meta.rule) for k in shots}
+        runs = [(wb, (), True) for wb in weight_bits]
         if drift:                                    # ages: with and without compensation
-            runs += [(weight_bits[-1], 0, tuple(drift), c) for c in (True, False)]
-        for wb, ub, ages, comp in runs:
-            for age, res in run(wb, ub, ages, comp):
+            runs += [(weight_bits[-1], tuple(drift), c) for c in (True, False)]
+        for wb, ages, comp in runs:
+            for age, res in run(wb, ages, comp):
                 if ages and not age:
                     continue                         # age 0 is already a row
-                rows.append(dict(weight_bits=wb, update_bits=ub, drift_s=age,
+                rows.append(dict(weight_bits=wb, drift_s=age,
                                  drift_compensation=comp if age else None,
                                  **{f"acc_{k}shot": res[k][0] for k in shots},
                                  **{f"ci95_{k}shot": res[k][1] for k in shots},
+                                 **{f"order_differ_{k}shot": res[k][2] for k in shots},
                                  **{f"gap_{k}shot": round(floats[k]["accuracy"] - res[k][0], 4)
                                     for k in shots}))
     return dict(float={f"{k}-shot": {"accuracy": floats[k]["accuracy"], "ci95": floats[k]["ci95"]}
                        for k in shots},
                 rows=rows, episodes=episodes, ways=cfg.data.ways, split="unseen",
-                stochastic_rounding=stochastic, write_noise=write_noise, data=data_path,
+                write_noise=write_noise, data=data_path,
                 model=model_path)

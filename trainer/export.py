@@ -8,8 +8,9 @@ Float to integer (the chip's arithmetic is in :mod:`tessera.runtime.chip`):
   squared quantization error at ``weight_bits`` (clipping the largest weights when that helps);
   levels ``q = clip(round(w 2^V / 2^shift), +-Q)``, Q = 2^(bits-1) - 1;
 - leak and trace decay as 16-bit multipliers: round(alpha 2^16), round(kappa 2^16);
-- the readout's learning rate as a power of two (its log2 rounded), the readout weight unit
-  2^-readout_exp chosen so that one step's largest expected weight fits ``readout_bits``.
+- the readout's device rule (prototype columns, cosine scores) with its "none of these" rule:
+  threshold, minimum core spikes and the calibration of the confidence, read from
+  ``calibration.json`` next to the model (written by ``tessera calibrate``; defaults otherwise).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import datetime
 import hashlib
 import json
 import math
+import os
 
 import numpy as np
 
@@ -35,9 +37,6 @@ __all__ = ["ExportConfig", "export_model", "quantize_block"]
 class ExportConfig:
     weight_bits: int = 8            # core weights (2..8)
     readout_bits: int = 8           # readout weights on the chip
-    update_bits: int = 0            # enroll update resolution (0: the readout's full resolution)
-    update_threshold: int = 0       # drop updates below this many readout levels
-    stochastic_rounding: bool = False
     max_classes: int = 32
     membrane_bits: int = 24
     trace_bits: int = 16
@@ -46,16 +45,18 @@ class ExportConfig:
     feature_bits: int = 15
     logit_frac: int = 6
     softmax_frac: int = 15
+    cos_frac: int = 12
     bin_ms: int = 10
-    phi_max: float = 0.25           # largest expected readout feature (sets readout_exp)
+    none_threshold: float | None = None   # cosine; None: the model's calibration (or 0.8)
 
     def __post_init__(self) -> None:
         if not 2 <= self.weight_bits <= 8:
             raise InputError(f"weight bits must be 2..8, got {self.weight_bits}")
         if not 2 <= self.readout_bits <= 16:
             raise InputError(f"readout bits must be 2..16, got {self.readout_bits}")
-        if not 0 <= self.update_bits <= self.readout_bits:
-            raise InputError(f"update bits must be 0..{self.readout_bits}, got {self.update_bits}")
+        if self.none_threshold is not None and not -1.0 <= self.none_threshold <= 1.0:
+            raise InputError(f"the none threshold is a cosine in [-1, 1], got "
+                             f"{self.none_threshold}")
         if not 1 <= self.max_classes <= 1024:
             raise InputError("max classes must be 1..1024")
 
@@ -76,6 +77,30 @@ def quantize_block(w: np.ndarray, bits: int, unit_bits: int) -> tuple[np.ndarray
         if best is None or err < best[0]:
             best = (err, q.astype(np.int64), s)
     return best[1], best[2]
+
+
+#: used when a model has no calibration.json: a cosine threshold, no spike floor, and a
+#: confidence that rises from 0.5 at the threshold
+DEFAULT_CALIBRATION = dict(none_threshold=0.8, min_spikes=0, calib=[20.0, 0.0, -16.0])
+
+
+def load_calibration(model_path: str) -> dict:
+    """The open-set calibration stored next to a model (``calibration.json``), or defaults."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "calibration.json")
+    if not os.path.exists(path):
+        return dict(DEFAULT_CALIBRATION, source=None)
+    try:
+        with open(path) as fh:
+            c = json.load(fh)
+        out = dict(none_threshold=float(c["none_threshold"]), min_spikes=int(c["min_spikes"]),
+                   calib=[float(x) for x in c["calib"]], source=path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"unusable calibration ({type(exc).__name__}: {exc})",
+                         source=path) from None
+    if len(out["calib"]) != 3 or not -1 <= out["none_threshold"] <= 1 or out["min_spikes"] < 0:
+        raise InputError("calibration needs calib [a, m, b], a threshold in [-1, 1] and "
+                         "min_spikes >= 0", source=path)
+    return out
 
 
 def _exp2_table(frac: int) -> np.ndarray:
@@ -119,9 +144,9 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
             sh_rec.append(s)
     bias = np.rint(p["b"] / theta * 2.0 ** V).astype(np.int64)
     lr = float(model.lrs["w_out"])
-    lr_shift = int(round(math.log2(lr)))
-    qr = (1 << (cfg.readout_bits - 1)) - 1
-    readout_exp = int(math.floor(math.log2(qr / (2.0 ** lr_shift * cfg.phi_max))))
+    cal = load_calibration(model.path)
+    thr = cal["none_threshold"] if cfg.none_threshold is None else cfg.none_threshold
+    one_l = 1 << cfg.logit_frac
     dc = model.config.data
     stride = dc.channel_subsets
     spec = FrontendSpec()
@@ -161,15 +186,16 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
                   membrane_bits=cfg.membrane_bits, trace_bits=cfg.trace_bits,
                   trace_frac=cfg.trace_frac, acc_bits=cfg.acc_bits),
         readout=dict(normalize=core.normalize, feature_bits=cfg.feature_bits,
-                     readout_bits=cfg.readout_bits, readout_exp=readout_exp, lr_shift=lr_shift,
-                     max_classes=cfg.max_classes, update_bits=cfg.update_bits,
-                     update_threshold=cfg.update_threshold,
-                     stochastic_rounding=cfg.stochastic_rounding, logit_frac=cfg.logit_frac,
+                     readout_bits=cfg.readout_bits, max_classes=cfg.max_classes,
+                     rule="prototype", cos_frac=cfg.cos_frac,
+                     none_threshold=int(round(thr * (1 << cfg.cos_frac))),
+                     min_spikes=int(cal["min_spikes"]),
+                     calib=[int(round(x * one_l)) for x in cal["calib"]],
+                     logit_frac=cfg.logit_frac,
                      softmax_frac=cfg.softmax_frac, log2e=int(round(math.log2(math.e) * 65536)),
-                     exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False),
-                     w_init=None),
+                     exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False)),
         labels=[])
     size = write_model(out, mf)
     return dict(out=out, bytes=size, weight_bits=cfg.weight_bits, routes=len(routes),
-                lr_shift=lr_shift, readout_exp=readout_exp, connections=int(
+                none_threshold=thr, calibrated=cal["source"], connections=int(
                     sum(int((b != 0).sum()) for b in blocks)))

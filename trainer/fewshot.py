@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from ..runtime.mosaic import layout_cost
 from .dense import DenseSet
 from .episodes import FewShotTasks
-from .meta import READOUT, MetaConfig, anil_task_loss, inner_adapt, readout_loss, zero_readout
+from .meta import (READOUT, MetaConfig, anil_task_loss, inner_adapt, prototype_logits,
+                   readout_loss, zero_readout)
 from .model import Core, CoreConfig, core_features, readout_logits
 from .rram import RRAMConfig, device_weight, quantize_update, stuck_map, threshold_update
 
@@ -161,7 +162,11 @@ class MetaTrainer:
         for s, q, ys, yq in batch.tasks:
             ways = int(ys.max()) + 1
             init = zero_readout(p, ways)
-            if meta.algorithm == "anil":
+            if meta.algorithm == "anil" and meta.rule == "prototype":
+                logits = prototype_logits(phi[s], ys, phi[q], ways, lrs["w_out"])
+                l = F.cross_entropy(logits, yq)
+                a = (logits.argmax(1) == yq).float().mean()
+            elif meta.algorithm == "anil":
                 l, a = anil_task_loss(phi[s], ys, phi[q], yq, init,
                                       {k: lrs[k] for k in init}, meta.inner_steps, transform)
             else:                                    # maml / fomaml: the whole network adapts
@@ -290,8 +295,9 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
              ways: int = 5, shots: int = 1, queries: int = 5, episodes: int = 600,
              inner_steps: int = 1, seed: int = 1234, subset: int = 0,
              feats: torch.Tensor | None = None, same_speaker: bool = False,
-             cross_speaker: bool = False) -> dict:
-    """Few-shot accuracy of the frozen core with the device rule (zero readout, SGD steps)."""
+             cross_speaker: bool = False, rule: str = "prototype") -> dict:
+    """Few-shot accuracy of the frozen core with the device rule: ``prototype`` (one column per
+    word, cosine scores; with ``inner_steps == 1``) or SGD steps from a zero readout."""
     sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed,
                             cross_speaker=cross_speaker)
     pool, _ = tasks.pool(phase)
@@ -305,9 +311,12 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
         ep = sampler.episode(i)
         phi_s, phi_q = feats[ep.support], feats[ep.query]
         ys, yq = torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)
-        fast = inner_adapt(init, lambda f, p=phi_s, y=ys: readout_loss(f, p, y), step_lrs,
-                           inner_steps)
-        pred = readout_logits(phi_q, fast["w_out"], fast["b_out"]).argmax(1)
+        if rule == "prototype" and inner_steps == 1:
+            pred = prototype_logits(phi_s, ys, phi_q, ways, torch.tensor(1.0)).argmax(1)
+        else:
+            fast = inner_adapt(init, lambda f, p=phi_s, y=ys: readout_loss(f, p, y), step_lrs,
+                               inner_steps)
+            pred = readout_logits(phi_q, fast["w_out"], fast["b_out"]).argmax(1)
         ok = (pred == yq).numpy()
         accs.append(ok.mean())
         unseen_correct += int(ok[ep.query_unseen].sum())
@@ -317,7 +326,8 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
     acc = np.array(accs)
     out = dict(accuracy=round(float(acc.mean()), 4), ci95=round(ci95(acc), 4), ways=ways,
                shots=shots, queries=queries, split=phase, episodes=episodes,
-               inner_steps=inner_steps, same_speaker=same_speaker, cross_speaker=cross_speaker)
+               inner_steps=inner_steps, same_speaker=same_speaker, cross_speaker=cross_speaker,
+               rule=rule if inner_steps == 1 else "sgd")
     if phase == "all":
         out["accuracy_unseen_queries"] = round(unseen_correct / max(unseen_total, 1), 4)
         out["accuracy_seen_queries"] = round(seen_correct / max(seen_total, 1), 4)

@@ -1,9 +1,9 @@
 """The trainer's integer mode: the chip's arithmetic (:mod:`tessera.runtime.chip`) in torch.
 
 An independent implementation, written from the chip's docstring: batched, dense int64 matrix
-products instead of the chip's event-driven rows, its own binning, integer square root, softmax
-and enrollment step. ``tessera parity`` runs both on the same utterances and compares the spike
-rasters, features, logits and enrollment updates bit for bit.
+products instead of the chip's event-driven rows, its own binning, integer square root, cosine
+scores and enrollment column. ``tessera parity`` runs both on the same utterances and compares the spike
+rasters, features, cosine scores and enrolled columns bit for bit.
 """
 
 from __future__ import annotations
@@ -99,42 +99,20 @@ class IntCore:
         return torch.div(f * (1 << tab.feature_bits), norm.clamp(min=1)[:, None],
                          rounding_mode="floor")
 
-    def logits(self, phi: torch.Tensor, w_out_read: torch.Tensor) -> torch.Tensor:
-        tab = self.tab
-        s = torch.matmul(phi, w_out_read)
-        k = tab.readout_exp + GF + tab.feature_bits - tab.logit_frac
-        return torch.div(s, 2 ** k, rounding_mode="floor") if k >= 0 else s * 2 ** -k
+    def cosines(self, phi: torch.Tensor, w_read: torch.Tensor) -> torch.Tensor:
+        """cos_k of the prototype readout in units of 2^-cos_frac: phi (B, D), w_read (D, K)."""
+        dot = phi @ w_read
+        den = (_isqrt((phi * phi).sum(1))[:, None] * _isqrt((w_read * w_read).sum(0))[None, :])
+        return torch.div(dot * (1 << self.tab.cos_frac), den.clamp(min=1), rounding_mode="floor")
 
-    def softmax(self, lq: torch.Tensor) -> torch.Tensor:
-        tab = self.tab
-        full = torch.cat([lq, lq.new_zeros(lq.shape[0], 1)], 1)
-        d = full - full.max(1, keepdim=True).values
-        e2 = -torch.div(d * tab.log2e, 65536, rounding_mode="floor")
-        ip = torch.div(e2, 2 ** tab.logit_frac, rounding_mode="floor").clamp(max=62)
-        frac = e2 - ip * 2 ** tab.logit_frac
-        e = torch.from_numpy(tab.exp2)[frac.clamp(max=(1 << tab.logit_frac) - 1)]
-        e = torch.div(e, 2 ** ip, rounding_mode="floor")
-        return torch.div(e * (1 << tab.softmax_frac), e.sum(1, keepdim=True),
-                         rounding_mode="floor")
-
-    def enroll_delta(self, phis: torch.Tensor, y: torch.Tensor, w_out_read: torch.Tensor
-                     ) -> torch.Tensor:
-        """The readout level change of one (deterministic-rounding) enrollment step over the
-        rows of ``w_out_read`` (D, K); ``y`` indexes those rows."""
-        tab = self.tab
-        p = self.softmax(self.logits(phis, w_out_read))[:, :-1]
-        target = torch.zeros_like(p)
-        target[torch.arange(len(y)), y] = 1 << tab.softmax_frac
-        g = phis.T @ (target - p)
-        s = tab.lr_shift + tab.readout_exp - tab.softmax_frac - tab.feature_bits
-        coarse = tab.readout_bits - tab.update_bits if tab.update_bits else 0
-        num = g * 2 ** s if s > 0 else g
-        den = len(y) * 2 ** (max(-s, 0) + coarse)
-        q = torch.div(2 * num + den, 2 * den, rounding_mode="floor")
-        if tab.update_bits:
-            lim = (1 << (tab.update_bits - 1)) - 1
-            q = q.clamp(-lim, lim)
-        q = q * 2 ** coarse
-        if tab.update_threshold:
-            q = torch.where(q.abs() < tab.update_threshold, torch.zeros_like(q), q)
-        return q
+    def prototype_column(self, phis: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The levels and scale exponent that enrolling a new word with shots ``phis`` (N, D)
+        writes into its column."""
+        n = phis.shape[0]
+        mean = torch.div(phis.sum(0) + n // 2, n, rounding_mode="floor")
+        q = (1 << (self.tab.readout_bits - 1)) - 1
+        peak = int(mean.abs().max())
+        exp = 0
+        while (peak + ((1 << exp) >> 1)) >> exp > q:
+            exp += 1
+        return torch.div(mean + ((1 << exp) >> 1), 2 ** exp, rounding_mode="floor"), exp

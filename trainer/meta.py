@@ -4,11 +4,15 @@ Inner loop: SGD on a task's support set, ``steps`` steps, per-parameter learning
 meta-learned, as log learning rates). Outer loop: Adam on the query loss (Reptile: on the
 difference between the initial and the adapted parameters).
 
-The device rule (the default) is ANIL with one step from a zero readout: only ``w_out`` and
-``b_out`` change on the chip, once, with a high learning rate. From zero, one SGD step of the
-cross-entropy gives ``W_k = lr / N * sum_i (y_ik - 1/K) phi_i``: a prototype classifier on the
-features ``phi`` (dot product with the class mean, centred), which is what meta-training shapes
-the core for.
+The device rule (the default, ``rule = "prototype"``) is ANIL whose one readout step writes each
+word's own column: ``W_k`` = the mean of word k's shot features, and a query scores
+``lr * cos(phi, W_k)`` (``lr``, meta-learned, is the softmax temperature of training; the chip
+uses the cosines themselves). It is what the chip's ``enroll`` runs (runtime/chip.py): one column
+per word, so words enrolled one at a time in any order give the same readout as all at once.
+``rule = "softmax-step"`` is the earlier rule: one SGD step of the cross-entropy from a zero
+readout over all the episode's words jointly, ``W_k = lr / N * sum_i (y_ik - 1/K) phi_i``; its
+argmax equals the prototype rule's dot product for balanced shots, but a device that enrolls one
+word at a time cannot run it (each step pushes the older words down).
 
 ``transfer`` is the transfer-learning baseline, not meta-learning: the core is pretrained with an
 ordinary classifier over every seen class (batches of ``tasks_per_batch * 8`` utterances), and at
@@ -30,7 +34,8 @@ from torch.func import grad
 
 from .model import readout_logits
 
-__all__ = ["MetaConfig", "inner_adapt", "readout_loss", "anil_task_loss", "reptile_delta"]
+__all__ = ["MetaConfig", "inner_adapt", "readout_loss", "anil_task_loss", "prototype_logits",
+           "reptile_delta"]
 
 READOUT = ("w_out", "b_out")
 
@@ -45,8 +50,11 @@ class MetaConfig:
     outer_lr: float = 1e-3
     tasks_per_batch: int = 8
     bptt: int | None = None          # truncate backpropagation to the last N steps
+    rule: str = "prototype"          # anil's readout rule: prototype (the chip's) | softmax-step
 
     def __post_init__(self) -> None:
+        if self.rule not in ("prototype", "softmax-step"):
+            raise ValueError(f"unknown readout rule {self.rule!r} (prototype or softmax-step)")
         if self.algorithm not in ("anil", "maml", "fomaml", "reptile", "transfer"):
             raise ValueError(f"unknown meta-learning algorithm {self.algorithm!r}")
         if self.algorithm == "reptile" and self.inner_steps < 2:
@@ -86,10 +94,19 @@ def zero_readout(like: dict, ways: int) -> dict:
     return {"w_out": ref.new_zeros(n, ways), "b_out": ref.new_zeros(ways)}
 
 
+def prototype_logits(phi_s: torch.Tensor, y_s: torch.Tensor, phi_q: torch.Tensor, ways: int,
+                     scale: torch.Tensor) -> torch.Tensor:
+    """The device rule: ``scale * cos(phi_q, mean of each word's shots)`` (queries x ways)."""
+    onehot = F.one_hot(y_s, ways).to(phi_s.dtype)
+    protos = (onehot.T @ phi_s) / onehot.sum(0).clamp(min=1)[:, None]
+    return scale * (F.normalize(phi_q, dim=1, eps=1e-8) @ F.normalize(protos, dim=1, eps=1e-8).T)
+
+
 def anil_task_loss(phi_s: torch.Tensor, y_s: torch.Tensor, phi_q: torch.Tensor,
                    y_q: torch.Tensor, readout_init: dict, lrs: dict, steps: int,
                    update_transform=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """ANIL on one task: adapt the readout on the support features, score the queries."""
+    """ANIL on one task with the softmax-step rule: adapt the readout on the support features,
+    score the queries."""
     fast = inner_adapt(readout_init, lambda f: readout_loss(f, phi_s, y_s), lrs, steps,
                        update_transform=update_transform)
     logits = readout_logits(phi_q, fast["w_out"], fast["b_out"])

@@ -143,7 +143,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
                 try:
                     val = evaluate(tr.core, tr.lrs(), data, tasks, "val", cfg.data.ways, 1,
                                    cfg.data.queries, cfg.train.eval_episodes,
-                                   cfg.meta.inner_steps)
+                                   cfg.meta.inner_steps, rule=cfg.meta.rule)
                     log.write(json.dumps(dict(eval="val", iteration=tr.iteration, **val)) + "\n")
                 except InputError as exc:            # too few validation utterances
                     val_ok = False
@@ -164,7 +164,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
         try:
             results.append(evaluate(tr.core, tr.lrs(), data, tasks, "unseen", cfg.data.ways, k,
                                     cfg.data.queries, cfg.train.eval_episodes,
-                                    cfg.meta.inner_steps))
+                                    cfg.meta.inner_steps, rule=cfg.meta.rule))
         except InputError as exc:                    # too few test utterances for k shots
             skipped.append(str(exc))
     summary = dict(out=out, iterations=tr.iteration, seconds=round(seconds, 1),
@@ -391,14 +391,14 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
             w, q = ways or cfg.data.ways, queries or cfg.data.queries
             r = evaluate(model.core, model.lrs, data, tasks, split, w, k, q, episodes,
                          inner_steps, seed, feats=feats, same_speaker=same_speaker,
-                         cross_speaker=cross_speaker)
+                         cross_speaker=cross_speaker, rule=model.config.meta.rule)
             out.append(dict(method=model.method, **r))
             for m, f in others:
                 steps = transfer_steps if (transfer_steps and m.method == "transfer") \
                     else m.config.meta.inner_steps
                 r = evaluate(m.core, m.lrs, data, tasks, split, w, k, q, episodes, steps, seed,
-                             feats=f,
-                             same_speaker=same_speaker, cross_speaker=cross_speaker)
+                             feats=f, same_speaker=same_speaker, cross_speaker=cross_speaker,
+                             rule=m.config.meta.rule)
                 out.append(dict(method=m.method, model=m.path, **r))
             if "dtw" in baselines:
                 out.append(evaluate_dtw(data, tasks, split, w, k, q, episodes, seed, same_speaker,

@@ -1,0 +1,264 @@
+"""Issue 10: enrollment one word at a time (order-invariant), more shots, forget, "none of these",
+the threshold over the protocol, sliding-window detection, feed_audio at any rate, the factory
+model, and one-line errors on the device path."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessera.firmware_sim import factory_model
+from tessera.runtime.audio import load_audio, read_wav, write_wav
+from tessera.runtime.chip import Chip
+from tessera.runtime.errors import InputError
+
+FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+
+
+@pytest.fixture(scope="module")
+def fsdd():
+    if not FSDD.is_dir():
+        pytest.skip("FSDD recordings not available")
+    return FSDD
+
+
+@pytest.fixture(scope="module")
+def feats(fsdd):
+    """Chip features of lucas's digits 0-5, recordings 0-5 (factory model)."""
+    chip = Chip.load(factory_model())
+    out = {}
+    for d in range(6):
+        for i in range(6):
+            chip.reset()
+            chip.feed_audio(load_audio(fsdd / f"{d}_lucas_{i}.wav"))
+            out[d, i] = chip.features()
+    return out
+
+
+def _answers(chip, phis):
+    rows = chip._active()
+    names = [chip.class_names[r] for r in rows]
+    return [names[j] for j in chip.scores_q(np.array(phis), rows).argmax(1)]
+
+
+def test_enrollment_order_does_not_matter(feats):
+    """Any order of one-at-a-time enrollments answers every query as one joint enrollment."""
+    queries = [feats[d, i] for d in range(6) for i in range(2, 6)]
+    rng = np.random.default_rng(0)
+    joint = Chip.load(factory_model())
+    joint.enroll_many({f"d{d}": [feats[d, 0]] for d in range(6)})
+    ref = _answers(joint, queries)
+    assert sum(a == f"d{q // 4}" for q, a in enumerate(ref)) >= 12     # well above chance (4)
+    for _ in range(4):
+        chip = Chip.load(factory_model())
+        for d in rng.permutation(6):
+            chip.enroll(f"d{d}", [feats[d, 0]])
+        assert _answers(chip, queries) == ref
+        assert np.array_equal(np.sort(chip.W_out, axis=1), np.sort(joint.W_out, axis=1))
+
+
+def test_more_shots_later_and_forget_touches_one_word(feats):
+    chip = Chip.load(factory_model())
+    for d in range(3):
+        chip.enroll(f"d{d}", [feats[d, 0]])
+    before = {c: chip.W_out[:, chip.class_names.index(c)].copy() for c in ("d0", "d2")}
+    r = chip.enroll("d1", [feats[1, 1]])                     # a second shot of an enrolled word
+    assert r["shots_per_class"] == {"d1": 2} and chip.classes().count("d1") == 1
+    joint = Chip.load(factory_model())
+    joint.enroll_many({"d1": [feats[1, 0], feats[1, 1]]})
+    col, jcol = chip.class_names.index("d1"), joint.class_names.index("d1")
+    assert np.abs(chip.out_arr.levels[:, col] - joint.out_arr.levels[:, jcol]).max() <= 1
+    for c, w in before.items():                              # the other words are untouched
+        assert np.array_equal(chip.W_out[:, chip.class_names.index(c)], w)
+    chip.forget("d1")
+    assert chip.classes() == ["d0", "d2"]
+    for c, w in before.items():
+        assert np.array_equal(chip.W_out[:, chip.class_names.index(c)], w)
+    with pytest.raises(InputError, match="'none' is the answer"):
+        chip.enroll("none", [feats[0, 0]])
+
+
+def test_silence_and_noise_are_none_of_these(feats):
+    from tessera.trainer.openset import noise_clips
+
+    chip = Chip.load(factory_model())
+    for d in range(3):
+        chip.enroll(f"d{d}", [feats[d, 0]])
+    chip.reset()
+    chip.feed_audio(np.zeros(16000, np.int16))
+    p = chip.predict()
+    assert p["label"] is None and p["confidence"] > 0.9 and p["best"] in chip.classes()
+    rng = np.random.default_rng(1)
+    chip.reset()
+    chip.feed_audio(np.round(rng.standard_normal(16000) * 3000).astype(np.int16))
+    assert chip.predict()["label"] is None                   # loud white noise
+    rejected = 0
+    for _, pcm in noise_clips(count=8, seed=3):
+        chip.reset()
+        chip.feed_audio(pcm)
+        rejected += chip.predict()["label"] is None
+    assert rejected >= 7
+    chip.none_threshold = -(1 << chip.tab.cos_frac)          # threshold -1: only the spike floor
+    chip.reset()
+    chip.feed_audio(np.round(rng.standard_normal(16000) * 3000).astype(np.int16))
+    assert chip.predict()["label"] is not None
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_feed_audio_at_any_rate_matches_load_audio(tmp_path, rate):
+    t = np.arange(int(0.6 * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 3 * t) + 0.05 * np.sin(
+        2 * np.pi * 1900 * t)
+    path = tmp_path / f"a{rate}.wav"
+    write_wav(path, x, rate)
+    chip = Chip.load(factory_model())
+    a = chip.feed_audio(load_audio(path), 16000)
+    chip.reset()
+    pcm, r = read_wav(path)
+    b = chip.feed_audio(pcm, r)                                # float samples at the file's rate
+    chip.reset()
+    c = chip.feed_audio((pcm * 32768).astype(np.int16), r)     # int16 samples at the file's rate
+    assert np.array_equal(a, b) and np.array_equal(a, c) and a.sum() > 0
+
+
+def test_threshold_detection_and_flash_over_the_protocol(fsdd, tmp_path):
+    from tessera.protocol.client import Device
+
+    flash = tmp_path / "f.img"
+    url = f"sim://?flash={flash}&model={factory_model()}"
+    events = []
+    with Device.open(url) as dev:
+        dev.enroll("d3", str(fsdd / "3_jackson_0.wav"))
+        r = dev.enroll("d3", str(fsdd / "3_jackson_1.wav"))    # more shots of the same word
+        assert r["shots"] == 2 and r["classes"] == ["d3"]
+        dev.enroll("d7", str(fsdd / "7_jackson_0.wav"))
+        default = dev.params()["threshold_in_use"]
+        assert 0 < default < 1 and dev.infer(str(fsdd / "3_jackson_5.wav"))["best"] == "d3"
+        dev.set_param("threshold", 1.0)                         # nothing is that close
+        assert dev.infer(str(fsdd / "3_jackson_5.wav"))["label"] is None
+        dev.set_param("threshold", 0.5)
+        assert dev.infer(str(fsdd / "3_jackson_5.wav"))["label"] == "d3"
+        dev.save()
+        # continuous detection over a stream shorter than one window: the partial window closes
+        dev.set_param("detect", True)
+        pcm = load_audio(fsdd / "3_jackson_6.wav")
+        pcm = np.concatenate([np.zeros(4000, np.int16), pcm, np.zeros(19000, np.int16)])
+        dev.stream_pcm(pcm, on_event=events.append)
+        end = dev.end_utterance()
+        dev.drain(events.append)
+        assert pcm.size // 16 <= end["stream_ms"] <= pcm.size // 16 + 10   # + the filters' tail
+    assert [e["label"] for e in events] == ["d3"]              # seen by 3-4 windows: one event
+    e = events[0]
+    assert 0 <= e["start_ms"] < e["end_ms"] <= end["stream_ms"] and 0 < e["confidence"] <= 1
+    with Device.open(f"sim://?flash={flash}") as dev:          # a power cycle keeps it all
+        assert dev.classes() == ["d3", "d7"]
+        assert dev.params()["threshold_in_use"] == 0.5
+        dev.set_param("threshold", 0.99)
+        with pytest.raises(Exception, match="threshold is a cosine"):
+            dev.set_param("threshold", 2.0)
+
+
+def test_factory_model_is_the_committed_model_exported():
+    pytest.importorskip("torch")
+    from tessera.runtime.model_format import read_model
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.train import load_model
+
+    root = Path(__file__).resolve().parents[1]
+    fresh = Path(os.environ.get("TMPDIR", "/tmp")) / f"fresh-{os.getpid()}.tsr"
+    export_model(load_model(str(root / "models" / "default" / "model.pt")), str(fresh),
+                 ExportConfig(weight_bits=4))
+    a, b = read_model(factory_model()), read_model(fresh)
+    fresh.unlink()
+    for section in ("frontend", "core", "readout", "labels"):
+        assert getattr(a, section) == getattr(b, section), ("re-export: tessera export models/default/model.pt --bits 4 --out "
+                                                          "firmware_sim/default-4bit.tsr")
+
+
+def test_device_path_errors_are_one_line(tmp_path, fsdd):
+    from test_cli import assert_clean_error, tessera
+
+    wav = str(fsdd / "0_lucas_0.wav")
+    assert_clean_error(tessera("device", "info", "--port", "loop://"), "echoes")
+    bad = tmp_path / "bad.tsr"
+    bad.write_bytes(b"TSRM junk")
+    assert_clean_error(tessera("device", "info", "--port", f"sim://?model={bad}"), "rejected")
+    assert_clean_error(tessera("device", "load", "--port", "sim://", tmp_path / "no.tsr"),
+                       "no.tsr")
+    assert_clean_error(tessera("sim", "--pty", "--baud", "-5"), "positive integer")
+    assert_clean_error(tessera("sim", "--pty", "--drop", "2"), "fraction")
+    assert_clean_error(tessera("bench", "frontend", "--seconds", "-1"), "positive number")
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert_clean_error(tessera("demo", "--out", f), "must be a folder")
+    assert_clean_error(tessera("device", "stream", "--port", "sim://", wav, "--threshold", "3"),
+                       "cosine in [-1, 1]")
+    # protocol-test warns and wants --yes on a device that holds words
+    flash = tmp_path / "w.img"
+    r = tessera("device", "enroll", "--port", f"sim://?flash={flash}", "--label", "a", wav,
+                "--save")
+    assert r.returncode == 0, r.stderr
+    assert_clean_error(tessera("protocol-test", f"sim://?flash={flash}", "--model",
+                               factory_model()), "pass --yes")
+    # a broken pipe on stdout is not a traceback
+    p = subprocess.run(f"{sys.executable} -m tessera device classes --port 'sim://?flash={flash}'"
+                       f" --json | head -c 1", shell=True, capture_output=True, text=True)
+    assert "Traceback" not in p.stderr
+
+
+def test_device_vanishing_mid_command_is_one_line(fsdd, tmp_path):
+    """A simulator killed while the host streams: one line, exit 2."""
+    import socket
+    import time
+
+    from test_cli import tessera
+
+    long = tmp_path / "long.wav"                  # 10 s, streamed in real time
+    write_wav(long, np.tile(load_audio(fsdd / "0_lucas_0.wav"), 20)[:160000], 16000)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    sim = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--listen",
+                            f"socket://127.0.0.1:{port}", "--flash", ""],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        sim.stdout.readline()
+        host = subprocess.Popen([sys.executable, "-m", "tessera", "device", "stream", "--port",
+                                 f"socket://127.0.0.1:{port}", "--timeout", "0.5",
+                                 str(long)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        sim.kill()
+        out, err = host.communicate(timeout=60)
+    finally:
+        sim.kill()
+    assert host.returncode == 2 and "Traceback" not in err and err.startswith("tessera: error")
+
+
+def test_device_infer_folder_reports_words_and_confusion(fsdd, tmp_path):
+    from test_cli import tessera
+
+    d = tmp_path / "words"
+    for w in ("0", "1", "2"):
+        (d / w).mkdir(parents=True)
+        for i in (3, 4):
+            (d / w / f"{i}.wav").write_bytes((fsdd / f"{w}_george_{i}.wav").read_bytes())
+    flash = tmp_path / "g.img"
+    url = f"sim://?flash={flash}"
+    for w in ("0", "1"):
+        r = tessera("device", "enroll", "--port", url, "--label", f"d{w}",
+                    fsdd / f"{w}_george_0.wav", "--save")
+        assert r.returncode == 0, r.stderr
+    r = tessera("device", "infer", "--port", url, d, "--prefix", "d", "--json",
+                "--plot", tmp_path / "c.png")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["tested"] == 4 and res["others"] == 2 and set(res["per_word"]) == {"d0", "d1"}
+    assert res["true_labels"] == ["d0", "d1", "(other words)"]
+    assert res["answers"] == ["d0", "d1", "none"]
+    assert sum(map(sum, res["confusion"])) == 6 and (tmp_path / "c.png").stat().st_size > 1000

@@ -1,0 +1,119 @@
+"""`tessera bench device`: what a person gets from the board, measured through the protocol.
+
+``enroll_path``: for each speaker of an FSDD-style folder, N words taught one at a time over the
+protocol (one recording each: ``{word}_{speaker}_0.wav``), then every other recording of those
+words asked with ``infer`` (the user's path of ``shared/tools/user-path``, over ``sim://`` or any
+port), in two orders of enrollment; plus silence. ``false_detections``: minutes of speech of words
+that are not enrolled, and of noise, streamed through the device's continuous detection (sliding
+windows), counting the words it reports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..protocol.client import Device
+from ..runtime.audio import load_audio
+
+__all__ = ["enroll_path", "false_detections"]
+
+
+def _files(folder: str, speaker: str, word: int) -> list[str]:
+    out = []
+    i = 0
+    while os.path.exists(p := os.path.join(folder, f"{word}_{speaker}_{i}.wav")):
+        out.append(p)
+        i += 1
+    return out
+
+
+def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
+                sizes=(5, 10), reverse: bool = True) -> dict:
+    rows = []
+    for spk in speakers:
+        for n in sizes:
+            words = list(range(n))
+            for order in ([words, words[::-1]] if reverse else [words]):
+                with Device.open(url) as dev:
+                    for c in dev.classes():
+                        dev.forget(c)
+                    t0 = time.perf_counter()
+                    for w in order:
+                        dev.enroll(f"d{w}", _files(folder, spk, w)[0])
+                    enroll_s = (time.perf_counter() - t0) / n
+                    ok = none = total = 0
+                    for w in words:
+                        for path in _files(folder, spk, w)[1:]:
+                            r = dev.infer(path)
+                            ok += r["label"] == f"d{w}"
+                            none += r["label"] is None
+                            total += 1
+                    silence = dev.infer_pcm(np.zeros(16000, np.int16))["label"]
+                rows.append(dict(speaker=spk, words=n, order="forward" if order == words else
+                                 "reverse", accuracy=round(ok / total, 4), answered_none=none,
+                                 queries=total, silence=silence,
+                                 enroll_round_trip_ms=round(1000 * enroll_s, 1)))
+    return dict(rows=rows, folder=folder, url=url)
+
+
+def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(0, 1, 2, 3, 4),
+                     minutes: float = 2.0, noise_minutes: float = 1.0, seed: int = 0) -> dict:
+    """Continuous detection over speech of words NOT enrolled (the speaker's other digits,
+    0.3-1.5 s pauses) and over noise: words reported per minute."""
+    from ..trainer.openset import noise_clips
+
+    rng = np.random.default_rng(seed)
+    others = [p for w in range(10) if w not in enrolled for p in _files(folder, speaker, w)]
+    parts, total = [], 0
+    while total < minutes * 60 * 16000:
+        pcm = load_audio(others[rng.integers(len(others))])
+        gap = np.zeros(int(rng.uniform(0.3, 1.5) * 16000), np.int16)
+        parts += [pcm, gap]
+        total += pcm.size + gap.size
+    speech = np.concatenate(parts)
+    clips = noise_clips(seconds=5.0, count=int(noise_minutes * 12) + 1, seed=seed + 1)
+    noise = np.concatenate([c for _, c in clips[1:]])           # no pure silence
+    out = {}
+    with Device.open(url) as dev:
+        for c in dev.classes():
+            dev.forget(c)
+        for w in enrolled:
+            dev.enroll(f"d{w}", _files(folder, speaker, w)[0])
+        for name, pcm in (("speech_of_other_words", speech), ("noise", noise)):
+            events = []
+            dev.set_param("detect", True)
+            t0 = time.perf_counter()
+            dev.stream_pcm(pcm, on_event=events.append)
+            dev.end_utterance()
+            dev.drain(events.append)
+            dev.set_param("detect", False)
+            mins = pcm.size / 16000 / 60
+            out[name] = dict(minutes=round(mins, 2), detections=len(events),
+                             per_minute=round(len(events) / mins, 3),
+                             labels=sorted({e["label"] for e in events}),
+                             seconds_to_stream=round(time.perf_counter() - t0, 1))
+        # the enrolled words themselves in a stream: how many are found
+        parts, spans, at = [], [], 0
+        for w in enrolled:
+            for p in _files(folder, speaker, w)[1:6]:
+                pcm = load_audio(p)
+                parts += [pcm, np.zeros(16000, np.int16)]
+                spans.append((at // 16, (at + pcm.size) // 16, f"d{w}"))
+                at += pcm.size + 16000
+        events = []
+        dev.set_param("detect", True)
+        dev.stream_pcm(np.concatenate(parts), on_event=events.append)
+        dev.end_utterance()
+        dev.drain(events.append)
+        dev.set_param("detect", False)
+        found = sum(any(e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
+                        for e in events) for a, b, t in spans)
+        wrong = sum(not any(e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
+                            for a, b, t in spans) for e in events)
+        out["enrolled_words_stream"] = dict(words=len(spans), detected=found,
+                                            events=len(events), wrong_events=wrong)
+    out.update(speaker=speaker, enrolled=[f"d{w}" for w in enrolled], url=url)
+    return out

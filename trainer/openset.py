@@ -1,0 +1,271 @@
+""""None of these": open-set episodes through the chip, the calibration of its confidence and
+its threshold (``tessera calibrate``), and the device-path measurements of issue 10.
+
+Everything here scores with the chip's own integer rule (:meth:`Chip.enroll`,
+:meth:`Chip.scores_q`, :meth:`Chip.decide`) on the chip's integer features, so what is measured
+is what the device answers.
+
+Open-set episode (one speaker): ``ways`` words enrolled with ``shots`` utterances each, one word at
+a time; positives are that speaker's other utterances of those words, negatives are his
+utterances of words that were not enrolled, plus silence and noise clips. A positive is a *hit*
+when it is accepted with the right label; a negative is a *false accept* when it is accepted at
+all.
+
+Calibration (fitted on the corpus's validation speakers, never on FSDD): a logistic regression of
+"the answer is right" on the best cosine c1 and the margin c1 - c2 gives ``calib = [a, m, b]``;
+the threshold is the smallest cosine whose false-accept rate of non-enrolled words on the
+validation episodes is at most ``target_fa``; ``min_spikes`` is a quarter of the 1st percentile of the core's spikes per word.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..runtime.chip import Chip, events_to_frames
+from ..runtime.errors import InputError
+
+__all__ = ["chip_features", "noise_clips", "open_set_episodes", "fit_calibration", "calibrate",
+           "hits_curve"]
+
+
+def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64,
+                  progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(phi (n, D), core spikes per window (n,)) of utterances ``idx`` of a spike set."""
+    tab = chip.tab
+    ms = tab.steps * tab.bin_ms
+    phis, spikes = [], []
+    for a in range(0, idx.size, batch):
+        part = idx[a:a + batch]
+        frames = np.zeros((part.size, ms, data.channels), np.uint8)
+        for j, i in enumerate(part):
+            frames[j] = events_to_frames(*data.sample(int(i)), data.channels, ms)
+        phi, ras = chip.run_batch(frames, rasters=True)
+        phis.append(phi)
+        spikes.append(ras.reshape(part.size, -1).sum(1, dtype=np.int64))
+        if progress is not None:
+            progress.update(part.size)
+    D = tab.features
+    return (np.concatenate(phis) if phis else np.zeros((0, D), np.int64),
+            np.concatenate(spikes) if spikes else np.zeros(0, np.int64))
+
+
+def noise_clips(seconds: float = 1.0, count: int = 12, seed: int = 0, rate: int = 16000):
+    """Silence and noise (white, pink, brown, hum) at several levels, int16 PCM clips."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    out = [("silence", np.zeros(n, np.int16))]
+    kinds = ["white", "pink", "brown", "hum"]
+    for i in range(count - 1):
+        kind = kinds[i % len(kinds)]
+        level = 10 ** rng.uniform(-3, -0.7)              # -60 .. -14 dBFS rms
+        w = rng.standard_normal(n)
+        if kind == "pink":
+            spec = np.fft.rfft(w)
+            spec /= np.sqrt(np.arange(1, spec.size + 1))
+            w = np.fft.irfft(spec, n)
+        elif kind == "brown":
+            w = np.cumsum(w)
+            w -= np.linspace(w[0], w[-1], n)
+        elif kind == "hum":
+            t = np.arange(n) / rate
+            w = sum(np.sin(2 * np.pi * 50 * h * t) / h for h in range(1, 8)) \
+                + 0.1 * w
+        w = w / max(np.sqrt((w ** 2).mean()), 1e-12) * level
+        out.append((f"{kind} {20 * np.log10(level):.0f} dBFS",
+                    np.round(np.clip(w, -1, 1) * 32767).astype(np.int16)))
+    return out
+
+
+def pcm_features(chip: Chip, clips) -> tuple[np.ndarray, np.ndarray]:
+    phis, spikes = [], []
+    for _, pcm in clips:
+        chip.reset()
+        chip.feed_audio(pcm, 16000)
+        phis.append(chip.features())
+        spikes.append(chip.window_spikes)
+    chip.reset()
+    return np.array(phis, np.int64), np.array(spikes, np.int64)
+
+
+def _empty_readout(chip: Chip) -> None:
+    k = chip.tab.max_classes
+    chip.restore_readout(dict(levels=np.zeros((chip.tab.features, k), np.int64),
+                              classes=[None] * k, shots=[0] * k, exps=[0] * k))
+
+
+def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: np.ndarray,
+                      speakers: np.ndarray, noise_phi: np.ndarray, noise_spikes: np.ndarray,
+                      ways: int = 5, shots: int = 1, episodes: int = 200,
+                      seed: int = 0) -> dict:
+    """Scores of open-set episodes: per query (c1, c2, spikes, is_positive, best_is_right)."""
+    rng = np.random.default_rng(seed)
+    spk_ids = np.unique(speakers)
+    rows = []
+    for ep in range(episodes):
+        s = spk_ids[rng.integers(spk_ids.size)]
+        mine = speakers == s
+        classes = np.unique(labels[mine])
+        counts = np.array([(mine & (labels == c)).sum() for c in classes])
+        usable = classes[counts > shots]
+        if usable.size < ways + 1:
+            continue
+        enrolled = rng.choice(usable, ways, replace=False)
+        _empty_readout(chip)
+        queries = []
+        for c in rng.permutation(enrolled):                       # one word at a time
+            idx = rng.permutation(np.nonzero(mine & (labels == c))[0])
+            chip.enroll(f"w{int(c)}", list(phi[idx[:shots]]))
+            queries += [(i, f"w{int(c)}") for i in idx[shots:]]
+        others = np.nonzero(mine & ~np.isin(labels, enrolled))[0]
+        queries += [(i, None) for i in others]
+        act = chip._active()
+        names = [chip.class_names[i] for i in act]
+        q_idx = np.array([i for i, _ in queries])
+        cq = np.vstack([chip.scores_q(phi[q_idx], act), chip.scores_q(noise_phi, act)])
+        sp = np.concatenate([spikes[q_idx], noise_spikes])
+        truth = [t for _, t in queries] + [None] * len(noise_phi)
+        srt = -np.sort(-cq, axis=1)
+        best = cq.argmax(1)
+        for j in range(cq.shape[0]):
+            rows.append((int(srt[j, 0]), int(srt[j, 1]) if srt.shape[1] > 1 else 0, int(sp[j]),
+                         truth[j] is not None, names[best[j]] == truth[j],
+                         j >= len(queries)))
+    a = np.array(rows, np.int64).reshape(-1, 6)
+    return dict(c1=a[:, 0], c2=a[:, 1], spikes=a[:, 2], positive=a[:, 3].astype(bool),
+                right=a[:, 4].astype(bool), noise=a[:, 5].astype(bool),
+                cos_frac=chip.tab.cos_frac)
+
+
+def _accepts(sc: dict, thr_q: int, min_spikes: int) -> np.ndarray:
+    return (sc["c1"] >= thr_q) & (sc["spikes"] >= min_spikes)
+
+
+def hits_curve(sc: dict, min_spikes: int = 0) -> dict:
+    """Correct hits against false accepts over every threshold (cosine units 2^-cos_frac)."""
+    pos, neg = sc["positive"], ~sc["positive"]
+    thr = np.unique(np.concatenate([sc["c1"], [sc["c1"].max(initial=0) + 1]]))
+    hits, fas = [], []
+    for t in thr:
+        acc = _accepts(sc, t, min_spikes)
+        hits.append(float((acc & pos & sc["right"]).sum() / max(pos.sum(), 1)))
+        fas.append(float((acc & neg).sum() / max(neg.sum(), 1)))
+    return dict(threshold=(thr / (1 << sc["cos_frac"])).tolist(), hits=hits, false_accepts=fas)
+
+
+def operating_point(sc: dict, thr_q: int, min_spikes: int) -> dict:
+    pos, neg = sc["positive"], ~sc["positive"]
+    acc = _accepts(sc, thr_q, min_spikes)
+    noise = sc["noise"]
+    return dict(hits=round(float((acc & pos & sc["right"]).sum() / max(pos.sum(), 1)), 4),
+                false_accepts=round(float((acc & neg).sum() / max(neg.sum(), 1)), 4),
+                false_accepts_words=round(float((acc & neg & ~noise).sum()
+                                                / max((neg & ~noise).sum(), 1)), 4),
+                false_accepts_noise=round(float((acc & noise).sum() / max(noise.sum(), 1)), 4),
+                closed_set_accuracy=round(float(sc["right"][pos].mean()), 4) if pos.any()
+                else 0.0,
+                positives=int(pos.sum()), negatives=int(neg.sum()))
+
+
+def hit_at_fa(curve: dict, fa: float) -> float:
+    ok = [h for h, f in zip(curve["hits"], curve["false_accepts"]) if f <= fa]
+    return round(max(ok, default=0.0), 4)
+
+
+def fit_calibration(sc: dict, iters: int = 500) -> list[float]:
+    """Logistic regression of "answer right" on (c1, c1 - c2): [a, m, b] (natural-log units)."""
+    one = float(1 << sc["cos_frac"])
+    x = np.stack([sc["c1"] / one, (sc["c1"] - sc["c2"]) / one, np.ones(sc["c1"].size)], 1)
+    y = (sc["positive"] & sc["right"]).astype(np.float64)
+    w = np.zeros(3)
+    for _ in range(iters):                                # Newton's method, lightly ridged
+        p = 1 / (1 + np.exp(-(x @ w)))
+        g = x.T @ (p - y) + 1e-3 * w
+        h = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(3)
+        step = np.linalg.solve(h, g)
+        w -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return [float(v) for v in w]
+
+
+def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
+    """Expected calibration error of the confidence of accepted-or-not answers."""
+    one = float(1 << sc["cos_frac"])
+    z = calib[0] * sc["c1"] / one + calib[1] * (sc["c1"] - sc["c2"]) / one + calib[2]
+    p = 1 / (1 + np.exp(-z))
+    y = (sc["positive"] & sc["right"]).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    err = 0.0
+    for a, b in zip(edges[:-1], edges[1:]):
+        m = (p >= a) & (p < b if b < 1 else p <= b)
+        if m.any():
+            err += m.sum() * abs(p[m].mean() - y[m].mean())
+    return round(err / max(p.size, 1), 4)
+
+
+def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.05,
+              episodes: int = 300, fsdd: str | None = None, write: bool = True) -> dict:
+    """Fit the open-set rule on the corpus's validation speakers, write ``calibration.json``
+    next to the model (``write``), and report the operating point on its test speakers and, for
+    validation only, on the FSDD-style WAV folder ``fsdd``."""
+    from .data import read_any
+
+    chip = Chip.load(tsr)
+    data = read_any(data_path)
+    if data.channels != chip.tab.channels_total:
+        raise InputError(f"data has {data.channels} channels, the model's front-end "
+                         f"{chip.tab.channels_total}", source=data_path)
+    noise = noise_clips(count=24, seed=1)
+    n_phi, n_sp = pcm_features(chip, noise)
+    out = {}
+    for split_name, split_id in (("val", 1), ("test", 2)):
+        idx = np.nonzero(data.split == split_id)[0]
+        if not idx.size:
+            raise InputError(f"the corpus has no {split_name} speakers", source=data_path)
+        phi, sp = chip_features(chip, data, idx)
+        out[split_name] = dict(phi=phi, spikes=sp, labels=data.labels[idx],
+                               speakers=data.speakers[idx])
+    val = out["val"]
+    min_spikes = int(np.percentile(val["spikes"], 1) // 4)
+    sc = open_set_episodes(chip, val["phi"], val["spikes"], val["labels"], val["speakers"],
+                           n_phi, n_sp, episodes=episodes, seed=11)
+    calib = fit_calibration(sc)
+    words = ~sc["positive"] & ~sc["noise"]          # the threshold holds for words alone
+    cands = np.sort(sc["c1"][words & (sc["spikes"] >= min_spikes)])
+    k = int(np.floor(target_fa * words.sum()))
+    thr_q = int(cands[-k - 1] + 1) if 0 <= k < cands.size else 0
+    one = 1 << sc["cos_frac"]
+    cal = dict(none_threshold=round(thr_q / one, 5), min_spikes=min_spikes,
+               calib=[round(x, 4) for x in calib], target_false_accepts=target_fa,
+               fitted_on=f"{data_path} validation speakers, {episodes} 5-way 1-shot open-set "
+                         f"episodes + {len(noise)} silence/noise clips",
+               val=operating_point(sc, thr_q, min_spikes),
+               val_calibration_error=calibration_error(sc, calib))
+    test = out["test"]
+    st = open_set_episodes(chip, test["phi"], test["spikes"], test["labels"], test["speakers"],
+                           n_phi, n_sp, episodes=episodes, seed=12)
+    cal["test"] = operating_point(st, thr_q, min_spikes)
+    cal["test_calibration_error"] = calibration_error(st, calib)
+    cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_spikes), 0.05)
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "calibration.json")
+    if write:
+        with open(path, "w") as fh:
+            json.dump(cal, fh, indent=1)
+        cal["path"] = path
+    cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_spikes)}
+    cal["points"] = {"TTS": (cal["test"]["false_accepts_words"], cal["test"]["hits"])}
+    if fsdd:
+        f = read_any(fsdd)
+        phi, sp = chip_features(chip, f, np.arange(len(f)))
+        sf = open_set_episodes(chip, phi, sp, f.labels, f.speakers, n_phi, n_sp,
+                               episodes=episodes, seed=13)
+        cal["fsdd"] = operating_point(sf, thr_q, min_spikes)
+        curve = hits_curve(sf, min_spikes)
+        cal["fsdd_hits_at_5pct_fa"] = hit_at_fa(curve, 0.05)
+        cal["fsdd_calibration_error"] = calibration_error(sf, calib)
+        cal["curves"]["FSDD speakers (same speaker)"] = curve
+        cal["points"]["FSDD"] = (cal["fsdd"]["false_accepts_words"], cal["fsdd"]["hits"])
+    return cal
