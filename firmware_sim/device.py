@@ -33,9 +33,10 @@ CHUNK = 2048
 
 #: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's);
 #: detection slides windows of the model's length every ``hop_ms``, reports a word when it is
-#: accepted (and its confidence is at least ``detect_confidence``), and not again within
+#: accepted and its calibrated confidence is at least ``detect_confidence`` (an always-listening
+#: device needs to be surer than one asked about one utterance), and not again within
 #: ``refractory_ms``.
-DEFAULT_PARAMS = {"detect": False, "detect_confidence": 0.0, "write_noise": 0.0,
+DEFAULT_PARAMS = {"detect": False, "detect_confidence": 0.5, "write_noise": 0.0,
                   "threshold": None, "hop_ms": 250, "refractory_ms": 1000}
 
 

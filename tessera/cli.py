@@ -290,6 +290,33 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_bench_device(args: argparse.Namespace) -> int:
+    from tessera.tools.device_bench import enroll_path, false_detections
+
+    url = args.port or f"sim://?model={args.model or _default_tsr()}"
+    r = {"enroll": enroll_path(args.fsdd, url, speakers=tuple(args.speakers),
+                               sizes=tuple(args.words))}
+    if not args.no_stream:
+        r["stream"] = false_detections(args.fsdd, url, minutes=args.minutes,
+                                       noise_minutes=args.noise_minutes)
+    lines = [f"words taught one at a time over {url}, one recording each, then every other "
+             f"recording of those words:"]
+    for row in r["enroll"]["rows"]:
+        lines.append(f"  {row['speaker']:>8}, {row['words']:2d} words ({row['order']}): "
+                     f"{100 * row['accuracy']:.1f} % of {row['queries']} right "
+                     f"({row['answered_none']} answered none; the nearest word right: "
+                     f"{100 * row['nearest_accuracy']:.1f} %); silence -> {row['silence']}")
+    if "stream" in r:
+        st = r["stream"]
+        lines.append(f"  continuous detection, {st['speaker']} with {len(st['enrolled'])} words "
+                     f"enrolled: {st['speech_of_other_words']['per_minute']} false detections "
+                     f"per minute of other words, {st['noise']['per_minute']} per minute of "
+                     f"noise; {st['enrolled_words_stream']['detected']} of "
+                     f"{st['enrolled_words_stream']['words']} enrolled words detected in a stream")
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
 def _default_tsr() -> str:
     """The committed default model at 4 bits, as the package ships it (the simulated board's
     factory model: no torch needed). ``tests/test_openset.py`` checks that it is what
@@ -820,6 +847,20 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--repeats", type=int, default=20)
     br.add_argument("--batch", type=int, default=64)
 
+    bd = add(bsub, "device", cmd_bench_device, "the user's path through the protocol: words "
+             "taught one at a time, asked about other recordings, silence and streams")
+    bd.add_argument("--fsdd", required=True, metavar="DIR", help="FSDD-style folder "
+                    "({digit}_{speaker}_{i}.wav)")
+    bd.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"])
+    bd.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
+                    help="vocabulary sizes (digits 0..N-1)")
+    bd.add_argument("--port", help="device URL (default: sim:// with --model)")
+    bd.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
+    bd.add_argument("--minutes", type=_positive_float, default=2.0,
+                    help="minutes of other words streamed for false detections")
+    bd.add_argument("--noise-minutes", type=_positive_float, default=1.0)
+    bd.add_argument("--no-stream", action="store_true", help="skip the streaming part")
+
     bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
     bp.add_argument("--parts", nargs="+", default=["fuzz", "lossy", "kill", "link", "pty"],
@@ -866,9 +907,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "speakers report)")
     cb.add_argument("--fsdd", metavar="DIR", help="also report on this FSDD-style WAV folder "
                                                   "(validation only: nothing is fitted on it)")
-    cb.add_argument("--target-fa", type=_fraction, default=0.05,
+    cb.add_argument("--target-fa", type=_fraction, default=0.25,
                     help="false accepts of words not enrolled allowed on the validation "
-                         "episodes (default 0.05)")
+                         "episodes (default 0.25: see BENCHMARKS.md for why not 0.05)")
     cb.add_argument("--episodes", type=_positive_int, default=300)
     cb.add_argument("--bits", type=int, default=4, help="core weight bits of the chip")
     cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")

@@ -46,3 +46,46 @@ def test_device_side_imports_without_torch_or_other_packages():
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok")
     assert int(r.stdout.split()[1]) >= 4    # errors, frontend, audio, threads at least
+
+
+def test_device_only_install_runs_sim_and_device_commands(tmp_path):
+    """`tessera sim` and `tessera device ...` with nothing but numpy, msgpack and pyserial."""
+    import json
+    import socket
+    from pathlib import Path
+
+    fsdd = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+    wav, wav2 = fsdd / "1_jackson_0.wav", fsdd / "1_jackson_3.wav"
+    if not wav.exists():
+        import pytest
+        pytest.skip("FSDD recordings not available")
+    url = f"sim://?flash={tmp_path / 'f.img'}"
+    code = BLOCKER.replace("import torch  # noqa: must fail", textwrap.dedent(f"""
+        from tessera.cli import main
+        assert main(["device", "enroll", "--port", {url!r}, "--label", "one", {str(wav)!r},
+                     "--save"]) == 0
+        assert main(["device", "infer", "--port", {url!r}, {str(wav2)!r}, "--json"]) == 0
+        assert main(["device", "stream", "--port", {url!r}, {str(wav2)!r}, "--fast",
+                     "--json"]) == 0
+        assert "torch" not in sys.modules
+    """))
+    r = run(code)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert json.loads(lines[-2])["best"] == "one" and "events" in json.loads(lines[-1])
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    sim = subprocess.Popen([sys.executable, "-c", BLOCKER.replace(
+        "import torch  # noqa: must fail",
+        f"from tessera.cli import main; main(['sim', '--listen', 'socket://127.0.0.1:{port}', "
+        f"'--flash', ''])")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout.readline().strip() == f"socket://127.0.0.1:{port}", sim.stderr.read()
+        r = subprocess.run([sys.executable, "-m", "tessera", "device", "info", "--port",
+                            f"socket://127.0.0.1:{port}", "--json"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and json.loads(r.stdout)["model"]["bytes"] > 0, r.stderr
+    finally:
+        sim.kill()

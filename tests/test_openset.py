@@ -262,3 +262,15 @@ def test_device_infer_folder_reports_words_and_confusion(fsdd, tmp_path):
     assert res["true_labels"] == ["d0", "d1", "(other words)"]
     assert res["answers"] == ["d0", "d1", "none"]
     assert sum(map(sum, res["confusion"])) == 6 and (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_device_stream_takes_shd_style_spike_files(small_corpus):
+    from test_cli import assert_clean_error, tessera
+
+    r = tessera("device", "stream", "--port", "sim://", small_corpus, "--index", "3", "--fast",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["stream_ms"] > 300 and isinstance(res["events"], list)
+    assert_clean_error(tessera("device", "stream", "--port", "sim://", small_corpus, "--index",
+                               "100000"), "outside the file")

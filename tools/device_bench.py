@@ -44,16 +44,18 @@ def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
                     for w in order:
                         dev.enroll(f"d{w}", _files(folder, spk, w)[0])
                     enroll_s = (time.perf_counter() - t0) / n
-                    ok = none = total = 0
+                    ok = near = none = total = 0
                     for w in words:
                         for path in _files(folder, spk, w)[1:]:
                             r = dev.infer(path)
                             ok += r["label"] == f"d{w}"
+                            near += r["best"] == f"d{w}"
                             none += r["label"] is None
                             total += 1
                     silence = dev.infer_pcm(np.zeros(16000, np.int16))["label"]
                 rows.append(dict(speaker=spk, words=n, order="forward" if order == words else
-                                 "reverse", accuracy=round(ok / total, 4), answered_none=none,
+                                 "reverse", accuracy=round(ok / total, 4),
+                                 nearest_accuracy=round(near / total, 4), answered_none=none,
                                  queries=total, silence=silence,
                                  enroll_round_trip_ms=round(1000 * enroll_s, 1)))
     return dict(rows=rows, folder=folder, url=url)

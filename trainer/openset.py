@@ -206,7 +206,7 @@ def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
     return round(err / max(p.size, 1), 4)
 
 
-def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.05,
+def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25,
               episodes: int = 300, fsdd: str | None = None, write: bool = True) -> dict:
     """Fit the open-set rule on the corpus's validation speakers, write ``calibration.json``
     next to the model (``write``), and report the operating point on its test speakers and, for
