@@ -388,7 +388,8 @@ class Firmware:
         p = chip.predict()
         chip.reset()
         return {"t": "result", "label": p["label"], "best": p["best"], "scores": p["scores"],
-                "confidence": p["confidence"], "spikes": p["spikes"]}
+                "confidence": p["confidence"], "spikes": p["spikes"],
+                "inputs": p["inputs"]}
 
     def do_enroll(self, msg: dict) -> dict:
         chip = self._need_chip()

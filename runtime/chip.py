@@ -34,7 +34,8 @@ levels of column k, CQ = cos_frac)::
 
     cos_k   = (phi . W_k << CQ) // max(isqrt(phi . phi) * isqrt(W_k . W_k), 1)
     best    = argmax_k cos_k (first on ties); c1, c2 = the largest and second cosines (c2 = 0: K=1)
-    accept  = spikes(window) >= min_spikes  and  c1 >= none_threshold      else the answer: none
+    accept  = inputs(window) >= min_inputs  and  c1 >= none_threshold      else the answer: none
+              (inputs: the input events x summed over the window's bins: silence has none)
     z       = ((a * c1 + m * (c1 - c2)) >> CQ) + b        (a, m, b = calib; logit units 2^-LQ)
     p       = sigmoid(z) = softmax over [z, 0], via e = EXP2[f] >> i with
               -(d * LOG2E) >> 16 = i * 2^LQ + f, p = (e << PQ) // sum e
@@ -113,7 +114,7 @@ class ChipTables:
     max_classes: int
     cos_frac: int
     none_threshold: int
-    min_spikes: int
+    min_inputs: int
     calib: tuple
     logit_frac: int
     softmax_frac: int
@@ -182,7 +183,7 @@ def tables_of(m: ModelFile) -> ChipTables:
         raise InputError(f"core shifts must be >= {GF}")
     h = {k: _req(r, k, int, "readout") for k in (
         "feature_bits", "readout_bits", "max_classes", "cos_frac", "none_threshold",
-        "min_spikes", "logit_frac", "softmax_frac", "log2e")}
+        "min_inputs", "logit_frac", "softmax_frac", "log2e")}
     if not 2 <= h["readout_bits"] <= 16:
         raise InputError(f"readout.readout_bits must be 2..16, got {h['readout_bits']}")
     if h["max_classes"] < 1:
@@ -192,8 +193,8 @@ def tables_of(m: ModelFile) -> ChipTables:
     if not -(1 << h["cos_frac"]) <= h["none_threshold"] <= (1 << h["cos_frac"]):
         raise InputError("readout.none_threshold must be a cosine in [-1, 1] "
                          f"(units of 2^-{h['cos_frac']})")
-    if h["min_spikes"] < 0:
-        raise InputError("readout.min_spikes must be >= 0")
+    if h["min_inputs"] < 0:
+        raise InputError("readout.min_inputs must be >= 0")
     rule = _req(r, "rule", str, "readout")
     if rule != "prototype":
         raise InputError(f"readout.rule {rule!r} is not known (this chip runs 'prototype')")
@@ -368,6 +369,7 @@ class Chip:
         self.acc = np.zeros((tab.segments, n), np.int64)
         self.t = 0
         self.window_spikes = 0
+        self.window_inputs = 0
         self.pending = np.zeros(tab.inputs, np.int64)
         self.pending_ms = 0
         self.ended = False
@@ -382,7 +384,8 @@ class Chip:
         slides overlapping windows keeps one per window and swaps them in (:meth:`restore`)."""
         snap = {k: getattr(self, k).copy() for k in self._WINDOW}
         snap.update(t=self.t, pending_ms=self.pending_ms, ended=self.ended,
-                    window_spikes=self.window_spikes, phi=self.phi)
+                    window_spikes=self.window_spikes, window_inputs=self.window_inputs,
+                    phi=self.phi)
         return snap
 
     def restore(self, snap: dict) -> None:
@@ -390,6 +393,7 @@ class Chip:
             getattr(self, k)[...] = snap[k]
         self.t, self.pending_ms, self.ended = snap["t"], snap["pending_ms"], snap["ended"]
         self.window_spikes, self.phi = snap["window_spikes"], snap["phi"]
+        self.window_inputs = snap["window_inputs"]
 
     def reset_counters(self) -> None:
         self.counters = Counters(self.tab, self.max_hop)
@@ -447,6 +451,7 @@ class Chip:
             return raster
         drive = (x.astype(np.float64) @ self.W_in_f).astype(np.int64) + tab.bias    # exact
         c.input_events += int(x.sum())
+        self.window_inputs += int(x.sum())
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
         v, z, r, acc = self.v, self.z, self.r, self.acc
         theta = tab.threshold
@@ -564,9 +569,9 @@ class Chip:
         den = np.maximum(nphi * self.col_norm[rows], 1)
         return (dot << self.tab.cos_frac) // den
 
-    def decide(self, cos_q: np.ndarray, spikes: int) -> tuple[int, bool, int]:
+    def decide(self, cos_q: np.ndarray, inputs: int) -> tuple[int, bool, int]:
         """(index of the best class, accepted, confidence in 2^-softmax_frac) from the cosines of
-        one window and its core spike count."""
+        one window and its input event count."""
         tab = self.tab
         order = np.argsort(-cos_q, kind="stable")
         best = int(order[0])
@@ -575,7 +580,7 @@ class Chip:
         a, m, b = tab.calib
         z = ((a * c1 + m * (c1 - c2)) >> tab.cos_frac) + b
         p = int(softmax_q(np.array([z], np.int64), tab)[0])        # sigmoid(z)
-        accepted = spikes >= tab.min_spikes and c1 >= self.none_threshold
+        accepted = inputs >= tab.min_inputs and c1 >= self.none_threshold
         return best, accepted, p if accepted else (1 << tab.softmax_frac) - p
 
     def predict(self) -> dict:
@@ -588,13 +593,13 @@ class Chip:
         if not rows.size:
             raise InputError("no classes enrolled: enroll a word first")
         cq = self.scores_q(phi, rows)
-        best, accepted, p = self.decide(cq, self.window_spikes)
+        best, accepted, p = self.decide(cq, self.window_inputs)
         names = [self.class_names[i] for i in rows]
         one = 1 << self.tab.cos_frac
         return dict(label=names[best] if accepted else None, best=names[best],
                     scores={nm: float(x) / one for nm, x in zip(names, cq)},
                     confidence=float(p) / (1 << self.tab.softmax_frac),
-                    spikes=int(self.window_spikes),
+                    spikes=int(self.window_spikes), inputs=int(self.window_inputs),
                     latency_us=round((time.perf_counter() - t0) * 1e6, 1))
 
     def classes(self) -> list[str]:

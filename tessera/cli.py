@@ -379,7 +379,7 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.export import DEFAULT_CALIBRATION, ExportConfig, export_model
     from tessera.trainer.openset import calibrate
     from tessera.trainer.train import load_model
 
@@ -387,7 +387,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tsr = os.path.join(tmp, "m.tsr")
-        export_model(load_model(args.model), tsr, ExportConfig(weight_bits=args.bits))
+        export_model(load_model(args.model), tsr, ExportConfig(weight_bits=args.bits),
+                     calibration=dict(DEFAULT_CALIBRATION, source=None))   # not the old fit
         r = calibrate(args.model, tsr, args.data, target_fa=args.target_fa,
                       episodes=args.episodes, fsdd=args.fsdd, write=not args.dry_run)
     curves, points = r.pop("curves"), r.pop("points")
@@ -400,7 +401,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         r["curves"] = curves
     t = r["test"]
     lines = [f"'none of these' below cosine {r['none_threshold']:.3f}, fewer than "
-             f"{r['min_spikes']} core spikes; confidence = sigmoid({r['calib'][0]:.2f} c1 + "
+             f"{r['min_inputs']} input events (silence); confidence = sigmoid({r['calib'][0]:.2f} c1 + "
              f"{r['calib'][1]:.2f} (c1 - c2) {r['calib'][2]:+.2f})"
              + (f"; written to {r['path']}" if "path" in r else " (dry run: not written)"),
              f"  TTS unseen voices: hits {100 * t['hits']:.1f} %, false accepts: words "

@@ -290,7 +290,7 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
                 trace_frac=12, acc_bits=int(rng.integers(20, 33)))
     readout = dict(normalize=normalize, feature_bits=15, readout_bits=int(rng.integers(4, 9)),
                    max_classes=6, rule="prototype", cos_frac=12, none_threshold=3000,
-                   min_spikes=0, calib=[1280, 64, -1000], logit_frac=cfg.logit_frac,
+                   min_inputs=0, calib=[1280, 64, -1000], logit_frac=cfg.logit_frac,
                    softmax_frac=15, log2e=94548,
                    exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False))
     return ModelFile(meta={}, frontend={}, core=core, readout=readout, labels=[])

@@ -9,7 +9,7 @@ Float to integer (the chip's arithmetic is in :mod:`tessera.runtime.chip`):
   levels ``q = clip(round(w 2^V / 2^shift), +-Q)``, Q = 2^(bits-1) - 1;
 - leak and trace decay as 16-bit multipliers: round(alpha 2^16), round(kappa 2^16);
 - the readout's device rule (prototype columns, cosine scores) with its "none of these" rule:
-  threshold, minimum core spikes and the calibration of the confidence, read from
+  threshold, minimum input events (silence) and the calibration of the confidence, read from
   ``calibration.json`` next to the model (written by ``tessera calibrate``; defaults otherwise).
 """
 
@@ -81,7 +81,7 @@ def quantize_block(w: np.ndarray, bits: int, unit_bits: int) -> tuple[np.ndarray
 
 #: used when a model has no calibration.json: a cosine threshold, no spike floor, and a
 #: confidence that rises from 0.5 at the threshold
-DEFAULT_CALIBRATION = dict(none_threshold=0.8, min_spikes=0, calib=[20.0, 0.0, -16.0])
+DEFAULT_CALIBRATION = dict(none_threshold=0.8, min_inputs=0, calib=[20.0, 0.0, -16.0])
 
 
 def load_calibration(model_path: str) -> dict:
@@ -92,14 +92,14 @@ def load_calibration(model_path: str) -> dict:
     try:
         with open(path) as fh:
             c = json.load(fh)
-        out = dict(none_threshold=float(c["none_threshold"]), min_spikes=int(c["min_spikes"]),
+        out = dict(none_threshold=float(c["none_threshold"]), min_inputs=int(c["min_inputs"]),
                    calib=[float(x) for x in c["calib"]], source=path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"unusable calibration ({type(exc).__name__}: {exc})",
                          source=path) from None
-    if len(out["calib"]) != 3 or not -1 <= out["none_threshold"] <= 1 or out["min_spikes"] < 0:
+    if len(out["calib"]) != 3 or not -1 <= out["none_threshold"] <= 1 or out["min_inputs"] < 0:
         raise InputError("calibration needs calib [a, m, b], a threshold in [-1, 1] and "
-                         "min_spikes >= 0", source=path)
+                         "min_inputs >= 0", source=path)
     return out
 
 
@@ -109,7 +109,7 @@ def _exp2_table(frac: int) -> np.ndarray:
 
 
 def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dict | None = None,
-                 source: str = "") -> dict:
+                 source: str = "", calibration: dict | None = None) -> dict:
     """Write ``model`` (a :class:`~tessera.trainer.train.Model`) as a ``.tsr`` file."""
     cfg = cfg or ExportConfig()
     core = model.core.cfg
@@ -144,7 +144,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
             sh_rec.append(s)
     bias = np.rint(p["b"] / theta * 2.0 ** V).astype(np.int64)
     lr = float(model.lrs["w_out"])
-    cal = load_calibration(model.path)
+    cal = calibration or load_calibration(model.path)
     thr = cal["none_threshold"] if cfg.none_threshold is None else cfg.none_threshold
     one_l = 1 << cfg.logit_frac
     dc = model.config.data
@@ -189,7 +189,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
                      readout_bits=cfg.readout_bits, max_classes=cfg.max_classes,
                      rule="prototype", cos_frac=cfg.cos_frac,
                      none_threshold=int(round(thr * (1 << cfg.cos_frac))),
-                     min_spikes=int(cal["min_spikes"]),
+                     min_inputs=int(cal["min_inputs"]),
                      calib=[int(round(x * one_l)) for x in cal["calib"]],
                      logit_frac=cfg.logit_frac,
                      softmax_frac=cfg.softmax_frac, log2e=int(round(math.log2(math.e) * 65536)),

@@ -14,7 +14,9 @@ all.
 Calibration (fitted on the corpus's validation speakers, never on FSDD): a logistic regression of
 "the answer is right" on the best cosine c1 and the margin c1 - c2 gives ``calib = [a, m, b]``;
 the threshold is the smallest cosine whose false-accept rate of non-enrolled words on the
-validation episodes is at most ``target_fa``; ``min_spikes`` is a quarter of the 1st percentile of the core's spikes per word.
+validation episodes is at most ``target_fa``; ``min_inputs`` (silence) is a quarter of the 1st
+percentile of the input events (front-end spikes the chip reads) per word: the core fires
+spontaneously in silence, the front-end does not.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ __all__ = ["chip_features", "noise_clips", "open_set_episodes", "fit_calibration
 
 def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64,
                   progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """(phi (n, D), core spikes per window (n,)) of utterances ``idx`` of a spike set."""
+    """(phi (n, D), input events per window (n,): the front-end spikes the chip reads, as it
+    counts them) of utterances ``idx`` of a spike set."""
     tab = chip.tab
     ms = tab.steps * tab.bin_ms
     phis, spikes = [], []
@@ -42,9 +45,10 @@ def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64,
         frames = np.zeros((part.size, ms, data.channels), np.uint8)
         for j, i in enumerate(part):
             frames[j] = events_to_frames(*data.sample(int(i)), data.channels, ms)
-        phi, ras = chip.run_batch(frames, rasters=True)
-        phis.append(phi)
-        spikes.append(ras.reshape(part.size, -1).sum(1, dtype=np.int64))
+        phis.append(chip.run_batch(frames))
+        x = frames[:, :, tab.channels].astype(np.int64).reshape(
+            part.size, tab.steps, tab.bin_ms, tab.inputs).sum(2)
+        spikes.append(np.minimum(x, 255).sum((1, 2)))
         if progress is not None:
             progress.update(part.size)
     D = tab.features
@@ -85,7 +89,7 @@ def pcm_features(chip: Chip, clips) -> tuple[np.ndarray, np.ndarray]:
         chip.reset()
         chip.feed_audio(pcm, 16000)
         phis.append(chip.features())
-        spikes.append(chip.window_spikes)
+        spikes.append(chip.window_inputs)
     chip.reset()
     return np.array(phis, np.int64), np.array(spikes, np.int64)
 
@@ -97,10 +101,11 @@ def _empty_readout(chip: Chip) -> None:
 
 
 def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: np.ndarray,
-                      speakers: np.ndarray, noise_phi: np.ndarray, noise_spikes: np.ndarray,
+                      speakers: np.ndarray, noise_phi: np.ndarray, noise_inputs: np.ndarray,
                       ways: int = 5, shots: int = 1, episodes: int = 200,
                       seed: int = 0) -> dict:
-    """Scores of open-set episodes: per query (c1, c2, spikes, is_positive, best_is_right)."""
+    """Scores of open-set episodes: per query (c1, c2, input events, is_positive,
+    best_is_right, is_noise)."""
     rng = np.random.default_rng(seed)
     spk_ids = np.unique(speakers)
     rows = []
@@ -125,7 +130,7 @@ def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: n
         names = [chip.class_names[i] for i in act]
         q_idx = np.array([i for i, _ in queries])
         cq = np.vstack([chip.scores_q(phi[q_idx], act), chip.scores_q(noise_phi, act)])
-        sp = np.concatenate([spikes[q_idx], noise_spikes])
+        sp = np.concatenate([spikes[q_idx], noise_inputs])
         truth = [t for _, t in queries] + [None] * len(noise_phi)
         srt = -np.sort(-cq, axis=1)
         best = cq.argmax(1)
@@ -134,30 +139,30 @@ def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: n
                          truth[j] is not None, names[best[j]] == truth[j],
                          j >= len(queries)))
     a = np.array(rows, np.int64).reshape(-1, 6)
-    return dict(c1=a[:, 0], c2=a[:, 1], spikes=a[:, 2], positive=a[:, 3].astype(bool),
+    return dict(c1=a[:, 0], c2=a[:, 1], inputs=a[:, 2], positive=a[:, 3].astype(bool),
                 right=a[:, 4].astype(bool), noise=a[:, 5].astype(bool),
                 cos_frac=chip.tab.cos_frac)
 
 
-def _accepts(sc: dict, thr_q: int, min_spikes: int) -> np.ndarray:
-    return (sc["c1"] >= thr_q) & (sc["spikes"] >= min_spikes)
+def _accepts(sc: dict, thr_q: int, min_inputs: int) -> np.ndarray:
+    return (sc["c1"] >= thr_q) & (sc["inputs"] >= min_inputs)
 
 
-def hits_curve(sc: dict, min_spikes: int = 0) -> dict:
+def hits_curve(sc: dict, min_inputs: int = 0) -> dict:
     """Correct hits against false accepts over every threshold (cosine units 2^-cos_frac)."""
     pos, neg = sc["positive"], ~sc["positive"]
     thr = np.unique(np.concatenate([sc["c1"], [sc["c1"].max(initial=0) + 1]]))
     hits, fas = [], []
     for t in thr:
-        acc = _accepts(sc, t, min_spikes)
+        acc = _accepts(sc, t, min_inputs)
         hits.append(float((acc & pos & sc["right"]).sum() / max(pos.sum(), 1)))
         fas.append(float((acc & neg).sum() / max(neg.sum(), 1)))
     return dict(threshold=(thr / (1 << sc["cos_frac"])).tolist(), hits=hits, false_accepts=fas)
 
 
-def operating_point(sc: dict, thr_q: int, min_spikes: int) -> dict:
+def operating_point(sc: dict, thr_q: int, min_inputs: int) -> dict:
     pos, neg = sc["positive"], ~sc["positive"]
-    acc = _accepts(sc, thr_q, min_spikes)
+    acc = _accepts(sc, thr_q, min_inputs)
     noise = sc["noise"]
     return dict(hits=round(float((acc & pos & sc["right"]).sum() / max(pos.sum(), 1)), 4),
                 false_accepts=round(float((acc & neg).sum() / max(neg.sum(), 1)), 4),
@@ -226,44 +231,44 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
         if not idx.size:
             raise InputError(f"the corpus has no {split_name} speakers", source=data_path)
         phi, sp = chip_features(chip, data, idx)
-        out[split_name] = dict(phi=phi, spikes=sp, labels=data.labels[idx],
+        out[split_name] = dict(phi=phi, inputs=sp, labels=data.labels[idx],
                                speakers=data.speakers[idx])
     val = out["val"]
-    min_spikes = int(np.percentile(val["spikes"], 1) // 4)
-    sc = open_set_episodes(chip, val["phi"], val["spikes"], val["labels"], val["speakers"],
+    min_inputs = int(np.percentile(val["inputs"], 1) // 4)
+    sc = open_set_episodes(chip, val["phi"], val["inputs"], val["labels"], val["speakers"],
                            n_phi, n_sp, episodes=episodes, seed=11)
     calib = fit_calibration(sc)
     words = ~sc["positive"] & ~sc["noise"]          # the threshold holds for words alone
-    cands = np.sort(sc["c1"][words & (sc["spikes"] >= min_spikes)])
+    cands = np.sort(sc["c1"][words & (sc["inputs"] >= min_inputs)])
     k = int(np.floor(target_fa * words.sum()))
     thr_q = int(cands[-k - 1] + 1) if 0 <= k < cands.size else 0
     one = 1 << sc["cos_frac"]
-    cal = dict(none_threshold=round(thr_q / one, 5), min_spikes=min_spikes,
+    cal = dict(none_threshold=round(thr_q / one, 5), min_inputs=min_inputs,
                calib=[round(x, 4) for x in calib], target_false_accepts=target_fa,
                fitted_on=f"{data_path} validation speakers, {episodes} 5-way 1-shot open-set "
                          f"episodes + {len(noise)} silence/noise clips",
-               val=operating_point(sc, thr_q, min_spikes),
+               val=operating_point(sc, thr_q, min_inputs),
                val_calibration_error=calibration_error(sc, calib))
     test = out["test"]
-    st = open_set_episodes(chip, test["phi"], test["spikes"], test["labels"], test["speakers"],
+    st = open_set_episodes(chip, test["phi"], test["inputs"], test["labels"], test["speakers"],
                            n_phi, n_sp, episodes=episodes, seed=12)
-    cal["test"] = operating_point(st, thr_q, min_spikes)
+    cal["test"] = operating_point(st, thr_q, min_inputs)
     cal["test_calibration_error"] = calibration_error(st, calib)
-    cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_spikes), 0.05)
+    cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_inputs), 0.05)
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "calibration.json")
     if write:
         with open(path, "w") as fh:
             json.dump(cal, fh, indent=1)
         cal["path"] = path
-    cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_spikes)}
+    cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_inputs)}
     cal["points"] = {"TTS": (cal["test"]["false_accepts_words"], cal["test"]["hits"])}
     if fsdd:
         f = read_any(fsdd)
         phi, sp = chip_features(chip, f, np.arange(len(f)))
         sf = open_set_episodes(chip, phi, sp, f.labels, f.speakers, n_phi, n_sp,
                                episodes=episodes, seed=13)
-        cal["fsdd"] = operating_point(sf, thr_q, min_spikes)
-        curve = hits_curve(sf, min_spikes)
+        cal["fsdd"] = operating_point(sf, thr_q, min_inputs)
+        curve = hits_curve(sf, min_inputs)
         cal["fsdd_hits_at_5pct_fa"] = hit_at_fa(curve, 0.05)
         cal["fsdd_calibration_error"] = calibration_error(sf, calib)
         cal["curves"]["FSDD speakers (same speaker)"] = curve
