@@ -32,12 +32,16 @@ IDEMPOTENCY = 256
 CHUNK = 2048
 
 #: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's);
-#: detection slides windows of the model's length every ``hop_ms``, reports a word when it is
+#: detection opens a window of the model's length at each sound onset (``trigger`` "onset": at
+#: least ``onset_events`` input events in a ms after 100 ms of quiet) or every ``hop_ms``
+#: (``trigger`` "hop"), reports a word when it is
 #: accepted and its calibrated confidence is at least ``detect_confidence`` (an always-listening
 #: device needs to be surer than one asked about one utterance), and not again within
 #: ``refractory_ms``.
 DEFAULT_PARAMS = {"detect": False, "detect_confidence": 0.5, "write_noise": 0.0,
-                  "threshold": None, "hop_ms": 250, "refractory_ms": 1000}
+                  "threshold": None, "hop_ms": 250, "refractory_ms": 1000, "trigger": "onset",
+                  "onset_events": 2}
+QUIET_MS = 100          # an onset needs this much quiet before it
 
 
 class Capabilities:
@@ -143,6 +147,9 @@ class Firmware:
         self.windows: list[dict] = []
         self.stream_ms = 0
         self.next_start = 0
+        self.starts: list[int] = []               # stream times of windows still to open
+        self.quiet_ms = QUIET_MS                  # the stream starts quiet
+        self.ema = 0.0
         self.last_event: dict[str, int] = {}
 
     # ------------------------------------------------------------------ bytes
@@ -277,21 +284,42 @@ class Firmware:
         chip.run(frames)                                 # bins past the window are dropped
         self.streamed = True
 
+    def _onsets(self, frames: np.ndarray) -> list[int]:
+        """Stream times (ms) in ``frames`` where sound starts after at least ``QUIET_MS`` of
+        quiet: a ms is loud when the input events the model reads reach ``onset_events``
+        and 4x their running mean (so a steady background does not trigger)."""
+        counts = frames[:, self.chip.tab.channels].sum(axis=1) if \
+            frames.shape[1] != self.chip.tab.inputs else frames.sum(axis=1)
+        level = float(self.params["onset_events"])
+        out = []
+        for k, c in enumerate(counts.tolist()):
+            loud = c >= level and c >= 4.0 * self.ema
+            if loud and self.quiet_ms >= QUIET_MS:
+                out.append(self.stream_ms + k)
+            self.quiet_ms = 0 if loud else self.quiet_ms + 1
+            self.ema += (c - self.ema) / 256.0
+        return out
+
     def _detect_frames(self, frames: np.ndarray) -> None:
-        """Continuous detection: windows of the model's length start every ``hop_ms`` ms of
-        stream; each full window is decided (and a word reported, see :meth:`_decide`)."""
+        """Continuous detection: windows of the model's length start at each sound onset
+        (``trigger`` "onset", the default) or every ``hop_ms`` ms of stream ("hop"); each full
+        window is decided (and a word reported, see :meth:`_close_window`)."""
         chip = self.chip
         tab = chip.tab
         length = tab.steps * tab.bin_ms
-        hop = max(tab.bin_ms, int(self.params["hop_ms"]))
+        if self.params["trigger"] == "onset":
+            self.starts += self._onsets(frames)
         i = 0
         while i < frames.shape[0]:
-            if self.stream_ms >= self.next_start:
+            if self.params["trigger"] != "onset" and not self.starts:
+                self.starts.append(self.next_start)
+                self.next_start += max(tab.bin_ms, int(self.params["hop_ms"]))
+            while self.starts and self.starts[0] <= self.stream_ms:
                 chip.reset(frontend=False)
                 self.windows.append(dict(start=self.stream_ms, snap=chip.snapshot()))
-                self.next_start += hop
+                self.starts.pop(0)
             ends = [w["start"] + length for w in self.windows]
-            take = min([frames.shape[0] - i, self.next_start - self.stream_ms]
+            take = min([frames.shape[0] - i] + [t - self.stream_ms for t in self.starts[:1]]
                        + [e - self.stream_ms for e in ends])
             part = frames[i:i + take]
             for w in self.windows:
@@ -333,6 +361,7 @@ class Firmware:
             self._close_window(w)
         self.chip.reset()
         self.next_start = self.stream_ms
+        self.starts = []
         return n
 
     def _events(self) -> list[bytes]:
@@ -441,14 +470,20 @@ class Firmware:
             raise ProtocolError("UNKNOWN_PARAM", f"no parameter {name!r} (have "
                                                  f"{sorted(self.params)})")
         kind = type(DEFAULT_PARAMS[name])
-        if kind is bool and not isinstance(value, bool):
+        if name == "trigger":
+            if value not in ("onset", "hop"):
+                raise ProtocolError("BAD_FIELD", "trigger is 'onset' or 'hop'")
+            kind = str
+        elif kind is bool and not isinstance(value, bool):
             raise ProtocolError("BAD_FIELD", f"{name} takes true or false")
-        if kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        elif kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ProtocolError("BAD_FIELD", f"{name} takes a number")
         if name == "threshold" and not -1.0 <= value <= 1.0:
             raise ProtocolError("BAD_FIELD", "threshold is a cosine in [-1, 1]")
         if name in ("hop_ms", "refractory_ms") and not 0 <= value <= 60_000:
             raise ProtocolError("BAD_FIELD", f"{name} must be 0..60000 ms")
+        if name == "onset_events" and not 1 <= value <= 10_000:
+            raise ProtocolError("BAD_FIELD", "onset_events must be 1..10000")
         if name == "detect_confidence" and not 0.0 <= value <= 1.0:
             raise ProtocolError("BAD_FIELD", "detect_confidence must be in [0, 1]")
         if name == "write_noise" and not 0.0 <= value <= 1.0:

@@ -242,15 +242,18 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
         dev.set_param("detect_confidence", 0.0)
         _expect_error(lambda: dev.set_param("warp_drive", 1), "UNKNOWN_PARAM")
 
-    @check("continuous detection: a keyword event per window")
+    @check("continuous detection: an event per spoken word, with its time")
     def _():
         dev.set_param("detect", True)
         dev.request({"t": "reset_state"})
         dev.events.clear()
-        dev.stream_spikes(np.vstack([frames[0], frames[0]]))
-        dev.ping()
+        quiet = np.zeros((1500, frames[0].shape[1]), frames[0].dtype)
+        dev.stream_spikes(np.vstack([frames[0], quiet, frames[0][:600]]))
+        end = dev.end_utterance()                 # closes the last, partial window
         dev.set_param("detect", False)
-        assert len(dev.events) >= 2 and dev.events[0]["label"] in ("w0", "w1"), dev.events
+        ev = dev.events
+        assert len(ev) == 2 and ev[0]["label"] in ("w0", "w1"), ev
+        assert ev[0]["start_ms"] < 1000 <= 2500 <= ev[1]["start_ms"] < end["stream_ms"], ev
 
     @check("save and reboot keep the model and the enrolled words (or STORAGE)")
     def _():

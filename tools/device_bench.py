@@ -63,7 +63,7 @@ def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
 
 def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(0, 1, 2, 3, 4),
                      minutes: float = 2.0, noise_minutes: float = 1.0, seed: int = 0,
-                     hop_ms: int = 250) -> dict:
+                     hop_ms: int = 250, trigger: str = "onset") -> dict:
     """Continuous detection over speech of words NOT enrolled (the speaker's other digits,
     0.3-1.5 s pauses) and over noise: words reported per minute."""
     from ..trainer.openset import noise_clips
@@ -86,6 +86,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
         for w in enrolled:
             dev.enroll(f"d{w}", _files(folder, speaker, w)[0])
         dev.set_param("hop_ms", hop_ms)
+        dev.set_param("trigger", trigger)
         for name, pcm in (("speech_of_other_words", speech), ("noise", noise)):
             events = []
             dev.set_param("detect", True)
@@ -119,5 +120,5 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
                             for a, b, t in spans) for e in events)
         out["enrolled_words_stream"] = dict(words=len(spans), detected=found,
                                             events=len(events), wrong_events=wrong)
-    out.update(speaker=speaker, enrolled=[f"d{w}" for w in enrolled], url=url, hop_ms=hop_ms)
+    out.update(speaker=speaker, enrolled=[f"d{w}" for w in enrolled], url=url, hop_ms=hop_ms, trigger=trigger)
     return out
