@@ -529,6 +529,7 @@ def _stream(args) -> int:
         if args.threshold is not None:
             dev.set_param("threshold", _cosine(args.threshold))
         dev.set_param("hop_ms", args.hop_ms)
+        dev.set_param("trigger", args.trigger)
         dev.set_param("detect", True)
         try:
             if source is None:
@@ -972,9 +973,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--mic", action="store_true", help="live microphone (the mic extra)")
     ds.add_argument("--threshold", metavar="COS", help="'none of these' below this cosine for "
                                                        "this stream (default: the device's)")
+    ds.add_argument("--trigger", choices=["onset", "hop"], default="onset",
+                    help="open a window at each sound onset (default) or every --hop-ms")
     ds.add_argument("--hop-ms", type=_positive_int, default=250,
-                    help="a new window every this many ms (default 250; windows last the "
-                         "model's 1 s)")
+                    help="with --trigger hop: a new window every this many ms (default 250; "
+                         "windows last the model's 1 s)")
     ds.add_argument("--fast", action="store_true", help="send the file as fast as the link "
                                                         "allows instead of in real time")
     dt = dev_cmd("threshold", "show or set the device's 'none of these' threshold (a cosine)")

@@ -162,3 +162,20 @@ def test_program_device_quantizes_the_committed_model():
     assert torch.all(after[before == 0] == 0)
     program_device(m, weight_bits=4, write_noise=0.05, seed=1)
     assert not torch.equal(m.core.params["w_rec"].detach(), after)
+
+
+def test_open_set_logits_send_unknown_words_to_none():
+    """The prototype rule with a "none" logit: queries of a word that was not enrolled pick it,
+    queries of enrolled words pick their word."""
+    import torch
+
+    from tessera.trainer.meta import open_set_logits
+
+    torch.manual_seed(0)
+    centres = torch.eye(6)[:3] * 3 + 0.2                     # 3 words, well apart
+    phi_s = torch.cat([centres, centres[2:] + 0.1])          # word 2 is not enrolled (y = 2)
+    y_s = torch.tensor([0, 1, 2, 2])
+    phi_q = centres + 0.05 * torch.randn(3, 6)
+    logits = open_set_logits(phi_s, y_s, phi_q, 2, torch.tensor(10.0), torch.tensor(0.7))
+    assert logits.shape == (3, 3)
+    assert logits.argmax(1).tolist() == [0, 1, 2]            # word 2 -> index 2: "none"

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from ..runtime.mosaic import layout_cost
 from .dense import DenseSet
 from .episodes import FewShotTasks
-from .meta import (READOUT, MetaConfig, anil_task_loss, inner_adapt, prototype_logits,
-                   readout_loss, zero_readout)
+from .meta import (READOUT, MetaConfig, anil_task_loss, inner_adapt, open_set_logits,
+                   prototype_logits, readout_loss, zero_readout)
 from .model import Core, CoreConfig, core_features, readout_logits
 from .rram import RRAMConfig, device_weight, quantize_update, stuck_map, threshold_update
 
@@ -61,6 +61,8 @@ class MetaTrainer:
         self.last_rate = 0.0
         self._scale_inputs()
         init_lr = {"w_out": meta.inner_lr, "b_out": meta.inner_lr}
+        if meta.open_ways:                 # the learned "none" cosine, kept as a log like the lrs
+            init_lr["none_cos"] = 0.7
         for k in ("w_in", "w_rec", "b"):
             init_lr[k] = meta.inner_lr_core
         learn_lr = meta.learn_inner_lr and meta.algorithm != "transfer"
@@ -162,7 +164,13 @@ class MetaTrainer:
         for s, q, ys, yq in batch.tasks:
             ways = int(ys.max()) + 1
             init = zero_readout(p, ways)
-            if meta.algorithm == "anil" and meta.rule == "prototype":
+            if meta.algorithm == "anil" and meta.rule == "prototype" and meta.open_ways:
+                k = ways - meta.open_ways            # the last open_ways words are not enrolled
+                logits = open_set_logits(phi[s], ys, phi[q], k, lrs["w_out"], lrs["none_cos"])
+                target = yq.clamp(max=k)
+                l = F.cross_entropy(logits, target)
+                a = (logits.argmax(1) == target).float().mean()
+            elif meta.algorithm == "anil" and meta.rule == "prototype":
                 logits = prototype_logits(phi[s], ys, phi[q], ways, lrs["w_out"])
                 l = F.cross_entropy(logits, yq)
                 a = (logits.argmax(1) == yq).float().mean()

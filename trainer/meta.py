@@ -35,6 +35,7 @@ from torch.func import grad
 from .model import readout_logits
 
 __all__ = ["MetaConfig", "inner_adapt", "readout_loss", "anil_task_loss", "prototype_logits",
+           "open_set_logits",
            "reptile_delta"]
 
 READOUT = ("w_out", "b_out")
@@ -51,10 +52,14 @@ class MetaConfig:
     tasks_per_batch: int = 8
     bptt: int | None = None          # truncate backpropagation to the last N steps
     rule: str = "prototype"          # anil's readout rule: prototype (the chip's) | softmax-step
+    open_ways: int = 0               # prototype rule: words per episode that are NOT enrolled;
+    #                                  their queries must answer "none" (a learned cosine threshold)
 
     def __post_init__(self) -> None:
         if self.rule not in ("prototype", "softmax-step"):
             raise ValueError(f"unknown readout rule {self.rule!r} (prototype or softmax-step)")
+        if self.open_ways < 0 or (self.open_ways and self.rule != "prototype"):
+            raise ValueError("open_ways needs rule = 'prototype' and must be >= 0")
         if self.algorithm not in ("anil", "maml", "fomaml", "reptile", "transfer"):
             raise ValueError(f"unknown meta-learning algorithm {self.algorithm!r}")
         if self.algorithm == "reptile" and self.inner_steps < 2:
@@ -100,6 +105,15 @@ def prototype_logits(phi_s: torch.Tensor, y_s: torch.Tensor, phi_q: torch.Tensor
     onehot = F.one_hot(y_s, ways).to(phi_s.dtype)
     protos = (onehot.T @ phi_s) / onehot.sum(0).clamp(min=1)[:, None]
     return scale * (F.normalize(phi_q, dim=1, eps=1e-8) @ F.normalize(protos, dim=1, eps=1e-8).T)
+
+
+def open_set_logits(phi_s: torch.Tensor, y_s: torch.Tensor, phi_q: torch.Tensor, ways: int,
+                    scale: torch.Tensor, none_cos: torch.Tensor) -> torch.Tensor:
+    """The prototype rule over the ``ways`` enrolled words (supports with ``y_s < ways``) plus a
+    "none of these" logit ``scale * none_cos``: queries of other words should pick it."""
+    keep = y_s < ways
+    logits = prototype_logits(phi_s[keep], y_s[keep], phi_q, ways, scale)
+    return torch.cat([logits, (scale * none_cos).expand(len(phi_q), 1)], 1)
 
 
 def anil_task_loss(phi_s: torch.Tensor, y_s: torch.Tensor, phi_q: torch.Tensor,

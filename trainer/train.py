@@ -122,8 +122,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
         _restore(tr, state)
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(config_to_dict(cfg), fh, indent=1)
-    samplers = {k: tasks.sampler("train", cfg.data.ways, k, cfg.data.queries)
-                for k in cfg.data.shots}
+    samplers = {k: tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
+                                 cfg.data.queries) for k in cfg.data.shots}
     t0 = time.time()
     log = open(os.path.join(out, "metrics.jsonl"), "a")
     bar = tqdm(total=cfg.train.iterations, initial=tr.iteration, desc="meta-train", unit="it",
