@@ -33,7 +33,8 @@ Readout: a prototype per enrolled word (the device rule; K enrolled classes, W_k
 levels of column k, CQ = cos_frac)::
 
     cos_k   = (phi . W_k << CQ) // max(isqrt(phi . phi) * isqrt(W_k . W_k), 1)
-    best    = argmax_k cos_k (first on ties); c1, c2 = the largest and second cosines (c2 = 0: K=1)
+    best    = argmax_k cos_k (ties: the first label in sorted order, whatever the order of
+              enrollment); c1, c2 = the largest and second cosines (c2 = 0 when K = 1)
     accept  = inputs(window) >= min_inputs  and  c1 >= none_threshold      else the answer: none
               (inputs: the input events x summed over the window's bins: silence has none)
     z       = ((a * c1 + m * (c1 - c2)) >> CQ) + b        (a, m, b = calib; logit units 2^-LQ)
