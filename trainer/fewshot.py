@@ -353,13 +353,15 @@ def _enroll_loss(fast: dict, phi: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def incremental(lrs: dict, feats: torch.Tensor, labels: np.ndarray, classes: list[int],
-                shots: int = 1, queries: int = 5, runs: int = 50, seed: int = 7) -> dict:
-    """Class-incremental enrollment: enroll ``classes`` one at a time (each ONE readout step
+                shots: int = 1, queries: int = 5, runs: int = 50, seed: int = 7,
+                rule: str = "prototype") -> dict:
+    """Class-incremental enrollment: enroll ``classes`` one at a time and score queries of all
+    enrolled classes after each enrollment. ``prototype`` (the device's rule): each word its own
+    column, the mean of its shots, queries by cosine. ``softmax-step``: ONE readout step per word
     with its own shots, the new row starting at zero, over the logits of every enrolled class
-    and a fixed zero "none" logit, see :func:`_enroll_loss`; the bias is not updated: one word at
-    a time its gradient only ever favours the newest word)
-    and score queries of all enrolled classes after each enrollment. Mean over ``runs`` random
-    class orders and shot/query draws."""
+    and a fixed zero "none" logit (see :func:`_enroll_loss`; the bias is not updated: one word at
+    a time its gradient only ever favours the newest word). Mean over ``runs`` random class
+    orders and shot/query draws."""
     n_cls = len(classes)
     acc = np.zeros((runs, n_cls))
     lr_w = float(lrs["w_out"])
@@ -372,13 +374,18 @@ def incremental(lrs: dict, feats: torch.Tensor, labels: np.ndarray, classes: lis
         for k, c in enumerate(order):
             pool = np.nonzero(labels == c)[0]
             pick = rng.choice(pool, size=shots + queries, replace=False)
-            w = torch.cat([w, torch.zeros(feats.shape[1], 1)], 1)
-            b = torch.cat([b, torch.zeros(1)])
             phi = feats[pick[:shots]]
-            y = torch.full((shots,), k)
-            fast = inner_adapt({"w_out": w, "b_out": b}, lambda f, p=phi, t=y: _enroll_loss(f, p, t),
-                               {"w_out": lr_w, "b_out": 0.0}, 1)
-            w, b = fast["w_out"].detach(), fast["b_out"].detach()
+            if rule == "prototype":
+                w = torch.cat([w, F.normalize(phi.mean(0), dim=0, eps=1e-8)[:, None]], 1)
+                b = torch.cat([b, torch.zeros(1)])
+            else:
+                w = torch.cat([w, torch.zeros(feats.shape[1], 1)], 1)
+                b = torch.cat([b, torch.zeros(1)])
+                y = torch.full((shots,), k)
+                fast = inner_adapt({"w_out": w, "b_out": b},
+                                   lambda f, p=phi, t=y: _enroll_loss(f, p, t),
+                                   {"w_out": lr_w, "b_out": 0.0}, 1)
+                w, b = fast["w_out"].detach(), fast["b_out"].detach()
             query_idx += list(pick[shots:])
             query_y += [k] * queries
             pred = readout_logits(feats[query_idx], w, b).argmax(1).numpy()

@@ -294,23 +294,28 @@ def _feature_mean(model: Model) -> torch.Tensor:
 
 
 def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) -> dict:
-    """Enroll every class of ``corpus`` one at a time (see :func:`fewshot.incremental`).
+    """Enroll every class of ``corpus`` one at a time (see :func:`fewshot.incremental`) with
+    the model's rule.
 
-    Features are centred by the mean feature of the training utterances: from a zero readout,
-    one CE step for a single new class pushes the older rows along the new (non-negative)
-    feature, which without centring makes the newest word win every query.
+    With the softmax-step rule, features are centred by the mean feature of the training
+    utterances: from a zero readout, one CE step for a single new class pushes the older rows
+    along the new (non-negative) feature, which without centring makes the newest word win every
+    query. The prototype rule needs no centring (each word writes only its own column).
     """
     from .fewshot import incremental
 
     cfg = model.config
     data = load_dense(corpus, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
-    feats = _model_features(model, data, corpus) - _feature_mean(model)
+    feats = _model_features(model, data, corpus)
+    if cfg.meta.rule != "prototype":
+        feats = feats - _feature_mean(model)
     classes = sorted(np.unique(data.labels).tolist())
     counts = np.bincount(data.labels)
     queries = int(min(counts[classes]) - shots)
     if queries < 1:
         raise InputError(f"need more than {shots} utterances per class", source=corpus)
-    out = incremental(model.lrs, feats, data.labels, classes, shots, min(queries, 5), runs)
+    out = incremental(model.lrs, feats, data.labels, classes, shots, min(queries, 5), runs,
+                      rule=cfg.meta.rule)
     out["corpus"] = corpus
     out["label_names"] = [data.label_names[c] for c in classes]
     return out
