@@ -214,6 +214,40 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
         assert set(r["scores"]) == {"w0", "w1"} and 0 <= r["confidence"] <= 1
         assert r["latency_us"] >= 0
 
+    @check("enroll writes one word: forget and re-enroll leave the others' scores unchanged")
+    def _():
+        def scores():
+            dev.request({"t": "reset_state"})
+            dev.stream_spikes(frames[0])
+            return dev.end_utterance()["scores"]
+        before = scores()
+        dev.forget("w1")
+        dev.request({"t": "reset_state"})
+        dev.stream_spikes(frames[1])
+        r = dev.request({"t": "enroll", "label": "w1"})
+        assert r["shots"] == 1 and scores() == before, (before, scores())
+        dev.request({"t": "reset_state"})
+        dev.stream_spikes(frames[1])
+        assert dev.request({"t": "enroll", "label": "w1"})["shots"] == 2   # a second shot
+        assert scores()["w0"] == before["w0"]
+
+    @check("none of these: threshold per device, get_param, BAD_FIELD out of range")
+    def _():
+        model_threshold = dev.params()["model_threshold"]
+        dev.set_param("threshold", 1.0)
+        dev.request({"t": "reset_state"})
+        dev.stream_spikes(frames[2])
+        r = dev.end_utterance()
+        assert r["label"] is None and r["best"] in ("w0", "w1"), r
+        p = dev.params()
+        assert p["threshold_in_use"] == 1.0 and -1 <= p["model_threshold"] <= 1
+        _expect_error(lambda: dev.set_param("threshold", 1.5), "BAD_FIELD")
+        dev.set_param("threshold", -1.0)
+        dev.request({"t": "reset_state"})
+        dev.stream_spikes(frames[0])
+        assert dev.end_utterance()["label"] == "w0"
+        dev.set_param("threshold", model_threshold)
+
     @check("a retried request id is executed once (enroll)")
     def _():
         before = dev.stats()["chip"]["enrollments"]
