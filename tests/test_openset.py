@@ -275,3 +275,26 @@ def test_device_stream_takes_shd_style_spike_files(small_corpus):
     assert res["stream_ms"] > 300 and isinstance(res["events"], list)
     assert_clean_error(tessera("device", "stream", "--port", "sim://", small_corpus, "--index",
                                "100000"), "outside the file")
+
+
+def test_sliding_windows_report_a_word_once(fsdd):
+    """trigger=hop: several overlapping windows see the word; one event (repeats suppressed),
+    and without suppression (refractory 0) more than one."""
+    from tessera.protocol.client import Device
+
+    pcm = np.concatenate([load_audio(fsdd / "3_jackson_6.wav"), np.zeros(24000, np.int16)])
+    counts = []
+    for refractory in (1000, 0):
+        events = []
+        with Device.open(f"sim://?model={factory_model()}") as dev:
+            dev.enroll("d3", str(fsdd / "3_jackson_0.wav"))
+            for name, value in (("threshold", 0.3), ("detect_confidence", 0.0),
+                                ("trigger", "hop"), ("hop_ms", 100),
+                                ("refractory_ms", refractory), ("detect", True)):
+                dev.set_param(name, value)
+            dev.stream_pcm(pcm, on_event=events.append)
+            dev.end_utterance()
+            dev.drain(events.append)
+        assert {e["label"] for e in events} == {"d3"}
+        counts.append(len(events))
+    assert counts[0] == 1 and counts[1] > 1
