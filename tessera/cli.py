@@ -390,7 +390,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         export_model(load_model(args.model), tsr, ExportConfig(weight_bits=args.bits),
                      calibration=dict(DEFAULT_CALIBRATION, source=None))   # not the old fit
         r = calibrate(args.model, tsr, args.data, target_fa=args.target_fa,
-                      episodes=args.episodes, fsdd=args.fsdd, write=not args.dry_run)
+                      episodes=args.episodes, fsdd=args.fsdd, write=not args.dry_run,
+                      progress=not args.no_progress and sys.stderr.isatty())
     curves, points = r.pop("curves"), r.pop("points")
     if args.plot:
         from tessera.tools.plots import hits_png
@@ -904,6 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--bits", type=int, default=4, help="core weight bits of the chip")
     cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")
     cb.add_argument("--dry-run", action="store_true", help="report, do not write")
+    cb.add_argument("--no-progress", action="store_true")
 
     sm = add(sub, "sim", cmd_sim, "the firmware simulator as a serial device")
     sm.add_argument("--listen", metavar="URL", help="socket://127.0.0.1:PORT")

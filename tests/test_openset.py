@@ -298,3 +298,12 @@ def test_sliding_windows_report_a_word_once(fsdd):
         assert {e["label"] for e in events} == {"d3"}
         counts.append(len(events))
     assert counts[0] == 1 and counts[1] > 1
+
+
+def test_calibrate_needs_open_set_episodes(small_corpus):
+    pytest.importorskip("torch")
+    from test_cli import assert_clean_error, tessera
+
+    model = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+    assert_clean_error(tessera("calibrate", model, "--data", small_corpus, "--dry-run",
+                               "--no-progress"), "no open-set episode possible")

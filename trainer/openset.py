@@ -33,8 +33,8 @@ __all__ = ["chip_features", "noise_clips", "open_set_episodes", "fit_calibration
            "hits_curve"]
 
 
-def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64,
-                  progress=None) -> tuple[np.ndarray, np.ndarray]:
+def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(phi (n, D), input events per window (n,): the front-end spikes the chip reads, as it
     counts them) of utterances ``idx`` of a spike set."""
     tab = chip.tab
@@ -49,8 +49,6 @@ def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64,
         x = frames[:, :, tab.channels].astype(np.int64).reshape(
             part.size, tab.steps, tab.bin_ms, tab.inputs).sum(2)
         spikes.append(np.minimum(x, 255).sum((1, 2)))
-        if progress is not None:
-            progress.update(part.size)
     D = tab.features
     return (np.concatenate(phis) if phis else np.zeros((0, D), np.int64),
             np.concatenate(spikes) if spikes else np.zeros(0, np.int64))
@@ -138,6 +136,9 @@ def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: n
             rows.append((int(srt[j, 0]), int(srt[j, 1]) if srt.shape[1] > 1 else 0, int(sp[j]),
                          truth[j] is not None, names[best[j]] == truth[j],
                          j >= len(queries)))
+    if not rows:
+        raise InputError(f"no open-set episode possible: a speaker needs {ways + 1} words with "
+                         f"more than {shots} utterance(s) each")
     a = np.array(rows, np.int64).reshape(-1, 6)
     return dict(c1=a[:, 0], c2=a[:, 1], inputs=a[:, 2], positive=a[:, 3].astype(bool),
                 right=a[:, 4].astype(bool), noise=a[:, 5].astype(bool),
@@ -212,7 +213,8 @@ def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
 
 
 def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25,
-              episodes: int = 300, fsdd: str | None = None, write: bool = True) -> dict:
+              episodes: int = 300, fsdd: str | None = None, write: bool = True,
+              progress: bool = False) -> dict:
     """Fit the open-set rule on the corpus's validation speakers, write ``calibration.json``
     next to the model (``write``), and report the operating point on its test speakers and, for
     validation only, on the FSDD-style WAV folder ``fsdd``."""
@@ -263,7 +265,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_inputs)}
     cal["points"] = {"TTS": (cal["test"]["false_accepts_words"], cal["test"]["hits"])}
     if fsdd:
-        f = read_any(fsdd)
+        f = read_any(fsdd, progress=progress)
         phi, sp = chip_features(chip, f, np.arange(len(f)))
         sf = open_set_episodes(chip, phi, sp, f.labels, f.speakers, n_phi, n_sp,
                                episodes=episodes, seed=13)
