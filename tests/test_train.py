@@ -179,3 +179,15 @@ def test_open_set_logits_send_unknown_words_to_none():
     logits = open_set_logits(phi_s, y_s, phi_q, 2, torch.tensor(10.0), torch.tensor(0.7))
     assert logits.shape == (3, 3)
     assert logits.argmax(1).tolist() == [0, 1, 2]            # word 2 -> index 2: "none"
+
+
+def test_margin_and_open_ways_need_the_prototype_rule():
+    import pytest
+
+    from tessera.trainer.meta import MetaConfig
+
+    assert MetaConfig(margin=0.2).margin == 0.2
+    for bad in (dict(margin=0.2, rule="softmax-step"), dict(margin=1.5),
+                dict(open_ways=2, rule="softmax-step"), dict(open_ways=-1)):
+        with pytest.raises(ValueError):
+            MetaConfig(**bad)

@@ -172,6 +172,8 @@ class MetaTrainer:
                 a = (logits.argmax(1) == target).float().mean()
             elif meta.algorithm == "anil" and meta.rule == "prototype":
                 logits = prototype_logits(phi[s], ys, phi[q], ways, lrs["w_out"])
+                if meta.margin:                      # the true word must win by the margin
+                    logits = logits - lrs["w_out"] * meta.margin * F.one_hot(yq, ways)
                 l = F.cross_entropy(logits, yq)
                 a = (logits.argmax(1) == yq).float().mean()
             elif meta.algorithm == "anil":

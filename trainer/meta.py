@@ -52,12 +52,16 @@ class MetaConfig:
     tasks_per_batch: int = 8
     bptt: int | None = None          # truncate backpropagation to the last N steps
     rule: str = "prototype"          # anil's readout rule: prototype (the chip's) | softmax-step
+    margin: float = 0.0              # prototype rule: additive cosine margin on the true word
+    #                                  in training (AM-softmax: wider gaps between words)
     open_ways: int = 0               # prototype rule: words per episode that are NOT enrolled;
     #                                  their queries must answer "none" (a learned cosine threshold)
 
     def __post_init__(self) -> None:
         if self.rule not in ("prototype", "softmax-step"):
             raise ValueError(f"unknown readout rule {self.rule!r} (prototype or softmax-step)")
+        if not 0.0 <= self.margin < 1.0 or (self.margin and self.rule != "prototype"):
+            raise ValueError("margin needs rule = 'prototype' and must be in [0, 1)")
         if self.open_ways < 0 or (self.open_ways and self.rule != "prototype"):
             raise ValueError("open_ways needs rule = 'prototype' and must be >= 0")
         if self.algorithm not in ("anil", "maml", "fomaml", "reptile", "transfer"):
