@@ -105,7 +105,6 @@ class Firmware:
         levels = unpack_ints(image["levels"], "levels")
         self.chip.restore_readout(dict(levels=levels, classes=list(image["classes"]),
                                        shots=image["shots"], exps=image["exps"]))
-        self._apply_threshold()
         self.flash_generation = int(image.get("generation", 0))
 
     def install(self, blob: bytes) -> None:
@@ -288,8 +287,7 @@ class Firmware:
         """Stream times (ms) in ``frames`` where sound starts after at least ``QUIET_MS`` of
         quiet: a ms is loud when the input events the model reads reach ``onset_events``
         and 4x their running mean (so a steady background does not trigger)."""
-        counts = frames[:, self.chip.tab.channels].sum(axis=1) if \
-            frames.shape[1] != self.chip.tab.inputs else frames.sum(axis=1)
+        counts = self.chip._frames(frames).sum(axis=1)
         level = float(self.params["onset_events"])
         out = []
         for k, c in enumerate(counts.tolist()):
@@ -470,15 +468,18 @@ class Firmware:
             raise ProtocolError("UNKNOWN_PARAM", f"no parameter {name!r} (have "
                                                  f"{sorted(self.params)})")
         kind = type(DEFAULT_PARAMS[name])
-        if name == "trigger":
+        if name == "threshold" and value == "model":    # back to the model file's threshold
+            value, kind = None, type(None)
+        elif name == "trigger":
             if value not in ("onset", "hop"):
                 raise ProtocolError("BAD_FIELD", "trigger is 'onset' or 'hop'")
             kind = str
         elif kind is bool and not isinstance(value, bool):
             raise ProtocolError("BAD_FIELD", f"{name} takes true or false")
-        elif kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        elif value is not None and kind is not bool and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ProtocolError("BAD_FIELD", f"{name} takes a number")
-        if name == "threshold" and not -1.0 <= value <= 1.0:
+        if name == "threshold" and value is not None and not -1.0 <= value <= 1.0:
             raise ProtocolError("BAD_FIELD", "threshold is a cosine in [-1, 1]")
         if name in ("hop_ms", "refractory_ms") and not 0 <= value <= 60_000:
             raise ProtocolError("BAD_FIELD", f"{name} must be 0..60000 ms")

@@ -466,7 +466,7 @@ def cmd_device(args: argparse.Namespace) -> int:
                      f"latency {r['latency_us']:.0f} us)")
         elif action == "threshold":
             if args.value is not None:
-                dev.set_param("threshold", None if args.value == "model" else
+                dev.set_param("threshold", "model" if args.value == "model" else
                               _cosine(args.value))
                 if args.save:
                     dev.save()
@@ -544,7 +544,7 @@ def _stream(args) -> int:
         finally:
             dev.set_param("detect", False)
             if args.threshold is not None:
-                dev.set_param("threshold", old)
+                dev.set_param("threshold", "model" if old is None else old)
     r = dict(events=events, stream_ms=end["stream_ms"], source=args.wav or "mic")
     if args.json:
         print(json.dumps(r))

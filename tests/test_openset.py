@@ -142,6 +142,9 @@ def test_threshold_detection_and_flash_over_the_protocol(fsdd, tmp_path):
         assert dev.infer(str(fsdd / "3_jackson_5.wav"))["label"] is None
         dev.set_param("threshold", 0.5)
         assert dev.infer(str(fsdd / "3_jackson_5.wav"))["label"] == "d3"
+        dev.set_param("threshold", "model")                     # back to the model file's
+        assert dev.params()["threshold_in_use"] == default
+        dev.set_param("threshold", 0.5)
         dev.save()
         # continuous detection over a stream shorter than one window: the partial window closes
         dev.set_param("detect_confidence", 0.0)                 # every accepted word
@@ -307,3 +310,19 @@ def test_calibrate_needs_open_set_episodes(small_corpus):
     model = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
     assert_clean_error(tessera("calibrate", model, "--data", small_corpus, "--dry-run",
                                "--no-progress"), "no open-set episode possible")
+
+
+def test_stream_threshold_is_restored_afterwards(fsdd, tmp_path):
+    from test_cli import tessera
+
+    url = f"sim://?flash={tmp_path / 'f.img'}"
+    wav = fsdd / "1_george_1.wav"
+    assert tessera("device", "enroll", "--port", url, "--label", "d1", fsdd / "1_george_0.wav",
+                   "--save").returncode == 0
+    r = tessera("device", "stream", "--port", url, wav, "--threshold", "0.5", "--fast", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [e["label"] for e in json.loads(r.stdout)["events"]] == ["d1"]
+    r = tessera("device", "threshold", "--port", url, "model", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["threshold_in_use"] == res["model_threshold"]
