@@ -457,7 +457,8 @@ class Firmware:
     def do_get_stats(self, msg: dict) -> dict:
         out = {"t": "stats", "device": dict(self.stats, boots=self.boots,
                                             flash_generation=self.flash_generation,
-                                            decoder=dict(self.decoder.errors))}
+                                            decoder=dict(self.decoder.errors),
+                                            boot_error=self.boot_error)}
         if self.chip is not None:
             out["chip"] = self.chip.stats()
         return out

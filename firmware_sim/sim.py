@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import sys
 import time
 from dataclasses import dataclass
 
@@ -139,6 +140,9 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
 
 def main_loop(args) -> int:
     fw = Firmware(flash_path=args.flash, ram_budget=args.ram, seed=args.seed)
+    if fw.boot_error:
+        print(f"tessera sim: {args.flash}: {fw.boot_error}; booting without it",
+              file=sys.stderr, flush=True)
     fw.crash_during_save = args.crash_during_save
     fw.reboot_after = args.reboot_after
     if fw.chip is None and getattr(args, "model", None):

@@ -193,10 +193,12 @@ class Device:
         return self.request({"t": "end_of_utterance"})
 
     def infer(self, wav: str | None = None) -> dict:
-        if wav is not None:
-            self.request({"t": "reset_state"})
-            self.stream_wav(wav)
-        return self.end_utterance()
+        """The device's answer for a WAV file (or for what was streamed already)."""
+        if wav is None:
+            return self.end_utterance()
+        from ..runtime.audio import load_audio
+
+        return self.infer_pcm(load_audio(wav))
 
     def infer_pcm(self, pcm: np.ndarray) -> dict:
         """One utterance of 16 kHz int16 audio -> the device's answer."""

@@ -326,3 +326,20 @@ def test_stream_threshold_is_restored_afterwards(fsdd, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["threshold_in_use"] == res["model_threshold"]
+
+
+def test_an_unusable_flash_image_boots_empty_and_says_why(tmp_path):
+    from tessera.firmware_sim import flash
+    from tessera.firmware_sim.device import Firmware
+
+    path = str(tmp_path / "old.img")
+    flash.save(path, {"model": b"TSRM an old model", "levels": b"", "classes": []})
+    fw = Firmware(flash_path=path)
+    assert fw.chip is None and "flash image not restored" in fw.boot_error
+    from tessera.protocol.messages import decode
+    from tessera.protocol.framing import FrameDecoder, encode_frame
+    from tessera.protocol.messages import encode
+
+    out = fw.receive(encode_frame(encode({"t": "get_stats", "id": 5})))
+    stats = decode(FrameDecoder().feed(out)[0])
+    assert "flash image not restored" in stats["device"]["boot_error"]

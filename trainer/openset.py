@@ -92,12 +92,6 @@ def pcm_features(chip: Chip, clips) -> tuple[np.ndarray, np.ndarray]:
     return np.array(phis, np.int64), np.array(spikes, np.int64)
 
 
-def _empty_readout(chip: Chip) -> None:
-    k = chip.tab.max_classes
-    chip.restore_readout(dict(levels=np.zeros((chip.tab.features, k), np.int64),
-                              classes=[None] * k, shots=[0] * k, exps=[0] * k))
-
-
 def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: np.ndarray,
                       speakers: np.ndarray, noise_phi: np.ndarray, noise_inputs: np.ndarray,
                       ways: int = 5, shots: int = 1, episodes: int = 200,
@@ -116,7 +110,8 @@ def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: n
         if usable.size < ways + 1:
             continue
         enrolled = rng.choice(usable, ways, replace=False)
-        _empty_readout(chip)
+        for c in chip.classes():
+            chip.forget(c)
         queries = []
         for c in rng.permutation(enrolled):                       # one word at a time
             idx = rng.permutation(np.nonzero(mine & (labels == c))[0])
