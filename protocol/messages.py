@@ -2,8 +2,8 @@
 
 Every message is a map ``{"v": VERSION, "t": TYPE, "id": ID, ...fields}``. Requests go host ->
 device; the device answers each with exactly one message carrying the same ``id`` (``ack``,
-``hello``, ``result``, ``classes``, ``stats``, ``params``, ``pong`` or ``error``). Device-initiated ``event``
-messages carry ``id = 0``.
+``hello``, ``result``, ``classes``, ``stats``, ``params``, ``pong`` or ``error``).
+Device-initiated ``event`` messages carry ``id = 0``.
 
 Decoding is bounded by the frame size (msgpack's limits derived from it), and every way a message
 can be bad maps to one error code of :data:`ERRORS`.

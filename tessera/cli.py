@@ -402,7 +402,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         r["curves"] = curves
     t = r["test"]
     lines = [f"'none of these' below cosine {r['none_threshold']:.3f}, fewer than "
-             f"{r['min_inputs']} input events (silence); confidence = sigmoid({r['calib'][0]:.2f} c1 + "
+             f"{r['min_inputs']} input events (silence); confidence = "
+             f"sigmoid({r['calib'][0]:.2f} c1 + "
              f"{r['calib'][1]:.2f} (c1 - c2) {r['calib'][2]:+.2f})"
              + (f"; written to {r['path']}" if "path" in r else " (dry run: not written)"),
              f"  TTS unseen voices: hits {100 * t['hits']:.1f} %, false accepts: words "

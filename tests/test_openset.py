@@ -179,8 +179,9 @@ def test_factory_model_is_the_committed_model_exported():
     a, b = read_model(factory_model()), read_model(fresh)
     fresh.unlink()
     for section in ("frontend", "core", "readout", "labels"):
-        assert getattr(a, section) == getattr(b, section), ("re-export: tessera export models/default/model.pt --bits 4 --out "
-                                                          "firmware_sim/default-4bit.tsr")
+        assert getattr(a, section) == getattr(b, section), (
+            "re-export: tessera export models/default/model.pt --bits 4 --out "
+            "firmware_sim/default-4bit.tsr")
 
 
 def test_device_path_errors_are_one_line(tmp_path, fsdd):
@@ -218,8 +219,6 @@ def test_device_vanishing_mid_command_is_one_line(fsdd, tmp_path):
     """A simulator killed while the host streams: one line, exit 2."""
     import socket
     import time
-
-    from test_cli import tessera
 
     long = tmp_path / "long.wav"                  # 10 s, streamed in real time
     write_wav(long, np.tile(load_audio(fsdd / "0_lucas_0.wav"), 20)[:160000], 16000)

@@ -30,6 +30,22 @@ def _files(folder: str, speaker: str, word: int) -> list[str]:
     return out
 
 
+def _forget_all(dev: Device) -> None:
+    for c in dev.classes():
+        dev.forget(c)
+
+
+def _detections(dev: Device, pcm: np.ndarray) -> list[dict]:
+    """The device's events over one stream (detection on, the stream ended, detection off)."""
+    events: list[dict] = []
+    dev.set_param("detect", True)
+    dev.stream_pcm(pcm, on_event=events.append)
+    dev.end_utterance()                          # closes the windows still open
+    dev.drain(events.append)
+    dev.set_param("detect", False)
+    return events
+
+
 def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
                 sizes=(5, 10), reverse: bool = True) -> dict:
     rows = []
@@ -38,8 +54,7 @@ def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
             words = list(range(n))
             for order in ([words, words[::-1]] if reverse else [words]):
                 with Device.open(url) as dev:
-                    for c in dev.classes():
-                        dev.forget(c)
+                    _forget_all(dev)
                     t0 = time.perf_counter()
                     for w in order:
                         dev.enroll(f"d{w}", _files(folder, spk, w)[0])
@@ -81,20 +96,14 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
     noise = np.concatenate([c for _, c in clips[1:]])           # no pure silence
     out = {}
     with Device.open(url) as dev:
-        for c in dev.classes():
-            dev.forget(c)
+        _forget_all(dev)
         for w in enrolled:
             dev.enroll(f"d{w}", _files(folder, speaker, w)[0])
         dev.set_param("hop_ms", hop_ms)
         dev.set_param("trigger", trigger)
         for name, pcm in (("speech_of_other_words", speech), ("noise", noise)):
-            events = []
-            dev.set_param("detect", True)
             t0 = time.perf_counter()
-            dev.stream_pcm(pcm, on_event=events.append)
-            dev.end_utterance()
-            dev.drain(events.append)
-            dev.set_param("detect", False)
+            events = _detections(dev, pcm)
             mins = pcm.size / 16000 / 60
             out[name] = dict(minutes=round(mins, 2), detections=len(events),
                              per_minute=round(len(events) / mins, 3),
@@ -108,17 +117,16 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
                 parts += [pcm, np.zeros(16000, np.int16)]
                 spans.append((at // 16, (at + pcm.size) // 16, f"d{w}"))
                 at += pcm.size + 16000
-        events = []
-        dev.set_param("detect", True)
-        dev.stream_pcm(np.concatenate(parts), on_event=events.append)
-        dev.end_utterance()
-        dev.drain(events.append)
-        dev.set_param("detect", False)
-        found = sum(any(e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
-                        for e in events) for a, b, t in spans)
-        wrong = sum(not any(e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
-                            for a, b, t in spans) for e in events)
+        events = _detections(dev, np.concatenate(parts))
+
+        def hit(e, span):                        # the event names the word its window overlaps
+            a, b, t = span
+            return e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
+
+        found = sum(any(hit(e, sp) for e in events) for sp in spans)
+        wrong = sum(not any(hit(e, sp) for sp in spans) for e in events)
         out["enrolled_words_stream"] = dict(words=len(spans), detected=found,
                                             events=len(events), wrong_events=wrong)
-    out.update(speaker=speaker, enrolled=[f"d{w}" for w in enrolled], url=url, hop_ms=hop_ms, trigger=trigger)
+    out.update(speaker=speaker, enrolled=[f"d{w}" for w in enrolled], url=url, hop_ms=hop_ms,
+               trigger=trigger)
     return out

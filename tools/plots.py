@@ -148,8 +148,8 @@ def confusion_png(path: str | os.PathLike, matrix: list[list[int]], rows: list[s
     return save_png(fig, path, title)
 
 
-def hits_png(path: str | os.PathLike, curves: dict[str, dict], points: dict[str, tuple] | None = None,
-             title: str = "") -> str:
+def hits_png(path: str | os.PathLike, curves: dict[str, dict],
+             points: dict[str, tuple] | None = None, title: str = "") -> str:
     """Correct hits against false accepts (one curve per data set; ``points``: the operating
     points (false accepts, hits) of the chosen threshold)."""
     plt = _plt()

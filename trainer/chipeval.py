@@ -136,7 +136,8 @@ def _episodes_chip(chip: Chip, phis: np.ndarray, sampler, episodes: int, seed: i
 
 
 def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episodes: int = 600,
-                  weight_bits=(8,), drift=(), write_noise: float = 0.0, seed: int = 1234, progress: bool = False) -> dict:
+                  weight_bits=(8,), drift=(), write_noise: float = 0.0, seed: int = 1234,
+                  progress: bool = False) -> dict:
     """Few-shot accuracy through the chip vs the float model, on the same episodes."""
     from .export import ExportConfig, export_model
 

@@ -2,8 +2,8 @@
 
 An independent implementation, written from the chip's docstring: batched, dense int64 matrix
 products instead of the chip's event-driven rows, its own binning, integer square root, cosine
-scores and enrollment column. ``tessera parity`` runs both on the same utterances and compares the spike
-rasters, features, cosine scores and enrolled columns bit for bit.
+scores and enrollment column. ``tessera parity`` runs both on the same utterances and compares
+the spike rasters, features, cosine scores and enrolled columns bit for bit.
 """
 
 from __future__ import annotations
