@@ -52,6 +52,8 @@ def _corpus_config(args: argparse.Namespace):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
     kw["keep_audio"] = args.keep_audio
+    kw["engine"] = args.engine
+    kw["augment"] = args.augment
     return CorpusConfig(**kw)
 
 
@@ -375,6 +377,35 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
         lines.append(f"  weights {row['weight_bits']} bits, drift {row['drift_s']:g} s{comp}: "
                      f"{accs}; answers that differ from one joint enrollment: {differ}")
     _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from tessera.trainer import diagnose as D
+    from tessera.trainer.train import load_model
+
+    model = load_model(args.model)
+    progress = not args.no_progress and sys.stderr.isatty()
+    result: dict = dict(model=args.model, episodes=args.episodes)
+    lines = [f"{args.model}: 5-way, one column per word (cosine), {args.episodes} episodes"]
+    if not args.no_tts:
+        rows = D.tts_conditions(model, episodes=args.episodes, progress=progress)
+        result["tts"] = rows
+        lines.append("  TTS unseen words, test voices: enrolled clean -> asked in the condition | "
+                     "both in the condition (1-shot / 5-shot %)")
+        for r in rows:
+            a, b = r["mismatch"], r["matched"]
+            lines.append(f"    {r['condition']:26s} {a['1-shot']:5.1f} / {a['5-shot']:5.1f}   | "
+                         f"{b['1-shot']:5.1f} / {b['5-shot']:5.1f}")
+    if args.fsdd:
+        rows = D.real_voices(model, args.fsdd, episodes=args.episodes)
+        result["real"] = rows
+        lines.append(f"  {args.fsdd}: cross-speaker | same-speaker (1-shot / 5-shot %)")
+        for r in rows:
+            a, b = r["cross_speaker"], r["same_speaker"]
+            lines.append(f"    {r['audio']:38s} {a['1-shot']:5.1f} / {a['5-shot']:5.1f}   | "
+                         f"{b['1-shot']:5.1f} / {b['5-shot']:5.1f}")
+    _emit(args, result, "\n".join(lines))
     return 0
 
 
@@ -808,10 +839,19 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = sub.add_parser("corpus", help="build or inspect a speech corpus")
     csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
     b = add(csub, "build", cmd_corpus_build, "synthesize a spoken-word corpus (SHD layout h5)")
-    b.add_argument("--preset", choices=["small", "default", "vocab", "novel"], default="default",
+    b.add_argument("--preset", choices=["small", "default", "vocab", "novel", "lang"],
+                   default="default",
                    help="small: tests/demo; default: SHD's 20 words, 8,000 utterances; vocab: "
                         "225 other words by the default's train voices, for meta-training; "
-                        "novel: 10 new words by its test voices, for enrollment tests")
+                        "novel: 10 new words by its test voices, for enrollment tests; lang: 40 "
+                        "French, Spanish, Italian and Dutch words by its test voices")
+    b.add_argument("--engine", choices=["espeak", "kokoro", "piper"], default="espeak",
+                   help="synthesizer: espeak-ng (about 100 variants x 8 accents), kokoro (blends "
+                        "of Kokoro-82M's five styles) or piper (one voice, warped); the last two "
+                        "need the 'voices' extra")
+    b.add_argument("--augment", choices=["none", "channel"], default="none",
+                   help="channel: random microphones, rooms, 8 kHz/telephone bands, babble "
+                        "noise, speed and vocal-tract length (trainer/augment.py)")
     b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -891,6 +931,15 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--write-noise", type=float, default=0.0)
     ce.add_argument("--no-progress", action="store_true")
 
+    dg = add(sub, "diagnose", cmd_diagnose, "where accuracy goes: TTS words under one channel "
+             "condition at a time (band, loudness, microphone, room, noise, voice), and real "
+             "voices with loudness and spectrum matched")
+    dg.add_argument("model", help="model.pt")
+    dg.add_argument("--fsdd", metavar="DIR", help="a folder of {label}_{speaker}_{i}.wav "
+                                                  "(validation data: nothing is fitted on it)")
+    dg.add_argument("--no-tts", action="store_true", help="skip the TTS conditions")
+    dg.add_argument("--episodes", type=_positive_int, default=300)
+    dg.add_argument("--no-progress", action="store_true")
     cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
              "floor, confidence calibration) on a corpus's validation voices; writes "
              "calibration.json next to the model, which tessera export puts in the model file")
@@ -1014,8 +1063,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shots and queries of a class from one speaker")
     e.add_argument("--cross-speaker", action="store_true",
                    help="shots of a class from one speaker, its queries from the others")
-    e.add_argument("--baselines", nargs="*", default=[], choices=["dtw"],
-                   help="also score these baselines on the same episodes")
+    e.add_argument("--baselines", nargs="*", default=[], choices=["dtw", "dtw-envelope"],
+                   help="also score these baselines on the same episodes: dtw on the binned "
+                        "spikes, dtw-envelope on a 128-channel gammatone log-envelope of the audio "
+                        "(WAV folders and --keep-audio corpora)")
     e.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
                    help="also score these trained models (e.g. the dense-SRNN, GRU and transfer "
                         "baselines in models/baselines/) on the same episodes, each with its own "

@@ -1,6 +1,9 @@
 """Small signal and file helpers shared by the tests."""
 
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -24,3 +27,13 @@ def wav_bytes(data: bytes, *, tag: int = 1, channels: int = 1, rate: int = 16000
                       channels * bits // 8, bits)
     body = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / "models" / "default" / "model.pt"
+
+
+def tessera(*args, timeout=300):
+    """Run the `tessera` command in a subprocess; returns the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "tessera", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)

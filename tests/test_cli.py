@@ -1,17 +1,10 @@
 """The `tessera` command: JSON output, one-line errors with a non-zero exit, the demo."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import wav_bytes
-
-
-def tessera(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tessera", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+from helpers import tessera, wav_bytes
 
 
 def assert_clean_error(r, *needles):

@@ -15,7 +15,7 @@ from .dense import DenseSet
 from .episodes import FewShotTasks
 from .fewshot import ci95
 
-__all__ = ["dtw_distances", "evaluate_dtw"]
+__all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "audio_of", "evaluate_dtw_envelope"]
 
 
 def dtw_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -49,18 +49,70 @@ def _frames(data: DenseSet, idx: np.ndarray, subset: int = 0, pool: int = 2) -> 
     return np.log1p(x)
 
 
-def evaluate_dtw(data: DenseSet, tasks: FewShotTasks, phase: str = "unseen", ways: int = 5,
+def log_envelopes(pcm: np.ndarray, channels: int = 128, duration: float = 1.0,
+                  hop_s: float = 0.02, f_lo: float = 50.0, f_hi: float = 7600.0) -> np.ndarray:
+    """A gammatone log-envelope: the power in ``channels`` 4th-order gammatone bands (ERB-spaced,
+    magnitude responses applied to 32 ms power spectra) every ``hop_s``, in log units, over the
+    first ``duration`` seconds of 16 kHz audio (zero-padded): (frames, channels)."""
+    from ..runtime.frontend import erb_space
+
+    rate, n_fft = 16000, 512
+    hop = int(hop_s * rate)
+    n = int(duration * rate)
+    x = np.zeros(n + n_fft)
+    x[: min(n, pcm.size)] = np.asarray(pcm, np.float64)[:n] / 32768.0
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[: n // hop * hop: hop]
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2
+    f = np.fft.rfftfreq(n_fft, 1 / rate)
+    fc = erb_space(f_lo, f_hi, channels)
+    b = 1.019 * 24.7 * (4.37 * fc / 1000 + 1)
+    weights = (1 + ((f[None, :] - fc[:, None]) / b[:, None]) ** 2) ** -4   # |H|^2 of order 4
+    return np.log(power @ weights.T + 1e-8)
+
+
+def audio_of(source: str) -> list[np.ndarray] | None:
+    """The 16 kHz audio of every utterance of a data set, in its order: a WAV folder's files, or
+    a corpus built with ``--keep-audio``; None when the data set has no audio."""
+    import os
+
+    from ..runtime.audio import load_audio
+    if os.path.isdir(source):
+        from .data import _wav_items
+        return [load_audio(p) for p, _, _ in _wav_items(source)]
+    try:
+        import h5py
+        with h5py.File(source, "r") as h5:
+            if "audio/pcm" not in h5:
+                return None
+            return [np.asarray(p, np.int16) for p in h5["audio/pcm"][:]]
+    except OSError:
+        return None
+
+
+def evaluate_dtw_envelope(envelopes: np.ndarray, tasks: FewShotTasks, phase: str = "unseen",
+                          ways: int = 5, shots: int = 1, queries: int = 5, episodes: int = 600,
+                          seed: int = 1234, same_speaker: bool = False,
+                          cross_speaker: bool = False) -> dict:
+    """DTW template matching on :func:`log_envelopes` (no spikes, no learning)."""
+    return evaluate_dtw(None, tasks, phase, ways, shots, queries, episodes, seed, same_speaker,
+                        cross_speaker, frames=lambda idx: envelopes[idx], method="dtw-envelope")
+
+
+def evaluate_dtw(data: DenseSet | None, tasks: FewShotTasks, phase: str = "unseen", ways: int = 5,
                  shots: int = 1, queries: int = 5, episodes: int = 600, seed: int = 1234,
-                 same_speaker: bool = False, cross_speaker: bool = False) -> dict:
+                 same_speaker: bool = False, cross_speaker: bool = False, frames=None,
+                 method: str = "dtw") -> dict:
+    """DTW template matching (nearest shot) on the binned spike counts, or on ``frames(idx)``."""
+    frames = frames or (lambda idx: _frames(data, idx))
     sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed,
                             cross_speaker=cross_speaker)
     accs = []
     for e in range(episodes):
         ep = sampler.episode(e)
-        dist = dtw_distances(_frames(data, ep.query), _frames(data, ep.support))
+        dist = dtw_distances(frames(ep.query), frames(ep.support))
         pred = ep.support_y[np.argmin(dist, axis=1)]
         accs.append(float((pred == ep.query_y).mean()))
     acc = np.array(accs)
-    return dict(method="dtw", accuracy=round(float(acc.mean()), 4), ci95=round(ci95(acc), 4),
+    return dict(method=method, accuracy=round(float(acc.mean()), 4), ci95=round(ci95(acc), 4),
                 ways=ways, shots=shots, queries=queries, split=phase, episodes=episodes,
                 same_speaker=same_speaker, cross_speaker=cross_speaker)

@@ -28,6 +28,7 @@ import numpy as np
 from ..runtime.audio import resample, to_int16
 from ..runtime.errors import InputError
 from ..runtime.frontend import Cochlea, FrontendSpec
+from .augment import pink_noise
 
 __all__ = ["SHD_WORDS", "CorpusConfig", "PRESETS", "build_corpus", "parse_words"]
 
@@ -67,6 +68,14 @@ META_VOCAB = tuple(dict.fromkeys(META_VOCAB))            # drop repeated words, 
 NOVEL_WORDS: tuple[tuple[str, str], ...] = tuple(("en", w) for w in (
     "lamp heater curtain shower television alarm kettle fan oven printer").split())
 
+#: Words in four languages that meta-training never had (``--preset lang``), spoken by test voices
+#: only: the "new language" few-shot test.
+LANG_WORDS: tuple[tuple[str, str], ...] = tuple(
+    [("fr", w) for w in "maison chat chien pomme rouge soleil fleur livre fromage bonjour".split()]
+    + [("es", w) for w in "perro gato manzana rojo verde luna flor libro playa ventana".split()]
+    + [("it", w) for w in "cane cavallo mela giallo finestra sedia fiore acqua strada bicchiere".split()]
+    + [("nl", w) for w in "huis hond kat appel groen maan bloem boek fiets kaas".split()])
+
 ENGLISH_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan",
                    "en-gb-x-gbcwmd", "en-us-nyc")
 LANGUAGE_VOICE = {"en": None, "de": "de", "fr": "fr", "es": "es", "it": "it", "nl": "nl"}
@@ -88,6 +97,8 @@ class CorpusConfig:
     onset_s: tuple[float, float] = (0.02, 0.25)
     tail_s: float = 0.1
     keep_audio: bool = False
+    engine: str = "espeak"           # espeak | kokoro | piper (trainer/tts.py)
+    augment: str = "none"            # a name of trainer/augment.py AUGMENT_PRESETS
     speaker_splits: tuple[str, ...] = SPLITS    # synthesize only the speakers of these splits
     frontend: FrontendSpec = field(default_factory=FrontendSpec)
 
@@ -102,6 +113,13 @@ class CorpusConfig:
             raise InputError("corpus: split fractions must be >= 0 and sum to 1")
         if not set(self.speaker_splits) <= set(SPLITS) or not self.speaker_splits:
             raise InputError(f"corpus: speaker_splits must be a non-empty subset of {SPLITS}")
+        from .augment import AUGMENT_PRESETS
+        from .tts import ENGINES
+        if self.engine not in ENGINES:
+            raise InputError(f"corpus: unknown engine {self.engine!r} (one of {', '.join(ENGINES)})")
+        if self.augment not in AUGMENT_PRESETS:
+            raise InputError(f"corpus: unknown augment {self.augment!r} "
+                             f"(one of {', '.join(AUGMENT_PRESETS)})")
         for lang, _ in self.words:
             if lang not in LANGUAGE_VOICE:
                 raise InputError(f"corpus: unsupported language {lang!r} "
@@ -118,6 +136,8 @@ PRESETS = {
     "vocab": dict(speakers=100, repeats=1, words=META_VOCAB, speaker_splits=("train",)),
     # ten new words by the default corpus's test voices (class-incremental enrollment)
     "novel": dict(speakers=100, repeats=3, words=NOVEL_WORDS, speaker_splits=("test",)),
+    # forty words in French, Spanish, Italian and Dutch by its test voices (new languages)
+    "lang": dict(speakers=100, repeats=2, words=LANG_WORDS, speaker_splits=("test",)),
 }
 
 
@@ -139,9 +159,24 @@ def parse_words(spec: str) -> tuple[tuple[str, str], ...]:
 
 
 def _speakers(cfg: CorpusConfig, variants: list[str]) -> list[dict]:
+    if cfg.engine != "espeak":
+        return _neural_speakers(cfg)
     rng = np.random.default_rng([cfg.seed, 0xC0])
     combos = [(v, a) for a in ENGLISH_ACCENTS for v in variants]
     pick = rng.choice(len(combos), size=cfg.speakers, replace=False)
+    split_of = _split_of(rng, cfg)
+    out = []
+    for i, c in enumerate(pick):
+        variant, accent = combos[c]
+        out.append(dict(id=i, name=f"{accent}+{variant}", variant=variant, accent=accent,
+                        split=int(split_of[i]),
+                        rate=int(rng.integers(cfg.rate[0], cfg.rate[1] + 1)),
+                        pitch=int(rng.integers(cfg.pitch[0], cfg.pitch[1] + 1)),
+                        pitch_range=int(rng.integers(30, 91))))
+    return out
+
+
+def _split_of(rng: np.random.Generator, cfg: CorpusConfig) -> np.ndarray:
     order = rng.permutation(cfg.speakers)
     n_train = int(round(cfg.split[0] * cfg.speakers))
     n_val = int(round(cfg.split[1] * cfg.speakers))
@@ -151,14 +186,30 @@ def _speakers(cfg: CorpusConfig, variants: list[str]) -> list[dict]:
     split_of[order[:n_train]] = 0
     split_of[order[n_train:n_train + n_val]] = 1
     split_of[order[n_train + n_val:]] = 2
+    return split_of
+
+
+def _neural_speakers(cfg: CorpusConfig) -> list[dict]:
+    """Kokoro: a speaker is a random blend of the five styles with its own tempo. Piper (one
+    voice): a speaker is its own vocal-tract length, tempo and variability. Both read English
+    in one of :data:`ENGLISH_ACCENTS`' phonemizations."""
+    rng = np.random.default_rng([cfg.seed, 0xC1, 1 if cfg.engine == "kokoro" else 2])
+    split_of = _split_of(rng, cfg)
     out = []
-    for i, c in enumerate(pick):
-        variant, accent = combos[c]
-        out.append(dict(id=i, name=f"{accent}+{variant}", variant=variant, accent=accent,
-                        split=int(split_of[i]),
-                        rate=int(rng.integers(cfg.rate[0], cfg.rate[1] + 1)),
-                        pitch=int(rng.integers(cfg.pitch[0], cfg.pitch[1] + 1)),
-                        pitch_range=int(rng.integers(30, 91))))
+    for i in range(cfg.speakers):
+        accent = ENGLISH_ACCENTS[int(rng.integers(len(ENGLISH_ACCENTS)))]
+        spk = dict(id=i, accent=accent, split=int(split_of[i]), variant=cfg.engine)
+        if cfg.engine == "kokoro":
+            spk["weights"] = [round(float(w), 4) for w in rng.dirichlet(np.full(5, 0.6))]
+            spk["speed"] = round(float(rng.uniform(0.85, 1.15)), 3)
+            spk["vtlp"] = 1.0
+        else:
+            spk["length_scale"] = round(float(rng.uniform(0.85, 1.25)), 3)
+            spk["noise_scale"] = round(float(rng.uniform(0.4, 0.9)), 3)
+            spk["noise_w"] = round(float(rng.uniform(0.5, 1.0)), 3)
+            spk["vtlp"] = round(float(rng.uniform(0.84, 1.18)), 3)
+        spk["name"] = f"{cfg.engine}{i:03d}+{accent}"
+        out.append(spk)
     return out
 
 
@@ -175,27 +226,53 @@ def _plan(cfg: CorpusConfig, speakers: list[dict]) -> list[dict]:
     return jobs
 
 
-def _pink(rng: np.random.Generator, n: int) -> np.ndarray:
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.arange(spec.size, dtype=np.float64)
-    f[0] = 1.0
-    x = np.fft.irfft(spec / np.sqrt(f), n)
-    return x / (np.std(x) + 1e-12)
-
-
-def _render(job: dict, spk: dict, cfg: CorpusConfig, tts, sample_rate: int) -> tuple[np.ndarray, dict]:
+def _synth(job: dict, spk: dict, cfg: CorpusConfig, tts, rng: np.random.Generator
+           ) -> tuple[np.ndarray, int, dict]:
+    """One word by one speaker through the corpus's engine -> (float audio, its rate, prosody)."""
     from .tts import Voice
 
-    rng = np.random.default_rng([cfg.seed, job["index"]])
     voice_lang = LANGUAGE_VOICE[job["language"]] or spk["accent"]
-    rate = int(np.clip(spk["rate"] * rng.uniform(0.88, 1.12), 80, 400))
-    pitch = int(np.clip(spk["pitch"] + rng.integers(-8, 9), 0, 100))
-    voice = Voice(voice_lang, spk["variant"], rate, pitch, spk["pitch_range"])
-    raw = tts.synth(job["word"], voice, seed=int(rng.integers(2**31))).astype(np.float32) / 32768.0
-    speech = resample(raw, sample_rate, 16000)
+    if cfg.engine == "espeak":
+        rate = int(np.clip(spk["rate"] * rng.uniform(0.88, 1.12), 80, 400))
+        pitch = int(np.clip(spk["pitch"] + rng.integers(-8, 9), 0, 100))
+        voice = Voice(voice_lang, spk["variant"], rate, pitch, spk["pitch_range"])
+        raw = tts.synth(job["word"], voice, seed=int(rng.integers(2**31))).astype(np.float32) / 32768.0
+        return raw, tts.sample_rate, dict(rate=rate, pitch=pitch)
+    tempo = float(rng.uniform(0.9, 1.1))
+    if cfg.engine == "kokoro":
+        raw = tts.synth(job["word"], voice_lang, spk["weights"], spk["speed"] * tempo)
+        prosody = dict(rate=round(160 * spk["speed"] * tempo), pitch=-1)
+    else:
+        raw = tts.synth(job["word"], voice_lang, spk["length_scale"] / tempo,
+                        spk["noise_scale"], spk["noise_w"])
+        prosody = dict(rate=round(160 * tempo / spk["length_scale"]), pitch=-1)
+    return _trim(raw, tts.sample_rate), tts.sample_rate, prosody
+
+
+def _trim(x: np.ndarray, rate: int, rel: float = 0.02, pad_s: float = 0.03) -> np.ndarray:
+    """Cut the neural engines' leading and trailing near-silence (below ``rel`` of the peak)."""
+    idx = np.nonzero(np.abs(x) > rel * (np.max(np.abs(x)) if x.size else 0.0))[0]
+    if idx.size == 0:
+        return x
+    pad = int(pad_s * rate)
+    return x[max(0, idx[0] - pad): idx[-1] + pad]
+
+
+def _render(job: dict, spk: dict, cfg: CorpusConfig, tts) -> tuple[np.ndarray, dict]:
+    from .augment import AUGMENT_PRESETS, add_noise, vtlp
+
+    rng = np.random.default_rng([cfg.seed, job["index"]])
+    raw, rate_in, prosody = _synth(job, spk, cfg, tts, rng)
+    speech = resample(raw, rate_in, 16000)
     peak = float(np.max(np.abs(speech))) if speech.size else 0.0
     if peak <= 0:
-        raise RuntimeError(f"espeak-ng produced silence for {job['word']!r} with {voice.name}")
+        raise RuntimeError(f"{cfg.engine} produced silence for {job['word']!r} by {spk['name']}")
+    aug = AUGMENT_PRESETS[cfg.augment]
+    arng = np.random.default_rng([cfg.seed, job["index"], 0xA6])   # espeak corpora unchanged
+    if spk.get("vtlp", 1.0) != 1.0:
+        speech = vtlp(speech, spk["vtlp"])
+    speech, aug_meta = aug.voice(speech, arng)
+    peak = float(np.max(np.abs(speech))) or 1.0
     gain_db = float(rng.uniform(*cfg.gain_db))
     speech = speech / peak * 10 ** (gain_db / 20)
     onset = float(rng.uniform(*cfg.onset_s))
@@ -203,11 +280,20 @@ def _render(job: dict, spk: dict, cfg: CorpusConfig, tts, sample_rate: int) -> t
     x = np.concatenate([np.zeros(n_on, np.float32), speech, np.zeros(n_tail, np.float32)])
     snr_db = float(rng.uniform(*cfg.snr_db))
     pink = bool(rng.integers(2))
-    noise = _pink(rng, x.size) if pink else rng.standard_normal(x.size)
+    kind = "pink" if pink else "white"
+    if cfg.augment != "none":
+        snr_db = float(arng.uniform(*aug.snr_db))
+        kind = str(aug.noise_kinds[int(arng.integers(len(aug.noise_kinds)))])
     rms = float(np.sqrt(np.mean(speech ** 2)))
-    x = x + noise * rms * 10 ** (-snr_db / 20)
-    meta = dict(rate=rate, pitch=pitch, gain_db=gain_db, snr_db=snr_db, onset_s=onset,
-                noise="pink" if pink else "white", duration_s=x.size / 16000)
+    if kind == "white" and cfg.augment == "none":                  # the original draw order
+        x = x + rng.standard_normal(x.size) * rms * 10 ** (-snr_db / 20)
+    elif kind == "pink" and cfg.augment == "none":
+        x = x + pink_noise(rng, x.size) * rms * 10 ** (-snr_db / 20)
+    else:
+        x = add_noise(x, arng, snr_db, rms, kind)
+    x, band = aug.band(x, arng)
+    meta = dict(**prosody, gain_db=gain_db, snr_db=snr_db, onset_s=onset, noise=kind,
+                duration_s=x.size / 16000, augment=aug.describe(aug_meta, band))
     return to_int16(x), meta
 
 
@@ -215,14 +301,14 @@ def _work_chunk(args: tuple) -> list[tuple]:
     """One chunk of utterances in a fresh process: synthesize, encode, return spikes."""
     jobs, speakers, cfg = args
     from ..runtime.threads import set_blas_threads
-    from .tts import Espeak
+    from .tts import Espeak, Kokoro, Piper
 
     set_blas_threads(1)                 # the workers already use every core
-    tts = Espeak()
+    tts = {"espeak": Espeak, "kokoro": Kokoro, "piper": Piper}[cfg.engine]()
     fe = Cochlea(cfg.frontend)
     out = []
     for job in jobs:
-        pcm, meta = _render(job, speakers[job["speaker"]], cfg, tts, tts.sample_rate)
+        pcm, meta = _render(job, speakers[job["speaker"]], cfg, tts)
         spikes = fe.encode(pcm)
         steps, units = np.nonzero(spikes)
         out.append((job["index"], steps.astype(np.int32), units.astype(np.uint16), meta,
@@ -275,6 +361,7 @@ def build_corpus(path: str | os.PathLike, cfg: CorpusConfig, *, workers: int | N
         for key in ("rate", "pitch", "gain_db", "snr_db", "onset_s", "duration_s"):
             g[key] = np.array([r[3][key] for r in results], np.float32)
         g["noise"] = np.array([r[3]["noise"] for r in results], dtype=h5py.string_dtype())
+        g["augment"] = np.array([r[3]["augment"] for r in results], dtype=h5py.string_dtype())
         g.attrs["config"] = json.dumps(_config_json(cfg))
         g.attrs["preset"] = preset
         g.attrs["frontend"] = json.dumps(cfg.frontend.to_dict())

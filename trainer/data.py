@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -247,11 +248,12 @@ def _wav_items(folder: str) -> list[tuple[str, str, str]]:
 
 
 def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                    spec=None, progress: bool = True) -> SpikeSet:
+                    spec=None, progress: bool | None = None) -> SpikeSet:
     """Encode a folder of labelled WAVs through the front-end, caching the spikes on disk.
 
     Layouts: FSDD style ``{label}_{speaker}_{i}.wav`` in one folder, or one sub-folder per label
     (``label/xxx.wav``, as Google Speech Commands; the speaker is the name before ``_nohash_``).
+    ``progress``: a bar on stderr; by default only when stderr is a terminal.
     """
     from ..runtime.audio import load_audio
     from ..runtime.frontend import Cochlea, FrontendSpec
@@ -271,7 +273,8 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     times, units, lens = [], [], []
     try:
         from tqdm import tqdm
-        it = tqdm(items, desc="encode wavs", unit="file", disable=not progress, leave=False)
+        show = sys.stderr.isatty() if progress is None else progress
+        it = tqdm(items, desc="encode wavs", unit="file", disable=not show, leave=False)
     except ImportError:  # pragma: no cover
         it = items
     for path, _, _ in it:

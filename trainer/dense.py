@@ -64,11 +64,14 @@ def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0,
 
 
 def with_training_extras(main: DenseSet, extras: list[DenseSet]) -> DenseSet:
-    """``main`` plus the train-split utterances of ``extras`` as additional (seen) classes.
+    """``main`` plus the train-split utterances of ``extras`` for meta-training.
 
-    Extra classes get labels after the main set's; speakers are matched by name, so a voice of the
-    main set keeps its identity (and its split) in the extras. Only train-split utterances of the
-    extras are kept: validation and test voices never appear in extra classes.
+    A word is a class by its name (``lang:word``): an extra corpus's word that the main set or an
+    earlier extra already has joins that class (another synthesizer, or augmented copies, of the
+    same word: episodes then mix them), other words become new classes after the main set's.
+    Speakers are matched by name, so a voice of the main set keeps its identity (and its split) in
+    the extras. Only train-split utterances of the extras are kept: validation and test voices
+    never appear, and unseen classes are never drawn from train voices.
     """
     if not extras:
         return main
@@ -80,14 +83,17 @@ def with_training_extras(main: DenseSet, extras: list[DenseSet]) -> DenseSet:
             raise ValueError(f"{ex.source}: binned shape {ex.x.shape[1:]} differs from "
                              f"{main.source}'s {main.x.shape[1:]}")
         keep = np.nonzero(ex.split == 0)[0]
-        offset = len(label_names)
-        label_names += [f"{n} ({os.path.basename(ex.source)})" for n in ex.label_names]
+        label_lut = []
+        for n in ex.label_names:
+            if n not in label_names:
+                label_names.append(n)
+            label_lut.append(label_names.index(n))
         for n in ex.speaker_names:
             if n not in speaker_names:
                 speaker_names.append(n)
         lut = np.array([speaker_names.index(n) for n in ex.speaker_names], np.int64)
         xs.append(ex.x[keep])
-        labels.append(ex.labels[keep] + offset)
+        labels.append(np.array(label_lut, np.int64)[ex.labels[keep]])
         speakers.append(lut[ex.speakers[keep]])
         splits.append(ex.split[keep])
     return DenseSet(np.concatenate(xs), np.concatenate(labels), np.concatenate(speakers),

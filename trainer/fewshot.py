@@ -305,9 +305,12 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
              ways: int = 5, shots: int = 1, queries: int = 5, episodes: int = 600,
              inner_steps: int = 1, seed: int = 1234, subset: int = 0,
              feats: torch.Tensor | None = None, same_speaker: bool = False,
-             cross_speaker: bool = False, rule: str = "prototype") -> dict:
+             cross_speaker: bool = False, rule: str = "prototype",
+             query_feats: torch.Tensor | None = None) -> dict:
     """Few-shot accuracy of the frozen core with the device rule: ``prototype`` (one column per
-    word, cosine scores; with ``inner_steps == 1``) or SGD steps from a zero readout."""
+    word, cosine scores; with ``inner_steps == 1``) or SGD steps from a zero readout.
+    ``query_feats``: the queries' features from other audio of the same utterances (a channel
+    mismatch between enrollment and use); by default ``feats``."""
     sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed,
                             cross_speaker=cross_speaker)
     pool, _ = tasks.pool(phase)
@@ -319,7 +322,8 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
     step_lrs = {k: lrs[k].detach() for k in init}
     for i in range(episodes):
         ep = sampler.episode(i)
-        phi_s, phi_q = feats[ep.support], feats[ep.query]
+        phi_s = feats[ep.support]
+        phi_q = (feats if query_feats is None else query_feats)[ep.query]
         ys, yq = torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)
         if rule == "prototype" and inner_steps == 1:
             pred = prototype_logits(phi_s, ys, phi_q, ways, torch.tensor(1.0)).argmax(1)

@@ -362,8 +362,9 @@ def eval_setup(model: Model, data_path: str | None) -> tuple:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
     data = _data(cfg)
     feats = _model_features(model, data, cfg.data.corpus)
-    # data that records no split (a WAV folder such as FSDD) never met the model: all test
-    tasks = _tasks(cfg, data, foreign=bool((data.split < 0).all()))
+    # data that records no split (a WAV folder such as FSDD), or whose voices are all test
+    # voices (a 'lang' or 'novel' corpus), never met the model: all test, all classes unseen
+    tasks = _tasks(cfg, data, foreign=bool((data.split < 0).all() or (data.split == 2).all()))
     return cfg, data, tasks, feats
 
 
@@ -386,10 +387,17 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
     split and shot count. A compared model adapts with its own rule (its config's inner steps);
     the main model with ``inner_steps``; ``transfer_steps`` overrides the fine-tuning steps of
     compared transfer baselines (chosen on the validation split)."""
-    from .baselines import evaluate_dtw
+    from .baselines import audio_of, evaluate_dtw, evaluate_dtw_envelope, log_envelopes
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
     others = [(m, _compare_features(m, cfg, data)) for m in compare]
+    envelopes = None
+    if "dtw-envelope" in baselines:
+        audio = audio_of(cfg.data.corpus)
+        if audio is None or len(audio) != len(data):
+            raise InputError("the dtw-envelope baseline needs audio: a WAV folder or a corpus "
+                             "built with --keep-audio", source=cfg.data.corpus)
+        envelopes = np.stack([log_envelopes(a, duration=cfg.data.duration) for a in audio])
     out = []
     for split in splits:
         for k in shots:
@@ -408,4 +416,7 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
             if "dtw" in baselines:
                 out.append(evaluate_dtw(data, tasks, split, w, k, q, episodes, seed, same_speaker,
                                         cross_speaker))
+            if envelopes is not None:
+                out.append(evaluate_dtw_envelope(envelopes, tasks, split, w, k, q, episodes, seed,
+                                                 same_speaker, cross_speaker))
     return out

@@ -1,0 +1,181 @@
+"""`tessera diagnose`: where does accuracy go between voices, microphones and bands?
+
+Two tables, both 5-way through the device rule (one column per word, cosine):
+
+* **TTS conditions.** Unseen words by the corpus's test voices are synthesized once (audio kept)
+  and re-encoded under one condition at a time: the 8 kHz band, the telephone band, a quieter
+  recording, a microphone colouring, a room, babble noise, a faster talker, a shorter vocal tract.
+  Each condition is scored twice: enrolled on clean audio and asked in the condition (a channel
+  *mismatch*, as a person enrolling on one microphone and speaking through another), and both in
+  the condition (what the condition destroys by itself).
+* **Real voices.** FSDD (or any folder of ``{label}_{speaker}_{i}.wav``) enrolled by one speaker
+  and asked by the others, after removing one difference at a time: as recorded; every recording
+  at the same loudness; and each speaker's long-term average spectrum equalized to the mean of all
+  speakers (the microphone and room). What remains is the voice. The same-speaker score is the
+  ceiling.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from ..runtime.audio import load_audio, to_int16
+from ..runtime.frontend import Cochlea
+from . import augment as A
+from .data import SpikeSet
+from .episodes import FewShotTasks
+from .fewshot import evaluate, features_of
+from .transforms import dense_dataset
+
+__all__ = ["TTS_CONDITIONS", "tts_conditions", "real_voices", "equalize_speakers"]
+
+
+def _quiet(x, rng):
+    return x * 10 ** (-20 / 20)
+
+
+#: name -> f(float audio at 16 kHz, rng) -> float audio
+TTS_CONDITIONS = {
+    "clean": lambda x, rng: x,
+    "8 kHz band": lambda x, rng: A.band_limit(x, 8000),
+    "telephone band": lambda x, rng: A.telephone(x),
+    "20 dB quieter": _quiet,
+    "microphone colouring": lambda x, rng: A.mic_colour(x, rng, 12.0),
+    "room (RT60 0.5 s)": lambda x, rng: A.reverb(x, rng, 0.5, 3.0),
+    "babble noise, 10 dB SNR": lambda x, rng: A.add_noise(
+        x, rng, 10.0, float(np.sqrt(np.mean(x[np.abs(x) > 0.1 * np.abs(x).max()] ** 2))), "babble"),
+    "10 % faster": lambda x, rng: A.speed(x, 1.1),
+    "vocal tract 12 % shorter": lambda x, rng: A.vtlp(x, 1.12),
+}
+
+
+def _spikes_set(pcms: list[np.ndarray], labels: np.ndarray, speakers: np.ndarray,
+                label_names: list[str], spec) -> SpikeSet:
+    fe = Cochlea(spec)
+    times, units, lens = [], [], []
+    for pcm in pcms:
+        fe.reset()
+        steps, u = np.nonzero(fe.encode(pcm))
+        times.append(steps.astype(np.float32) * np.float32(spec.step_seconds))
+        units.append(u.astype(np.int32))
+        lens.append(steps.size)
+    return SpikeSet(np.concatenate(times), np.concatenate(units),
+                    np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                    np.asarray(labels, np.int64), np.asarray(speakers, np.int64),
+                    np.full(len(pcms), 2, np.int8), spec.channels, list(label_names),
+                    [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose", {})
+
+
+def _features(model, sset: SpikeSet) -> torch.Tensor:
+    d = model.config.data
+    x = dense_dataset(sset, d.steps, d.duration, d.channel_subsets, subsets="first")[0]
+    return features_of(model.core, x[:, 0])
+
+
+def _score(model, tasks, feats, query_feats=None, shots=(1, 5), episodes=300, **kw) -> dict:
+    out = {}
+    for k in shots:
+        r = evaluate(model.core, model.lrs, None, tasks, "unseen", 5, k, 5, episodes, 1,
+                     feats=feats, query_feats=query_feats, rule="prototype", **kw)
+        out[f"{k}-shot"] = round(100 * r["accuracy"], 1)
+        out[f"{k}-shot ci95"] = round(100 * r["ci95"], 1)
+    return out
+
+
+def tts_conditions(model, *, speakers: int = 100, repeats: int = 4, episodes: int = 300,
+                   shots=(1, 5), conditions: tuple[str, ...] = tuple(TTS_CONDITIONS),
+                   progress: bool = False) -> list[dict]:
+    """Score every condition of :data:`TTS_CONDITIONS` on the model's unseen words spoken by the
+    default corpus's test voices (synthesized here, with the corpus's seed 0 voices)."""
+    from .corpus import SHD_WORDS, CorpusConfig, build_corpus
+    from .data import read_spike_h5
+
+    unseen = list(model.config.data.unseen)
+    words = tuple(SHD_WORDS[i] for i in unseen)
+    cfg = CorpusConfig(speakers=speakers, repeats=repeats, words=words, keep_audio=True,
+                       speaker_splits=("test",))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "diagnose.h5")
+        build_corpus(path, cfg, progress=progress)
+        import h5py
+        with h5py.File(path, "r") as h5:
+            pcms = [np.asarray(p, np.float32) / 32768.0 for p in h5["audio/pcm"][:]]
+        base = read_spike_h5(path)
+    labels, spk = base.labels, base.speakers
+    tasks = FewShotTasks(labels, spk, np.full(labels.size, 2, np.int8),
+                         unseen=tuple(np.unique(labels).tolist()), all_test=True)
+    clean = None
+    rows = []
+    for name in conditions:
+        f = TTS_CONDITIONS[name]
+        pcm = [to_int16(np.clip(f(x, np.random.default_rng([7, i])), -1, 1))
+               for i, x in enumerate(pcms)]
+        feats = _features(model, _spikes_set(pcm, labels, spk, base.label_names, cfg.frontend))
+        if clean is None:
+            clean = feats
+        row = dict(condition=name, mismatch=_score(model, tasks, clean, feats, shots, episodes),
+                   matched=_score(model, tasks, feats, None, shots, episodes))
+        rows.append(row)
+    return rows
+
+
+def equalize_speakers(pcms: list[np.ndarray], speakers: np.ndarray, n_fft: int = 512
+                      ) -> list[np.ndarray]:
+    """Give every speaker the long-term average spectrum of all speakers together: each
+    recording is filtered by sqrt(mean LTAS / its speaker's LTAS) (smoothed over 1/3 octave)."""
+    def ltas(x):
+        frames = np.lib.stride_tricks.sliding_window_view(np.pad(x, (0, n_fft)), n_fft)[::n_fft // 2]
+        return np.mean(np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2, axis=0)
+
+    per = {}
+    for s in np.unique(speakers):
+        per[int(s)] = np.mean([ltas(pcms[i]) for i in np.nonzero(speakers == s)[0]], axis=0)
+    mean = np.mean(list(per.values()), axis=0)
+    f = np.arange(mean.size, dtype=np.float64) + 1
+    out = []
+    gains = {}
+    for s, p in per.items():
+        g = np.sqrt((mean + 1e-12) / (p + 1e-12))
+        logf = np.log(f)
+        sm = np.array([g[np.abs(logf - lf) < np.log(2) / 6].mean() for lf in logf])
+        gains[s] = np.clip(sm, 0.03, 30)
+    for i, x in enumerate(pcms):
+        out.append(A._fft_filter(np.asarray(x, np.float64), gains[int(speakers[i])]))
+    return out
+
+
+def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> list[dict]:
+    """Cross-speaker accuracy on a WAV folder as recorded, loudness-matched, and loudness- and
+    spectrum-matched per speaker; the same-speaker score as the ceiling."""
+    from .data import _wav_items
+    from ..runtime.frontend import FrontendSpec
+
+    items = _wav_items(folder)
+    names = sorted({lab for _, lab, _ in items}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    spk_names = sorted({s for _, _, s in items})
+    labels = np.array([names.index(lab) for _, lab, _ in items])
+    speakers = np.array([spk_names.index(s) for _, _, s in items])
+    raw = [load_audio(p).astype(np.float32) / 32768.0 for p, _, _ in items]
+    tasks = FewShotTasks(labels, speakers, np.full(labels.size, 2, np.int8),
+                         unseen=tuple(np.unique(labels).tolist()), all_test=True)
+    spec = FrontendSpec()
+
+    def level(xs):
+        return [x * (0.05 / (np.sqrt(np.mean(x ** 2)) + 1e-9)) for x in xs]
+
+    variants = [("as recorded", raw), ("same loudness", level(raw)),
+                ("same loudness and long-term spectrum", level(equalize_speakers(level(raw), speakers)))]
+    rows = []
+    for name, xs in variants:
+        pcm = [to_int16(np.clip(x, -1, 1)) for x in xs]
+        feats = _features(model, _spikes_set(pcm, labels, speakers, names, spec))
+        rows.append(dict(audio=name,
+                         cross_speaker=_score(model, tasks, feats, None, shots, episodes,
+                                              cross_speaker=True),
+                         same_speaker=_score(model, tasks, feats, None, shots, episodes,
+                                             same_speaker=True)))
+    return rows
