@@ -54,6 +54,8 @@ def _corpus_config(args: argparse.Namespace):
     kw["keep_audio"] = args.keep_audio
     kw["engine"] = args.engine
     kw["augment"] = args.augment
+    if args.splits:
+        kw["speaker_splits"] = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     return CorpusConfig(**kw)
 
 
@@ -192,13 +194,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      f"(random {sw['path_length_random']}), small-world propensity "
                      f"{sw['small_world_propensity']}")
     if args.incremental:
-        inc = incremental_eval(model, args.incremental, shots=args.shots[0])
-        head["incremental"] = inc
-        png = (os.path.splitext(args.curves)[0] + "-incremental.png") if args.curves \
-            else "incremental.png"
-        head["incremental_png"] = incremental_png(png, inc)
-        lines.append(f"  class-incremental, {inc['shots']}-shot, {len(inc['enrolled'])} words: "
-                     + " ".join(f"{100 * a:.0f}" for a in inc["accuracy"]) + f" % ({png})")
+        stem = os.path.splitext(args.curves)[0] + "-incremental" if args.curves else "incremental"
+        for spk in args.incremental_speaker or [None]:
+            inc = incremental_eval(model, args.incremental, shots=args.shots[0], speaker=spk)
+            if spk:
+                head.setdefault("incremental_by_speaker", []).append(inc)
+            else:
+                head["incremental"] = inc
+            png = f"{stem}-{spk}.png" if spk else f"{stem}.png"
+            inc["png"] = incremental_png(png, inc)
+            lines.append(f"  class-incremental{' by ' + spk if spk else ''}, {inc['shots']}-shot, "
+                         f"{len(inc['enrolled'])} words: "
+                         + " ".join(f"{100 * a:.0f}" for a in inc["accuracy"]) + f" % ({png})")
     if args.curves:
         c = curves(model, args.data, episodes=max(50, args.episodes // 3), setup=setup)
         head["curves"] = c
@@ -849,9 +856,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthesizer: espeak-ng (about 100 variants x 8 accents), kokoro (blends "
                         "of Kokoro-82M's five styles) or piper (one voice, warped); the last two "
                         "need the 'voices' extra")
-    b.add_argument("--augment", choices=["none", "channel"], default="none",
+    b.add_argument("--augment", choices=["none", "channel", "8k"], default="none",
                    help="channel: random microphones, rooms, 8 kHz/telephone bands, babble "
-                        "noise, speed and vocal-tract length (trainer/augment.py)")
+                        "noise, speed and vocal-tract length; 8k: every utterance band-limited "
+                        "as an 8 kHz recording (trainer/augment.py)")
+    b.add_argument("--splits", metavar="LIST",
+                   help="synthesize only these voice splits, e.g. 'test' (default: the preset's)")
     b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -1087,6 +1097,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conductance drift after this many seconds")
     e.add_argument("--incremental", metavar="CORPUS",
                    help="enroll the words of CORPUS one at a time (e.g. a 'novel' corpus)")
+    e.add_argument("--incremental-speaker", action="append", metavar="NAME",
+                   help="with --incremental: shots and queries by this speaker only (a person "
+                        "growing their own vocabulary, e.g. george in FSDD); repeatable")
 
     d = add(sub, "demo", cmd_demo, "the main job: build the small corpus, summary, raster plot")
     d.add_argument("--out", default="tessera-demo", help="output folder")

@@ -155,6 +155,17 @@ def test_equalizing_speakers_removes_a_microphone():
     assert before > 3.0 and after < 0.3 * before
 
 
+def test_align_onset_moves_the_word():
+    from tessera.trainer.diagnose import align_onset
+
+    word = np.concatenate([np.zeros(4000, np.float32), tone(800, 0.3)])
+    late = align_onset(word)                       # 250 ms of silence -> 100 ms
+    first = np.nonzero(np.abs(late) > 0.01)[0][0]
+    assert abs(first - 1600) <= 160
+    early = align_onset(tone(800, 0.3))            # no silence -> 100 ms of it added
+    assert abs(np.nonzero(np.abs(early) > 0.01)[0][0] - 1600) <= 160
+
+
 def test_diagnose_real_voices_cli(tmp_path, fsdd):
     import json
     import shutil
@@ -171,7 +182,8 @@ def test_diagnose_real_voices_cli(tmp_path, fsdd):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert [row["audio"] for row in out["real"]] == [
-        "as recorded", "same loudness", "same loudness and long-term spectrum"]
+        "as recorded", "same loudness", "same loudness and long-term spectrum",
+        "word onsets aligned (100 ms lead)"]
     for row in out["real"]:
         for key in ("cross_speaker", "same_speaker"):
             assert 20.0 <= row[key]["1-shot"] <= 100.0          # 5-way: chance is 20 %
@@ -229,3 +241,68 @@ def test_neural_voices_speak_espeak_phonemes(tmp_path):
         names = [n.decode() if isinstance(n, bytes) else n for n in h5["extra/tessera/speaker_names"][:]]
         assert len(names) == 3 and all(n.startswith("piper") for n in names)
         assert all(len(t) > 100 for t in h5["spikes/times"][:])
+
+
+def test_incremental_by_one_speaker(small_corpus):
+    from helpers import DEFAULT_MODEL, tessera
+    from tessera.trainer.data import read_spike_h5
+    from tessera.trainer.train import incremental_eval, load_model
+
+    data = read_spike_h5(small_corpus)
+    name = data.speaker_names[int(data.speakers[0])]
+    model = load_model(str(DEFAULT_MODEL))
+    whole = incremental_eval(model, str(small_corpus), runs=2)
+    assert whole["speaker"] is None and len(whole["enrolled"]) == 20
+    with pytest.raises(InputError, match="need more than 1 utterances per class"):
+        incremental_eval(model, str(small_corpus), runs=2, speaker=name)   # one take per word
+    r = tessera("eval", DEFAULT_MODEL, "--data", small_corpus, "--episodes", "5", "--shots", "1",
+                "--incremental", small_corpus, "--incremental-speaker", "nobody")
+    assert r.returncode == 2 and "no speaker 'nobody'" in r.stderr
+
+
+def test_lang_preset_is_test_voices_only_and_all_unseen(tmp_path):
+    from tessera.trainer.corpus import LANG_WORDS, PRESETS, SHD_WORDS, META_VOCAB
+
+    assert {lang for lang, _ in LANG_WORDS} == {"fr", "es", "it", "nl"}
+    assert not set(LANG_WORDS) & (set(SHD_WORDS) | set(META_VOCAB))
+    assert len({w for _, w in LANG_WORDS}) == len(LANG_WORDS)       # no word twice
+    assert PRESETS["lang"]["speaker_splits"] == ("test",)
+
+
+def test_8k_preset_and_splits_on_the_command_line(tmp_path):
+    import h5py
+    from helpers import tessera
+
+    out = tmp_path / "t8k.h5"
+    r = tessera("corpus", "build", "--preset", "small", "--splits", "test", "--augment", "8k",
+                "--speakers", "8", "--words", "en:lights", "--no-digits", "--out", out,
+                "--no-progress", "--keep-audio", "--json")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out) as h5:
+        assert set(h5["extra/tessera/split"][:].tolist()) == {2}
+        assert {s.decode() if isinstance(s, bytes) else s
+                for s in h5["extra/tessera/augment"][:]} == {"8k"}
+        for pcm in h5["audio/pcm"][:]:
+            assert band_power(pcm.astype(np.float64), 4200, 8000) < 1e-3 * band_power(
+                pcm.astype(np.float64), 100, 3800)
+    r = tessera("corpus", "build", "--preset", "small", "--splits", "tset", "--out", out)
+    assert r.returncode == 2 and "speaker_splits" in r.stderr
+
+
+def test_test_voices_keep_the_unseen_classes_new_words_are_all_unseen(tmp_path):
+    from helpers import DEFAULT_MODEL
+    from tessera.trainer.corpus import LANG_WORDS, SHD_WORDS, CorpusConfig, build_corpus
+    from tessera.trainer.train import eval_setup, load_model
+
+    model = load_model(str(DEFAULT_MODEL))
+    shd = tmp_path / "shd-test.h5"
+    build_corpus(shd, CorpusConfig(speakers=6, repeats=1, words=SHD_WORDS, split=(0.5, 0.17, 0.33),
+                                   speaker_splits=("test",)), workers=1, progress=False)
+    tasks = eval_setup(model, str(shd))[2]
+    assert tasks.unseen.tolist() == list(model.config.data.unseen)
+    lang = tmp_path / "lang.h5"
+    build_corpus(lang, CorpusConfig(speakers=6, repeats=1, words=LANG_WORDS[:6],
+                                    split=(0.5, 0.17, 0.33), speaker_splits=("test",)),
+                 workers=1, progress=False)
+    tasks = eval_setup(model, str(lang))[2]
+    assert tasks.unseen.tolist() == list(range(6))

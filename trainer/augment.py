@@ -204,4 +204,6 @@ AUGMENT_PRESETS = {
     # bands, louder noise, speed and vocal-tract length
     "channel": Augment(p_speed=0.5, p_vtlp=0.5, p_mic=0.7, p_reverb=0.35, p_band8k=0.35,
                        p_telephone=0.1, snr_db=(5.0, 45.0), noise_kinds=("white", "pink", "babble")),
+    # every utterance through an 8 kHz recording chain (the FSDD case), nothing else changed
+    "8k": Augment(p_band8k=1.0),
 }

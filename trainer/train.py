@@ -293,7 +293,8 @@ def _feature_mean(model: Model) -> torch.Tensor:
     return features_of(model.core, main.x[main.split == 0, 0]).mean(0)
 
 
-def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) -> dict:
+def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50,
+                     speaker: str | None = None) -> dict:
     """Enroll every class of ``corpus`` one at a time (see :func:`fewshot.incremental`) with
     the model's rule.
 
@@ -301,6 +302,7 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) 
     utterances: from a zero readout, one CE step for a single new class pushes the older rows
     along the new (non-negative) feature, which without centring makes the newest word win every
     query. The prototype rule needs no centring (each word writes only its own column).
+    ``speaker``: shots and queries all by this speaker (a person growing their own vocabulary).
     """
     from .fewshot import incremental
 
@@ -309,6 +311,13 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) 
     feats = _model_features(model, data, corpus)
     if cfg.meta.rule != "prototype":
         feats = feats - _feature_mean(model)
+    if speaker is not None:
+        if speaker not in data.speaker_names:
+            raise InputError(f"no speaker {speaker!r} (speakers: "
+                             f"{', '.join(map(str, data.speaker_names[:10]))}...)", source=corpus)
+        keep = np.nonzero(data.speakers == data.speaker_names.index(speaker))[0]
+        data = _subset(data, keep)
+        feats = feats[keep]
     classes = sorted(np.unique(data.labels).tolist())
     counts = np.bincount(data.labels)
     queries = int(min(counts[classes]) - shots)
@@ -317,8 +326,14 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50) 
     out = incremental(model.lrs, feats, data.labels, classes, shots, min(queries, 5), runs,
                       rule=cfg.meta.rule)
     out["corpus"] = corpus
+    out["speaker"] = speaker
     out["label_names"] = [data.label_names[c] for c in classes]
     return out
+
+
+def _subset(data: DenseSet, idx: np.ndarray) -> DenseSet:
+    return DenseSet(data.x[idx], data.labels[idx], data.speakers[idx], data.split[idx],
+                    list(data.label_names), list(data.speaker_names), data.source)
 
 
 def incremental_png(path: str, r: dict) -> str:
@@ -362,9 +377,13 @@ def eval_setup(model: Model, data_path: str | None) -> tuple:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
     data = _data(cfg)
     feats = _model_features(model, data, cfg.data.corpus)
-    # data that records no split (a WAV folder such as FSDD), or whose voices are all test
-    # voices (a 'lang' or 'novel' corpus), never met the model: all test, all classes unseen
-    tasks = _tasks(cfg, data, foreign=bool((data.split < 0).all() or (data.split == 2).all()))
+    # data that records no split (a WAV folder such as FSDD), or only test voices speaking other
+    # words than SHD's 20 (a 'lang' or 'novel' corpus), never met the model: all test, all
+    # classes unseen. Test voices speaking SHD's words (--splits test) keep the unseen classes.
+    from .corpus import SHD_WORDS
+    shd = list(data.label_names[:len(SHD_WORDS)]) == [f"{lang}:{w}" for lang, w in SHD_WORDS]
+    tasks = _tasks(cfg, data, foreign=bool((data.split < 0).all()
+                                           or ((data.split == 2).all() and not shd)))
     return cfg, data, tasks, feats
 
 
