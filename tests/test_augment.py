@@ -201,6 +201,12 @@ def test_dtw_envelope_baseline_needs_audio(tmp_path, small_corpus):
     assert env.shape == (50, 128)
     loud = log_envelopes((3000 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)).astype(np.int16))
     assert loud.max() > env.max() + 10
+    from tessera.trainer.baselines import word_frames
+    word = log_envelopes(np.concatenate([np.zeros(4000, np.int16), (3000 * np.sin(
+        2 * np.pi * 700 * np.arange(4000) / 16000)).astype(np.int16)]))
+    w = word_frames(word)
+    assert w.shape == (40, 128) and w.max() == 0.0 and w.min() >= -6 * np.log(10) - 1e-9
+    assert np.allclose(word_frames(word + 3.0), w)                 # level does not matter
     r = tessera("eval", DEFAULT_MODEL, "--data", small_corpus, "--episodes", "10",
                 "--shots", "1", "--baselines", "dtw-envelope", "--json")
     assert r.returncode == 0, r.stderr

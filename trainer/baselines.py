@@ -15,7 +15,8 @@ from .dense import DenseSet
 from .episodes import FewShotTasks
 from .fewshot import ci95
 
-__all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "audio_of", "evaluate_dtw_envelope"]
+__all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "word_frames", "audio_of",
+           "evaluate_dtw_envelope"]
 
 
 def dtw_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,13 +90,30 @@ def audio_of(source: str) -> list[np.ndarray] | None:
         return None
 
 
+def word_frames(env: np.ndarray, range_db: float = 30.0, frames: int = 40) -> np.ndarray:
+    """The spoken part of a log-envelope: frames within ``range_db`` of the loudest, linearly
+    resampled to ``frames``, in dB-like log units relative to the loudest value, floored 60 dB
+    below it (a level- and timing-normalized template; DTW still warps within it)."""
+    lvl = env.max(axis=1)
+    keep = np.nonzero(lvl > lvl.max() - range_db / 10 * np.log(10))[0]
+    seg = env[keep[0]: keep[-1] + 1]
+    t = np.linspace(0, len(seg) - 1, frames)
+    i = np.floor(t).astype(int)
+    j = np.minimum(i + 1, len(seg) - 1)
+    w = (t - i)[:, None]
+    y = seg[i] * (1 - w) + seg[j] * w
+    return np.maximum(y - y.max(), -6 * np.log(10))
+
+
 def evaluate_dtw_envelope(envelopes: np.ndarray, tasks: FewShotTasks, phase: str = "unseen",
                           ways: int = 5, shots: int = 1, queries: int = 5, episodes: int = 600,
                           seed: int = 1234, same_speaker: bool = False,
                           cross_speaker: bool = False) -> dict:
-    """DTW template matching on :func:`log_envelopes` (no spikes, no learning)."""
+    """DTW template matching on the :func:`word_frames` of :func:`log_envelopes` (no spikes, no
+    learning)."""
+    words = np.stack([word_frames(e) for e in envelopes])
     return evaluate_dtw(None, tasks, phase, ways, shots, queries, episodes, seed, same_speaker,
-                        cross_speaker, frames=lambda idx: envelopes[idx], method="dtw-envelope")
+                        cross_speaker, frames=lambda idx: words[idx], method="dtw-envelope")
 
 
 def evaluate_dtw(data: DenseSet | None, tasks: FewShotTasks, phase: str = "unseen", ways: int = 5,
