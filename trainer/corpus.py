@@ -10,6 +10,12 @@ Speakers. A speaker is an espeak-ng voice variant (about 100) crossed with an En
 them and adds a gain, background noise (white or pink, random SNR) and a random onset. Speakers
 are split into disjoint train / val / test groups, recorded in the file.
 
+Other voices and channels. ``engine="kokoro"`` or ``"piper"`` reads the same words from espeak-ng's
+IPA with a neural synthesizer (:mod:`tessera.trainer.tts`; a speaker is a Kokoro style blend, or
+the Piper voice with its own vocal-tract length and tempo). ``augment`` names a chain of
+:mod:`tessera.trainer.augment` (microphone, room, band, noise, speed, vocal tract) applied to each
+utterance with its own random draws, so a corpus without augmentation is unchanged bit for bit.
+
 Determinism. Every utterance draws its randomness from ``default_rng([seed, index])``. espeak-ng
 keeps internal state between syntheses, so utterances are synthesized in fixed chunks of
 :data:`CHUNK`, each chunk in a fresh process: the result does not depend on the number of workers.
