@@ -62,6 +62,23 @@ class SpikeSet:
     def spike_counts(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    @staticmethod
+    def from_steps(events: list[tuple[np.ndarray, np.ndarray]], step_seconds: float,
+                   labels: np.ndarray, speakers: np.ndarray, split: np.ndarray, channels: int,
+                   label_names: list[str], speaker_names: list[str], source: str = "",
+                   meta: dict | None = None) -> SpikeSet:
+        """Utterances given as (time step, channel) index pairs, such as ``np.nonzero`` of the
+        front-end's spike raster, one pair per utterance."""
+        times = [np.asarray(t).astype(np.float32) * np.float32(step_seconds) for t, _ in events]
+        lens = [t.size for t in times]
+        return SpikeSet(np.concatenate(times) if times else np.zeros(0, np.float32),
+                        np.concatenate([np.asarray(u, np.int32) for _, u in events])
+                        if events else np.zeros(0, np.int32),
+                        np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                        np.asarray(labels, np.int64), np.asarray(speakers, np.int64),
+                        np.asarray(split, np.int8), channels, list(label_names),
+                        list(speaker_names), source, meta or {})
+
     def subset(self, idx: np.ndarray) -> SpikeSet:
         idx = np.asarray(idx, np.int64)
         lens = self.offsets[idx + 1] - self.offsets[idx]
@@ -247,6 +264,18 @@ def _wav_items(folder: str) -> list[tuple[str, str, str]]:
     return items
 
 
+def wav_index(items: list[tuple[str, str, str]]) -> tuple[list[str], list[str], np.ndarray,
+                                                         np.ndarray]:
+    """(label names, speaker names, label of each item, speaker of each item) for
+    :func:`_wav_items`; numeric labels sort as numbers ("2" before "10")."""
+    label_names = sorted({lab for _, lab, _ in items},
+                         key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    speaker_names = sorted({spk for _, _, spk in items})
+    labels = np.array([label_names.index(lab) for _, lab, _ in items], np.int64)
+    speakers = np.array([speaker_names.index(s) for _, _, s in items], np.int64)
+    return label_names, speaker_names, labels, speakers
+
+
 def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
                     spec=None, progress: bool | None = None) -> SpikeSet:
     """Encode a folder of labelled WAVs through the front-end, caching the spikes on disk.
@@ -268,9 +297,7 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     cache = os.path.join(os.fspath(cache_dir or default_cache_dir()), "wav-spikes", spec.digest())
     os.makedirs(cache, exist_ok=True)
     fe = None
-    label_names = sorted({lab for _, lab, _ in items}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    speaker_names = sorted({spk for _, _, spk in items})
-    times, units, lens = [], [], []
+    events = []
     try:
         from tqdm import tqdm
         show = sys.stderr.isatty() if progress is None else progress
@@ -295,16 +322,13 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
             tmp = cfile + f".{os.getpid()}.tmp.npz"
             np.savez(tmp, steps=steps.astype(np.int32), units=u.astype(np.uint16))
             os.replace(tmp, cfile)
-        times.append(steps.astype(np.float32) * np.float32(spec.step_seconds))
-        units.append(u.astype(np.int32))
-        lens.append(steps.size)
-    labels = np.array([label_names.index(lab) for _, lab, _ in items], np.int64)
-    speakers = np.array([speaker_names.index(s) for _, _, s in items], np.int64)
-    return SpikeSet(np.concatenate(times), np.concatenate(units),
-                    np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), labels, speakers,
-                    np.full(len(items), -1, np.int8), spec.channels, label_names, speaker_names,
-                    folder, dict(format="wav-folder", frontend=spec.to_dict(),
-                                 files=[p for p, _, _ in items]))
+        events.append((steps, u))
+    label_names, speaker_names, labels, speakers = wav_index(items)
+    return SpikeSet.from_steps(events, spec.step_seconds, labels, speakers,
+                               np.full(len(items), -1, np.int8), spec.channels, label_names,
+                               speaker_names, folder, dict(format="wav-folder",
+                                                           frontend=spec.to_dict(),
+                                                           files=[p for p, _, _ in items]))
 
 
 def default_cache_dir() -> str:

@@ -32,6 +32,10 @@ class DenseSet:
     def __len__(self) -> int:
         return int(self.labels.size)
 
+    def subset(self, idx: np.ndarray) -> DenseSet:
+        return DenseSet(self.x[idx], self.labels[idx], self.speakers[idx], self.split[idx],
+                        list(self.label_names), list(self.speaker_names), self.source)
+
 
 def dense_from_spikes(data: SpikeSet, steps: int, duration: float, k: int) -> DenseSet:
     x, labels = dense_dataset(data, steps, duration, k)

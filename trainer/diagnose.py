@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ..runtime.audio import load_audio, to_int16
+from ..runtime.audio import to_int16
 from ..runtime.frontend import Cochlea
 from . import augment as A
 from .data import SpikeSet
@@ -57,18 +57,13 @@ TTS_CONDITIONS = {
 def _spikes_set(pcms: list[np.ndarray], labels: np.ndarray, speakers: np.ndarray,
                 label_names: list[str], spec) -> SpikeSet:
     fe = Cochlea(spec)
-    times, units, lens = [], [], []
+    events = []
     for pcm in pcms:
         fe.reset()
-        steps, u = np.nonzero(fe.encode(pcm))
-        times.append(steps.astype(np.float32) * np.float32(spec.step_seconds))
-        units.append(u.astype(np.int32))
-        lens.append(steps.size)
-    return SpikeSet(np.concatenate(times), np.concatenate(units),
-                    np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-                    np.asarray(labels, np.int64), np.asarray(speakers, np.int64),
-                    np.full(len(pcms), 2, np.int8), spec.channels, list(label_names),
-                    [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose", {})
+        events.append(np.nonzero(fe.encode(pcm)))
+    return SpikeSet.from_steps(events, spec.step_seconds, labels, speakers,
+                               np.full(len(pcms), 2, np.int8), spec.channels, label_names,
+                               [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose")
 
 
 def _features(model, sset: SpikeSet) -> torch.Tensor:
@@ -136,14 +131,13 @@ def equalize_speakers(pcms: list[np.ndarray], speakers: np.ndarray, n_fft: int =
     for s in np.unique(speakers):
         per[int(s)] = np.mean([ltas(pcms[i]) for i in np.nonzero(speakers == s)[0]], axis=0)
     mean = np.mean(list(per.values()), axis=0)
-    f = np.arange(mean.size, dtype=np.float64) + 1
+    logf = np.log(np.arange(mean.size, dtype=np.float64) + 1)
+    near = np.abs(logf[:, None] - logf[None, :]) < np.log(2) / 6        # 1/3 octave around a bin
     out = []
     gains = {}
     for s, p in per.items():
         g = np.sqrt((mean + 1e-12) / (p + 1e-12))
-        logf = np.log(f)
-        sm = np.array([g[np.abs(logf - lf) < np.log(2) / 6].mean() for lf in logf])
-        gains[s] = np.clip(sm, 0.03, 30)
+        gains[s] = np.clip((near @ g) / near.sum(axis=1), 0.03, 30)
     for i, x in enumerate(pcms):
         out.append(A._fft_filter(np.asarray(x, np.float64), gains[int(speakers[i])]))
     return out
@@ -164,15 +158,12 @@ def align_onset(x: np.ndarray, lead_s: float = 0.1, floor_db: float = -30.0) -> 
 def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> list[dict]:
     """Cross-speaker accuracy on a WAV folder as recorded, loudness-matched, and loudness- and
     spectrum-matched per speaker; the same-speaker score as the ceiling."""
-    from .data import _wav_items
     from ..runtime.frontend import FrontendSpec
+    from .baselines import audio_of
+    from .data import _wav_items, wav_index
 
-    items = _wav_items(folder)
-    names = sorted({lab for _, lab, _ in items}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    spk_names = sorted({s for _, _, s in items})
-    labels = np.array([names.index(lab) for _, lab, _ in items])
-    speakers = np.array([spk_names.index(s) for _, _, s in items])
-    raw = [load_audio(p).astype(np.float32) / 32768.0 for p, _, _ in items]
+    names, _, labels, speakers = wav_index(_wav_items(folder))
+    raw = [a.astype(np.float32) / 32768.0 for a in audio_of(folder)]
     tasks = FewShotTasks(labels, speakers, np.full(labels.size, 2, np.int8),
                          unseen=tuple(np.unique(labels).tolist()), all_test=True)
     spec = FrontendSpec()

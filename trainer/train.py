@@ -316,7 +316,7 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50,
             raise InputError(f"no speaker {speaker!r} (speakers: "
                              f"{', '.join(map(str, data.speaker_names[:10]))}...)", source=corpus)
         keep = np.nonzero(data.speakers == data.speaker_names.index(speaker))[0]
-        data = _subset(data, keep)
+        data = data.subset(keep)
         feats = feats[keep]
     classes = sorted(np.unique(data.labels).tolist())
     counts = np.bincount(data.labels)
@@ -329,11 +329,6 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50,
     out["speaker"] = speaker
     out["label_names"] = [data.label_names[c] for c in classes]
     return out
-
-
-def _subset(data: DenseSet, idx: np.ndarray) -> DenseSet:
-    return DenseSet(data.x[idx], data.labels[idx], data.speakers[idx], data.split[idx],
-                    list(data.label_names), list(data.speaker_names), data.source)
 
 
 def incremental_png(path: str, r: dict) -> str:
