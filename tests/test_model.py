@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,47 @@ def test_fused_bptt_matches_autograd():
     assert float(grads[0][1].mean()) > 0.02                     # the neurons do spike
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [dict(tau_learn=True, tau_spread=8.0), dict(adapt=0.4),
+                                dict(adapt=0.4, tau_learn=True, tau_spread=4.0)])
+def test_fused_scan_matches_autograd_with_learned_taus_and_adaptation(kw):
+    """The hand-written backward's gradients for per-neuron decays and the adaptation trace."""
+    cfg = CoreConfig(inputs=20, rows=2, cols=2, tile=8, classes=3, segments=4, **kw)
+    core = Core(cfg, seed=5)
+    with torch.no_grad():
+        core.params["w_in"].mul_(6.0)
+    x = (torch.rand(7, 30, 20, generator=torch.Generator().manual_seed(2)) < 0.2).float()
+    w = torch.randn(7, cfg.neurons * cfg.segments, generator=torch.Generator().manual_seed(4))
+    grads = []
+    for fused in (False, True):
+        for p in core.params.values():
+            p.grad = None
+        phi, rate = core.features(x, fused=fused, bptt=20)
+        ((phi * w).sum() + 3 * rate.sum()).backward()
+        grads.append([phi.detach(), rate.detach()] + [core.params[k].grad.clone() for k in
+                                                       sorted(core.params) if k[0] in "wab"
+                                                       and core.params[k].grad is not None])
+    assert len(grads[0]) == len(grads[1]) == 2 + 3 + 2 * cfg.tau_learn
+    assert float(grads[0][1].mean()) > 0.02
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    if cfg.tau_learn:                    # the decays are spread as asked and really do move phi
+        alpha = torch.sigmoid(core.params["a_mem"]).detach()
+        assert float(alpha.min()) < cfg.alpha + 0.05 and float(alpha.max()) > cfg.alpha + 0.1
+        assert float(core.params["a_mem"].grad.abs().max()) > 0
+
+
+def test_adaptation_lowers_the_firing_rate():
+    cfg = CoreConfig(inputs=20, rows=2, cols=2, tile=8, classes=3)
+    x = (torch.rand(4, 60, 20, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    rates = []
+    for adapt in (0.0, 0.5):
+        core = Core(dataclasses.replace(cfg, adapt=adapt), seed=5)
+        with torch.no_grad():
+            core.params["w_in"].mul_(6.0)
+            rates.append(float(core.features(x)[1].mean()))
+    assert rates[1] < 0.8 * rates[0]
 
 
 def test_dtw_matches_a_plain_dynamic_programme():

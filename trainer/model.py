@@ -35,7 +35,7 @@ import torch
 
 from ..runtime.mosaic import Layout
 
-__all__ = ["fast_sigmoid", "spike", "CoreConfig", "LIFState", "lif_step", "init_params", "core_features",
+__all__ = ["fast_sigmoid", "spike", "CoreConfig", "LIFState", "decays", "lif_step", "init_params", "core_features",
            "readout_logits", "Core"]
 
 
@@ -75,6 +75,10 @@ class CoreConfig:
     smooth: bool = False          # replace spikes by the fast sigmoid (gradient checks only)
     segments: int = 8             # readout banks: phi = filtered spikes averaged per time segment
     kind: str = "lif"             # "lif" (the spiking core) or "gru" (the non-spiking baseline)
+    tau_learn: bool = False       # per-neuron time constants, meta-learned (params a_mem, a_out)
+    tau_spread: float = 1.0       # their initial values: log-uniform over [tau, tau_spread * tau]
+    adapt: float = 0.0            # spike-frequency adaptation: v -= adapt * a(t-1), 0 = off
+    tau_adapt_ms: float = 300.0   # a(t) = rho a(t-1) + z(t), rho = exp(-dt / tau_adapt)
 
     def __post_init__(self) -> None:
         if self.kind not in ("lif", "gru"):
@@ -95,6 +99,10 @@ class CoreConfig:
     @property
     def kappa(self) -> float:
         return math.exp(-self.dt_ms / self.tau_out_ms)
+
+    @property
+    def rho(self) -> float:
+        return math.exp(-self.dt_ms / self.tau_adapt_ms)
 
     @property
     def gates(self) -> int:
@@ -123,18 +131,31 @@ class LIFState(NamedTuple):
     v: torch.Tensor
     z: torch.Tensor
     r: torch.Tensor
+    a: torch.Tensor | float = 0.0     # the adaptation trace (``adapt`` > 0)
 
 
-def lif_step(drive: torch.Tensor, state: LIFState, w_rec: torch.Tensor, cfg: CoreConfig
-             ) -> tuple[torch.Tensor, LIFState]:
-    """One time step (see the module docstring); ``drive`` is x(t) W_in + b, (batch, n)."""
-    v = cfg.alpha * state.v + drive + state.z @ w_rec - cfg.theta * state.z
+def decays(p: dict, cfg: CoreConfig) -> tuple:
+    """(alpha, kappa): floats, or per-neuron tensors (n,) when the core learns its time
+    constants (alpha = sigmoid(a_mem), kappa = sigmoid(a_out))."""
+    if "a_mem" in p:
+        return torch.sigmoid(p["a_mem"]), torch.sigmoid(p["a_out"])
+    return cfg.alpha, cfg.kappa
+
+
+def lif_step(drive: torch.Tensor, state: LIFState, w_rec: torch.Tensor, cfg: CoreConfig,
+             alpha=None, kappa=None) -> tuple[torch.Tensor, LIFState]:
+    """One time step (see the module docstring); ``drive`` is x(t) W_in + b, (batch, n);
+    ``alpha`` and ``kappa`` (floats or per-neuron tensors) default to the config's."""
+    alpha = cfg.alpha if alpha is None else alpha
+    kappa = cfg.kappa if kappa is None else kappa
+    v = alpha * state.v + drive + state.z @ w_rec - cfg.theta * state.z - cfg.adapt * state.a
     if cfg.smooth:
         z = 0.5 + 0.5 * fast_sigmoid(v - cfg.theta, cfg.surrogate_beta)
     else:
         z = spike(v - cfg.theta, cfg.surrogate_beta)
-    r = cfg.kappa * state.r + z
-    return z, LIFState(v, z, r)
+    r = kappa * state.r + z
+    a = cfg.rho * state.a + z if cfg.adapt else state.a
+    return z, LIFState(v, z, r, a)
 
 
 def init_params(cfg: CoreConfig, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -144,8 +165,14 @@ def init_params(cfg: CoreConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     w_rec = torch.randn(n, k * n, generator=g) * ((1.0 if k == 3 else 0.5) / math.sqrt(n))
     w_in = w_in * torch.from_numpy(cfg.in_mask())
     w_rec = w_rec * torch.from_numpy(cfg.rec_mask())
-    return {"w_in": w_in, "w_rec": w_rec, "b": torch.zeros(k * n),
-            "w_out": torch.zeros(n * cfg.segments, cfg.classes), "b_out": torch.zeros(cfg.classes)}
+    p = {"w_in": w_in, "w_rec": w_rec, "b": torch.zeros(k * n),
+         "w_out": torch.zeros(n * cfg.segments, cfg.classes), "b_out": torch.zeros(cfg.classes)}
+    if cfg.tau_learn:
+        for key, tau in (("a_mem", cfg.tau_mem_ms), ("a_out", cfg.tau_out_ms)):
+            taus = tau * cfg.tau_spread ** torch.rand(n, generator=g)
+            decay = torch.exp(-cfg.dt_ms / taus)
+            p[key] = torch.log(decay / (1 - decay))          # sigmoid(a) = decay
+    return p
 
 
 class _LIFScan(torch.autograd.Function):
@@ -158,7 +185,7 @@ class _LIFScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, drive, w_rec, alpha, kappa, theta, beta, bptt, segments):
+    def forward(ctx, drive, w_rec, alpha, kappa, theta, beta, bptt, segments, adapt=0.0, rho=0.0):
         b, steps, n = drive.shape
         seg_of = [t * segments // steps for t in range(steps)]
         w_eff = w_rec - theta * torch.eye(n, dtype=drive.dtype)
@@ -168,39 +195,60 @@ class _LIFScan(torch.autograd.Function):
         acc = drive.new_zeros(segments, b, n)
         vs = drive.new_empty(steps, b, n)
         zs = drive.new_empty(steps + 1, b, n)
+        rs = drive.new_empty(steps, b, n) if ctx.needs_input_grad[3] else None
+        a = drive.new_zeros(b, n)
         zs[0] = 0
         for t in range(steps):
             v = alpha * v + drive[:, t] + z @ w_eff
+            if adapt:
+                v = v - adapt * a
             z = (v >= theta).to(drive.dtype)
+            if adapt:
+                a = rho * a + z
             r = kappa * r + z
             acc[seg_of[t]] += r
             vs[t] = v
             zs[t + 1] = z
-        ctx.save_for_backward(vs, zs, w_eff)
-        ctx.consts = (alpha, kappa, theta, beta, bptt, seg_of)
+            if rs is not None:
+                rs[t] = r
+        ctx.save_for_backward(vs, zs, w_eff, rs if rs is not None else vs.new_empty(0),
+                              alpha if torch.is_tensor(alpha) else torch.tensor(alpha),
+                              kappa if torch.is_tensor(kappa) else torch.tensor(kappa))
+        ctx.consts = (theta, beta, bptt, seg_of, adapt, rho)
         return acc, zs[1:].sum(dim=(0, 1))
 
     @staticmethod
     def backward(ctx, g_acc, g_count):
-        vs, zs, w_eff = ctx.saved_tensors
-        alpha, kappa, theta, beta, bptt, seg_of = ctx.consts
+        vs, zs, w_eff, rs, alpha, kappa = ctx.saved_tensors
+        theta, beta, bptt, seg_of, adapt, rho = ctx.consts
         steps, b, n = vs.shape
         first = 0 if bptt is None else max(0, steps - bptt)
         g_r = torch.zeros_like(g_acc[0])
         g_v_next = torch.zeros_like(g_acc[0])
         g_drive = vs.new_zeros(b, steps, n)
         g_vs = vs.new_zeros(steps, b, n)
+        g_kappa = vs.new_zeros(n) if ctx.needs_input_grad[3] else None
+        g_a = torch.zeros_like(g_acc[0])
         w_t = w_eff.t()
         for t in range(steps - 1, first - 1, -1):
             g_r = g_acc[seg_of[t]] + kappa * g_r
+            if g_kappa is not None and t > 0:            # r(t) = kappa r(t-1) + z(t)
+                g_kappa += (g_r * rs[t - 1]).sum(0)
             g_z = g_r + g_v_next @ w_t + g_count
+            if adapt:                                    # a(t) = rho a(t-1) + z(t); v(t+1) -= adapt a(t)
+                g_a = rho * g_a - adapt * g_v_next
+                g_z = g_z + g_a
             u = vs[t] - theta
             g_v = g_z / (beta * u.abs() + 1.0) ** 2 + alpha * g_v_next
             g_vs[t] = g_v
             g_drive[:, t] = g_v
             g_v_next = g_v
         g_w = torch.einsum("tbi,tbj->ij", zs[first:steps], g_vs[first:])
-        return g_drive, g_w, None, None, None, None, None, None
+        g_alpha = None
+        if ctx.needs_input_grad[2]:                      # v(t) = alpha v(t-1) + ...
+            lo = max(first, 1)                           # v(-1) = 0
+            g_alpha = torch.einsum("tbj,tbj->j", g_vs[lo:], vs[lo - 1:steps - 1])
+        return g_drive, g_w, g_alpha, g_kappa, None, None, None, None, None, None
 
 
 def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None = None,
@@ -220,20 +268,22 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
         acc, rate = _gru_scan(x, w_in, w_rec, p["b"], cfg)
     elif fused and not cfg.smooth:
         drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, n) + p["b"]  # all steps at once
-        acc, count = _LIFScan.apply(drive, w_rec, cfg.alpha, cfg.kappa, cfg.theta,
-                                    cfg.surrogate_beta, bptt, cfg.segments)
+        alpha, kappa = decays(p, cfg)
+        acc, count = _LIFScan.apply(drive, w_rec, alpha, kappa, cfg.theta,
+                                    cfg.surrogate_beta, bptt, cfg.segments, cfg.adapt, cfg.rho)
         rate = count / (b * steps)
     else:
         drive = (x.reshape(b * steps, -1) @ w_in).reshape(b, steps, n) + p["b"]
         zero = x.new_zeros(b, n)
         state = LIFState(zero, zero, zero)
+        alpha, kappa = decays(p, cfg)
         acc = [x.new_zeros(b, n) for _ in range(cfg.segments)]
         rate = x.new_zeros(n)
         for t in range(steps):
             if bptt is not None and t == steps - bptt:
-                state = LIFState(*(s_.detach() for s_ in state))
+                state = LIFState(*(s_.detach() if torch.is_tensor(s_) else s_ for s_ in state))
                 acc = [a.detach() for a in acc]
-            z, state = lif_step(drive[:, t], state, w_rec, cfg)
+            z, state = lif_step(drive[:, t], state, w_rec, cfg, alpha, kappa)
             seg = t * cfg.segments // steps
             acc[seg] = acc[seg] + state.r
             early = bptt is not None and t < steps - bptt      # outside the truncation window
