@@ -1073,11 +1073,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shots and queries of a class from one speaker")
     e.add_argument("--cross-speaker", action="store_true",
                    help="shots of a class from one speaker, its queries from the others")
-    e.add_argument("--baselines", nargs="*", default=[], choices=["dtw", "dtw-envelope"],
+    e.add_argument("--baselines", nargs="*", action="extend", default=[],
+                   choices=["dtw", "dtw-envelope"],
                    help="also score these baselines on the same episodes: dtw on the binned "
                         "spikes, dtw-envelope on a 128-channel gammatone log-envelope of the audio "
                         "(WAV folders and --keep-audio corpora)")
-    e.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
+    e.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
                    help="also score these trained models (e.g. the dense-SRNN, GRU and transfer "
                         "baselines in models/baselines/) on the same episodes, each with its own "
                         "adaptation rule")

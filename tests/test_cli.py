@@ -104,3 +104,14 @@ def test_demo(tmp_path):
 def test_help_works_everywhere(args):
     r = tessera(*args, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: tessera"), r.stderr
+
+
+def test_repeated_list_options_accumulate():
+    """`--compare A --compare B` scores both models (the last one alone used to win silently)."""
+    from tessera.cli import build_parser
+
+    a = build_parser().parse_args(["eval", "m.pt", "--compare", "a.pt", "--compare", "b.pt", "c.pt",
+                                   "--baselines", "dtw", "--baselines", "dtw-envelope"])
+    assert a.compare == ["a.pt", "b.pt", "c.pt"]
+    assert a.baselines == ["dtw", "dtw-envelope"]
+    assert build_parser().parse_args(["eval", "m.pt"]).compare == []
