@@ -17,6 +17,7 @@ Core, one step per bin (n neurons on rows x cols tiles of ``tile`` neurons)::
     v     = sat_MB(((v * leak_mult) >> 16) + I[t] + sum_{i: z_i} W_rec[i] - threshold * z)
     z     = v >= threshold
     r     = sat_TB(((r * trace_mult) >> 16) + (z << RB))
+    (leak_mult and trace_mult: one value for every neuron, or one per neuron)
     acc[seg(t)] = sat_AB(acc[seg(t)] + r)     seg(t) = t * segments // steps
 
 ``R`` are the integers the RRAM arrays read (:mod:`tessera.runtime.rram`: ``q << GF`` when
@@ -102,8 +103,8 @@ class ChipTables:
     shift_rec: np.ndarray        # (P,)
     bias: np.ndarray             # (n,)
     threshold: int
-    leak_mult: int
-    trace_mult: int
+    leak_mult: np.ndarray        # (n,) membrane decay per neuron, units of 2^-16
+    trace_mult: np.ndarray       # (n,) readout trace decay per neuron
     refractory: int
     membrane_bits: int
     trace_bits: int
@@ -149,8 +150,8 @@ def tables_of(m: ModelFile) -> ChipTables:
     c, r = m.core, m.readout
     g = {k: _req(c, k, int, "core") for k in (
         "rows", "cols", "tile", "inputs", "channels_total", "bin_ms", "steps", "segments",
-        "weight_bits", "threshold", "leak_mult", "trace_mult", "refractory", "membrane_bits",
-        "trace_bits", "trace_frac", "acc_bits")}
+        "weight_bits", "threshold", "refractory", "membrane_bits", "trace_bits", "trace_frac",
+        "acc_bits")}
     for k in ("rows", "cols", "tile", "inputs", "bin_ms", "steps", "segments", "threshold"):
         if g[k] < 1:
             raise InputError(f"model field core.{k} must be >= 1, got {g[k]}")
@@ -182,6 +183,18 @@ def tables_of(m: ModelFile) -> ChipTables:
         raise InputError(f"core weights exceed the {g['weight_bits']}-bit level range")
     if min(arr["shift_in"].min(initial=GF), arr["shift_rec"].min(initial=GF)) < GF:
         raise InputError(f"core shifts must be >= {GF}")
+    for k in ("leak_mult", "trace_mult"):             # one decay for all, or one per neuron
+        v = c.get(k)
+        if isinstance(v, dict):
+            arr[k] = unpack_ints(v, f"core.{k}")
+            if arr[k].shape != (n,):
+                raise InputError(f"model field core.{k} has shape {arr[k].shape}: it must be "
+                                 f"an integer or a packed array of {n} values (one per neuron)")
+        else:
+            arr[k] = np.full(n, _req(c, k, int, "core"), np.int64)
+        if arr[k].min() < 0 or arr[k].max() >= 65536:
+            raise InputError(f"model field core.{k} must be a decay in [0, 65536) "
+                             f"(units of 2^-16)")
     h = {k: _req(r, k, int, "readout") for k in (
         "feature_bits", "readout_bits", "max_classes", "cos_frac", "none_threshold",
         "min_inputs", "logit_frac", "softmax_frac", "log2e")}
@@ -211,7 +224,8 @@ def tables_of(m: ModelFile) -> ChipTables:
         raise InputError("readout.exp2 must have 2^logit_frac entries")
     return ChipTables(**g, channels=arr["channels"], w_in=arr["w_in"], shift_in=arr["shift_in"],
                       routes=arr["routes"], w_rec=arr["w_rec"], shift_rec=arr["shift_rec"],
-                      bias=arr["bias"], normalize=normalize, **h, calib=tuple(calib), exp2=exp2,
+                      bias=arr["bias"], leak_mult=arr["leak_mult"].astype(np.int64),
+                      trace_mult=arr["trace_mult"].astype(np.int64), normalize=normalize, **h, calib=tuple(calib), exp2=exp2,
                       frontend=m.frontend)
 
 
@@ -292,10 +306,10 @@ class Chip:
         self.none_threshold = tab.none_threshold            # per device: set_threshold
         self.lengths = tab.segment_lengths()
         self.seg_of = np.arange(tab.steps) * tab.segments // tab.steps
-        self.decay = np.concatenate([np.full(n, tab.leak_mult, np.int64),
-                                     np.full(n, tab.trace_mult, np.int64)])
+        self.decay = np.concatenate([tab.leak_mult, tab.trace_mult]).astype(np.int64)
         # an upper bound of the readout trace r (r <= (r * m >> 16) + s  =>  r < s / (1 - m/2^16))
-        self.trace_bound = ((1 << tab.trace_frac) * 65536) // max(65536 - tab.trace_mult, 1) + 1
+        self.trace_bound = ((1 << tab.trace_frac) * 65536) \
+            // max(65536 - int(tab.trace_mult.max(initial=0)), 1) + 1
         self._cochlea = None
         self._n, self._t = n, t
         self.refresh_weights()

@@ -85,6 +85,14 @@ def test_bad_model_files_get_clear_errors(exported, tmp_path):
     del m.readout["none_threshold"]
     with pytest.raises(InputError, match="readout.none_threshold is missing"):
         Chip(decode_model(encode_model(m)))
+    m = read_model(exported["4"])
+    m.core["leak_mult"] = pack_ints(np.full(7, 50000), 16, False)
+    with pytest.raises(InputError, match="core.leak_mult has shape .7,.: it must be an integer "
+                                         "or a packed array of 256 values"):
+        Chip(decode_model(encode_model(m)))
+    m.core["leak_mult"] = 70000
+    with pytest.raises(InputError, match=r"core.leak_mult must be a decay in \[0, 65536\)"):
+        Chip(decode_model(encode_model(m)))
     # a payload that is msgpack but not a map of ours, with a correct CRC
     junk = b"\x93\x01\x02\x03"
     with pytest.raises(InputError, match="not a tessera-model map"):
@@ -288,6 +296,9 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
                 leak_mult=int(rng.integers(40000, 60000)), trace_mult=int(rng.integers(50000, 60000)),
                 refractory=0, membrane_bits=int(rng.integers(20, 25)), trace_bits=16,
                 trace_frac=12, acc_bits=int(rng.integers(20, 33)))
+    if seed % 2:                           # per-neuron decays (learned time constants)
+        core["leak_mult"] = pack_ints(rng.integers(30000, 65536, n), 16, False)
+        core["trace_mult"] = pack_ints(rng.integers(40000, 65536, n), 16, False)
     readout = dict(normalize=normalize, feature_bits=15, readout_bits=int(rng.integers(4, 9)),
                    max_classes=6, rule="prototype", cos_frac=12, none_threshold=3000,
                    min_inputs=0, calib=[1280, 64, -1000], logit_frac=cfg.logit_frac,

@@ -108,6 +108,24 @@ def _exp2_table(frac: int) -> np.ndarray:
     return np.rint(2.0 ** (30 - f / (1 << frac))).astype(np.int64)
 
 
+def _decays(model) -> dict:
+    """leak_mult and trace_mult: one integer each, or per-neuron packed arrays when the core
+    learned its time constants (units of 2^-16, below 2^16)."""
+    import torch
+
+    from .model import decays
+
+    alpha, kappa = decays(model.core.params, model.core.cfg)
+    out = {}
+    for k, d in (("leak_mult", alpha), ("trace_mult", kappa)):
+        if torch.is_tensor(d):
+            m = np.clip(np.round(d.detach().numpy().astype(np.float64) * 65536), 0, 65535)
+            out[k] = pack_ints(m.astype(np.int64), 16, signed=False)
+        else:
+            out[k] = min(int(round(d * 65536)), 65535)
+    return out
+
+
 def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dict | None = None,
                  source: str = "", calibration: dict | None = None) -> dict:
     """Write ``model`` (a :class:`~tessera.trainer.train.Model`) as a ``.tsr`` file."""
@@ -116,6 +134,9 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
     if core.kind != "lif":
         raise InputError(f"only spiking (lif) cores run on the chip; this model is a {core.kind} "
                          f"baseline", source=source)
+    if core.adapt:
+        raise InputError(f"the chip has no adaptation trace; this model was trained with "
+                         f"core.adapt = {core.adapt}", source=source)
     p = {k: (v * model.core.masks[k]).detach().numpy().astype(np.float64)
          if k in model.core.masks else v.detach().numpy().astype(np.float64)
          for k, v in model.core.params.items()}
@@ -181,8 +202,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
                   w_rec=pack_ints(np.array(blocks, np.int64).reshape(-1, t, t), cfg.weight_bits),
                   shift_rec=pack_ints(np.array(sh_rec, np.int64), 8, signed=False),
                   bias=pack_ints(bias, 32), threshold=1 << V,
-                  leak_mult=int(round(core.alpha * 65536)),
-                  trace_mult=int(round(core.kappa * 65536)), refractory=0,
+                  **_decays(model), refractory=0,
                   membrane_bits=cfg.membrane_bits, trace_bits=cfg.trace_bits,
                   trace_frac=cfg.trace_frac, acc_bits=cfg.acc_bits),
         readout=dict(normalize=core.normalize, feature_bits=cfg.feature_bits,

@@ -75,12 +75,14 @@ class IntCore:
         r = torch.zeros(b, n, dtype=torch.int64)
         acc = torch.zeros(tab.segments, b, n, dtype=torch.int64)
         ras = torch.zeros(b, tab.steps, n, dtype=torch.uint8)
+        leak = torch.from_numpy(np.asarray(tab.leak_mult, np.int64))
+        trace = torch.from_numpy(np.asarray(tab.trace_mult, np.int64))
         for t in range(tab.steps):
             rec = torch.matmul(z, self.w_rec)
-            v = _sat(torch.div(v * tab.leak_mult, 65536, rounding_mode="floor") + drive[:, t]
+            v = _sat(torch.div(v * leak, 65536, rounding_mode="floor") + drive[:, t]
                      + rec - tab.threshold * z, tab.membrane_bits)
             z = (v >= tab.threshold).long()
-            r = torch.div(r * tab.trace_mult, 65536, rounding_mode="floor") \
+            r = torch.div(r * trace, 65536, rounding_mode="floor") \
                 + z * (1 << tab.trace_frac)
             r = r.clamp(max=(1 << (tab.trace_bits - 1)) - 1)
             s = t * tab.segments // tab.steps

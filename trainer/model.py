@@ -8,6 +8,11 @@ One step (dt = one time bin), neuron state v, spikes z::
     v(t) = alpha * v(t-1) + I(t) - theta * z(t-1)          (reset by subtraction)
     z(t) = H(v(t) - theta)                                 surrogate dH/dv = 1 / (beta |v - theta| + 1)^2
 
+alpha = exp(-dt / tau_mem) for every neuron, or one meta-learned value per neuron with
+``tau_learn`` (alpha = sigmoid(a_mem), likewise kappa below; the chip's per-neuron ``leak_mult``
+and ``trace_mult``). With ``adapt`` > 0 (trainer only, not on the chip), an adaptation trace
+a(t) = rho a(t-1) + z(t) is subtracted from the membrane: v(t) -= adapt * a(t-1).
+
 Readout (a leaky integrator per class, read as its mean over time)::
 
     r(t) = kappa * r(t-1) + z(t)                            filtered spikes
