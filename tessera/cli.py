@@ -66,7 +66,7 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     out = args.out or f"corpus-{args.preset}.h5"
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
-    summary = build_corpus(out, cfg, workers=args.workers, progress=not args.no_progress,
+    summary = build_corpus(out, cfg, workers=args.workers, progress=_show_progress(args),
                            preset=args.preset)
     human = (f"wrote {summary['path']}: {summary['utterances']} utterances, {summary['classes']} "
              f"classes, {summary['speakers']} speakers (train/val/test "
@@ -94,7 +94,7 @@ def _info_lines(info: dict) -> list[str]:
 def cmd_corpus_info(args: argparse.Namespace) -> int:
     from tessera.trainer.data import read_any
 
-    info = read_any(args.path, progress=not args.json).summary()
+    info = read_any(args.path, progress=_show_progress(args)).summary()
     lines = _info_lines(info) + ["  classes: " + ", ".join(info["label_names"])]
     _emit(args, info, "\n".join(lines))
     return 0
@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
         set_blas_threads(args.threads)
-    s = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    s = train(cfg, args.out, resume=args.resume, progress=_show_progress(args))
     lines = [f"trained {s['iterations']} iterations in {s['seconds']} s -> {args.out}/model.pt"
              + (" (stopped at the time limit)" if s["stopped_early"] else ""),
              f"  inner learning rate {s['inner_lr']}, mean firing rate {s['rate']:.4f} per step"]
@@ -153,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from tessera.trainer.train import program_device
 
         program_device(model, args.weight_bits, args.write_noise, args.drift)
-    setup = eval_setup(model, args.data)                 # data and features, computed once
+    setup = eval_setup(model, args.data, _show_progress(args))   # data and features, once
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
                              episodes=args.episodes, inner_steps=args.inner_steps,
                              same_speaker=args.same_speaker, baselines=tuple(args.baselines),
@@ -355,7 +355,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     from tessera.trainer.chipeval import parity
 
-    r = parity(args.model, args.data, limit=args.limit, progress=not args.no_progress)
+    r = parity(args.model, args.data, limit=args.limit, progress=_show_progress(args))
     _emit(args, r, f"{r['model']} on {r['utterances']} test utterances of {r['data']}: "
                    f"bit-exact fraction {r['bit_exact_fraction']} (trainer integer mode vs chip: "
                    f"{', '.join(r['checked'])})")
@@ -370,7 +370,7 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
     r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),
                       episodes=args.episodes, weight_bits=tuple(args.bits),
                       drift=tuple(args.drift), write_noise=args.write_noise,
-                      progress=not args.no_progress)
+                      progress=_show_progress(args))
     lines = [f"{args.model} through the chip, {r['ways']}-way {r['split']}, {r['episodes']} "
              f"episodes (same episodes for float and chip):",
              "  float: " + ", ".join(f"{k} {100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %"
@@ -392,7 +392,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from tessera.trainer.train import load_model
 
     model = load_model(args.model)
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = _show_progress(args)
     result: dict = dict(model=args.model, episodes=args.episodes)
     lines = [f"{args.model}: 5-way, one column per word (cosine), {args.episodes} episodes"]
     if not args.no_tts:
@@ -429,7 +429,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                      calibration=dict(DEFAULT_CALIBRATION, source=None))   # not the old fit
         r = calibrate(args.model, tsr, args.data, target_fa=args.target_fa,
                       episodes=args.episodes, fsdd=args.fsdd, write=not args.dry_run,
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=_show_progress(args))
     curves, points = r.pop("curves"), r.pop("points")
     if args.plot:
         from tessera.tools.plots import hits_png
@@ -667,10 +667,16 @@ def infer_report(rows: list, enrolled: list[str]) -> dict:
                 results=[dict(path=p, truth=t, answer=a, confidence=c) for p, t, a, c in rows])
 
 
+def _show_progress(args) -> bool:
+    """Progress bars: only on a terminal, and never with --no-progress or --json."""
+    return (not getattr(args, "no_progress", False) and not getattr(args, "json", False)
+            and sys.stderr.isatty())
+
+
 def _progress(total: int, args):
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=args.no_progress or not sys.stderr.isatty(), leave=False)
+    return tqdm(total=total, disable=not _show_progress(args), leave=False)
 
 
 def _stream_mic(dev, show) -> None:
@@ -728,7 +734,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     corpus = os.path.join(args.out, "corpus-small.h5")
     cfg = CorpusConfig(**PRESETS["small"], seed=args.seed, keep_audio=True)
-    built = build_corpus(corpus, cfg, progress=not args.no_progress, preset="small")
+    built = build_corpus(corpus, cfg, progress=_show_progress(args), preset="small")
     data = read_spike_h5(corpus)
     info = data.summary()
     i = int(np.nonzero(data.labels == 7)[0][0])                        # an English "seven"
@@ -822,8 +828,30 @@ _positive_float = _checked(float, lambda v: v > 0, "a positive number")
 _fraction = _checked(float, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
 
 
+NO_PROGRESS = "no progress bar (one shows only while stderr is a terminal)"
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it names one itself or has none."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        d = action.default
+        if ("default" in h or d is None or d is False or d == [] or d is argparse.SUPPRESS
+                or not action.option_strings):
+            return h
+        if isinstance(d, (list, tuple)):
+            return h + " (default: " + " ".join(map(str, d)).replace("%", "%%") + ")"
+        return h + " (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's one-line error format (``--help`` shows the usage)."""
+    """argparse with the project's one-line error format (``--help`` shows the usage) and
+    defaults shown in every option's help."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*a, **kw)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"tessera: error: {self.prog}: {message} (see {self.prog} --help)\n")
@@ -838,7 +866,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(parser_group, name, func, help_):
-        sp = parser_group.add_parser(name, help=help_, description=help_)
+        sp = parser_group.add_parser(name, help=help_, description=help_.replace("%%", "%"))
+        sp.set_defaults(_prog=sp.prog)
         sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         sp.set_defaults(func=func)
         return sp
@@ -863,60 +892,71 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--splits", metavar="LIST",
                    help="synthesize only these voice splits, e.g. 'test' (default: the preset's)")
     b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of voices, words and augmentation")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     b.add_argument("--words", help="extra words, e.g. 'en:lights,music;de:licht'")
     b.add_argument("--no-digits", action="store_true", help="leave out SHD's 20 digit classes")
     b.add_argument("--speakers", type=int, help="override the preset's speaker count")
     b.add_argument("--repeats", type=int, help="override utterances per speaker and word")
     b.add_argument("--keep-audio", action="store_true", help="store the 16 kHz audio too")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     i = add(csub, "info", cmd_corpus_info, "classes, utterances and speakers per split")
     i.add_argument("path", help="corpus .h5, SHD/SSC .h5, a folder of official files, or WAVs")
+    i.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     bench = sub.add_parser("bench", help="speed benchmarks")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
     f = add(bsub, "frontend", cmd_bench_frontend, "cochlea front-end speed, one core")
-    f.add_argument("--channels", type=int, default=700)
+    f.add_argument("--channels", type=_positive_int, default=700, help="filterbank channels")
     f.add_argument("--seconds", type=_positive_float, default=10.0,
                    help="seconds of speech-like audio (default 10)")
-    f.add_argument("--repeats", type=int, default=5)
+    f.add_argument("--repeats", type=_positive_int, default=5,
+                   help="timed runs (the median is reported)")
 
     br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
     br.add_argument("model", nargs="?", default=_default_model(),
                     help="model.pt (exported here) or a .tsr file")
     br.add_argument("--bits", type=int, default=8, help="weight bits of the timed export")
-    br.add_argument("--repeats", type=int, default=20)
-    br.add_argument("--batch", type=int, default=64)
+    br.add_argument("--repeats", type=_positive_int, default=20,
+                    help="timed utterances (the median is reported)")
+    br.add_argument("--batch", type=_positive_int, default=64,
+                    help="utterances per batch of the batched throughput run")
 
     bd = add(bsub, "device", cmd_bench_device, "the user's path through the protocol: words "
              "taught one at a time, asked about other recordings, silence and streams")
     bd.add_argument("--fsdd", required=True, metavar="DIR", help="FSDD-style folder "
                     "({digit}_{speaker}_{i}.wav)")
-    bd.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"])
+    bd.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"],
+                    help="the folder's speakers to teach and ask, one at a time")
     bd.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
                     help="vocabulary sizes (digits 0..N-1)")
     bd.add_argument("--port", help="device URL (default: sim:// with --model)")
     bd.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
     bd.add_argument("--minutes", type=_positive_float, default=2.0,
                     help="minutes of other words streamed for false detections")
-    bd.add_argument("--noise-minutes", type=_positive_float, default=1.0)
+    bd.add_argument("--noise-minutes", type=_positive_float, default=1.0,
+                    help="minutes of streamed noise and silence for the false-alarm rate")
     bd.add_argument("--no-stream", action="store_true", help="skip the streaming part")
 
     bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
     bp.add_argument("--parts", nargs="+", default=["fuzz", "lossy", "kill", "link", "pty"],
-                    choices=["fuzz", "lossy", "kill", "link", "pty"])
+                    choices=["fuzz", "lossy", "kill", "link", "pty"],
+                    help="which tests: fuzzed frames, a lossy link, device kills, the link "
+                         "budget, a real pseudo-terminal")
     bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
     bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
-    bp.add_argument("--kills", type=int, default=100)
+    bp.add_argument("--kills", type=_positive_int, default=100,
+                    help="device kills at random points of an enrollment")
 
     x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file")
     x.add_argument("model", help="model.pt or checkpoint.pt")
     x.add_argument("--out", required=True, help="output .tsr file")
     x.add_argument("--bits", type=int, default=8, help="core weight bits (2..8)")
-    x.add_argument("--readout-bits", type=int, default=8)
-    x.add_argument("--max-classes", type=int, default=32)
+    x.add_argument("--readout-bits", type=int, default=8,
+                   help="bits of a readout weight level (2..16)")
+    x.add_argument("--max-classes", type=int, default=32,
+                   help="readout columns: how many words a device can enroll (1..1024)")
     x.add_argument("--threshold", type=float, default=None, metavar="COS",
                    help="'none of these' below this cosine (default: the model's calibration."
                         "json, written by tessera calibrate)")
@@ -926,20 +966,23 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("model", help="a .tsr file")
     pa.add_argument("--data", required=True, help="corpus (its test split is used)")
     pa.add_argument("--limit", type=int, default=0, help="only the first N test utterances")
-    pa.add_argument("--no-progress", action="store_true")
+    pa.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     ce = add(sub, "chip-eval", cmd_chip_eval, "few-shot accuracy through the chip's own "
              "enrollment vs the float model, over bit widths and drift")
     ce.add_argument("model", help="model.pt (exported at each bit width)")
     ce.add_argument("--data", required=True, help="corpus")
-    ce.add_argument("--shots", nargs="+", type=int, default=[1, 5])
-    ce.add_argument("--episodes", type=int, default=600)
+    ce.add_argument("--shots", nargs="+", type=_positive_int, default=[1, 5],
+                    help="enrollment utterances per word")
+    ce.add_argument("--episodes", type=_positive_int, default=600,
+                    help="5-way episodes per row")
     ce.add_argument("--bits", nargs="+", type=int, default=[8], help="core weight bit widths")
     ce.add_argument("--drift", nargs="*", type=float, default=[], metavar="SECONDS",
                     help="also after these ages (last weight width), with and "
                          "without the chip's drift compensation")
-    ce.add_argument("--write-noise", type=float, default=0.0)
-    ce.add_argument("--no-progress", action="store_true")
+    ce.add_argument("--write-noise", type=float, default=0.0,
+                    help="RRAM write noise, a fraction of the level range (0.05: 5 %%)")
+    ce.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     dg = add(sub, "diagnose", cmd_diagnose, "where accuracy goes: TTS words under one channel "
              "condition at a time (band, loudness, microphone, room, noise, voice), and real "
@@ -948,8 +991,8 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--fsdd", metavar="DIR", help="a folder of {label}_{speaker}_{i}.wav "
                                                   "(validation data: nothing is fitted on it)")
     dg.add_argument("--no-tts", action="store_true", help="skip the TTS conditions")
-    dg.add_argument("--episodes", type=_positive_int, default=300)
-    dg.add_argument("--no-progress", action="store_true")
+    dg.add_argument("--episodes", type=_positive_int, default=300, help="5-way episodes per row")
+    dg.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
              "floor, confidence calibration) on a corpus's validation voices; writes "
              "calibration.json next to the model, which tessera export puts in the model file")
@@ -961,11 +1004,12 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--target-fa", type=_fraction, default=0.25,
                     help="false accepts of words not enrolled allowed on the validation "
                          "episodes (default 0.25: see BENCHMARKS.md for why not 0.05)")
-    cb.add_argument("--episodes", type=_positive_int, default=300)
+    cb.add_argument("--episodes", type=_positive_int, default=300,
+                    help="episodes whose answers fit the calibration")
     cb.add_argument("--bits", type=int, default=4, help="core weight bits of the chip")
     cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")
     cb.add_argument("--dry-run", action="store_true", help="report, do not write")
-    cb.add_argument("--no-progress", action="store_true")
+    cb.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     sm = add(sub, "sim", cmd_sim, "the firmware simulator as a serial device")
     sm.add_argument("--listen", metavar="URL", help="socket://127.0.0.1:PORT")
@@ -983,7 +1027,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="die between writing the new flash image and renaming it")
     sm.add_argument("--reboot-after", type=int, default=0, metavar="N",
                     help="power-cycle after every N-th request (RAM lost, flash kept)")
-    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--seed", type=int, default=0, help="seed of the simulated RRAM's noise")
     sm.add_argument("--model", help="model to boot with when the flash holds none (default: the "
                                     "committed default model at 4 bits)")
     sm.add_argument("--no-model", action="store_true", help="boot without a model")
@@ -1003,18 +1047,19 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     dev_cmd("info", "firmware, capabilities and the loaded model")
-    dev_cmd("load", "send a .tsr model (chunks with CRC, atomic commit)").add_argument("model")
+    dev_cmd("load", "send a .tsr model (chunks with CRC, atomic commit)").add_argument(
+        "model", help="a .tsr file (tessera export)")
     de = dev_cmd("enroll", "teach a word from one (or more) recordings: one readout update")
-    de.add_argument("--label", required=True)
-    de.add_argument("wavs", nargs="+", metavar="WAV")
+    de.add_argument("--label", required=True, help="the word's name on the device")
+    de.add_argument("wavs", nargs="+", metavar="WAV", help="its recordings: one is one shot")
     de.add_argument("--save", action="store_true", help="also write the device's flash")
     di = dev_cmd("infer", "recognise one recording, or every WAV of a folder (FSDD names or one "
                           "sub-folder per word): accuracy per word and a confusion matrix")
-    di.add_argument("wav", metavar="WAV|DIR")
+    di.add_argument("wav", metavar="WAV|DIR", help="a recording, or a folder of them")
     di.add_argument("--prefix", default="", help="folder mode: prepend this to each file's word "
                                                  "to get its label (e.g. d for d0..d9)")
     di.add_argument("--plot", metavar="PNG", help="folder mode: confusion matrix plot")
-    di.add_argument("--no-progress", action="store_true")
+    di.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     ds = dev_cmd("stream", "continuous detection: slide windows over a recording, an SHD-style "
                            "spike file or the microphone; print each word as it is detected")
     ds.add_argument("wav", nargs="?", metavar="WAV|H5", help="a WAV, or an h5 file in the SHD "
@@ -1036,14 +1081,15 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--save", action="store_true", help="also write the device's flash")
     dev_cmd("classes", "list the enrolled words")
     df = dev_cmd("forget", "remove an enrolled word")
-    df.add_argument("--label", required=True)
-    df.add_argument("--save", action="store_true")
+    df.add_argument("--label", required=True, help="the word to forget")
+    df.add_argument("--save", action="store_true", help="also write the device's flash")
     dev_cmd("stats", "device and chip counters")
 
     pt = add(sub, "protocol-test", cmd_protocol_test, "conformance suite against a device")
     pt.add_argument("url", help="pyserial URL of the device")
     pt.add_argument("--model", required=True, help="a .tsr model the suite loads")
-    pt.add_argument("--timeout", type=float, default=3.0)
+    pt.add_argument("--timeout", type=_positive_float, default=3.0,
+                    help="seconds to wait for each answer")
     pt.add_argument("--yes", action="store_true",
                     help="go on even though the device holds enrolled words (they are erased)")
 
@@ -1058,17 +1104,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (default: all)")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 %% CI)")
     e.add_argument("model", help="model.pt or checkpoint.pt")
+    e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     e.add_argument("--data", help="evaluate on other data (a WAV folder such as FSDD: all of it "
                                   "is test data, all its classes unseen)")
     e.add_argument("--split", nargs="+", default=["unseen"],
-                   choices=["unseen", "seen", "all", "val", "train"])
-    e.add_argument("--shots", nargs="+", type=int, default=[1, 5])
-    e.add_argument("--ways", type=int, default=None)
-    e.add_argument("--episodes", type=int, default=600)
-    e.add_argument("--inner-steps", type=int, default=1)
+                   choices=["unseen", "seen", "all", "val", "train"],
+                   help="unseen: new words by new voices; seen: training words by new voices; "
+                        "all: both; val, train: the voices of training")
+    e.add_argument("--shots", nargs="+", type=_positive_int, default=[1, 5],
+                   help="enrollment utterances per word")
+    e.add_argument("--ways", type=_positive_int, default=None,
+                   help="words per episode (default: the model's, 5)")
+    e.add_argument("--episodes", type=_positive_int, default=600, help="episodes per row")
+    e.add_argument("--inner-steps", type=_positive_int, default=1,
+                   help="readout updates (1: the device rule)")
     e.add_argument("--same-speaker", action="store_true",
                    help="shots and queries of a class from one speaker")
     e.add_argument("--cross-speaker", action="store_true",
@@ -1104,14 +1156,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add(sub, "demo", cmd_demo, "the main job: build the small corpus, summary, raster plot")
     d.add_argument("--out", default="tessera-demo", help="output folder")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--seed", type=int, default=0, help="seed of the demo's voices")
+    d.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:                         # name the subcommand whose options these are not
+        prog = getattr(args, "_prog", parser.prog)
+        parser.exit(2, f"tessera: error: {prog}: unrecognized arguments: {' '.join(extra)} "
+                       f"(see {prog} --help)\n")
     try:
         return int(args.func(args) or 0)
     except TesseraError as exc:

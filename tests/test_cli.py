@@ -115,3 +115,56 @@ def test_repeated_list_options_accumulate():
     assert a.compare == ["a.pt", "b.pt", "c.pt"]
     assert a.baselines == ["dtw", "dtw-envelope"]
     assert build_parser().parse_args(["eval", "m.pt"]).compare == []
+
+
+def _all_parsers():
+    import argparse
+
+    from tessera.cli import build_parser
+
+    todo = [build_parser()]
+    while todo:
+        p = todo.pop()
+        yield p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                todo += list(a.choices.values())
+
+
+def test_every_option_of_every_command_explains_itself():
+    """One convention for all commands: every argument has help; every option with a value shows
+    its default; no doubled %% reaches the reader; long commands take --no-progress."""
+    import argparse
+
+    parsers = list(_all_parsers())
+    assert len(parsers) > 25
+    for p in parsers:
+        text = p.format_help()
+        assert "%%" not in text, p.prog
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction,
+                              argparse._SubParsersAction)):
+                continue
+            assert a.help, f"{p.prog} {a.option_strings or a.dest}: no help text"
+            if a.option_strings and a.default not in (None, False, [], argparse.SUPPRESS):
+                shown = " ".join(map(str, a.default)) if isinstance(a.default, list) \
+                    else str(a.default)
+                line = p._get_formatter()._get_help_string(a)
+                assert "default" in line, f"{p.prog} {a.option_strings}: default {shown} not shown"
+    long = {"tessera corpus build", "tessera corpus info", "tessera train", "tessera eval", "tessera parity",
+            "tessera chip-eval", "tessera diagnose", "tessera calibrate", "tessera demo"}
+    for p in parsers:
+        if p.prog in long:
+            assert any("--no-progress" in a.option_strings for a in p._actions), p.prog
+
+
+def test_unknown_option_names_its_subcommand():
+    r = tessera("eval", "m.pt", "--bogus")
+    assert_clean_error(r, "tessera eval: unrecognized arguments: --bogus", "tessera eval --help")
+
+
+def test_train_on_missing_data_leaves_no_run_folder(tmp_path):
+    pytest.importorskip("torch")
+    r = tessera("train", "--data", tmp_path / "nope.h5", "--out", tmp_path / "run", "--no-progress")
+    assert_clean_error(r, "no such corpus", "nope.h5")
+    assert not (tmp_path / "run").exists()

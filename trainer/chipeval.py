@@ -47,7 +47,7 @@ def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
            progress: bool = False) -> dict:
     chip = Chip.load(model_path)
     tab = chip.tab
-    data = read_any(data_path)
+    data = read_any(data_path, progress=progress)
     if data.channels != tab.channels_total:
         raise InputError(f"data has {data.channels} channels, the model's front-end "
                          f"{tab.channels_total}", source=data_path)
@@ -142,7 +142,7 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
     from .export import ExportConfig, export_model
 
     cfg = model.config
-    data = read_any(data_path)
+    data = read_any(data_path, progress=progress)
     tasks = FewShotTasks(data.labels, data.speakers, data.split, unseen=tuple(cfg.data.unseen),
                          seed=cfg.train.seed)
     pool, _ = tasks.pool("unseen")

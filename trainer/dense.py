@@ -44,7 +44,7 @@ def dense_from_spikes(data: SpikeSet, steps: int, duration: float, k: int) -> De
 
 
 def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0, k: int = 3,
-               cache: bool = True) -> DenseSet:
+               cache: bool = True, progress: bool | None = None) -> DenseSet:
     path = os.fspath(path)
     st = os.stat(path)
     key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{steps}|"
@@ -57,7 +57,7 @@ def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0,
                                 list(z["label_names"]), list(z["speaker_names"]), path)
         except (OSError, ValueError, KeyError):
             pass
-    d = dense_from_spikes(read_any(path), steps, duration, k)
+    d = dense_from_spikes(read_any(path, progress=progress), steps, duration, k)
     if cache:
         os.makedirs(os.path.dirname(cfile), exist_ok=True)
         tmp = cfile + f".{os.getpid()}.tmp.npz"

@@ -216,7 +216,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     from .data import read_any
 
     chip = Chip.load(tsr)
-    data = read_any(data_path)
+    data = read_any(data_path, progress=progress)
     if data.channels != chip.tab.channels_total:
         raise InputError(f"data has {data.channels} channels, the model's front-end "
                          f"{chip.tab.channels_total}", source=data_path)

@@ -26,7 +26,7 @@ from .fewshot import MetaTrainer, evaluate, features_of
 __all__ = ["train", "load_model", "evaluate_model", "Model"]
 
 
-def _data(cfg: Config, extras: bool = False) -> DenseSet:
+def _data(cfg: Config, extras: bool = False, progress: bool | None = None) -> DenseSet:
     """The binned corpus; with ``extras`` also data.extra_corpora (for meta-training)."""
     if not cfg.data.corpus:
         raise InputError("config: data.corpus is empty (pass --data PATH or set data.corpus)")
@@ -34,8 +34,8 @@ def _data(cfg: Config, extras: bool = False) -> DenseSet:
     for path in paths:
         if not os.path.exists(path):
             raise InputError("no such corpus", source=path)
-    sets = [load_dense(p, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
-            for p in paths]
+    sets = [load_dense(p, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets,
+                       progress=progress) for p in paths]
     try:
         return with_training_extras(sets[0], sets[1:])
     except ValueError as exc:
@@ -110,9 +110,9 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
     """Meta-train; returns a summary with the final validation and test accuracies."""
     from tqdm import tqdm
 
+    data = _data(cfg, extras=True, progress=progress)   # bad data: no empty run folder left
     os.makedirs(out, exist_ok=True)
     ckpt = os.path.join(out, "checkpoint.pt")
-    data = _data(cfg, extras=True)
     tasks = _tasks(cfg, data)
     tr = _trainer(cfg, data, tasks)
     if resume and os.path.exists(ckpt):
@@ -365,12 +365,12 @@ def program_device(model: Model, weight_bits: int = 0, write_noise: float = 0.0,
             model.core.params[k].copy_(device_weight(w, cfg, gen))
 
 
-def eval_setup(model: Model, data_path: str | None) -> tuple:
+def eval_setup(model: Model, data_path: str | None, progress: bool | None = None) -> tuple:
     """(config, binned data, episode tasks, features of every utterance) for evaluations."""
     cfg = model.config
     if data_path:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
-    data = _data(cfg)
+    data = _data(cfg, progress=progress)
     feats = _model_features(model, data, cfg.data.corpus)
     # data that records no split (a WAV folder such as FSDD), or only test voices speaking other
     # words than SHD's 20 (a 'lang' or 'novel' corpus), never met the model: all test, all
