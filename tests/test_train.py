@@ -67,7 +67,8 @@ def test_eval_bad_checkpoint(tmp_path):
 @pytest.mark.parametrize("algorithm,extra", [("anil", []), ("maml", []), ("fomaml", []),
                                              ("reptile", []), ("transfer", []),
                                              ("anil", ['core.kind="gru"']),
-                                             ("anil", ["core.dense=true"])])
+                                             ("anil", ["core.dense=true"]),
+                                             ("anil", ["meta.global_weight=0.5"])])
 def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm, extra):
     import dataclasses
 
@@ -84,6 +85,7 @@ def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm, extra):
     tasks = _tasks(cfg, data)
     tr = _trainer(cfg, data, tasks)
     before = {k: v.detach().clone() for k, v in tr.core.params.items()}
+    head = {k: v.detach().clone() for k, v in tr.head.items()}
     info = tr.step(tasks.sampler("train", 5, 1, 2))
     assert 0.0 <= info["acc"] <= 1.0 and info["iteration"] == 1
     assert not torch.equal(before["w_rec"], tr.core.params["w_rec"])
@@ -95,6 +97,11 @@ def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm, extra):
         assert int(tr.core.masks["w_rec"].sum()) == 32 * 31
     if algorithm == "transfer":                       # a head over every seen class moved
         assert tr.head["w_cls"].shape[1] == len(tasks.seen) and tr.head["w_cls"].abs().sum() > 0
+    if extra == ["meta.global_weight=0.5"]:           # the cosine head over every seen word
+        assert tr.head["w_cls"].shape[1] == len(tasks.seen)
+        assert not torch.equal(head["w_cls"], tr.head["w_cls"])
+    else:
+        assert algorithm == "transfer" or not tr.head
 
 
 def test_eval_compares_baseline_models_on_the_same_episodes(small_corpus, tmp_path):
@@ -188,7 +195,8 @@ def test_margin_and_open_ways_need_the_prototype_rule():
 
     assert MetaConfig(margin=0.2).margin == 0.2
     for bad in (dict(margin=0.2, rule="softmax-step"), dict(margin=1.5),
-                dict(open_ways=2, rule="softmax-step"), dict(open_ways=-1)):
+                dict(open_ways=2, rule="softmax-step"), dict(open_ways=-1),
+                dict(global_weight=0.5, algorithm="maml"), dict(global_weight=-1.0)):
         with pytest.raises(ValueError):
             MetaConfig(**bad)
 

@@ -42,6 +42,7 @@ class RegConfig:
 class Batch:
     x: torch.Tensor
     tasks: list = field(default_factory=list)   # (support slice, query slice, y_s, y_q)
+    labels: np.ndarray | None = None            # every utterance's corpus class
 
 
 def ci95(acc: np.ndarray) -> float:
@@ -72,13 +73,17 @@ class MetaTrainer:
         if learn_lr:
             params += list(self.log_lr.values())
         self.head: dict[str, torch.Tensor] = {}
-        if meta.algorithm == "transfer":             # a classifier over every seen class
-            self.train_pool, seen = tasks.pool("train")
+        if meta.algorithm == "transfer" or meta.global_weight:   # a classifier over every
+            self.train_pool, seen = tasks.pool("train")           # seen class
             self.class_index = np.full(int(data.labels.max()) + 1, -1, np.int64)
             self.class_index[seen] = np.arange(seen.size)
             width = core_cfg.neurons * core_cfg.segments
-            self.head = {"w_cls": torch.zeros(width, seen.size, requires_grad=True),
-                         "b_cls": torch.zeros(seen.size, requires_grad=True)}
+            if meta.algorithm == "transfer":
+                self.head = {"w_cls": torch.zeros(width, seen.size, requires_grad=True),
+                             "b_cls": torch.zeros(seen.size, requires_grad=True)}
+            else:                                    # cosine: random unit columns
+                g = torch.Generator().manual_seed(seed + 2)
+                self.head = {"w_cls": torch.randn(width, seen.size, generator=g).requires_grad_()}
             params += list(self.head.values())
         self.opt = torch.optim.Adam(params, lr=meta.outer_lr)
         if core_cfg.kind == "lif" and not core_cfg.dense:
@@ -134,16 +139,17 @@ class MetaTrainer:
         return x
 
     def make_batch(self, sampler, count: int) -> Batch:
-        xs, tasks, offset = [], [], 0
+        xs, tasks, offset, labels = [], [], 0, []
         for _ in range(count):
             ep = sampler.episode(int(self.rng.integers(2**31)))
             idx = np.concatenate([ep.support, ep.query])
             xs.append(self._draw(idx))
+            labels.append(self.data.labels[idx])
             ns = ep.support.size
             tasks.append((slice(offset, offset + ns), slice(offset + ns, offset + idx.size),
                           torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)))
             offset += idx.size
-        return Batch(torch.from_numpy(np.concatenate(xs)), tasks)
+        return Batch(torch.from_numpy(np.concatenate(xs)), tasks, np.concatenate(labels))
 
     def _regularisers(self, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.core.params["w_rec"] * self.core.masks["w_rec"]
@@ -201,6 +207,11 @@ class MetaTrainer:
         task_loss = torch.stack(losses).mean()
         layout, rate_pen = self._regularisers(rate)
         total = task_loss + self.reg.layout_lambda * layout + self.reg.rate_lambda * rate_pen
+        if meta.global_weight and batch.labels is not None:
+            y = torch.from_numpy(self.class_index[batch.labels])
+            logits = lrs["w_out"].detach() * (F.normalize(phi, dim=1, eps=1e-8)
+                                              @ F.normalize(self.head["w_cls"], dim=0, eps=1e-8))
+            total = total + meta.global_weight * F.cross_entropy(logits, y)
         self.last_rate = float(rate.detach().mean())
         return total, dict(task_loss=float(task_loss.detach()), acc=float(torch.stack(accs).mean()),
                            layout=float(layout.detach()), rate=self.last_rate)

@@ -56,6 +56,9 @@ class MetaConfig:
     #                                  in training (AM-softmax: wider gaps between words)
     open_ways: int = 0               # prototype rule: words per episode that are NOT enrolled;
     #                                  their queries must answer "none" (a learned cosine threshold)
+    global_weight: float = 0.0       # anil: + this x a cosine classifier's cross-entropy over
+    #                                  every seen word on the episode's utterances (one word's
+    #                                  utterances pulled together across all voices, not 5 at a time)
 
     def __post_init__(self) -> None:
         if self.rule not in ("prototype", "softmax-step"):
@@ -66,6 +69,8 @@ class MetaConfig:
             raise ValueError("open_ways needs rule = 'prototype' and must be >= 0")
         if self.algorithm not in ("anil", "maml", "fomaml", "reptile", "transfer"):
             raise ValueError(f"unknown meta-learning algorithm {self.algorithm!r}")
+        if self.global_weight < 0 or (self.global_weight and self.algorithm != "anil"):
+            raise ValueError("global_weight needs algorithm = 'anil' and must be >= 0")
         if self.algorithm == "reptile" and self.inner_steps < 2:
             # from a zero readout the first step moves only the readout: the core needs a second
             raise ValueError("reptile needs inner_steps >= 2 (the readout starts at zero)")
