@@ -155,13 +155,28 @@ def main_loop(args) -> int:
         except ProtocolError as exc:
             raise InputError(str(exc), source=args.model) from None
     faults = LinkFaults(drop=args.drop, corrupt=args.corrupt, baud=args.baud or 0, seed=args.seed)
+
+    def announce(url: str) -> None:
+        """The port, once it is open: the bare URL, or with --json one JSON object."""
+        if getattr(args, "json", False):
+            import json
+
+            from .device import FIRMWARE_VERSION
+
+            info = dict(port=url, firmware=FIRMWARE_VERSION,
+                        model=getattr(args, "model", None), flash=args.flash,
+                        boot_error=fw.boot_error)
+            print(json.dumps(info), flush=True)
+        else:
+            print(url, flush=True)
+
     if args.pty:
-        serve_pty(fw, faults, announce=lambda p: (print(p, flush=True)))
+        serve_pty(fw, faults, announce=announce)
         return 0
     host, port = parse_listen(args.listen, args.bind_any)
 
     def ready(p):
-        print(f"socket://{host}:{p}", flush=True)
+        announce(f"socket://{host}:{p}")
 
     serve_socket(fw, host, port, faults, ready=ready)
     return 0

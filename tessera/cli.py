@@ -522,11 +522,29 @@ def cmd_device(args: argparse.Namespace) -> int:
             human = f"forgot {args.label!r}; classes {r['classes']}"
         else:                                            # stats
             r = dev.stats()
-            c = r.get("chip", {})
-            human = (f"device {r['device']}; chip: {c.get('steps', 0)} steps, {c.get('spikes', 0)}"
-                     f" spikes, {c.get('synops', 0)} synops, routing {c.get('routing_events_per_hop')}")
-    _emit(args, r, human)
+            human = _stats_text(r)
+    _emit(args, {k: v for k, v in r.items() if k not in PROTOCOL_FIELDS}, human)
     return 0
+
+
+PROTOCOL_FIELDS = ("v", "t", "id")      # the message envelope, not the answer
+
+
+def _stats_text(r: dict) -> str:
+    d, c = r.get("device", {}), r.get("chip", {})
+    dec = d.get("decoder", {})
+    bad = ", ".join(f"{k} {v}" for k, v in dec.items() if v) or "none"
+    hops = c.get("routing_events_per_hop") or {}
+    lines = [f"device: {d.get('requests', 0)} requests in {d.get('frames', 0)} frames "
+             f"({d.get('bad_frames', 0)} bad; decoder errors: {bad}), "
+             f"{d.get('duplicates', 0)} duplicates, {d.get('errors', 0)} errors, "
+             f"{d.get('boots', 0)} boot(s), flash generation {d.get('flash_generation', 0)}"
+             + (f"; boot error: {d['boot_error']}" if d.get("boot_error") else "")]
+    if c:
+        lines.append(f"chip: {c.get('steps', 0)} steps, {c.get('spikes', 0)} spikes, "
+                     f"{c.get('synops', 0)} synaptic operations, routing events per hop "
+                     + (", ".join(f"{h}: {n}" for h, n in hops.items()) or "none"))
+    return "\n".join(lines)
 
 
 def _cosine(text: str) -> float:
@@ -560,7 +578,7 @@ def _stream(args) -> int:
     events = []
 
     def show(e):
-        events.append(e)
+        events.append({k: v for k, v in e.items() if k not in PROTOCOL_FIELDS})
         if not args.json:
             print(_event_line(e), flush=True)
 

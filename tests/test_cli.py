@@ -168,3 +168,27 @@ def test_train_on_missing_data_leaves_no_run_folder(tmp_path):
     r = tessera("train", "--data", tmp_path / "nope.h5", "--out", tmp_path / "run", "--no-progress")
     assert_clean_error(r, "no such corpus", "nope.h5")
     assert not (tmp_path / "run").exists()
+
+
+def test_sim_and_device_json_are_plain_answers(tmp_path):
+    """`sim --json` announces its port as one JSON object; `device ... --json` answers without
+    the protocol's envelope (v, t, id); `device stats` reads as text, not a Python dict."""
+    import subprocess
+    import sys
+
+    sim = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--pty", "--json",
+                            "--flash", ""], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        first = json.loads(sim.stdout.readline())
+        assert first["port"].startswith("/dev/") and first["firmware"].startswith("tessera-sim")
+        info = tessera("device", "info", "--port", first["port"], "--json")
+        assert info.returncode == 0, info.stderr
+        answer = json.loads(info.stdout)
+        assert "firmware" in answer and not {"v", "t", "id"} & set(answer)
+        stats = tessera("device", "stats", "--port", first["port"])
+        assert stats.returncode == 0 and stats.stdout.startswith("device: ")
+        assert "{" not in stats.stdout and "requests" in stats.stdout
+    finally:
+        sim.kill()
+        sim.communicate()
