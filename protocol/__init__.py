@@ -1,4 +1,6 @@
 """tessera.protocol: host-device messages over a serial byte stream (numpy, msgpack, pyserial only).
 
-The message set and framing are specified in PROTOCOL.md once they exist (see the issue tracker).
+PROTOCOL.md specifies the framing (COBS frames with a CRC, :mod:`.framing`), the messages
+(:mod:`.messages`) and the spike encodings (:mod:`.spikes`); :class:`.client.Device` is the host's
+side and :mod:`.conformance` checks a device against the specification.
 """
