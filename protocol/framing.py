@@ -21,6 +21,8 @@ from __future__ import annotations
 import struct
 import zlib
 
+from ..runtime.errors import TesseraError
+
 __all__ = ["MAX_BODY", "MAX_WIRE", "cobs_encode", "cobs_decode", "encode_frame", "FrameDecoder",
            "FrameError"]
 
@@ -28,7 +30,7 @@ MAX_BODY = 16384                                  # bytes of one message (msgpac
 MAX_WIRE = MAX_BODY + 4 + MAX_BODY // 254 + 2     # its largest encoding, delimiter included
 
 
-class FrameError(ValueError):
+class FrameError(TesseraError, ValueError):
     """A frame that cannot be decoded; ``kind`` is one of crc, cobs, short, oversize."""
 
     def __init__(self, kind: str, message: str):

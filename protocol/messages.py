@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import msgpack
 
+from ..runtime.errors import TesseraError
 from .framing import MAX_BODY
 
 __all__ = ["VERSION", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError", "encode", "decode",
@@ -75,7 +76,7 @@ ERRORS: dict[int, tuple[str, str]] = {
 CODES = {name: code for code, (name, _) in ERRORS.items()}
 
 
-class ProtocolError(Exception):
+class ProtocolError(TesseraError):
     """A request the device answers with an ``error`` message (``rid``: the request's id when
     it could be read, else 0)."""
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runtime.errors import TesseraError
+
 __all__ = ["encode_spikes", "decode_spikes", "encode_events", "encode_bitmap", "SpikeDecodeError"]
 
 
-class SpikeDecodeError(ValueError):
-    pass
+class SpikeDecodeError(TesseraError, ValueError):
+    """Spike frames whose encoding cannot be decoded (the message names the problem)."""
 
 
 def _varints(values: np.ndarray) -> bytes:

@@ -2,7 +2,15 @@
 
 Every error that a user can cause with bad input (a wav, an h5 file, a model file, a frame, a
 command-line argument) is a :class:`TesseraError`. The CLI prints such an error as one line and
-exits non-zero; anything else is a bug and keeps its traceback.
+exits non-zero; anything else is a bug and keeps its traceback. The family::
+
+    TesseraError
+    +-- InputError (also a ValueError)      bad data, files and arguments   runtime/errors.py
+    +-- FrameError (also a ValueError)      a frame that does not decode    protocol/framing.py
+    +-- SpikeDecodeError (also ValueError)  spike frames that do not decode protocol/spikes.py
+    +-- ProtocolError                       a request answered with error   protocol/messages.py
+    +-- DeviceError, LinkError              the host's view of the device   protocol/client.py
+    +-- TTSUnavailable                      no speech synthesizer           trainer/tts.py
 """
 
 from __future__ import annotations

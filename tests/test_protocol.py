@@ -255,3 +255,19 @@ def test_device_cli_over_sim_url_and_mic_error(model4, fsdd):
         import sounddevice  # noqa: F401
     except (ImportError, OSError):
         assert_clean_error(tessera("device", "stream", "--port", url, "--mic"), "mic extra")
+
+
+def test_every_deliberate_error_is_a_tessera_error():
+    """One family: whatever tessera raises on purpose is caught by `except TesseraError`."""
+    from tessera.protocol.client import DeviceError, LinkError
+    from tessera.protocol.framing import FrameError, cobs_decode
+    from tessera.protocol.messages import ProtocolError
+    from tessera.protocol.spikes import SpikeDecodeError, decode_spikes
+    from tessera.runtime.errors import InputError, TesseraError
+
+    for cls in (InputError, FrameError, SpikeDecodeError, ProtocolError, DeviceError, LinkError):
+        assert issubclass(cls, TesseraError), cls
+    with pytest.raises(TesseraError):
+        cobs_decode(b"\x05\x01")                      # the block runs past the end
+    with pytest.raises(TesseraError):
+        decode_spikes("events", b"\xff\xff\xff\xff\xff", 10, 700)
