@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["factory_model"]
+__all__ = ["factory_model", "register_sim_urls"]
+
+
+def register_sim_urls() -> None:
+    """Teach pyserial the ``sim://`` URLs (:mod:`.protocol_sim`: this simulator in-process).
+
+    Called when this package is imported, so ``import tessera.firmware_sim`` is all a host
+    program needs before ``Device.open("sim://...")``; the protocol package itself knows nothing
+    of the simulator."""
+    import serial
+
+    if __name__ not in serial.protocol_handler_packages:
+        serial.protocol_handler_packages.append(__name__)
 
 
 def factory_model() -> str:
@@ -22,3 +34,6 @@ def factory_model() -> str:
         raise InputError("the package's factory model default-4bit.tsr is missing (a broken "
                          "install?)", source=path)
     return path
+
+
+register_sim_urls()

@@ -8,8 +8,8 @@ are what the host reads. No socket, no thread, no process: the tests' default tr
 ``tessera device`` command opens one) starts from an empty readout; with ``flash=F`` it boots from
 (and ``save`` writes) the image F. A device whose flash holds no model boots ``model`` (default:
 the package's factory model).
-:class:`~tessera.protocol.client.Device` registers this package with pyserial, so
-``Device.open("sim://")`` works anywhere.
+Importing :mod:`tessera.firmware_sim` registers this handler with pyserial
+(:func:`~tessera.firmware_sim.register_sim_urls`); then ``Device.open("sim://")`` works.
 """
 
 from __future__ import annotations

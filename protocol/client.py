@@ -2,7 +2,8 @@
 
 ``Device.open(url)`` takes any pyserial URL (``/dev/ttyUSB0`` with ``baudrate``, ``loop://``,
 ``socket://127.0.0.1:7700``, the pty path ``tessera sim --pty`` prints, or ``sim://?model=m.tsr``
-for the simulator in-process, see :mod:`tessera.firmware_sim.protocol_sim`). Each request gets a
+for the simulator in-process once :mod:`tessera.firmware_sim` is imported, see
+:mod:`tessera.firmware_sim.protocol_sim`). Each request gets a
 fresh id; when no answer with that id arrives within ``timeout`` the same frame is sent again (the
 device executes an id at most once), up to ``retries`` times. Device-initiated events that
 arrive meanwhile are queued in ``events``.
@@ -57,12 +58,14 @@ class Device:
              ) -> Device:
         import serial
 
-        if "tessera.firmware_sim" not in serial.protocol_handler_packages:
-            serial.protocol_handler_packages.append("tessera.firmware_sim")   # sim:// URLs
         try:
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
         except (serial.SerialException, ValueError, OSError) as exc:
-            raise InputError(f"cannot open the device link: {exc}", source=url) from None
+            hint = ""
+            if url.startswith("sim://") and "not known" in str(exc):
+                hint = (" (sim:// URLs are served by the simulator: import tessera.firmware_sim "
+                        "first, which registers them with pyserial)")
+            raise InputError(f"cannot open the device link: {exc}{hint}", source=url) from None
         dev = cls(port, timeout, retries)
         dev.info()
         return dev

@@ -469,6 +469,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _device(args):
+    import tessera.firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
     from tessera.protocol.client import Device
 
     return Device.open(getattr(args, "port", None) or args.url,

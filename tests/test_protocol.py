@@ -271,3 +271,19 @@ def test_every_deliberate_error_is_a_tessera_error():
         cobs_decode(b"\x05\x01")                      # the block runs past the end
     with pytest.raises(TesseraError):
         decode_spikes("events", b"\xff\xff\xff\xff\xff", 10, 700)
+
+
+def test_sim_urls_come_from_the_firmware_package():
+    """The protocol package knows nothing of the simulator: sim:// works once
+    tessera.firmware_sim is imported, and before that the error says what to do."""
+    code = ("from tessera.protocol.client import Device\n"
+            "from tessera.runtime.errors import InputError\n"
+            "try:\n    Device.open('sim://')\nexcept InputError as e:\n    print('ERR', e)\n"
+            "import tessera.firmware_sim\n"
+            "with Device.open('sim://') as d:\n    print('OK', d.info()['firmware'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    err, ok = r.stdout.strip().splitlines()
+    assert err.startswith("ERR sim://: cannot open the device link") and \
+        "import tessera.firmware_sim" in err
+    assert ok.startswith("OK tessera-sim")

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from .. import firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
 from ..protocol.client import Device
 from ..runtime.audio import load_audio
 
