@@ -138,46 +138,50 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
         os.close(slave)
 
 
-def main_loop(args) -> int:
-    fw = Firmware(flash_path=args.flash, ram_budget=args.ram, seed=args.seed)
+def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = False,
+              model: str | None = None, flash: str | None = "tessera-flash.img",
+              ram: int = 512 * 1024, seed: int = 0, drop: float = 0.0, corrupt: float = 0.0,
+              baud: int | None = None, crash_during_save: bool = False, reboot_after: int = 0,
+              json_out: bool = False) -> int:
+    """Serve one simulated device until killed: on a pseudo-terminal (``pty``) or a socket
+    (``listen``, ``socket://HOST:PORT``). It boots from ``flash`` (no flash image: ``None`` or
+    "") or else installs ``model``; ``drop``/``corrupt``/``baud`` shape the link, the other
+    options inject faults. The port is announced on stdout once it is open: the bare URL, or
+    one JSON object with ``json_out``."""
+    fw = Firmware(flash_path=flash, ram_budget=ram, seed=seed)
     if fw.boot_error:
-        print(f"tessera sim: {args.flash}: {fw.boot_error}; booting without it",
+        print(f"tessera sim: {flash}: {fw.boot_error}; booting without it",
               file=sys.stderr, flush=True)
-    fw.crash_during_save = args.crash_during_save
-    fw.reboot_after = args.reboot_after
-    if fw.chip is None and getattr(args, "model", None):
+    fw.crash_during_save = crash_during_save
+    fw.reboot_after = reboot_after
+    if fw.chip is None and model:
         from ..protocol.messages import ProtocolError
 
         try:
-            fw.install(open(args.model, "rb").read())
+            fw.install(open(model, "rb").read())
         except OSError as exc:
-            raise InputError(f"cannot read the model: {exc.strerror}", source=args.model) from None
+            raise InputError(f"cannot read the model: {exc.strerror}", source=model) from None
         except ProtocolError as exc:
-            raise InputError(str(exc), source=args.model) from None
-    faults = LinkFaults(drop=args.drop, corrupt=args.corrupt, baud=args.baud or 0, seed=args.seed)
+            raise InputError(str(exc), source=model) from None
+    faults = LinkFaults(drop=drop, corrupt=corrupt, baud=baud or 0, seed=seed)
 
     def announce(url: str) -> None:
-        """The port, once it is open: the bare URL, or with --json one JSON object."""
-        if getattr(args, "json", False):
+        if json_out:
             import json
 
             from .device import FIRMWARE_VERSION
 
-            info = dict(port=url, firmware=FIRMWARE_VERSION,
-                        model=getattr(args, "model", None), flash=args.flash,
-                        boot_error=fw.boot_error)
-            print(json.dumps(info), flush=True)
+            print(json.dumps(dict(port=url, firmware=FIRMWARE_VERSION, model=model, flash=flash,
+                                  boot_error=fw.boot_error)), flush=True)
         else:
             print(url, flush=True)
 
-    if args.pty:
+    if pty:
         serve_pty(fw, faults, announce=announce)
         return 0
-    host, port = parse_listen(args.listen, args.bind_any)
-
-    def ready(p):
-        announce(f"socket://{host}:{p}")
-
-    serve_socket(fw, host, port, faults, ready=ready)
+    if not listen:
+        raise InputError("the simulator needs a socket:// URL to listen on, or a pty")
+    host, port = parse_listen(listen, bind_any)
+    serve_socket(fw, host, port, faults, ready=lambda p: announce(f"socket://{host}:{p}"))
     return 0
 

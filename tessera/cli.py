@@ -465,7 +465,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise InputError("tessera sim needs --listen socket://127.0.0.1:PORT or --pty")
     if args.model is None and not args.no_model:
         args.model = _default_tsr()
-    return main_loop(args)
+    return main_loop(listen=args.listen, pty=args.pty, bind_any=args.bind_any, model=args.model,
+                     flash=args.flash, ram=args.ram, seed=args.seed, drop=args.drop,
+                     corrupt=args.corrupt, baud=args.baud, crash_during_save=args.crash_during_save,
+                     reboot_after=args.reboot_after, json_out=args.json)
 
 
 def _device(args):
