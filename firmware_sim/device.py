@@ -17,9 +17,16 @@ import numpy as np
 
 from ..protocol.framing import MAX_BODY, FrameDecoder, FrameError, encode_frame
 from ..protocol.messages import (
-    VERSION, ProtocolError, check_fields, decode, encode, error_message)
+    VERSION,
+    ProtocolError,
+    check_fields,
+    decode,
+    encode,
+    error_message,
+)
 from ..protocol.spikes import SpikeDecodeError, decode_spikes
 from ..runtime.chip import Chip, tables_of
+from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
 from ..runtime.model_format import decode_model, pack_ints, unpack_ints
 from ..runtime.rram import RRAMConfig
@@ -52,7 +59,7 @@ class Capabilities:
     max_classes = 64
     weight_bits = [2, 3, 4, 5, 6, 7, 8]
     encodings = ["events", "bitmap", "pcm16"]
-    sample_rates = [16000]
+    sample_rates = [SAMPLE_RATE]
 
 
 class Firmware:
@@ -379,9 +386,9 @@ class Firmware:
 
     def do_stream_audio(self, msg: dict) -> dict:
         chip = self._need_chip()
-        if msg["rate"] != 16000:
+        if msg["rate"] != SAMPLE_RATE:
             raise ProtocolError("BAD_AUDIO", f"sample rate {msg['rate']} Hz; the device's front-end "
-                                             f"runs at 16000 Hz (resample on the host)")
+                                             f"runs at {SAMPLE_RATE} Hz (resample on the host)")
         if len(msg["pcm"]) % 2:
             raise ProtocolError("BAD_AUDIO", "pcm16 data of an odd number of bytes")
         pcm = np.frombuffer(msg["pcm"], "<i2")

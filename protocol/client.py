@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError, TesseraError
 from .framing import FrameDecoder, encode_frame
 from .messages import ANSWERS, REQUESTS, VERSION, decode, encode
@@ -177,8 +178,8 @@ class Device:
         t0 = time.monotonic()
         for i in range(0, pcm.size, chunk):
             if realtime:
-                time.sleep(max(0.0, t0 + i / 16000.0 - time.monotonic()))
-            self.request({"t": "stream_audio", "rate": 16000, "pcm": pcm[i:i + chunk].tobytes()})
+                time.sleep(max(0.0, t0 + i / float(SAMPLE_RATE) - time.monotonic()))
+            self.request({"t": "stream_audio", "rate": SAMPLE_RATE, "pcm": pcm[i:i + chunk].tobytes()})
             self.drain(on_event)
 
     def drain(self, on_event=None) -> None:

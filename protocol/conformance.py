@@ -15,6 +15,7 @@ import zlib
 import numpy as np
 
 from ..runtime.chip import Chip
+from ..runtime.constants import SAMPLE_RATE
 from ..runtime.model_format import encode_model, read_model
 from .client import Device, DeviceError
 from .framing import MAX_WIRE, encode_frame
@@ -194,7 +195,7 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
     def _():
         _expect_error(lambda: dev.request({"t": "stream_audio", "rate": 44100,
                                            "pcm": b"\0\0" * 10}), "BAD_AUDIO")
-        _expect_error(lambda: dev.request({"t": "stream_audio", "rate": 16000,
+        _expect_error(lambda: dev.request({"t": "stream_audio", "rate": SAMPLE_RATE,
                                            "pcm": b"\0" * 7}), "BAD_AUDIO")
 
     @check("enroll without an utterance -> NO_UTTERANCE")

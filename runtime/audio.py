@@ -19,11 +19,12 @@ from math import gcd
 
 import numpy as np
 
+from .constants import SAMPLE_RATE
 from .errors import InputError
 
 __all__ = ["read_wav", "write_wav", "resample", "to_int16", "load_audio", "TARGET_RATE"]
 
-TARGET_RATE = 16000
+TARGET_RATE = SAMPLE_RATE
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 
 

@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .constants import SAMPLE_RATE
 from .errors import InputError
 from .model_format import ModelFile, read_model, unpack_ints
 from .rram import GF, RRAMArray, RRAMConfig
@@ -518,7 +519,7 @@ class Chip:
         c.steps += k
         return raster
 
-    def feed_audio(self, pcm: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+    def feed_audio(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """Stream audio through the model's integer front-end; returns the core's spikes.
 
         ``pcm``: int16 samples, or float samples in [-1, 1], at ``sample_rate`` Hz; other rates

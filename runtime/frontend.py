@@ -64,6 +64,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .constants import FRAME_SAMPLES, SAMPLE_RATE
 from .errors import InputError
 
 __all__ = [
@@ -92,12 +93,12 @@ class FrontendSpec:
     """
 
     channels: int = 700
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     f_lo: float = 50.0
     f_hi: float = 7600.0
     order: int = 4                # K: poles (modes) per channel
     bw_scale: float = 1.0         # two-sided 3 dB bandwidth in ERBs
-    hop: int = 16                 # H: samples per output step (1 ms at 16 kHz)
+    hop: int = FRAME_SAMPLES      # H: samples per output step (1 ms at 16 kHz)
     superblock: int = 4           # G: output steps per state update
     coef_bits: int = 24           # CB: fraction bits of the input coefficients
     trans_bits: int = 20          # TB: fraction bits of the mode transitions p^(jH)
@@ -114,7 +115,7 @@ class FrontendSpec:
         n_in = self.hop * self.superblock
         checks = [
             (self.channels >= 1, "channels must be >= 1"),
-            (self.sample_rate == 16000, "sample_rate must be 16000 (resample first)"),
+            (self.sample_rate == SAMPLE_RATE, f"sample_rate must be {SAMPLE_RATE} (resample first)"),
             (0 < self.f_lo < self.f_hi < self.sample_rate / 2, "need 0 < f_lo < f_hi < fs/2"),
             (1 <= self.order <= 8, "order must be 1..8"),
             (0.1 <= self.bw_scale <= 10, "bw_scale must be in [0.1, 10]"),

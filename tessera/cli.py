@@ -145,8 +145,15 @@ def _metrics_records(model_path: str) -> list[dict]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tessera.trainer.train import (
-        curves, curves_png, eval_setup, evaluate_model, incremental_eval, incremental_png,
-        load_model, topology_report)
+        curves,
+        curves_png,
+        eval_setup,
+        evaluate_model,
+        incremental_eval,
+        incremental_png,
+        load_model,
+        topology_report,
+    )
 
     model = load_model(args.model)
     if args.weight_bits or args.write_noise or args.drift:
@@ -417,11 +424,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    import tempfile
+
     from tessera.trainer.export import DEFAULT_CALIBRATION, ExportConfig, export_model
     from tessera.trainer.openset import calibrate
     from tessera.trainer.train import load_model
-
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         tsr = os.path.join(tmp, "m.tsr")
@@ -710,7 +717,9 @@ def _stream_mic(dev, show) -> None:
     import numpy as np
 
     try:
-        stream = sd.InputStream(samplerate=16000, channels=1, dtype="int16", blocksize=1600)
+        from tessera.runtime.constants import SAMPLE_RATE
+
+        stream = sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=1600)
     except Exception as exc:                              # noqa: BLE001 (PortAudio errors)
         raise InputError(f"no microphone to record from ({exc})") from None
     print("listening (Ctrl-C to stop)", file=sys.stderr)

@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from ..runtime.constants import SAMPLE_RATE
+
 __all__ = ["bench_frontend", "bench_runtime", "machine_info", "speechlike_signal"]
 
 
@@ -27,7 +29,7 @@ def machine_info() -> dict:
                 numpy=np.__version__, date=_dt.date.today().isoformat())
 
 
-def speechlike_signal(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:
+def speechlike_signal(seconds: float, seed: int = 0, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Seeded int16 test signal: voiced harmonic complexes with gliding pitch, bursts of noise."""
     rng = np.random.default_rng(seed)
     n = int(seconds * rate)
@@ -51,7 +53,7 @@ def bench_frontend(channels: int = 700, seconds: float = 10.0, repeats: int = 5,
     spec = FrontendSpec(channels=channels)
     fe = Cochlea(spec)
     pcm = speechlike_signal(seconds)
-    fe.encode(pcm[:16000])                                   # warm-up
+    fe.encode(pcm[:SAMPLE_RATE])                                   # warm-up
     whole = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -18,6 +18,7 @@ import numpy as np
 from .. import firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
 from ..protocol.client import Device
 from ..runtime.audio import load_audio
+from ..runtime.constants import SAMPLE_RATE
 
 __all__ = ["enroll_path", "false_detections"]
 
@@ -68,7 +69,7 @@ def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
                             near += r["best"] == f"d{w}"
                             none += r["label"] is None
                             total += 1
-                    silence = dev.infer_pcm(np.zeros(16000, np.int16))["label"]
+                    silence = dev.infer_pcm(np.zeros(SAMPLE_RATE, np.int16))["label"]
                 rows.append(dict(speaker=spk, words=n, order="forward" if order == words else
                                  "reverse", accuracy=round(ok / total, 4),
                                  nearest_accuracy=round(near / total, 4), answered_none=none,
@@ -87,9 +88,9 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
     rng = np.random.default_rng(seed)
     others = [p for w in range(10) if w not in enrolled for p in _files(folder, speaker, w)]
     parts, total = [], 0
-    while total < minutes * 60 * 16000:
+    while total < minutes * 60 * SAMPLE_RATE:
         pcm = load_audio(others[rng.integers(len(others))])
-        gap = np.zeros(int(rng.uniform(0.3, 1.5) * 16000), np.int16)
+        gap = np.zeros(int(rng.uniform(0.3, 1.5) * SAMPLE_RATE), np.int16)
         parts += [pcm, gap]
         total += pcm.size + gap.size
     speech = np.concatenate(parts)
@@ -105,7 +106,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
         for name, pcm in (("speech_of_other_words", speech), ("noise", noise)):
             t0 = time.perf_counter()
             events = _detections(dev, pcm)
-            mins = pcm.size / 16000 / 60
+            mins = pcm.size / SAMPLE_RATE / 60
             out[name] = dict(minutes=round(mins, 2), detections=len(events),
                              per_minute=round(len(events) / mins, 3),
                              labels=sorted({e["label"] for e in events}),
@@ -115,9 +116,9 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
         for w in enrolled:
             for p in _files(folder, speaker, w)[1:6]:
                 pcm = load_audio(p)
-                parts += [pcm, np.zeros(16000, np.int16)]
+                parts += [pcm, np.zeros(SAMPLE_RATE, np.int16)]
                 spans.append((at // 16, (at + pcm.size) // 16, f"d{w}"))
-                at += pcm.size + 16000
+                at += pcm.size + SAMPLE_RATE
         events = _detections(dev, np.concatenate(parts))
 
         def hit(e, span):                        # the event names the word its window overlaps

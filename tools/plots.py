@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from ..runtime.constants import SAMPLE_RATE
+
 __all__ = ["raster_png", "rasters_png", "learning_curve_png", "layout_heatmap_png", "save_png",
            "confusion_png", "hits_png"]
 
@@ -38,7 +40,7 @@ def _draw_raster(ax, times: np.ndarray, units: np.ndarray, channels: int, title:
 
 
 def raster_png(path: str | os.PathLike, times: np.ndarray, units: np.ndarray, channels: int,
-               title: str = "", audio: np.ndarray | None = None, sample_rate: int = 16000) -> str:
+               title: str = "", audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE) -> str:
     """Spike raster (time in s, unit index) of one utterance, with its waveform above if given."""
     plt = _plt()
     rows = 2 if audio is not None else 1

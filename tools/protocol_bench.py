@@ -30,6 +30,7 @@ from ..firmware_sim.sim import LinkFaults, serve_socket
 from ..protocol.framing import FrameDecoder, encode_frame
 from ..protocol.messages import CODES, decode, encode
 from ..protocol.spikes import encode_bitmap, encode_events
+from ..runtime.constants import SAMPLE_RATE
 
 __all__ = ["fuzz", "lossy_enroll", "kill_during_save", "link_budget", "pty_enroll",
            "synthetic_frames", "start_socket_sim"]
@@ -56,7 +57,7 @@ def _valid_messages(rng, channels: int) -> list[dict]:
         {"t": "hello", "versions": [1]},
         {"t": "stream_spikes", "encoding": "events", "steps": 20, "data": encode_events(f)},
         {"t": "stream_spikes", "encoding": "bitmap", "steps": 20, "data": encode_bitmap(f)},
-        {"t": "stream_audio", "rate": 16000, "pcm": pcm},
+        {"t": "stream_audio", "rate": SAMPLE_RATE, "pcm": pcm},
         {"t": "list_classes"}, {"t": "get_stats"}, {"t": "reset_state"},
         {"t": "enroll", "label": "w%d" % rng.integers(3)}, {"t": "end_of_utterance"},
         {"t": "forget", "label": "w%d" % rng.integers(3)},
@@ -268,7 +269,7 @@ def link_budget(model_path: str, seconds: float = 5.0, baud: int = 921600) -> di
             out[f"spikes_{name}_{enc}_headroom"] = round(link / bps, 2)
     total = 0
     for i in range(0, pcm.size, 1600):
-        total += len(encode_frame(encode({"t": "stream_audio", "id": 4000000000, "rate": 16000,
+        total += len(encode_frame(encode({"t": "stream_audio", "id": 4000000000, "rate": SAMPLE_RATE,
                                           "pcm": pcm[i:i + 1600].tobytes()})))
     out["audio_bytes_per_s"] = round(total / seconds)
     out["audio_headroom"] = round(link / (total / seconds), 2)

@@ -20,9 +20,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
 
-RATE = 16000
+RATE = SAMPLE_RATE
 
 __all__ = ["band_limit", "telephone", "mic_colour", "reverb", "speed", "vtlp", "add_noise",
            "Augment", "AUGMENT_PRESETS", "pink_noise"]

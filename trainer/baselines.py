@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runtime.constants import SAMPLE_RATE
 from .dense import DenseSet
 from .episodes import FewShotTasks
 from .fewshot import ci95
@@ -57,7 +58,7 @@ def log_envelopes(pcm: np.ndarray, channels: int = 128, duration: float = 1.0,
     first ``duration`` seconds of 16 kHz audio (zero-padded): (frames, channels)."""
     from ..runtime.frontend import erb_space
 
-    rate, n_fft = 16000, 512
+    rate, n_fft = SAMPLE_RATE, 512
     hop = int(hop_s * rate)
     n = int(duration * rate)
     x = np.zeros(n + n_fft)

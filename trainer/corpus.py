@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..runtime.audio import resample, to_int16
+from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
 from ..runtime.frontend import Cochlea, FrontendSpec
 from .augment import pink_noise
@@ -269,7 +270,7 @@ def _render(job: dict, spk: dict, cfg: CorpusConfig, tts) -> tuple[np.ndarray, d
 
     rng = np.random.default_rng([cfg.seed, job["index"]])
     raw, rate_in, prosody = _synth(job, spk, cfg, tts, rng)
-    speech = resample(raw, rate_in, 16000)
+    speech = resample(raw, rate_in, SAMPLE_RATE)
     peak = float(np.max(np.abs(speech))) if speech.size else 0.0
     if peak <= 0:
         raise RuntimeError(f"{cfg.engine} produced silence for {job['word']!r} by {spk['name']}")
@@ -282,7 +283,7 @@ def _render(job: dict, spk: dict, cfg: CorpusConfig, tts) -> tuple[np.ndarray, d
     gain_db = float(rng.uniform(*cfg.gain_db))
     speech = speech / peak * 10 ** (gain_db / 20)
     onset = float(rng.uniform(*cfg.onset_s))
-    n_on, n_tail = int(onset * 16000), int(cfg.tail_s * 16000)
+    n_on, n_tail = int(onset * SAMPLE_RATE), int(cfg.tail_s * SAMPLE_RATE)
     x = np.concatenate([np.zeros(n_on, np.float32), speech, np.zeros(n_tail, np.float32)])
     snr_db = float(rng.uniform(*cfg.snr_db))
     pink = bool(rng.integers(2))
@@ -299,7 +300,7 @@ def _render(job: dict, spk: dict, cfg: CorpusConfig, tts) -> tuple[np.ndarray, d
         x = add_noise(x, arng, snr_db, rms, kind)
     x, band = aug.band(x, arng)
     meta = dict(**prosody, gain_db=gain_db, snr_db=snr_db, onset_s=onset, noise=kind,
-                duration_s=x.size / 16000, augment=aug.describe(aug_meta, band))
+                duration_s=x.size / SAMPLE_RATE, augment=aug.describe(aug_meta, band))
     return to_int16(x), meta
 
 
@@ -379,7 +380,7 @@ def build_corpus(path: str | os.PathLike, cfg: CorpusConfig, *, workers: int | N
             pcm = h5.create_dataset("audio/pcm", (len(jobs),), dtype=h5py.vlen_dtype(np.int16))
             for i, r in enumerate(results):
                 pcm[i] = r[4]
-            pcm.attrs["sample_rate"] = 16000
+            pcm.attrs["sample_rate"] = SAMPLE_RATE
     os.replace(tmp, path)                                    # never leave a half-written file
     n_spikes = np.array([r[1].size for r in results])
     dur = np.array([r[3]["duration_s"] for r in results])

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..runtime.audio import to_int16
+from ..runtime.constants import SAMPLE_RATE
 from ..runtime.frontend import Cochlea
 from . import augment as A
 from .data import SpikeSet
@@ -151,7 +152,7 @@ def align_onset(x: np.ndarray, lead_s: float = 0.1, floor_db: float = -30.0) -> 
         return x
     rms = np.sqrt(np.mean(x[:n].reshape(-1, 160) ** 2, axis=1) + 1e-12)
     first = int(np.nonzero(20 * np.log10(rms / rms.max()) > floor_db)[0][0]) * 160
-    lead = int(lead_s * 16000)
+    lead = int(lead_s * SAMPLE_RATE)
     return np.concatenate([np.zeros(max(lead - first, 0), np.float32), x[max(first - lead, 0):]])
 
 

@@ -27,6 +27,7 @@ import os
 import numpy as np
 
 from ..runtime.chip import Chip, events_to_frames
+from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
 
 __all__ = ["chip_features", "noise_clips", "open_set_episodes", "fit_calibration", "calibrate",
@@ -54,7 +55,7 @@ def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64
             np.concatenate(spikes) if spikes else np.zeros(0, np.int64))
 
 
-def noise_clips(seconds: float = 1.0, count: int = 12, seed: int = 0, rate: int = 16000):
+def noise_clips(seconds: float = 1.0, count: int = 12, seed: int = 0, rate: int = SAMPLE_RATE):
     """Silence and noise (white, pink, brown, hum) at several levels, int16 PCM clips."""
     rng = np.random.default_rng(seed)
     n = int(seconds * rate)
@@ -85,7 +86,7 @@ def pcm_features(chip: Chip, clips) -> tuple[np.ndarray, np.ndarray]:
     phis, spikes = [], []
     for _, pcm in clips:
         chip.reset()
-        chip.feed_audio(pcm, 16000)
+        chip.feed_audio(pcm, SAMPLE_RATE)
         phis.append(chip.features())
         spikes.append(chip.window_inputs)
     chip.reset()
