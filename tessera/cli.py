@@ -118,6 +118,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         set_blas_threads(args.threads)
     s = train(cfg, args.out, resume=args.resume, progress=_show_progress(args))
+    from tessera.tools.plots import learning_curve_png
+
+    s["learning_curve_png"] = learning_curve_png(
+        os.path.join(args.out, "learning-curve.png"),
+        _metrics_records(os.path.join(args.out, "model.pt")), title=args.out)
     lines = [f"trained {s['iterations']} iterations in {s['seconds']} s -> {args.out}/model.pt"
              + (" (stopped at the time limit)" if s["stopped_early"] else ""),
              f"  inner learning rate {s['inner_lr']}, mean firing rate {s['rate']:.4f} per step"]
@@ -144,16 +149,10 @@ def _metrics_records(model_path: str) -> list[dict]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tessera.trainer.train import (
-        curves,
-        curves_png,
-        eval_setup,
-        evaluate_model,
-        incremental_eval,
-        incremental_png,
-        load_model,
-        topology_report,
-    )
+    from tessera.tools import plots
+    from tessera.trainer.storage import load_model
+    from tessera.trainer.train import (curves, eval_setup, evaluate_model, incremental_eval,
+                                       topology_report)
 
     model = load_model(args.model)
     if args.weight_bits or args.write_noise or args.drift:
@@ -209,14 +208,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             else:
                 head["incremental"] = inc
             png = f"{stem}-{spk}.png" if spk else f"{stem}.png"
-            inc["png"] = incremental_png(png, inc)
+            inc["png"] = plots.incremental_png(png, inc)
             lines.append(f"  class-incremental{' by ' + spk if spk else ''}, {inc['shots']}-shot, "
                          f"{len(inc['enrolled'])} words: "
                          + " ".join(f"{100 * a:.0f}" for a in inc["accuracy"]) + f" % ({png})")
     if args.curves:
         c = curves(model, args.data, episodes=max(50, args.episodes // 3), setup=setup)
         head["curves"] = c
-        head["curves_png"] = curves_png(args.curves, c)
+        head["curves_png"] = plots.curves_png(args.curves, c)
         lines.append(f"  accuracy against inner steps and shots: {args.curves}")
     for r in results:
         extra = ""
@@ -345,7 +344,7 @@ def _default_tsr() -> str:
 # ---------------------------------------------------------------- export / parity / chip-eval
 def cmd_export(args: argparse.Namespace) -> int:
     from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.train import load_model
+    from tessera.trainer.storage import load_model
 
     model = load_model(args.model)
     cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
@@ -371,7 +370,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 def cmd_chip_eval(args: argparse.Namespace) -> int:
     from tessera.trainer.chipeval import chip_accuracy
-    from tessera.trainer.train import load_model
+    from tessera.trainer.storage import load_model
 
     model = load_model(args.model)
     r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),
@@ -396,7 +395,7 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from tessera.trainer import diagnose as D
-    from tessera.trainer.train import load_model
+    from tessera.trainer.storage import load_model
 
     model = load_model(args.model)
     progress = _show_progress(args)
@@ -428,7 +427,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from tessera.trainer.export import DEFAULT_CALIBRATION, ExportConfig, export_model
     from tessera.trainer.openset import calibrate
-    from tessera.trainer.train import load_model
+    from tessera.trainer.storage import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tsr = os.path.join(tmp, "m.tsr")
@@ -811,7 +810,7 @@ def _demo_chip(data, out: str) -> dict:
 
     from tessera.runtime.chip import Chip, events_to_frames
     from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.train import load_model
+    from tessera.trainer.storage import load_model
 
     path = os.path.join(out, "model-4bit.tsr")
     size = export_model(load_model(_default_model()), path, ExportConfig(weight_bits=4))["bytes"]

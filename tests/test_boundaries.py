@@ -89,3 +89,42 @@ def test_device_only_install_runs_sim_and_device_commands(tmp_path):
         assert r.returncode == 0 and json.loads(r.stdout)["model"]["bytes"] > 0, r.stderr
     finally:
         sim.kill()
+
+
+def test_packages_import_only_downwards():
+    """The layering, read from every import statement (also those inside functions): runtime
+    imports no other tessera package; protocol only runtime; firmware_sim runtime and protocol;
+    the trainer runtime (never tools, protocol or firmware_sim); tools anything below the CLI."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    allowed = {"runtime": {"runtime"}, "protocol": {"protocol", "runtime"},
+               "firmware_sim": {"firmware_sim", "runtime", "protocol"},
+               "trainer": {"trainer", "runtime"},
+               "tools": {"tools", "runtime", "protocol", "firmware_sim", "trainer"}}
+    bad = []
+    for pkg, ok in allowed.items():
+        files = sorted((root / pkg).glob("*.py"))
+        assert files, pkg
+        for f in files:
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    if node.level >= 2 and node.module:          # from ..x import
+                        target = node.module.split(".")[0]
+                    elif node.level >= 2:                        # from .. import x
+                        target = node.names[0].name
+                    elif node.level == 0 and (node.module or "").startswith("tessera."):
+                        target = node.module.split(".")[1]
+                    else:
+                        continue
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names if a.name.startswith("tessera.")]
+                    if not names:
+                        continue
+                    target = names[0].split(".")[1]
+                else:
+                    continue
+                if target not in ok:
+                    bad.append(f"{pkg}/{f.name}:{node.lineno} imports {target}")
+    assert not bad, bad

@@ -129,7 +129,7 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
         import torch
 
         from ..trainer.export import ExportConfig, export_model
-        from ..trainer.train import load_model
+        from ..trainer.storage import load_model
 
         torch.set_num_threads(1)
         float_model = load_model(model_path)

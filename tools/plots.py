@@ -171,3 +171,31 @@ def hits_png(path: str | os.PathLike, curves: dict[str, dict],
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return save_png(fig, path, title)
+
+
+def curves_png(path: str, c: dict) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    k = c["inner_steps"][0]["shots"]
+    for ax, key, xlabel in ((axes[0], "inner_steps", f"inner steps ({k}-shot)"),
+                            (axes[1], "shots", "shots (one inner step)")):
+        xs = [r[key] for r in c[key]]
+        ys = [100 * r["accuracy"] for r in c[key]]
+        err = [100 * r["ci95"] for r in c[key]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("5-way accuracy, unseen classes (%)")
+        ax.grid(alpha=0.3)
+    return save_png(fig, path)
+
+
+def incremental_png(path: str, r: dict) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(r["enrolled"], [100 * a for a in r["accuracy"]],
+                yerr=[100 * c for c in r["ci95"]], marker="o", capsize=3)
+    ax.set_xlabel("words enrolled (one at a time, one readout step each)")
+    ax.set_ylabel(f"accuracy over all enrolled words (%), {r['shots']}-shot")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    return save_png(fig, path)

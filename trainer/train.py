@@ -3,8 +3,7 @@
 A run directory holds ``config.toml``-equivalent JSON (``config.json``), ``metrics.jsonl`` (one
 JSON object per iteration and per evaluation), ``checkpoint.pt`` (resumable: parameters, masks,
 meta-learned learning rates, Adam state, iteration, random state) and ``model.pt`` (the final
-model). Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain
-containers only, nothing unpickled beyond that.
+model); their format and :class:`Model`, the trained model, live in :mod:`.storage`.
 """
 
 from __future__ import annotations
@@ -18,10 +17,12 @@ import numpy as np
 import torch
 
 from ..runtime.errors import InputError
-from .config import Config, config_from_dict, config_to_dict
+from .config import Config, config_to_dict
 from .dense import DenseSet, load_dense, with_training_extras
 from .episodes import FewShotTasks
 from .fewshot import MetaTrainer, evaluate, features_of
+from .storage import (Model, checkpoint_state, load_checkpoint, load_model, restore_trainer,
+                      save_checkpoint)
 
 __all__ = ["train", "load_model", "evaluate_model", "Model"]
 
@@ -58,54 +59,6 @@ def _trainer(cfg: Config, data: DenseSet, tasks: FewShotTasks) -> MetaTrainer:
     return MetaTrainer(core_cfg, cfg.meta, cfg.reg, data, tasks, seed=cfg.train.seed, rram=cfg.rram)
 
 
-def _state(tr: MetaTrainer, cfg: Config, extra: dict | None = None) -> dict:
-    return dict(format="tessera-checkpoint/1", config=json.dumps(config_to_dict(cfg)),
-                core=json.dumps(dataclasses.asdict(tr.cfg)), iteration=tr.iteration,
-                params={k: v.detach().clone() for k, v in tr.core.params.items()},
-                masks={k: v.clone() for k, v in tr.core.masks.items()},
-                log_lr={k: v.detach().clone() for k, v in tr.log_lr.items()},
-                opt=tr.opt.state_dict(), rng=json.dumps(tr.rng.bit_generator.state),
-                torch_rng=torch.get_rng_state(), extra=json.dumps(extra or {}),
-                head={k: v.detach().clone() for k, v in tr.head.items()})
-
-
-def _save(path: str, state: dict) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load_state(path: str) -> dict:
-    if not os.path.exists(path):
-        raise InputError("no such checkpoint", source=path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:                                     # noqa: BLE001  (torch raises many)
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"not a readable tessera checkpoint ({type(exc).__name__}: {first})",
-                         source=path) from None
-    if not isinstance(state, dict) or state.get("format") != "tessera-checkpoint/1":
-        raise InputError("not a tessera checkpoint (format tag missing)", source=path)
-    return state
-
-
-def _restore(tr: MetaTrainer, state: dict) -> None:
-    with torch.no_grad():
-        for k, v in state["params"].items():
-            tr.core.params[k].copy_(v)
-        for k, v in state["masks"].items():
-            tr.core.masks[k].copy_(v)
-        for k, v in state["log_lr"].items():
-            tr.log_lr[k].copy_(v)
-        for k, v in state.get("head", {}).items():
-            tr.head[k].copy_(v)
-    tr.opt.load_state_dict(state["opt"])
-    tr.rng.bit_generator.state = json.loads(state["rng"])
-    torch.set_rng_state(state["torch_rng"])
-    tr.iteration = int(state["iteration"])
-    tr.refresh_cost()
-
-
 def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True) -> dict:
     """Meta-train; returns a summary with the final validation and test accuracies."""
     from tqdm import tqdm
@@ -116,10 +69,10 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
     tasks = _tasks(cfg, data)
     tr = _trainer(cfg, data, tasks)
     if resume and os.path.exists(ckpt):
-        state = _load_state(ckpt)
+        state = load_checkpoint(ckpt)
         if json.loads(state["config"]) != config_to_dict(cfg):
             raise InputError("--resume with a different config than the checkpoint's", source=ckpt)
-        _restore(tr, state)
+        restore_trainer(tr, state)
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(config_to_dict(cfg), fh, indent=1)
     samplers = {k: tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
@@ -150,7 +103,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
                     log.write(json.dumps(dict(eval="val", skipped=str(exc))) + "\n")
                 log.flush()
             if tr.iteration % cfg.train.checkpoint_every == 0:
-                _save(ckpt, _state(tr, cfg))
+                save_checkpoint(ckpt, checkpoint_state(tr, cfg))
             if cfg.train.time_limit_s and time.time() - t0 > cfg.train.time_limit_s:
                 stopped_early = True
                 break
@@ -158,7 +111,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
         bar.close()
         log.close()
     seconds = time.time() - t0
-    _save(ckpt, _state(tr, cfg))
+    save_checkpoint(ckpt, checkpoint_state(tr, cfg))
     results, skipped = [], []
     for k in (1, 5):
         try:
@@ -171,55 +124,12 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
                    stopped_early=stopped_early, rate=float(tr.last_rate),
                    inner_lr=round(float(tr.lrs()["w_out"].detach()), 3), results=results,
                    skipped=skipped)
-    final = _state(tr, cfg, summary)
+    final = checkpoint_state(tr, cfg, summary)
     final.pop("opt")                                 # the model file needs no optimizer state
-    _save(os.path.join(out, "model.pt"), final)
-    from ..tools.plots import learning_curve_png
-
-    with open(os.path.join(out, "metrics.jsonl")) as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
-    summary["learning_curve_png"] = learning_curve_png(os.path.join(out, "learning-curve.png"),
-                                                       records, title=out)
+    save_checkpoint(os.path.join(out, "model.pt"), final)
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
     return summary
-
-
-class Model:
-    """A trained model loaded from ``model.pt`` / ``checkpoint.pt`` (frozen core + rule)."""
-
-    def __init__(self, path: str):
-        state = _load_state(path)
-        self.path = path
-        self.config = config_from_dict(json.loads(state["config"]))
-        from .model import Core, CoreConfig
-
-        core_cfg = CoreConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in json.loads(state["core"]).items()})
-        self.core = Core(core_cfg)
-        with torch.no_grad():
-            for k, v in state["params"].items():
-                self.core.params[k].copy_(v)
-            for k, v in state["masks"].items():
-                self.core.masks[k].copy_(v)
-        self.lrs = {k: v.exp() for k, v in state["log_lr"].items()}
-        self.iteration = int(state["iteration"])
-        self.extra = json.loads(state.get("extra", "{}"))
-
-    @property
-    def method(self) -> str:
-        """What the model is, for result tables: tessera, dense-srnn, gru or transfer."""
-        if self.config.meta.algorithm == "transfer":
-            return "transfer"
-        if self.core.cfg.kind == "gru":
-            return "gru"
-        if self.core.cfg.dense:
-            return "dense-srnn"
-        return "tessera" if self.config.meta.algorithm == "anil" else self.config.meta.algorithm
-
-
-def load_model(path: str) -> Model:
-    return Model(path)
 
 
 def topology_report(model: Model) -> dict:
@@ -258,24 +168,6 @@ def curves(model: Model, data_path: str | None = None, episodes: int = 200,
         except InputError:
             break
     return dict(inner_steps=by_steps, shots=by_shots)
-
-
-def curves_png(path: str, c: dict) -> str:
-    from ..tools.plots import _plt, save_png
-
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    k = c["inner_steps"][0]["shots"]
-    for ax, key, xlabel in ((axes[0], "inner_steps", f"inner steps ({k}-shot)"),
-                            (axes[1], "shots", "shots (one inner step)")):
-        xs = [r[key] for r in c[key]]
-        ys = [100 * r["accuracy"] for r in c[key]]
-        err = [100 * r["ci95"] for r in c[key]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("5-way accuracy, unseen classes (%)")
-        ax.grid(alpha=0.3)
-    return save_png(fig, path)
 
 
 def _model_features(model: Model, data: DenseSet, source: str) -> torch.Tensor:
@@ -329,20 +221,6 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50,
     out["speaker"] = speaker
     out["label_names"] = [data.label_names[c] for c in classes]
     return out
-
-
-def incremental_png(path: str, r: dict) -> str:
-    from ..tools.plots import _plt, save_png
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(r["enrolled"], [100 * a for a in r["accuracy"]],
-                yerr=[100 * c for c in r["ci95"]], marker="o", capsize=3)
-    ax.set_xlabel("words enrolled (one at a time, one readout step each)")
-    ax.set_ylabel(f"accuracy over all enrolled words (%), {r['shots']}-shot")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    return save_png(fig, path)
 
 
 def program_device(model: Model, weight_bits: int = 0, write_noise: float = 0.0,
