@@ -80,6 +80,10 @@ def _req(d: dict, key: str, kind, where: str):
         raise InputError(f"model field {where}.{key} must be an integer, got {type(v).__name__}")
     if kind is str and not isinstance(v, str):
         raise InputError(f"model field {where}.{key} must be a string")
+    if kind is dict and not isinstance(v, dict):
+        raise InputError(f"model field {where}.{key} must be a packed array (a map)")
+    if kind is list and not isinstance(v, list):
+        raise InputError(f"model field {where}.{key} must be a list")
     return v
 
 
@@ -146,88 +150,132 @@ class ChipTables:
         return np.bincount(seg, minlength=self.segments)
 
 
-def tables_of(m: ModelFile) -> ChipTables:
-    """Decode and check a model file's core and readout sections."""
-    c, r = m.core, m.readout
-    g = {k: _req(c, k, int, "core") for k in (
-        "rows", "cols", "tile", "inputs", "channels_total", "bin_ms", "steps", "segments",
-        "weight_bits", "threshold", "refractory", "membrane_bits", "trace_bits", "trace_frac",
-        "acc_bits")}
-    for k in ("rows", "cols", "tile", "inputs", "bin_ms", "steps", "segments", "threshold"):
-        if g[k] < 1:
-            raise InputError(f"model field core.{k} must be >= 1, got {g[k]}")
-    if not 2 <= g["weight_bits"] <= 8:
-        raise InputError(f"core.weight_bits must be 2..8, got {g['weight_bits']}")
-    if g["segments"] > g["steps"]:
-        raise InputError("core.segments exceeds core.steps")
-    n, tiles, t = g["rows"] * g["cols"] * g["tile"], g["rows"] * g["cols"], g["tile"]
-    arr = {k: unpack_ints(_req(c, k, dict, "core"), f"core.{k}")
-           for k in ("channels", "w_in", "shift_in", "routes", "w_rec", "shift_rec", "bias")}
-    shapes = {"channels": (g["inputs"],), "w_in": (g["inputs"], n), "shift_in": (tiles,),
-              "bias": (n,)}
-    for k, shp in shapes.items():
-        if arr[k].shape != shp:
-            raise InputError(f"model field core.{k} has shape {arr[k].shape}, the geometry "
-                             f"({g['rows']}x{g['cols']} tiles of {t}, {g['inputs']} inputs) "
-                             f"needs {shp}")
-    p = arr["routes"].shape[0] if arr["routes"].ndim == 2 else -1
-    if arr["routes"].shape != (p, 3) or arr["w_rec"].shape != (p, t, t) \
-            or arr["shift_rec"].shape != (p,):
-        raise InputError(f"model fields core.routes/w_rec/shift_rec do not fit: "
-                         f"{arr['routes'].shape}, {arr['w_rec'].shape}, {arr['shift_rec'].shape}")
-    if p and (arr["routes"][:, :2].min() < 0 or arr["routes"][:, :2].max() >= tiles):
-        raise InputError("core.routes names a tile outside the grid")
-    if arr["channels"].min() < 0 or arr["channels"].max() >= g["channels_total"]:
-        raise InputError("core.channels names a channel outside the front-end")
-    qmax = (1 << (g["weight_bits"] - 1)) - 1
-    if np.abs(arr["w_in"]).max(initial=0) > qmax or np.abs(arr["w_rec"]).max(initial=0) > qmax:
-        raise InputError(f"core weights exceed the {g['weight_bits']}-bit level range")
-    if min(arr["shift_in"].min(initial=GF), arr["shift_rec"].min(initial=GF)) < GF:
-        raise InputError(f"core shifts must be >= {GF}")
-    for k in ("leak_mult", "trace_mult"):             # one decay for all, or one per neuron
-        v = c.get(k)
-        if isinstance(v, dict):
-            arr[k] = unpack_ints(v, f"core.{k}")
-            if arr[k].shape != (n,):
-                raise InputError(f"model field core.{k} has shape {arr[k].shape}: it must be "
-                                 f"an integer or a packed array of {n} values (one per neuron)")
+#: The model file's core and readout fields (MODEL_FORMAT.md): ``int``, ``str``, ``list``,
+#: ``"array"`` (a packed integer array) or ``"decay"`` (an int or a packed array of n values).
+#: A file with a field missing, or with one not listed here, is refused with the field's name.
+CORE_FIELDS = {
+    "rows": int, "cols": int, "tile": int, "inputs": int, "channels_total": int, "bin_ms": int,
+    "steps": int, "segments": int, "weight_bits": int, "threshold": int, "refractory": int,
+    "membrane_bits": int, "trace_bits": int, "trace_frac": int, "acc_bits": int,
+    "leak_mult": "decay", "trace_mult": "decay",
+    "channels": "array", "w_in": "array", "shift_in": "array", "routes": "array",
+    "w_rec": "array", "shift_rec": "array", "bias": "array",
+}
+READOUT_FIELDS = {
+    "normalize": str, "rule": str, "feature_bits": int, "readout_bits": int, "max_classes": int,
+    "cos_frac": int, "none_threshold": int, "min_inputs": int, "logit_frac": int,
+    "softmax_frac": int, "log2e": int, "calib": list, "exp2": "array",
+}
+
+
+def _fields(d, spec: dict, where: str) -> dict:
+    """The section ``d`` decoded by ``spec``: unknown and missing fields, and fields of the wrong
+    kind, are refused with their names."""
+    if not isinstance(d, dict):
+        raise InputError(f"model section {where} must be a map")
+    unknown = sorted(set(d) - set(spec), key=str)
+    if unknown:
+        raise InputError(f"model field {where}.{unknown[0]} is not known (this reader knows "
+                         f"{', '.join(spec)})")
+    out = {}
+    for key, kind in spec.items():
+        if kind == "array":
+            out[key] = unpack_ints(_req(d, key, dict, where), f"{where}.{key}")
+        elif kind == "decay":
+            v = _req(d, key, object, where)
+            out[key] = unpack_ints(v, f"{where}.{key}") if isinstance(v, dict) \
+                else _req(d, key, int, where)
         else:
-            arr[k] = np.full(n, _req(c, k, int, "core"), np.int64)
-        if arr[k].min() < 0 or arr[k].max() >= 65536:
-            raise InputError(f"model field core.{k} must be a decay in [0, 65536) "
-                             f"(units of 2^-16)")
-    h = {k: _req(r, k, int, "readout") for k in (
-        "feature_bits", "readout_bits", "max_classes", "cos_frac", "none_threshold",
-        "min_inputs", "logit_frac", "softmax_frac", "log2e")}
-    if not 2 <= h["readout_bits"] <= 16:
-        raise InputError(f"readout.readout_bits must be 2..16, got {h['readout_bits']}")
-    if h["max_classes"] < 1:
-        raise InputError("readout.max_classes must be >= 1")
-    if not 4 <= h["cos_frac"] <= 16:
-        raise InputError(f"readout.cos_frac must be 4..16, got {h['cos_frac']}")
-    if not -(1 << h["cos_frac"]) <= h["none_threshold"] <= (1 << h["cos_frac"]):
-        raise InputError("readout.none_threshold must be a cosine in [-1, 1] "
-                         f"(units of 2^-{h['cos_frac']})")
-    if h["min_inputs"] < 0:
-        raise InputError("readout.min_inputs must be >= 0")
-    rule = _req(r, "rule", str, "readout")
-    if rule != "prototype":
-        raise InputError(f"readout.rule {rule!r} is not known (this chip runs 'prototype')")
-    calib = r.get("calib")
-    if (not isinstance(calib, list) or len(calib) != 3
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in calib)):
-        raise InputError("model field readout.calib must be a list of 3 integers")
-    normalize = _req(r, "normalize", str, "readout")
-    if normalize not in ("l2", "l1", "none"):
-        raise InputError(f"readout.normalize {normalize!r} is not l2, l1 or none")
-    exp2 = unpack_ints(_req(r, "exp2", dict, "readout"), "readout.exp2")
-    if exp2.shape != (1 << h["logit_frac"],):
-        raise InputError("readout.exp2 must have 2^logit_frac entries")
-    return ChipTables(**g, channels=arr["channels"], w_in=arr["w_in"], shift_in=arr["shift_in"],
-                      routes=arr["routes"], w_rec=arr["w_rec"], shift_rec=arr["shift_rec"],
-                      bias=arr["bias"], leak_mult=arr["leak_mult"].astype(np.int64),
-                      trace_mult=arr["trace_mult"].astype(np.int64), normalize=normalize, **h, calib=tuple(calib), exp2=exp2,
-                      frontend=m.frontend)
+            out[key] = _req(d, key, kind, where)
+    return out
+
+
+def _design_rules(g: dict) -> list[tuple[str, bool, str]]:
+    """(rule, holds, what it requires) for a decoded core + readout ``g``, in checking order."""
+    n, tiles, t = g["rows"] * g["cols"] * g["tile"], g["rows"] * g["cols"], g["tile"]
+    qmax = (1 << (g["weight_bits"] - 1)) - 1 if 2 <= g["weight_bits"] <= 8 else 0
+    routes, w_rec, shift_rec = g["routes"], g["w_rec"], g["shift_rec"]
+    p = routes.shape[0] if routes.ndim == 2 else -1
+    geometry = f"{g['rows']}x{g['cols']} tiles of {t}, {g['inputs']} inputs"
+    rules = [
+        ("positive geometry", all(g[k] >= 1 for k in ("rows", "cols", "tile", "inputs", "bin_ms",
+                                                      "steps", "segments", "threshold")),
+         "core.rows, cols, tile, inputs, bin_ms, steps, segments and threshold must be >= 1"),
+        ("weight bits", 2 <= g["weight_bits"] <= 8,
+         f"core.weight_bits must be 2..8, got {g['weight_bits']}"),
+        ("segments fit the window", g["segments"] <= g["steps"],
+         "core.segments exceeds core.steps"),
+        ("no refractory period", g["refractory"] == 0,
+         f"core.refractory must be 0 (this chip resets by subtraction and has no refractory "
+         f"period), got {g['refractory']}"),
+    ]
+    for k, shp in (("channels", (g["inputs"],)), ("w_in", (g["inputs"], n)),
+                   ("shift_in", (tiles,)), ("bias", (n,))):
+        rules.append((f"core.{k} shape", g[k].shape == shp,
+                      f"model field core.{k} has shape {g[k].shape}, the geometry ({geometry}) "
+                      f"needs {shp}"))
+    for k in ("leak_mult", "trace_mult"):
+        v = g[k]
+        rules.append((f"core.{k} shape", np.ndim(v) == 0 or np.shape(v) == (n,),
+                      f"model field core.{k} has shape {np.shape(v)}: it must be an integer or "
+                      f"a packed array of {n} values (one per neuron)"))
+        rules.append((f"core.{k} range", bool(np.all((np.asarray(v) >= 0)
+                                                      & (np.asarray(v) < 65536))),
+                      f"model field core.{k} must be a decay in [0, 65536) (units of 2^-16)"))
+    rules += [
+        ("routing table fits", routes.shape == (p, 3) and w_rec.shape == (p, t, t)
+         and shift_rec.shape == (p,),
+         f"model fields core.routes/w_rec/shift_rec do not fit: {routes.shape}, {w_rec.shape}, "
+         f"{shift_rec.shape}"),
+        ("routes inside the grid", p <= 0 or (routes[:, :2].min() >= 0
+                                               and routes[:, :2].max() < tiles),
+         "core.routes names a tile outside the grid"),
+        ("channels inside the front-end", g["channels"].size == 0 or (
+            g["channels"].min() >= 0 and g["channels"].max() < g["channels_total"]),
+         "core.channels names a channel outside the front-end"),
+        ("weight levels", np.abs(g["w_in"]).max(initial=0) <= qmax
+         and np.abs(w_rec).max(initial=0) <= qmax,
+         f"core weights exceed the {g['weight_bits']}-bit level range"),
+        ("shifts", min(g["shift_in"].min(initial=GF), shift_rec.min(initial=GF)) >= GF,
+         f"core shifts must be >= {GF}"),
+        ("readout bits", 2 <= g["readout_bits"] <= 16,
+         f"readout.readout_bits must be 2..16, got {g['readout_bits']}"),
+        ("readout capacity", g["max_classes"] >= 1, "readout.max_classes must be >= 1"),
+        ("cosine fraction", 4 <= g["cos_frac"] <= 16,
+         f"readout.cos_frac must be 4..16, got {g['cos_frac']}"),
+        ("none threshold", 4 <= g["cos_frac"] <= 16
+         and -(1 << g["cos_frac"]) <= g["none_threshold"] <= (1 << g["cos_frac"]),
+         f"readout.none_threshold must be a cosine in [-1, 1] (units of 2^-{g['cos_frac']})"),
+        ("silence floor", g["min_inputs"] >= 0, "readout.min_inputs must be >= 0"),
+        ("device rule", g["rule"] == "prototype",
+         f"readout.rule {g['rule']!r} is not known (this chip runs 'prototype')"),
+        ("calibration", len(g["calib"]) == 3 and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in g["calib"]),
+         "model field readout.calib must be a list of 3 integers"),
+        ("normalization", g["normalize"] in ("l2", "l1", "none"),
+         f"readout.normalize {g['normalize']!r} is not l2, l1 or none"),
+        ("exponential table", 0 <= g["logit_frac"] <= 16
+         and g["exp2"].shape == (1 << g["logit_frac"],),
+         "readout.exp2 must have 2^logit_frac entries"),
+    ]
+    return rules
+
+
+def tables_of(m: ModelFile) -> ChipTables:
+    """Decode and check a model file's core and readout sections: every field by name
+    (:data:`CORE_FIELDS`, :data:`READOUT_FIELDS`), then the named design rules in order; the
+    first rule broken is the error."""
+    g = _fields(m.core, CORE_FIELDS, "core")
+    g.update(_fields(m.readout, READOUT_FIELDS, "readout"))
+    for _, holds, message in _design_rules(g):
+        if not holds:
+            raise InputError(message)
+    n = g["rows"] * g["cols"] * g["tile"]
+    for k in ("leak_mult", "trace_mult"):
+        g[k] = np.broadcast_to(np.asarray(g[k], np.int64), (n,)).copy()
+    g["calib"] = tuple(g["calib"])
+    del g["rule"]
+    return ChipTables(**g, frontend=m.frontend)
 
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc

@@ -93,6 +93,23 @@ def test_bad_model_files_get_clear_errors(exported, tmp_path):
     m.core["leak_mult"] = 70000
     with pytest.raises(InputError, match=r"core.leak_mult must be a decay in \[0, 65536\)"):
         Chip(decode_model(encode_model(m)))
+    # strict fields: an unknown one, a wrong kind, and a design rule, each named
+    m = read_model(exported["4"])
+    m.core["leak"] = 3
+    with pytest.raises(InputError, match="model field core.leak is not known"):
+        Chip(decode_model(encode_model(m)))
+    m = read_model(exported["4"])
+    m.readout["calib"] = "0,0,0"
+    with pytest.raises(InputError, match="readout.calib must be a list"):
+        Chip(decode_model(encode_model(m)))
+    m = read_model(exported["4"])
+    m.core["refractory"] = 2
+    with pytest.raises(InputError, match="core.refractory must be 0"):
+        Chip(decode_model(encode_model(m)))
+    m = read_model(exported["4"])
+    m.core["w_in"] = 5
+    with pytest.raises(InputError, match="core.w_in must be a packed array"):
+        Chip(decode_model(encode_model(m)))
     # a payload that is msgpack but not a map of ours, with a correct CRC
     junk = b"\x93\x01\x02\x03"
     with pytest.raises(InputError, match="not a tessera-model map"):
