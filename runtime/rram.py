@@ -32,6 +32,10 @@ REF_CELLS = 64  # reference devices per array for drift compensation
 
 @dataclass(frozen=True)
 class RRAMConfig:
+    """The chip's RRAM emulation, in level units: noise stds as fractions of the level range Q,
+    drift exponents, stuck fractions. Training's device model is a different class with physical
+    units (:class:`tessera.trainer.rram.RRAMTrainConfig`)."""
+
     write_noise: float = 0.0       # std of each device's programmed conductance, fraction of Q
     read_noise: float = 0.0        # std of each read, fraction of Q (drawn per utterance)
     drift_nu: float = 0.04         # drift exponent mean (G(t) = G0 (t / t0)^-nu for t > t0)

@@ -3,7 +3,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tessera.trainer.rram import (  # noqa: E402
-    RRAMConfig, device_weight, error_triggered, quantize, quantize_update, stuck_map,
+    RRAMTrainConfig, device_weight, error_triggered, quantize, quantize_update, stuck_map,
     threshold_update)
 
 
@@ -27,25 +27,25 @@ def test_device_weight_levels_noise_drift_and_absent_connections():
     w = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
     w[0] = 0
     w.requires_grad_(True)
-    ideal = RRAMConfig(enabled=True, weight_bits=4, write_noise=(0, 0))
+    ideal = RRAMTrainConfig(enabled=True, weight_bits=4, write_noise=(0, 0))
     d = device_weight(w, ideal)
     assert torch.unique(d.detach()).numel() <= 15              # 4 bits: -7..7 levels
     assert torch.all(d.detach()[0] == 0)                       # a missing connection stays missing
     g, = torch.autograd.grad(d.sum(), w)
     assert torch.all(g == 1)
-    noisy = device_weight(w, RRAMConfig(enabled=True), torch.Generator().manual_seed(2))
+    noisy = device_weight(w, RRAMTrainConfig(enabled=True), torch.Generator().manual_seed(2))
     err = (noisy - w).detach()[1:]
     assert 0.01 < float(err.std() / w.detach()[1:].std()) < 0.5
-    drifted = device_weight(w, RRAMConfig(enabled=True, write_noise=(0, 0), drift_seconds=3600 * 24))
+    drifted = device_weight(w, RRAMTrainConfig(enabled=True, write_noise=(0, 0), drift_seconds=3600 * 24))
     assert float(drifted.detach().abs().sum()) < float(device_weight(w, ideal.__class__(enabled=True, write_noise=(0, 0))).detach().abs().sum())
-    assert device_weight(w, RRAMConfig()) is w                 # disabled: untouched
+    assert device_weight(w, RRAMTrainConfig()) is w                 # disabled: untouched
 
 
 def test_stuck_faults():
     w = torch.ones(100, 100)
     stuck = stuck_map(w.shape, 0.1, torch.Generator().manual_seed(0))
     assert 0.07 < float((stuck > 0).float().mean()) < 0.13
-    d = device_weight(w, RRAMConfig(enabled=True, write_noise=(0, 0), w_max_std=1e9), stuck=stuck)
+    d = device_weight(w, RRAMTrainConfig(enabled=True, write_noise=(0, 0), w_max_std=1e9), stuck=stuck)
     assert torch.all(d[stuck == 3] == 0)
 
 

@@ -22,7 +22,7 @@ from ..runtime.errors import InputError
 from .fewshot import RegConfig
 from .meta import MetaConfig
 from .model import CoreConfig
-from .rram import RRAMConfig
+from .rram import RRAMTrainConfig
 
 __all__ = ["DataConfig", "TrainLoopConfig", "Config", "load_config", "config_to_dict",
            "config_from_dict", "QUICK"]
@@ -57,7 +57,7 @@ class Config:
     core: CoreConfig = field(default_factory=CoreConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     reg: RegConfig = field(default_factory=RegConfig)
-    rram: RRAMConfig = field(default_factory=RRAMConfig)
+    rram: RRAMTrainConfig = field(default_factory=RRAMTrainConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
 
     def digest(self) -> str:

@@ -21,7 +21,7 @@ from .episodes import FewShotTasks
 from .meta import (READOUT, MetaConfig, anil_task_loss, inner_adapt, open_set_logits,
                    prototype_logits, readout_loss, zero_readout)
 from .model import Core, CoreConfig, core_features, readout_logits
-from .rram import RRAMConfig, device_weight, quantize_update, stuck_map, threshold_update
+from .rram import RRAMTrainConfig, device_weight, quantize_update, stuck_map, threshold_update
 
 __all__ = ["RegConfig", "MetaTrainer", "evaluate", "features_of", "ci95"]
 
@@ -51,10 +51,10 @@ def ci95(acc: np.ndarray) -> float:
 
 class MetaTrainer:
     def __init__(self, core_cfg: CoreConfig, meta: MetaConfig, reg: RegConfig, data: DenseSet,
-                 tasks: FewShotTasks, seed: int = 0, rram: RRAMConfig | None = None):
+                 tasks: FewShotTasks, seed: int = 0, rram: RRAMTrainConfig | None = None):
         torch.manual_seed(seed)
         self.cfg, self.meta, self.reg, self.data, self.tasks = core_cfg, meta, reg, data, tasks
-        self.rram = rram or RRAMConfig()
+        self.rram = rram or RRAMTrainConfig()
         self.core = Core(core_cfg, seed)
         self.noise = torch.Generator().manual_seed(seed + 1)
         self.stuck = {k: stuck_map(self.core.params[k].shape, self.rram.stuck_fraction, self.noise)

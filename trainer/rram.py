@@ -23,12 +23,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["RRAMConfig", "quantize", "device_weight", "quantize_update", "threshold_update",
+__all__ = ["RRAMTrainConfig", "quantize", "device_weight", "quantize_update", "threshold_update",
            "error_triggered"]
 
 
 @dataclass(frozen=True)
-class RRAMConfig:
+class RRAMTrainConfig:
+    """The device model that training sees (the ``[rram]`` config section), in physical units:
+    conductances in µS, noise as (a, b) of std = a·G + b µS. Not the chip's own emulation
+    (:class:`tessera.runtime.rram.RRAMConfig`, in fractions of the level range Q)."""
+
     enabled: bool = False
     weight_bits: int = 0             # 0: no level quantization; else 2^(bits-1) - 1 levels per sign
     stochastic: bool = False         # stochastic rounding when programming
@@ -68,7 +72,7 @@ def _gaussian(shape, generator, dtype) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=dtype)
 
 
-def device_weight(w: torch.Tensor, cfg: RRAMConfig, generator: torch.Generator | None = None,
+def device_weight(w: torch.Tensor, cfg: RRAMTrainConfig, generator: torch.Generator | None = None,
                   stuck: torch.Tensor | None = None) -> torch.Tensor:
     """The weight as the RRAM array computes with it, straight-through to the ideal ``w``.
 

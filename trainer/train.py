@@ -230,10 +230,10 @@ def program_device(model: Model, weight_bits: int = 0, write_noise: float = 0.0,
     (w_max = the clipping range), then drift (see :mod:`tessera.trainer.rram`)."""
     import math
 
-    from .rram import RRAMConfig, device_weight
+    from .rram import RRAMTrainConfig, device_weight
 
     span = 12.0 - 0.1
-    cfg = RRAMConfig(enabled=True, weight_bits=weight_bits,
+    cfg = RRAMTrainConfig(enabled=True, weight_bits=weight_bits,
                      write_noise=(0.0, write_noise * span / math.sqrt(2)),
                      drift_seconds=drift_seconds)
     gen = torch.Generator().manual_seed(seed)
