@@ -242,6 +242,19 @@ def cmd_bench_frontend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_lauscher(args: argparse.Namespace) -> int:
+    from tessera.tools.lauscher_compare import compare
+
+    rows = compare(args.wavs, args.png)
+    human = "\n".join(f"{r['file']}: tessera {r['tessera']['spikes']} spikes, "
+                      f"{r['tessera']['active_channel_fraction']:.0%} of channels active; lauscher "
+                      f"{r['lauscher']['spikes']} spikes, "
+                      f"{r['lauscher']['active_channel_fraction']:.0%}" for r in rows)
+    _emit(args, dict(files=rows, png=args.png), human + (f"\nrasters: {args.png}" if args.png
+                                                         else ""))
+    return 0
+
+
 def cmd_bench_runtime(args: argparse.Namespace) -> int:
     from tessera.tools.bench import bench_runtime
 
@@ -942,6 +955,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of speech-like audio (default 10)")
     f.add_argument("--repeats", type=_positive_int, default=5,
                    help="timed runs (the median is reported)")
+
+    bl = add(bsub, "lauscher", cmd_bench_lauscher, "the front-end against lauscher (SHD's "
+             "cochlea model) on the same WAVs: run lauscher yourself, its WORD.npz beside each "
+             "WORD.wav")
+    bl.add_argument("wavs", nargs="+", metavar="WAV", help="recordings with lauscher's .npz")
+    bl.add_argument("--png", help="rasters of both, side by side")
 
     br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
     br.add_argument("model", nargs="?", default=_default_model(),

@@ -4,7 +4,7 @@ lauscher is not a dependency (it takes about a minute per word at 700 channels);
 in any environment, and hand its outputs here::
 
     python -m lauscher WORD.wav WORD.npz --num_channels 700         # once per file, lauscher's venv
-    python -m tessera.tools.lauscher_compare WORD.wav ... --png cmp.png --json
+    tessera bench lauscher WORD.wav ... --png cmp.png --json
 
 Each ``WORD.npz`` beside ``WORD.wav`` holds lauscher's (2, n) array of spike times (s) and
 channels. Prints spike counts and per-channel rates of both, and draws their rasters side by side.
@@ -12,13 +12,12 @@ channels. Prints spike counts and per-channel rates of both, and draws their ras
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 
 import numpy as np
 
 from ..runtime.audio import load_audio
+from ..runtime.errors import InputError
 from ..runtime.frontend import Cochlea
 
 
@@ -38,8 +37,17 @@ def compare(wavs: list[str], png: str | None = None) -> list[dict]:
         spikes = fe.encode(load_audio(wav))
         steps, units = np.nonzero(spikes)
         ours = (steps * fe.spec.step_seconds, units)
-        with np.load(os.path.splitext(wav)[0] + ".npz") as z:
-            data = z[z.files[0]]
+        npz = os.path.splitext(wav)[0] + ".npz"
+        try:
+            with np.load(npz) as z:
+                data = z[z.files[0]]
+        except (OSError, ValueError, IndexError) as exc:
+            raise InputError(f"no readable lauscher output beside {os.path.basename(wav)} "
+                             f"({type(exc).__name__}: run lauscher on it first)", source=npz) \
+                from None
+        if data.ndim != 2 or data.shape[0] != 2:
+            raise InputError(f"lauscher output must be a (2, n) array of times and channels, "
+                             f"got {data.shape}", source=npz)
         theirs = (data[0], data[1].astype(np.int64))
         rows.append(dict(file=os.path.basename(wav), tessera=_stats(*ours, 700),
                          lauscher=_stats(*theirs, 700)))
@@ -50,22 +58,3 @@ def compare(wavs: list[str], png: str | None = None) -> list[dict]:
 
         rasters_png(png, panels, 700, cols=2)
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("wavs", nargs="+")
-    p.add_argument("--png")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    rows = compare(args.wavs, args.png)
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(f"{r['file']}: tessera {r['tessera']}  lauscher {r['lauscher']}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
