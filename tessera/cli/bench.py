@@ -1,0 +1,177 @@
+"""`tessera bench ...`: speed, reliability and comparison benchmarks (over tessera.tools)."""
+
+
+from __future__ import annotations
+
+import argparse
+
+from .common import _default_model, _default_tsr, _emit, _positive_float, _positive_int
+
+
+def cmd_bench_frontend(args: argparse.Namespace) -> int:
+    from tessera.tools.bench import bench_frontend
+
+    r = bench_frontend(channels=args.channels, seconds=args.seconds, repeats=args.repeats)
+    human = (f"front-end, {r['channels']} channels, one core: {r['realtime_factor']}x real time "
+             f"(best {r['realtime_factor_best']}x; streaming {r['stream_chunk_ms']:g} ms chunks "
+             f"{r['realtime_factor_stream']}x), {r['us_per_step']} us per 1 ms step "
+             f"[{r['cpu']}, {r['date']}]")
+    _emit(args, r, human)
+    return 0
+
+
+def cmd_bench_lauscher(args: argparse.Namespace) -> int:
+    from tessera.tools.lauscher_compare import compare
+
+    rows = compare(args.wavs, args.png)
+    human = "\n".join(f"{r['file']}: tessera {r['tessera']['spikes']} spikes, "
+                      f"{r['tessera']['active_channel_fraction']:.0%} of channels active; lauscher "
+                      f"{r['lauscher']['spikes']} spikes, "
+                      f"{r['lauscher']['active_channel_fraction']:.0%}" for r in rows)
+    _emit(args, dict(files=rows, png=args.png), human + (f"\nrasters: {args.png}" if args.png
+                                                         else ""))
+    return 0
+
+
+def cmd_bench_runtime(args: argparse.Namespace) -> int:
+    from tessera.tools.bench import bench_runtime
+
+    r = bench_runtime(args.model, bits=args.bits, repeats=args.repeats, batch=args.batch)
+    lines = [f"chip emulator, {r['neurons']} neurons, {r['weight_bits']}-bit weights, one core "
+             f"[{r['cpu']}, {r['date']}]:",
+             f"  streaming: {r['us_per_step']} us per 1 ms of input ({r['us_per_network_step']} us "
+             f"per {r['bin_ms']} ms network step), {r['realtime_factor']}x real time; with the "
+             f"front-end on audio {r['feed_audio_realtime_factor']}x",
+             f"  dense integer matmul floor: {r['dense_int_floor_us_per_step']} us per 1 ms"]
+    if "torch_us_per_step" in r:
+        lines.append(f"  trainer's float torch step loop: {r['torch_us_per_step']} us per 1 ms "
+                     f"(chip {r['speedup_vs_torch']}x faster)")
+    lines += [f"  batched ({r['batch']} streams): {r['batch_utterances_per_s']} utterances/s",
+              f"  enroll (one shot, one step): {r['enroll_ms']} ms",
+              f"  model file: {r['model_bytes']} bytes at 4-bit weights "
+              f"({r['model_bytes_by_bits']})"]
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def cmd_bench_protocol(args: argparse.Namespace) -> int:
+    from tessera.tools import protocol_bench as pb
+
+    model = args.model or _default_tsr()
+    parts = args.parts
+    r = {"model": model}
+    lines = []
+    if "fuzz" in parts:
+        f = r["fuzz"] = pb.fuzz(model, frames=args.frames)
+        lines.append(f"fuzz: {f['frames']} frames ({f['mutated']} mutated): {f['crashes']} crashes, "
+                     f"{f['internal_errors']} internal errors, {f['hangs']} hangs, "
+                     f"{f['unanswered']} unanswered; worst {f['worst_frame_ms']} ms")
+    if "lossy" in parts:
+        x = r["lossy_enroll"] = pb.lossy_enroll(model, words=args.words)
+        lines.append(f"lossy link ({100 * x['drop']:.1f} % dropped + {100 * x['corrupt']:.1f} % "
+                     f"corrupted bytes): {x['enrollments_on_device']} of {x['words']} enrollments "
+                     f"landed, exactly once: {x['exactly_once']} ({x['retries']} retries)")
+    if "kill" in parts:
+        k = r["kill_during_save"] = pb.kill_during_save(model, kills=args.kills)
+        lines.append(f"SIGKILL during save x{k['kills']}: {k['images_loaded']} images loaded, "
+                     f"{k['corrupt']} corrupt")
+    if "link" in parts:
+        b = r["link_budget"] = pb.link_budget(model)
+        lines.append(f"link budget at {b['baud']} baud: spikes (700 ch, events) "
+                     f"{b['spikes_700ch_events_bytes_per_s']} B/s ({b['spikes_700ch_events_headroom']}x"
+                     f" headroom), bitmap {b['spikes_700ch_bitmap_bytes_per_s']} B/s; audio "
+                     f"{b['audio_bytes_per_s']} B/s ({b['audio_headroom']}x)")
+    if "pty" in parts:
+        p = r["pty_enroll"] = pb.pty_enroll(model)
+        lines.append(f"pty: enroll round trip {p['enroll_round_trip_ms']} ms, ping "
+                     f"{p['ping_round_trip_ms']} ms, 1 s utterance streamed in "
+                     f"{p['stream_1s_utterance_ms']} ms")
+    from tessera.tools.bench import machine_info
+
+    r.update(machine_info())
+    _emit(args, r, "\n".join(lines))
+    ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
+        ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
+        ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0)))
+    return 0 if ok else 1
+
+
+def cmd_bench_device(args: argparse.Namespace) -> int:
+    from tessera.tools.device_bench import enroll_path, false_detections
+
+    url = args.port or f"sim://?model={args.model or _default_tsr()}"
+    r = {"enroll": enroll_path(args.fsdd, url, speakers=tuple(args.speakers),
+                               sizes=tuple(args.words))}
+    if not args.no_stream:
+        r["stream"] = false_detections(args.fsdd, url, minutes=args.minutes,
+                                       noise_minutes=args.noise_minutes)
+    lines = [f"words taught one at a time over {url}, one recording each, then every other "
+             f"recording of those words:"]
+    for row in r["enroll"]["rows"]:
+        lines.append(f"  {row['speaker']:>8}, {row['words']:2d} words ({row['order']}): "
+                     f"{100 * row['accuracy']:.1f} % of {row['queries']} right "
+                     f"({row['answered_none']} answered none; the nearest word right: "
+                     f"{100 * row['nearest_accuracy']:.1f} %); silence -> {row['silence']}")
+    if "stream" in r:
+        st = r["stream"]
+        lines.append(f"  continuous detection, {st['speaker']} with {len(st['enrolled'])} words "
+                     f"enrolled: {st['speech_of_other_words']['per_minute']} false detections "
+                     f"per minute of other words, {st['noise']['per_minute']} per minute of "
+                     f"noise; {st['enrolled_words_stream']['detected']} of "
+                     f"{st['enrolled_words_stream']['words']} enrolled words detected in a stream")
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def register(sub, add) -> None:
+    """Add this group's subcommands to the parser."""
+    bench = sub.add_parser("bench", help="speed benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
+    f = add(bsub, "frontend", cmd_bench_frontend, "cochlea front-end speed, one core")
+    f.add_argument("--channels", type=_positive_int, default=700, help="filterbank channels")
+    f.add_argument("--seconds", type=_positive_float, default=10.0,
+                   help="seconds of speech-like audio (default 10)")
+    f.add_argument("--repeats", type=_positive_int, default=5,
+                   help="timed runs (the median is reported)")
+
+    bl = add(bsub, "lauscher", cmd_bench_lauscher, "the front-end against lauscher (SHD's "
+             "cochlea model) on the same WAVs: run lauscher yourself, its WORD.npz beside each "
+             "WORD.wav")
+    bl.add_argument("wavs", nargs="+", metavar="WAV", help="recordings with lauscher's .npz")
+    bl.add_argument("--png", help="rasters of both, side by side")
+
+    br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
+    br.add_argument("model", nargs="?", default=_default_model(),
+                    help="model.pt (exported here) or a .tsr file")
+    br.add_argument("--bits", type=int, default=8, help="weight bits of the timed export")
+    br.add_argument("--repeats", type=_positive_int, default=20,
+                    help="timed utterances (the median is reported)")
+    br.add_argument("--batch", type=_positive_int, default=64,
+                    help="utterances per batch of the batched throughput run")
+
+    bd = add(bsub, "device", cmd_bench_device, "the user's path through the protocol: words "
+             "taught one at a time, asked about other recordings, silence and streams")
+    bd.add_argument("--fsdd", required=True, metavar="DIR", help="FSDD-style folder "
+                    "({digit}_{speaker}_{i}.wav)")
+    bd.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"],
+                    help="the folder's speakers to teach and ask, one at a time")
+    bd.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
+                    help="vocabulary sizes (digits 0..N-1)")
+    bd.add_argument("--port", help="device URL (default: sim:// with --model)")
+    bd.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
+    bd.add_argument("--minutes", type=_positive_float, default=2.0,
+                    help="minutes of other words streamed for false detections")
+    bd.add_argument("--noise-minutes", type=_positive_float, default=1.0,
+                    help="minutes of streamed noise and silence for the false-alarm rate")
+    bd.add_argument("--no-stream", action="store_true", help="skip the streaming part")
+
+    bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
+    bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
+    bp.add_argument("--parts", nargs="+", default=["fuzz", "lossy", "kill", "link", "pty"],
+                    choices=["fuzz", "lossy", "kill", "link", "pty"],
+                    help="which tests: fuzzed frames, a lossy link, device kills, the link "
+                         "budget, a real pseudo-terminal")
+    bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
+    bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
+    bp.add_argument("--kills", type=_positive_int, default=100,
+                    help="device kills at random points of an enrollment")

@@ -1,0 +1,97 @@
+"""`tessera export|parity|chip-eval`: the trained model on the integer chip."""
+
+
+from __future__ import annotations
+
+import argparse
+
+from .common import NO_PROGRESS, _emit, _positive_int, _show_progress
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.storage import load_model
+
+    model = load_model(args.model)
+    cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
+                       max_classes=args.max_classes, none_threshold=args.threshold)
+    r = export_model(model, args.out, cfg, source=args.model)
+    _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, {r['weight_bits']}-bit weights, "
+                   f"{r['routes']} tile routes, {r['connections']} recurrent connections, "
+                   f"'none' below cosine {r['none_threshold']:.3f} ("
+                   + (f"calibrated: {r['calibrated']})" if r["calibrated"] else "uncalibrated "
+                      "default: run tessera calibrate)"))
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from tessera.trainer.chipeval import parity
+
+    r = parity(args.model, args.data, limit=args.limit, progress=_show_progress(args))
+    _emit(args, r, f"{r['model']} on {r['utterances']} test utterances of {r['data']}: "
+                   f"bit-exact fraction {r['bit_exact_fraction']} (trainer integer mode vs chip: "
+                   f"{', '.join(r['checked'])})")
+    return 0 if r["bit_exact_fraction"] == 1.0 else 1
+
+
+def cmd_chip_eval(args: argparse.Namespace) -> int:
+    from tessera.trainer.chipeval import chip_accuracy
+    from tessera.trainer.storage import load_model
+
+    model = load_model(args.model)
+    r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),
+                      episodes=args.episodes, weight_bits=tuple(args.bits),
+                      drift=tuple(args.drift), write_noise=args.write_noise,
+                      progress=_show_progress(args))
+    lines = [f"{args.model} through the chip, {r['ways']}-way {r['split']}, {r['episodes']} "
+             f"episodes (same episodes for float and chip):",
+             "  float: " + ", ".join(f"{k} {100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %"
+                                      for k, v in r["float"].items())]
+    for row in r["rows"]:
+        accs = ", ".join(f"{k}-shot {100 * row[f'acc_{k}shot']:.1f} % (gap "
+                         f"{100 * row[f'gap_{k}shot']:+.1f})" for k in args.shots)
+        comp = {True: " (compensated)", False: " (uncompensated)", None: ""}[
+            row["drift_compensation"]]
+        differ = ", ".join(f"{100 * row[f'order_differ_{k}shot']:.2f} %" for k in args.shots)
+        lines.append(f"  weights {row['weight_bits']} bits, drift {row['drift_s']:g} s{comp}: "
+                     f"{accs}; answers that differ from one joint enrollment: {differ}")
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def register(sub, add) -> None:
+    """Add this group's subcommands to the parser."""
+    x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file")
+    x.add_argument("model", help="model.pt or checkpoint.pt")
+    x.add_argument("--out", required=True, help="output .tsr file")
+    x.add_argument("--bits", type=int, default=8, help="core weight bits (2..8)")
+    x.add_argument("--readout-bits", type=int, default=8,
+                   help="bits of a readout weight level (2..16)")
+    x.add_argument("--max-classes", type=int, default=32,
+                   help="readout columns: how many words a device can enroll (1..1024)")
+    x.add_argument("--threshold", type=float, default=None, metavar="COS",
+                   help="'none of these' below this cosine (default: the model's calibration."
+                        "json, written by tessera calibrate)")
+
+    pa = add(sub, "parity", cmd_parity, "bit-exactness of the chip against the trainer's "
+             "integer mode on every test utterance (exit 1 unless 1.0)")
+    pa.add_argument("model", help="a .tsr file")
+    pa.add_argument("--data", required=True, help="corpus (its test split is used)")
+    pa.add_argument("--limit", type=int, default=0, help="only the first N test utterances")
+    pa.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+
+    ce = add(sub, "chip-eval", cmd_chip_eval, "few-shot accuracy through the chip's own "
+             "enrollment vs the float model, over bit widths and drift")
+    ce.add_argument("model", help="model.pt (exported at each bit width)")
+    ce.add_argument("--data", required=True, help="corpus")
+    ce.add_argument("--shots", nargs="+", type=_positive_int, default=[1, 5],
+                    help="enrollment utterances per word")
+    ce.add_argument("--episodes", type=_positive_int, default=600,
+                    help="5-way episodes per row")
+    ce.add_argument("--bits", nargs="+", type=int, default=[8], help="core weight bit widths")
+    ce.add_argument("--drift", nargs="*", type=float, default=[], metavar="SECONDS",
+                    help="also after these ages (last weight width), with and "
+                         "without the chip's drift compensation")
+    ce.add_argument("--write-noise", type=float, default=0.0,
+                    help="RRAM write noise, a fraction of the level range (0.05: 5 %%)")
+    ce.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

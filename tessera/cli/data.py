@@ -1,0 +1,111 @@
+"""`tessera corpus build|info`: speech corpora (over tessera.trainer.corpus and .data)."""
+
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tessera.runtime.errors import TesseraError
+
+from .common import NO_PROGRESS, _emit, _show_progress
+
+
+def _corpus_config(args: argparse.Namespace):
+    from tessera.trainer.corpus import PRESETS, SHD_WORDS, CorpusConfig, parse_words
+
+    kw = dict(PRESETS[args.preset])
+    kw["seed"] = args.seed
+    words = kw.pop("words", SHD_WORDS)
+    if args.no_digits:
+        words = tuple(w for w in words if w not in SHD_WORDS)
+    if args.words:
+        words = tuple(words) + parse_words(args.words)
+    if not words:
+        raise TesseraError("no words: --no-digits needs --words")
+    kw["words"] = words
+    for key in ("speakers", "repeats"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    kw["keep_audio"] = args.keep_audio
+    kw["engine"] = args.engine
+    kw["augment"] = args.augment
+    if args.splits:
+        kw["speaker_splits"] = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    return CorpusConfig(**kw)
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from tessera.trainer.corpus import build_corpus
+
+    cfg = _corpus_config(args)
+    out = args.out or f"corpus-{args.preset}.h5"
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    summary = build_corpus(out, cfg, workers=args.workers, progress=_show_progress(args),
+                           preset=args.preset)
+    human = (f"wrote {summary['path']}: {summary['utterances']} utterances, {summary['classes']} "
+             f"classes, {summary['speakers']} speakers (train/val/test "
+             f"{'/'.join(str(v) for v in summary['split_speakers'].values())}), "
+             f"{summary['audio_seconds']} s of audio, {summary['spikes_per_utterance']} spikes per "
+             f"utterance, in {summary['seconds']} s on {summary['workers']} workers")
+    _emit(args, summary, human)
+    return 0
+
+
+def _info_lines(info: dict) -> list[str]:
+    lines = [f"{info['source']}: {info['utterances']} utterances, {info['classes']} classes, "
+             f"{info['speakers']} speakers, {info['channels']} channels"]
+    if "spikes_per_utterance" in info:
+        lo, hi = info["spikes_per_utterance_p5_p95"]
+        lines.append(f"  spikes per utterance {info['spikes_per_utterance']} (5-95 %: {lo}-{hi}), "
+                     f"per-channel rate {info['rate_hz_per_channel_mean']} Hz mean, "
+                     f"{info['rate_hz_per_channel_p99']} Hz 99th percentile")
+    for name, s in info["splits"].items():
+        lines.append(f"  {name:10s} {s['utterances']:6d} utterances  {s['speakers']:4d} speakers  "
+                     f"{s['classes']:3d} classes")
+    return lines
+
+
+def cmd_corpus_info(args: argparse.Namespace) -> int:
+    from tessera.trainer.data import read_any
+
+    info = read_any(args.path, progress=_show_progress(args)).summary()
+    lines = _info_lines(info) + ["  classes: " + ", ".join(info["label_names"])]
+    _emit(args, info, "\n".join(lines))
+    return 0
+
+
+def register(sub, add) -> None:
+    """Add this group's subcommands to the parser."""
+    corpus = sub.add_parser("corpus", help="build or inspect a speech corpus")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+    b = add(csub, "build", cmd_corpus_build, "synthesize a spoken-word corpus (SHD layout h5)")
+    b.add_argument("--preset", choices=["small", "default", "vocab", "novel", "lang"],
+                   default="default",
+                   help="small: tests/demo; default: SHD's 20 words, 8,000 utterances; vocab: "
+                        "225 other words by the default's train voices, for meta-training; "
+                        "novel: 10 new words by its test voices, for enrollment tests; lang: 40 "
+                        "French, Spanish, Italian and Dutch words by its test voices")
+    b.add_argument("--engine", choices=["espeak", "kokoro", "piper"], default="espeak",
+                   help="synthesizer: espeak-ng (about 100 variants x 8 accents), kokoro (blends "
+                        "of Kokoro-82M's five styles) or piper (one voice, warped); the last two "
+                        "need the 'voices' extra")
+    b.add_argument("--augment", choices=["none", "channel", "8k"], default="none",
+                   help="channel: random microphones, rooms, 8 kHz/telephone bands, babble "
+                        "noise, speed and vocal-tract length; 8k: every utterance band-limited "
+                        "as an 8 kHz recording (trainer/augment.py)")
+    b.add_argument("--splits", metavar="LIST",
+                   help="synthesize only these voice splits, e.g. 'test' (default: the preset's)")
+    b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
+    b.add_argument("--seed", type=int, default=0, help="seed of voices, words and augmentation")
+    b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    b.add_argument("--words", help="extra words, e.g. 'en:lights,music;de:licht'")
+    b.add_argument("--no-digits", action="store_true", help="leave out SHD's 20 digit classes")
+    b.add_argument("--speakers", type=int, help="override the preset's speaker count")
+    b.add_argument("--repeats", type=int, help="override utterances per speaker and word")
+    b.add_argument("--keep-audio", action="store_true", help="store the 16 kHz audio too")
+    b.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    i = add(csub, "info", cmd_corpus_info, "classes, utterances and speakers per split")
+    i.add_argument("path", help="corpus .h5, SHD/SSC .h5, a folder of official files, or WAVs")
+    i.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -1,0 +1,381 @@
+"""`tessera sim|device|protocol-test`: the simulated board and any device behind the protocol."""
+
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tessera.runtime.errors import InputError
+
+from .common import (
+    NO_PROGRESS,
+    _default_tsr,
+    _emit,
+    _fraction,
+    _positive_float,
+    _positive_int,
+    _progress,
+)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from tessera.firmware_sim.sim import main_loop
+
+    if not args.pty and not args.listen:
+        raise InputError("tessera sim needs --listen socket://127.0.0.1:PORT or --pty")
+    if args.model is None and not args.no_model:
+        args.model = _default_tsr()
+    return main_loop(listen=args.listen, pty=args.pty, bind_any=args.bind_any, model=args.model,
+                     flash=args.flash, ram=args.ram, seed=args.seed, drop=args.drop,
+                     corrupt=args.corrupt, baud=args.baud, crash_during_save=args.crash_during_save,
+                     reboot_after=args.reboot_after, json_out=args.json)
+
+
+def _device(args):
+    import tessera.firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
+    from tessera.protocol.client import Device
+
+    return Device.open(getattr(args, "port", None) or args.url,
+                       baudrate=getattr(args, "baud", 921600), timeout=args.timeout)
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    action = args.device_command
+    if action == "stream":
+        return _stream(args)
+    if action == "infer" and os.path.isdir(args.wav):
+        return _infer_folder(args)
+    with _device(args) as dev:
+        if action == "info":
+            r = dev.info()
+            human = (f"{r['firmware']}, protocol {r['version']}, up to {r['max_rows']}x"
+                     f"{r['max_cols']} tiles of {r['max_tile']}, {r['max_classes']} classes"
+                     + (f"; model {r['model']['bytes']} bytes, classes {r['model']['classes']}"
+                        if "model" in r else "; no model"))
+        elif action == "load":
+            r = dev.load(args.model)
+            human = f"loaded {args.model} ({r['bytes']} bytes)"
+        elif action == "enroll":
+            r = dev.enroll(args.label, *args.wavs)
+            if args.save:
+                dev.save()
+            human = (f"enrolled {args.label!r} from {len(args.wavs)} recording(s) in {r['ms']} ms "
+                     f"on the device ({r.get('shots', '?')} shots of it so far); classes "
+                     f"{r['classes']}")
+        elif action == "infer":
+            r = dev.infer(args.wav)
+            human = (f"{args.wav}: {r['label'] or 'none'} (confidence {r['confidence']:.2f}; "
+                     f"nearest {r['best']} at cosine {r['scores'][r['best']]:.3f}; device "
+                     f"latency {r['latency_us']:.0f} us)")
+        elif action == "threshold":
+            if args.value is not None:
+                dev.set_param("threshold", "model" if args.value == "model" else
+                              _cosine(args.value))
+                if args.save:
+                    dev.save()
+            r = dev.params()
+            human = (f"'none of these' below cosine {r['threshold_in_use']:.3f} "
+                     f"(the model's: {r['model_threshold']:.3f})")
+        elif action == "classes":
+            r = {"classes": dev.classes()}
+            human = ", ".join(r["classes"]) or "(none enrolled)"
+        elif action == "forget":
+            r = dev.forget(args.label)
+            if args.save:
+                dev.save()
+            human = f"forgot {args.label!r}; classes {r['classes']}"
+        else:                                            # stats
+            r = dev.stats()
+            human = _stats_text(r)
+    _emit(args, {k: v for k, v in r.items() if k not in PROTOCOL_FIELDS}, human)
+    return 0
+
+
+PROTOCOL_FIELDS = ("v", "t", "id")      # the message envelope, not the answer
+
+
+def _stats_text(r: dict) -> str:
+    d, c = r.get("device", {}), r.get("chip", {})
+    dec = d.get("decoder", {})
+    bad = ", ".join(f"{k} {v}" for k, v in dec.items() if v) or "none"
+    hops = c.get("routing_events_per_hop") or {}
+    lines = [f"device: {d.get('requests', 0)} requests in {d.get('frames', 0)} frames "
+             f"({d.get('bad_frames', 0)} bad; decoder errors: {bad}), "
+             f"{d.get('duplicates', 0)} duplicates, {d.get('errors', 0)} errors, "
+             f"{d.get('boots', 0)} boot(s), flash generation {d.get('flash_generation', 0)}"
+             + (f"; boot error: {d['boot_error']}" if d.get("boot_error") else "")]
+    if c:
+        lines.append(f"chip: {c.get('steps', 0)} steps, {c.get('spikes', 0)} spikes, "
+                     f"{c.get('synops', 0)} synaptic operations, routing events per hop "
+                     + (", ".join(f"{h}: {n}" for h, n in hops.items()) or "none"))
+    return "\n".join(lines)
+
+
+def _cosine(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise InputError(f"threshold must be a cosine in [-1, 1] or 'model', got {text!r}") \
+            from None
+    if not -1.0 <= v <= 1.0:
+        raise InputError(f"threshold must be a cosine in [-1, 1], got {v:g}")
+    return v
+
+
+def _event_line(e: dict) -> str:
+    return (f"{e['start_ms'] / 1000:7.2f}-{e['end_ms'] / 1000:.2f} s  {e['label']}  "
+            f"(confidence {e['confidence']:.2f})")
+
+
+def _stream(args) -> int:
+    """Continuous detection on the device: a WAV, an SHD-style spike file, or the microphone."""
+    from tessera.runtime.audio import load_audio
+
+    if not args.mic and not args.wav:
+        raise InputError("tessera device stream needs a WAV or h5 file (or --mic)")
+    source = None
+    if args.wav:
+        if args.wav.endswith((".h5", ".hdf5")):
+            source = ("spikes", _spike_sample(args.wav, args.index))
+        else:
+            source = ("pcm", load_audio(args.wav))
+    events = []
+
+    def show(e):
+        events.append({k: v for k, v in e.items() if k not in PROTOCOL_FIELDS})
+        if not args.json:
+            print(_event_line(e), flush=True)
+
+    with _device(args) as dev:
+        old = dev.params()["threshold"]
+        if args.threshold is not None:
+            dev.set_param("threshold", _cosine(args.threshold))
+        dev.set_param("hop_ms", args.hop_ms)
+        dev.set_param("trigger", args.trigger)
+        dev.set_param("detect", True)
+        try:
+            if source is None:
+                _stream_mic(dev, show)
+            elif source[0] == "spikes":
+                dev.stream_spikes(source[1], realtime=not args.fast, on_event=show)
+            else:
+                dev.stream_pcm(source[1], realtime=not args.fast, on_event=show)
+            end = dev.end_utterance()                    # closes the open (partial) windows
+            dev.drain(show)
+        finally:
+            dev.set_param("detect", False)
+            if args.threshold is not None:
+                dev.set_param("threshold", "model" if old is None else old)
+    r = dict(events=events, stream_ms=end["stream_ms"], source=args.wav or "mic")
+    if args.json:
+        print(json.dumps(r))
+    elif not events:
+        print("(no word detected)")
+    return 0
+
+
+def _spike_sample(path: str, index: int):
+    """One sample of an SHD-layout h5 file as 1 ms frames (700 channels)."""
+    from tessera.runtime.chip import events_to_frames
+    from tessera.trainer.data import read_spike_h5
+
+    data = read_spike_h5(path)
+    if not 0 <= index < len(data):
+        raise InputError(f"--index {index} is outside the file's {len(data)} samples", source=path)
+    times, units = data.sample(index)
+    ms = int(times.max(initial=0) * 1000) + 2
+    return events_to_frames(times, units, data.channels, ms)
+
+
+def _infer_folder(args) -> int:
+    """Every WAV of a folder (FSDD names or one sub-folder per word): accuracy per word, false
+    accepts of words that are not enrolled, confusion matrix."""
+    from tessera.trainer.data import _wav_items
+
+    items = _wav_items(args.wav)
+    if not items:
+        raise InputError("no WAV files found", source=args.wav)
+    rows = []
+    with _device(args) as dev:
+        enrolled = dev.classes()
+        if not enrolled:
+            raise InputError("the device has no enrolled words: enroll some first")
+        bar = _progress(len(items), args)
+        for path, word, _ in items:
+            r = dev.infer(path)
+            rows.append((path, args.prefix + word, r["label"], r["confidence"]))
+            bar.update(1)
+        bar.close()
+    r = infer_report(rows, enrolled)
+    if args.plot:
+        from tessera.tools.plots import confusion_png
+
+        r["plot"] = confusion_png(args.plot, r["confusion"], r["true_labels"], r["answers"],
+                                  title=f"{args.wav}: {100 * r['accuracy']:.1f} % on enrolled "
+                                        f"words")
+    lines = [f"{args.wav}: {r['tested']} recordings of enrolled words, accuracy "
+             f"{100 * r['accuracy']:.1f} %; {r['others']} of other words, "
+             f"{100 * r['false_accepts']:.1f} % accepted as a word"]
+    for w, v in r["per_word"].items():
+        lines.append(f"  {w:>12}: {v['correct']}/{v['total']}")
+    lines.append("  confusion (rows: truth, columns: answer): " + " ".join(r["answers"]))
+    for t, row in zip(r["true_labels"], r["confusion"]):
+        lines.append(f"  {t:>12}: " + " ".join(f"{x:3d}" for x in row))
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def infer_report(rows: list, enrolled: list[str]) -> dict:
+    """Accuracy per enrolled word, false accepts of the others, and a confusion matrix from
+    (path, truth, answer or None, confidence) rows."""
+    answers = sorted(enrolled) + ["none"]
+    truths = sorted({t for _, t, _, _ in rows if t in enrolled}) + (
+        ["(other words)"] if any(t not in enrolled for _, t, _, _ in rows) else [])
+    conf = [[0] * len(answers) for _ in truths]
+    per = {}
+    for _, t, a, _ in rows:
+        ti = truths.index(t if t in enrolled else "(other words)")
+        conf[ti][answers.index(a if a is not None else "none")] += 1
+        if t in enrolled:
+            d = per.setdefault(t, {"correct": 0, "total": 0})
+            d["total"] += 1
+            d["correct"] += a == t
+    tested = sum(v["total"] for v in per.values())
+    others = [a for _, t, a, _ in rows if t not in enrolled]
+    return dict(accuracy=round(sum(v["correct"] for v in per.values()) / max(tested, 1), 4),
+                tested=tested, per_word=dict(sorted(per.items())), others=len(others),
+                false_accepts=round(sum(a is not None for a in others) / max(len(others), 1), 4),
+                confusion=conf, true_labels=truths, answers=answers,
+                results=[dict(path=p, truth=t, answer=a, confidence=c) for p, t, a, c in rows])
+
+
+def _stream_mic(dev, show) -> None:
+    """Live microphone -> device in real time until Ctrl-C."""
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise InputError("--mic needs the mic extra: pip install -e '.[mic]'") from None
+    import numpy as np
+
+    try:
+        from tessera.runtime.constants import SAMPLE_RATE
+
+        stream = sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=1600)
+    except Exception as exc:                              # noqa: BLE001 (PortAudio errors)
+        raise InputError(f"no microphone to record from ({exc})") from None
+    print("listening (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        with stream as s:
+            while True:
+                block, _ = s.read(1600)                   # 100 ms, as it arrives
+                dev.stream_pcm(np.asarray(block[:, 0]), on_event=show)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_protocol_test(args: argparse.Namespace) -> int:
+    from tessera.protocol.conformance import run_conformance
+
+    if not args.yes:
+        with _device(args) as dev:
+            held = dev.classes() if "model" in dev.info() else []
+        if held:
+            raise InputError(f"the device holds {len(held)} enrolled word(s) ({', '.join(held)})"
+                             f" that protocol-test would erase: pass --yes to go on")
+    print(f"protocol-test loads {args.model} into the device at {args.url} and erases its "
+          f"enrolled words", file=sys.stderr)
+    r = run_conformance(args.url, args.model, timeout=args.timeout)
+    lines = [f"{r['url']}: {r['passed']} passed, {r['failed']} failed"]
+    for c in r["checks"]:
+        lines.append(f"  {'PASS' if c['ok'] else 'FAIL'}  {c['check']}"
+                     + ("" if c["ok"] else f"  ({c['error']})"))
+    _emit(args, r, "\n".join(lines))
+    return 0 if r["ok"] else 1
+
+
+def register(sub, add) -> None:
+    """Add this group's subcommands to the parser."""
+    sm = add(sub, "sim", cmd_sim, "the firmware simulator as a serial device")
+    sm.add_argument("--listen", metavar="URL", help="socket://127.0.0.1:PORT")
+    sm.add_argument("--pty", action="store_true", help="open a pseudo-terminal, print its path")
+    sm.add_argument("--bind-any", action="store_true", help="allow a non-loopback address")
+    sm.add_argument("--flash", default="tessera-flash.img", help="persistent flash image file")
+    sm.add_argument("--ram", type=int, default=512 * 1024, help="RAM budget in bytes")
+    sm.add_argument("--baud", type=_positive_int, default=None,
+                    help="limit the link to this many bits per second (default: no limit)")
+    sm.add_argument("--drop", type=_fraction, default=0.0,
+                    help="fraction of the bytes dropped in each direction, in [0, 1)")
+    sm.add_argument("--corrupt", type=_fraction, default=0.0,
+                    help="fraction of the bytes corrupted in each direction, in [0, 1)")
+    sm.add_argument("--crash-during-save", action="store_true",
+                    help="die between writing the new flash image and renaming it")
+    sm.add_argument("--reboot-after", type=int, default=0, metavar="N",
+                    help="power-cycle after every N-th request (RAM lost, flash kept)")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the simulated RRAM's noise")
+    sm.add_argument("--model", help="model to boot with when the flash holds none (default: the "
+                                    "committed default model at 4 bits)")
+    sm.add_argument("--no-model", action="store_true", help="boot without a model")
+
+    dv = sub.add_parser("device", help="talk to a device (the simulator or a board)")
+    dsub = dv.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+
+    def dev_cmd(name, help_):
+        sp = add(dsub, name, cmd_device, help_)
+        sp.add_argument("--port", required=True,
+                        help="pyserial URL: /dev/ttyUSB0, socket://127.0.0.1:7700, a pty path, "
+                             "or sim://?model=M.tsr&flash=F.img (the simulator in this process: "
+                             "without flash its words live only as long as this one command)")
+        sp.add_argument("--baud", type=_positive_int, default=921600, help="bits per second")
+        sp.add_argument("--timeout", type=float, default=2.0,
+                        help="seconds to wait for each answer before a retry (default 2)")
+        return sp
+
+    dev_cmd("info", "firmware, capabilities and the loaded model")
+    dev_cmd("load", "send a .tsr model (chunks with CRC, atomic commit)").add_argument(
+        "model", help="a .tsr file (tessera export)")
+    de = dev_cmd("enroll", "teach a word from one (or more) recordings: one readout update")
+    de.add_argument("--label", required=True, help="the word's name on the device")
+    de.add_argument("wavs", nargs="+", metavar="WAV", help="its recordings: one is one shot")
+    de.add_argument("--save", action="store_true", help="also write the device's flash")
+    di = dev_cmd("infer", "recognise one recording, or every WAV of a folder (FSDD names or one "
+                          "sub-folder per word): accuracy per word and a confusion matrix")
+    di.add_argument("wav", metavar="WAV|DIR", help="a recording, or a folder of them")
+    di.add_argument("--prefix", default="", help="folder mode: prepend this to each file's word "
+                                                 "to get its label (e.g. d for d0..d9)")
+    di.add_argument("--plot", metavar="PNG", help="folder mode: confusion matrix plot")
+    di.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    ds = dev_cmd("stream", "continuous detection: slide windows over a recording, an SHD-style "
+                           "spike file or the microphone; print each word as it is detected")
+    ds.add_argument("wav", nargs="?", metavar="WAV|H5", help="a WAV, or an h5 file in the SHD "
+                                                             "layout (with --index)")
+    ds.add_argument("--index", type=int, default=0, help="which sample of the h5 file (default 0)")
+    ds.add_argument("--mic", action="store_true", help="live microphone (the mic extra)")
+    ds.add_argument("--threshold", metavar="COS", help="'none of these' below this cosine for "
+                                                       "this stream (default: the device's)")
+    ds.add_argument("--trigger", choices=["onset", "hop"], default="onset",
+                    help="open a window at each sound onset (default) or every --hop-ms")
+    ds.add_argument("--hop-ms", type=_positive_int, default=250,
+                    help="with --trigger hop: a new window every this many ms (default 250; "
+                         "windows last the model's 1 s)")
+    ds.add_argument("--fast", action="store_true", help="send the file as fast as the link "
+                                                        "allows instead of in real time")
+    dt = dev_cmd("threshold", "show or set the device's 'none of these' threshold (a cosine)")
+    dt.add_argument("value", nargs="?", metavar="COS|model",
+                    help="new threshold, or 'model' for the model file's")
+    dt.add_argument("--save", action="store_true", help="also write the device's flash")
+    dev_cmd("classes", "list the enrolled words")
+    df = dev_cmd("forget", "remove an enrolled word")
+    df.add_argument("--label", required=True, help="the word to forget")
+    df.add_argument("--save", action="store_true", help="also write the device's flash")
+    dev_cmd("stats", "device and chip counters")
+
+    pt = add(sub, "protocol-test", cmd_protocol_test, "conformance suite against a device")
+    pt.add_argument("url", help="pyserial URL of the device")
+    pt.add_argument("--model", required=True, help="a .tsr model the suite loads")
+    pt.add_argument("--timeout", type=_positive_float, default=3.0,
+                    help="seconds to wait for each answer")
+    pt.add_argument("--yes", action="store_true",
+                    help="go on even though the device holds enrolled words (they are erased)")
