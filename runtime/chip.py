@@ -87,9 +87,10 @@ def _req(d: dict, key: str, kind, where: str):
     return v
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChipTables:
-    """The numeric contents of a model file, checked for consistency."""
+    """The numeric contents of a model file, checked for consistency; frozen (fields and arrays
+    read-only): a chip's mutable state lives in :class:`Chip`, never in its tables."""
 
     rows: int
     cols: int
@@ -275,6 +276,9 @@ def tables_of(m: ModelFile) -> ChipTables:
         g[k] = np.broadcast_to(np.asarray(g[k], np.int64), (n,)).copy()
     g["calib"] = tuple(g["calib"])
     del g["rule"]
+    for v in g.values():                             # frozen tables: arrays read-only too
+        if isinstance(v, np.ndarray):
+            v.setflags(write=False)
     return ChipTables(**g, frontend=m.frontend)
 
 

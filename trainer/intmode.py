@@ -39,10 +39,10 @@ class IntCore:
         self.tab = tab
         n, t = tab.neurons, tab.tile
         tile_of = torch.arange(n) // t
-        r_in = torch.from_numpy(np.asarray(w_in_read if w_in_read is not None
+        r_in = torch.tensor(np.asarray(w_in_read if w_in_read is not None
                                            else tab.w_in << GF, np.int64))
-        self.w_in = r_in * (2 ** (torch.from_numpy(tab.shift_in)[tile_of] - GF))[None, :]
-        r_rec = torch.from_numpy(np.asarray(w_rec_read if w_rec_read is not None
+        self.w_in = r_in * (2 ** (torch.tensor(tab.shift_in)[tile_of] - GF))[None, :]
+        r_rec = torch.tensor(np.asarray(w_rec_read if w_rec_read is not None
                                             else tab.w_rec << GF, np.int64))
         w = torch.zeros(n, n, dtype=torch.int64)
         for (a, b, _), blk, s in zip(tab.routes.tolist(), r_rec, tab.shift_rec.tolist()):
@@ -75,8 +75,8 @@ class IntCore:
         r = torch.zeros(b, n, dtype=torch.int64)
         acc = torch.zeros(tab.segments, b, n, dtype=torch.int64)
         ras = torch.zeros(b, tab.steps, n, dtype=torch.uint8)
-        leak = torch.from_numpy(np.asarray(tab.leak_mult, np.int64))
-        trace = torch.from_numpy(np.asarray(tab.trace_mult, np.int64))
+        leak = torch.tensor(np.asarray(tab.leak_mult, np.int64))
+        trace = torch.tensor(np.asarray(tab.trace_mult, np.int64))
         for t in range(tab.steps):
             rec = torch.matmul(z, self.w_rec)
             v = _sat(torch.div(v * leak, 65536, rounding_mode="floor") + drive[:, t]
