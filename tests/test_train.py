@@ -212,8 +212,12 @@ def test_learned_time_constants_reach_the_chip(small_corpus, tmp_path):
 
     out = tmp_path / "tau"
     r = tessera("train", "--data", small_corpus, "--out", out, *TINY, "--set",
-                "core.tau_learn=true", "--set", "core.tau_spread=8.0")
+                "core.tau_learn=true", "--set", "core.tau_spread=8.0", "--set",
+                "meta.global_weight=0.5")
     assert r.returncode == 0, r.stderr
+    saved = torch.load(out / "model.pt", weights_only=True)     # the training-only word
+    assert saved["head"] == {} and "opt" not in saved            # classifier is not kept
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["head"]["w_cls"].shape[1] > 5
     tsr = tmp_path / "tau.tsr"
     assert tessera("export", out / "model.pt", "--out", tsr).returncode == 0
     chip = Chip.load(tsr)

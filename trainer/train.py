@@ -126,6 +126,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
                    skipped=skipped)
     final = checkpoint_state(tr, cfg, summary)
     final.pop("opt")                                 # the model file needs no optimizer state
+    if cfg.meta.algorithm != "transfer":             # nor the training-only word classifier
+        final["head"] = {}
     save_checkpoint(os.path.join(out, "model.pt"), final)
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
