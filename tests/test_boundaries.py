@@ -1,8 +1,11 @@
 """The device side imports only numpy, msgpack and pyserial: proven with everything else blocked."""
 
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 BLOCKER = textwrap.dedent("""
     import importlib.abc, sys
@@ -102,7 +105,8 @@ def test_packages_import_only_downwards():
     allowed = {"runtime": {"runtime"}, "protocol": {"protocol", "runtime"},
                "firmware_sim": {"firmware_sim", "runtime", "protocol"},
                "trainer": {"trainer", "runtime"},
-               "tools": {"tools", "runtime", "protocol", "firmware_sim", "trainer"}}
+               "tools": {"tools", "runtime", "protocol", "firmware_sim", "trainer"},
+               "models": {"runtime"}}
     bad = []
     for pkg, ok in allowed.items():
         files = sorted((root / pkg).glob("*.py"))
@@ -128,3 +132,35 @@ def test_packages_import_only_downwards():
                 if target not in ok:
                     bad.append(f"{pkg}/{f.name}:{node.lineno} imports {target}")
     assert not bad, bad
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_default_and_factory_models(tmp_path):
+    """A non-editable install finds the default model and the factory model from any folder:
+    build the wheel, unpack it, and ask it from elsewhere with only the wheel on the path."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path / "w"), str(root)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    wheel, = (tmp_path / "w").glob("tessera-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("tessera/models/default/model.pt", "tessera/models/default/calibration.json",
+                   "tessera/firmware_sim/default-4bit.tsr", "tessera/cli/__init__.py"):
+        assert needed in names, needed
+    assert not any(n.startswith("tessera/models/v") for n in names)    # only the default ships
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import tessera, os\n"
+            "from tessera.models import default_model; from tessera.firmware_sim import "
+            "factory_model\n"
+            "assert tessera.__file__.startswith(sys.argv[1]), tessera.__file__\n"
+            "print(default_model()); print(factory_model())")
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path / "site")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    model, factory = out.stdout.split()
+    assert model.startswith(str(tmp_path / "site")) and os.path.getsize(model) > 100_000
+    assert factory.startswith(str(tmp_path / "site"))

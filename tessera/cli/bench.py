@@ -36,7 +36,8 @@ def cmd_bench_lauscher(args: argparse.Namespace) -> int:
 def cmd_bench_runtime(args: argparse.Namespace) -> int:
     from tessera.tools.bench import bench_runtime
 
-    r = bench_runtime(args.model, bits=args.bits, repeats=args.repeats, batch=args.batch)
+    r = bench_runtime(args.model or _default_model(), bits=args.bits, repeats=args.repeats,
+                      batch=args.batch)
     lines = [f"chip emulator, {r['neurons']} neurons, {r['weight_bits']}-bit weights, one core "
              f"[{r['cpu']}, {r['date']}]:",
              f"  streaming: {r['us_per_step']} us per 1 ms of input ({r['us_per_network_step']} us "
@@ -141,8 +142,9 @@ def register(sub, add) -> None:
     bl.add_argument("--png", help="rasters of both, side by side")
 
     br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
-    br.add_argument("model", nargs="?", default=_default_model(),
-                    help="model.pt (exported here) or a .tsr file")
+    br.add_argument("model", nargs="?", default=None,
+                    help="model.pt (exported here) or a .tsr file (default: the committed "
+                         "default model)")
     br.add_argument("--bits", type=int, default=8, help="weight bits of the timed export")
     br.add_argument("--repeats", type=_positive_int, default=20,
                     help="timed utterances (the median is reported)")

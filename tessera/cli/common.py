@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 
@@ -48,9 +47,10 @@ def _default_tsr() -> str:
 
 
 def _default_model() -> str:
-    """The committed default model in the source tree (repository/models/default/model.pt)."""
-    here = os.path.dirname(os.path.abspath(__file__))                  # repository/tessera/cli
-    return os.path.join(os.path.dirname(os.path.dirname(here)), "models", "default", "model.pt")
+    """The committed default model (``models/default/model.pt``, shipped as package data)."""
+    from tessera.models import default_model
+
+    return default_model()
 
 
 def _checked(kind, ok, what: str):
