@@ -32,6 +32,9 @@ from ..runtime.model_format import decode_model, pack_ints, unpack_ints
 from ..runtime.rram import RRAMConfig
 from . import flash
 
+ERROR_BURST = 8          # bad-frame answers at once, then ...
+ERROR_RATE = 4.0         # ... at most this many per second (the rest are only counted)
+
 __all__ = ["Firmware", "Capabilities", "FIRMWARE_VERSION"]
 
 FIRMWARE_VERSION = "tessera-sim 0.5.0"
@@ -83,6 +86,7 @@ class Firmware:
         self.boots += 1
         self.decoder = FrameDecoder(on_error=self._frame_error)
         self.pending_errors: list[bytes] = []
+        self.error_tokens, self.error_clock, self.errors_unanswered = ERROR_BURST, 0.0, 0
         self.answers: OrderedDict[int, bytes] = OrderedDict()
         self.chip: Chip | None = None
         self.model_bytes = b""
@@ -90,8 +94,8 @@ class Firmware:
         self.streamed = False
         self.recent: list[np.ndarray] = []
         self.params = dict(DEFAULT_PARAMS)
-        self.stats = {"frames": 0, "bad_frames": 0, "requests": 0, "duplicates": 0,
-                      "errors": 0, "events": 0}
+        self.stats = {"frames": 0, "bad_frames": 0, "bad_frames_unanswered": 0, "requests": 0,
+                      "duplicates": 0, "errors": 0, "events": 0}
         self.flash_generation = 0
         self.events_out: list[dict] = []
         self.reboot_requested = False
@@ -160,9 +164,26 @@ class Firmware:
 
     # ------------------------------------------------------------------ bytes
     def _frame_error(self, err: FrameError) -> None:
+        """Answer a bad frame, at most ERROR_BURST at once and ERROR_RATE per second after that
+        (a token bucket): a flood of garbage must not turn into a flood of answers that delays
+        the host's next request. Every bad frame is counted; the next answer says how many went
+        unanswered."""
         self.stats["bad_frames"] += 1
+        now = time.monotonic()
+        self.error_tokens = min(ERROR_BURST, self.error_tokens
+                                + (now - self.error_clock) * ERROR_RATE)
+        self.error_clock = now
+        if self.error_tokens < 1.0:
+            self.errors_unanswered += 1
+            self.stats["bad_frames_unanswered"] += 1
+            return
+        self.error_tokens -= 1.0
         name = "FRAME_TOO_LARGE" if err.kind == "oversize" else "BAD_FRAME"
-        self.pending_errors.append(encode_frame(encode(error_message(0, name, str(err)))))
+        text = str(err)
+        if self.errors_unanswered:
+            text += f" (and {self.errors_unanswered} earlier bad frames not answered)"
+            self.errors_unanswered = 0
+        self.pending_errors.append(encode_frame(encode(error_message(0, name, text))))
 
     def receive(self, data: bytes) -> bytes:
         """Feed link bytes; returns the bytes to send (answers, errors and events)."""

@@ -287,3 +287,26 @@ def test_sim_urls_come_from_the_firmware_package():
     assert err.startswith("ERR sim://: cannot open the device link") and \
         "import tessera.firmware_sim" in err
     assert ok.startswith("OK tessera-sim")
+
+
+def test_a_flood_of_garbage_is_not_answered_frame_by_frame():
+    """5 MB of random bytes: every bad frame counted, only a few answered (a token bucket), the
+    next answer says how many were not, and a valid request right after gets its answer."""
+    import time
+
+    from tessera.protocol.framing import FrameDecoder, encode_frame
+
+    fw = Firmware(flash_path=None)
+    junk = np.random.default_rng(0).integers(0, 256, 5_000_000, dtype=np.uint8).tobytes()
+    t0 = time.perf_counter()
+    out = b"".join(fw.receive(junk[i:i + 4096]) for i in range(0, len(junk), 4096))
+    assert time.perf_counter() - t0 < 30                        # generous: ~0.1 s here
+    assert fw.stats["bad_frames"] > 15_000
+    assert fw.stats["bad_frames_unanswered"] >= fw.stats["bad_frames"] - 40
+    assert len(out) < 5_000                                     # not ~1.9 MB of BAD_FRAMEs
+    time.sleep(0.3)                                             # one token back
+    reply = FrameDecoder().feed(fw.receive(b"\x00" + encode_frame(encode({"t": "ping", "id": 9}))))
+    msgs = [decode(b) for b in reply]
+    assert msgs[-1]["t"] == "pong" and msgs[-1]["id"] == 9
+    text = " ".join(m.get("message", "") for m in msgs if m.get("t") == "error")
+    assert "earlier bad frames not answered" in text

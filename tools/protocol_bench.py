@@ -115,7 +115,7 @@ def fuzz(model_path: str, frames: int = 100_000, seed: int = 0, hang_s: float = 
             sent_mutated += 1
         else:
             sent_valid += 1
-        before = fw.stats["frames"] + fw.stats["bad_frames"]
+        before = fw.stats["frames"] + fw.stats["bad_frames"] - fw.stats["bad_frames_unanswered"]
         t0 = time.perf_counter()
         try:
             out = fw.receive(frame)
@@ -130,14 +130,17 @@ def fuzz(model_path: str, frames: int = 100_000, seed: int = 0, hang_s: float = 
             r = decode(b)
             answers += r.get("t") != "event"
             internal += r.get("code") == CODES["INTERNAL"]
-        # every frame the device saw (decoded or bad) gets exactly one answer
-        unanswered += (fw.stats["frames"] + fw.stats["bad_frames"] - before) \
+        # every frame the device saw gets exactly one answer, but for bad frames beyond the
+        # device's error-answer rate (counted in bad_frames_unanswered)
+        unanswered += (fw.stats["frames"] + fw.stats["bad_frames"]
+                       - fw.stats["bad_frames_unanswered"] - before) \
             - sum(decode(b).get("t") != "event" for b in got)
     st = fw.stats
     return dict(bench="fuzz", frames=frames, valid=sent_valid, mutated=sent_mutated,
                 crashes=crashes, internal_errors=internal, hangs=hangs,
                 worst_frame_ms=round(worst * 1e3, 2), answers=answers,
                 decoded_frames=st["frames"], bad_frames=st["bad_frames"],
+                bad_frames_unanswered=st["bad_frames_unanswered"],
                 unanswered=int(unanswered), seconds=round(time.perf_counter() - t_start, 1))
 
 
@@ -274,6 +277,45 @@ def link_budget(model_path: str, seconds: float = 5.0, baud: int = 921600) -> di
     out["audio_bytes_per_s"] = round(total / seconds)
     out["audio_headroom"] = round(link / (total / seconds), 2)
     return out
+
+
+def garbage_flood(megabytes: float = 5.0, seed: int = 0, wait_s: float = 30.0) -> dict:
+    """Random bytes written to ``tessera sim --pty`` in 64 KB chunks (its answers read as they
+    come), then one ``ping``: how long after the flood the ``pong`` arrives, and how many bytes
+    of answers the flood cost the link."""
+    import json
+
+    import serial
+
+    from ..protocol.framing import FrameDecoder
+
+    p = subprocess.Popen([sys.executable, "-m", "tessera.cli", "sim", "--pty", "--json",
+                          "--flash", ""], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    try:
+        port = serial.serial_for_url(json.loads(p.stdout.readline())["port"], timeout=0.01)
+        junk = np.random.default_rng(seed).integers(0, 256, int(megabytes * 1e6),
+                                                    dtype=np.uint8).tobytes()
+        t0 = time.perf_counter()
+        answered = 0
+        for i in range(0, len(junk), 65536):
+            port.write(junk[i:i + 65536])
+            answered += len(port.read(65536))
+        t_end = time.perf_counter()
+        port.write(b"\x00" + encode_frame(encode({"t": "ping", "id": 4242})))
+        dec, after = FrameDecoder(), None
+        while after is None and time.perf_counter() - t_end < wait_s:
+            data = port.read(65536)
+            answered += len(data)
+            if any(decode(b).get("id") == 4242 for b in dec.feed(data)):
+                after = time.perf_counter() - t_end
+        port.close()
+    finally:
+        p.kill()
+        p.wait()
+    return dict(bench="garbage_flood", megabytes=megabytes, flood_s=round(t_end - t0, 2),
+                answer_after_flood_s=None if after is None else round(after, 3),
+                answer_bytes=answered, resynchronised=after is not None and after <= 1.0)
 
 
 def pty_enroll(model_path: str, wav: str | None = None, repeats: int = 10) -> dict:

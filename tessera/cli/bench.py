@@ -82,6 +82,13 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
                      f"{b['spikes_700ch_events_bytes_per_s']} B/s ({b['spikes_700ch_events_headroom']}x"
                      f" headroom), bitmap {b['spikes_700ch_bitmap_bytes_per_s']} B/s; audio "
                      f"{b['audio_bytes_per_s']} B/s ({b['audio_headroom']}x)")
+    if "flood" in parts:
+        g = r["garbage_flood"] = pb.garbage_flood()
+        after = g["answer_after_flood_s"]
+        lines.append(f"garbage flood ({g['megabytes']:g} MB of random bytes over a pty, "
+                     f"{g['flood_s']} s): a request right after it answered in "
+                     + (f"{1000 * after:.0f} ms" if after is not None else "-- never --")
+                     + f"; {g['answer_bytes']} bytes of answers")
     if "pty" in parts:
         p = r["pty_enroll"] = pb.pty_enroll(model)
         lines.append(f"pty: enroll round trip {p['enroll_round_trip_ms']} ms, ping "
@@ -93,7 +100,8 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     _emit(args, r, "\n".join(lines))
     ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
         ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
-        ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0)))
+        ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0),
+        ("garbage_flood", "resynchronised", True)))
     return 0 if ok else 1
 
 
@@ -169,10 +177,11 @@ def register(sub, add) -> None:
 
     bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
-    bp.add_argument("--parts", nargs="+", default=["fuzz", "lossy", "kill", "link", "pty"],
-                    choices=["fuzz", "lossy", "kill", "link", "pty"],
+    bp.add_argument("--parts", nargs="+",
+                    default=["fuzz", "lossy", "kill", "link", "flood", "pty"],
+                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty"],
                     help="which tests: fuzzed frames, a lossy link, device kills, the link "
-                         "budget, a real pseudo-terminal")
+                         "budget, a 5 MB garbage flood, a real pseudo-terminal")
     bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
     bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
     bp.add_argument("--kills", type=_positive_int, default=100,
