@@ -11,8 +11,10 @@ on tiles -> prototype readout -> word. Subpackages (each a top-level folder of t
 - ``tessera.trainer``: offline, with torch: speech corpus (TTS), data loading, few-shot episodes,
   meta-training, evaluation, calibration and export to the chip.
 - ``tessera.tools``: benchmarks and plots.
+- ``tessera.models``: the committed default model, shipped as package data.
 
-The ``tessera`` command (``tessera.cli``) drives all of them.
+The ``tessera`` command (the ``tessera.cli`` package, one module per command group) drives all
+of them.
 """
 
 __version__ = "0.1.0"
