@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -279,21 +280,29 @@ def link_budget(model_path: str, seconds: float = 5.0, baud: int = 921600) -> di
     return out
 
 
+@contextlib.contextmanager
+def pty_sim(flash: str = ""):
+    """``tessera sim --pty`` in a child process, flash image ``flash`` ("" for none); yields the
+    pseudo-terminal's path and kills the simulator afterwards."""
+    p = subprocess.Popen([sys.executable, "-m", "tessera.cli", "sim", "--pty", "--flash", flash],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield p.stdout.readline().strip()
+    finally:
+        p.kill()
+        p.wait()
+
+
 def garbage_flood(megabytes: float = 5.0, seed: int = 0, wait_s: float = 30.0) -> dict:
     """Random bytes written to ``tessera sim --pty`` in 64 KB chunks (its answers read as they
     come), then one ``ping``: how long after the flood the ``pong`` arrives, and how many bytes
     of answers the flood cost the link."""
-    import json
-
     import serial
 
     from ..protocol.framing import FrameDecoder
 
-    p = subprocess.Popen([sys.executable, "-m", "tessera.cli", "sim", "--pty", "--json",
-                          "--flash", ""], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True)
-    try:
-        port = serial.serial_for_url(json.loads(p.stdout.readline())["port"], timeout=0.01)
+    with pty_sim() as path:
+        port = serial.serial_for_url(path, timeout=0.01)
         junk = np.random.default_rng(seed).integers(0, 256, int(megabytes * 1e6),
                                                     dtype=np.uint8).tobytes()
         t0 = time.perf_counter()
@@ -310,9 +319,6 @@ def garbage_flood(megabytes: float = 5.0, seed: int = 0, wait_s: float = 30.0) -
             if any(decode(b).get("id") == 4242 for b in dec.feed(data)):
                 after = time.perf_counter() - t_end
         port.close()
-    finally:
-        p.kill()
-        p.wait()
     return dict(bench="garbage_flood", megabytes=megabytes, flood_s=round(t_end - t0, 2),
                 answer_after_flood_s=None if after is None else round(after, 3),
                 answer_bytes=answered, resynchronised=after is not None and after <= 1.0)
@@ -323,11 +329,7 @@ def pty_enroll(model_path: str, wav: str | None = None, repeats: int = 10) -> di
     from ..protocol.client import Device
 
     tmp = tempfile.mkdtemp(prefix="tessera-pty-")
-    p = subprocess.Popen([sys.executable, "-m", "tessera.cli", "sim", "--pty", "--flash",
-                          os.path.join(tmp, "flash.img")], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
-    try:
-        path = p.stdout.readline().strip()
+    with pty_sim(os.path.join(tmp, "flash.img")) as path:
         dev = Device.open(path)
         dev.load(model_path)
         ms = dev.info_cache["model"]
@@ -347,6 +349,3 @@ def pty_enroll(model_path: str, wav: str | None = None, repeats: int = 10) -> di
                     enroll_round_trip_ms=round(float(np.median(times)) * 1e3, 2),
                     stream_1s_utterance_ms=round(float(np.median(stream_times)) * 1e3, 1),
                     ping_round_trip_ms=round(float(np.median(ping)) * 1e3, 3))
-    finally:
-        p.kill()
-        p.wait()
