@@ -359,7 +359,7 @@ class Chip:
         self.none_threshold = tab.none_threshold            # per device: set_threshold
         self.lengths = tab.segment_lengths()
         self.seg_of = np.arange(tab.steps) * tab.segments // tab.steps
-        self.decay = np.concatenate([tab.leak_mult, tab.trace_mult]).astype(np.int64)
+        self.decay = np.concatenate([tab.leak_mult, tab.trace_mult])    # int64, a fresh copy
         # an upper bound of the readout trace r (r <= (r * m >> 16) + s  =>  r < s / (1 - m/2^16))
         self.trace_bound = ((1 << tab.trace_frac) * 65536) \
             // max(65536 - int(tab.trace_mult.max(initial=0)), 1) + 1

@@ -40,16 +40,18 @@ class IntCore:
         n, t = tab.neurons, tab.tile
         tile_of = torch.arange(n) // t
         r_in = torch.tensor(np.asarray(w_in_read if w_in_read is not None
-                                           else tab.w_in << GF, np.int64))
+                                       else tab.w_in << GF, np.int64))
         self.w_in = r_in * (2 ** (torch.tensor(tab.shift_in)[tile_of] - GF))[None, :]
         r_rec = torch.tensor(np.asarray(w_rec_read if w_rec_read is not None
-                                            else tab.w_rec << GF, np.int64))
+                                        else tab.w_rec << GF, np.int64))
         w = torch.zeros(n, n, dtype=torch.int64)
         for (a, b, _), blk, s in zip(tab.routes.tolist(), r_rec, tab.shift_rec.tolist()):
             w[a * t:(a + 1) * t, b * t:(b + 1) * t] += blk * (2 ** (s - GF))
         self.w_rec = w
         self.bias = torch.from_numpy(tab.bias.astype(np.int64))
         self.channels = torch.from_numpy(tab.channels.astype(np.int64))
+        self.leak = torch.tensor(tab.leak_mult, dtype=torch.int64)      # (n,) per neuron
+        self.trace = torch.tensor(tab.trace_mult, dtype=torch.int64)
 
     def bins(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, ms, channels_total) 1 ms frames -> (B, steps, inputs) counts, from rest."""
@@ -75,14 +77,12 @@ class IntCore:
         r = torch.zeros(b, n, dtype=torch.int64)
         acc = torch.zeros(tab.segments, b, n, dtype=torch.int64)
         ras = torch.zeros(b, tab.steps, n, dtype=torch.uint8)
-        leak = torch.tensor(np.asarray(tab.leak_mult, np.int64))
-        trace = torch.tensor(np.asarray(tab.trace_mult, np.int64))
         for t in range(tab.steps):
             rec = torch.matmul(z, self.w_rec)
-            v = _sat(torch.div(v * leak, 65536, rounding_mode="floor") + drive[:, t]
+            v = _sat(torch.div(v * self.leak, 65536, rounding_mode="floor") + drive[:, t]
                      + rec - tab.threshold * z, tab.membrane_bits)
             z = (v >= tab.threshold).long()
-            r = torch.div(r * trace, 65536, rounding_mode="floor") \
+            r = torch.div(r * self.trace, 65536, rounding_mode="floor") \
                 + z * (1 << tab.trace_frac)
             r = r.clamp(max=(1 << (tab.trace_bits - 1)) - 1)
             s = t * tab.segments // tab.steps
