@@ -72,44 +72,29 @@ def test_bad_model_files_get_clear_errors(exported, tmp_path):
         with pytest.raises(InputError, match=expect[name]) as e:
             Chip.load(p)
         assert str(p) in str(e.value)                     # the error names the file
-    # a well-formed file whose shapes do not fit its geometry
-    m = read_model(exported["4"])
-    m.core["rows"] = 3
-    with pytest.raises(InputError, match="core.w_in has shape"):
-        Chip(decode_model(encode_model(m)))
-    m = read_model(exported["4"])
-    m.core["w_rec"] = pack_ints(np.zeros((2, 16, 16), np.int64), 4)
-    with pytest.raises(InputError, match="routes/w_rec/shift_rec do not fit"):
-        Chip(decode_model(encode_model(m)))
-    m = read_model(exported["4"])
-    del m.readout["none_threshold"]
-    with pytest.raises(InputError, match="readout.none_threshold is missing"):
-        Chip(decode_model(encode_model(m)))
-    m = read_model(exported["4"])
-    m.core["leak_mult"] = pack_ints(np.full(7, 50000), 16, False)
-    with pytest.raises(InputError, match="core.leak_mult has shape .7,.: it must be an integer "
-                                         "or a packed array of 256 values"):
-        Chip(decode_model(encode_model(m)))
-    m.core["leak_mult"] = 70000
-    with pytest.raises(InputError, match=r"core.leak_mult must be a decay in \[0, 65536\)"):
-        Chip(decode_model(encode_model(m)))
-    # strict fields: an unknown one, a wrong kind, and a design rule, each named
-    m = read_model(exported["4"])
-    m.core["leak"] = 3
-    with pytest.raises(InputError, match="model field core.leak is not known"):
-        Chip(decode_model(encode_model(m)))
-    m = read_model(exported["4"])
-    m.readout["calib"] = "0,0,0"
-    with pytest.raises(InputError, match="readout.calib must be a list"):
-        Chip(decode_model(encode_model(m)))
-    m = read_model(exported["4"])
-    m.core["refractory"] = 2
-    with pytest.raises(InputError, match="core.refractory must be 0"):
-        Chip(decode_model(encode_model(m)))
-    m = read_model(exported["4"])
-    m.core["w_in"] = 5
-    with pytest.raises(InputError, match="core.w_in must be a packed array"):
-        Chip(decode_model(encode_model(m)))
+    # well-formed files with one field changed (None: removed), each refused by name: shapes
+    # that do not fit the geometry, missing, unknown and mistyped fields, broken design rules
+    cases = [
+        ("core", "rows", 3, "core.w_in has shape"),
+        ("core", "w_rec", pack_ints(np.zeros((2, 16, 16), np.int64), 4),
+         "routes/w_rec/shift_rec do not fit"),
+        ("readout", "none_threshold", None, "readout.none_threshold is missing"),
+        ("core", "leak_mult", pack_ints(np.full(7, 50000), 16, False),
+         "core.leak_mult has shape .7,.: it must be an integer or a packed array of 256 values"),
+        ("core", "leak_mult", 70000, r"core.leak_mult must be a decay in \[0, 65536\)"),
+        ("core", "leak", 3, "model field core.leak is not known"),
+        ("readout", "calib", "0,0,0", "readout.calib must be a list"),
+        ("core", "refractory", 2, "core.refractory must be 0"),
+        ("core", "w_in", 5, "core.w_in must be a packed array"),
+    ]
+    for section, key, value, expect in cases:
+        m = read_model(exported["4"])
+        if value is None:
+            del getattr(m, section)[key]
+        else:
+            getattr(m, section)[key] = value
+        with pytest.raises(InputError, match=expect):
+            Chip(decode_model(encode_model(m)))
     # a payload that is msgpack but not a map of ours, with a correct CRC
     junk = b"\x93\x01\x02\x03"
     with pytest.raises(InputError, match="not a tessera-model map"):
