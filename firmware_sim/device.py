@@ -315,7 +315,7 @@ class Firmware:
         """Stream times (ms) in ``frames`` where sound starts after at least ``QUIET_MS`` of
         quiet: a ms is loud when the input events the model reads reach ``onset_events``
         and 4x their running mean (so a steady background does not trigger)."""
-        counts = self.chip._frames(frames).sum(axis=1)
+        counts = self.chip._frames(frames).sum(axis=1, dtype=np.int64)
         level = float(self.params["onset_events"])
         out = []
         for k, c in enumerate(counts.tolist()):

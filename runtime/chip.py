@@ -22,7 +22,9 @@ Core, one step per bin (n neurons on rows x cols tiles of ``tile`` neurons)::
 
 ``R`` are the integers the RRAM arrays read (:mod:`tessera.runtime.rram`: ``q << GF`` when
 ideal); W_rec exists only on the routing table's tile pairs, block (a, b) scaled by its own shift.
-The recurrent sum is event-driven: only the rows of neurons that spiked are read.
+The recurrent sum is event-driven: only the rows of neurons that spiked are read. These steps
+are :func:`tessera.runtime.core.core_step`, a pure function that streaming and batched inference
+share.
 
 Readout features, at the end of the window::
 
@@ -65,6 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constants import SAMPLE_RATE
+from .core import core_state, core_step, core_tables, input_current, trace_bound
 from .errors import InputError
 from .model_format import ModelFile, read_model, unpack_ints
 from .rram import GF, RRAMArray, RRAMConfig
@@ -282,9 +285,6 @@ def tables_of(m: ModelFile) -> ChipTables:
     return ChipTables(**g, frontend=m.frontend)
 
 
-_CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
-
-
 def _shift(v, s: int):
     return v >> s if s >= 0 else v << -s
 
@@ -359,10 +359,9 @@ class Chip:
         self.none_threshold = tab.none_threshold            # per device: set_threshold
         self.lengths = tab.segment_lengths()
         self.seg_of = np.arange(tab.steps) * tab.segments // tab.steps
-        self.decay = np.concatenate([tab.leak_mult, tab.trace_mult])    # int64, a fresh copy
-        # an upper bound of the readout trace r (r <= (r * m >> 16) + s  =>  r < s / (1 - m/2^16))
-        self.trace_bound = ((1 << tab.trace_frac) * 65536) \
-            // max(65536 - int(tab.trace_mult.max(initial=0)), 1) + 1
+        # the accumulators provably never saturate when steps x (the trace's bound) fits
+        self.acc_can_overflow = tab.steps * min((1 << (tab.trace_bits - 1)) - 1,
+                                                trace_bound(tab)) > (1 << (tab.acc_bits - 1)) - 1
         self._cochlea = None
         self._n, self._t = n, t
         self.refresh_weights()
@@ -386,9 +385,7 @@ class Chip:
             W[a * t:(a + 1) * t, b * t:(b + 1) * t] += block
             fan[a * t:(a + 1) * t, h] += (block != 0).any(axis=1)
         self.W_rec = W
-        self.W_rec_theta = W - tab.threshold * np.eye(n, dtype=np.int64)
-        self.W_in_f = self.W_in.astype(np.float64)       # exact: see _drive
-        self.W_rec_f = W.astype(np.float64)
+        self.core = core_tables(tab, self.W_in, W)       # what core_step reads
         self.fanout_hops = fan                           # routing events per spike, per hop
         self.fanout = (W != 0).sum(axis=1)               # recurrent synapses per spike
         self.fanin_input = (self.W_in != 0).sum(axis=1)  # synapses per input event
@@ -431,9 +428,7 @@ class Chip:
             for a in (self.in_arr, self.rec_arr, self.out_arr):
                 a.sample_read()
             self.refresh_weights()
-        self.state = np.zeros(2 * n, np.int64)      # membranes and traces side by side, so
-        self.v, self.r = self.state[:n], self.state[n:]   # one multiply-shift decays both
-        self.z = np.zeros(n, bool)
+        self.core_state = core_state(self.core)
         self.acc = np.zeros((tab.segments, n), np.int64)
         self.t = 0
         self.window_spikes = 0
@@ -445,20 +440,27 @@ class Chip:
         if frontend and self._cochlea is not None:
             self._cochlea.reset()
 
-    _WINDOW = ("state", "z", "acc", "pending")
+    @property
+    def v(self) -> np.ndarray:
+        """The membranes (n,) after the last step (read-only view)."""
+        return self.core_state.vr[:self._n]
+
+    @property
+    def r(self) -> np.ndarray:
+        """The readout traces (n,) after the last step."""
+        return self.core_state.vr[self._n:]
 
     def snapshot(self) -> dict:
         """The streaming state of the current window (not the front-end's): a device that
         slides overlapping windows keeps one per window and swaps them in (:meth:`restore`)."""
-        snap = {k: getattr(self, k).copy() for k in self._WINDOW}
-        snap.update(t=self.t, pending_ms=self.pending_ms, ended=self.ended,
+        return dict(core=self.core_state, acc=self.acc.copy(), pending=self.pending.copy(),
+                    t=self.t, pending_ms=self.pending_ms, ended=self.ended,
                     window_spikes=self.window_spikes, window_inputs=self.window_inputs,
-                    phi=self.phi)
-        return snap
+                    phi=self.phi)    # core_step never changes a state: no copy needed
 
     def restore(self, snap: dict) -> None:
-        for k in self._WINDOW:
-            getattr(self, k)[...] = snap[k]
+        self.core_state = snap["core"]
+        self.acc[...], self.pending[...] = snap["acc"], snap["pending"]
         self.t, self.pending_ms, self.ended = snap["t"], snap["pending_ms"], snap["ended"]
         self.window_spikes, self.phi = snap["window_spikes"], snap["phi"]
         self.window_inputs = snap["window_inputs"]
@@ -466,19 +468,22 @@ class Chip:
     def reset_counters(self) -> None:
         self.counters = Counters(self.tab, self.max_hop)
 
-    def _frames(self, frames: np.ndarray) -> np.ndarray:
+    def _frames(self, frames: np.ndarray, batch: bool = False) -> np.ndarray:
+        """Checked spike frames (ms, inputs) (``batch``: (utterances, ms, inputs)), the model's
+        columns only, in their own integer type."""
         f = np.asarray(frames)
         tab = self.tab
-        if f.ndim != 2 or f.shape[1] not in (tab.channels_total, tab.inputs):
-            raise InputError(f"spike frames must be (ms, {tab.channels_total}) or (ms, "
+        lead = "(utterances, ms, " if batch else "(ms, "
+        if f.ndim != 2 + batch or f.shape[-1] not in (tab.channels_total, tab.inputs):
+            raise InputError(f"spike frames must be {lead}{tab.channels_total}) or {lead}"
                              f"{tab.inputs}), got shape {f.shape}")
         if f.dtype.kind not in "biu":
             raise InputError(f"spike frames must be integer counts, got {f.dtype}")
-        if f.size and f.min() < 0:
+        if f.dtype.kind == "i" and f.size and f.min() < 0:
             raise InputError("spike frames hold negative counts")
-        if f.shape[1] == tab.channels_total and tab.channels_total != tab.inputs:
-            f = f[:, tab.channels]
-        return f.astype(np.int64)
+        if f.shape[-1] == tab.channels_total and tab.channels_total != tab.inputs:
+            f = f[..., tab.channels]
+        return f
 
     def _bins(self, f: np.ndarray) -> np.ndarray:
         """Complete bins from pending + frames ``f``; the rest waits in ``pending``."""
@@ -486,16 +491,17 @@ class Chip:
         total = self.pending_ms + f.shape[0]
         nb = total // B
         if nb == 0:
-            self.pending += f.sum(axis=0)
+            self.pending += f.sum(axis=0, dtype=np.int64)
             self.pending_ms = total
             return np.zeros((0, self.tab.inputs), np.int64)
         first = B - self.pending_ms
         bins = np.empty((nb, self.tab.inputs), np.int64)
-        bins[0] = self.pending + f[:first].sum(axis=0)
+        bins[0] = self.pending + f[:first].sum(axis=0, dtype=np.int64)
         if nb > 1:
-            bins[1:] = f[first:first + (nb - 1) * B].reshape(nb - 1, B, -1).sum(axis=1)
+            bins[1:] = f[first:first + (nb - 1) * B].reshape(nb - 1, B, -1).sum(
+                axis=1, dtype=np.int64)
         used = first + (nb - 1) * B
-        self.pending = f[used:].sum(axis=0)
+        self.pending = f[used:].sum(axis=0, dtype=np.int64)
         self.pending_ms = f.shape[0] - used
         return bins
 
@@ -517,51 +523,18 @@ class Chip:
         raster = np.zeros((k, self._n), np.uint8)
         if not k:
             return raster
-        drive = (x.astype(np.float64) @ self.W_in_f).astype(np.int64) + tab.bias    # exact
+        current = input_current(x, self.core)
         c.input_events += int(x.sum())
         self.window_inputs += int(x.sum())
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
-        v, z, r, acc = self.v, self.z, self.r, self.acc
-        theta = tab.threshold
-        spike_val = 1 << tab.trace_frac
-        mlo, mhi = -(1 << (tab.membrane_bits - 1)), (1 << (tab.membrane_bits - 1)) - 1
-        thi = (1 << (tab.trace_bits - 1)) - 1
-        alo, ahi = -(1 << (tab.acc_bits - 1)), (1 << (tab.acc_bits - 1)) - 1
-        # saturations that provably never act are skipped (results are the same): the trace
-        # is bounded by spike_val / (1 - trace_mult / 2^16), the accumulators by steps x that
-        trace_can_overflow = self.trace_bound > thi
-        acc_can_overflow = tab.steps * min(thi, self.trace_bound) > ahi
-        idx = np.flatnonzero(z)
-        W = self.W_rec_theta                          # W_rec - threshold * I: reset folded in
-        clip, minimum, flatnonzero = _CLIP, np.minimum, np.flatnonzero
-        traces = np.empty((k, self._n), np.int64)     # r after each step (summed per segment
-        fired = []                                    # below unless the sums can saturate)
-        state, decay = self.state, self.decay
-        for i, d in enumerate(drive):
-            state *= decay                           # v * leak_mult and r * trace_mult ...
-            state >>= 16                             # ... >> 16, both at once
-            v += d
-            if idx.size:
-                v += W[idx].sum(axis=0)
-            clip(v, mlo, mhi, out=v)
-            np.greater_equal(v, theta, out=z)
-            idx = flatnonzero(z)
-            r[idx] += spike_val
-            if trace_can_overflow:
-                minimum(r, thi, out=r)
-            traces[i] = r
-            fired.append(idx)
-        segs = self.seg_of[self.t:self.t + k]
-        if acc_can_overflow:                          # step by step, saturating every add
-            for i in range(k):
-                a = acc[segs[i]]
-                a += traces[i]
-                clip(a, alo, ahi, out=a)
-        else:                                         # exact: no partial sum can saturate
-            for s_ in np.unique(segs):
-                acc[s_] += traces[segs == s_].sum(axis=0)
-        for i, f in enumerate(fired):
-            raster[i, f] = 1
+        traces = np.empty((k, self._n), np.int64)     # r after each step
+        state, tables, n = self.core_state, self.core, self._n
+        for i in range(k):
+            z, state = core_step(current[i], state, tables)
+            raster[i] = z
+            traces[i] = state.vr[n:]
+        self.core_state = state
+        self._accumulate(self.acc, traces, self.seg_of[self.t:self.t + k])
         self.t += k
         per_neuron = raster.sum(axis=0, dtype=np.int64)
         self.window_spikes += int(per_neuron.sum())
@@ -570,6 +543,19 @@ class Chip:
         c.routing += per_neuron @ self.fanout_hops
         c.steps += k
         return raster
+
+    def _accumulate(self, acc: np.ndarray, traces: np.ndarray, segs: np.ndarray) -> None:
+        """acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]) for the traces (k, ..., n) of steps with
+        segments ``segs`` (k,); acc: (segments, ..., n), updated in place."""
+        if self.acc_can_overflow:                     # step by step, saturating every add
+            hi = (1 << (self.tab.acc_bits - 1)) - 1
+            for s_, r in zip(segs, traces):
+                a = acc[s_]
+                a += r
+                np.clip(a, -hi - 1, hi, out=a)
+        else:                                         # exact: no partial sum can saturate
+            for s_ in np.unique(segs):
+                acc[s_] += traces[segs == s_].sum(axis=0)
 
     def feed_audio(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """Stream audio through the model's integer front-end; returns the core's spikes.
@@ -791,64 +777,35 @@ class Chip:
     def run_batch(self, frames: np.ndarray, rasters: bool = False):
         """Many utterances at once (B, ms, channels) from rest, each a full window: returns the
         features phi (B, D) (and the spike rasters (B, steps, n) with ``rasters``). The streams
-        step together (one numpy call per operation for all of them, float64 holding the
-        integers exactly); identical results to one stream at a time. Does
-        not touch the streaming state or the counters."""
-        tab = self.tab
-        f = np.asarray(frames)
-        if f.ndim != 3:
-            raise InputError(f"batched frames must be (utterances, ms, channels), got {f.shape}")
-        b = f.shape[0]
-        x = np.stack([self._frames(u) for u in f]) if b else np.zeros((0, 0, tab.inputs))
-        ms = x.shape[1]
-        nb = min(-(-ms // tab.bin_ms), tab.steps)
+        step together through :func:`~tessera.runtime.core.core_step` (one numpy call per
+        operation for all of them); identical results to one stream at a time. Does not touch
+        the streaming state or the counters."""
+        tab, B = self.tab, self.tab.bin_ms
+        x = self._frames(frames, batch=True)
+        b, ms = x.shape[:2]
+        take = min(ms, tab.steps * B)                     # frames past the window are dropped
+        full = take // B
         bins = np.zeros((b, tab.steps, tab.inputs), np.int64)
-        pad = np.zeros((b, nb * tab.bin_ms, tab.inputs), np.int64)
-        take = min(ms, nb * tab.bin_ms)
-        pad[:, :take] = x[:, :take]
-        bins[:, :nb] = pad.reshape(b, nb, tab.bin_ms, -1).sum(axis=2)
+        bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=np.int64)
+        if take > full * B:                               # the last, partial bin
+            bins[:, full] = x[:, full * B:take].sum(axis=1, dtype=np.int64)
         return self.run_bins_batch(np.minimum(bins, 255), rasters)
 
     def run_bins_batch(self, x: np.ndarray, rasters: bool = False):
         """The core over binned inputs x (B, steps, inputs) (counts <= 255)."""
         tab, n = self.tab, self._n
         b = x.shape[0]
-        drive = (x.reshape(-1, tab.inputs).astype(np.float64) @ self.W_in_f).astype(np.int64)
-        drive = drive.reshape(b, tab.steps, n) + tab.bias
-        # float64 holds every value exactly (all below 2^53; the scalings are powers of two)
-        drive = drive.astype(np.float64)
-        v = np.zeros((b, n))
-        r = np.zeros((b, n))
-        zf = np.zeros((b, n))
-        acc = np.zeros((tab.segments, b, n))
+        current = input_current(x, self.core)                     # (B, steps, n)
+        state = core_state(self.core, batch=b)
+        traces = np.empty((tab.steps, b, n), np.int64)
         out = np.zeros((b, tab.steps, n), np.uint8) if rasters else None
-        mlo, mhi = -(1 << (tab.membrane_bits - 1)), (1 << (tab.membrane_bits - 1)) - 1
-        thi = (1 << (tab.trace_bits - 1)) - 1
-        alo, ahi = -(1 << (tab.acc_bits - 1)), (1 << (tab.acc_bits - 1)) - 1
-        lm, tm = tab.leak_mult * 2.0 ** -16, tab.trace_mult * 2.0 ** -16
-        spike = float(1 << tab.trace_frac)
-        theta = float(tab.threshold)
         for t in range(tab.steps):
-            v *= lm
-            np.floor(v, out=v)
-            v += drive[:, t]
-            bi, ii = np.nonzero(zf)          # event-driven: the rows of the neurons that spiked
-            if bi.size:
-                starts = np.flatnonzero(np.r_[True, bi[1:] != bi[:-1]])
-                v[bi[starts]] += np.add.reduceat(self.W_rec_f[ii], starts, axis=0)
-                v[bi, ii] -= theta
-            np.clip(v, mlo, mhi, out=v)
-            np.greater_equal(v, theta, out=zf, casting="unsafe")
-            r *= tm
-            np.floor(r, out=r)
-            r += spike * zf
-            np.minimum(r, thi, out=r)
-            a = acc[self.seg_of[t]]
-            a += r
-            np.clip(a, alo, ahi, out=a)
+            z, state = core_step(current[:, t], state, self.core)
+            traces[t] = state.vr[:, n:]
             if rasters:
-                out[:, t] = zf
-        acc = acc.astype(np.int64)
+                out[:, t] = z
+        acc = np.zeros((tab.segments, b, n), np.int64)
+        self._accumulate(acc, traces, self.seg_of)
         f = (acc // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
         phi = normalize_features(f, tab)
         return (phi, out) if rasters else phi

@@ -345,3 +345,34 @@ def test_parity_on_random_integer_models(seed, normalize):
     assert np.array_equal(chip.scores_q(phi_ref.numpy()), lq.numpy())
     assert ras_ref.sum() > 0
     assert saturated > 0 or seed == 0                      # the saturation path is exercised
+    phi_b, ras_b = chip.run_batch(frames, rasters=True)    # all streams at once, same steps
+    assert np.array_equal(ras_b, ras_ref.numpy()) and np.array_equal(phi_b, phi_ref.numpy())
+
+
+def test_core_step_is_pure_and_batches_like_single_streams():
+    """core_step leaves its arguments alone (a state can be kept and stepped again), and a batch
+    of streams steps exactly as each stream alone."""
+    from tessera.runtime.core import core_state, core_step, input_current
+
+    chip = Chip(decode_model(encode_model(random_model(1))))
+    tables = chip.core
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 4, (3, 12, chip.tab.inputs))
+    cur = input_current(x, tables)
+    batch = core_state(tables, batch=3)
+    singles = [core_state(tables) for _ in range(3)]
+    spiked = 0
+    for t in range(12):
+        before = [a.copy() for a in batch]
+        zb, new = core_step(cur[:, t], batch, tables)
+        assert all(np.array_equal(a, b) for a, b in zip(before, batch))   # untouched
+        again, _ = core_step(cur[:, t], batch, tables)
+        assert np.array_equal(again, zb)                  # same state, same step
+        batch = new
+        for j in range(3):
+            z, singles[j] = core_step(cur[j, t], singles[j], tables)
+            assert np.array_equal(z, zb[j]) and np.array_equal(singles[j].vr, batch.vr[j])
+        spiked += int(zb.sum())
+    assert spiked > 0
+    with pytest.raises(ValueError):
+        tables.w_rec_reset[0, 0] = 1                       # the tables are read-only

@@ -1,0 +1,116 @@
+"""The recurrent core as Norse-style pure steps on frozen tables (numpy only).
+
+The equations are the "Core" part of :mod:`tessera.runtime.chip`'s docstring (the one place
+that owns them); this module is their only implementation on the chip side. Streaming
+(:class:`~tessera.runtime.chip.Chip`) and batched (:meth:`~tessera.runtime.chip.Chip.run_batch`)
+inference both call :func:`core_step`, once per bin::
+
+    tables = core_tables(tab, W_in, W_rec)           # the weights as the RRAM arrays read them
+    state = core_state(tables)                       # or core_state(tables, batch=B)
+    current = input_current(x, tables)               # all bins at once: x W_in + bias
+    for t in range(steps):
+        z, state = core_step(current[..., t, :], state, tables)
+
+:func:`core_step` never changes its arguments: it returns a new state. A state of shape (n,)
+is one stream and takes the event-driven path (only the weight rows of the neurons that spiked
+are read); a batch (B, n) adds the spikes' rows with one float64 matrix product, which holds the
+integer sums exactly (every partial sum is far below 2^53).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step"]
+
+_CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
+
+
+class CoreTables(NamedTuple):
+    """What a core step reads; built once per weight read (:func:`core_tables`), read-only."""
+
+    w_in: np.ndarray             # (inputs, n) float64: input weights (integers, exact)
+    w_rec_reset: np.ndarray      # (n, n) int64: W_rec - threshold * I (the reset folded in)
+    w_rec_reset_f: np.ndarray    # the same in float64, for batches
+    bias: np.ndarray             # (n,) int64
+    decay: np.ndarray            # (2n,) int64: leak_mult then trace_mult, units of 2^-16
+    threshold: int
+    v_lo: int                    # the membrane's saturation range
+    v_hi: int
+    spike: int                   # what a spike adds to its trace: 1 << trace_frac
+    r_hi: int                    # the trace's saturation
+    trace_can_overflow: bool     # False when the trace provably never reaches r_hi
+
+
+class CoreState(NamedTuple):
+    """One stream's (n,) or a batch's (B, n) state after a step."""
+
+    vr: np.ndarray               # (..., 2n) int64: membranes then readout traces
+    z: np.ndarray                # (..., n) bool: the spikes of the step
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def trace_bound(tab) -> int:
+    """An upper bound of the readout trace r: r <= (r * m >> 16) + s gives r < s / (1 - m/2^16)."""
+    return ((1 << tab.trace_frac) * 65536) \
+        // max(65536 - int(tab.trace_mult.max(initial=0)), 1) + 1
+
+
+def core_tables(tab, w_in: np.ndarray, w_rec: np.ndarray) -> CoreTables:
+    """The step tables of :class:`~tessera.runtime.chip.ChipTables` ``tab`` with the integer
+    weights ``w_in`` (inputs, n) and ``w_rec`` (n, n) as the arrays read them."""
+    n = tab.neurons
+    reset = np.asarray(w_rec, np.int64) - tab.threshold * np.eye(n, dtype=np.int64)
+    r_hi = (1 << (tab.trace_bits - 1)) - 1
+    return CoreTables(
+        w_in=_readonly(np.asarray(w_in, np.float64)),
+        w_rec_reset=_readonly(reset), w_rec_reset_f=_readonly(reset.astype(np.float64)),
+        bias=_readonly(np.asarray(tab.bias, np.int64).copy()),
+        decay=_readonly(np.concatenate([tab.leak_mult, tab.trace_mult]).astype(np.int64)),
+        threshold=int(tab.threshold),
+        v_lo=-(1 << (tab.membrane_bits - 1)), v_hi=(1 << (tab.membrane_bits - 1)) - 1,
+        spike=1 << tab.trace_frac, r_hi=r_hi, trace_can_overflow=trace_bound(tab) > r_hi)
+
+
+def core_state(tables: CoreTables, batch: int | None = None) -> CoreState:
+    """The state at rest: one stream, or ``batch`` streams."""
+    n = tables.bias.shape[0]
+    lead = () if batch is None else (batch,)
+    return CoreState(np.zeros(lead + (2 * n,), np.int64), np.zeros(lead + (n,), bool))
+
+
+def input_current(x: np.ndarray, tables: CoreTables) -> np.ndarray:
+    """I = x W_in + bias for binned input counts x (..., inputs), all bins at once (int64; the
+    float64 product is exact)."""
+    x = np.asarray(x)
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64) @ tables.w_in
+    return flat.astype(np.int64).reshape(x.shape[:-1] + (-1,)) + tables.bias
+
+
+def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
+              ) -> tuple[np.ndarray, CoreState]:
+    """One bin: input current I[t] (..., n) and the previous state -> (spikes z, new state)."""
+    n = tables.bias.shape[0]
+    vr = state.vr * tables.decay                 # v * leak_mult and r * trace_mult ...
+    vr >>= 16                                    # ... >> 16, both at once
+    v, r = vr[..., :n], vr[..., n:]
+    v += current
+    z = state.z
+    if z.ndim == 1:                              # one stream: event-driven rows
+        idx = z.nonzero()[0]
+        if idx.size:
+            v += tables.w_rec_reset[idx].sum(axis=0)
+    elif z.any():                                # a batch: one exact float64 product
+        v += (z @ tables.w_rec_reset_f).astype(np.int64)
+    _CLIP(v, tables.v_lo, tables.v_hi, out=v)
+    z = v >= tables.threshold
+    np.add(r, tables.spike, out=r, where=z)
+    if tables.trace_can_overflow:
+        np.minimum(r, tables.r_hi, out=r)
+    return z, CoreState(vr, z)
