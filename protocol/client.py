@@ -51,6 +51,7 @@ class Device:
         self.events: list[dict] = []
         self.info_cache: dict | None = None
         self.bytes_sent = 0
+        self.bytes_received = 0
         self.retried = 0
         self._answers: dict[int, dict] = {}
 
@@ -112,6 +113,7 @@ class Device:
         except Exception as exc:                             # noqa: BLE001 (serial, OS)
             raise LinkError(f"the device link failed (did the device go away?): "
                             f"{exc or type(exc).__name__}") from None
+        self.bytes_received += len(data)
         for body in self.decoder.feed(data):
             try:
                 msg = decode(body)

@@ -1,10 +1,15 @@
 """The `tessera` command: JSON output, one-line errors with a non-zero exit, the demo."""
 
+import base64
 import json
+import wave
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from helpers import tessera, wav_bytes
+
+from tessera.runtime.errors import InputError
 
 
 def assert_clean_error(r, *needles):
@@ -82,18 +87,113 @@ def test_corpus_build_json(tmp_path):
     assert not (tmp_path / "c.h5.part").exists()
 
 
+class _Page(HTMLParser):
+    """The parts of the demo's report a test checks: images, tables (by id), the summary."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.summary = {}, {}, None
+        self._table = self._row = self._cell = self._script = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images[a["alt"]] = a["src"]
+        elif tag == "table":
+            self._table = self.tables.setdefault(a["id"], [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = ""
+        elif tag == "script" and a.get("id") == "summary":
+            self._script = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self._table.append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "script" and self._script is not None:
+            self.summary, self._script = json.loads(self._script), None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._script is not None:
+            self._script += data
+
+
 @pytest.mark.slow
-def test_demo(tmp_path):
-    r = tessera("demo", "--out", tmp_path / "demo", "--json", "--no-progress")
+def test_demo_teaches_the_board_over_the_port_and_writes_a_report(tmp_path):
+    out = tmp_path / "demo"
+    r = tessera("demo", "--out", out, "--json", "--no-progress", "--no-realtime")
     assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout)
-    png = tmp_path / "demo" / "raster.png"
-    assert result["raster_png"] == str(png)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
-    assert result["info"]["utterances"] == 320
-    chip = result["chip"]                         # one-shot enrollment on the chip emulator
-    assert len(chip["words"]) == 5 and chip["tested"] >= 20 and chip["model_bytes"] < 65536
-    assert chip["accuracy"] > 0.3                 # chance 0.2; deterministic (seeded corpus)
+    s = json.loads(r.stdout)
+    assert s["port"].startswith("/dev/")                   # a pseudo-terminal, as a board's
+    assert s["link"]["bytes_sent"] > s["model_bytes"]      # the model went over the link
+    t = s["table"]
+    assert len(s["words"]) == 5 and t["asked"] == 20 and t["not_taught_asked"] == 6
+    assert sum(map(sum, t["confusion"]["matrix"])) == len(s["results"]) == 26
+    assert t["accuracy"] > 0.4                             # chance 0.2; seeded, deterministic
+    assert s["activity"]["synops_per_s"] > 0 and s["shots_curve"][0]["shots"] == 1
+    page = _Page()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert set(page.images) == set(s["plots"]) == {"pipeline", "scores", "layout", "shots",
+                                                   "confusion"}
+    for key, src in page.images.items():                   # every image embedded, no files
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == (out / f"{key}.png").read_bytes()
+    rows = page.tables["per-word"][1:]
+    assert rows == [[w["word"], str(w["asked"]), str(w["right"]), str(w["wrong"]),
+                     str(w["none"]), f"{w['accuracy']:.3f}"] for w in t["per_word"]]
+    totals = dict(page.tables["totals"][1:])
+    assert totals["answered right"] == str(t["right"])
+    assert totals["words not taught, answered none"] == str(t["not_taught_rejected"])
+    assert totals["bytes to the board (all)"] == str(s["link"]["bytes_sent"])
+    assert totals["spikes per second"] == str(s["activity"]["spikes_per_s"])
+    assert len(page.tables["results"]) == 27
+    assert page.summary["table"] == t and page.summary["results"] == s["results"]
+
+
+def test_demo_word_folders_and_microphone(tmp_path):
+    from tessera.tools.demo import OTHER, folder_set, mic_set
+
+    def wav(path, seconds=0.3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes((np.random.default_rng(0).normal(0, 3000, int(16000 * seconds)))
+                          .astype("<i2").tobytes())
+
+    for word in ("lamp", "fan"):
+        for k in range(3):
+            wav(tmp_path / "w" / word / f"{k}.wav")
+    wav(tmp_path / "w" / "_other" / "x.wav")
+    ds = folder_set(str(tmp_path / "w"))
+    assert sorted(ds.shots) == ["fan", "lamp"] and ds.shots["fan"].source.endswith("0.wav")
+    assert len(ds.tests) == 5 and sum(u.word == OTHER for u in ds.tests) == 1
+    (tmp_path / "one" / "lamp").mkdir(parents=True)
+    wav(tmp_path / "one" / "lamp" / "0.wav")
+    wav(tmp_path / "one" / "fan" / "0.wav")
+    with pytest.raises(InputError, match="no held-out utterances"):
+        folder_set(str(tmp_path / "one"))
+    with pytest.raises(InputError, match="no word folders"):
+        folder_set(str(tmp_path / "one" / "lamp"))
+    asked = []
+    ds = mic_set(["yes", "no"], repeats=2, prompt=asked.append,
+                 record=lambda: np.zeros(800, np.int16))
+    assert sorted(ds.shots) == ["no", "yes"] and len(ds.tests) == 6 and len(asked) == 8
+    assert_clean_error(tessera("demo", "--words", tmp_path / "none"), "sub-folder")
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        assert_clean_error(tessera("demo", "--mic", "--out", tmp_path / "m"), "mic extra")
 
 
 @pytest.mark.parametrize("args", [[], ["corpus"], ["corpus", "build"], ["corpus", "info"],

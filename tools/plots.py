@@ -9,7 +9,7 @@ import numpy as np
 from ..runtime.constants import SAMPLE_RATE
 
 __all__ = ["raster_png", "rasters_png", "learning_curve_png", "layout_heatmap_png", "save_png",
-           "confusion_png", "hits_png"]
+           "confusion_png", "hits_png", "pipeline_png", "scores_png", "shots_png"]
 
 
 def _plt():
@@ -103,9 +103,10 @@ def learning_curve_png(path: str | os.PathLike, records: list[dict], title: str 
 
 
 def layout_heatmap_png(path: str | os.PathLike, w_rec: np.ndarray, rows: int, cols: int,
-                       tile: int, title: str = "") -> str:
+                       tile: int, title: str = "", hops: np.ndarray | None = None) -> str:
     """|W_rec| by tile: left, the neuron matrix with tile boundaries; right, the summed |w| of
-    every (source tile, target tile) pair, tiles numbered row-major on the grid."""
+    every (source tile, target tile) pair, tiles numbered row-major on the grid, with the
+    routing hops of each routed pair written in (``hops``: tiles x tiles, -1 where unrouted)."""
     plt = _plt()
     a = np.abs(np.asarray(w_rec, np.float64))
     n_tiles = rows * cols
@@ -125,8 +126,95 @@ def layout_heatmap_png(path: str | os.PathLike, w_rec: np.ndarray, rows: int, co
     ax2.tick_params(labelsize=6)
     ax2.set_xlabel("target tile (row-major)")
     ax2.set_ylabel("source tile")
-    ax2.set_title("sum of |w| per tile pair", fontsize=9)
+    ax2.set_title("sum of |w| per tile pair" + (" (numbers: hops)" if hops is not None
+                                                   else ""), fontsize=9)
+    if hops is not None:
+        top = by_tile.max() or 1.0
+        for i in range(n_tiles):
+            for j in range(n_tiles):
+                if hops[i, j] >= 0:
+                    ax2.text(j, i, int(hops[i, j]), ha="center", va="center", fontsize=5,
+                             color="black" if by_tile[i, j] > 0.6 * top else "white")
     fig.colorbar(im2, ax=ax2, fraction=0.046)
+    return save_png(fig, path, title)
+
+
+def pipeline_png(path: str | os.PathLike, audio: np.ndarray, frontend: np.ndarray,
+                 core: np.ndarray, tile: int, bin_ms: int, title: str = "",
+                 sample_rate: int = SAMPLE_RATE) -> str:
+    """One utterance through the system: waveform, front-end spikes (1 ms frames, channels),
+    core spikes (one row per bin, neurons grouped by tile)."""
+    plt = _plt()
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True,
+                             gridspec_kw={"height_ratios": [1, 3, 3]})
+    t = np.arange(audio.size) / sample_rate * 1e3
+    axes[0].plot(t, audio, lw=0.4, color="tab:blue")
+    axes[0].set_ylabel("audio")
+    axes[0].set_yticks([])
+    ms, ch = np.nonzero(frontend)
+    axes[1].scatter(ms, ch, s=1.0, marker="s", color="black", linewidths=0)
+    axes[1].set_ylim(-0.5, frontend.shape[1] - 0.5)
+    axes[1].set_ylabel("front-end channel")
+    axes[1].set_title(f"front-end: {int(frontend.sum())} spikes", fontsize=8)
+    st, nu = np.nonzero(core)
+    axes[2].scatter(st * bin_ms + bin_ms / 2, nu, s=1.5, marker="s", color="tab:red",
+                    linewidths=0)
+    for k in range(tile, core.shape[1], tile):
+        axes[2].axhline(k - 0.5, color="grey", lw=0.3)
+    axes[2].set_ylim(-0.5, core.shape[1] - 0.5)
+    axes[2].set_ylabel("core neuron (lines: tiles)")
+    axes[2].set_xlabel("time (ms)")
+    axes[2].set_title(f"recurrent core: {int(core.sum())} spikes in {core.shape[0]} steps "
+                      f"of {bin_ms} ms", fontsize=8)
+    return save_png(fig, path, title)
+
+
+def scores_png(path: str | os.PathLike, audio: np.ndarray, t_ms: np.ndarray,
+               scores: dict[str, np.ndarray], words: list[dict], events: list[dict],
+               threshold: float, window_ms: int, title: str = "",
+               sample_rate: int = SAMPLE_RATE) -> str:
+    """A streamed sentence: its waveform with each word's span, the readout's score per enrolled
+    word over time (window ending at t), the "none" threshold, and the detections (shaded)."""
+    plt = _plt()
+    fig, (ax0, ax) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True,
+                                  gridspec_kw={"height_ratios": [1, 3]})
+    ax0.plot(np.arange(audio.size) / sample_rate, audio, lw=0.3, color="tab:blue")
+    ax0.set_yticks([])
+    for w in words:
+        ax0.annotate(w["word"] + ("" if w["enrolled"] else " (not taught)"),
+                     ((w["start_ms"] + w["end_ms"]) / 2000, 0.9), xycoords=("data", "axes fraction"),
+                     ha="center", va="top", fontsize=8)
+    for name, sc in scores.items():
+        ax.plot(t_ms / 1000.0, sc, lw=1.2, label=name)
+    ax.axhline(threshold, color="grey", ls=":", lw=1, label="'none' threshold")
+    for e in events:                    # the window that gave the answer, and its end
+        ax.axvspan(e["start_ms"] / 1000, e["end_ms"] / 1000, color="gold", alpha=0.15)
+        ax.axvline(e["end_ms"] / 1000, color="darkgoldenrod", lw=1.2)
+        ax.annotate(f"detected: {e['label']} ({e['confidence']:.2f})", (e["end_ms"] / 1000, 0.02),
+                    xycoords=("data", "axes fraction"), ha="right", fontsize=7)
+    ax.set_xlabel(f"time (s); scores of the {window_ms} ms window ending at t")
+    ax.set_ylabel("cosine with the word's shot")
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
+    ax.grid(alpha=0.3)
+    return save_png(fig, path, title)
+
+
+def shots_png(path: str | os.PathLike, curve: list[dict], title: str = "") -> str:
+    """Accuracy against shots per word: mean over draws, with the lowest and highest draw."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    k = [c["shots"] for c in curve]
+    acc = np.array([c["accuracy"] for c in curve])
+    ax.fill_between(k, [100 * c["low"] for c in curve], [100 * c["high"] for c in curve],
+                    alpha=0.2)
+    ax.plot(k, 100 * acc, "o-")
+    ax.axhline(100.0 / curve[0]["words"], color="grey", ls=":", lw=1, label="chance")
+    ax.set_xticks(k)
+    ax.set_xlabel("shots per word")
+    ax.set_ylabel("right word (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return save_png(fig, path, title)
 
 

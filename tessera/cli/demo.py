@@ -1,102 +1,126 @@
-"""`tessera demo`: the main job, end to end."""
+"""`tessera demo`: the main job, end to end (the library is :mod:`tessera.tools.demo`)."""
 
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from tessera.runtime.errors import InputError
 
-from .common import NO_PROGRESS, _default_model, _emit, _show_progress
-from .data import _info_lines
+from .common import (NO_PROGRESS, _default_model, _default_tsr, _emit, _fraction,
+                     _positive_int)
+
+
+def _model_file(args, say) -> str:
+    """The model as a 4-bit ``.tsr``: exported from ``--model`` (a ``model.pt``, torch) or the
+    ``.tsr`` given; without torch, the package's factory export of the default model."""
+    if args.model.endswith(".tsr"):
+        return args.model
+    try:
+        from tessera.trainer.export import ExportConfig, export_model
+        from tessera.trainer.storage import load_model
+    except ImportError:
+        say("torch is not installed: using the package's 4-bit export of the default model")
+        return _default_tsr()
+    path = os.path.join(args.out, "model-4bit.tsr")
+    r = export_model(load_model(args.model), path, ExportConfig(weight_bits=4))
+    say(f"exported {args.model} to {path}: {r['bytes']} bytes at 4-bit weights")
+    return path
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from tessera.tools.plots import raster_png
-    from tessera.trainer.corpus import PRESETS, CorpusConfig, build_corpus
-    from tessera.trainer.data import read_spike_h5
+    from tessera.tools import demo
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise InputError("--out must be a folder; this is a file", source=args.out)
+    if args.mic and args.words:
+        raise InputError("give --words DIR or --mic, not both")
     os.makedirs(args.out, exist_ok=True)
-    corpus = os.path.join(args.out, "corpus-small.h5")
-    cfg = CorpusConfig(**PRESETS["small"], seed=args.seed, keep_audio=True)
-    built = build_corpus(corpus, cfg, progress=_show_progress(args), preset="small")
-    data = read_spike_h5(corpus)
-    info = data.summary()
-    i = int(np.nonzero(data.labels == 7)[0][0])                        # an English "seven"
-    times, units = data.sample(i)
-    import h5py
+    quiet = args.no_progress and args.json
+    stream = sys.stderr if args.json else sys.stdout
 
-    with h5py.File(corpus, "r") as h5:
-        audio = h5["audio/pcm"][i].astype(np.float32) / 32768.0
-    png = raster_png(os.path.join(args.out, "raster.png"), times, units, data.channels,
-                     title=f"'{data.label_names[data.labels[i]]}' by "
-                           f"{data.speaker_names[data.speakers[i]]}: {times.size} spikes",
-                     audio=audio)
-    result = dict(corpus=built, info=info, raster_png=png)
-    lines = [f"tessera demo: built {corpus} in {built['seconds']} s"] + _info_lines(info)
-    lines.append(f"  spike raster of one utterance: {png}")
-    try:
-        chip_demo = _demo_chip(data, args.out)
-    except ImportError as exc:                  # the chip part needs the trained model (torch)
-        chip_demo = None
-        lines.append(f"  (chip demo skipped: {exc})")
-    if chip_demo:
-        result["chip"] = chip_demo
-        lines.append(f"  chip ({chip_demo['model_bytes']} byte model, 4-bit weights): enrolled "
-                     f"{len(chip_demo['words'])} words from one utterance each (one readout step, "
-                     f"{chip_demo['enroll_ms']} ms each); {chip_demo['correct']} of "
-                     f"{chip_demo['tested']} other utterances by unseen voices nearest to the "
-                     f"right word ({100 * chip_demo['accuracy']:.0f} %, chance "
-                     f"{100 / len(chip_demo['words']):.0f} %); {chip_demo['answered_none']} "
-                     f"answered 'none of these' (other voices than the shot's)")
-    _emit(args, result, "\n".join(lines))
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, file=stream, flush=True)
+
+    model = _model_file(args, say)
+    if args.words:
+        ds = demo.folder_set(args.words)
+    elif args.mic:
+        ds = demo.mic_set([w.strip() for w in args.mic_words.split(",") if w.strip()],
+                          prompt=lambda m: print(m, file=sys.stderr, flush=True))
+    else:
+        say("synthesizing Spanish words in voices the model never heard ...")
+        ds = demo.synthesized_set(args.out, seed=args.seed, other_voices=args.other_voices,
+                                  progress=not args.no_progress and sys.stderr.isatty())
+    say(ds.description)
+    s = demo.run_demo(ds, model, args.out, realtime=not args.no_realtime, on_line=say,
+                      seed=args.seed, detect_confidence=args.detect_confidence)
+    s["report"] = demo.write_report(args.out, s)
+    _emit(args, s, "\n".join(_summary_lines(s)))
     return 0
 
 
-def _demo_chip(data, out: str) -> dict:
-    """Export the committed model, enroll five words on the chip from one utterance each (test
-    voices), then recognise the other test utterances of those words."""
-    import numpy as np
+def _summary_lines(s: dict) -> list[str]:
+    t = s["table"]
+    lines = ["", f"{'word':<14}{'asked':>6}{'right':>7}{'wrong':>7}{'none':>6}{'accuracy':>10}"]
+    for r in t["per_word"]:
+        lines.append(f"{r['word']:<14}{r['asked']:>6}{r['right']:>7}{r['wrong']:>7}"
+                     f"{r['none']:>6}{100 * r['accuracy']:>9.0f}%")
+    c = t["confusion"]
+    width = max(len(x) for x in c["cols"] + c["rows"]) + 1
+    lines += ["", "confusion (rows: said, columns: answer)",
+              " " * width + "".join(f"{x:>{width}}" for x in c["cols"])]
+    for name, row in zip(c["rows"], c["matrix"]):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    a, link = s["activity"], s["link"]
 
-    from tessera.runtime.chip import Chip, events_to_frames
-    from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.storage import load_model
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.0f} %"
 
-    path = os.path.join(out, "model-4bit.tsr")
-    size = export_model(load_model(_default_model()), path, ExportConfig(weight_bits=4))["bytes"]
-    chip = Chip.load(path)
-    test = np.nonzero(data.split == 2)[0]
-    words = [c for c in (0, 3, 4, 11, 12) if np.any(data.labels[test] == c)]    # unseen classes
-    shots, enroll_ms = {}, []
-    for c in words:
-        i = int(test[data.labels[test] == c][0])
-        chip.reset()
-        chip.run(events_to_frames(*data.sample(i), data.channels))
-        enroll_ms.append(chip.enroll(data.label_names[c])["ms"])
-        shots[i] = c
-    correct = tested = rejected = 0
-    for i in test:
-        if int(i) in shots or data.labels[i] not in words:
-            continue
-        chip.reset()
-        chip.run(events_to_frames(*data.sample(int(i)), data.channels))
-        p = chip.predict()
-        correct += p["best"] == data.label_names[data.labels[i]]
-        rejected += p["label"] is None
-        tested += 1
-    return dict(model=path, model_bytes=size, words=[data.label_names[c] for c in words],
-                enroll_ms=round(float(np.median(enroll_ms)), 2), tested=tested, correct=correct,
-                accuracy=round(correct / max(tested, 1), 4), answered_none=rejected)
+    lines += ["",
+              f"enrolled words: {t['right']} of {t['asked']} right ({pct(t['accuracy'])}; "
+              f"the shot's voice {pct(t['accuracy_same_voice'])}, other voices "
+              f"{pct(t['accuracy_other_voices'])})",
+              f"words not taught: {t['not_taught_rejected']} of {t['not_taught_asked']} "
+              f"answered 'none of these'",
+              f"answer latency after the last sample: median {t['latency_ms']['median']:.0f} ms, "
+              f"max {t['latency_ms']['max']:.0f} ms",
+              f"link: {link['bytes_sent']} bytes to the board, {link['bytes_received']} back "
+              f"(model load {s['load']['bytes_sent']}, {link['retries']} retries)",
+              f"chip: {a['synops_per_s']} synaptic operations and {a['spikes_per_s']} spikes "
+              f"per second of audio",
+              f"report: {s['report']}"]
+    if s.get("shots_curve"):
+        lines.insert(-1, "accuracy against shots (local chip): " + ", ".join(
+            f"{c['shots']}: {100 * c['accuracy']:.0f} %" for c in s["shots_curve"]))
+    return lines
 
 
 def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
-    d = add(sub, "demo", cmd_demo, "the main job: build the small corpus, summary, raster plot")
-    d.add_argument("--out", default="tessera-demo", help="output folder")
-    d.add_argument("--seed", type=int, default=0, help="seed of the demo's voices")
+    d = add(sub, "demo", cmd_demo,
+            "the main job: teach the simulated board new words over its serial port, one "
+            "utterance each, ask it held-out ones, write an HTML report")
+    d.add_argument("--out", default="tessera-demo", help="report folder")
+    d.add_argument("--model", default=_default_model(),
+                   help="model.pt (exported here at 4 bits) or a .tsr; default: the committed "
+                        "default model")
+    d.add_argument("--words", metavar="DIR",
+                   help="your recordings: one sub-folder of WAVs per word, the first file of "
+                        "each is the one shot; a sub-folder _other holds words not to teach")
+    d.add_argument("--mic", action="store_true",
+                   help="record the shots and the questions from the microphone (mic extra)")
+    d.add_argument("--mic-words", default="yes,no,lights,music,stop",
+                   help="the words --mic asks you to say, comma-separated")
+    d.add_argument("--other-voices", type=_positive_int, default=1,
+                   help="synthesized words: how many more unheard voices ask each taught word")
+    d.add_argument("--seed", type=int, default=0, help="which unheard voice is the user's")
+    d.add_argument("--detect-confidence", type=_fraction, default=0.2,
+                   help="the sentence's continuous detection reports words of at least this "
+                        "calibrated confidence (the device parameter detect_confidence)")
+    d.add_argument("--no-realtime", action="store_true",
+                   help="stream as fast as the link goes instead of at the speed of speech")
     d.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
