@@ -307,3 +307,27 @@ def test_bench_lauscher_compares_and_names_a_missing_output(tmp_path):
     row = json.loads(r.stdout)["files"][0]
     assert row["lauscher"]["spikes"] == 3 and row["tessera"]["spikes"] > 10
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_all_writes_its_tables_between_markers(tmp_path):
+    from tessera.tools.bench_all import BEGIN, END, markdown, run_all, write_tables
+
+    r = run_all("unused.pt", "unused.tsr", quick=True, parts=("frontend",), say=lambda _: None)
+    text = markdown(r)
+    row = next(line for line in text.splitlines() if line.startswith("| 700 channels"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"{r['parts']['frontend']['result']['realtime_factor']}x"
+    assert cells[2] == "`tessera bench frontend --repeats 3`" and cells[3] == r["date"]
+    md = tmp_path / "B.md"
+    md.write_text("# history\n\nkept\n")
+    write_tables(str(md), text)
+    write_tables(str(md), "second run")                    # replaces, keeps the rest
+    body = md.read_text()
+    assert body.startswith("# history\n\nkept\n") and body.count(BEGIN) == body.count(END) == 1
+    assert "second run" in body and row not in body
+    md.write_text(f"# history\n{BEGIN}\nno end marker\n")
+    with pytest.raises(InputError, match="only one of the bench markers"):
+        write_tables(str(md), text)
+    assert md.read_text() == f"# history\n{BEGIN}\nno end marker\n"     # untouched
+    with pytest.raises(InputError, match="unknown part"):
+        run_all("m.pt", "m.tsr", parts=("speed",))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import _default_model, _default_tsr, _emit, _positive_float, _positive_int
+from .common import (NO_PROGRESS, _default_model, _default_tsr, _emit, _positive_float,
+                     _positive_int)
 
 
 def cmd_bench_frontend(args: argparse.Namespace) -> int:
@@ -132,10 +133,50 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    import sys
+
+    from tessera.tools.bench_all import markdown, run_all, write_tables
+
+    def say(line: str) -> None:
+        if not args.no_progress:
+            print(line, file=sys.stderr, flush=True)
+
+    model = args.model or _default_model()
+    tsr = args.tsr or _default_tsr()
+    r = run_all(model, tsr, quick=args.quick, data=args.data, compare=tuple(args.compare),
+                parts=tuple(args.parts), say=say,
+                progress=not args.no_progress and sys.stderr.isatty())
+    text = markdown(r)
+    r["markdown"] = text
+    if args.write:
+        r["written"] = write_tables(args.write, text)
+    _emit(args, r, text + (f"\n(written to {args.write})" if args.write else ""))
+    return 0
+
+
 def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
     bench = sub.add_parser("bench", help="speed benchmarks")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
+    ba = add(bsub, "all", cmd_bench_all, "every benchmark (accuracy against the baselines, "
+             "front-end, chip emulator, protocol) as Markdown tables with their commands")
+    ba.add_argument("--quick", action="store_true",
+                    help="a few minutes: the small corpus, 100 episodes, fewer frames and kills")
+    ba.add_argument("--model", help="model.pt (default: the committed default model)")
+    ba.add_argument("--tsr", help="the chip file for the protocol part (default: the package's "
+                                  "factory model)")
+    ba.add_argument("--data", help="corpus for the accuracy table (default: built here, the "
+                                   "default preset, or the small one with --quick)")
+    ba.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
+                    help="trained baselines to score on the same episodes (models/baselines/)")
+    ba.add_argument("--parts", nargs="+", default=["accuracy", "frontend", "runtime",
+                                                   "protocol"],
+                    choices=["accuracy", "frontend", "runtime", "protocol"],
+                    help="which benchmarks")
+    ba.add_argument("--write", metavar="MD", help="put the tables between the bench markers "
+                    "of this Markdown file (e.g. BENCHMARKS.md), keeping the rest")
+    ba.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     f = add(bsub, "frontend", cmd_bench_frontend, "cochlea front-end speed, one core")
     f.add_argument("--channels", type=_positive_int, default=700, help="filterbank channels")
     f.add_argument("--seconds", type=_positive_float, default=10.0,

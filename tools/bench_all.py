@@ -1,0 +1,220 @@
+"""`tessera bench all`: every benchmark in one run, written as BENCHMARKS.md's current tables.
+
+Each part calls the same library function as its own ``tessera bench ...`` / ``tessera eval``
+command, and each table row names that command, the date and the machine, so anyone can rerun one
+row alone. ``quick`` shrinks every part (a small corpus, fewer episodes, frames and kills) to a few
+minutes on a 2-core machine; its figures are noisier and say so.
+
+The tables go between two marker lines of a Markdown file (:func:`write_tables`): the hand-written
+history around them stays as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from ..runtime.errors import InputError
+
+__all__ = ["run_all", "markdown", "write_tables", "BEGIN", "END", "PARTS"]
+
+BEGIN = "<!-- tessera bench all: begin (generated; rerun to update) -->"
+END = "<!-- tessera bench all: end -->"
+PARTS = ("accuracy", "frontend", "runtime", "protocol")
+
+
+def _machine() -> str:
+    from .bench import machine_info
+
+    m = machine_info()
+    return f"{m['cpu']}, {m['cores']} cores"
+
+
+def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
+            compare: tuple[str, ...] = (), parts=PARTS, say=print, progress: bool = False
+            ) -> dict:
+    """Run the parts; ``model``: a ``model.pt`` (accuracy, runtime against torch), ``tsr``: the
+    chip file of the protocol part. ``data``: the accuracy corpus (default: the small corpus,
+    built here, with ``quick``; else the default-preset corpus, built here: several minutes)."""
+    from .bench import bench_frontend, bench_runtime, machine_info
+
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise InputError(f"bench all: unknown part(s) {sorted(unknown)} (one of {PARTS})")
+    out: dict = dict(quick=quick, model=model, machine=_machine(), date=machine_info()["date"],
+                     parts={})
+    if "accuracy" in parts:
+        t0 = time.perf_counter()
+        say("accuracy: few-shot episodes of the model and the baselines ...")
+        with tempfile.TemporaryDirectory(prefix="tessera-bench-all-") as tmp:
+            out["parts"]["accuracy"] = _accuracy(model, data, tmp, quick, compare, progress)
+        out["parts"]["accuracy"]["minutes"] = round((time.perf_counter() - t0) / 60, 2)
+    if "frontend" in parts:
+        say("front-end speed ...")
+        reps = 3 if quick else 5
+        out["parts"]["frontend"] = dict(result=bench_frontend(repeats=reps),
+                                        command=f"tessera bench frontend --repeats {reps}")
+    if "runtime" in parts:
+        say("chip emulator speed, enrollment, footprint ...")
+        reps = 8 if quick else 20
+        out["parts"]["runtime"] = dict(result=bench_runtime(model, repeats=reps),
+                                       command=f"tessera bench runtime {_rel(model)} "
+                                               f"--repeats {reps}")
+    if "protocol" in parts:
+        say("protocol: link budget, fuzzing, lossy link, kills, garbage flood, pty ...")
+        out["parts"]["protocol"] = _protocol(tsr, quick)
+    return out
+
+
+def _rel(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _accuracy(model: str, data: str | None, tmp: str, quick: bool, compare, progress) -> dict:
+    from ..trainer.storage import load_model
+    from ..trainer.train import eval_setup, evaluate_model
+
+    if data is None:
+        from ..trainer.corpus import PRESETS, CorpusConfig, build_corpus
+
+        preset = "small" if quick else "default"
+        extra = dict(repeats=3) if quick else {}      # small x 3: enough for 5-shot episodes
+        data = os.path.join(tmp, f"corpus-{preset}.h5")
+        build_corpus(data, CorpusConfig(**{**PRESETS[preset], **extra}), progress=progress,
+                     preset=preset)
+        origin = (f"tessera corpus build --preset {preset}"
+                  + (" --repeats 3" if quick else "") + f" --out corpus-{preset}.h5")
+        shown = f"corpus-{preset}.h5"
+    else:
+        origin, shown = "", _rel(data)
+    episodes = 100 if quick else 600
+    m = load_model(model)
+    setup = eval_setup(m, data, progress)
+    rows = evaluate_model(m, data, shots=(1, 5), episodes=episodes, baselines=("dtw",),
+                          setup=setup, compare=tuple(load_model(c) for c in compare))
+    cmd = (f"tessera eval {_rel(model)} --data {shown} --shots 1 5 --episodes {episodes} "
+           f"--baselines dtw" + "".join(f" --compare {_rel(c)}" for c in compare))
+    return dict(rows=rows, command=cmd, corpus_command=origin, data=shown)
+
+
+def _protocol(tsr: str, quick: bool) -> dict:
+    from . import protocol_bench as pb
+
+    frames, kills, words = (5_000, 10, 5) if quick else (100_000, 100, 10)
+    r = dict(link_budget=pb.link_budget(tsr), fuzz=pb.fuzz(tsr, frames=frames),
+             lossy_enroll=pb.lossy_enroll(tsr, words=words),
+             kill_during_save=pb.kill_during_save(tsr, kills=kills),
+             garbage_flood=pb.garbage_flood(), pty_enroll=pb.pty_enroll(tsr))
+    return dict(result=r, commands=dict(
+        link_budget="tessera bench protocol --parts link",
+        fuzz=f"tessera bench protocol --parts fuzz --frames {frames}",
+        lossy_enroll=f"tessera bench protocol --parts lossy --words {words}",
+        kill_during_save=f"tessera bench protocol --parts kill --kills {kills}",
+        garbage_flood="tessera bench protocol --parts flood",
+        pty_enroll="tessera bench protocol --parts pty"))
+
+
+# ---------------------------------------------------------------------- Markdown
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(r: dict) -> str:
+    """The results as Markdown tables, each row with its command, date and machine."""
+    when, where = r["date"], r["machine"]
+    q = " (`--quick`: smaller runs, noisier figures)" if r["quick"] else ""
+    lines = [f"### Current figures: `tessera bench all{' --quick' if r['quick'] else ''}`{q}",
+             "", f"Machine: {where}. Date: {when}. Each row's command reruns it alone.", ""]
+    p = r["parts"]
+    if "accuracy" in p:
+        a = p["accuracy"]
+        lines += ["#### Few-shot accuracy, 5-way, unseen words by unseen voices", "",
+                  _row(["method", "shots", "accuracy (95 % CI)", "episodes", "command", "date",
+                        "machine"]), _row(["---"] * 7)]
+        for x in a["rows"]:
+            lines.append(_row([x["method"], x["shots"],
+                               f"{100 * x['accuracy']:.1f} ± {100 * x['ci95']:.1f} %",
+                               x["episodes"], f"`{a['command']}`", when, where]))
+        if a["corpus_command"]:
+            lines += ["", f"The corpus: `{a['corpus_command']}` (built by the bench in "
+                          f"{a['minutes']} minutes with the evaluation)."]
+        lines.append("")
+    if "frontend" in p:
+        f = p["frontend"]
+        x = f["result"]
+        lines += ["#### Front-end", "", _row(["what", "figure", "command", "date", "machine"]),
+                  _row(["---"] * 5),
+                  _row([f"{x['channels']} channels, one core, real-time factor (median)",
+                        f"{x['realtime_factor']}x", f"`{f['command']}`", when, where]),
+                  _row(["streaming in 10 ms chunks", f"{x['realtime_factor_stream']}x",
+                        f"`{f['command']}`", when, where]), ""]
+    if "runtime" in p:
+        rt = p["runtime"]
+        x, c = rt["result"], f"`{rt['command']}`"
+        rows = [("us per 10 ms network step, one stream", x["us_per_network_step"]),
+                ("torch step loop, us per network step",
+                 round(x["torch_us_per_step"] * x["bin_ms"], 2) if "torch_us_per_step" in x
+                 else "n/a"),
+                ("speed-up over the torch step loop", f"{x.get('speedup_vs_torch', 'n/a')}x"),
+                ("dense integer floor, us per network step",
+                 round(x["dense_int_floor_us_per_step"] * x["bin_ms"], 2)),
+                (f"batched throughput ({x['batch']} streams), utterances/s",
+                 x["batch_utterances_per_s"]),
+                ("with the front-end, real-time factor", f"{x['feed_audio_realtime_factor']}x"),
+                ("enroll latency (one shot, one step), ms", x["enroll_ms"]),
+                ("model file at 4-bit weights, bytes", x["model_bytes"])]
+        lines += ["#### Chip emulator", "", _row(["what", "figure", "command", "date", "machine"]),
+                  _row(["---"] * 5)]
+        lines += [_row([k, v, c, when, where]) for k, v in rows] + [""]
+    if "protocol" in p:
+        pr = p["protocol"]
+        x, cmd = pr["result"], pr["commands"]
+        b, fz, le = x["link_budget"], x["fuzz"], x["lossy_enroll"]
+        k, g, pt = x["kill_during_save"], x["garbage_flood"], x["pty_enroll"]
+        after = g["answer_after_flood_s"]
+        rows = [("link_budget", f"audio over {b['baud']} baud", f"{b['audio_bytes_per_s']} B/s "
+                 f"({b['audio_headroom']}x headroom)"),
+                ("link_budget", "spikes, 700 channels, events", f"{b['spikes_700ch_events_bytes_per_s']}"
+                 f" B/s ({b['spikes_700ch_events_headroom']}x headroom)"),
+                ("fuzz", f"{fz['frames']} fuzzed frames", f"{fz['crashes']} crashes, "
+                 f"{fz['hangs']} hangs, {fz['unanswered']} unanswered"),
+                ("lossy_enroll", f"{le['words']} enrollments over a lossy link",
+                 f"{le['enrollments_on_device']} landed, exactly once: {le['exactly_once']}"),
+                ("kill_during_save", f"{k['kills']} kills during save",
+                 f"{k['images_loaded']} images loaded, {k['corrupt']} corrupt"),
+                ("garbage_flood", f"{g['megabytes']:g} MB of garbage over a pty",
+                 "answered " + (f"{1000 * after:.0f} ms after" if after is not None
+                                else "never")),
+                ("pty_enroll", "enroll round trip over a pty", f"{pt['enroll_round_trip_ms']} ms")]
+        lines += ["#### Protocol", "", _row(["what", "figure", "command", "date", "machine"]),
+                  _row(["---"] * 5)]
+        lines += [_row([w, f, f"`{cmd[key]}`", when, where]) for key, w, f in rows] + [""]
+    return "\n".join(lines)
+
+
+def write_tables(path: str, text: str) -> str:
+    """Put ``text`` between the :data:`BEGIN` and :data:`END` lines of ``path`` (appended with
+    them if absent; the rest of the file is kept). Written to a temporary file and renamed."""
+    old = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    if BEGIN in old and END in old and old.index(BEGIN) < old.index(END):
+        a, b = old.index(BEGIN), old.index(END) + len(END)
+        new = old[:a] + block + old[b:]
+    elif BEGIN in old or END in old:
+        raise InputError("only one of the bench markers is in the file: fix it by hand",
+                         source=path)
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
+    tmp = path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(new)
+    os.replace(tmp, path)
+    return path
