@@ -288,6 +288,7 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
             out["link"] = dict(bytes_sent=dev.bytes_sent, bytes_received=dev.bytes_received,
                                retries=dev.retried)
     out["table"] = _tables(results, words)
+    on_line("drawing the report's figures (on a local chip emulator with the same model) ...")
     out["plots"] = _local_figures(ds, model, folder, out, shots_curve, draws, seed)
     with open(os.path.join(folder, "summary.json"), "w") as f:
         json.dump(out, f, indent=1, default=_plain)
