@@ -207,6 +207,19 @@ def _design_rules(g: dict) -> list[tuple[str, bool, str]]:
          "core.rows, cols, tile, inputs, bin_ms, steps, segments and threshold must be >= 1"),
         ("weight bits", 2 <= g["weight_bits"] <= 8,
          f"core.weight_bits must be 2..8, got {g['weight_bits']}"),
+        ("size limits", n <= 4096 and g["inputs"] <= 4096 and g["steps"] <= 10_000
+         and g["bin_ms"] <= 1000 and g["channels_total"] <= 4096,
+         f"the model is larger than any chip this emulates: {n} neurons (<= 4096), "
+         f"{g['inputs']} inputs and {g['channels_total']} channels (<= 4096), {g['steps']} "
+         f"steps (<= 10000) of {g['bin_ms']} ms (<= 1000)"),
+        ("register widths", 2 <= g["membrane_bits"] <= 48 and 2 <= g["trace_bits"] <= 48
+         and 2 <= g["acc_bits"] <= 62 and 0 <= g["trace_frac"] <= g["trace_bits"] - 2,
+         f"core.membrane_bits and trace_bits must be 2..48, acc_bits 2..62 and trace_frac "
+         f"0..trace_bits-2, got {g['membrane_bits']}, {g['trace_bits']}, {g['acc_bits']}, "
+         f"{g['trace_frac']}"),
+        ("threshold fits the membrane", 2 <= g["membrane_bits"] <= 48
+         and g["threshold"] < (1 << (g["membrane_bits"] - 1)),
+         "core.threshold must be below the membrane's largest value"),
         ("segments fit the window", g["segments"] <= g["steps"],
          "core.segments exceeds core.steps"),
         ("no refractory period", g["refractory"] == 0,
@@ -244,7 +257,11 @@ def _design_rules(g: dict) -> list[tuple[str, bool, str]]:
          f"core shifts must be >= {GF}"),
         ("readout bits", 2 <= g["readout_bits"] <= 16,
          f"readout.readout_bits must be 2..16, got {g['readout_bits']}"),
-        ("readout capacity", g["max_classes"] >= 1, "readout.max_classes must be >= 1"),
+        ("readout capacity", 1 <= g["max_classes"] <= 1024,
+         "readout.max_classes must be 1..1024"),
+        ("feature and probability fractions", 1 <= g["feature_bits"] <= 30
+         and 1 <= g["softmax_frac"] <= 30 and g["log2e"] >= 1,
+         "readout.feature_bits and softmax_frac must be 1..30 and log2e >= 1"),
         ("cosine fraction", 4 <= g["cos_frac"] <= 16,
          f"readout.cos_frac must be 4..16, got {g['cos_frac']}"),
         ("none threshold", 4 <= g["cos_frac"] <= 16
@@ -366,6 +383,8 @@ class Chip:
         self._n, self._t = n, t
         self.refresh_weights()
         self.counters = Counters(tab, self.max_hop)
+        if tab.frontend:                  # checked now, not at the first audio: a model that
+            self.cochlea                  # loads is a model that runs (or a named error now)
         self.reset()
 
     # ------------------------------------------------------------------ set-up
@@ -410,13 +429,21 @@ class Chip:
                 fc = np.asarray(fe["fc_mhz"], np.float64) / 1000.0
                 tables = tables_from_fixed(spec, fc, fixed)._replace(
                     floor_level=int(fe["floor_level"]))
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 raise InputError(f"model front-end section is unusable ({exc})",
                                  source=self.source) from None
             if tables.spec.channels != self.tab.inputs:
                 raise InputError("model front-end channels do not match core.inputs",
                                  source=self.source)
-            self._cochlea = Cochlea(tables=tables)
+            cochlea = Cochlea(tables=tables)
+            try:                                   # a few steps of sound: the tables work
+                cochlea.encode(np.tile(np.array([3000, -3000], np.int16),
+                                       tables.spec.hop * tables.spec.superblock * 2))
+            except (TypeError, ValueError, ArithmeticError, IndexError) as exc:
+                raise InputError(f"model front-end section is unusable ({exc})",
+                                 source=self.source) from None
+            cochlea.reset()
+            self._cochlea = cochlea
         return self._cochlea
 
     # ------------------------------------------------------------------ streaming

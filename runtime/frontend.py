@@ -112,8 +112,26 @@ class FrontendSpec:
     theta_bits: int = 10          # TH: integrate-and-fire threshold 2^TH
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):           # types first: a file may hold anything
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float) if f.type == "float"
+                                                     else int):
+                raise InputError(f"FrontendSpec: {f.name} must be {'a number' if f.type == 'float' else 'an integer'}, "
+                                 f"got {type(v).__name__}")
+            if f.type == "float" and not np.isfinite(v):
+                raise InputError(f"FrontendSpec: {f.name} must be finite, got {v}")
         n_in = self.hop * self.superblock
         checks = [
+            (self.channels <= 4096, "channels must be <= 4096"),
+            (1 <= self.hop <= 1024 and 1 <= self.superblock <= 64,
+             "hop must be 1..1024 and superblock 1..64"),
+            (1 <= self.coef_bits <= 40 and 1 <= self.trans_bits <= 30
+             and 1 <= self.state_bits <= 30 and 0 <= self.level_bits <= 8,
+             "coef_bits 1..40, trans_bits and state_bits 1..30, level_bits 0..8"),
+            (-200.0 <= self.floor_db <= 0.0, "floor_db must be in [-200, 0]"),
+            (self.adapt_steps <= 4096 and 0 <= self.adapt_shift <= 16
+             and 0 <= self.adapt_num <= (1 << self.adapt_shift),
+             "adapt_steps <= 4096, adapt_shift 0..16, 0 <= adapt_num <= 2^adapt_shift"),
             (self.channels >= 1, "channels must be >= 1"),
             (self.sample_rate == SAMPLE_RATE, f"sample_rate must be {SAMPLE_RATE} (resample first)"),
             (0 < self.f_lo < self.f_hi < self.sample_rate / 2, "need 0 < f_lo < f_hi < fs/2"),
@@ -125,7 +143,7 @@ class FrontendSpec:
             (1 <= self.theta_bits <= 16, "theta_bits must be 1..16"),
             (0 <= self.env_bits <= self.state_bits, "need 0 <= env_bits <= state_bits"),
             # exactness of the float64 evaluation (see the module docstring)
-            (16 + self.coef_bits + int(np.ceil(np.log2(n_in))) <= 52,
+            (16 + self.coef_bits + max(n_in - 1, 0).bit_length() <= 52,
              "coef_bits too large: input sums would exceed 2^53"),
         ]
         for ok, msg in checks:
@@ -134,6 +152,8 @@ class FrontendSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> FrontendSpec:
+        if not isinstance(d, dict):
+            raise InputError(f"FrontendSpec: expected a map of fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -248,10 +268,13 @@ def tables_from_poles(spec: FrontendSpec, fc: np.ndarray, pole: np.ndarray, r: n
         raise InputError(f"FrontendSpec: poles {pole.shape} and residues {r.shape} do not fit "
                          f"{spec.channels} channels of order {K}")
     N = G * H
+    if not np.abs(pole).max(initial=0.0) < 1.0:
+        raise InputError("FrontendSpec: a filter pole has magnitude >= 1 (an unstable filter)")
     # worst-case mode magnitude per unit input, for the exactness bound below
-    peak = np.max(np.abs(r) / (1.0 - np.abs(pole)))
-    need = 15 + np.log2(peak) + spec.state_bits + spec.trans_bits + 1 + np.log2(2 * K)
-    if need > 52:
+    peak = np.max(np.abs(r) / (1.0 - np.abs(pole)), initial=0.0)
+    need = 15 + np.log2(max(peak, 2.0 ** -60)) + spec.state_bits + spec.trans_bits + 1 \
+        + np.log2(2 * K)
+    if not need <= 52:
         raise InputError(f"FrontendSpec: state_bits + trans_bits too large for this filter bank "
                          f"(products would reach 2^{need:.1f}; need <= 2^52)")
     j = np.arange(1, G + 1)[:, None, None]

@@ -58,8 +58,10 @@ def unpack_ints(d, name: str) -> np.ndarray:
     if not isinstance(d, dict) or set(d) != {"shape", "bits", "signed", "data"}:
         raise InputError(f"model field {name!r}: not a packed array")
     shape, bits, signed, data = d["shape"], d["bits"], d["signed"], d["data"]
-    if (not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape)
-            or not isinstance(bits, int) or not 1 <= bits <= 32 or not isinstance(data, bytes)):
+    if (not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                and s >= 0 for s in shape)
+            or not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 32
+            or not isinstance(signed, bool) or not isinstance(data, bytes)):
         raise InputError(f"model field {name!r}: bad array header")
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if len(data) != (n * bits + 7) // 8:

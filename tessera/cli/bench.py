@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .common import (NO_PROGRESS, _default_model, _default_tsr, _emit, _positive_float,
-                     _positive_int)
+                     _positive_int, _progress)
 
 
 def cmd_bench_frontend(args: argparse.Namespace) -> int:
@@ -56,6 +56,14 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage(args, line: str) -> None:
+    """A long benchmark says what it is doing (stderr; not with --no-progress)."""
+    import sys
+
+    if not getattr(args, "no_progress", False):
+        print(line, file=sys.stderr, flush=True)
+
+
 def cmd_bench_protocol(args: argparse.Namespace) -> int:
     from tessera.tools import protocol_bench as pb
 
@@ -64,33 +72,53 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     r = {"model": model}
     lines = []
     if "fuzz" in parts:
+        _stage(args, f"fuzzing the firmware with {args.frames} frames ...")
         f = r["fuzz"] = pb.fuzz(model, frames=args.frames)
         lines.append(f"fuzz: {f['frames']} frames ({f['mutated']} mutated): {f['crashes']} crashes, "
                      f"{f['internal_errors']} internal errors, {f['hangs']} hangs, "
                      f"{f['unanswered']} unanswered; worst {f['worst_frame_ms']} ms")
     if "lossy" in parts:
+        _stage(args, f"enrolling {args.words} words over a lossy link ...")
         x = r["lossy_enroll"] = pb.lossy_enroll(model, words=args.words)
         lines.append(f"lossy link ({100 * x['drop']:.1f} % dropped + {100 * x['corrupt']:.1f} % "
                      f"corrupted bytes): {x['enrollments_on_device']} of {x['words']} enrollments "
                      f"landed, exactly once: {x['exactly_once']} ({x['retries']} retries)")
     if "kill" in parts:
+        _stage(args, f"killing the device {args.kills} times during a save ...")
         k = r["kill_during_save"] = pb.kill_during_save(model, kills=args.kills)
         lines.append(f"SIGKILL during save x{k['kills']}: {k['images_loaded']} images loaded, "
                      f"{k['corrupt']} corrupt")
     if "link" in parts:
+        _stage(args, "link budget ...")
         b = r["link_budget"] = pb.link_budget(model)
         lines.append(f"link budget at {b['baud']} baud: spikes (700 ch, events) "
                      f"{b['spikes_700ch_events_bytes_per_s']} B/s ({b['spikes_700ch_events_headroom']}x"
                      f" headroom), bitmap {b['spikes_700ch_bitmap_bytes_per_s']} B/s; audio "
                      f"{b['audio_bytes_per_s']} B/s ({b['audio_headroom']}x)")
     if "flood" in parts:
+        _stage(args, "5 MB of garbage into tessera sim --pty ...")
         g = r["garbage_flood"] = pb.garbage_flood()
         after = g["answer_after_flood_s"]
         lines.append(f"garbage flood ({g['megabytes']:g} MB of random bytes over a pty, "
                      f"{g['flood_s']} s): a request right after it answered in "
                      + (f"{1000 * after:.0f} ms" if after is not None else "-- never --")
                      + f"; {g['answer_bytes']} bytes of answers")
+    if "models" in parts:
+        _stage(args, f"{args.mutants} mutated model files through the chip and the board ...")
+        from tessera.tools.model_fuzz import fuzz_models
+
+        bar = _progress(args.mutants, args)
+        m = r["model_fuzz"] = fuzz_models(model, count=args.mutants,
+                                          progress=lambda i: bar.update(1))
+        bar.close()
+        lines.append(f"mutated model files x{m['mutants']}: chip {m['chip_loaded']} loaded and "
+                     f"ran, {m['chip_rejected']} rejected with a named error, "
+                     f"{m['chip_crashes']} crashes, {m['chip_hangs']} hangs; board "
+                     f"{m['board_accepted']} accepted, {m['board_rejected']} refused, "
+                     f"{m['board_crashes']} crashes, {m['board_lost_model']} times without a "
+                     f"working model; slowest {m['worst_mutant_ms']} ms")
     if "pty" in parts:
+        _stage(args, "enroll round trips over a pty ...")
         p = r["pty_enroll"] = pb.pty_enroll(model)
         lines.append(f"pty: enroll round trip {p['enroll_round_trip_ms']} ms, ping "
                      f"{p['ping_round_trip_ms']} ms, 1 s utterance streamed in "
@@ -102,7 +130,9 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
         ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
         ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0),
-        ("garbage_flood", "resynchronised", True)))
+        ("garbage_flood", "resynchronised", True), ("model_fuzz", "chip_crashes", 0),
+        ("model_fuzz", "chip_hangs", 0), ("model_fuzz", "board_crashes", 0),
+        ("model_fuzz", "board_hangs", 0), ("model_fuzz", "board_lost_model", 0)))
     return 0 if ok else 1
 
 
@@ -219,10 +249,14 @@ def register(sub, add) -> None:
     bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
     bp.add_argument("--parts", nargs="+",
-                    default=["fuzz", "lossy", "kill", "link", "flood", "pty"],
-                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty"],
+                    default=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
+                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
                     help="which tests: fuzzed frames, a lossy link, device kills, the link "
-                         "budget, a 5 MB garbage flood, a real pseudo-terminal")
+                         "budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
+                         "files through the chip and the board")
+    bp.add_argument("--mutants", type=_positive_int, default=10_000,
+                    help="mutated model files (--parts models)")
+    bp.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
     bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
     bp.add_argument("--kills", type=_positive_int, default=100,
