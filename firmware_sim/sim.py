@@ -15,11 +15,14 @@ import os
 import select
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..protocol.framing import encode_frame
+from ..protocol.messages import encode, error_message
 from ..runtime.errors import InputError
 from .device import Firmware
 
@@ -93,6 +96,11 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with conn:
                 while True:
+                    r, _, _ = select.select([conn, srv], [], [])
+                    if srv in r:                       # a second host: refused, never mixed in
+                        _refuse(srv)
+                        if conn not in r:
+                            continue
                     try:
                         data = conn.recv(65536)
                     except ConnectionResetError:
@@ -107,6 +115,31 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                             break
     finally:
         srv.close()
+
+
+def _refuse(srv: socket.socket) -> None:
+    """Accept a connection only to tell it the link is taken (one ``LINK_BUSY`` error frame with
+    id 0), then close it, in a thread: what the other host sent is read and dropped first (closing
+    with unread bytes would reset the connection and lose the frame)."""
+    try:
+        other, _ = srv.accept()
+    except OSError:
+        return
+
+    def tell_and_close() -> None:
+        with other:
+            try:
+                other.sendall(encode_frame(encode(error_message(
+                    0, "LINK_BUSY", "another host is connected to this device; one host at "
+                                    "a time (try again when it disconnects)"))))
+                other.shutdown(socket.SHUT_WR)
+                other.settimeout(2.0)
+                while other.recv(4096):
+                    pass
+            except OSError:
+                pass
+
+    threading.Thread(target=tell_and_close, daemon=True).start()
 
 
 def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:

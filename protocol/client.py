@@ -60,13 +60,16 @@ class Device:
              ) -> Device:
         import serial
 
-        try:
-            port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
+        try:                   # exclusive: a second host on the same port is refused
+            port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05, exclusive=True)
         except (serial.SerialException, ValueError, OSError) as exc:
             hint = ""
             if url.startswith("sim://") and "not known" in str(exc):
                 hint = (" (sim:// URLs are served by the simulator: import tessera.firmware_sim "
                         "first, which registers them with pyserial)")
+            if "exclusively lock" in str(exc):
+                raise InputError("the port is in use by another program (one host per device): "
+                                 "close it there first", source=url) from None
             raise InputError(f"cannot open the device link: {exc}{hint}", source=url) from None
         dev = cls(port, timeout, retries)
         dev.info()
@@ -121,6 +124,8 @@ class Device:
                 continue
             if msg.get("t") == "event":
                 self.events.append(msg)
+            elif msg.get("t") == "error" and msg.get("name") == "LINK_BUSY":
+                raise DeviceError(msg)                # another host holds the device
             elif msg.get("t") in REQUESTS and (msg["t"] not in ANSWERS or "versions" in msg):
                 # our own bytes came back
                 raise InputError("the link echoes what the host sends (a loop:// port or a "

@@ -72,6 +72,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     19: ("BUSY", "a request id still being executed"),
     20: ("UNKNOWN_PARAM", "set_param of a parameter the device does not have"),
     21: ("INTERNAL", "an unexpected device error (a bug)"),
+    22: ("LINK_BUSY", "another host holds the device's link: one host at a time"),
 }
 CODES = {name: code for code, (name, _) in ERRORS.items()}
 
