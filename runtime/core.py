@@ -13,8 +13,8 @@ inference both call :func:`core_step`, once per bin::
 
 :func:`core_step` never changes its arguments: it returns a new state. A state of shape (n,)
 is one stream and takes the event-driven path (only the weight rows of the neurons that spiked
-are read); a batch (B, n) adds the spikes' rows with one float64 matrix product, which holds the
-integer sums exactly (every partial sum is far below 2^53).
+are read); a batch (B, n) adds the spikes' rows with one float matrix product, which holds the
+integer sums exactly (float32 where every partial sum provably stays below 2^24, else float64).
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ import numpy as np
 __all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step"]
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
+_SUM = np.add.reduce
 
 
 class CoreTables(NamedTuple):
     """What a core step reads; built once per weight read (:func:`core_tables`), read-only."""
 
-    w_in: np.ndarray             # (inputs, n) float64: input weights (integers, exact)
+    w_in: np.ndarray             # (inputs, n) input weights >> in_shift, as floats (exact)
+    in_shift: int                # the power of two every input weight shares
     w_rec_reset: np.ndarray      # (n, n) int64: W_rec - threshold * I (the reset folded in)
-    w_rec_reset_f: np.ndarray    # the same in float64, for batches
+    w_rec_reset_f: np.ndarray    # the same as floats, for batches (exact)
     bias: np.ndarray             # (n,) int64
     decay: np.ndarray            # (2n,) int64: leak_mult then trace_mult, units of 2^-16
     threshold: int
@@ -62,15 +64,26 @@ def trace_bound(tab) -> int:
         // max(65536 - int(tab.trace_mult.max(initial=0)), 1) + 1
 
 
+def _exact_float(w: np.ndarray, largest_input: int) -> np.ndarray:
+    """``w`` as float32 when every sum of products with inputs up to ``largest_input`` stays
+    below 2^24 (float32 then holds every partial sum exactly, in any order, and its products are
+    twice as fast), else as float64 (exact below 2^53; the chip's sums are far below)."""
+    bound = int(np.abs(w).sum(axis=0).max(initial=0)) * largest_input
+    return w.astype(np.float32 if bound < (1 << 24) else np.float64)
+
+
 def core_tables(tab, w_in: np.ndarray, w_rec: np.ndarray) -> CoreTables:
     """The step tables of :class:`~tessera.runtime.chip.ChipTables` ``tab`` with the integer
     weights ``w_in`` (inputs, n) and ``w_rec`` (n, n) as the arrays read them."""
     n = tab.neurons
+    w_in = np.asarray(w_in, np.int64)
+    common = int(np.bitwise_or.reduce(np.abs(w_in), axis=None)) if w_in.size else 0
+    in_shift = (common & -common).bit_length() - 1 if common else 0   # lowest set bit
     reset = np.asarray(w_rec, np.int64) - tab.threshold * np.eye(n, dtype=np.int64)
     r_hi = (1 << (tab.trace_bits - 1)) - 1
     return CoreTables(
-        w_in=_readonly(np.asarray(w_in, np.float64)),
-        w_rec_reset=_readonly(reset), w_rec_reset_f=_readonly(reset.astype(np.float64)),
+        w_in=_readonly(_exact_float(w_in >> in_shift, 255)), in_shift=in_shift,
+        w_rec_reset=_readonly(reset), w_rec_reset_f=_readonly(_exact_float(reset, 1)),
         bias=_readonly(np.asarray(tab.bias, np.int64).copy()),
         decay=_readonly(np.concatenate([tab.leak_mult, tab.trace_mult]).astype(np.int64)),
         threshold=int(tab.threshold),
@@ -86,11 +99,14 @@ def core_state(tables: CoreTables, batch: int | None = None) -> CoreState:
 
 
 def input_current(x: np.ndarray, tables: CoreTables) -> np.ndarray:
-    """I = x W_in + bias for binned input counts x (..., inputs), all bins at once (int64; the
-    float64 product is exact)."""
+    """I = x W_in + bias for binned input counts x (..., inputs) in [0, 255], all bins at once
+    (int64; the float product is exact, see :func:`core_tables`)."""
     x = np.asarray(x)
-    flat = x.reshape(-1, x.shape[-1]).astype(np.float64) @ tables.w_in
-    return flat.astype(np.int64).reshape(x.shape[:-1] + (-1,)) + tables.bias
+    flat = x.reshape(-1, x.shape[-1]).astype(tables.w_in.dtype) @ tables.w_in
+    out = flat.astype(np.int64).reshape(x.shape[:-1] + (-1,))
+    if tables.in_shift:
+        out <<= tables.in_shift
+    return out + tables.bias
 
 
 def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
@@ -99,15 +115,18 @@ def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
     n = tables.bias.shape[0]
     vr = state.vr * tables.decay                 # v * leak_mult and r * trace_mult ...
     vr >>= 16                                    # ... >> 16, both at once
-    v, r = vr[..., :n], vr[..., n:]
-    v += current
     z = state.z
     if z.ndim == 1:                              # one stream: event-driven rows
+        v, r = vr[:n], vr[n:]
+        v += current
         idx = z.nonzero()[0]
         if idx.size:
-            v += tables.w_rec_reset[idx].sum(axis=0)
-    elif z.any():                                # a batch: one exact float64 product
-        v += (z @ tables.w_rec_reset_f).astype(np.int64)
+            v += _SUM(tables.w_rec_reset.take(idx, axis=0), axis=0)
+    else:                                        # a batch: one exact float64 product
+        v, r = vr[:, :n], vr[:, n:]
+        v += current
+        if z.any():
+            v += (z @ tables.w_rec_reset_f).astype(np.int64)
     _CLIP(v, tables.v_lo, tables.v_hi, out=v)
     z = v >= tables.threshold
     np.add(r, tables.spike, out=r, where=z)

@@ -376,3 +376,23 @@ def test_core_step_is_pure_and_batches_like_single_streams():
     assert spiked > 0
     with pytest.raises(ValueError):
         tables.w_rec_reset[0, 0] = 1                       # the tables are read-only
+
+
+@pytest.mark.parametrize("scale,mag,dtype", [(1, 1 << 12, np.float64), (4096, 1 << 12, np.float64),
+                                             (64, 16, np.float32), (1, 16, np.float32)])
+def test_input_current_is_exact_whichever_float_it_uses(scale, mag, dtype):
+    """core_tables multiplies in float32 only where every partial sum provably stays below 2^24
+    (else float64); either way the currents equal the int64 products."""
+    from tessera.runtime.core import core_tables, input_current
+
+    tab = Chip(decode_model(encode_model(random_model(1)))).tab
+    rng = np.random.default_rng(scale)
+    n = tab.neurons
+    w_in = rng.integers(-mag, mag, (tab.inputs, n)) * scale
+    w_in[:, 0] = ((1 << 24) // (255 * tab.inputs) - 1) * scale    # just under the float32 bound
+    t = core_tables(tab, w_in, np.zeros((n, n), np.int64))
+    x = rng.integers(0, 256, (7, tab.inputs))
+    x[0] = 255
+    assert np.array_equal(input_current(x, t), x @ w_in + tab.bias)
+    assert t.in_shift == int(np.log2(scale))
+    assert t.w_in.dtype == dtype
