@@ -253,8 +253,9 @@ def _design_rules(g: dict) -> list[tuple[str, bool, str]]:
         ("weight levels", np.abs(g["w_in"]).max(initial=0) <= qmax
          and np.abs(w_rec).max(initial=0) <= qmax,
          f"core weights exceed the {g['weight_bits']}-bit level range"),
-        ("shifts", min(g["shift_in"].min(initial=GF), shift_rec.min(initial=GF)) >= GF,
-         f"core shifts must be >= {GF}"),
+        ("shifts", min(g["shift_in"].min(initial=GF), shift_rec.min(initial=GF)) >= GF
+         and max(g["shift_in"].max(initial=GF), shift_rec.max(initial=GF)) <= 24,
+         f"core shifts must be {GF}..24 (so that every sum of weights stays exact)"),
         ("readout bits", 2 <= g["readout_bits"] <= 16,
          f"readout.readout_bits must be 2..16, got {g['readout_bits']}"),
         ("readout capacity", 1 <= g["max_classes"] <= 1024,
