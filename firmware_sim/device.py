@@ -3,7 +3,10 @@
 :class:`Firmware` is transport-free: :meth:`Firmware.receive` takes any bytes from the link and
 returns the bytes to send back (frames). Every request id is executed at most once: the answers
 to the last ``IDEMPOTENCY`` ids are kept and re-sent when an id comes again, so a retried
-``enroll`` never enrolls twice. A frame that fails its CRC, COBS or size check is answered with
+``enroll`` never enrolls twice. With a flash image and ``autosave`` (the default), a
+``load_commit``, ``enroll`` or ``forget`` is written to flash before it is answered, together with the answers to the last
+``PERSISTED_ANSWERS`` such requests: a retry that comes after a reboot is answered from there,
+so an enrollment stays exactly-once across a power cut. A frame that fails its CRC, COBS or size check is answered with
 an ``error`` (id 0) and the decoder resynchronises at the next delimiter.
 """
 
@@ -39,6 +42,8 @@ __all__ = ["Firmware", "Capabilities", "FIRMWARE_VERSION"]
 
 FIRMWARE_VERSION = "tessera-sim 0.5.0"
 IDEMPOTENCY = 256
+PERSISTED_ANSWERS = 32
+PERSISTED_REQUESTS = ("enroll", "forget", "load_commit")   # in flash before they are answered
 CHUNK = 2048
 
 #: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's);
@@ -47,10 +52,11 @@ CHUNK = 2048
 #: (``trigger`` "hop"), reports a word when it is
 #: accepted and its calibrated confidence is at least ``detect_confidence`` (an always-listening
 #: device needs to be surer than one asked about one utterance), and not again within
-#: ``refractory_ms``.
+#: ``refractory_ms``. autosave: a loaded model, an enroll and a forget are written to flash
+#: (if any) before they are answered.
 DEFAULT_PARAMS = {"detect": False, "detect_confidence": 0.5, "write_noise": 0.0,
                   "threshold": None, "hop_ms": 250, "refractory_ms": 1000, "trigger": "onset",
-                  "onset_events": 2}
+                  "onset_events": 2, "autosave": True}
 QUIET_MS = 100          # an onset needs this much quiet before it
 
 
@@ -88,6 +94,7 @@ class Firmware:
         self.pending_errors: list[bytes] = []
         self.error_tokens, self.error_clock, self.errors_unanswered = ERROR_BURST, 0.0, 0
         self.answers: OrderedDict[int, bytes] = OrderedDict()
+        self.persisted: OrderedDict[int, bytes] = OrderedDict()   # answers kept in flash
         self.chip: Chip | None = None
         self.model_bytes = b""
         self.load = None
@@ -117,6 +124,10 @@ class Firmware:
         self.chip.restore_readout(dict(levels=levels, classes=list(image["classes"]),
                                        shots=image["shots"], exps=image["exps"]))
         self.flash_generation = int(image.get("generation", 0))
+        for rid, frame in image.get("answers", []):
+            if isinstance(rid, int) and isinstance(frame, bytes):
+                self.persisted[rid] = frame
+        self.answers.update(self.persisted)
 
     def install(self, blob: bytes) -> None:
         try:
@@ -234,7 +245,11 @@ class Firmware:
         if reply.get("t") == "result":
             reply["latency_us"] = round((self.clock() - t0) * 1e6, 1)
         frame = encode_frame(encode(reply))
-        if rid:
+        if (rid and msg["t"] in PERSISTED_REQUESTS and reply["t"] != "error"
+                and self.flash_path and self.params["autosave"]):
+            frame = self._persist(rid, reply, frame)
+        if rid and reply.get("name") != "NO_UTTERANCE":   # that one may succeed once the
+            # shots are streamed again (after a reboot), under the same id
             self.answers[rid] = frame
             while len(self.answers) > IDEMPOTENCY:
                 self.answers.popitem(last=False)
@@ -534,7 +549,8 @@ class Firmware:
             out["model_threshold"] = self.chip.tab.none_threshold / (1 << self.chip.tab.cos_frac)
         return {"t": "params", "params": out}
 
-    def do_save(self, msg: dict) -> dict:
+    def _write_image(self, answers: OrderedDict[int, bytes]) -> int:
+        """The model, readout, parameters and the persisted answers to flash (atomic)."""
         chip = self._need_chip()
         if not self.flash_path:
             raise ProtocolError("STORAGE", "this device has no flash image")
@@ -543,12 +559,31 @@ class Firmware:
                  "levels": pack_ints(ro["levels"], chip.tab.readout_bits),
                  "classes": ro["classes"], "shots": ro["shots"], "exps": ro["exps"],
                  "params": dict(self.params),
-                 "generation": self.flash_generation + 1}
+                 "generation": self.flash_generation + 1,
+                 "answers": [[k, v] for k, v in answers.items()]}
         try:
             size = flash.save(self.flash_path, image, crash_after_temp=self.crash_during_save)
         except OSError as exc:
             raise ProtocolError("STORAGE", f"flash write failed: {exc.strerror}") from None
         self.flash_generation += 1
+        return size
+
+    def _persist(self, rid: int, reply: dict, frame: bytes) -> bytes:
+        """Write the state an enroll/forget left, with its answer, before answering; if the
+        flash fails the change stays in RAM and the answer says ``saved`` false."""
+        answers = OrderedDict(self.persisted)
+        answers[rid] = encode_frame(encode(dict(reply, saved=True)))
+        while len(answers) > PERSISTED_ANSWERS:
+            answers.popitem(last=False)
+        try:
+            self._write_image(answers)
+        except ProtocolError:
+            return encode_frame(encode(dict(reply, saved=False)))
+        self.persisted = answers
+        return answers[rid]
+
+    def do_save(self, msg: dict) -> dict:
+        size = self._write_image(self.persisted)
         return {"t": "ack", "bytes": size, "generation": self.flash_generation}
 
     def do_reboot(self, msg: dict) -> dict:

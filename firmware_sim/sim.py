@@ -97,10 +97,11 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
             with conn:
                 while True:
                     r, _, _ = select.select([conn, srv], [], [])
-                    if srv in r:                       # a second host: refused, never mixed in
+                    if srv in r and conn not in r:     # a second host: refused, never mixed
+                        if _closed(conn):              # in, unless the first one just left
+                            break
                         _refuse(srv)
-                        if conn not in r:
-                            continue
+                        continue
                     try:
                         data = conn.recv(65536)
                     except ConnectionResetError:
@@ -115,6 +116,18 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                             break
     finally:
         srv.close()
+
+
+def _closed(conn: socket.socket, wait_s: float = 0.1) -> bool:
+    """Whether the host at ``conn`` has closed its end (its FIN may trail a new host's
+    connection by a moment: wait that long)."""
+    r, _, _ = select.select([conn], [], [], wait_s)
+    if not r:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _refuse(srv: socket.socket) -> None:
@@ -133,7 +146,7 @@ def _refuse(srv: socket.socket) -> None:
                     0, "LINK_BUSY", "another host is connected to this device; one host at "
                                     "a time (try again when it disconnects)"))))
                 other.shutdown(socket.SHUT_WR)
-                other.settimeout(2.0)
+                other.settimeout(30.0)
                 while other.recv(4096):
                     pass
             except OSError:

@@ -85,8 +85,13 @@ class Device:
         self.close()
 
     # ------------------------------------------------------------------ requests
-    def request(self, msg: dict) -> dict:
-        rid = next(self.ids) % (2**32 - 1) + 1
+    def new_id(self) -> int:
+        return next(self.ids) % (2**32 - 1) + 1
+
+    def request(self, msg: dict, rid: int | None = None) -> dict:
+        """Send ``msg`` and wait for its answer, resending it (same id) on silence; ``rid``:
+        reuse an id, so that the device answers from its cache if it executed it already."""
+        rid = rid or self.new_id()
         frame = encode_frame(encode({**msg, "id": rid}))
         for attempt in range(self.retries + 1):
             if attempt:
@@ -219,12 +224,33 @@ class Device:
 
     def enroll(self, label: str, *wavs: str) -> dict:
         """Teach ``label`` from one or more recordings (one readout step over all of them)."""
-        if wavs:
-            self.request({"t": "reset_state"})
-            for w in wavs:
-                self.stream_wav(w)
-                self.request({"t": "end_of_utterance", "shot": True})   # keep as a shot
-        return self.request({"t": "enroll", "label": label, "shots": max(1, len(wavs))})
+        from ..runtime.audio import load_audio
+
+        return self.enroll_pcm(label, *(load_audio(w) for w in wavs))
+
+    def enroll_pcm(self, label: str, *pcms: np.ndarray) -> dict:
+        """Teach ``label`` from 16 kHz int16 utterances (none: what was streamed already).
+
+        Exactly once, even across a reboot of the device: the request keeps its id through
+        retries; if the device rebooted before it enrolled (it answers NO_UTTERANCE, its boot
+        count moved), the shots are streamed again and the same id is sent again (a device that
+        had enrolled and saved it answers from flash instead)."""
+        rid = self.new_id()
+        for attempt in range(2):
+            boots = self.request({"t": "hello", "versions": [VERSION]}).get("boots")
+            if pcms:
+                self.request({"t": "reset_state"})
+                for pcm in pcms:
+                    self.stream_pcm(pcm)
+                    self.request({"t": "end_of_utterance", "shot": True})   # keep as a shot
+            try:
+                return self.request({"t": "enroll", "label": label,
+                                     "shots": max(1, len(pcms))}, rid=rid)
+            except DeviceError as exc:
+                again = self.request({"t": "hello", "versions": [VERSION]}).get("boots")
+                if exc.name != "NO_UTTERANCE" or not pcms or attempt or again == boots:
+                    raise
+        raise AssertionError("unreachable")
 
     def classes(self) -> list[str]:
         return self.request({"t": "list_classes"})["classes"]

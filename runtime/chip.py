@@ -427,7 +427,13 @@ class Chip:
             try:
                 spec = FrontendSpec.from_dict(fe["spec"])
                 fixed = unpack_ints(fe["poles"], "frontend.poles")
+                if fixed.shape != (self.tab.inputs, spec.order, 4):
+                    raise ValueError(f"frontend.poles has shape {fixed.shape}, needs "
+                                     f"({self.tab.inputs}, {spec.order}, 4)")
                 fc = np.asarray(fe["fc_mhz"], np.float64) / 1000.0
+                if fc.shape != (self.tab.inputs,):
+                    raise ValueError(f"frontend.fc_mhz has shape {fc.shape}, needs "
+                                     f"({self.tab.inputs},)")
                 tables = tables_from_fixed(spec, fc, fixed)._replace(
                     floor_level=int(fe["floor_level"]))
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:

@@ -406,3 +406,52 @@ def test_a_flood_of_garbage_is_not_answered_frame_by_frame():
     assert msgs[-1]["t"] == "pong" and msgs[-1]["id"] == 9
     text = " ".join(m.get("message", "") for m in msgs if m.get("t") == "error")
     assert "earlier bad frames not answered" in text
+
+
+class _PowerCutPort:
+    """An in-process link to ``fw`` that cuts the device's power once, at the first enroll
+    frame: before the device reads it (``applied`` False) or after it executed it, losing its
+    answer (``applied`` True)."""
+
+    def __init__(self, fw, applied: bool):
+        self.fw, self.applied, self.cut, self.buf = fw, applied, False, bytearray()
+
+    def write(self, data: bytes) -> int:
+        if not self.cut and b"enroll" in data:
+            self.cut = True
+            if self.applied:
+                self.fw.receive(data)                   # executed; the answer never arrives
+            self.fw.boot()                              # power cut: RAM gone, flash kept
+            return len(data)
+        self.buf += self.fw.receive(data)
+        return len(data)
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.buf)
+
+    def read(self, n: int = 1) -> bytes:
+        out, self.buf = bytes(self.buf[:n]), self.buf[n:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("applied", [False, True])
+def test_enrollment_is_exactly_once_across_a_reboot_between_request_and_retry(
+        model4, tmp_path, applied):
+    from tessera.protocol.client import Device
+    from tessera.tools.bench import speechlike_signal
+
+    fw = Firmware(flash_path=str(tmp_path / "flash.img"))
+    fw.install(open(model4, "rb").read())
+    fw.do_save({})                                          # a deployed board: model in flash
+    dev = Device(_PowerCutPort(fw, applied), timeout=0.2)
+    shot = speechlike_signal(0.6, 3)
+    r = dev.enroll_pcm("lamp", shot)
+    assert r["t"] == "ack" and r["shots"] == 1 and r.get("saved") is True
+    assert fw.boots == 2 and dev.retried >= 1               # the cut happened, the host retried
+    assert fw.chip.classes() == ["lamp"] and fw.chip.shots_of("lamp") == 1
+    fw.boot()                                               # and it is in flash, once
+    assert fw.chip.classes() == ["lamp"] and fw.chip.shots_of("lamp") == 1
