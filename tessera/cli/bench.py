@@ -117,6 +117,18 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
                      f"{m['board_accepted']} accepted, {m['board_rejected']} refused, "
                      f"{m['board_crashes']} crashes, {m['board_lost_model']} times without a "
                      f"working model; slowest {m['worst_mutant_ms']} ms")
+    if "stream" in parts:
+        _stage(args, f"{args.minutes:g} minutes of audio through the chip and tessera sim --pty "
+                     f"...")
+        st = r["long_stream"] = pb.long_stream(model, minutes=args.minutes)
+        c, b = st["chip"], st["board"]
+        lines.append(f"{st['minutes']:g}-minute stream ({st['blocks']} identical blocks): chip "
+                     f"RSS {c['rss_start_mb']} -> {c['rss_end_mb']} MB, answers identical in "
+                     f"every block: {c['answers_identical_every_block']}; board over a pty RSS "
+                     f"{b['rss_start_mb']} -> {b['rss_end_mb']} MB, right detections per block "
+                     f"{b['right_per_block_first_quarter']} (first quarter) -> "
+                     f"{b['right_per_block_last_quarter']} (last) of {b['taught_per_block']} "
+                     f"taught bursts, no drift: {b['no_drift']} ({b['seconds']} s)")
     if "pty" in parts:
         _stage(args, "enroll round trips over a pty ...")
         p = r["pty_enroll"] = pb.pty_enroll(model)
@@ -133,6 +145,9 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
         ("garbage_flood", "resynchronised", True), ("model_fuzz", "chip_crashes", 0),
         ("model_fuzz", "chip_hangs", 0), ("model_fuzz", "board_crashes", 0),
         ("model_fuzz", "board_hangs", 0), ("model_fuzz", "board_lost_model", 0)))
+    st = r.get("long_stream")
+    ok = ok and (st is None or (st["chip"]["answers_identical_every_block"]
+                                and st["board"]["no_drift"]))
     return 0 if ok else 1
 
 
@@ -250,10 +265,13 @@ def register(sub, add) -> None:
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
     bp.add_argument("--parts", nargs="+",
                     default=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
-                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
+                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty", "models", "stream"],
                     help="which tests: fuzzed frames, a lossy link, device kills, the link "
                          "budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
-                         "files through the chip and the board")
+                         "files through the chip and the board, a long stream (not by "
+                         "default: --minutes of audio)")
+    bp.add_argument("--minutes", type=_positive_float, default=60.0,
+                    help="minutes of audio of --parts stream")
     bp.add_argument("--mutants", type=_positive_int, default=10_000,
                     help="mutated model files (--parts models)")
     bp.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
