@@ -20,6 +20,7 @@ import numpy as np
 
 from ..protocol.framing import MAX_BODY, FrameDecoder, FrameError, encode_frame
 from ..protocol.messages import (
+    SUPPORTED,
     VERSION,
     ProtocolError,
     check_fields,
@@ -43,6 +44,7 @@ __all__ = ["Firmware", "Capabilities", "FIRMWARE_VERSION"]
 FIRMWARE_VERSION = "tessera-sim 0.5.0"
 IDEMPOTENCY = 256
 PERSISTED_ANSWERS = 32
+SEQ_WINDOW = 64         # version-3 stream chunks that may wait ahead of the stream
 PERSISTED_REQUESTS = ("enroll", "forget", "load_commit")   # in flash before they are answered
 CHUNK = 2048
 
@@ -95,6 +97,8 @@ class Firmware:
         self.error_tokens, self.error_clock, self.errors_unanswered = ERROR_BURST, 0.0, 0
         self.answers: OrderedDict[int, bytes] = OrderedDict()
         self.persisted: OrderedDict[int, bytes] = OrderedDict()   # answers kept in flash
+        self.host_version = VERSION               # answers go out in the host's version
+        self.seq_next, self.seq_buffer = 0, {}    # version 3: stream offset, chunks ahead
         self.chip: Chip | None = None
         self.model_bytes = b""
         self.load = None
@@ -194,7 +198,8 @@ class Firmware:
         if self.errors_unanswered:
             text += f" (and {self.errors_unanswered} earlier bad frames not answered)"
             self.errors_unanswered = 0
-        self.pending_errors.append(encode_frame(encode(error_message(0, name, text))))
+        self.pending_errors.append(encode_frame(encode(error_message(0, name, text),
+                                                       self.host_version)))
 
     def receive(self, data: bytes) -> bytes:
         """Feed link bytes; returns the bytes to send (answers, errors and events)."""
@@ -219,8 +224,11 @@ class Firmware:
             msg = decode(body)
         except ProtocolError as exc:
             self.stats["errors"] += 1
-            return encode_frame(encode(error_message(exc.rid, exc.name, str(exc))))
+            return encode_frame(encode(error_message(exc.rid, exc.name, str(exc)),
+                                       self.host_version))
         rid = msg["id"]
+        if msg.get("v") in SUPPORTED:
+            self.host_version = msg["v"]
         if rid and rid in self.answers:                       # a retry: answer, do not redo
             self.stats["duplicates"] += 1
             self.answers.move_to_end(rid)
@@ -244,7 +252,7 @@ class Firmware:
         reply.setdefault("id", rid)
         if reply.get("t") == "result":
             reply["latency_us"] = round((self.clock() - t0) * 1e6, 1)
-        frame = encode_frame(encode(reply))
+        frame = encode_frame(encode(reply, self.host_version))
         if (rid and msg["t"] in PERSISTED_REQUESTS and reply["t"] != "error"
                 and self.flash_path and self.params["autosave"]):
             frame = self._persist(rid, reply, frame)
@@ -262,12 +270,14 @@ class Firmware:
         return self.chip
 
     def do_hello(self, msg: dict) -> dict:
-        versions = [v for v in msg["versions"] if isinstance(v, int)]
-        if VERSION not in versions:
+        versions = [v for v in msg["versions"] if isinstance(v, int) and not isinstance(v, bool)]
+        common = sorted(set(versions) & set(SUPPORTED))
+        if not common:
             raise ProtocolError("UNSUPPORTED_VERSION", f"host offers {versions}, device speaks "
-                                                       f"[{VERSION}]")
+                                                       f"{list(SUPPORTED)}")
+        self.host_version = common[-1]
         cap = Capabilities
-        info = dict(t="hello", version=VERSION, firmware=FIRMWARE_VERSION,
+        info = dict(t="hello", version=common[-1], firmware=FIRMWARE_VERSION,
                     max_rows=cap.max_rows, max_cols=cap.max_cols, max_tile=cap.max_tile,
                     max_inputs=cap.max_inputs, weight_bits=cap.weight_bits,
                     max_classes=cap.max_classes, encodings=cap.encodings,
@@ -406,7 +416,7 @@ class Firmware:
         return n
 
     def _events(self) -> list[bytes]:
-        out = [encode_frame(encode(e)) for e in self.events_out]
+        out = [encode_frame(encode(e, self.host_version)) for e in self.events_out]
         self.events_out.clear()
         return out
 
@@ -417,8 +427,9 @@ class Firmware:
             frames = decode_spikes(msg["encoding"], msg["data"], msg["steps"], channels)
         except SpikeDecodeError as exc:
             raise ProtocolError("BAD_SPIKES", str(exc)) from None
-        self._stream_frames(frames)
-        return {"t": "ack", "steps": int(frames.shape[0])}
+        return self._in_order(msg, int(frames.shape[0]),
+                              lambda skip: self._stream_frames(frames[skip:]),
+                              {"t": "ack", "steps": int(frames.shape[0])})
 
     def do_stream_audio(self, msg: dict) -> dict:
         chip = self._need_chip()
@@ -428,9 +439,44 @@ class Firmware:
         if len(msg["pcm"]) % 2:
             raise ProtocolError("BAD_AUDIO", "pcm16 data of an odd number of bytes")
         pcm = np.frombuffer(msg["pcm"], "<i2")
-        frames = chip.cochlea.process(pcm)
-        self._stream_frames(frames)
-        return {"t": "ack", "samples": int(pcm.size)}
+        return self._in_order(
+            msg, int(pcm.size), lambda skip: self._stream_frames(chip.cochlea.process(pcm[skip:])),
+            {"t": "ack", "samples": int(pcm.size)})
+
+    def _in_order(self, msg: dict, units: int, run, ack: dict) -> dict:
+        """Version 3: a stream chunk may carry ``offset``, the position of its first unit
+        (sample of audio, ms of spikes) since reset_state; chunks are run in stream order
+        whatever order they arrive in. One that starts ahead of the stream waits (at most
+        SEQ_WINDOW of them), one already run is acknowledged again, and one that overlaps what
+        was run adds only its new part, so a host may resend a lost chunk cut differently.
+        ``run(skip)`` runs the chunk from its unit ``skip`` on. Without ``offset`` (version 2) a
+        chunk runs at once. The answer's ``next`` is the offset the stream has reached."""
+        off = msg.get("offset")
+        if off is None:
+            run(0)
+            return ack
+        if off < 0:
+            raise ProtocolError("BAD_FIELD", f"stream chunk offset {off} is negative")
+        if off + units <= self.seq_next:
+            return dict(ack, offset=off, next=self.seq_next, duplicate=True)
+        if off > self.seq_next:
+            if len(self.seq_buffer) >= SEQ_WINDOW and off not in self.seq_buffer:
+                raise ProtocolError("BUSY", f"{SEQ_WINDOW} stream chunks already wait for the "
+                                            f"one at offset {self.seq_next}")
+            if units > self.seq_buffer.get(off, (0, None))[0]:     # keep the longer one
+                self.seq_buffer[off] = (units, run)
+            return dict(ack, offset=off, next=self.seq_next, buffered=True)
+        run(self.seq_next - off)
+        self.seq_next = off + units
+        while self.seq_buffer:                        # what waited and now fits, in order
+            start = min(self.seq_buffer)
+            if start > self.seq_next:
+                break
+            n, waiting = self.seq_buffer.pop(start)
+            if start + n > self.seq_next:
+                waiting(self.seq_next - start)
+                self.seq_next = start + n
+        return dict(ack, offset=off, next=self.seq_next)
 
     def _close_utterance(self) -> np.ndarray:
         chip = self._need_chip()
@@ -492,6 +538,7 @@ class Firmware:
 
     def do_reset_state(self, msg: dict) -> dict:
         self._need_chip().reset()
+        self.seq_next, self.seq_buffer = 0, {}
         self.streamed = False
         self.recent = []
         self._detect_reset()
@@ -572,13 +619,13 @@ class Firmware:
         """Write the state an enroll/forget left, with its answer, before answering; if the
         flash fails the change stays in RAM and the answer says ``saved`` false."""
         answers = OrderedDict(self.persisted)
-        answers[rid] = encode_frame(encode(dict(reply, saved=True)))
+        answers[rid] = encode_frame(encode(dict(reply, saved=True), self.host_version))
         while len(answers) > PERSISTED_ANSWERS:
             answers.popitem(last=False)
         try:
             self._write_image(answers)
         except ProtocolError:
-            return encode_frame(encode(dict(reply, saved=False)))
+            return encode_frame(encode(dict(reply, saved=False), self.host_version))
         self.persisted = answers
         return answers[rid]
 

@@ -20,10 +20,13 @@ import msgpack
 from ..runtime.errors import TesseraError
 from .framing import MAX_BODY
 
-__all__ = ["VERSION", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError", "encode", "decode",
+__all__ = ["VERSION", "SUPPORTED", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError", "encode", "decode",
            "check_fields", "error_message"]
 
-VERSION = 2
+VERSION = 3
+#: versions a device speaks (a version-2 host is answered in version 2: it never sends
+#: ``offset``)
+SUPPORTED = (2, 3)
 
 #: request type -> {field: (python type, required)}
 REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
@@ -32,8 +35,9 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
     "load_begin": {"size": (int, True), "crc": (int, True), "chunk": (int, False)},
     "load_chunk": {"offset": (int, True), "data": (bytes, True), "crc": (int, True)},
     "load_commit": {},
-    "stream_spikes": {"encoding": (str, True), "steps": (int, True), "data": (bytes, True)},
-    "stream_audio": {"rate": (int, True), "pcm": (bytes, True)},
+    "stream_spikes": {"encoding": (str, True), "steps": (int, True), "data": (bytes, True),
+                      "offset": (int, False)},
+    "stream_audio": {"rate": (int, True), "pcm": (bytes, True), "offset": (int, False)},
     "end_of_utterance": {"shot": (bool, False)},
     "enroll": {"label": (str, True), "shots": (int, False)},
     "forget": {"label": (str, True)},
@@ -88,8 +92,8 @@ class ProtocolError(TesseraError):
         self.rid = rid
 
 
-def encode(msg: dict) -> bytes:
-    msg = {"v": VERSION, **msg}
+def encode(msg: dict, version: int = VERSION) -> bytes:
+    msg = {"v": version, **msg}
     body = msgpack.packb(msg, use_bin_type=True)
     if len(body) > MAX_BODY:
         raise ValueError(f"message of {len(body)} bytes exceeds the {MAX_BODY}-byte frame limit")
@@ -111,9 +115,10 @@ def decode(body: bytes) -> dict:
     rid = msg.get("id")
     if not isinstance(rid, int) or isinstance(rid, bool) or not 0 <= rid < 2**32:
         raise ProtocolError("BAD_MESSAGE", "message id 'id' must be an integer in [0, 2^32)")
-    if msg.get("v") != VERSION and msg["t"] != "hello":
+    if msg.get("v") not in SUPPORTED and msg["t"] != "hello":
         raise ProtocolError("UNSUPPORTED_VERSION",
-                            f"protocol version {msg.get('v')!r} (device speaks {VERSION})", rid)
+                            f"protocol version {msg.get('v')!r} (device speaks "
+                            f"{', '.join(map(str, SUPPORTED))})", rid)
     return msg
 
 

@@ -34,7 +34,7 @@ from ..protocol.spikes import encode_bitmap, encode_events
 from ..runtime.constants import SAMPLE_RATE
 
 __all__ = ["fuzz", "lossy_enroll", "kill_during_save", "link_budget", "pty_enroll",
-           "synthetic_frames", "start_socket_sim", "long_stream", "rss_mb"]
+           "synthetic_frames", "start_socket_sim", "long_stream", "rss_mb", "lossy_stream"]
 
 
 def synthetic_frames(channels: int, ms: int, rate_hz: float, seed: int) -> np.ndarray:
@@ -187,6 +187,72 @@ def lossy_enroll(model_path: str, words: int = 10, drop: float = 0.005, corrupt:
                 retries=dev.retried, requests=fw.stats["requests"],
                 duplicates_answered_from_cache=fw.stats["duplicates"],
                 bad_frames=fw.stats["bad_frames"], seconds=round(time.perf_counter() - t0, 1))
+
+
+def lossy_stream(model_path: str, errors: float = 0.01, baud: int = 921600, seed: int = 0,
+                 piece_s: float = 0.25, timeout: float = 0.05) -> dict:
+    """Utterances over a link that damages ``errors`` of the bytes in both directions (half
+    dropped, half corrupted) at ``baud``, client ``timeout``: the seconds a 1 s utterance takes
+    as spikes (the host's front-end; version 3: numbered chunks sized to the link, pipelined,
+    only the lost ones sent again), and, per second of sound, pieces of ``piece_s`` as audio
+    (version 3) and as spikes and audio with version 2 (stop and wait, small chunks). The
+    device's answer after the lossy stream must equal its answer after a clean one."""
+    from ..protocol.client import Device
+    from ..runtime.chip import Chip
+    from .bench import speechlike_signal
+
+    chip = Chip.load(model_path)
+    tab = chip.tab
+
+    def spikes(pcm):
+        chip.reset()
+        f = chip.cochlea.encode(pcm)
+        out = np.zeros((f.shape[0], tab.channels_total), np.uint8)
+        out[:, tab.channels] = f
+        return out
+
+    shot, query = spikes(speechlike_signal(1.0, seed + 1)), spikes(speechlike_signal(1.0, seed + 2))
+    piece = speechlike_signal(piece_s, seed + 3)
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    out = dict(bench="lossy_stream", byte_errors=errors, baud=baud, timeout_s=timeout)
+    scores = {}
+    for name, faults in (("clean", LinkFaults(baud=baud)),
+                         ("lossy", LinkFaults(drop=errors / 2, corrupt=errors / 2, baud=baud,
+                                              seed=seed))):
+        fw = _loaded_firmware(model_path)
+        url, _ = start_socket_sim(fw, faults)
+        dev = Device.open(url, timeout=timeout, retries=1000)
+        dev.request({"t": "reset_state"})
+        t_shot = timed(lambda: dev.stream_spikes(shot))
+        dev.request({"t": "end_of_utterance", "shot": True})
+        dev.request({"t": "enroll", "label": "shot"})
+        dev.request({"t": "reset_state"})
+        t_query = timed(lambda: dev.stream_spikes(query))
+        scores[name] = dev.request({"t": "end_of_utterance"}).get("scores")
+        row = dict(spikes_1s_seconds=[round(t_shot, 2), round(t_query, 2)],
+                   spike_bytes_per_s=len(encode_events(shot)), retries=dev.retried,
+                   byte_error_estimate=round(dev.byte_error_rate(), 4))
+        if name == "lossy":
+            dev.request({"t": "reset_state"})
+            row["v3_audio_seconds_per_s"] = round(timed(lambda: dev.stream_pcm(piece))
+                                                  / piece_s, 1)
+            dev.version = 2                    # the same link with a version-2 host
+            dev.request({"t": "reset_state"})
+            n = int(piece_s * 1000)
+            row["v2_spikes_seconds_per_s"] = round(timed(
+                lambda: dev.stream_spikes(query[:n], chunk_ms=5)) / piece_s, 1)
+            dev.request({"t": "reset_state"})
+            row["v2_audio_seconds_per_s"] = round(timed(
+                lambda: dev.stream_pcm(piece, chunk=32)) / piece_s, 1)
+        out[name] = row
+        dev.close()
+    out["lossy_answer_equals_clean"] = scores["lossy"] == scores["clean"]
+    return out
 
 
 _CHILD = r"""

@@ -83,6 +83,16 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
         lines.append(f"lossy link ({100 * x['drop']:.1f} % dropped + {100 * x['corrupt']:.1f} % "
                      f"corrupted bytes): {x['enrollments_on_device']} of {x['words']} enrollments "
                      f"landed, exactly once: {x['exactly_once']} ({x['retries']} retries)")
+    if "lossy-stream" in parts:
+        _stage(args, "1 s utterances over a link that damages 1 % of the bytes ...")
+        x = r["lossy_stream"] = pb.lossy_stream(model)
+        lo = x["lossy"]
+        lines.append(f"1 % byte errors at {x['baud']} baud: a 1 s utterance (spikes, version 3) "
+                     f"in {lo['spikes_1s_seconds']} s (clean link "
+                     f"{x['clean']['spikes_1s_seconds']} s), audio {lo['v3_audio_seconds_per_s']}"
+                     f" s per second; version 2: spikes {lo['v2_spikes_seconds_per_s']}, audio "
+                     f"{lo['v2_audio_seconds_per_s']} s per second; the answer equals the clean "
+                     f"link's: {x['lossy_answer_equals_clean']}")
     if "kill" in parts:
         _stage(args, f"killing the device {args.kills} times during a save ...")
         k = r["kill_during_save"] = pb.kill_during_save(model, kills=args.kills)
@@ -142,7 +152,9 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
         ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
         ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0),
-        ("garbage_flood", "resynchronised", True), ("model_fuzz", "chip_crashes", 0),
+        ("garbage_flood", "resynchronised", True), ("lossy_stream",
+                                                     "lossy_answer_equals_clean", True),
+        ("model_fuzz", "chip_crashes", 0),
         ("model_fuzz", "chip_hangs", 0), ("model_fuzz", "board_crashes", 0),
         ("model_fuzz", "board_hangs", 0), ("model_fuzz", "board_lost_model", 0)))
     st = r.get("long_stream")
@@ -265,11 +277,13 @@ def register(sub, add) -> None:
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
     bp.add_argument("--parts", nargs="+",
                     default=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
-                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty", "models", "stream"],
+                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty", "models", "stream",
+                             "lossy-stream"],
                     help="which tests: fuzzed frames, a lossy link, device kills, the link "
                          "budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
                          "files through the chip and the board, a long stream (not by "
-                         "default: --minutes of audio)")
+                         "default: --minutes of audio), utterances over a 1 %% lossy link (not "
+                         "by default)")
     bp.add_argument("--minutes", type=_positive_float, default=60.0,
                     help="minutes of audio of --parts stream")
     bp.add_argument("--mutants", type=_positive_int, default=10_000,
