@@ -73,7 +73,8 @@ ERRORS: dict[int, tuple[str, str]] = {
     16: ("NO_CLASSES", "end_of_utterance with no class enrolled"),
     17: ("RAM", "the request would exceed the device's RAM budget"),
     18: ("STORAGE", "the flash image could not be written"),
-    19: ("BUSY", "a request id still being executed"),
+    19: ("BUSY", "a request id still being executed, or 64 version-3 stream chunks already "
+                 "wait for an earlier one"),
     20: ("UNKNOWN_PARAM", "set_param of a parameter the device does not have"),
     21: ("INTERNAL", "an unexpected device error (a bug)"),
     22: ("LINK_BUSY", "another host holds the device's link: one host at a time"),
