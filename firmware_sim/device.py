@@ -4,9 +4,10 @@
 returns the bytes to send back (frames). Every request id is executed at most once: the answers
 to the last ``IDEMPOTENCY`` ids are kept and re-sent when an id comes again, so a retried
 ``enroll`` never enrolls twice. With a flash image and ``autosave`` (the default), a
-``load_commit``, ``enroll`` or ``forget`` is written to flash before it is answered, together with the answers to the last
-``PERSISTED_ANSWERS`` such requests: a retry that comes after a reboot is answered from there,
-so an enrollment stays exactly-once across a power cut. A frame that fails its CRC, COBS or size check is answered with
+``load_commit``, ``enroll`` or ``forget`` is written to flash before it is answered, together
+with the answers to the last ``PERSISTED_ANSWERS`` such requests: a retry that comes after a
+reboot is answered from there, so an enrollment stays exactly-once across a power cut. A frame
+that fails its CRC, COBS or size check is answered with
 an ``error`` (id 0) and the decoder resynchronises at the next delimiter.
 """
 
@@ -155,6 +156,7 @@ class Firmware:
         if need > self.ram_budget:
             raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")
         self.chip, self.model_bytes = chip, blob
+        self.seq_next, self.seq_buffer = 0, {}        # a new model: a new stream
         self.streamed = False
         self.recent = []
         self._apply_threshold()

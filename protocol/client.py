@@ -155,7 +155,7 @@ class Device:
     def chunk_bytes(self, largest: int) -> int:
         """Payload bytes per stream chunk for this link: the size that carries the most data per
         byte sent, counting the retransmissions that the estimated byte error rate costs
-        (everything on a clean link; about 70 bytes at 1 % of bytes damaged)."""
+        (everything on a clean link; 48-64 bytes at 1 % of bytes damaged)."""
         e = self.byte_error_rate()
         if e <= 0.0:
             return largest

@@ -116,7 +116,8 @@ class FrontendSpec:
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, (int, float) if f.type == "float"
                                                      else int):
-                raise InputError(f"FrontendSpec: {f.name} must be {'a number' if f.type == 'float' else 'an integer'}, "
+                kind = "a number" if f.type == "float" else "an integer"
+                raise InputError(f"FrontendSpec: {f.name} must be {kind}, "
                                  f"got {type(v).__name__}")
             if f.type == "float" and not np.isfinite(v):
                 raise InputError(f"FrontendSpec: {f.name} must be finite, got {v}")
