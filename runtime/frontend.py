@@ -338,10 +338,10 @@ def _filter_superblocks(x: np.ndarray, modes: np.ndarray, tab: FrontendTables
         np.add(tmp, proj[m, : K * C], out=starts[m + 1])
     out = np.empty((n, G, C), complex)
     if G > 1:                                                            # steps inside superblocks
-        mid = (tab.trans[None, : G - 1] * starts[:n, None]).reshape(n, G - 1, K, C)
-        acc = mid[:, :, 0].copy()
-        for k in range(1, K):
-            acc += mid[:, :, k]
+        # sum over the K modes of transition x start state; the sums are exact integers, so
+        # einsum's order of summation gives the same values
+        acc = np.einsum("nkc,gkc->ngc", starts[:n].reshape(n, K, C),
+                        tab.trans[: G - 1].reshape(G - 1, K, C))
         _rs(acc, spec.trans_bits)
         np.add(acc, proj[:, K * C:].reshape(n, G - 1, C), out=out[:, : G - 1])
     ends = starts[1:].reshape(n, K, C)
