@@ -476,7 +476,7 @@ class Chip:
 
     @property
     def v(self) -> np.ndarray:
-        """The membranes (n,) after the last step (read-only view)."""
+        """The membranes (n,) after the last step (a view of the core state)."""
         return self.core_state.vr[:self._n]
 
     @property
