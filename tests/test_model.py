@@ -183,3 +183,44 @@ def test_dtw_matches_a_plain_dynamic_programme():
     warped = np.repeat(a[:1], 2, axis=1)[:, ::1][:, :20]
     d = dtw_distances(warped, np.concatenate([a[:1], a[1:2]]))
     assert d[0, 0] < d[0, 1]
+
+
+def test_onnx_one_step_export_matches_the_trainer(tmp_path):
+    """`tessera export --format onnx`: one bin as a graph (state in, state out), checked by
+    onnx.checker; run with onnxruntime over a window it gives the trainer's spikes and, averaged
+    per segment, its features."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from helpers import tessera
+
+    from tessera.trainer.model import core_features
+    from tessera.trainer.storage import load_model
+
+    model_pt = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+    out = tmp_path / "step.onnx"
+    r = tessera("export", model_pt, "--format", "onnx", "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bytes"] == out.stat().st_size
+    m = load_model(str(model_pt))
+    cfg = m.core.cfg
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    steps, n = 100, cfg.neurons
+    x = ((rng.random((2, steps, cfg.inputs)) < 0.06) * rng.integers(1, 4, (2, steps, cfg.inputs))
+         ).astype(np.float32)
+    v = z = rr = np.zeros((2, n), np.float32)
+    acc = np.zeros((cfg.segments, 2, n))
+    for t in range(steps):
+        z, v, rr = sess.run(None, {"x": x[:, t], "v": v, "z": z, "r": rr})
+        acc[t * cfg.segments // steps] += rr
+    lens = np.bincount(np.arange(steps) * cfg.segments // steps)
+    phi = (acc / lens[:, None, None]).transpose(1, 0, 2).reshape(2, -1)
+    if cfg.normalize == "l2":
+        phi = phi / (np.linalg.norm(phi, axis=1, keepdims=True) + 1e-6)
+    with torch.no_grad():
+        ref, _ = core_features(torch.from_numpy(x), m.core.params, cfg, m.core.masks)
+    assert np.abs(phi - ref.numpy()).max() < 1e-4 and acc.sum() > 0

@@ -13,6 +13,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tessera.trainer.storage import load_model
 
     model = load_model(args.model)
+    if args.format == "onnx":
+        from tessera.trainer.onnx_export import export_onnx
+
+        r = export_onnx(model, args.out)
+        _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, ONNX opset {r['opset']}, "
+                       f"{r['graph']} ({r['inputs']} inputs, {r['neurons']} neurons; checked "
+                       f"with onnx.checker)")
+        return 0
     cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
                        max_classes=args.max_classes, none_threshold=args.threshold)
     r = export_model(model, args.out, cfg, source=args.model)
@@ -61,9 +69,13 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
 
 def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
-    x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file")
+    x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file "
+            "(or as an ONNX graph of one time step)")
     x.add_argument("model", help="model.pt or checkpoint.pt")
-    x.add_argument("--out", required=True, help="output .tsr file")
+    x.add_argument("--out", required=True, help="output .tsr (or .onnx) file")
+    x.add_argument("--format", choices=["tsr", "onnx"], default="tsr",
+                   help="tsr: the chip's file (MODEL_FORMAT.md); onnx: the float model as one "
+                        "time step, state in and out (the interop extra)")
     x.add_argument("--bits", type=int, default=8, help="core weight bits (2..8)")
     x.add_argument("--readout-bits", type=int, default=8,
                    help="bits of a readout weight level (2..16)")
