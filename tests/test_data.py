@@ -128,6 +128,34 @@ def test_wav_folder_label_subfolders(tmp_path):
     assert sorted(d.label_names) == ["no", "yes"] and sorted(d.speaker_names) == ["a1b2", "c3d4"]
 
 
+def test_speech_commands_official_lists_set_the_splits(tmp_path):
+    """Speech Commands layout with validation_list.txt / testing_list.txt: those files are val and
+    test, every other one train; _background_noise_ is not a word; a list naming no file of the
+    folder is an error."""
+    from helpers import tone
+
+    from tessera.runtime.audio import write_wav
+
+    sc = tmp_path / "sc"
+    for label in ("yes", "no", "_background_noise_"):
+        (sc / label).mkdir(parents=True)
+        for spk in ("a1b2", "c3d4", "e5f6"):
+            write_wav(sc / label / f"{spk}_nohash_0.wav", tone(300 if label == "yes" else 900,
+                                                                0.2), 16000)
+    (sc / "validation_list.txt").write_text("yes/c3d4_nohash_0.wav\nno/c3d4_nohash_0.wav\n")
+    (sc / "testing_list.txt").write_text("yes/e5f6_nohash_0.wav\n")
+    d = read_wav_folder(sc, cache_dir=tmp_path / ".c", progress=False)
+    assert sorted(d.label_names) == ["no", "yes"]
+    split = {(d.label_names[lab], d.speaker_names[spk]): int(sp)
+             for lab, spk, sp in zip(d.labels, d.speakers, d.split)}
+    assert split == {("no", "a1b2"): 0, ("no", "c3d4"): 1, ("no", "e5f6"): 0,
+                     ("yes", "a1b2"): 0, ("yes", "c3d4"): 1, ("yes", "e5f6"): 2}
+    (sc / "testing_list.txt").write_text("maybe/zz_nohash_0.wav\n")
+    (sc / "validation_list.txt").unlink()
+    with pytest.raises(InputError, match="none of the files the split lists name"):
+        read_wav_folder(sc, cache_dir=tmp_path / ".c", progress=False)
+
+
 def test_wav_folder_errors(tmp_path):
     with pytest.raises(InputError, match="no WAV files"):
         read_wav_folder(tmp_path, cache_dir=tmp_path / "c")

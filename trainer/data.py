@@ -281,7 +281,9 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     """Encode a folder of labelled WAVs through the front-end, caching the spikes on disk.
 
     Layouts: FSDD style ``{label}_{speaker}_{i}.wav`` in one folder, or one sub-folder per label
-    (``label/xxx.wav``, as Google Speech Commands; the speaker is the name before ``_nohash_``).
+    (``label/xxx.wav``, as Google Speech Commands; the speaker is the name before ``_nohash_``;
+    the official ``validation_list.txt`` / ``testing_list.txt`` set the splits, see
+    :func:`official_wav_split`).
     ``progress``: a bar on stderr; by default only when stderr is a terminal.
     """
     from ..runtime.audio import load_audio
@@ -325,10 +327,36 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
         events.append((steps, u))
     label_names, speaker_names, labels, speakers = wav_index(items)
     return SpikeSet.from_steps(events, spec.step_seconds, labels, speakers,
-                               np.full(len(items), -1, np.int8), spec.channels, label_names,
+                               official_wav_split(folder, items), spec.channels, label_names,
                                speaker_names, folder, dict(format="wav-folder",
                                                            frontend=spec.to_dict(),
                                                            files=[p for p, _, _ in items]))
+
+
+def official_wav_split(folder: str, items: list[tuple[str, str, str]]) -> np.ndarray:
+    """The split of each item from a Speech Commands-style folder's official lists
+    (``validation_list.txt`` and ``testing_list.txt``: one ``label/file.wav`` a line; every other
+    file is train); -1 for every item when the folder has no lists (then episodes split by
+    speaker)."""
+    lists = {}
+    for split, name in ((1, "validation_list.txt"), (2, "testing_list.txt")):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    lists.update({line.strip().replace("\\", "/"): split for line in f
+                                  if line.strip()})
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read the official split list ({exc})",
+                                 source=path) from None
+    if not lists:
+        return np.full(len(items), -1, np.int8)
+    rel = [os.path.relpath(p, folder).replace(os.sep, "/") for p, _, _ in items]
+    unknown = sorted(set(lists) - set(rel))
+    if unknown and len(unknown) == len(lists):
+        raise InputError(f"none of the files the split lists name is in the folder (first: "
+                         f"{unknown[0]})", source=folder)
+    return np.array([lists.get(r, 0) for r in rel], np.int8)
 
 
 def default_cache_dir() -> str:
