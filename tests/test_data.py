@@ -195,3 +195,30 @@ def test_tonic_reads_the_same_official_files_offline(tmp_path, monkeypatch):
         assert target == ours.labels[i]
         assert np.array_equal(events["x"], u)
         assert np.allclose(events["t"] / 1e6, t, atol=1e-3)
+
+
+def test_tonic_dataset_and_transforms_interoperate(small_corpus):
+    """Our corpus as a tonic dataset (offline); tonic's ToFrame and our Bin give the same
+    frames; our TimeShift runs inside tonic.transforms.Compose."""
+    tonic = pytest.importorskip("tonic")
+    from tessera.trainer.data import read_spike_h5
+    from tessera.trainer.tonic_data import TesseraSpikes, as_tonic, from_events
+    from tessera.trainer.transforms import Bin, TimeShift
+
+    data = read_spike_h5(small_corpus)
+    ds = TesseraSpikes(str(small_corpus), split="test")
+    assert len(ds) == int((data.split == 2).sum()) and ds.sensor_size == (700, 1, 1)
+    events, label = ds[0]
+    k = int(np.flatnonzero(data.split == 2)[0])
+    times, units = data.sample(k)
+    assert label == data.labels[k] and events.size == times.size
+    t, u = from_events(events)
+    assert np.allclose(np.sort(t), np.sort(times), atol=1e-6)
+    frames = tonic.transforms.ToFrame(sensor_size=ds.sensor_size, n_time_bins=1)(events)
+    early = t < t.max()                   # tonic's bin ends before the last event's time
+    ours = Bin(steps=1, duration=float(t.max()) + 1.0)((t[early], u[early]))
+    assert frames.shape == (1, 1, 700) and np.array_equal(frames[0, 0], ours[0])
+    shifted = tonic.transforms.Compose([as_tonic(TimeShift(0.05), np.random.default_rng(1))])
+    moved = shifted(events)
+    assert moved.size <= events.size and moved.dtype == events.dtype
+    assert abs(np.median(moved["t"]) - np.median(events["t"])) > 0
