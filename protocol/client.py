@@ -111,12 +111,7 @@ class Device:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
-            try:
-                self.port.write(frame)
-            except Exception as exc:                         # noqa: BLE001 (serial, OS)
-                raise LinkError(f"the device link failed while sending {msg['t']}: "
-                                f"{exc or type(exc).__name__}") from None
-            self.bytes_sent += len(frame)
+            self._write(frame, msg["t"])
             sent = time.monotonic()
             deadline = sent + self.timeout
             while time.monotonic() < deadline:
@@ -284,7 +279,7 @@ class Device:
         inflight: dict[int, list] = {}   # rid -> [pos, end, frame, order sent, tries, sent at]
         ahead: list[int] = []                   # sorted starts of the chunks sent
         sent: dict[int, tuple[int, int]] = {}   # every id sent -> its units (an answer to an
-        done: list[tuple[int, int]] = []        # earlier try counts too); ranges delivered
+                                                # earlier try counts too)
         baud = float(getattr(self.port, "baudrate", 0) or 921600)
         order = itertools.count()
         pos, t0 = 0, time.monotonic()
@@ -325,14 +320,14 @@ class Device:
                 reply = self._answers.pop(rid)
                 if reply.get("t") == "error":
                     raise DeviceError(reply)
-                done.append(sent[rid])
                 st = inflight.pop(rid, None)
                 if st is not None:
                     answered.append(st[3])
                     self._attempt(len(st[2]), True, time.monotonic() - st[5])
-            for rid in [r for r, st in inflight.items()       # inside a delivered range
-                        if any(a <= st[0] and st[1] <= b for a, b in done)]:
-                answered.append(inflight.pop(rid)[3])
+                else:                           # an earlier try of a range that was cut
+                    a, b = sent[rid]            # smaller since: its pieces are delivered too
+                    for piece in [r for r, p in inflight.items() if a <= p[0] and p[1] <= b]:
+                        answered.append(inflight.pop(piece)[3])
             now = time.monotonic()
             # the link needs this long to carry what is in flight there and back (10 bits a
             # byte at the port's baud rate)

@@ -195,14 +195,10 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
 
     from tessera.tools.bench_all import markdown, run_all, write_tables
 
-    def say(line: str) -> None:
-        if not args.no_progress:
-            print(line, file=sys.stderr, flush=True)
-
     model = args.model or _default_model()
     tsr = args.tsr or _default_tsr()
     r = run_all(model, tsr, quick=args.quick, data=args.data, compare=tuple(args.compare),
-                parts=tuple(args.parts), say=say,
+                parts=tuple(args.parts), say=lambda line: _stage(args, line),
                 progress=not args.no_progress and sys.stderr.isatty())
     text = markdown(r)
     r["markdown"] = text
