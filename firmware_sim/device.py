@@ -445,6 +445,26 @@ class Firmware:
             msg, int(pcm.size), lambda skip: self._stream_frames(chip.cochlea.process(pcm[skip:])),
             {"t": "ack", "samples": int(pcm.size)})
 
+    def do_s(self, msg: dict) -> dict:
+        """Version 4's compact ``stream_spikes``: ``o`` offset, ``n`` steps, ``e`` encoding
+        (0 events, the default; 1 bitmap), ``d`` data; answered ``a`` {``n``: next}."""
+        enc = {0: "events", 1: "bitmap"}.get(msg.get("e", 0))
+        if enc is None:
+            raise ProtocolError("BAD_FIELD", f"s: encoding e={msg['e']} (0 events, 1 bitmap)")
+        return self._compact(msg, {"t": "stream_spikes", "encoding": enc, "steps": msg["n"],
+                                   "data": msg["d"], "offset": msg["o"]})
+
+    def do_p(self, msg: dict) -> dict:
+        """Version 4's compact ``stream_audio`` at 16 kHz: ``o`` offset, ``d`` pcm16."""
+        return self._compact(msg, {"t": "stream_audio", "rate": SAMPLE_RATE, "pcm": msg["d"],
+                                   "offset": msg["o"]})
+
+    def _compact(self, msg: dict, long: dict) -> dict:
+        if msg["v"] < 4:
+            raise ProtocolError("UNKNOWN_TYPE", f"message type {msg['t']!r} is version 4's")
+        reply = getattr(self, "do_" + long["t"])(long)
+        return {"t": "a", "n": reply["next"]}
+
     def _in_order(self, msg: dict, units: int, run, ack: dict) -> dict:
         """Version 3: a stream chunk may carry ``offset``, the position of its first unit
         (sample of audio, ms of spikes) since reset_state; chunks are run in stream order

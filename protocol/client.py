@@ -44,11 +44,13 @@ class LinkError(TesseraError):
     """No answer from the device after all retries."""
 
 
-WINDOW = 32             # version-3 stream chunks in flight
+WINDOW = 32             # version-3/4 stream chunks in flight
 DEVICE_AHEAD = 48       # chunks sent from the oldest unanswered one on (a version-3 device
                         # keeps up to 64 chunks waiting for an earlier one)
-CHUNK_OVERHEAD = 48     # bytes a stream chunk's frame adds to its payload (keys, id, CRC, COBS)
-ANSWER_BYTES = 40       # bytes of the answer that must come back for a chunk to count
+CHUNK_OVERHEAD = 74     # bytes a stream chunk's frame adds to its payload (keys, id, CRC, COBS)
+ANSWER_BYTES = 49       # bytes of the answer that must come back for a chunk to count
+COMPACT_OVERHEAD = 34   # the same for version 4's compact chunks (``s``, ``p``) ...
+COMPACT_ANSWER = 27     # ... and their answer ``a``
 
 
 class Device:
@@ -64,7 +66,7 @@ class Device:
         self.retried = 0
         self._answers: dict[int, dict] = {}
         self.version = VERSION                  # the negotiated protocol version (hello)
-        self.seq = 0                            # version 3: the stream's offset (units)
+        self.seq = 0                            # version 3+: the stream's offset (units)
         self.attempts: collections.deque = collections.deque(maxlen=400)   # (bytes, answered)
         self.srtt: float | None = None          # smoothed round trip of answered requests
 
@@ -130,7 +132,8 @@ class Device:
 
     # ------------------------------------------------------------------ link quality
     def _attempt(self, nbytes: int, answered: bool, rtt: float | None = None) -> None:
-        self.attempts.append((nbytes + ANSWER_BYTES, answered))
+        self.attempts.append((nbytes + (COMPACT_ANSWER if self.version >= 4 else ANSWER_BYTES),
+                              answered))
         if rtt is not None:
             self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
 
@@ -150,13 +153,15 @@ class Device:
     def chunk_bytes(self, largest: int) -> int:
         """Payload bytes per stream chunk for this link: the size that carries the most data per
         byte sent, counting the retransmissions that the estimated byte error rate costs
-        (everything on a clean link; 48-64 bytes at 1 % of bytes damaged)."""
+        (everything on a clean link; at 1 % of bytes damaged 64 bytes with version 3, where
+        a chunk whose answer is lost goes again, and 48 with version 4, whose answers
+        acknowledge every chunk up to the stream's position)."""
         e = self.byte_error_rate()
         if e <= 0.0:
             return largest
         sizes = [n for n in (16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096)
                  if n < largest] + [largest]
-        over = CHUNK_OVERHEAD + ANSWER_BYTES
+        over = COMPACT_OVERHEAD if self.version >= 4 else CHUNK_OVERHEAD + ANSWER_BYTES
         return max(sizes, key=lambda n: n * (1.0 - e) ** (n + over) / (n + over))
 
     def _pump(self) -> None:
@@ -225,13 +230,16 @@ class Device:
     def stream_spikes(self, frames: np.ndarray, chunk_ms: int = 100, realtime: bool = False,
                       on_event=None) -> None:
         """Spike frames (ms, channels) in messages of at most ``chunk_ms`` ms (fewer on a lossy
-        link: :meth:`chunk_bytes`), pipelined and in order with a version-3 device."""
+        link: :meth:`chunk_bytes`), pipelined and in order with a version-3 or -4 device."""
         if self.version >= 3:
             per_ms = max(1.0, len(encode_spikes(frames)[1]) / max(frames.shape[0], 1))
 
             def cut(pos: int, end: int) -> dict:
                 part = frames[pos:end]
                 enc, data = encode_spikes(part)
+                if self.version >= 4:
+                    return {"t": "s", "n": int(part.shape[0]), "d": data,
+                            **({"e": 1} if enc == "bitmap" else {})}
                 return {"t": "stream_spikes", "encoding": enc, "steps": int(part.shape[0]),
                         "data": data}
             self._send_in_order(cut, frames.shape[0], per_ms, chunk_ms, 1000.0, realtime,
@@ -256,6 +264,8 @@ class Device:
         if self.version >= 3:                   # pipelined, in order, sized to the link
 
             def cut(pos: int, end: int) -> dict:
+                if self.version >= 4:
+                    return {"t": "p", "d": pcm[pos:end].tobytes()}
                 return {"t": "stream_audio", "rate": SAMPLE_RATE, "pcm": pcm[pos:end].tobytes()}
             self._send_in_order(cut, pcm.size, 2.0, chunk, float(SAMPLE_RATE), realtime,
                                 on_event)
@@ -285,6 +295,7 @@ class Device:
         pos, t0 = 0, time.monotonic()
         last_answer = time.monotonic()
         base = self.seq                         # the stream's offset at the first unit
+        reached = 0                             # units the device has run (its ``next``)
         probe = min(self.timeout, max(0.03, 3.0 * (self.srtt or self.timeout)))
 
         def units_now() -> int:
@@ -293,7 +304,8 @@ class Device:
 
         def send(start: int, end: int, tries: int = 1) -> None:
             rid = self.new_id()
-            frame = encode_frame(encode({**cut(start, end), "offset": base + start, "id": rid},
+            key = "o" if self.version >= 4 else "offset"
+            frame = encode_frame(encode({**cut(start, end), key: base + start, "id": rid},
                                         self.version))
             self._write(frame, "a stream chunk")
             inflight[rid] = [start, end, frame, next(order), tries, time.monotonic()]
@@ -320,6 +332,7 @@ class Device:
                 reply = self._answers.pop(rid)
                 if reply.get("t") == "error":
                     raise DeviceError(reply)
+                reached = max(reached, int(reply.get("n", reply.get("next", 0))) - base)
                 st = inflight.pop(rid, None)
                 if st is not None:
                     answered.append(st[3])
@@ -328,10 +341,14 @@ class Device:
                     a, b = sent[rid]            # smaller since: its pieces are delivered too
                     for piece in [r for r, p in inflight.items() if a <= p[0] and p[1] <= b]:
                         answered.append(inflight.pop(piece)[3])
+            for rid in [r for r, st in inflight.items() if st[1] <= reached]:
+                st = inflight.pop(rid)          # the device has run it: its answer was lost
+                self._attempt(len(st[2]), False)
             now = time.monotonic()
             # the link needs this long to carry what is in flight there and back (10 bits a
             # byte at the port's baud rate)
-            drain = 2.0 * sum(len(st[2]) + ANSWER_BYTES for st in inflight.values()) * 10 / baud
+            answer = COMPACT_ANSWER if self.version >= 4 else ANSWER_BYTES
+            drain = 2.0 * sum(len(st[2]) + answer for st in inflight.values()) * 10 / baud
             if answered:
                 last_answer = now
                 if self.srtt is not None:

@@ -23,10 +23,10 @@ from .framing import MAX_BODY
 __all__ = ["VERSION", "SUPPORTED", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError", "encode", "decode",
            "check_fields", "error_message"]
 
-VERSION = 3
+VERSION = 4
 #: versions a device speaks (a version-2 host is answered in version 2: it never sends
-#: ``offset``)
-SUPPORTED = (2, 3)
+#: ``offset``; a version-3 host never sends the compact chunks ``s`` and ``p``)
+SUPPORTED = (2, 3, 4)
 
 #: request type -> {field: (python type, required)}
 REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
@@ -38,6 +38,9 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
     "stream_spikes": {"encoding": (str, True), "steps": (int, True), "data": (bytes, True),
                       "offset": (int, False)},
     "stream_audio": {"rate": (int, True), "pcm": (bytes, True), "offset": (int, False)},
+    # version 4: compact stream chunks (one-letter keys; answered with ``a``)
+    "s": {"o": (int, True), "n": (int, True), "d": (bytes, True), "e": (int, False)},
+    "p": {"o": (int, True), "d": (bytes, True)},
     "end_of_utterance": {"shot": (bool, False)},
     "enroll": {"label": (str, True), "shots": (int, False)},
     "forget": {"label": (str, True)},
@@ -51,7 +54,7 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
 }
 
 #: the message types a device sends
-ANSWERS = ("ack", "hello", "result", "classes", "stats", "params", "pong", "error", "event")
+ANSWERS = ("ack", "a", "hello", "result", "classes", "stats", "params", "pong", "error", "event")
 
 #: error code -> (name, meaning)
 ERRORS: dict[int, tuple[str, str]] = {

@@ -193,9 +193,11 @@ def lossy_stream(model_path: str, errors: float = 0.01, baud: int = 921600, seed
                  piece_s: float = 0.25, timeout: float = 0.05) -> dict:
     """Utterances over a link that damages ``errors`` of the bytes in both directions (half
     dropped, half corrupted) at ``baud``, client ``timeout``: the seconds a 1 s utterance takes
-    as spikes (the host's front-end; version 3: numbered chunks sized to the link, pipelined,
-    only the lost ones sent again), and, per second of sound, pieces of ``piece_s`` as audio
-    (version 3) and as spikes and audio with version 2 (stop and wait, small chunks). The
+    as spikes (the host's front-end; version 4: compact numbered chunks sized to the link,
+    pipelined, only the lost ones sent again), and, per second of sound, pieces of ``piece_s``
+    as audio (version 4), and as spikes and audio with version 3 (the same scheme with longer
+    messages, a chunk whose answer was lost sent again) and version 2 (stop and wait, small
+    chunks). The
     device's answer after the lossy stream must equal its answer after a clean one."""
     from ..protocol.client import Device
     from ..runtime.chip import Chip
@@ -239,11 +241,17 @@ def lossy_stream(model_path: str, errors: float = 0.01, baud: int = 921600, seed
                    byte_error_estimate=round(dev.byte_error_rate(), 4))
         if name == "lossy":
             dev.request({"t": "reset_state"})
+            row["audio_seconds_per_s"] = round(timed(lambda: dev.stream_pcm(piece)) / piece_s, 1)
+            n = int(piece_s * 1000)
+            dev.version = 3                    # the same link with a version-3 host
+            dev.request({"t": "reset_state"})
+            row["v3_spikes_seconds_per_s"] = round(timed(
+                lambda: dev.stream_spikes(query[:n])) / piece_s, 1)
+            dev.request({"t": "reset_state"})
             row["v3_audio_seconds_per_s"] = round(timed(lambda: dev.stream_pcm(piece))
                                                   / piece_s, 1)
-            dev.version = 2                    # the same link with a version-2 host
+            dev.version = 2                    # and with a version-2 host
             dev.request({"t": "reset_state"})
-            n = int(piece_s * 1000)
             row["v2_spikes_seconds_per_s"] = round(timed(
                 lambda: dev.stream_spikes(query[:n], chunk_ms=5)) / piece_s, 1)
             dev.request({"t": "reset_state"})

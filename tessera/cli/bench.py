@@ -87,12 +87,14 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
         _stage(args, "1 s utterances over a link that damages 1 % of the bytes ...")
         x = r["lossy_stream"] = pb.lossy_stream(model)
         lo = x["lossy"]
-        lines.append(f"1 % byte errors at {x['baud']} baud: a 1 s utterance (spikes, version 3) "
+        lines.append(f"1 % byte errors at {x['baud']} baud: a 1 s utterance (spikes, version 4) "
                      f"in {lo['spikes_1s_seconds']} s (clean link "
-                     f"{x['clean']['spikes_1s_seconds']} s), audio {lo['v3_audio_seconds_per_s']}"
-                     f" s per second; version 2: spikes {lo['v2_spikes_seconds_per_s']}, audio "
-                     f"{lo['v2_audio_seconds_per_s']} s per second; the answer equals the clean "
-                     f"link's: {x['lossy_answer_equals_clean']}")
+                     f"{x['clean']['spikes_1s_seconds']} s), audio {lo['audio_seconds_per_s']}"
+                     f" s per second; version 3: spikes {lo['v3_spikes_seconds_per_s']}, audio "
+                     f"{lo['v3_audio_seconds_per_s']} s per second; version 2: spikes "
+                     f"{lo['v2_spikes_seconds_per_s']}, audio {lo['v2_audio_seconds_per_s']} s per "
+                     f"second; the answer equals the clean link's: "
+                     f"{x['lossy_answer_equals_clean']}")
     if "kill" in parts:
         _stage(args, f"killing the device {args.kills} times during a save ...")
         k = r["kill_during_save"] = pb.kill_during_save(model, kills=args.kills)
