@@ -5,7 +5,7 @@ reader and writer. Layout::
 
     offset  size  field
     0       4     magic  b"TSRM"
-    4       2     format version, little-endian uint16 (this module writes and reads 2)
+    4       2     format version, little-endian uint16 (this module writes 3, reads 2 and 3)
     6       2     flags, uint16, 0
     8       4     payload length in bytes, uint32
     12      4     CRC-32 (zlib polynomial) of the payload, uint32
@@ -13,7 +13,8 @@ reader and writer. Layout::
 
 Arrays inside the payload are maps ``{"shape": [...], "bits": b, "signed": bool, "data": bytes}``
 holding integers packed at ``b`` bits each (two's complement when signed, little-endian bit
-order within bytes). Reading never unpickles anything: msgpack with ``raw=False``,
+order within bytes); since version 3 an array may be sparse: ``mask`` (one bit per value, set
+where it is not zero) and ``data`` holding only those values. Reading never unpickles anything: msgpack with ``raw=False``,
 ``strict_map_key=True`` and size limits, and every field is checked against the geometry.
 """
 
@@ -33,13 +34,22 @@ __all__ = ["MAGIC", "VERSION", "pack_ints", "unpack_ints", "ModelFile", "write_m
            "encode_model", "decode_model"]
 
 MAGIC = b"TSRM"
-VERSION = 2
+VERSION = 3                     # written; 2 (every array dense) is read too
+READS = (2, 3)
 HEADER = struct.Struct("<4sHHII")
 MAX_BYTES = 64 << 20            # refuse payloads above 64 MiB before reading them
 
 
-def pack_ints(a: np.ndarray, bits: int, signed: bool = True) -> dict:
-    """Pack an integer array at ``bits`` bits per value (1..32)."""
+def _bits_of(v: np.ndarray, bits: int) -> bytes:
+    u = (v & ((1 << bits) - 1)).astype(np.uint64)
+    bitplanes = ((u[:, None] >> np.arange(bits, dtype=np.uint64)) & 1).astype(np.uint8)
+    return np.packbits(bitplanes.reshape(-1), bitorder="little").tobytes()
+
+
+def pack_ints(a: np.ndarray, bits: int, signed: bool = True, sparse: bool | None = None) -> dict:
+    """Pack an integer array at ``bits`` bits per value (1..32). ``sparse``: store a bitmap of
+    the non-zero entries (``mask``) and only those values (format version 3); None: whichever
+    of the two is smaller; False: dense, as format version 2 must."""
     a = np.asarray(a)
     if not 1 <= bits <= 32:
         raise ValueError(f"bits must be 1..32, got {bits}")
@@ -47,30 +57,52 @@ def pack_ints(a: np.ndarray, bits: int, signed: bool = True) -> dict:
     v = a.astype(np.int64).reshape(-1)
     if v.size and (v.min() < lo or v.max() > hi):
         raise ValueError(f"values outside {bits}-bit {'signed' if signed else 'unsigned'} range")
-    u = (v & ((1 << bits) - 1)).astype(np.uint64)
-    bitplanes = ((u[:, None] >> np.arange(bits, dtype=np.uint64)) & 1).astype(np.uint8)
-    return {"shape": list(a.shape), "bits": bits, "signed": signed,
-            "data": np.packbits(bitplanes.reshape(-1), bitorder="little").tobytes()}
+    out = {"shape": list(a.shape), "bits": bits, "signed": signed}
+    nz = v != 0
+    if sparse or (sparse is None and (v.size + 7) // 8 + (int(nz.sum()) * bits + 7) // 8
+                  < (v.size * bits + 7) // 8):
+        out["mask"] = np.packbits(nz, bitorder="little").tobytes()
+        v = v[nz]
+    out["data"] = _bits_of(v, bits)
+    return out
 
 
 def unpack_ints(d, name: str) -> np.ndarray:
     """Inverse of :func:`pack_ints`, with the checks a file from elsewhere needs."""
-    if not isinstance(d, dict) or set(d) != {"shape", "bits", "signed", "data"}:
+    if not isinstance(d, dict) or set(d) - {"mask"} != {"shape", "bits", "signed", "data"}:
         raise InputError(f"model field {name!r}: not a packed array")
     shape, bits, signed, data = d["shape"], d["bits"], d["signed"], d["data"]
     if (not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool)
                                                 and s >= 0 for s in shape)
             or not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 32
-            or not isinstance(signed, bool) or not isinstance(data, bytes)):
+            or not isinstance(signed, bool) or not isinstance(data, bytes)
+            or not isinstance(d.get("mask", b""), bytes)):
         raise InputError(f"model field {name!r}: bad array header")
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(data) != (n * bits + 7) // 8:
-        raise InputError(f"model field {name!r}: {len(data)} bytes of data for shape {shape} at "
-                         f"{bits} bits")
-    planes = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: n * bits]
-    u = (planes.reshape(n, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(1)
+    if n > MAX_BYTES * 8:
+        raise InputError(f"model field {name!r}: shape {shape} is too large")
+    stored, where = n, None
+    if "mask" in d:
+        if len(d["mask"]) != (n + 7) // 8:
+            raise InputError(f"model field {name!r}: a mask of {len(d['mask'])} bytes for "
+                             f"{n} values (needs {(n + 7) // 8})")
+        flags = np.unpackbits(np.frombuffer(d["mask"], np.uint8), bitorder="little")
+        if flags[n:].any():
+            raise InputError(f"model field {name!r}: mask bits set beyond its {n} values")
+        where = flags[:n].astype(bool)
+        stored = int(where.sum())
+    if len(data) != (stored * bits + 7) // 8:
+        raise InputError(f"model field {name!r}: {len(data)} bytes of data for "
+                         f"{stored} {'stored ' if where is not None else ''}values of shape "
+                         f"{shape} at {bits} bits")
+    planes = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: stored * bits]
+    u = (planes.reshape(stored, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(1)
     if signed:
         u = np.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
+    if where is not None:
+        full = np.zeros(n, np.int64)
+        full[where] = u
+        u = full
     return u.reshape(shape)
 
 
@@ -114,9 +146,10 @@ def decode_model(blob: bytes, source: str = "<bytes>") -> ModelFile:
     if magic != MAGIC:
         raise InputError(f"not a tessera model file (magic {magic!r}, expected {MAGIC!r})",
                          source=source)
-    if version != VERSION:
+    if version not in READS:
         raise InputError(f"model format version {version} is not supported (this reader: "
-                         f"{VERSION}; re-export the model with tessera export)", source=source)
+                         f"{', '.join(map(str, READS))}; re-export the model with tessera "
+                         f"export)", source=source)
     payload = blob[HEADER.size:]
     if len(payload) != length:
         raise InputError(f"truncated or padded model: header says {length} payload bytes, file "

@@ -52,6 +52,34 @@ def test_pack_roundtrip(bits):
         assert np.array_equal(unpack_ints(pack_ints(a, bits, signed), "a"), a)
     with pytest.raises(ValueError):
         pack_ints(np.array([1 << bits]), bits, signed=False)
+    a[rng.random(a.shape) < 0.8] = 0                     # mostly zeros: stored sparse
+    for sparse in (None, True, False):
+        d = pack_ints(a, bits, False, sparse=sparse)
+        assert ("mask" in d) == (sparse is True or (sparse is None and bits > 1))
+        assert np.array_equal(unpack_ints(d, "a"), a)
+
+
+def test_sparse_arrays_and_version_2_files(exported):
+    """Format 3 stores an array with few non-zero values as a bitmap and those values; a bad
+    mask is a named error; a version-2 file (every array dense) still loads, to the same chip."""
+    d = pack_ints(np.array([[0, 3, 0], [0, 0, -2]]), 4, sparse=True)
+    assert len(d["mask"]) == 1 and len(d["data"]) == 1
+    for bad, msg in ((dict(d, mask=b"\x0a\x00"), "a mask of 2 bytes for 6 values"),
+                     (dict(d, mask=b"\x4a"), "mask bits set beyond"),
+                     (dict(d, mask=b"\x0b"), "1 bytes of data for 3 stored values"),
+                     (dict(d, mask=5), "bad array header")):
+        with pytest.raises(InputError, match=msg):
+            unpack_ints(bad, "w")
+    m = read_model(exported["4"])
+    assert "mask" in m.core["w_rec"]                      # the hop-pruned blocks
+    dense = ModelFile(**vars(m))
+    dense.core = {k: (pack_ints(unpack_ints(v, k), v["bits"], v["signed"], sparse=False)
+                      if isinstance(v, dict) else v) for k, v in m.core.items()}
+    blob = bytearray(encode_model(dense))
+    blob[4:6] = struct.pack("<H", 2)
+    assert len(blob) > exported["4"].stat().st_size + 3000
+    a, b = Chip(decode_model(bytes(blob))), Chip.load(exported["4"])
+    assert np.array_equal(a.core.w_rec_reset, b.core.w_rec_reset) and a.core.w_rec_reset.any()
 
 
 def test_bad_model_files_get_clear_errors(exported, tmp_path):
