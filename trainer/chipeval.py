@@ -43,14 +43,20 @@ def _test_indices(data) -> np.ndarray:
     return idx if idx.size else np.arange(len(data.labels))
 
 
+def _chip_and_data(model_path: str, data_path: str, progress: bool = False):
+    """The chip of a ``.tsr`` file and a corpus whose frames fit its front-end."""
+    chip = Chip.load(model_path)
+    data = read_any(data_path, progress=progress)
+    if data.channels != chip.tab.channels_total:
+        raise InputError(f"data has {data.channels} channels, the model's front-end "
+                         f"{chip.tab.channels_total}", source=data_path)
+    return chip, data
+
+
 def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
            progress: bool = False) -> dict:
-    chip = Chip.load(model_path)
+    chip, data = _chip_and_data(model_path, data_path, progress)
     tab = chip.tab
-    data = read_any(data_path, progress=progress)
-    if data.channels != tab.channels_total:
-        raise InputError(f"data has {data.channels} channels, the model's front-end "
-                         f"{tab.channels_total}", source=data_path)
     idx = _test_indices(data)
     if limit:
         idx = idx[:limit]

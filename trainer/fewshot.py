@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..runtime.errors import InputError
 from ..runtime.mosaic import layout_cost
 from .dense import DenseSet
 from .episodes import FewShotTasks
@@ -45,6 +46,20 @@ class Batch:
     labels: np.ndarray | None = None            # every utterance's corpus class
 
 
+def shard(batch: Batch, rank: int, world: int) -> Batch:
+    """The tasks ``rank``, ``rank + world``, ... of a meta-batch, with only their utterances."""
+    xs, tasks, labels, offset = [], [], [], 0
+    for s, q, ys, yq in batch.tasks[rank::world]:
+        idx = torch.cat([torch.arange(s.start, s.stop), torch.arange(q.start, q.stop)])
+        xs.append(batch.x[idx])
+        if batch.labels is not None:
+            labels.append(batch.labels[idx.numpy()])
+        ns = s.stop - s.start
+        tasks.append((slice(offset, offset + ns), slice(offset + ns, offset + idx.numel()), ys, yq))
+        offset += idx.numel()
+    return Batch(torch.cat(xs), tasks, np.concatenate(labels) if labels else None)
+
+
 def ci95(acc: np.ndarray) -> float:
     return float(1.96 * acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else 0.0
 
@@ -57,6 +72,7 @@ class MetaTrainer:
         self.rram = rram or RRAMTrainConfig()
         self.core = Core(core_cfg, seed)
         self.noise = torch.Generator().manual_seed(seed + 1)
+        self.rank, self.world = 0, 1              # data-parallel processes (see :meth:`step`)
         self.stuck = {k: stuck_map(self.core.params[k].shape, self.rram.stuck_fraction, self.noise)
                       for k in ("w_in", "w_rec")} if self.rram.stuck_fraction else {}
         self.last_rate = 0.0
@@ -154,7 +170,16 @@ class MetaTrainer:
     def _regularisers(self, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.core.params["w_rec"] * self.core.masks["w_rec"]
         layout = (self.cost * w ** 2).mean()
-        rate_pen = (rate.mean() - self.reg.rate_target) ** 2
+        mean = rate.mean()
+        if self.world > 1:       # the penalty of the whole meta-batch's rate, not of this share:
+            import torch.distributed as dist   # its value, and a gradient that sums to the
+                                               # whole batch's once the gradients are averaged
+            whole = mean.detach().clone()
+            dist.all_reduce(whole)
+            whole /= self.world
+            return layout, ((whole - self.reg.rate_target) ** 2
+                            + 2 * (whole - self.reg.rate_target) * (mean - mean.detach()))
+        rate_pen = (mean - self.reg.rate_target) ** 2
         return layout, rate_pen
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
@@ -244,6 +269,7 @@ class MetaTrainer:
         self.opt.zero_grad()
         for k, d in deltas.items():
             p[k].grad = d
+        self._all_reduce_grads()
         self.opt.step()
         self.last_rate = float(torch.stack(rates).mean())
         return dict(task_loss=float("nan"), acc=float(np.mean(accs)), layout=0.0,
@@ -252,6 +278,7 @@ class MetaTrainer:
     def transfer_loss(self) -> tuple[torch.Tensor, dict]:
         """The transfer baseline's pretraining loss: cross-entropy over every seen class."""
         idx = self.rng.choice(self.train_pool, size=self.meta.tasks_per_batch * 8, replace=False)
+        idx = idx[self.rank::self.world]                 # this process's share
         y = torch.from_numpy(self.class_index[self.data.labels[idx]])
         phi, rate = self.core.features(torch.from_numpy(self._draw(idx)), params=self.device_params(),
                                        bptt=self.meta.bptt)
@@ -265,21 +292,62 @@ class MetaTrainer:
                            layout=float(layout.detach()), rate=self.last_rate)
 
     def step(self, sampler) -> dict:
+        """One meta-update. Across processes (``world`` > 1, torch.distributed initialised):
+        every process draws the same meta-batch (same seed), runs its share of the tasks
+        (:func:`shard`), and the gradients are averaged with one all-reduce before the same
+        optimizer step everywhere: data-parallel training, as DDP does it (the parameters are a
+        dict of tensors, not an ``nn.Module``, so the all-reduce is called here)."""
+        rank, world = self.rank, self.world
+        if world > 1 and self.meta.algorithm != "transfer" \
+                and self.meta.tasks_per_batch % world:
+            raise InputError(f"meta.tasks_per_batch = {self.meta.tasks_per_batch} does not "
+                             f"split over {world} processes")
+
+        def batch() -> Batch:
+            b = self.make_batch(sampler, self.meta.tasks_per_batch)
+            return shard(b, rank, world) if world > 1 else b
+
         if self.meta.algorithm == "reptile":
-            info = self.reptile_step(self.make_batch(sampler, self.meta.tasks_per_batch))
+            info = self.reptile_step(batch())
         else:
             if self.meta.algorithm == "transfer":
                 total, info = self.transfer_loss()
             else:
-                total, info = self.loss(self.make_batch(sampler, self.meta.tasks_per_batch))
+                total, info = self.loss(batch())
             self.opt.zero_grad()
             total.backward()
+            self._all_reduce_grads()
             self.opt.step()
+        if world > 1:
+            info = self._mean_info(info)
         self._constrain()
         self.iteration += 1
         info["iteration"] = self.iteration
         info["inner_lr"] = float(self.lrs()["w_out"].detach())
         return info
+
+    def _all_reduce_grads(self) -> None:
+        """Average every gradient over the processes (one flat all-reduce)."""
+        if self.world <= 1:
+            return
+        import torch.distributed as dist
+
+        params = [t for g in self.opt.param_groups for t in g["params"] if t.grad is not None]
+        flat = torch.cat([t.grad.reshape(-1) for t in params])
+        dist.all_reduce(flat)
+        flat /= self.world
+        at = 0
+        for t in params:
+            t.grad.copy_(flat[at:at + t.numel()].view_as(t.grad))
+            at += t.numel()
+
+    def _mean_info(self, info: dict) -> dict:
+        import torch.distributed as dist
+
+        keys = [k for k in ("task_loss", "acc", "layout", "rate") if k in info]
+        v = torch.tensor([float(info[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(v)
+        return dict(info, **{k: float(x) / self.world for k, x in zip(keys, v)})
 
     @torch.no_grad()
     def _constrain(self) -> None:

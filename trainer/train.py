@@ -59,28 +59,81 @@ def _trainer(cfg: Config, data: DenseSet, tasks: FewShotTasks) -> MetaTrainer:
     return MetaTrainer(core_cfg, cfg.meta, cfg.reg, data, tasks, seed=cfg.train.seed, rram=cfg.rram)
 
 
-def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True) -> dict:
-    """Meta-train; returns a summary with the final validation and test accuracies."""
+def _distributed() -> tuple[int, int]:
+    """(rank, world) of this process: torchrun's RANK / WORLD_SIZE, the process group set up
+    (gloo on CPU, the trainer's device; TESSERA_DIST_BACKEND overrides); (0, 1) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = os.environ.get("TESSERA_DIST_BACKEND", "gloo")
+        if backend == "nccl":
+            raise InputError("TESSERA_DIST_BACKEND=nccl: the trainer runs on the CPU, where "
+                             "NCCL cannot reduce; use gloo (the default), one process per "
+                             "core or socket (BENCHMARKS.md, README: multi-process training)")
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _init_from(tr: MetaTrainer, init: Model) -> None:
+    """Start from ``init``'s core (a trained or NIR-imported model.pt) instead of a random one."""
+    mine = dataclasses.replace(init.core.cfg, inputs=tr.cfg.inputs, classes=tr.cfg.classes)
+    if mine != tr.cfg:
+        diff = {f.name: (getattr(init.core.cfg, f.name), getattr(tr.cfg, f.name))
+                for f in dataclasses.fields(tr.cfg)
+                if getattr(mine, f.name) != getattr(tr.cfg, f.name)}
+        raise InputError(f"--init: the model's core differs from the run's (init, run): {diff}",
+                         source=init.path)
+    if init.core.cfg.inputs != tr.cfg.inputs:
+        raise InputError(f"--init: the model reads {init.core.cfg.inputs} inputs, the data has "
+                         f"{tr.cfg.inputs}", source=init.path)
+    with torch.no_grad():
+        for k, v in init.core.params.items():
+            if k in tr.core.params and tr.core.params[k].shape == v.shape:
+                tr.core.params[k].copy_(v)
+        for k, v in init.core.masks.items():
+            tr.core.masks[k].copy_(v)
+        for k, v in init.lrs.items():
+            if k in tr.log_lr:
+                tr.log_lr[k].copy_(v.log())
+    tr.refresh_cost()
+
+
+def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
+          init: Model | None = None) -> dict:
+    """Meta-train; returns a summary with the final validation and test accuracies. ``init``:
+    start from this model's core. Started by torchrun with several processes, each runs its
+    share of every meta-batch's tasks (:meth:`MetaTrainer.step`); the first writes the run
+    folder, logs and evaluates."""
     from tqdm import tqdm
 
-    data = _data(cfg, extras=True, progress=progress)   # bad data: no empty run folder left
-    os.makedirs(out, exist_ok=True)
+    rank, world = _distributed()
+    data = _data(cfg, extras=True, progress=progress and rank == 0)   # bad data: no empty folder
+    lead = rank == 0
+    if lead:
+        os.makedirs(out, exist_ok=True)
     ckpt = os.path.join(out, "checkpoint.pt")
     tasks = _tasks(cfg, data)
     tr = _trainer(cfg, data, tasks)
+    tr.rank, tr.world = rank, world
+    if init is not None:
+        _init_from(tr, init)
     if resume and os.path.exists(ckpt):
         state = load_checkpoint(ckpt)
         if json.loads(state["config"]) != config_to_dict(cfg):
             raise InputError("--resume with a different config than the checkpoint's", source=ckpt)
         restore_trainer(tr, state)
-    with open(os.path.join(out, "config.json"), "w") as fh:
-        json.dump(config_to_dict(cfg), fh, indent=1)
+    if lead:
+        with open(os.path.join(out, "config.json"), "w") as fh:
+            json.dump(config_to_dict(cfg), fh, indent=1)
     samplers = {k: tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
                                  cfg.data.queries) for k in cfg.data.shots}
     t0 = time.time()
-    log = open(os.path.join(out, "metrics.jsonl"), "a")
+    log = open(os.path.join(out, "metrics.jsonl"), "a") if lead else None
     bar = tqdm(total=cfg.train.iterations, initial=tr.iteration, desc="meta-train", unit="it",
-               disable=not progress, leave=False)
+               disable=not progress or not lead, leave=False)
     stopped_early = False
     val_ok = True
     try:
@@ -88,11 +141,12 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
             shots = int(tr.rng.choice(cfg.data.shots))
             info = tr.step(samplers[shots])
             info.update(shots=shots, seconds=round(time.time() - t0, 2))
-            log.write(json.dumps(info) + "\n")
             bar.update(1)
             bar.set_postfix(acc=f"{info['acc']:.2f}", rate=f"{info['rate']:.3f}")
-            if val_ok and (tr.iteration % cfg.train.eval_every == 0
-                           or tr.iteration == cfg.train.iterations):
+            if lead:
+                log.write(json.dumps(dict(info, processes=world) if world > 1 else info) + "\n")
+            if lead and val_ok and (tr.iteration % cfg.train.eval_every == 0
+                                    or tr.iteration == cfg.train.iterations):
                 try:
                     val = evaluate(tr.core, tr.lrs(), data, tasks, "val", cfg.data.ways, 1,
                                    cfg.data.queries, cfg.train.eval_episodes,
@@ -102,15 +156,26 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
                     val_ok = False
                     log.write(json.dumps(dict(eval="val", skipped=str(exc))) + "\n")
                 log.flush()
-            if tr.iteration % cfg.train.checkpoint_every == 0:
+            if lead and tr.iteration % cfg.train.checkpoint_every == 0:
                 save_checkpoint(ckpt, checkpoint_state(tr, cfg))
-            if cfg.train.time_limit_s and time.time() - t0 > cfg.train.time_limit_s:
+            stop = bool(cfg.train.time_limit_s and time.time() - t0 > cfg.train.time_limit_s)
+            if world > 1:                            # every process stops at the same step
+                import torch.distributed as dist
+
+                flag = torch.tensor([float(stop)])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
                 stopped_early = True
                 break
     finally:
         bar.close()
-        log.close()
+        if log:
+            log.close()
     seconds = time.time() - t0
+    if not lead:
+        return dict(out=out, iterations=tr.iteration, seconds=round(seconds, 1), rank=rank,
+                    processes=world, results=[])
     save_checkpoint(ckpt, checkpoint_state(tr, cfg))
     results, skipped = [], []
     for k in (1, 5):
@@ -123,7 +188,9 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True)
     summary = dict(out=out, iterations=tr.iteration, seconds=round(seconds, 1),
                    stopped_early=stopped_early, rate=float(tr.last_rate),
                    inner_lr=round(float(tr.lrs()["w_out"].detach()), 3), results=results,
-                   skipped=skipped)
+                   skipped=skipped, processes=world)
+    if init is not None:
+        summary["init"] = init.path
     final = checkpoint_state(tr, cfg, summary)
     final.pop("opt")                                 # the model file needs no optimizer state
     if cfg.meta.algorithm != "transfer":             # nor the training-only word classifier

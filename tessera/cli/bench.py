@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .common import (NO_PROGRESS, _default_model, _default_tsr, _emit, _positive_float,
-                     _positive_int, _progress)
+                     _positive_int, _progress, _show_progress)
 
 
 def cmd_bench_frontend(args: argparse.Namespace) -> int:
@@ -52,6 +52,37 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
               f"  enroll (one shot, one step): {r['enroll_ms']} ms",
               f"  model file: {r['model_bytes']} bytes at 4-bit weights "
               f"({r['model_bytes_by_bits']})"]
+    _emit(args, r, "\n".join(lines))
+    return 0
+
+
+def cmd_bench_neurobench(args: argparse.Namespace) -> int:
+    from tessera.trainer.neurobench_eval import neurobench_report
+    from tessera.trainer.storage import load_model
+
+    model_path = args.model or _default_model()
+    r = neurobench_report(load_model(model_path), args.tsr or _default_tsr(), args.data,
+                          count=args.count, progress=_show_progress(args))
+    nb, c, v = r["neurobench"], r["chip"], r["chip_vs_float"]
+    lines = [f"NeuroBench (neurobench package) on the float model {model_path}, {r['utterances']} "
+             f"test utterances of {r['data']}:",
+             "| metric | float model (NeuroBench) | chip (its counters) |",
+             "|---|---|---|",
+             f"| footprint | {nb['footprint_bytes']:,} B (float32 parameters) | "
+             f"{c['model_file_bytes']:,} B model file |",
+             f"| parameters | {nb['parameter_count']:,} | |",
+             f"| connection sparsity | {nb['connection_sparsity']} (W_in and W_rec) | "
+             f"{c['connection_sparsity_w_rec']} (W_rec) |",
+             f"| activation sparsity | {nb['activation_sparsity']} | {c['activation_sparsity']} |",
+             f"| synaptic operations per sample | {nb['synops_effective_macs']:,.0f} effective "
+             f"MACs + {nb['synops_effective_acs']:,.0f} ACs (dense {nb['synops_dense']:,.0f}) | "
+             f"{c['synops']:,.0f} ({c['synops_input']:,.0f} input, {c['synops_recurrent']:,.0f} "
+             f"recurrent) |",
+             f"check: NeuroBench's counting rule on the float model's spikes gives "
+             f"{r['float_synops_neurobench_rule']:,.0f} (equal: {r['rule_equals_neurobench']}); "
+             f"the chip's rule (every input event) on the float model "
+             f"{r['float_synops_chip_rule']:,.0f}, the chip {c['synops']:,.0f} "
+             f"({v['synops_ratio_same_rule']:.3f}x)"]
     _emit(args, r, "\n".join(lines))
     return 0
 
@@ -254,6 +285,14 @@ def register(sub, add) -> None:
                     help="timed utterances (the median is reported)")
     br.add_argument("--batch", type=_positive_int, default=64,
                     help="utterances per batch of the batched throughput run")
+
+    bn = add(bsub, "neurobench", cmd_bench_neurobench, "NeuroBench's static and workload "
+             "metrics of the float model (the neurobench package), the chip's counters beside")
+    bn.add_argument("--data", required=True, help="corpus (its test utterances)")
+    bn.add_argument("--model", help="model.pt (default: the committed default model)")
+    bn.add_argument("--tsr", help="its chip file (default: the package's factory model)")
+    bn.add_argument("--count", type=_positive_int, default=256, help="test utterances")
+    bn.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     bd = add(bsub, "device", cmd_bench_device, "the user's path through the protocol: words "
              "taught one at a time, asked about other recordings, silence and streams")

@@ -4,8 +4,42 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from tessera.runtime.errors import InputError
 
 from .common import NO_PROGRESS, _emit, _positive_int, _show_progress
+
+
+def _nir_samples(model, count: int):
+    """A few inputs for the NIR check: random spike rasters at the data's shape (steps of the
+    model's window, its inputs, about 5 % of them active a step)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    cfg = model.core.cfg
+    steps = max(20, int(getattr(model.config.data, "steps", 100)))
+    return (rng.random((count, steps, cfg.inputs)) < 0.05).astype(np.float64)
+
+
+def cmd_import_nir(args: argparse.Namespace) -> int:
+    from tessera.trainer.nir_io import import_nir
+
+    layout = None
+    if args.layout:
+        try:
+            layout = tuple(int(v) for v in args.layout.lower().split("x"))
+            assert len(layout) == 3 and min(layout) > 0
+        except (ValueError, AssertionError):
+            raise InputError(f"--layout takes ROWSxCOLSxTILE, e.g. 4x4x16, got {args.layout!r}") \
+                from None
+    r = import_nir(args.nir, args.like, args.out, layout)
+    _emit(args, r, f"imported {args.nir} -> {r['out']}: {r['neurons']} neurons as "
+                   f"{r['layout']} tiles, {r['inputs']} inputs, {r['recurrent_connections']} "
+                   f"recurrent connections ({r['dropped_by_hop_budget']} dropped by the hop "
+                   f"budget), reset: {r['reset']}; config from {r['like']}. Next: tessera eval, "
+                   f"tessera train --init {r['out']}, or tessera export")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -20,6 +54,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, ONNX opset {r['opset']}, "
                        f"{r['graph']} ({r['inputs']} inputs, {r['neurons']} neurons; checked "
                        f"with onnx.checker)")
+        return 0
+    if args.format == "nir":
+        from tessera.trainer.nir_io import check_roundtrip, write_nir
+
+        r = write_nir(model, args.out)
+        r.update(out=args.out, bytes=os.path.getsize(args.out))
+        r["check"] = check_roundtrip(model, args.out, _nir_samples(model, 3))
+        c = r["check"]
+        _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, NIR graph input -> w_in -> lif "
+                       f"<-> w_rec, lif -> trace -> output ({r['neurons']} LIF neurons, "
+                       f"{r['recurrent_connections']} recurrent connections); read back with "
+                       f"nir.read and run on {c['samples']} random spike inputs: "
+                       f"{c['spikes_differing']} of {c['spike_decisions']} spike decisions differ "
+                       f"from the trainer's core, traces within {c['max_trace_difference']:.1g} "
+                       f"(tessera's reset, in the graph's metadata); with NIR's reset to v_reset "
+                       f"instead, {100 * c['nir_reset_agreement']:.1f} % agree. Not in "
+                       f"NIR: integer tables, tile layout, readout features (see trainer/nir_io.py)")
         return 0
     cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
                        max_classes=args.max_classes, none_threshold=args.threshold)
@@ -72,10 +123,11 @@ def register(sub, add) -> None:
     x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file "
             "(or as an ONNX graph of one time step)")
     x.add_argument("model", help="model.pt or checkpoint.pt")
-    x.add_argument("--out", required=True, help="output .tsr (or .onnx) file")
-    x.add_argument("--format", choices=["tsr", "onnx"], default="tsr",
+    x.add_argument("--out", required=True, help="output .tsr (or .onnx, .nir) file")
+    x.add_argument("--format", choices=["tsr", "onnx", "nir"], default="tsr",
                    help="tsr: the chip's file (MODEL_FORMAT.md); onnx: the float model as one "
-                        "time step, state in and out (the interop extra)")
+                        "time step, state in and out; nir: the float core as a NIR graph, read "
+                        "back and checked against the trainer (both: the interop extra)")
     x.add_argument("--bits", type=int, default=8, help="core weight bits (2..8)")
     x.add_argument("--readout-bits", type=int, default=8,
                    help="bits of a readout weight level (2..16)")
@@ -85,6 +137,16 @@ def register(sub, add) -> None:
                    help="'none of these' below this cosine (default: the model's calibration."
                         "json, written by tessera calibrate)")
 
+    im = add(sub, "import-nir", cmd_import_nir, "a NIR graph of a recurrent LIF layer (from "
+             "tessera or another NIR tool) as a trainer checkpoint, to fine-tune with tessera "
+             "train --init and export to the chip")
+    im.add_argument("nir", help="the .nir file")
+    im.add_argument("--like", default="models/default/model.pt",
+                    help="a trained model whose config (data pipeline, readout, rates) the "
+                         "imported core takes (its inputs must match)")
+    im.add_argument("--out", required=True, help="the checkpoint to write (model.pt)")
+    im.add_argument("--layout", help="ROWSxCOLSxTILE (default: 16-neuron tiles in the squarest "
+                                     "grid)")
     pa = add(sub, "parity", cmd_parity, "bit-exactness of the chip against the trainer's "
              "integer mode on every test utterance (exit 1 unless 1.0)")
     pa.add_argument("model", help="a .tsr file")

@@ -23,12 +23,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.extra_data:
         overrides.append(f"data.extra_corpora={json.dumps(args.extra_data)}")
     cfg = load_config(args.config, overrides)
+    init = None
+    if args.init:
+        import dataclasses
+
+        from tessera.trainer.storage import load_model
+
+        init = load_model(args.init)                 # its core replaces the config's [core]
+        cfg = dataclasses.replace(cfg, core=init.core.cfg)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
         set_blas_threads(args.threads)
-    s = train(cfg, args.out, resume=args.resume, progress=_show_progress(args))
+    try:
+        s = train(cfg, args.out, resume=args.resume, progress=_show_progress(args), init=init)
+    finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    if s.get("rank"):                                # torchrun: the first process reports
+        return 0
     from tessera.tools.plots import learning_curve_png
 
     s["learning_curve_png"] = learning_curve_png(
@@ -217,7 +234,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
-    t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default)")
+    t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default; "
+            "across processes when started by torchrun)")
     t.add_argument("--config", help="TOML config file")
     t.add_argument("--data", help="corpus (sets data.corpus)")
     t.add_argument("--extra-data", action="append", metavar="CORPUS",
@@ -227,6 +245,9 @@ def register(sub, add) -> None:
     t.add_argument("--out", default="runs/default", help="run folder (checkpoints, logs)")
     t.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--init", metavar="MODEL",
+                   help="start from this model's core (a model.pt, e.g. from tessera "
+                        "import-nir); its core config replaces the config's [core]")
     t.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (default: all)")
     t.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 %% CI)")
