@@ -177,15 +177,17 @@ class FrontendSpec:
 class FrontendTables(NamedTuple):
     """Integer tables derived from a :class:`FrontendSpec` (complex arrays hold Gaussian integers).
 
-    ``in_mat`` is the float64 view of the complex input matrix [Bq | Wq_1 .. Wq_{G-1}] (N rows,
-    columns interleaved re/im), so one real matmul of the samples gives every input sum exactly.
-    Modes are laid out k-major: index k*C + c.
+    ``state_mat`` and ``mid_mats`` are float64 views of the complex input matrices Bq (N rows)
+    and Wq_j (its first j*H rows: the others are zero), columns interleaved re/im, so real
+    matmuls of the samples give every input sum exactly. Modes are laid out k-major: index
+    k*C + c.
     """
 
     spec: FrontendSpec
     fc: np.ndarray          # (C,) float64 centre frequencies, Hz
     trans: np.ndarray       # (G, K*C) complex128: Lq_j, the mode transitions after j steps
-    in_mat: np.ndarray      # (N, 2*(K + G - 1)*C) float64, Bq and Wq times 2^-(CB-SB)
+    state_mat: np.ndarray   # (N, 2*K*C) float64, Bq times 2^-(CB-SB)
+    mid_mats: tuple         # G-1 arrays (j*H, 2*C) float64, Wq_j times 2^-(CB-SB)
     floor_level: int        # level units
 
 
@@ -285,11 +287,16 @@ def tables_from_poles(spec: FrontendSpec, fc: np.ndarray, pole: np.ndarray, r: n
     coef = np.where(expo >= 0, r.T[None, None] * pole.T[None, None] ** np.maximum(expo, 0), 0)
     cb, tb = 2.0 ** spec.coef_bits, 2.0 ** spec.trans_bits
     q = lambda a, sc: np.round(a.real * sc) + 1j * np.round(a.imag * sc)  # noqa: E731
-    state_in = q(coef[:, G - 1], cb).reshape(N, K * C)                     # Bq
-    mid_in = q(coef[:, : G - 1].sum(axis=2), cb).reshape(N, (G - 1) * C)   # Wq_1..Wq_{G-1}
-    in_mat = np.ascontiguousarray(np.concatenate([state_in, mid_in], axis=1)).view(np.float64)
-    in_mat *= 2.0 ** (spec.state_bits - spec.coef_bits)     # rs's scaling folded in (exact)
-    return FrontendTables(spec, fc, q(trans, tb).reshape(G, K * C), in_mat, floor_level(spec))
+    scale = 2.0 ** (spec.state_bits - spec.coef_bits)       # rs's scaling folded in (exact)
+    state_mat = np.ascontiguousarray(q(coef[:, G - 1], cb).reshape(N, K * C)).view(np.float64)
+    state_mat *= scale                                                     # Bq
+    mid = q(coef[:, : G - 1].sum(axis=2), cb)                              # (N, G-1, C): Wq_j
+    if np.any(mid[np.arange(N)[:, None] >= (np.arange(G - 1)[None] + 1) * H]):
+        raise AssertionError("Wq_j reads a sample past step j")            # by construction
+    mid_mats = tuple(np.ascontiguousarray(mid[: (j + 1) * H, j]).view(np.float64) * scale
+                     for j in range(G - 1))
+    return FrontendTables(spec, fc, q(trans, tb).reshape(G, K * C), state_mat, mid_mats,
+                          floor_level(spec))
 
 
 def floor_level(spec: FrontendSpec) -> int:
@@ -322,10 +329,11 @@ def _filter_superblocks(x: np.ndarray, modes: np.ndarray, tab: FrontendTables
     the superblock is complete.
     """
     spec = tab.spec
-    C, K, G = spec.channels, spec.order, spec.superblock
+    C, K, G, H = spec.channels, spec.order, spec.superblock, spec.hop
     n = x.shape[0]
-    # in_mat carries the 2^-(CB-SB) of rs (a power of two: the sums stay exact), so only floor
-    proj = (x @ tab.in_mat).view(np.complex128)
+    # the matrices carry the 2^-(CB-SB) of rs (a power of two: the sums stay exact), so only
+    # floor; Wq_j reads only the first j*H samples of a superblock (the rest of its rows are 0)
+    proj = (x @ tab.state_mat).view(np.complex128)
     np.floor(proj.view(np.float64), out=proj.view(np.float64))
     starts = np.empty((n + 1, K * C), complex)
     starts[0] = modes
@@ -335,20 +343,21 @@ def _filter_superblocks(x: np.ndarray, modes: np.ndarray, tab: FrontendTables
     for m in range(n):                                                   # the sequential part
         np.multiply(lam, starts[m], out=tmp)
         np.floor(tmp_f, out=tmp_f)
-        np.add(tmp, proj[m, : K * C], out=starts[m + 1])
+        np.add(tmp, proj[m], out=starts[m + 1])
     out = np.empty((n, G, C), complex)
     if G > 1:                                                            # steps inside superblocks
-        # sum over the K modes of transition x start state; the sums are exact integers, so
-        # einsum's order of summation gives the same values
-        acc = np.einsum("nkc,gkc->ngc", starts[:n].reshape(n, K, C),
-                        tab.trans[: G - 1].reshape(G - 1, K, C))
+        # sum over the K modes of transition x start state, one small complex matrix product
+        # per channel ((n, K) x (K, G-1)); the sums are exact integers, so BLAS's order of
+        # summation gives the same values
+        acc = np.matmul(np.ascontiguousarray(starts[:n].reshape(n, K, C).transpose(2, 0, 1)),
+                        tab.trans[: G - 1].reshape(G - 1, K, C).transpose(2, 1, 0))
+        acc = np.ascontiguousarray(acc.transpose(2, 1, 0))              # (G-1, n, C)
         _rs(acc, spec.trans_bits)
-        np.add(acc, proj[:, K * C:].reshape(n, G - 1, C), out=out[:, : G - 1])
-    ends = starts[1:].reshape(n, K, C)
-    last = out[:, G - 1]
-    np.copyto(last, ends[:, 0])
-    for k in range(1, K):
-        last += ends[:, k]
+        for j, w in enumerate(tab.mid_mats):
+            mid = (x[:, : (j + 1) * H] @ w).view(np.complex128)
+            np.floor(mid.view(np.float64), out=mid.view(np.float64))
+            np.add(acc[j], mid, out=out[:, j])
+    np.add.reduce(starts[1:].reshape(n, K, C), axis=1, out=out[:, G - 1])
     out = out.reshape(n * G, C)
     _rs(out, spec.state_bits - spec.env_bits)
     return out, starts[1:]
@@ -362,35 +371,47 @@ def _levels(y: np.ndarray, tab: FrontendTables) -> np.ndarray:
     return np.ascontiguousarray(level.T)                                 # channel-major
 
 
+def _scan_dtype(spec: FrontendSpec, floor: int, steps: int):
+    """int32 when every partial sum of :func:`_spikes_from_levels` over ``steps`` steps stays
+    below 2^31 (always with the default spec), else int64."""
+    a_max = max(2 * (17 + spec.env_bits) * (1 << spec.level_bits) - floor, 0) + 1
+    W = spec.adapt_steps
+    worst = max((W + steps) * a_max, W * a_max * max(spec.adapt_num, 1),
+                (steps + 1) << spec.theta_bits)
+    return np.int32 if worst < 2 ** 31 else np.int64
+
+
 def _spikes_from_levels(level: np.ndarray, state: FrontendState, tab: FrontendTables
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Adaptation and integrate-and-fire over ``level`` (C, steps), vectorised over time.
 
-    Works channel-major because a scan along the contiguous axis is several times faster.
+    Works channel-major because a scan along the contiguous axis is several times faster, in
+    int32 when every sum provably fits (:func:`_scan_dtype`), else int64: the same integers.
     Returns spikes (steps, C) uint8, the new history (W, C) and voltage (C,).
     """
     spec = tab.spec
     W, steps = spec.adapt_steps, level.shape[1]
-    ext = np.empty((level.shape[0], W + steps), np.int64)
+    dt = _scan_dtype(spec, tab.floor_level, steps)
+    ext = np.empty((level.shape[0], W + steps), dt)
     ext[:, :W] = state.history.T
-    np.subtract(level, tab.floor_level, out=ext[:, W:])
+    np.subtract(level, tab.floor_level, out=ext[:, W:], casting="unsafe")
     level = ext[:, W:]
     np.maximum(level, 0, out=level)                                     # a
-    csum = np.cumsum(ext, axis=1)
+    csum = np.cumsum(ext, axis=1, dtype=dt)
     window = csum[:, W - 1: W - 1 + steps].copy()                       # sum of ext[:, :t+W]
     window[:, 1:] -= csum[:, : steps - 1]                               # minus ext[:, :t]
     window *= spec.adapt_num
     window >>= int(np.log2(W)) + spec.adapt_shift                       # kappa * mean
     np.subtract(level, window, out=window)                              # drive
     np.clip(window, 0, (1 << spec.theta_bits) - 1, out=window)
-    total = np.cumsum(window, axis=1)
-    total += state.voltage[:, None]
+    total = np.cumsum(window, axis=1, dtype=dt)
+    total += state.voltage.astype(dt)[:, None]
     fired = total >> spec.theta_bits
-    spikes = np.empty((steps, level.shape[0]), np.uint8)
-    spikes[0] = fired[:, 0] - (state.voltage >> spec.theta_bits)
-    np.subtract(fired[:, 1:].T, fired[:, :-1].T, out=spikes[1:], casting="unsafe")
-    voltage = total[:, -1] - (fired[:, -1] << spec.theta_bits)
-    return spikes, ext[:, -W:].T.copy(), voltage
+    counts = np.empty((level.shape[0], steps), np.uint8)               # spikes, channel-major
+    counts[:, 0] = fired[:, 0] - (state.voltage >> spec.theta_bits)
+    np.subtract(fired[:, 1:], fired[:, :-1], out=counts[:, 1:], casting="unsafe")
+    voltage = total[:, -1].astype(np.int64) - (fired[:, -1].astype(np.int64) << spec.theta_bits)
+    return np.ascontiguousarray(counts.T), ext[:, -W:].T.astype(np.int64), voltage
 
 
 PIECE = 4096   # samples per internal piece: keeps temporaries cache-sized (results do not depend on it)

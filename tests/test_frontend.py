@@ -109,10 +109,13 @@ def test_fixed_point_bank_matches_float_recursion():
 
 def test_tables_are_integers_and_within_exact_range():
     tab = design(FrontendSpec())
-    for a in (tab.trans, tab.in_mat * 2.0 ** (tab.spec.coef_bits - tab.spec.state_bits)):
+    scale = 2.0 ** (tab.spec.coef_bits - tab.spec.state_bits)
+    mats = (tab.state_mat, *tab.mid_mats)
+    assert [m.shape[0] for m in mats] == [64, 16, 32, 48]        # Wq_j: the first j*H samples
+    for a in (tab.trans, *(m * scale for m in mats)):
         f = np.asarray(a).view(np.float64) if np.iscomplexobj(a) else a
         assert np.array_equal(f, np.round(f))
-    worst_input = np.abs(tab.in_mat).sum(axis=0).max() * 32768
+    worst_input = max(np.abs(m).sum(axis=0).max() for m in mats) * 32768
     assert worst_input < 2.0 ** 53
 
 
