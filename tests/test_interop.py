@@ -128,6 +128,7 @@ def test_nir_import_of_a_foreign_graph_runs_the_same_network(tmp_path):
                                                      bias=np.zeros(32))), "reads 10 inputs"),
     (lambda g: (g.nodes.__setitem__("extra", nir.Linear(weight=np.eye(32))),
                 g.edges.append(("li", "extra"))), "only an LI and an Output"),
+    (lambda g: g.nodes["fc"].weight.__setitem__((0, 0), np.nan), "fc.weight holds NaN"),
 ])
 def test_nir_import_refuses_what_it_cannot_hold(change, message):
     g = _foreign_graph()

@@ -213,6 +213,12 @@ def _population(s: dict, dt: float) -> dict:
     weight = np.asarray(win.weight, np.float64)
     if weight.ndim != 2:
         raise InputError(f"NIR import: {s['w_in']} weight of shape {weight.shape} (2-D only)")
+    for name in (s["w_in"], s["w_rec"]):
+        node = nodes.get(name) if name else None
+        for field in ("weight", "bias"):
+            v = getattr(node, field, None) if node is not None else None
+            if v is not None and not np.all(np.isfinite(np.asarray(v, np.float64))):
+                raise InputError(f"NIR import: {name}.{field} holds NaN or infinite values")
     n = weight.shape[0]
     tau = _vec(lif.tau_mem if isinstance(lif, nir.CubaLIF) else lif.tau, n, "tau")
     if isinstance(lif, nir.CubaLIF):
