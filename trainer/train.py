@@ -72,7 +72,7 @@ def _distributed() -> tuple[int, int]:
         if backend == "nccl":
             raise InputError("TESSERA_DIST_BACKEND=nccl: the trainer runs on the CPU, where "
                              "NCCL cannot reduce; use gloo (the default), one process per "
-                             "core or socket (BENCHMARKS.md, README: multi-process training)")
+                             "core or socket (README: Training on more than one process)")
         dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
 
