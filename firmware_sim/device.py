@@ -254,10 +254,11 @@ class Firmware:
         reply.setdefault("id", rid)
         if reply.get("t") == "result":
             reply["latency_us"] = round((self.clock() - t0) * 1e6, 1)
-        frame = encode_frame(encode(reply, self.host_version))
         if (rid and msg["t"] in PERSISTED_REQUESTS and reply["t"] != "error"
                 and self.flash_path and self.params["autosave"]):
-            frame = self._persist(rid, reply, frame)
+            frame = self._persist(rid, reply)
+        else:
+            frame = encode_frame(encode(reply, self.host_version))
         if rid and reply.get("name") != "NO_UTTERANCE":   # that one may succeed once the
             # shots are streamed again (after a reboot), under the same id
             self.answers[rid] = frame
@@ -637,9 +638,10 @@ class Firmware:
         self.flash_generation += 1
         return size
 
-    def _persist(self, rid: int, reply: dict, frame: bytes) -> bytes:
+    def _persist(self, rid: int, reply: dict) -> bytes:
         """Write the state an enroll/forget left, with its answer, before answering; if the
-        flash fails the change stays in RAM and the answer says ``saved`` false."""
+        flash fails the change stays in RAM and the answer says ``saved`` false. Returns the
+        answer's frame."""
         answers = OrderedDict(self.persisted)
         answers[rid] = encode_frame(encode(dict(reply, saved=True), self.host_version))
         while len(answers) > PERSISTED_ANSWERS:

@@ -131,9 +131,13 @@ class Device:
         raise LinkError(f"no answer to {msg['t']} after {self.retries + 1} tries")
 
     # ------------------------------------------------------------------ link quality
+    @property
+    def _answer_bytes(self) -> int:
+        """Bytes of a stream chunk's answer in the negotiated version."""
+        return COMPACT_ANSWER if self.version >= 4 else ANSWER_BYTES
+
     def _attempt(self, nbytes: int, answered: bool, rtt: float | None = None) -> None:
-        self.attempts.append((nbytes + (COMPACT_ANSWER if self.version >= 4 else ANSWER_BYTES),
-                              answered))
+        self.attempts.append((nbytes + self._answer_bytes, answered))
         if rtt is not None:
             self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
 
@@ -347,8 +351,8 @@ class Device:
             now = time.monotonic()
             # the link needs this long to carry what is in flight there and back (10 bits a
             # byte at the port's baud rate)
-            answer = COMPACT_ANSWER if self.version >= 4 else ANSWER_BYTES
-            drain = 2.0 * sum(len(st[2]) + answer for st in inflight.values()) * 10 / baud
+            drain = 2.0 * sum(len(st[2]) + self._answer_bytes
+                              for st in inflight.values()) * 10 / baud
             if answered:
                 last_answer = now
                 if self.srtt is not None:

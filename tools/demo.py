@@ -25,6 +25,7 @@ import numpy as np
 
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
+from . import json_default
 
 __all__ = ["DemoSet", "Utterance", "synthesized_set", "folder_set", "mic_set", "run_demo",
            "write_report", "DEMO_WORDS", "DEMO_OTHERS"]
@@ -291,16 +292,8 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
     on_line("drawing the report's figures (on a local chip emulator with the same model) ...")
     out["plots"] = _local_figures(ds, model, folder, out, shots_curve, draws, seed)
     with open(os.path.join(folder, "summary.json"), "w") as f:
-        json.dump(out, f, indent=1, default=_plain)
+        json.dump(out, f, indent=1, default=json_default)
     return out
-
-
-def _plain(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def _activity(before: dict, after: dict, bin_ms: int) -> dict:
@@ -556,7 +549,7 @@ def write_report(folder: str, s: dict) -> str:
                         f"src=\"{_img(s['plots'][key])}\">")
     body += ["<h2>Every answer</h2>", results,
              '<script type="application/json" id="summary">'
-             + json.dumps({k: v for k, v in s.items() if k != "plots"}, default=_plain)
+             + json.dumps({k: v for k, v in s.items() if k != "plots"}, default=json_default)
              .replace("</", "<\\/") + "</script>"]
     page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>tessera demo</title>"
             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}"

@@ -110,8 +110,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
     from tqdm import tqdm
 
     rank, world = _distributed()
-    data = _data(cfg, extras=True, progress=progress and rank == 0)   # bad data: no empty folder
-    lead = rank == 0
+    lead = rank == 0                                  # the process that writes and evaluates
+    data = _data(cfg, extras=True, progress=progress and lead)   # bad data: no empty run folder
     if lead:
         os.makedirs(out, exist_ok=True)
     ckpt = os.path.join(out, "checkpoint.pt")

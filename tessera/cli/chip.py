@@ -18,7 +18,7 @@ def _nir_samples(model, count: int):
 
     rng = np.random.default_rng(0)
     cfg = model.core.cfg
-    steps = max(20, int(getattr(model.config.data, "steps", 100)))
+    steps = max(20, model.config.data.steps)
     return (rng.random((count, steps, cfg.inputs)) < 0.05).astype(np.float64)
 
 

@@ -7,22 +7,14 @@ import argparse
 import json
 import sys
 
+from tessera.tools import json_default
+
 
 def _emit(args: argparse.Namespace, result: dict, human: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(result, default=_jsonable))
+        print(json.dumps(result, default=json_default))
     else:
         print(human)
-
-
-def _jsonable(x):
-    import numpy as np
-
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def _show_progress(args) -> bool:
