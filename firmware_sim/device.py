@@ -169,6 +169,14 @@ class Firmware:
             self.chip.none_threshold = tab.none_threshold if t is None \
                 else int(round(float(t) * (1 << tab.cos_frac)))
 
+    def _new_stream(self) -> None:
+        """A stream starts clean: the chip's state, the stream offsets (version 3+) and the
+        detection state, so its answers never depend on what was streamed before."""
+        self.chip.reset()
+        self.seq_next, self.seq_buffer = 0, {}
+        self.streamed = False
+        self._detect_reset()
+
     def _detect_reset(self) -> None:
         """Sliding-window detection state: open windows, stream clock, last event per label."""
         self.windows: list[dict] = []
@@ -516,7 +524,9 @@ class Firmware:
             if chip._cochlea is not None and chip.cochlea.state.pending.size:
                 self._detect_frames(chip.cochlea.flush())
             closed = self._flush_windows()
-            return {"t": "ack", "windows": closed, "stream_ms": self.stream_ms}
+            stream_ms = self.stream_ms
+            self._new_stream()                       # the next stream starts at offset 0
+            return {"t": "ack", "windows": closed, "stream_ms": stream_ms}
         self._close_utterance()
         if msg.get("shot"):                          # kept for the next enroll, no result
             chip.reset()
@@ -560,11 +570,9 @@ class Firmware:
         return {"t": "classes", "classes": self._need_chip().classes()}
 
     def do_reset_state(self, msg: dict) -> dict:
-        self._need_chip().reset()
-        self.seq_next, self.seq_buffer = 0, {}
-        self.streamed = False
+        self._need_chip()
+        self._new_stream()
         self.recent = []
-        self._detect_reset()
         return {"t": "ack"}
 
     def do_get_stats(self, msg: dict) -> dict:
@@ -607,9 +615,7 @@ class Firmware:
         if name == "threshold":
             self._apply_threshold()
         if name == "detect" and self.chip is not None:
-            self.chip.reset()
-            self.streamed = False
-            self._detect_reset()
+            self._new_stream()
         return {"t": "ack", "name": name, "value": value}
 
     def do_get_param(self, msg: dict) -> dict:

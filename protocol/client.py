@@ -108,7 +108,7 @@ class Device:
         reuse an id, so that the device answers from its cache if it executed it already."""
         rid = rid or self.new_id()
         frame = encode_frame(encode({**msg, "id": rid}, self.version))
-        if msg["t"] == "reset_state":
+        if msg["t"] == "reset_state" or (msg["t"] == "set_param" and msg.get("name") == "detect"):
             self.seq = 0                        # the device counts the stream from 0 again
         for attempt in range(self.retries + 1):
             if attempt:
@@ -126,6 +126,8 @@ class Device:
                                   else None)
                     if reply.get("t") == "error":
                         raise DeviceError(reply)
+                    if msg["t"] == "end_of_utterance" and "windows" in reply:
+                        self.seq = 0                # a detection stream ended: the next starts at 0
                     return reply
             self._attempt(len(frame), False)
         raise LinkError(f"no answer to {msg['t']} after {self.retries + 1} tries")

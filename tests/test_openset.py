@@ -302,6 +302,50 @@ def test_sliding_windows_report_a_word_once(fsdd):
     assert counts[0] == 1 and counts[1] > 1
 
 
+def test_every_stream_starts_clean(fsdd):
+    """The same stream three times, then again after an infer and after an enroll, gives the
+    same events (issue 23: a second stream used to hear nothing, and event times depended on
+    what was streamed before)."""
+    from tessera.protocol.client import Device
+
+    pcm = np.concatenate([np.zeros(6000, np.int16), load_audio(fsdd / "3_jackson_6.wav"),
+                          np.zeros(8000, np.int16), load_audio(fsdd / "7_jackson_6.wav"),
+                          np.zeros(20000, np.int16)])
+
+    def stream(dev):
+        events = []
+        dev.set_param("detect", True)
+        dev.stream_pcm(pcm, on_event=events.append)
+        end = dev.end_utterance()
+        dev.drain(events.append)
+        dev.set_param("detect", False)
+        return [(e["label"], e["start_ms"], e["end_ms"], e["confidence"]) for e in events], \
+            end["stream_ms"]
+
+    with Device.open(f"sim://?model={factory_model()}") as dev:
+        dev.enroll("d3", str(fsdd / "3_jackson_0.wav"))
+        dev.enroll("d7", str(fsdd / "7_jackson_0.wav"))
+        dev.set_param("detect_confidence", 0.0)
+        first = stream(dev)
+        assert first[0] and first[1] >= pcm.size // 16
+        assert stream(dev) == first and stream(dev) == first
+        dev.infer(str(fsdd / "3_jackson_5.wav"))
+        assert stream(dev) == first
+        dev.enroll("d9", str(fsdd / "9_jackson_0.wav"))
+        dev.forget("d9")
+        assert stream(dev) == first
+        dev.set_param("detect", True)               # a host that never switches detect off
+        dev.stream_pcm(pcm)
+        dev.end_utterance()
+        dev.drain(lambda e: None)
+        events = []
+        dev.stream_pcm(pcm, on_event=events.append)
+        end = dev.end_utterance()
+        dev.drain(events.append)
+        got = [(e["label"], e["start_ms"], e["end_ms"], e["confidence"]) for e in events]
+        assert (got, end["stream_ms"]) == first, (got, end, first)
+
+
 def test_calibrate_needs_open_set_episodes(small_corpus):
     pytest.importorskip("torch")
     from test_cli import assert_clean_error, tessera
