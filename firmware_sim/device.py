@@ -298,7 +298,8 @@ class Firmware:
             t = self.chip.tab
             info["model"] = dict(rows=t.rows, cols=t.cols, tile=t.tile, inputs=t.inputs,
                                  channels=t.channels_total, weight_bits=t.weight_bits,
-                                 bytes=len(self.model_bytes), classes=self.chip.classes())
+                                 bytes=len(self.model_bytes), classes=self.chip.classes(),
+                                 max_classes=t.max_classes)
         return info
 
     def do_ping(self, msg: dict) -> dict:

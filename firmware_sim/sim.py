@@ -84,7 +84,13 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                  max_connections: int = 0) -> None:
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((host, port))
+    try:
+        srv.bind((host, port))
+    except OSError as exc:
+        srv.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror} (is another simulator "
+                         f"or program using it? pick another port, or port 0 for a free one)"
+                         ) from None
     srv.listen(1)
     if ready:
         ready(srv.getsockname()[1])
@@ -184,6 +190,34 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
         os.close(slave)
 
 
+def _lock_flash(flash: str):
+    """An exclusive lock on ``flash``'s ``.lock`` file for this simulator's life: a second
+    simulator with the same flash image (two started in one folder) is refused, instead of both
+    writing one image."""
+    import fcntl
+
+    path = os.path.abspath(flash) + ".lock"
+    try:
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise InputError(f"cannot create the flash image's lock file ({exc.strerror})",
+                         source=path) from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip()
+        fh.close()
+        who = f" (pid {holder})" if holder else ""
+        raise InputError(f"the flash image is in use by another simulator{who}; give each "
+                         f"simulator its own --flash FILE", source=flash) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
 def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = False,
               model: str | None = None, flash: str | None = "tessera-flash.img",
               ram: int = 512 * 1024, seed: int = 0, drop: float = 0.0, corrupt: float = 0.0,
@@ -194,7 +228,9 @@ def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = 
     "") or else installs ``model``; ``drop``/``corrupt``/``baud`` shape the link, the other
     options inject faults. The port is announced on stdout once it is open: the bare URL, or
     one JSON object with ``json_out``."""
+    lock = _lock_flash(flash) if flash else None        # held until this process ends
     fw = Firmware(flash_path=flash, ram_budget=ram, seed=seed)
+    fw.flash_lock = lock
     if fw.boot_error:
         print(f"tessera sim: {flash}: {fw.boot_error}; booting without it",
               file=sys.stderr, flush=True)

@@ -432,6 +432,9 @@ class Device:
         retries; if the device rebooted before it enrolled (it answers NO_UTTERANCE, its boot
         count moved), the shots are streamed again and the same id is sent again (a device that
         had enrolled and saved it answers from flash instead)."""
+        from .messages import check_label
+
+        check_label(label)                      # before any shot is streamed
         rid = self.new_id()
         for attempt in range(2):
             boots = self.info().get("boots")

@@ -140,6 +140,23 @@ def check_fields(msg: dict) -> None:
         if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
             raise ProtocolError("BAD_FIELD", f"{msg['t']}: field {name!r} has type "
                                              f"{type(v).__name__}")
+        if name == "label":
+            check_label(v, msg["t"])
+
+
+#: The longest word label a device keeps (characters).
+MAX_LABEL = 64
+
+
+def check_label(label: str, where: str = "enroll") -> None:
+    """A word's label: 1..MAX_LABEL characters, not only spaces, no control characters."""
+    if not label.strip():
+        raise ProtocolError("BAD_FIELD", f"{where}: the label is empty or only spaces")
+    if len(label) > MAX_LABEL:
+        raise ProtocolError("BAD_FIELD", f"{where}: the label has {len(label)} characters "
+                                         f"(at most {MAX_LABEL})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in label):
+        raise ProtocolError("BAD_FIELD", f"{where}: the label holds a control character")
 
 
 def error_message(rid: int, name: str, text: str) -> dict:

@@ -68,7 +68,8 @@ def read_wav(path: str | os.PathLike, *, mixdown: bool = False) -> tuple[np.ndar
     if channels < 1 or rate < 1:
         raise InputError(f"invalid header: {channels} channels at {rate} Hz", source=src)
     if channels != 1 and not mixdown:
-        raise InputError(f"{channels} channels, expected mono (pass mixdown to average them)",
+        raise InputError(f"{channels} channels, expected mono: convert it first (for example "
+                         f"sox IN.wav -c 1 OUT.wav), or in Python read_wav(path, mixdown=True)",
                          source=src)
     width = bits // 8
     if tag == _PCM and bits in (8, 16, 24, 32):

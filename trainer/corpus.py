@@ -37,7 +37,7 @@ from ..runtime.errors import InputError
 from ..runtime.frontend import Cochlea, FrontendSpec
 from .augment import pink_noise
 
-__all__ = ["SHD_WORDS", "CorpusConfig", "PRESETS", "build_corpus", "parse_words"]
+__all__ = ["SHD_WORDS", "CorpusConfig", "PRESETS", "build_corpus", "parse_words", "write_corpus_h5"]
 
 #: SHD's 20 classes in SHD's label order: English 0-9, then German 0-9.
 SHD_WORDS: tuple[tuple[str, str], ...] = tuple(
@@ -326,7 +326,6 @@ def _work_chunk(args: tuple) -> list[tuple]:
 def build_corpus(path: str | os.PathLike, cfg: CorpusConfig, *, workers: int | None = None,
                  progress: bool = True, preset: str = "") -> dict:
     """Synthesize, encode and write the corpus to ``path`` (HDF5, SHD layout). Returns a summary."""
-    import h5py
     from tqdm import tqdm
 
     from .tts import list_variants
@@ -346,42 +345,20 @@ def build_corpus(path: str | os.PathLike, cfg: CorpusConfig, *, workers: int | N
             bar.update(len(chunk))
     bar.close()
 
-    step_s = cfg.frontend.step_seconds
-    tmp = os.fspath(path) + ".part"
-    with h5py.File(tmp, "w") as h5:
-        f32, u16 = h5py.vlen_dtype(np.float32), h5py.vlen_dtype(np.uint16)
-        times = h5.create_dataset("spikes/times", (len(jobs),), dtype=f32)
-        units = h5.create_dataset("spikes/units", (len(jobs),), dtype=u16)
-        for i, (_, steps, u, _, _) in enumerate(results):
-            times[i] = steps.astype(np.float32) * np.float32(step_s)
-            units[i] = u
-        h5["labels"] = np.array([j["label"] for j in jobs], np.uint16)
-        h5["extra/speaker"] = np.array([j["speaker"] for j in jobs], np.uint16)
-        h5["extra/keys"] = np.array([f"{lang}:{w}" for lang, w in cfg.words], dtype=h5py.string_dtype())
-        g = h5.create_group("extra/tessera")
-        g["split"] = np.array([speakers[j["speaker"]]["split"] for j in jobs], np.uint8)
-        g["split"].attrs["names"] = json.dumps(SPLITS)
-        g["speaker_names"] = np.array([s["name"] for s in speakers], dtype=h5py.string_dtype())
-        g["speaker_split"] = np.array([s["split"] for s in speakers], np.uint8)
-        g["text"] = np.array([j["word"] for j in jobs], dtype=h5py.string_dtype())
-        g["language"] = np.array([j["language"] for j in jobs], dtype=h5py.string_dtype())
-        for key in ("rate", "pitch", "gain_db", "snr_db", "onset_s", "duration_s"):
-            g[key] = np.array([r[3][key] for r in results], np.float32)
-        g["noise"] = np.array([r[3]["noise"] for r in results], dtype=h5py.string_dtype())
-        g["augment"] = np.array([r[3]["augment"] for r in results], dtype=h5py.string_dtype())
-        g.attrs["config"] = json.dumps(_config_json(cfg))
-        g.attrs["preset"] = preset
-        g.attrs["frontend"] = json.dumps(cfg.frontend.to_dict())
-        g.attrs["channels"] = cfg.frontend.channels
-        g.attrs["step_seconds"] = step_s
-        g.attrs["chunk"] = CHUNK
-        g.attrs["format"] = "tessera-corpus/1"
-        if cfg.keep_audio:
-            pcm = h5.create_dataset("audio/pcm", (len(jobs),), dtype=h5py.vlen_dtype(np.int16))
-            for i, r in enumerate(results):
-                pcm[i] = r[4]
-            pcm.attrs["sample_rate"] = SAMPLE_RATE
-    os.replace(tmp, path)                                    # never leave a half-written file
+    write_corpus_h5(
+        path, [(r[1], r[2]) for r in results], cfg.frontend,
+        labels=[j["label"] for j in jobs], speakers=[j["speaker"] for j in jobs],
+        keys=[f"{lang}:{w}" for lang, w in cfg.words],
+        split=[speakers[j["speaker"]]["split"] for j in jobs],
+        speaker_names=[s["name"] for s in speakers],
+        speaker_split=[s["split"] for s in speakers],
+        strings=dict(text=[j["word"] for j in jobs], language=[j["language"] for j in jobs],
+                     noise=[r[3]["noise"] for r in results],
+                     augment=[r[3]["augment"] for r in results]),
+        floats={key: [r[3][key] for r in results]
+                for key in ("rate", "pitch", "gain_db", "snr_db", "onset_s", "duration_s")},
+        attrs=dict(config=json.dumps(_config_json(cfg)), preset=preset, chunk=CHUNK),
+        audio=[r[4] for r in results] if cfg.keep_audio else None)
     n_spikes = np.array([r[1].size for r in results])
     dur = np.array([r[3]["duration_s"] for r in results])
     return dict(path=os.fspath(path), utterances=len(jobs),
@@ -391,6 +368,52 @@ def build_corpus(path: str | os.PathLike, cfg: CorpusConfig, *, workers: int | N
                 spikes_per_utterance=round(float(n_spikes.mean()), 1),
                 split_speakers={s: int(sum(1 for p in speakers if p["split"] == i))
                                 for i, s in enumerate(SPLITS)})
+
+
+def write_corpus_h5(path: str | os.PathLike, events: list[tuple[np.ndarray, np.ndarray]],
+                    frontend: FrontendSpec, *, labels, speakers, keys, split, speaker_names,
+                    speaker_split, strings: dict, floats: dict, attrs: dict,
+                    audio: list[np.ndarray] | None = None) -> None:
+    """Write a corpus in the SHD layout plus tessera's ``extra/tessera`` group (splits, speaker
+    names, per-utterance text and metadata) and, with ``audio``, the 16 kHz PCM. ``events``: each
+    utterance's (time step, channel) spike indices. Written to a ``.part`` file and renamed, so a
+    crash never leaves a half-written corpus under the final name."""
+    import h5py
+
+    step_s = frontend.step_seconds
+    tmp = os.fspath(path) + ".part"
+    n = len(events)
+    with h5py.File(tmp, "w") as h5:
+        f32, u16 = h5py.vlen_dtype(np.float32), h5py.vlen_dtype(np.uint16)
+        times = h5.create_dataset("spikes/times", (n,), dtype=f32)
+        units = h5.create_dataset("spikes/units", (n,), dtype=u16)
+        for i, (steps, u) in enumerate(events):
+            times[i] = steps.astype(np.float32) * np.float32(step_s)
+            units[i] = u
+        h5["labels"] = np.array(labels, np.uint16)
+        h5["extra/speaker"] = np.array(speakers, np.uint16)
+        h5["extra/keys"] = np.array(keys, dtype=h5py.string_dtype())
+        g = h5.create_group("extra/tessera")
+        g["split"] = np.array(split, np.uint8)
+        g["split"].attrs["names"] = json.dumps(SPLITS)
+        g["speaker_names"] = np.array(speaker_names, dtype=h5py.string_dtype())
+        g["speaker_split"] = np.array(speaker_split, np.uint8)
+        for key, values in strings.items():
+            g[key] = np.array(values, dtype=h5py.string_dtype())
+        for key, values in floats.items():
+            g[key] = np.array(values, np.float32)
+        for key, value in attrs.items():
+            g.attrs[key] = value
+        g.attrs["frontend"] = json.dumps(frontend.to_dict())
+        g.attrs["channels"] = frontend.channels
+        g.attrs["step_seconds"] = step_s
+        g.attrs["format"] = "tessera-corpus/1"
+        if audio is not None:
+            pcm = h5.create_dataset("audio/pcm", (n,), dtype=h5py.vlen_dtype(np.int16))
+            for i, a in enumerate(audio):
+                pcm[i] = a
+            pcm.attrs["sample_rate"] = SAMPLE_RATE
+    os.replace(tmp, path)                                    # never leave a half-written file
 
 
 def _config_json(cfg: CorpusConfig) -> dict:

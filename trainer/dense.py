@@ -28,13 +28,16 @@ class DenseSet:
     label_names: list[str]
     speaker_names: list[str]
     source: str
+    teacher: np.ndarray | None = None   # (n, segments, 96) float16 teacher embeddings, NaN where
+    #                                     an utterance has none (trainer/teacher.py)
 
     def __len__(self) -> int:
         return int(self.labels.size)
 
     def subset(self, idx: np.ndarray) -> DenseSet:
         return DenseSet(self.x[idx], self.labels[idx], self.speakers[idx], self.split[idx],
-                        list(self.label_names), list(self.speaker_names), self.source)
+                        list(self.label_names), list(self.speaker_names), self.source,
+                        None if self.teacher is None else self.teacher[idx])
 
 
 def dense_from_spikes(data: SpikeSet, steps: int, duration: float, k: int) -> DenseSet:
@@ -80,6 +83,8 @@ def with_training_extras(main: DenseSet, extras: list[DenseSet]) -> DenseSet:
     if not extras:
         return main
     xs, labels, speakers, splits = [main.x], [main.labels], [main.speakers], [main.split]
+    with_teacher = [d.teacher for d in [main] + extras if d.teacher is not None]
+    teachers = [_teacher_or_nan(main, with_teacher)]
     label_names = list(main.label_names)
     speaker_names = list(main.speaker_names)
     for ex in extras:
@@ -100,5 +105,18 @@ def with_training_extras(main: DenseSet, extras: list[DenseSet]) -> DenseSet:
         labels.append(np.array(label_lut, np.int64)[ex.labels[keep]])
         speakers.append(lut[ex.speakers[keep]])
         splits.append(ex.split[keep])
+        teachers.append(_teacher_or_nan(ex, with_teacher, keep))
     return DenseSet(np.concatenate(xs), np.concatenate(labels), np.concatenate(speakers),
-                    np.concatenate(splits), label_names, speaker_names, main.source)
+                    np.concatenate(splits), label_names, speaker_names, main.source,
+                    np.concatenate(teachers) if with_teacher else None)
+
+
+def _teacher_or_nan(d: DenseSet, any_teacher: list, keep: np.ndarray | None = None):
+    """``d``'s teacher rows (``keep`` of them), NaN rows where ``d`` has none; None when no set
+    of the join has a teacher."""
+    if not any_teacher:
+        return None
+    n = len(d) if keep is None else keep.size
+    if d.teacher is None:
+        return np.full((n,) + any_teacher[0].shape[1:], np.nan, np.float16)
+    return d.teacher if keep is None else d.teacher[keep]

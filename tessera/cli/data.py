@@ -53,6 +53,24 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_real(args: argparse.Namespace) -> int:
+    from tessera.trainer.real import HOLDOUT, build_real_corpus
+
+    holdout = tuple(s.strip() for s in args.holdout.split(",") if s.strip()) \
+        if args.holdout is not None else HOLDOUT
+    if os.path.dirname(args.out):
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    summary = build_real_corpus(args.folder, args.out, holdout=holdout, repeats=args.repeats,
+                                augment=args.augment, seed=args.seed, workers=args.workers,
+                                progress=_show_progress(args))
+    human = (f"wrote {summary['path']}: {summary['utterances']} utterances ({summary['recordings']} "
+             f"recordings x {summary['repeats']}), {summary['classes']} words, "
+             f"{summary['speakers']} speakers (validation, never trained on: "
+             f"{', '.join(summary['holdout']) or 'none'}), in {summary['seconds']} s")
+    _emit(args, summary, human)
+    return 0
+
+
 def _info_lines(info: dict) -> list[str]:
     lines = [f"{info['source']}: {info['utterances']} utterances, {info['classes']} classes, "
              f"{info['speakers']} speakers, {info['channels']} channels"]
@@ -106,6 +124,22 @@ def register(sub, add) -> None:
     b.add_argument("--repeats", type=int, help="override utterances per speaker and word")
     b.add_argument("--keep-audio", action="store_true", help="store the 16 kHz audio too")
     b.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    r = add(csub, "real", cmd_corpus_real,
+            "encode real recordings (DSPSpeech-20 FLAC folders) into a training corpus")
+    r.add_argument("folder", help="the DSPSpeech-20 folder (<speaker>/<speaker>-<word>-<take>.flac)")
+    r.add_argument("--out", default="real.h5", help="output .h5 (default real.h5)")
+    r.add_argument("--holdout", metavar="LIST",
+                   help="comma-separated speakers kept for validation, never trained on "
+                        "(default: four named in tessera.trainer.real.HOLDOUT; '' for none)")
+    r.add_argument("--repeats", type=int, default=1,
+                   help="copies of each recording: the first as recorded, the others through a "
+                        "random new voice and channel (default 1)")
+    r.add_argument("--augment", choices=["voice", "channel"], default="voice",
+                   help="the copies' augmentation (trainer/augment.py; default voice: speed, "
+                        "vocal-tract length, pitch, microphone, room, band, noise)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the augmentation")
+    r.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     i = add(csub, "info", cmd_corpus_info, "classes, utterances and speakers per split")
     i.add_argument("path", help="corpus .h5, SHD/SSC .h5, a folder of official files, or WAVs")
     i.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -34,6 +34,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      reboot_after=args.reboot_after, json_out=args.json)
 
 
+def _label_list(labels: list[str]) -> str:
+    """Labels for a line of text, each quoted (a label may hold commas and spaces)."""
+    return ", ".join(json.dumps(lab, ensure_ascii=False) for lab in labels) or "(none)"
+
+
 def _device(args):
     import tessera.firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
     from tessera.protocol.client import Device
@@ -51,10 +56,15 @@ def cmd_device(args: argparse.Namespace) -> int:
     with _device(args) as dev:
         if action == "info":
             r = dev.info()
+            m = r.get("model")
             human = (f"{r['firmware']}, protocol {r['version']}, up to {r['max_rows']}x"
-                     f"{r['max_cols']} tiles of {r['max_tile']}, {r['max_classes']} classes"
-                     + (f"; model {r['model']['bytes']} bytes, classes {r['model']['classes']}"
-                        if "model" in r else "; no model"))
+                     f"{r['max_cols']} tiles of {r['max_tile']}, models of up to "
+                     f"{r['max_classes']} classes"
+                     + (f"; model {m['bytes']} bytes, room for "
+                        f"{m.get('max_classes', r['max_classes'])} words, "
+                        f"{len(m['classes'])} enrolled" + (": " + _label_list(m["classes"])
+                                                           if m["classes"] else "")
+                        if m else "; no model"))
         elif action == "load":
             r = dev.load(args.model)
             human = f"loaded {args.model} ({r['bytes']} bytes)"
@@ -63,10 +73,18 @@ def cmd_device(args: argparse.Namespace) -> int:
             if args.save:
                 dev.save()
             human = (f"enrolled {args.label!r} from {len(args.wavs)} recording(s) in {r['ms']} ms "
-                     f"on the device ({r.get('shots', '?')} shots of it so far); classes "
-                     f"{r['classes']}")
+                     f"on the device ({r.get('shots', '?')} shots of it so far); words "
+                     f"{_label_list(r['classes'])}")
         elif action == "infer":
-            r = dev.infer(args.wav)
+            from tessera.runtime.audio import load_audio
+            from tessera.runtime.constants import SAMPLE_RATE
+
+            pcm = load_audio(args.wav)
+            if pcm.size > 2 * SAMPLE_RATE:
+                print(f"tessera: warning: {args.wav} is {pcm.size / SAMPLE_RATE:.1f} s long; infer "
+                      f"answers for its first second only (the model's window): for the words "
+                      f"of a long recording use tessera device stream", file=sys.stderr)
+            r = dev.infer_pcm(pcm)
             human = (f"{args.wav}: {r['label'] or 'none'} (confidence {r['confidence']:.2f}; "
                      f"nearest {r['best']} at cosine {r['scores'][r['best']]:.3f}; device "
                      f"latency {r['latency_us']:.0f} us)")
@@ -81,12 +99,13 @@ def cmd_device(args: argparse.Namespace) -> int:
                      f"(the model's: {r['model_threshold']:.3f})")
         elif action == "classes":
             r = {"classes": dev.classes()}
-            human = ", ".join(r["classes"]) or "(none enrolled)"
+            human = "\n".join(r["classes"]) or "(none enrolled)"     # one per line: a label
+            #                                                      may hold commas and spaces
         elif action == "forget":
             r = dev.forget(args.label)
             if args.save:
                 dev.save()
-            human = f"forgot {args.label!r}; classes {r['classes']}"
+            human = f"forgot {args.label!r}; words {_label_list(r['classes'])}"
         else:                                            # stats
             r = dev.stats()
             human = _stats_text(r)
@@ -196,6 +215,10 @@ def _infer_folder(args) -> int:
     from tessera.trainer.data import _wav_items
 
     items = _wav_items(args.wav)
+    other = os.path.join(args.wav, "_other")           # the user's untaught words, if any
+    extra = sorted(f for f in os.listdir(other) if f.lower().endswith(".wav")) \
+        if os.path.isdir(other) else []
+    items += [(os.path.join(other, f), "_other", "") for f in extra]
     if not items:
         raise InputError("no WAV files found", source=args.wav)
     rows = []
@@ -218,7 +241,8 @@ def _infer_folder(args) -> int:
                                         f"words")
     lines = [f"{args.wav}: {r['tested']} recordings of enrolled words, accuracy "
              f"{100 * r['accuracy']:.1f} %; {r['others']} of other words, "
-             f"{100 * r['false_accepts']:.1f} % accepted as a word"]
+             f"{100 * r['false_accepts']:.1f} % accepted as a word"
+             + (f" ({len(extra)} of them from _other/)" if extra else "")]
     for w, v in r["per_word"].items():
         lines.append(f"  {w:>12}: {v['correct']}/{v['total']}")
     lines.append("  confusion (rows: truth, columns: answer): " + " ".join(r["answers"]))
@@ -339,7 +363,9 @@ def register(sub, add) -> None:
     de = dev_cmd("enroll", "teach a word from one (or more) recordings: one readout update")
     de.add_argument("--label", required=True, help="the word's name on the device")
     de.add_argument("wavs", nargs="+", metavar="WAV", help="its recordings: one is one shot")
-    de.add_argument("--save", action="store_true", help="also write the device's flash")
+    de.add_argument("--save", action="store_true",
+                    help="write the whole flash image now (parameters too); the word itself "
+                         "is already in flash when the device's autosave is on, its default")
     di = dev_cmd("infer", "recognise one recording, or every WAV of a folder (FSDD names or one "
                           "sub-folder per word): accuracy per word and a confusion matrix")
     di.add_argument("wav", metavar="WAV|DIR", help="a recording, or a folder of them")
@@ -369,7 +395,9 @@ def register(sub, add) -> None:
     dev_cmd("classes", "list the enrolled words")
     df = dev_cmd("forget", "remove an enrolled word")
     df.add_argument("--label", required=True, help="the word to forget")
-    df.add_argument("--save", action="store_true", help="also write the device's flash")
+    df.add_argument("--save", action="store_true",
+                    help="write the whole flash image now (parameters too); the removal itself "
+                         "is already in flash when the device's autosave is on, its default")
     dev_cmd("stats", "device and chip counters")
 
     pt = add(sub, "protocol-test", cmd_protocol_test, "conformance suite against a device")
