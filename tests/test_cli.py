@@ -331,3 +331,60 @@ def test_bench_all_writes_its_tables_between_markers(tmp_path):
     assert md.read_text() == f"# history\n{BEGIN}\nno end marker\n"     # untouched
     with pytest.raises(InputError, match="unknown part"):
         run_all("m.pt", "m.tsr", parts=("speed",))
+
+
+def test_rough_edges_of_the_device_walk(tmp_path):
+    """Issue 23, item 7: a second simulator on the same flash image and a busy --listen
+    address are clean errors; device info says how many words the model holds; labels must be
+    visible; classes lists one label per line."""
+    import socket
+    import subprocess
+    import sys
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tessera.protocol.messages import MAX_LABEL, ProtocolError, check_label
+
+    flash = tmp_path / "f.img"
+    sim = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--pty", "--json",
+                            "--flash", str(flash)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(sim.stdout.readline())["port"]
+        assert_clean_error(tessera("sim", "--pty", "--flash", flash),
+                           "in use by another simulator", "--flash")
+        info = tessera("device", "info", "--port", port)
+        assert info.returncode == 0 and "room for 32 words, 0 enrolled" in info.stdout, info.stdout
+        from tessera.runtime.audio import write_wav
+        wav = tmp_path / "w.wav"
+        write_wav(wav, np.zeros(8000, np.int16), 16000)
+        blank = tessera("device", "enroll", "--port", port, "--label", "   ", wav)
+        assert_clean_error(blank, "empty or only spaces")
+        listed = tessera("device", "classes", "--port", port)
+        assert listed.returncode == 0 and listed.stdout.strip() == "(none enrolled)"
+    finally:
+        sim.kill()
+        sim.communicate()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        r = tessera("sim", "--listen", f"socket://127.0.0.1:{busy.getsockname()[1]}",
+                    "--flash", "")
+        assert_clean_error(r, "cannot listen on 127.0.0.1", "another port")
+    finally:
+        busy.close()
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(max_size=80))
+    def labels(text):
+        bad = (not text.strip() or len(text) > MAX_LABEL
+               or any(ord(c) < 32 or ord(c) == 127 for c in text))
+        try:
+            check_label(text)
+            assert not bad
+        except ProtocolError as exc:
+            assert bad and exc.name == "BAD_FIELD"
+
+    labels()
