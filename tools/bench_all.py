@@ -21,7 +21,7 @@ __all__ = ["run_all", "markdown", "write_tables", "BEGIN", "END", "PARTS"]
 
 BEGIN = "<!-- tessera bench all: begin (generated; rerun to update) -->"
 END = "<!-- tessera bench all: end -->"
-PARTS = ("accuracy", "frontend", "runtime", "protocol")
+PARTS = ("accuracy", "peers", "frontend", "runtime", "protocol")
 
 
 def _machine() -> str:
@@ -32,8 +32,8 @@ def _machine() -> str:
 
 
 def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
-            compare: tuple[str, ...] = (), parts=PARTS, say=print, progress: bool = False
-            ) -> dict:
+            compare: tuple[str, ...] = (), parts=PARTS, say=print, progress: bool = False,
+            fsdd: str | None = None) -> dict:
     """Run the parts; ``model``: a ``model.pt`` (accuracy, runtime against torch), ``tsr``: the
     chip file of the protocol part. ``data``: the accuracy corpus (default: the small corpus,
     built here, with ``quick``; else the default-preset corpus, built here: several minutes)."""
@@ -50,6 +50,20 @@ def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
         with tempfile.TemporaryDirectory(prefix="tessera-bench-all-") as tmp:
             out["parts"]["accuracy"] = _accuracy(model, data, tmp, quick, compare, progress)
         out["parts"]["accuracy"]["minutes"] = round((time.perf_counter() - t0) / 60, 2)
+    if "peers" in parts and fsdd:
+        from ..trainer.peers import bench_peers
+        from ..trainer.storage import load_model
+
+        say("peers: tessera beside the pretrained speech embedding on real voices ...")
+        episodes = 100 if quick else 600
+        out["parts"]["peers"] = dict(
+            result=bench_peers(load_model(model), fsdd, episodes=episodes,
+                               compare=tuple(load_model(c) for c in compare), progress=progress,
+                               say=say),
+            command=f"tessera bench peers --fsdd {_rel(fsdd)} --model {_rel(model)} --episodes "
+                    f"{episodes}" + "".join(f" --compare {_rel(c)}" for c in compare))
+    elif "peers" in parts:
+        say("peers: skipped (needs --fsdd DIR, a folder of real recordings)")
     if "frontend" in parts:
         say("front-end speed ...")
         reps = 3 if quick else 5
@@ -144,6 +158,14 @@ def markdown(r: dict) -> str:
             lines += ["", f"The corpus: `{a['corpus_command']}` (built by the bench in "
                           f"{a['minutes']} minutes with the evaluation)."]
         lines.append("")
+    if "peers" in p:
+        from ..trainer.peers import peers_markdown
+
+        pe = p["peers"]
+        lines += ["#### Beside the pretrained speech-embedding peer, real voices (5-way)", "",
+                  f"`{pe['command']}` ({pe['result']['data']}, speakers "
+                  f"{', '.join(pe['result']['speakers'])}; {when}; {where}):", "",
+                  peers_markdown(pe["result"]), ""]
     if "frontend" in p:
         f = p["frontend"]
         x = f["result"]

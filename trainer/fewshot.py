@@ -25,7 +25,7 @@ from .model import Core, CoreConfig, core_features, readout_logits
 from .rram import RRAMTrainConfig, device_weight, quantize_update, stuck_map, threshold_update
 
 __all__ = ["RegConfig", "MetaTrainer", "evaluate", "features_of", "ci95", "relational_loss",
-           "supcon_loss"]
+           "supcon_loss", "evaluate_voice_norm"]
 
 
 @dataclass(frozen=True)
@@ -530,6 +530,56 @@ def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: 
         out["accuracy_unseen_queries"] = round(unseen_correct / max(unseen_total, 1), 4)
         out["accuracy_seen_queries"] = round(seen_correct / max(seen_total, 1), 4)
     return out
+
+
+def evaluate_voice_norm(feats: torch.Tensor, speakers: np.ndarray, tasks: FewShotTasks,
+                        prior: torch.Tensor, phase: str = "unseen", ways: int = 5,
+                        shots: int = 1, queries: int = 5, episodes: int = 600, seed: int = 1234,
+                        recent: int = 16, n0: float = 2.0, same_speaker: bool = False,
+                        cross_speaker: bool = False) -> dict:
+    """The prototype rule with voice normalization (a measured option, not yet on the chip): a
+    device that keeps the mean readout feature of the last ``recent`` utterances it heard,
+    shrunk towards the population mean ``prior`` with the weight of ``n0`` utterances, and
+    subtracts it from every feature before enrolling or scoring. Simulated per episode: the
+    shots are centred by the mean of ``recent`` other utterances of their speaker plus the
+    shots themselves, each query by the mean of ``recent`` other utterances of its speaker (none
+    of them in the episode)."""
+    f = F.normalize(feats.double(), dim=1, eps=1e-8)
+    mu = F.normalize(prior.double(), dim=0, eps=1e-8)
+    sampler = tasks.sampler(phase, ways, shots, queries, same_speaker=same_speaker, seed=seed,
+                            cross_speaker=cross_speaker)
+    pool, _ = tasks.pool(phase)
+    by_spk = {int(s): pool[speakers[pool] == s] for s in np.unique(speakers[pool])}
+    accs = []
+    for i in range(episodes):
+        ep = sampler.episode(i)
+        rng = np.random.default_rng([seed, i, 0x7E])
+        used = np.concatenate([ep.support, ep.query])
+        cache: dict[int, torch.Tensor] = {}
+
+        def voice_mean(spk: int, extra: np.ndarray = np.zeros(0, np.int64)) -> torch.Tensor:
+            if spk not in cache:
+                others = np.setdiff1d(by_spk[spk], used)
+                cache[spk] = torch.from_numpy(rng.choice(others, min(recent, others.size),
+                                                         replace=False))
+            hist = torch.cat([cache[spk], torch.from_numpy(extra)])
+            return (f[hist].sum(0) + n0 * mu) / (hist.numel() + n0)
+
+        s_spk = speakers[ep.support]
+        cols = []
+        for c in range(ways):
+            idx = ep.support[ep.support_y == c]
+            m = voice_mean(int(s_spk[ep.support_y == c][0]), ep.support[s_spk == s_spk[
+                ep.support_y == c][0]])
+            cols.append((f[idx] - m).mean(0))
+        q = torch.stack([f[j] - voice_mean(int(speakers[j])) for j in ep.query])
+        pred = (F.normalize(q, dim=1) @ F.normalize(torch.stack(cols), dim=1).T).argmax(1)
+        accs.append(float((pred.numpy() == ep.query_y).mean()))
+    acc = np.array(accs)
+    return dict(accuracy=round(float(acc.mean()), 4), ci95=round(ci95(acc), 4), ways=ways,
+                shots=shots, queries=queries, split=phase, episodes=episodes, inner_steps=1,
+                same_speaker=same_speaker, cross_speaker=cross_speaker,
+                rule=f"prototype, voice-normalized (recent {recent}, prior weight {n0:g})")
 
 
 def _enroll_loss(fast: dict, phi: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

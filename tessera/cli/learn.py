@@ -98,7 +98,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              same_speaker=args.same_speaker, baselines=tuple(args.baselines),
                              cross_speaker=args.cross_speaker, setup=setup,
                              compare=tuple(load_model(m) for m in args.compare),
-                             transfer_steps=args.transfer_steps)
+                             transfer_steps=args.transfer_steps, voice_norm=args.voice_norm,
+                             voice_prior=args.voice_prior)
     head = dict(results[0])
     head["results"] = results
     lines = [f"{model.path} (iteration {model.iteration}):"]
@@ -155,6 +156,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if "accuracy_unseen_queries" in r:
             extra = (f" [unseen queries {100 * r['accuracy_unseen_queries']:.1f} %, seen "
                      f"{100 * r['accuracy_seen_queries']:.1f} %]")
+        if "voice-normalized" in str(r.get("rule", "")):
+            extra += f" [{r['rule']}]"
         lines.append(f"  {r['method']:10s} {r['ways']}-way {r['shots']}-shot {r['split']}: "
                      f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f} % ({r['episodes']} "
                      f"episodes){extra}")
@@ -270,6 +273,13 @@ def register(sub, add) -> None:
                    help="shots and queries of a class from one speaker")
     e.add_argument("--cross-speaker", action="store_true",
                    help="shots of a class from one speaker, its queries from the others")
+    e.add_argument("--voice-norm", type=int, default=0, metavar="N",
+                   help="also score the prototype rule with voice normalization: every feature "
+                        "minus the mean of the last N utterances of its speaker (a measured "
+                        "option, not yet on the chip; 0: off)")
+    e.add_argument("--voice-prior", metavar="CORPUS",
+                   help="with --voice-norm: the corpus whose train-split mean feature is the "
+                        "population prior (default: the model's training corpus)")
     e.add_argument("--baselines", nargs="*", action="extend", default=[],
                    choices=["dtw", "dtw-envelope"],
                    help="also score these baselines on the same episodes: dtw on the binned "
