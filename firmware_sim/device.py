@@ -624,6 +624,7 @@ class Firmware:
         if self.chip is not None:
             out["threshold_in_use"] = self.chip.none_threshold / (1 << self.chip.tab.cos_frac)
             out["model_threshold"] = self.chip.tab.none_threshold / (1 << self.chip.tab.cos_frac)
+            out["min_inputs"] = int(self.chip.tab.min_inputs)
         return {"t": "params", "params": out}
 
     def _write_image(self, answers: OrderedDict[int, bytes]) -> int:

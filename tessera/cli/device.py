@@ -85,9 +85,7 @@ def cmd_device(args: argparse.Namespace) -> int:
                       f"answers for its first second only (the model's window): for the words "
                       f"of a long recording use tessera device stream", file=sys.stderr)
             r = dev.infer_pcm(pcm)
-            human = (f"{args.wav}: {r['label'] or 'none'} (confidence {r['confidence']:.2f}; "
-                     f"nearest {r['best']} at cosine {r['scores'][r['best']]:.3f}; device "
-                     f"latency {r['latency_us']:.0f} us)")
+            human = f"{args.wav}: " + answer_text(r, dev.params())
         elif action == "threshold":
             if args.value is not None:
                 dev.set_param("threshold", "model" if args.value == "model" else
@@ -207,6 +205,26 @@ def _spike_sample(path: str, index: int):
     times, units = data.sample(index)
     ms = int(times.max(initial=0) * 1000) + 2
     return events_to_frames(times, units, data.channels, ms)
+
+
+def answer_text(r: dict, params: dict) -> str:
+    """A device's answer as a person reads it: the word and the probability that it is right,
+    or "none" with what was nearest and why it was not taken."""
+    best = r.get("best")
+    cos = r["scores"].get(best) if best is not None else None
+    thr = params.get("threshold_in_use")
+    p = f"{100 * r['confidence']:.0f} %"
+    if r["label"] is not None:
+        return (f"{r['label']} (probability {p} that this is right; cosine {cos:.3f} with its "
+                f"shots, accepted at {thr:.3f} or more)")
+    floor = params.get("min_inputs", 0)
+    if r.get("inputs", floor) < floor:
+        why = (f"too quiet: {r['inputs']} input events, under the silence floor of {floor}")
+    elif cos is not None:
+        why = f"the nearest word, {best!r}, is at cosine {cos:.3f}, under the threshold {thr:.3f}"
+    else:
+        why = "no word is enrolled"
+    return f"none ({why}; probability {p} that 'none' is right)"
 
 
 def _infer_folder(args) -> int:
