@@ -37,3 +37,16 @@ def tessera(*args, timeout=300):
     """Run the `tessera` command in a subprocess; returns the CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "tessera", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
+
+
+def fsdd_subset(fsdd: Path, dest: Path, digits: int = 5, speakers=("george", "jackson"),
+                takes: int = 3) -> Path:
+    """A small FSDD-named folder: ``takes`` recordings of digits 0..digits-1 by ``speakers``."""
+    import shutil
+
+    dest.mkdir()
+    for d in range(digits):
+        for spk in speakers:
+            for i in range(takes):
+                shutil.copy(fsdd / f"{d}_{spk}_{i}.wav", dest)
+    return dest

@@ -168,15 +168,9 @@ def test_align_onset_moves_the_word():
 
 def test_diagnose_real_voices_cli(tmp_path, fsdd):
     import json
-    import shutil
 
-    from helpers import DEFAULT_MODEL, tessera
-    folder = tmp_path / "few"
-    folder.mkdir()
-    for d in range(5):
-        for spk in ("george", "jackson"):
-            for i in range(10):
-                shutil.copy(fsdd / f"{d}_{spk}_{i}.wav", folder)
+    from helpers import DEFAULT_MODEL, fsdd_subset, tessera
+    folder = fsdd_subset(fsdd, tmp_path / "few", takes=10)
     r = tessera("diagnose", DEFAULT_MODEL, "--no-tts", "--fsdd", folder,
                 "--episodes", "20", "--json")
     assert r.returncode == 0, r.stderr

@@ -216,18 +216,13 @@ def test_teacher_needs_audio(small_corpus, tmp_path, monkeypatch):
 
 def test_bench_peers_scores_everyone_on_the_same_episodes(fsdd, teacher, tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    import shutil
+    from helpers import fsdd_subset
 
     from tessera.trainer.peers import bench_peers
     from tessera.trainer.storage import load_model
 
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path / "cache"))
-    sub = tmp_path / "fsdd"
-    sub.mkdir()
-    for d in range(5):
-        for spk in ("george", "jackson"):
-            for i in range(3):
-                shutil.copy(fsdd / f"{d}_{spk}_{i}.wav", sub)
+    sub = fsdd_subset(fsdd, tmp_path / "fsdd")
     r = bench_peers(load_model(str(ROOT / "models" / "default" / "model.pt")), str(sub),
                     episodes=4, shots=(1,), queries=1)
     methods = {x["method"] for x in r["rows"]}
