@@ -51,11 +51,9 @@ def _attach_teacher(cfg: Config, paths: list[str], sets: list[DenseSet],
     corpus and cached); a set without audio trains without them (NaN rows)."""
     from .teacher import Teacher, teacher_frames
 
-    teacher = None
+    teacher = Teacher()
     found = 0
     for path, d in zip(paths, sets):
-        if teacher is None:
-            teacher = Teacher()
         t = teacher_frames(path, cfg.core.segments, cfg.data.duration, teacher,
                            progress=bool(progress))
         if t is not None:
@@ -364,10 +362,6 @@ def eval_setup(model: Model, data_path: str | None, progress: bool | None = None
     return cfg, data, tasks, feats
 
 
-def F_normalize(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x, dim=1, eps=1e-8)
-
-
 def _compare_features(other: Model, cfg, data: DenseSet) -> torch.Tensor:
     """Features of ``other`` on the evaluation corpus, binned as ``other`` was trained."""
     o = other.config.data
@@ -403,7 +397,8 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
                              source=src or None)
         prior_data = load_dense(src, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
         train_idx = np.nonzero(prior_data.split == 0)[0][::4]
-        prior = F_normalize(features_of(model.core, prior_data.x[train_idx, 0])).mean(0)
+        prior = torch.nn.functional.normalize(features_of(model.core, prior_data.x[train_idx, 0]),
+                                              dim=1, eps=1e-8).mean(0)
     envelopes = None
     if "dtw-envelope" in baselines:
         audio = audio_of(cfg.data.corpus)
