@@ -355,20 +355,36 @@ def test_calibrate_needs_open_set_episodes(small_corpus):
                                "--no-progress"), "no open-set episode possible")
 
 
-def test_stream_threshold_is_restored_afterwards(fsdd, tmp_path):
+def test_stream_gates_are_restored_afterwards(fsdd, tmp_path):
+    """`device stream --threshold --min-confidence` sets both gates for that stream only, on a
+    board that keeps running between commands."""
+    import subprocess
+    import sys
+
     from test_cli import tessera
 
-    url = f"sim://?flash={tmp_path / 'f.img'}"
-    wav = fsdd / "1_george_1.wav"
-    assert tessera("device", "enroll", "--port", url, "--label", "d1", fsdd / "1_george_0.wav",
-                   "--save").returncode == 0
-    r = tessera("device", "stream", "--port", url, wav, "--threshold", "0.5", "--fast", "--json")
-    assert r.returncode == 0, r.stderr
-    assert [e["label"] for e in json.loads(r.stdout)["events"]] == ["d1"]
-    r = tessera("device", "threshold", "--port", url, "model", "--json")
-    assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)
-    assert res["threshold_in_use"] == res["model_threshold"]
+    sim = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--pty", "--json",
+                            "--flash", str(tmp_path / "f.img")], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(sim.stdout.readline())["port"]
+        wav = fsdd / "1_george_1.wav"
+        assert tessera("device", "enroll", "--port", port, "--label", "d1",
+                       fsdd / "1_george_0.wav").returncode == 0
+        r = tessera("device", "stream", "--port", port, wav, "--threshold", "0.5", "--fast",
+                    "--json", "--min-confidence", "0")
+        assert r.returncode == 0, r.stderr
+        assert [e["label"] for e in json.loads(r.stdout)["events"]] == ["d1"]
+        r = tessera("device", "threshold", "--port", port, "--json")
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        assert res["threshold_in_use"] == res["model_threshold"] != 0.5
+        assert res["detect_confidence"] == 0.5
+        bad = tessera("device", "stream", "--port", port, wav, "--min-confidence", "1.5")
+        assert bad.returncode == 2 and "probability in [0, 1]" in bad.stderr
+    finally:
+        sim.kill()
+        sim.communicate()
 
 
 def test_an_unusable_flash_image_boots_empty_and_says_why(tmp_path):

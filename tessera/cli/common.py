@@ -67,6 +67,9 @@ _positive_float = _checked(float, lambda v: v > 0, "a positive number")
 _fraction = _checked(float, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
 
 
+_probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")
+
+
 NO_PROGRESS = "no progress bar (one shows only while stderr is a terminal)"
 
 

@@ -17,6 +17,7 @@ from .common import (
     _fraction,
     _positive_float,
     _positive_int,
+    _probability,
     _progress,
 )
 
@@ -167,9 +168,12 @@ def _stream(args) -> int:
             print(_event_line(e), flush=True)
 
     with _device(args) as dev:
-        old = dev.params()["threshold"]
+        before = dev.params()
+        old = before["threshold"]
         if args.threshold is not None:
             dev.set_param("threshold", _cosine(args.threshold))
+        if args.min_confidence is not None:
+            dev.set_param("detect_confidence", args.min_confidence)
         dev.set_param("hop_ms", args.hop_ms)
         dev.set_param("trigger", args.trigger)
         dev.set_param("detect", True)
@@ -186,6 +190,8 @@ def _stream(args) -> int:
             dev.set_param("detect", False)
             if args.threshold is not None:
                 dev.set_param("threshold", "model" if old is None else old)
+            if args.min_confidence is not None:
+                dev.set_param("detect_confidence", before["detect_confidence"])
     r = dict(events=events, stream_ms=end["stream_ms"], source=args.wav or "mic")
     if args.json:
         print(json.dumps(r))
@@ -399,6 +405,9 @@ def register(sub, add) -> None:
     ds.add_argument("--mic", action="store_true", help="live microphone (the mic extra)")
     ds.add_argument("--threshold", metavar="COS", help="'none of these' below this cosine for "
                                                        "this stream (default: the device's)")
+    ds.add_argument("--min-confidence", type=_probability, metavar="P",
+                    help="report only words at least this likely right, for this stream "
+                         "(default: the device's detect_confidence, 0.5 unless set)")
     ds.add_argument("--trigger", choices=["onset", "hop"], default="onset",
                     help="open a window at each sound onset (default) or every --hop-ms")
     ds.add_argument("--hop-ms", type=_positive_int, default=250,
