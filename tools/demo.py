@@ -341,14 +341,10 @@ def _stream_sentence(dev, sentence: list[Utterance], realtime: bool, on_line) ->
     dev.end_utterance()
     dev.drain(show)
     dev.set_param("detect", False)
+    from .device_bench import score_events
 
-    def hit(e, sp):                              # the event names a word its window overlaps
-        return e["label"] == sp["word"] and e["start_ms"] < sp["end_ms"] \
-            and e["end_ms"] > sp["start_ms"]
-
-    taught = [sp for sp in spans if sp["enrolled"]]
-    found = sum(any(hit(e, sp) for e in events) for sp in taught)
-    false = sum(not any(hit(e, sp) for sp in taught) for e in events)
+    taught = [(sp["start_ms"], sp["end_ms"], sp["word"]) for sp in spans if sp["enrolled"]]
+    found, false = score_events(events, taught)
     on_line(f"  the sentence: {found} of {len(taught)} taught words found, {false} false "
             f"detection(s)" + ("" if events else " (no word detected)"))
     return dict(words=spans, events=events, seconds=round(pcm.size / SAMPLE_RATE, 2),

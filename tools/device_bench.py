@@ -20,7 +20,7 @@ from ..protocol.client import Device
 from ..runtime.audio import load_audio
 from ..runtime.constants import SAMPLE_RATE
 
-__all__ = ["enroll_path", "false_detections"]
+__all__ = ["enroll_path", "false_detections", "score_events"]
 
 
 def _files(folder: str, speaker: str, word: int) -> list[str]:
@@ -46,6 +46,18 @@ def _detections(dev: Device, pcm: np.ndarray) -> list[dict]:
     dev.drain(events.append)
     dev.set_param("detect", False)
     return events
+
+
+def score_events(events: list[dict], spans: list[tuple[int, int, str]]) -> tuple[int, int]:
+    """(taught words found, false detections) of a stream's events against its timeline of
+    taught words (start ms, end ms, label): a word is found when an event names it and its
+    window overlaps the word; an event that finds no word is false."""
+    def hit(e, span):
+        a, b, t = span
+        return e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
+
+    found = sum(any(hit(e, sp) for e in events) for sp in spans)
+    return found, sum(not any(hit(e, sp) for sp in spans) for e in events)
 
 
 def check_folder(folder: str, speakers, words: int) -> None:
@@ -141,13 +153,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
                 spans.append((at // 16, (at + pcm.size) // 16, f"d{w}"))
                 at += pcm.size + SAMPLE_RATE
         events = _detections(dev, np.concatenate(parts))
-
-        def hit(e, span):                        # the event names the word its window overlaps
-            a, b, t = span
-            return e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
-
-        found = sum(any(hit(e, sp) for e in events) for sp in spans)
-        wrong = sum(not any(hit(e, sp) for sp in spans) for e in events)
+        found, wrong = score_events(events, spans)
         out["enrolled_words_stream"] = dict(words=len(spans), detected=found,
                                             events=len(events), wrong_events=wrong)
     out.update(speaker=speaker, enrolled=[f"d{w}" for w in enrolled], url=url, hop_ms=hop_ms,

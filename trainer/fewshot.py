@@ -569,8 +569,8 @@ def evaluate_voice_norm(feats: torch.Tensor, speakers: np.ndarray, tasks: FewSho
         cols = []
         for c in range(ways):
             idx = ep.support[ep.support_y == c]
-            m = voice_mean(int(s_spk[ep.support_y == c][0]), ep.support[s_spk == s_spk[
-                ep.support_y == c][0]])
+            spk = int(speakers[idx[0]])             # the word's enroller, with all its shots
+            m = voice_mean(spk, ep.support[s_spk == spk])
             cols.append((f[idx] - m).mean(0))
         q = torch.stack([f[j] - voice_mean(int(speakers[j])) for j in ep.query])
         pred = (F.normalize(q, dim=1) @ F.normalize(torch.stack(cols), dim=1).T).argmax(1)

