@@ -36,6 +36,7 @@ from ..runtime.errors import InputError
 from ..runtime.model_format import decode_model, pack_ints, unpack_ints
 from ..runtime.rram import RRAMConfig
 from . import flash
+from .detect import Detector
 
 ERROR_BURST = 8          # bad-frame answers at once, then ...
 ERROR_RATE = 4.0         # ... at most this many per second (the rest are only counted)
@@ -46,21 +47,26 @@ FIRMWARE_VERSION = "tessera-sim 0.5.0"
 IDEMPOTENCY = 256
 PERSISTED_ANSWERS = 32
 SEQ_WINDOW = 64         # version-3 stream chunks that may wait ahead of the stream
-PERSISTED_REQUESTS = ("enroll", "forget", "load_commit")   # in flash before they are answered
+PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")   # in flash before they are answered
 CHUNK = 2048
 
-#: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's);
-#: detection opens a window of the model's length at each sound onset (``trigger`` "onset": at
+#: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's;
+#: "person": fitted to this person at every enroll and forget, see :meth:`Firmware._fit_person`);
+#: min_confidence: the calibrated probability an answer needs (0: the threshold alone). Both are
+#: the chip's one decision rule, for ``infer`` and detection alike. Detection (firmware_sim/
+#: detect.py) opens a window of the model's length at each sound onset (``trigger`` "onset": at
 #: least ``onset_events`` input events in a ms after 100 ms of quiet) or every ``hop_ms``
-#: (``trigger`` "hop"), reports a word when it is
-#: accepted and its calibrated confidence is at least ``detect_confidence`` (an always-listening
-#: device needs to be surer than one asked about one utterance), and not again within
-#: ``refractory_ms``. autosave: a loaded model, an enroll and a forget are written to flash
-#: (if any) before they are answered.
-DEFAULT_PARAMS = {"detect": False, "detect_confidence": 0.5, "write_noise": 0.0,
+#: (``trigger`` "hop"), keeps the best of the accepted windows within ``nms_ms`` of each other,
+#: and does not report a word again within ``refractory_ms``. autosave: a loaded model, an
+#: enroll and a forget are written to flash (if any) before they are answered.
+DEFAULT_PARAMS = {"detect": False, "min_confidence": 0.0, "write_noise": 0.0,
                   "threshold": None, "hop_ms": 250, "refractory_ms": 1000, "trigger": "onset",
-                  "onset_events": 2, "autosave": True}
-QUIET_MS = 100          # an onset needs this much quiet before it
+                  "onset_events": 2, "nms_ms": 500, "autosave": True}
+ALIASES = {"detect_confidence": "min_confidence"}
+PERSON_QUANTILE = 1.0   # threshold "person": above this quantile of the untaught words' scores,
+PERSON_MARGIN = 0.02    # by this much (a cosine),
+PERSON_CAP = 0.95       # and never above this
+MAX_NEGATIVES = 16      # untaught recordings kept (``untaught``), the oldest dropped     # the name before one rule served both
 
 
 class Capabilities:
@@ -105,6 +111,7 @@ class Firmware:
         self.load = None
         self.streamed = False
         self.recent: list[np.ndarray] = []
+        self.negatives: list[np.ndarray] = []     # untaught recordings' features (``untaught``)
         self.params = dict(DEFAULT_PARAMS)
         self.stats = {"frames": 0, "bad_frames": 0, "bad_frames_unanswered": 0, "requests": 0,
                       "duplicates": 0, "errors": 0, "events": 0}
@@ -128,6 +135,13 @@ class Firmware:
         levels = unpack_ints(image["levels"], "levels")
         self.chip.restore_readout(dict(levels=levels, classes=list(image["classes"]),
                                        shots=image["shots"], exps=image["exps"]))
+        raw = image.get("negatives", [])
+        d = self.chip.tab.features
+        if not isinstance(raw, list) or not all(isinstance(b, bytes) and len(b) == 4 * d
+                                                for b in raw):
+            raise InputError("flash image: negatives are not feature vectors of this model")
+        self.negatives = [np.frombuffer(b, "<i4").astype(np.int64) for b in raw][-MAX_NEGATIVES:]
+        self._apply_threshold()
         self.flash_generation = int(image.get("generation", 0))
         for rid, frame in image.get("answers", []):
             if isinstance(rid, int) and isinstance(frame, bytes):
@@ -159,15 +173,47 @@ class Firmware:
         self.seq_next, self.seq_buffer = 0, {}        # a new model: a new stream
         self.streamed = False
         self.recent = []
+        self.negatives = []                           # features of another model mean nothing
         self._apply_threshold()
         self._detect_reset()
 
     def _apply_threshold(self) -> None:
+        """The chip's decision registers from the parameters: the cosine threshold (the model
+        file's, a fixed one, or this person's) and the confidence gate."""
         if self.chip is not None:
             t = self.params["threshold"]
             tab = self.chip.tab
             self.chip.none_threshold = tab.none_threshold if t is None \
+                else self._person_threshold() if t == "person" \
                 else int(round(float(t) * (1 << tab.cos_frac)))
+            self.chip.min_confidence = int(round(float(self.params["min_confidence"])
+                                                 * (1 << tab.softmax_frac)))
+
+    def _untaught_scores(self) -> list[int]:
+        """What this person's untaught words score against the taught ones: each enrolled word
+        against the others (leave-one-out), and the untaught recordings the host gave."""
+        chip = self.chip
+        out: list[int] = []
+        if len(chip.classes()) > 1:
+            c = chip.column_cosines()
+            np.fill_diagonal(c, np.iinfo(np.int64).min)
+            out += c.max(axis=1).tolist()
+        if self.negatives and chip.classes():
+            out += chip.scores_q(np.stack(self.negatives)).max(axis=1).tolist()
+        return out
+
+    def _person_threshold(self) -> int:
+        """``threshold`` "person": the ``PERSON_QUANTILE`` of what this person's untaught words
+        score (:meth:`_untaught_scores`) plus ``PERSON_MARGIN``, never below the model file's
+        threshold nor above ``PERSON_CAP`` (a threshold no taught word could pass)."""
+        tab = self.chip.tab
+        one = 1 << tab.cos_frac
+        scores = self._untaught_scores()
+        if not scores:
+            return tab.none_threshold
+        t = float(np.quantile(np.asarray(scores, float), PERSON_QUANTILE)) \
+            + PERSON_MARGIN * one
+        return int(min(max(tab.none_threshold, round(t)), round(PERSON_CAP * one)))
 
     def _new_stream(self) -> None:
         """A stream starts clean: the chip's state, the stream offsets (version 3+) and the
@@ -178,14 +224,8 @@ class Firmware:
         self._detect_reset()
 
     def _detect_reset(self) -> None:
-        """Sliding-window detection state: open windows, stream clock, last event per label."""
-        self.windows: list[dict] = []
-        self.stream_ms = 0
-        self.next_start = 0
-        self.starts: list[int] = []               # stream times of windows still to open
-        self.quiet_ms = QUIET_MS                  # the stream starts quiet
-        self.ema = 0.0
-        self.last_event: dict[str, int] = {}
+        """A new detection stream (firmware_sim/detect.py)."""
+        self.detector = Detector(self.chip, self.params) if self.chip is not None else None
 
     # ------------------------------------------------------------------ bytes
     def _frame_error(self, err: FrameError) -> None:
@@ -348,84 +388,10 @@ class Firmware:
         chip.run(frames)                                 # bins past the window are dropped
         self.streamed = True
 
-    def _onsets(self, frames: np.ndarray) -> list[int]:
-        """Stream times (ms) in ``frames`` where sound starts after at least ``QUIET_MS`` of
-        quiet: a ms is loud when the input events the model reads reach ``onset_events``
-        and 4x their running mean (so a steady background does not trigger)."""
-        counts = self.chip._frames(frames).sum(axis=1, dtype=np.int64)
-        level = float(self.params["onset_events"])
-        out = []
-        for k, c in enumerate(counts.tolist()):
-            loud = c >= level and c >= 4.0 * self.ema
-            if loud and self.quiet_ms >= QUIET_MS:
-                out.append(self.stream_ms + k)
-            self.quiet_ms = 0 if loud else self.quiet_ms + 1
-            self.ema += (c - self.ema) / 256.0
-        return out
-
     def _detect_frames(self, frames: np.ndarray) -> None:
-        """Continuous detection: windows of the model's length start at each sound onset
-        (``trigger`` "onset", the default) or every ``hop_ms`` ms of stream ("hop"); each full
-        window is decided (and a word reported, see :meth:`_close_window`)."""
-        chip = self.chip
-        tab = chip.tab
-        length = tab.steps * tab.bin_ms
-        if self.params["trigger"] == "onset":
-            self.starts += self._onsets(frames)
-        i = 0
-        while i < frames.shape[0]:
-            if self.params["trigger"] != "onset" and not self.starts:
-                self.starts.append(self.next_start)
-                self.next_start += max(tab.bin_ms, int(self.params["hop_ms"]))
-            while self.starts and self.starts[0] <= self.stream_ms:
-                chip.reset(frontend=False)
-                self.windows.append(dict(start=self.stream_ms, snap=chip.snapshot()))
-                self.starts.pop(0)
-            ends = [w["start"] + length for w in self.windows]
-            take = min([frames.shape[0] - i] + [t - self.stream_ms for t in self.starts[:1]]
-                       + [e - self.stream_ms for e in ends])
-            part = frames[i:i + take]
-            for w in self.windows:
-                chip.restore(w["snap"])
-                chip.run(part)
-                w["snap"] = chip.snapshot()
-            i += take
-            self.stream_ms += take
-            for w in [w for w in self.windows if w["start"] + length <= self.stream_ms]:
-                self._close_window(w)
-
-    def _close_window(self, w: dict) -> None:
-        """Decide one window (the part not streamed yet is silence) and drop it."""
-        chip = self.chip
-        chip.restore(w["snap"])
-        chip.end_utterance(flush_frontend=False)
-        self.windows.remove(w)
-        if not chip.classes():
-            return
-        p = chip.predict()
-        label = p["label"]
-        if label is None or p["confidence"] < float(self.params["detect_confidence"]):
-            return
-        end = min(self.stream_ms, w["start"] + chip.tab.steps * chip.tab.bin_ms)
-        last = self.last_event.get(label)
-        if last is not None and w["start"] - last < int(self.params["refractory_ms"]):
-            self.last_event[label] = w["start"]         # the same word still sounding
-            return
-        self.last_event[label] = w["start"]
-        self.stats["events"] += 1
-        self.events_out.append({"t": "event", "id": 0, "kind": "keyword", "label": label,
-                                "confidence": p["confidence"], "start_ms": int(w["start"]),
-                                "end_ms": int(end), "scores": p["scores"]})
-
-    def _flush_windows(self) -> int:
-        """End of stream: close every open window (partial ones padded with silence)."""
-        n = len(self.windows)
-        for w in list(self.windows):
-            self._close_window(w)
-        self.chip.reset()
-        self.next_start = self.stream_ms
-        self.starts = []
-        return n
+        events = self.detector.feed(frames)
+        self.stats["events"] += len(events)
+        self.events_out += events
 
     def _events(self) -> list[bytes]:
         out = [encode_frame(encode(e, self.host_version)) for e in self.events_out]
@@ -522,10 +488,12 @@ class Firmware:
     def do_end_of_utterance(self, msg: dict) -> dict:
         chip = self._need_chip()
         if self.params["detect"]:                    # end of a stream: close the open windows
-            if chip._cochlea is not None and chip.cochlea.state.pending.size:
+            if chip.cochlea_pending():
                 self._detect_frames(chip.cochlea.flush())
-            closed = self._flush_windows()
-            stream_ms = self.stream_ms
+            events, closed = self.detector.flush()
+            self.stats["events"] += len(events)
+            self.events_out += events
+            stream_ms = self.detector.stream_ms
             self._new_stream()                       # the next stream starts at offset 0
             return {"t": "ack", "windows": closed, "stream_ms": stream_ms}
         self._close_utterance()
@@ -557,14 +525,42 @@ class Firmware:
         r = chip.enroll(label, self.recent[-shots:])
         self.recent = []
         chip.reset()
+        self._apply_threshold()                          # "person": refitted with this word
         return {"t": "ack", "classes": r["classes"], "written": r["written"], "ms": r["ms"],
-                "shots": chip.shots_of(label)}
+                "shots": chip.shots_of(label), "threshold": self._threshold_in_use()}
+
+    def do_untaught(self, msg: dict) -> dict:
+        """The last ``shots`` utterances are words this person did not teach: kept (at most
+        ``MAX_NEGATIVES``) so that threshold "person" sits above what they score; ``clear``
+        drops them all."""
+        chip = self._need_chip()
+        if msg.get("clear"):
+            self.negatives = []
+        else:
+            shots = msg.get("shots", 1)
+            if not 1 <= shots <= 16:
+                raise ProtocolError("BAD_FIELD", "untaught: shots must be 1..16")
+            if self.streamed:
+                self._close_utterance()
+            if len(self.recent) < shots:
+                raise ProtocolError("NO_UTTERANCE", f"untaught needs {shots} streamed "
+                                                    f"utterance(s), has {len(self.recent)}")
+            self.negatives = (self.negatives + self.recent[-shots:])[-MAX_NEGATIVES:]
+            self.recent = []
+            chip.reset()
+        self._apply_threshold()
+        return {"t": "ack", "negatives": len(self.negatives),
+                "threshold": self._threshold_in_use()}
+
+    def _threshold_in_use(self) -> float:
+        return self.chip.none_threshold / (1 << self.chip.tab.cos_frac)
 
     def do_forget(self, msg: dict) -> dict:
         chip = self._need_chip()
         if msg["label"] not in chip.classes():
             raise ProtocolError("UNKNOWN_CLASS", f"{msg['label']!r} is not enrolled")
         chip.forget(msg["label"])
+        self._apply_threshold()
         return {"t": "ack", "classes": chip.classes()}
 
     def do_list_classes(self, msg: dict) -> dict:
@@ -587,12 +583,15 @@ class Firmware:
 
     def do_set_param(self, msg: dict) -> dict:
         name, value = msg["name"], msg["value"]
+        name = ALIASES.get(name, name)
         if name not in self.params:
             raise ProtocolError("UNKNOWN_PARAM", f"no parameter {name!r} (have "
                                                  f"{sorted(self.params)})")
         kind = type(DEFAULT_PARAMS[name])
         if name == "threshold" and value == "model":    # back to the model file's threshold
             value, kind = None, type(None)
+        elif name == "threshold" and value == "person":  # fitted at every enroll and forget
+            kind = str
         elif name == "trigger":
             if value not in ("onset", "hop"):
                 raise ProtocolError("BAD_FIELD", "trigger is 'onset' or 'hop'")
@@ -602,18 +601,21 @@ class Firmware:
         elif value is not None and kind is not bool and (
                 isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ProtocolError("BAD_FIELD", f"{name} takes a number")
-        if name == "threshold" and value is not None and not -1.0 <= value <= 1.0:
+        if name == "threshold" and kind is not str and value is not None \
+                and not -1.0 <= value <= 1.0:
             raise ProtocolError("BAD_FIELD", "threshold is a cosine in [-1, 1]")
         if name in ("hop_ms", "refractory_ms") and not 0 <= value <= 60_000:
             raise ProtocolError("BAD_FIELD", f"{name} must be 0..60000 ms")
         if name == "onset_events" and not 1 <= value <= 10_000:
             raise ProtocolError("BAD_FIELD", "onset_events must be 1..10000")
-        if name == "detect_confidence" and not 0.0 <= value <= 1.0:
-            raise ProtocolError("BAD_FIELD", "detect_confidence must be in [0, 1]")
+        if name == "min_confidence" and not 0.0 <= value <= 1.0:
+            raise ProtocolError("BAD_FIELD", "min_confidence must be in [0, 1]")
+        if name == "nms_ms" and not 0 <= value <= 10_000:
+            raise ProtocolError("BAD_FIELD", "nms_ms must be 0..10000 ms")
         if name == "write_noise" and not 0.0 <= value <= 1.0:
             raise ProtocolError("BAD_FIELD", "write_noise must be in [0, 1]")
         self.params[name] = value
-        if name == "threshold":
+        if name in ("threshold", "min_confidence"):
             self._apply_threshold()
         if name == "detect" and self.chip is not None:
             self._new_stream()
@@ -622,7 +624,8 @@ class Firmware:
     def do_get_param(self, msg: dict) -> dict:
         out = dict(self.params)
         if self.chip is not None:
-            out["threshold_in_use"] = self.chip.none_threshold / (1 << self.chip.tab.cos_frac)
+            out["threshold_in_use"] = self._threshold_in_use()
+            out["negatives"] = len(self.negatives)
             out["model_threshold"] = self.chip.tab.none_threshold / (1 << self.chip.tab.cos_frac)
             out["min_inputs"] = int(self.chip.tab.min_inputs)
         return {"t": "params", "params": out}
@@ -637,6 +640,7 @@ class Firmware:
                  "levels": pack_ints(ro["levels"], chip.tab.readout_bits),
                  "classes": ro["classes"], "shots": ro["shots"], "exps": ro["exps"],
                  "params": dict(self.params),
+                 "negatives": [np.asarray(n, "<i4").tobytes() for n in self.negatives],
                  "generation": self.flash_generation + 1,
                  "answers": [[k, v] for k, v in answers.items()]}
         try:

@@ -452,6 +452,25 @@ class Device:
                     raise
         raise AssertionError("unreachable")
 
+    def untaught(self, *wavs: str) -> dict:
+        """Tell the device these recordings are words the person did not teach (its threshold
+        "person" then sits above what they score)."""
+        from ..runtime.audio import load_audio
+
+        return self.untaught_pcm(*(load_audio(w) for w in wavs))
+
+    def untaught_pcm(self, *pcms: np.ndarray) -> dict:
+        """:meth:`untaught` for 16 kHz int16 audio, in requests of at most 16 recordings."""
+        out: dict = {}
+        for i in range(0, len(pcms), 16):
+            part = pcms[i:i + 16]
+            self.request({"t": "reset_state"})
+            for pcm in part:
+                self.stream_pcm(pcm)
+                self.request({"t": "end_of_utterance", "shot": True})
+            out = self.request({"t": "untaught", "shots": len(part)})
+        return out
+
     def classes(self) -> list[str]:
         return self.request({"t": "list_classes"})["classes"]
 

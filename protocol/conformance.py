@@ -274,7 +274,7 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
 
     @check("set_param: known and unknown")
     def _():
-        dev.set_param("detect_confidence", 0.0)
+        dev.set_param("min_confidence", 0.0)
         _expect_error(lambda: dev.set_param("warp_drive", 1), "UNKNOWN_PARAM")
 
     @check("continuous detection: an event per spoken word, with its time")

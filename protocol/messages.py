@@ -44,6 +44,7 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
     "end_of_utterance": {"shot": (bool, False)},
     "enroll": {"label": (str, True), "shots": (int, False)},
     "forget": {"label": (str, True)},
+    "untaught": {"shots": (int, False), "clear": (bool, False)},
     "list_classes": {},
     "reset_state": {},
     "get_stats": {},

@@ -38,12 +38,16 @@ levels of column k, CQ = cos_frac)::
     cos_k   = (phi . W_k << CQ) // max(isqrt(phi . phi) * isqrt(W_k . W_k), 1)
     best    = argmax_k cos_k (ties: the first label in sorted order, whatever the order of
               enrollment); c1, c2 = the largest and second cosines (c2 = 0 when K = 1)
-    accept  = inputs(window) >= min_inputs  and  c1 >= none_threshold      else the answer: none
-              (inputs: the input events x summed over the window's bins: silence has none)
     z       = ((a * c1 + m * (c1 - c2)) >> CQ) + b        (a, m, b = calib; logit units 2^-LQ)
     p       = sigmoid(z) = softmax over [z, 0], via e = EXP2[f] >> i with
               -(d * LOG2E) >> 16 = i * 2^LQ + f, p = (e << PQ) // sum e
+    accept  = inputs(window) >= min_inputs  and  c1 >= none_threshold  and  p >= min_confidence
+              else the answer: none (inputs: the input events x summed over the window's bins:
+              silence has none; none_threshold and min_confidence are this device's registers,
+              the model file's threshold and 0 until set)
     confidence = p if accepted else 2^PQ - p   (calibrated: the probability the answer is right)
+
+This one rule answers ``infer``, the windows of continuous detection and the demo alike.
 
 Enrollment of label k with N new shots phi_i (k's registers: n shots so far, column scale e)::
 
@@ -375,6 +379,7 @@ class Chip:
         self.shots = np.zeros(tab.max_classes, np.int64)    # per-class registers: shots and
         self.exps = np.zeros(tab.max_classes, np.int64)     # column scale (levels << exp)
         self.none_threshold = tab.none_threshold            # per device: set_threshold
+        self.min_confidence = 0                             # per device, units of 2^-PQ
         self.lengths = tab.segment_lengths()
         self.seg_of = np.arange(tab.steps) * tab.segments // tab.steps
         # the accumulators provably never saturate when steps x (the trace's bound) fits
@@ -453,6 +458,10 @@ class Chip:
             self._cochlea = cochlea
         return self._cochlea
 
+    def cochlea_pending(self) -> bool:
+        """Audio samples wait in the front-end for a complete 1 ms step."""
+        return self._cochlea is not None and self._cochlea.state.pending.size > 0
+
     # ------------------------------------------------------------------ streaming
     def reset(self, frontend: bool = True) -> None:
         """Start a new utterance (window): neuron state, bins and (``frontend``) the front-end
@@ -501,6 +510,11 @@ class Chip:
 
     def reset_counters(self) -> None:
         self.counters = Counters(self.tab, self.max_hop)
+
+    def input_counts(self, frames: np.ndarray) -> np.ndarray:
+        """The input events the model reads in each 1 ms frame (ms,), int64: what onset
+        detection and word boundaries listen to."""
+        return self._frames(frames).sum(axis=1, dtype=np.int64)
 
     def _frames(self, frames: np.ndarray, batch: bool = False) -> np.ndarray:
         """Checked spike frames (ms, inputs) (``batch``: (utterances, ms, inputs)), the model's
@@ -657,6 +671,16 @@ class Chip:
         den = np.maximum(nphi * self.col_norm[rows], 1)
         return (dot << self.tab.cos_frac) // den
 
+    def column_cosines(self) -> np.ndarray:
+        """(K, K) cosines between the enrolled words' columns, in 2^-cos_frac, in the order of
+        :meth:`classes` sorted (the rows of :meth:`_active`); the diagonal is 1. Leave-one-out
+        among the enrolled words: column k against the others is what an untaught word of the
+        same person scores (a word the person taught is not another's)."""
+        rows = self._active()
+        w = self.W_out[:, rows]
+        den = np.maximum(np.outer(self.col_norm[rows], self.col_norm[rows]), 1)
+        return ((w.T @ w) << self.tab.cos_frac) // den
+
     def decide(self, cos_q: np.ndarray, inputs: int) -> tuple[int, bool, int]:
         """(index of the best class, accepted, confidence in 2^-softmax_frac) from the cosines of
         one window and its input event count."""
@@ -668,7 +692,8 @@ class Chip:
         a, m, b = tab.calib
         z = ((a * c1 + m * (c1 - c2)) >> tab.cos_frac) + b
         p = int(softmax_q(np.array([z], np.int64), tab)[0])        # sigmoid(z)
-        accepted = inputs >= tab.min_inputs and c1 >= self.none_threshold
+        accepted = inputs >= tab.min_inputs and c1 >= self.none_threshold \
+            and p >= self.min_confidence
         return best, accepted, p if accepted else (1 << tab.softmax_frac) - p
 
     def predict(self) -> dict:

@@ -147,7 +147,7 @@ def test_threshold_detection_and_flash_over_the_protocol(fsdd, tmp_path):
         dev.set_param("threshold", 0.5)
         dev.save()
         # continuous detection over a stream shorter than one window: the partial window closes
-        dev.set_param("detect_confidence", 0.0)                 # every accepted word
+        dev.set_param("min_confidence", 0.0)                 # every accepted word
         dev.set_param("detect", True)
         pcm = load_audio(fsdd / "3_jackson_6.wav")
         pcm = np.concatenate([np.zeros(4000, np.int16), pcm, np.zeros(19000, np.int16)])
@@ -280,18 +280,23 @@ def test_device_stream_takes_shd_style_spike_files(small_corpus):
 
 
 def test_sliding_windows_report_a_word_once(fsdd):
-    """trigger=hop: several overlapping windows see the word; one event (repeats suppressed),
-    and without suppression (refractory 0) more than one."""
+    """trigger=hop: several overlapping windows see the word; one event with the refractory
+    time, or with non-maximum suppression alone, and more than one with neither. The event
+    gives the word's own start and end, not the window's."""
     from tessera.protocol.client import Device
+    from tessera.tools.stream_bench import word_bounds
 
-    pcm = np.concatenate([load_audio(fsdd / "3_jackson_6.wav"), np.zeros(24000, np.int16)])
+    lead = 5000
+    word = load_audio(fsdd / "3_jackson_6.wav")
+    pcm = np.concatenate([np.zeros(lead, np.int16), word, np.zeros(24000, np.int16)])
+    a, b = word_bounds(word)
     counts = []
-    for refractory in (1000, 0):
+    for refractory, nms in ((1000, 0), (0, 500), (0, 0)):
         events = []
         with Device.open(f"sim://?model={factory_model()}") as dev:
             dev.enroll("d3", str(fsdd / "3_jackson_0.wav"))
-            for name, value in (("threshold", 0.3), ("detect_confidence", 0.0),
-                                ("trigger", "hop"), ("hop_ms", 100),
+            for name, value in (("threshold", 0.3), ("min_confidence", 0.0),
+                                ("trigger", "hop"), ("hop_ms", 100), ("nms_ms", nms),
                                 ("refractory_ms", refractory), ("detect", True)):
                 dev.set_param(name, value)
             dev.stream_pcm(pcm, on_event=events.append)
@@ -299,7 +304,12 @@ def test_sliding_windows_report_a_word_once(fsdd):
             dev.drain(events.append)
         assert {e["label"] for e in events} == {"d3"}
         counts.append(len(events))
-    assert counts[0] == 1 and counts[1] > 1
+        if len(events) == 1:
+            e = events[0]
+            assert abs(e["start_ms"] - (lead + a) // 16) <= 60, (e, (lead + a) // 16)
+            assert abs(e["end_ms"] - (lead + b) // 16) <= 120, (e, (lead + b) // 16)
+            assert e["end_ms"] - e["start_ms"] < 900        # the word, not the 1 s window
+    assert counts[0] == 1 and counts[1] == 1 and counts[2] > 1
 
 
 def test_every_stream_starts_clean(fsdd):
@@ -325,7 +335,7 @@ def test_every_stream_starts_clean(fsdd):
     with Device.open(f"sim://?model={factory_model()}") as dev:
         dev.enroll("d3", str(fsdd / "3_jackson_0.wav"))
         dev.enroll("d7", str(fsdd / "7_jackson_0.wav"))
-        dev.set_param("detect_confidence", 0.0)
+        dev.set_param("min_confidence", 0.0)
         first = stream(dev)
         assert first[0] and first[1] >= pcm.size // 16
         assert stream(dev) == first and stream(dev) == first
@@ -372,14 +382,17 @@ def test_stream_gates_are_restored_afterwards(fsdd, tmp_path):
         assert tessera("device", "enroll", "--port", port, "--label", "d1",
                        fsdd / "1_george_0.wav").returncode == 0
         r = tessera("device", "stream", "--port", port, wav, "--threshold", "0.5", "--fast",
-                    "--json", "--min-confidence", "0")
+                    "--json", "--min-confidence", "0.01")
         assert r.returncode == 0, r.stderr
         assert [e["label"] for e in json.loads(r.stdout)["events"]] == ["d1"]
+        # the same gates for one infer: nothing is likely enough at 0.999
+        r = tessera("device", "infer", "--port", port, wav, "--json", "--min-confidence", "0.999")
+        assert r.returncode == 0 and json.loads(r.stdout)["label"] is None, r.stderr
         r = tessera("device", "threshold", "--port", port, "--json")
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout)
         assert res["threshold_in_use"] == res["model_threshold"] != 0.5
-        assert res["detect_confidence"] == 0.5
+        assert res["min_confidence"] == 0.0 and res["threshold"] is None
         bad = tessera("device", "stream", "--port", port, wav, "--min-confidence", "1.5")
         assert bad.returncode == 2 and "probability in [0, 1]" in bad.stderr
     finally:
@@ -402,3 +415,39 @@ def test_an_unusable_flash_image_boots_empty_and_says_why(tmp_path):
     out = fw.receive(encode_frame(encode({"t": "get_stats", "id": 5})))
     stats = decode(FrameDecoder().feed(out)[0])
     assert "flash image not restored" in stats["device"]["boot_error"]
+
+
+def test_threshold_fitted_to_the_person(fsdd, tmp_path):
+    """threshold "person": above what the taught words score against each other, and above
+    what the untaught recordings the host gives score; refitted at forget; kept in flash."""
+    from tessera.firmware_sim.device import PERSON_CAP, PERSON_MARGIN, Firmware
+    from tessera.protocol.client import Device
+
+    flash_img = tmp_path / "f.img"
+    url = f"sim://?model={factory_model()}&flash={flash_img}"
+    with Device.open(url) as dev:
+        model_thr = dev.params()["model_threshold"]
+        dev.set_param("threshold", "person")
+        assert dev.params()["threshold_in_use"] == model_thr       # nothing to fit yet
+        for w in (1, 4, 7):
+            r = dev.enroll(f"d{w}", str(fsdd / f"{w}_jackson_0.wav"))
+        scores = [dev.infer(str(fsdd / f"{w}_jackson_0.wav"))["scores"] for w in (1, 4, 7)]
+        loo = max(max(v for k, v in s.items() if k != f"d{w}") for s, w in zip(scores, (1, 4, 7)))
+        assert r["threshold"] == pytest.approx(min(max(model_thr, loo + PERSON_MARGIN),
+                                                   PERSON_CAP), abs=2e-3)
+        # an untaught recording that scores high lifts it above its score
+        other = str(fsdd / "1_jackson_5.wav")                        # like a taught word
+        top = max(dev.infer(other)["scores"].values())
+        r = dev.untaught(other)
+        assert r["negatives"] == 1
+        assert r["threshold"] >= min(top + PERSON_MARGIN, PERSON_CAP) - 2e-3
+        assert dev.infer(other)["label"] is None or top >= PERSON_CAP
+        fitted = dev.params()["threshold_in_use"]
+    fw = Firmware(str(flash_img))                                    # after a power cycle
+    assert len(fw.negatives) == 1 and fw.params["threshold"] == "person"
+    assert fw.chip.none_threshold / (1 << fw.chip.tab.cos_frac) == pytest.approx(fitted)
+    fw.do_untaught({"clear": True})
+    fw.do_forget({"label": "d4"})
+    assert fw.chip.none_threshold <= round(fitted * (1 << fw.chip.tab.cos_frac))
+    with pytest.raises(Exception, match="NO_UTTERANCE|untaught needs"):
+        fw.do_untaught({"shots": 2})

@@ -21,7 +21,7 @@ __all__ = ["run_all", "markdown", "write_tables", "BEGIN", "END", "PARTS"]
 
 BEGIN = "<!-- tessera bench all: begin (generated; rerun to update) -->"
 END = "<!-- tessera bench all: end -->"
-PARTS = ("accuracy", "peers", "frontend", "runtime", "protocol")
+PARTS = ("accuracy", "peers", "stream", "frontend", "runtime", "protocol")
 
 
 def _machine() -> str:
@@ -64,6 +64,18 @@ def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
                     f"{episodes}" + "".join(f" --compare {_rel(c)}" for c in compare))
     elif "peers" in parts:
         say("peers: skipped (needs --fsdd DIR, a folder of real recordings)")
+    if "stream" in parts and fsdd:
+        from .stream_bench import stream_bench
+
+        say("stream: words found in a running stream with a ground-truth timeline ...")
+        minutes = 1.0 if quick else 5.0
+        out["parts"]["stream"] = dict(
+            result=stream_bench(fsdd, f"sim://?model={tsr}", minutes=minutes,
+                                thresholds=("model", "person"), say=say),
+            command=f"tessera bench stream --fsdd {_rel(fsdd)} --model {_rel(tsr)} --minutes "
+                    f"{minutes:g} --threshold model person")
+    elif "stream" in parts:
+        say("stream: skipped (needs --fsdd DIR, a folder of real recordings)")
     if "frontend" in parts:
         say("front-end speed ...")
         reps = 3 if quick else 5
@@ -166,6 +178,24 @@ def markdown(r: dict) -> str:
                   f"`{pe['command']}` ({pe['result']['data']}, speakers "
                   f"{', '.join(pe['result']['speakers'])}; {when}; {where}):", "",
                   peers_markdown(pe["result"]), ""]
+    if "stream" in p:
+        st = p["stream"]
+        lines += ["#### Words found in a running stream (continuous detection)", "",
+                  f"`{st['command']}` ({when}; {where}): found = the word named within "
+                  f"{st['result']['tolerance_ms']} ms of its start; false detections per minute "
+                  f"of untaught speech and of noise.", "",
+                  _row(["speaker", "words taught", "threshold", "found", "false / min untaught",
+                        "false / min noise", "wrong or repeated in taught words",
+                        "start error, median ms", "end error, median ms"]), _row(["---"] * 9)]
+        for x in st["result"]["rows"]:
+            lines.append(_row([x["speaker"], x["words"],
+                               f"{x['threshold']} ({x['detector']['threshold_in_use']:.3f})",
+                               f"{x['found']} / {x['taught_words']} "
+                               f"({100 * x['found_rate']:.1f} %)",
+                               x["false_per_min_untaught"], x["false_per_min_noise"],
+                               x["false_in_taught"], x["start_error"]["median_ms"],
+                               x["end_error"]["median_ms"]]))
+        lines.append("")
     if "frontend" in p:
         f = p["frontend"]
         x = f["result"]

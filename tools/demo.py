@@ -205,13 +205,12 @@ def mic_set(words, seconds: float = 1.5, repeats: int = 2, prompt=print, record=
 # ---------------------------------------------------------------------- the run
 def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_line=print,
              shots_curve=(1, 2, 3, 5), draws: int = 20, seed: int = 0,
-             detect_confidence: float = 0.2) -> dict:
+             min_confidence: float | None = None) -> dict:
     """The demo proper: ``model`` (a ``.tsr``) loaded into ``tessera sim --pty`` over the port,
     the shots enrolled, the tests and the sentence streamed (``realtime``: paced as a
     microphone), every answer handed to ``on_line`` as it arrives; then the local figures. The
-    sentence's continuous detection reports words of at least ``detect_confidence`` (the
-    device's ``detect_confidence`` parameter; its default 0.5 finds few words with the current
-    calibration, BENCHMARKS.md issue 13). Returns the summary (also written as
+    tests and the sentence's continuous detection are answered by the device's one decision
+    rule (its threshold and ``min_confidence``, set for the whole demo when given). Returns the summary (also written as
     ``summary.json``) with the plots' paths."""
     from ..protocol.client import Device
     from .protocol_bench import pty_sim
@@ -240,6 +239,8 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
                     f"board at {port} in {out['load']['seconds']:.2f} s")
             base = dev.stats()["chip"]
             sent0, recv0 = dev.bytes_sent, dev.bytes_received
+            if min_confidence is not None:
+                dev.set_param("min_confidence", min_confidence)
             enrolls = []
             for w in words:
                 u = ds.shots[w]
@@ -284,7 +285,6 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
                                 audio_seconds=round(audio_s, 2))
             out["results"] = results
             out["activity"] = _activity(base, stats, bin_ms)
-            dev.set_param("detect_confidence", detect_confidence)
             out["sentence"] = _stream_sentence(dev, ds.sentence, realtime, on_line)
             out["link"] = dict(bytes_sent=dev.bytes_sent, bytes_received=dev.bytes_received,
                                retries=dev.retried)
@@ -328,13 +328,16 @@ def _stream_sentence(dev, sentence: list[Utterance], realtime: bool, on_line) ->
                  received_s=round(time.perf_counter() - t0, 3))
         events.append(e)
         on_line(f"  detected '{e['label']}' in {e['start_ms'] / 1000:.2f}-"
-                f"{e['end_ms'] / 1000:.2f} s (confidence {e['confidence']:.2f}), "
+                f"{e['end_ms'] / 1000:.2f} s (probability {100 * e['confidence']:.0f} % that it "
+                f"is right), "
                 f"received at {e['received_s']:.2f} s")
 
-    conf = dev.params()["detect_confidence"]
+    params = dev.params()
     said = ", ".join(s["word"] + ("" if s["enrolled"] else " (not taught)") for s in spans)
     on_line(f"streaming a {pcm.size / SAMPLE_RATE:.1f} s sentence with continuous detection "
-            f"(reports words of confidence >= {conf:g}); what is said in it: {said}")
+            f"(the same rule as the answers above: cosine >= "
+            f"{params['threshold_in_use']:.3f}, confidence >= {params['min_confidence']:g}); "
+            f"what is said in it: {said}")
     dev.request({"t": "reset_state"})
     dev.set_param("detect", True)
     dev.stream_pcm(pcm, realtime=realtime, on_event=show)

@@ -159,3 +159,45 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
     out.update(speaker=speaker, enrolled=[f"d{w}" for w in enrolled], url=url, hop_ms=hop_ms,
                trigger=trigger)
     return out
+
+
+def open_set_path(folder: str, url: str, speakers=("george", "jackson", "lucas"), words: int = 5,
+                  other=(5, 6), modes=("model", "person", "person+other"),
+                  others_per_word: int = 3) -> dict:
+    """"None" fitted to the person, through the protocol: ``words`` digits taught one at a time
+    (one recording each), then the speaker's other recordings of them (positives: accepted with
+    the right label = a hit) and of the digits neither taught nor in ``other`` (negatives:
+    accepted at all = a false accept). Threshold modes: the model file's ("model"), fitted at
+    enrollment from the taught words alone ("person", leave-one-out), and fitted with
+    ``others_per_word`` recordings of each ``other`` digit given as untaught ("person+other",
+    the ``_other`` folder of ``device enroll``)."""
+    check_folder(folder, speakers, words)
+    negatives = [w for w in range(10) if w >= words and w not in other]
+    rows = []
+    for spk in speakers:
+        for mode in modes:
+            with Device.open(url) as dev:
+                _forget_all(dev)
+                dev.request({"t": "untaught", "clear": True})
+                dev.set_param("threshold", "model" if mode == "model" else "person")
+                for w in range(words):
+                    dev.enroll(f"d{w}", _files(folder, spk, w)[0])
+                if mode == "person+other":
+                    dev.untaught(*[p for w in other for p in _files(folder, spk, w)[:others_per_word]])
+                thr = dev.params()["threshold_in_use"]
+                hits = pos = fa = neg = 0
+                for w in range(words):
+                    for path in _files(folder, spk, w)[1:]:
+                        r = dev.infer(path)
+                        hits += r["label"] == f"d{w}"
+                        pos += 1
+                for w in negatives:
+                    for path in _files(folder, spk, w)[others_per_word:]:
+                        fa += dev.infer(path)["label"] is not None
+                        neg += 1
+                dev.set_param("threshold", "model")
+                dev.request({"t": "untaught", "clear": True})
+            rows.append(dict(speaker=spk, mode=mode, threshold=round(thr, 3),
+                             hit_rate=round(hits / pos, 4), false_accept_rate=round(fa / neg, 4),
+                             positives=pos, negatives=neg, negative_words=negatives))
+    return dict(rows=rows, words=words, other=list(other), folder=folder, url=url)

@@ -447,7 +447,7 @@ def long_stream(model_path: str, minutes: float = 60.0, block_s: float = 60.0, s
                 dev.request({"t": "end_of_utterance", "shot": True})
                 dev.request({"t": "enroll", "label": w})
             dev.request({"t": "reset_state"})
-            dev.set_param("detect_confidence", 0.0)   # every accepted window is reported:
+            dev.set_param("min_confidence", 0.0)   # every accepted window is reported:
             dev.set_param("detect", True)              # the most events to compare
             rss_dev0, t0 = rss_mb(proc.pid), time.perf_counter()
             right, wrong, untaught = [], [], []

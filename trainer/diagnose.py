@@ -33,7 +33,8 @@ from .episodes import FewShotTasks
 from .fewshot import evaluate, features_of
 from .transforms import dense_dataset
 
-__all__ = ["TTS_CONDITIONS", "tts_conditions", "real_voices", "equalize_speakers"]
+__all__ = ["TTS_CONDITIONS", "tts_conditions", "real_voices", "equalize_speakers",
+           "level_equalization"]
 
 
 def _quiet(x, rng):
@@ -184,4 +185,97 @@ def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> lis
                                               cross_speaker=True),
                          same_speaker=_score(model, tasks, feats, None, shots, episodes,
                                              same_speaker=True)))
+    return rows
+
+
+# ------------------------------------------------------------ long-term spectrum in the front-end
+def _fe_levels(pcm: np.ndarray, tab) -> np.ndarray:
+    """The front-end's levels (C, steps) of one utterance from rest, int64."""
+    from ..runtime.frontend import _levels, filterbank
+    return _levels(filterbank(np.asarray(pcm), tab), tab).astype(np.int64)
+
+
+def _speech_mean(level: np.ndarray, floor: int) -> tuple[np.ndarray, int]:
+    """Each channel's mean level over the utterance's speech steps (mean level above the floor
+    at least half its peak) and how many steps that was."""
+    a = np.maximum(level - floor, 0).mean(axis=0)
+    speech = a >= 0.5 * a.max() if a.max() > 0 else np.ones(a.size, bool)
+    return np.maximum(level[:, speech], floor).mean(axis=1), int(speech.sum())
+
+
+def corpus_level_mean(path: str, tab, n: int = 400, seed: int = 0) -> np.ndarray:
+    """The long-term level spectrum (C,) of ``n`` utterances of a corpus built with
+    ``--keep-audio``: the reference a device could ship with its model."""
+    import h5py
+    with h5py.File(path, "r") as h5:
+        if "audio/pcm" not in h5:
+            from ..runtime.errors import InputError
+            raise InputError("corpus has no audio (build it with --keep-audio)", source=path)
+        total = h5["audio/pcm"].shape[0]
+        idx = np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
+        pcms = [np.asarray(h5["audio/pcm"][i], np.int16) for i in idx]
+    means = [_speech_mean(_fe_levels(p, tab), tab.floor_level) for p in pcms]
+    return np.average([m for m, _ in means], axis=0, weights=[max(k, 1) for _, k in means])
+
+
+def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = None, *,
+                       episodes: int = 300, shots=(1, 5), recent: int = 16, prior: float = 2.0,
+                       seed: int = 0) -> list[dict]:
+    """Long-term-spectrum normalization *inside the front-end*: before adaptation and spikes,
+    every channel's level is moved by (reference - the speaker's long-term level), where the
+    speaker's level is its mean over speech steps of all its recordings (an oracle), of the
+    ``recent`` recordings heard before (shrunk to the reference with weight ``prior``: what a
+    device could keep), or of the utterance itself. References: each of ``refs`` (e.g. a
+    training corpus's mean, :func:`corpus_level_mean`) and the mean of the folder's speakers
+    (an oracle: the test speakers' own average)."""
+    from ..runtime.frontend import FrontendSpec, _spikes_from_levels, design, initial_state
+    from .baselines import audio_of
+    from .data import _wav_items, wav_index
+
+    spec = FrontendSpec()
+    tab = design(spec)
+    names, _, labels, speakers = wav_index(_wav_items(folder))
+    levels = [_fe_levels(p, tab) for p in audio_of(folder)]
+    means = [_speech_mean(L, tab.floor_level) for L in levels]
+    tasks = FewShotTasks(labels, speakers, np.full(labels.size, 2, np.int8),
+                         unseen=tuple(np.unique(labels).tolist()), all_test=True)
+    spk = {int(s): np.average([means[i][0] for i in np.nonzero(speakers == s)[0]], axis=0,
+                              weights=[max(means[i][1], 1) for i in np.nonzero(speakers == s)[0]])
+           for s in np.unique(speakers)}
+    refs = dict(refs or {})
+    refs["the folder's speakers (oracle)"] = np.mean(list(spk.values()), axis=0)
+    order = np.random.default_rng(seed).permutation(len(levels))
+
+    def running(ref):
+        offs, heard = [None] * len(levels), {}
+        for i in order:
+            h = heard.setdefault(int(speakers[i]), [])[-recent:]
+            offs[i] = (sum(h, np.zeros(spec.channels)) + prior * ref) / (len(h) + prior) - ref
+            heard[int(speakers[i])].append(means[i][0])
+        return offs
+
+    def row(name, offsets):
+        ev = []
+        for L, off in zip(levels, offsets):
+            moved = (L - np.round(off).astype(np.int64)[:, None]).astype(np.int32)
+            ev.append(np.nonzero(_spikes_from_levels(moved, initial_state(spec), tab)[0]))
+        sset = SpikeSet.from_steps(ev, spec.step_seconds, labels, speakers,
+                                   np.full(len(levels), 2, np.int8), spec.channels, names,
+                                   [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose")
+        feats = _features(model, sset)
+        return dict(audio=name,
+                    cross_speaker=_score(model, tasks, feats, None, shots, episodes,
+                                         cross_speaker=True),
+                    same_speaker=_score(model, tasks, feats, None, shots, episodes,
+                                        same_speaker=True))
+
+    rows = [row("front-end levels as heard", [np.zeros(spec.channels)] * len(levels))]
+    for rname, ref in refs.items():
+        rows.append(row(f"levels to {rname}: the speaker's mean (oracle)",
+                        [spk[int(s)] - ref for s in speakers]))
+        if not rname.endswith("(oracle)"):
+            rows.append(row(f"levels to {rname}: the {recent} recordings heard before",
+                            running(ref)))
+            rows.append(row(f"levels to {rname}: the utterance's own mean",
+                            [m - ref for m, _ in means]))
     return rows

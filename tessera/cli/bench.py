@@ -254,6 +254,34 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def stream_lines(r: dict) -> list[str]:
+    lines = [f"words found in a running stream ({r['minutes']:g} min per speaker and "
+             f"vocabulary; found = named within {r['tolerance_ms']} ms of the word's start):"]
+    for x in r["rows"]:
+        fu = x["false_per_min_untaught"]
+        fn = x["false_per_min_noise"]
+        lines.append(
+            f"  {x['speaker']:>8}, {x['words']:2d} words, threshold {x['threshold']} "
+            f"({x['detector']['threshold_in_use']:.3f}): {x['found']} of {x['taught_words']} "
+            f"found ({100 * x['found_rate']:.1f} %), false {'n/a' if fu is None else fu} / min "
+            f"of untaught speech ({x['untaught_source']}), "
+            f"{'n/a' if fn is None else fn} / min of noise, {x['false_in_taught']} wrong or "
+            f"repeated during taught words; start error median {x['start_error']['median_ms']} "
+            f"ms, end {x['end_error']['median_ms']} ms")
+    return lines
+
+
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    from tessera.tools.stream_bench import stream_bench
+
+    url = args.port or f"sim://?model={args.model or _default_tsr()}"
+    r = stream_bench(args.fsdd, url, speakers=tuple(args.speakers), sizes=tuple(args.words),
+                     minutes=args.minutes, seed=args.seed, tolerance_ms=args.tolerance_ms,
+                     thresholds=tuple(args.threshold), say=lambda line: _stage(args, line))
+    _emit(args, r, "\n".join(stream_lines(r)))
+    return 0
+
+
 def cmd_bench_all(args: argparse.Namespace) -> int:
     import sys
 
@@ -287,12 +315,12 @@ def register(sub, add) -> None:
                                    "default preset, or the small one with --quick)")
     ba.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
                     help="trained baselines to score on the same episodes (models/baselines/)")
-    ba.add_argument("--parts", nargs="+", default=["accuracy", "peers", "frontend", "runtime",
-                                                   "protocol"],
-                    choices=["accuracy", "peers", "frontend", "runtime", "protocol"],
-                    help="which benchmarks (peers needs --fsdd)")
-    ba.add_argument("--fsdd", metavar="DIR", help="real recordings for the peers table "
-                    "({digit}_{speaker}_{i}.wav, as FSDD); without it that table is skipped")
+    ba.add_argument("--parts", nargs="+", default=["accuracy", "peers", "stream", "frontend",
+                                                   "runtime", "protocol"],
+                    choices=["accuracy", "peers", "stream", "frontend", "runtime", "protocol"],
+                    help="which benchmarks (peers and stream need --fsdd)")
+    ba.add_argument("--fsdd", metavar="DIR", help="real recordings for the peers and stream "
+                    "tables ({digit}_{speaker}_{i}.wav, as FSDD); without it they are skipped")
     ba.add_argument("--write", metavar="MD", help="put the tables between the bench markers "
                     "of this Markdown file (e.g. BENCHMARKS.md), keeping the rest")
     ba.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -359,6 +387,27 @@ def register(sub, add) -> None:
     bd.add_argument("--noise-minutes", type=_positive_float, default=1.0,
                     help="minutes of streamed noise and silence for the false-alarm rate")
     bd.add_argument("--no-stream", action="store_true", help="skip the streaming part")
+
+    bs = add(bsub, "stream", cmd_bench_stream, "continuous detection on a long stream with a "
+             "ground-truth timeline: taught words found, missed, false detections per minute "
+             "of untaught speech and of noise, timing error")
+    bs.add_argument("--fsdd", required=True, metavar="DIR", help="FSDD-style folder "
+                    "({digit}_{speaker}_{i}.wav)")
+    bs.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"],
+                    help="the folder's speakers, one stream each per vocabulary")
+    bs.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
+                    help="vocabulary sizes (digits 0..N-1 taught)")
+    bs.add_argument("--minutes", type=_positive_float, default=5.0,
+                    help="minutes of stream per speaker and vocabulary (default 5)")
+    bs.add_argument("--threshold", nargs="+", default=["model"], metavar="MODE",
+                    help="the device's threshold for each run: model, person or a cosine "
+                         "(default: model)")
+    bs.add_argument("--tolerance-ms", type=_positive_int, default=300,
+                    help="a word is found when named within this of its start (default 300)")
+    bs.add_argument("--seed", type=int, default=0, help="timeline seed")
+    bs.add_argument("--port", help="device URL (default: sim:// with --model)")
+    bs.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
+    bs.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")

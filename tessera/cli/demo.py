@@ -57,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                   progress=not args.no_progress and sys.stderr.isatty())
     say(ds.description)
     s = demo.run_demo(ds, model, args.out, realtime=not args.no_realtime, on_line=say,
-                      seed=args.seed, detect_confidence=args.detect_confidence)
+                      seed=args.seed, min_confidence=args.min_confidence)
     s["report"] = demo.write_report(args.out, s)
     _emit(args, s, "\n".join(_summary_lines(s)))
     return 0
@@ -118,9 +118,10 @@ def register(sub, add) -> None:
     d.add_argument("--other-voices", type=_positive_int, default=1,
                    help="synthesized words: how many more unheard voices ask each taught word")
     d.add_argument("--seed", type=int, default=0, help="which unheard voice is the user's")
-    d.add_argument("--detect-confidence", type=_fraction, default=0.2,
-                   help="the sentence's continuous detection reports words of at least this "
-                        "calibrated confidence (the device parameter detect_confidence)")
+    d.add_argument("--min-confidence", type=_fraction, default=None, metavar="P",
+                   help="answers and detections need at least this calibrated probability of "
+                        "being right (the device parameter min_confidence; default: the "
+                        "device's, 0)")
     d.add_argument("--no-realtime", action="store_true",
                    help="stream as fast as the link goes instead of at the speed of speech")
     d.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

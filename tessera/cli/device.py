@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -85,17 +86,34 @@ def cmd_device(args: argparse.Namespace) -> int:
                 print(f"tessera: warning: {args.wav} is {pcm.size / SAMPLE_RATE:.1f} s long; infer "
                       f"answers for its first second only (the model's window): for the words "
                       f"of a long recording use tessera device stream", file=sys.stderr)
-            r = dev.infer_pcm(pcm)
-            human = "" if args.json else f"{args.wav}: " + answer_text(r, dev.params())
+            with _gates(dev, args):
+                r = dev.infer_pcm(pcm)
+                human = "" if args.json else f"{args.wav}: " + answer_text(r, dev.params())
         elif action == "threshold":
             if args.value is not None:
-                dev.set_param("threshold", "model" if args.value == "model" else
-                              _cosine(args.value))
+                dev.set_param("threshold", _cosine(args.value))
                 if args.save:
                     dev.save()
             r = dev.params()
-            human = (f"'none of these' below cosine {r['threshold_in_use']:.3f} "
-                     f"(the model's: {r['model_threshold']:.3f})")
+            mode = {None: "the model file's", "person": "fitted to this person"}.get(
+                r["threshold"], "set by hand")
+            human = (f"'none of these' below cosine {r['threshold_in_use']:.3f}, {mode} (the "
+                     f"model's: {r['model_threshold']:.3f}"
+                     + (f"; {r.get('negatives', 0)} untaught recording(s) known"
+                        if r["threshold"] == "person" else "")
+                     + f"); answers also need a probability of at least "
+                       f"{100 * r.get('min_confidence', 0):.0f} %")
+        elif action == "untaught":
+            if args.clear:
+                r = dev.request({"t": "untaught", "clear": True})
+            else:
+                wavs = _wav_list(args.wavs)
+                r = dev.untaught(*wavs)
+            human = (f"{r['negatives']} untaught recording(s) known to the device; 'none of "
+                     f"these' below cosine {r['threshold']:.3f}"
+                     + ("" if dev.params()["threshold"] == "person" else
+                        " (the device's threshold is not 'person': set it with tessera device "
+                        "threshold person to use them)"))
         elif action == "classes":
             r = {"classes": dev.classes()}
             human = "\n".join(r["classes"]) or "(none enrolled)"     # one per line: a label
@@ -132,15 +150,38 @@ def _stats_text(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _cosine(text: str) -> float:
+def _cosine(text: str) -> float | str:
+    """A threshold argument: a cosine, 'model' (the model file's) or 'person' (fitted to the
+    person at every enroll, forget and untaught)."""
+    if text in ("model", "person"):
+        return text
     try:
         v = float(text)
     except ValueError:
-        raise InputError(f"threshold must be a cosine in [-1, 1] or 'model', got {text!r}") \
-            from None
+        raise InputError(f"threshold must be a cosine in [-1, 1], 'model' or 'person', got "
+                         f"{text!r}") from None
     if not -1.0 <= v <= 1.0:
         raise InputError(f"threshold must be a cosine in [-1, 1], got {v:g}")
     return v
+
+
+@contextlib.contextmanager
+def _gates(dev, args):
+    """The decision rule's gates (``--threshold``, ``--min-confidence``) for one command, the
+    device's own restored afterwards."""
+    before = dev.params()
+    if args.threshold is not None:
+        dev.set_param("threshold", _cosine(args.threshold))
+    if args.min_confidence is not None:
+        dev.set_param("min_confidence", args.min_confidence)
+    try:
+        yield
+    finally:
+        if args.threshold is not None:
+            old = before["threshold"]
+            dev.set_param("threshold", "model" if old is None else old)
+        if args.min_confidence is not None:
+            dev.set_param("min_confidence", before["min_confidence"])
 
 
 def _event_line(e: dict) -> str:
@@ -167,13 +208,7 @@ def _stream(args) -> int:
         if not args.json:
             print(_event_line(e), flush=True)
 
-    with _device(args) as dev:
-        before = dev.params()
-        old = before["threshold"]
-        if args.threshold is not None:
-            dev.set_param("threshold", _cosine(args.threshold))
-        if args.min_confidence is not None:
-            dev.set_param("detect_confidence", args.min_confidence)
+    with _device(args) as dev, _gates(dev, args):
         dev.set_param("hop_ms", args.hop_ms)
         dev.set_param("trigger", args.trigger)
         dev.set_param("detect", True)
@@ -188,10 +223,6 @@ def _stream(args) -> int:
             dev.drain(show)
         finally:
             dev.set_param("detect", False)
-            if args.threshold is not None:
-                dev.set_param("threshold", "model" if old is None else old)
-            if args.min_confidence is not None:
-                dev.set_param("detect_confidence", before["detect_confidence"])
     r = dict(events=events, stream_ms=end["stream_ms"], source=args.wav or "mic")
     if args.json:
         print(json.dumps(r))
@@ -233,6 +264,22 @@ def answer_text(r: dict, params: dict) -> str:
     return f"none ({why}; probability {p} that 'none' is right)"
 
 
+def _wav_list(paths: list[str]) -> list[str]:
+    """WAV files named, and the WAVs of folders named (sorted)."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(".wav"))
+            if not found:
+                raise InputError("no .wav file in this folder", source=p)
+            out += found
+        else:
+            out.append(p)
+    if not out:
+        raise InputError("untaught needs WAV files or a folder of them (or --clear)")
+    return out
+
+
 def _infer_folder(args) -> int:
     """Every WAV of a folder (FSDD names or one sub-folder per word): accuracy per word, false
     accepts of words that are not enrolled, confusion matrix."""
@@ -246,7 +293,7 @@ def _infer_folder(args) -> int:
     if not items:
         raise InputError("no WAV files found", source=args.wav)
     rows = []
-    with _device(args) as dev:
+    with _device(args) as dev, _gates(dev, args):
         enrolled = dev.classes()
         if not enrolled:
             raise InputError("the device has no enrolled words: enroll some first")
@@ -396,6 +443,12 @@ def register(sub, add) -> None:
     di.add_argument("--prefix", default="", help="folder mode: prepend this to each file's word "
                                                  "to get its label (e.g. d for d0..d9)")
     di.add_argument("--plot", metavar="PNG", help="folder mode: confusion matrix plot")
+    di.add_argument("--threshold", metavar="COS|model|person",
+                    help="'none of these' below this cosine for this command (default: the "
+                         "device's)")
+    di.add_argument("--min-confidence", type=_probability, metavar="P",
+                    help="answer only when at least this likely right, for this command "
+                         "(default: the device's min_confidence, 0 unless set)")
     di.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     ds = dev_cmd("stream", "continuous detection: slide windows over a recording, an SHD-style "
                            "spike file or the microphone; print each word as it is detected")
@@ -403,11 +456,13 @@ def register(sub, add) -> None:
                                                              "layout (with --index)")
     ds.add_argument("--index", type=int, default=0, help="which sample of the h5 file (default 0)")
     ds.add_argument("--mic", action="store_true", help="live microphone (the mic extra)")
-    ds.add_argument("--threshold", metavar="COS", help="'none of these' below this cosine for "
-                                                       "this stream (default: the device's)")
+    ds.add_argument("--threshold", metavar="COS|model|person",
+                    help="'none of these' below this cosine for this stream (default: the "
+                         "device's)")
     ds.add_argument("--min-confidence", type=_probability, metavar="P",
                     help="report only words at least this likely right, for this stream "
-                         "(default: the device's detect_confidence, 0.5 unless set)")
+                         "(default: the device's min_confidence, 0 unless set; the same gate "
+                         "answers infer)")
     ds.add_argument("--trigger", choices=["onset", "hop"], default="onset",
                     help="open a window at each sound onset (default) or every --hop-ms")
     ds.add_argument("--hop-ms", type=_positive_int, default=250,
@@ -416,8 +471,14 @@ def register(sub, add) -> None:
     ds.add_argument("--fast", action="store_true", help="send the file as fast as the link "
                                                         "allows instead of in real time")
     dt = dev_cmd("threshold", "show or set the device's 'none of these' threshold (a cosine)")
-    dt.add_argument("value", nargs="?", metavar="COS|model",
-                    help="new threshold, or 'model' for the model file's")
+    dt.add_argument("value", nargs="?", metavar="COS|model|person",
+                    help="new threshold; 'model' for the model file's; 'person' to let the "
+                         "device fit it to this person at every enroll (above what the taught "
+                         "words score against each other and what untaught recordings score)")
+    du = dev_cmd("untaught", "tell the device which recordings are words the person did NOT "
+                             "teach (e.g. an _other folder): threshold 'person' sits above them")
+    du.add_argument("wavs", nargs="*", metavar="WAV|DIR", help="recordings, or folders of them")
+    du.add_argument("--clear", action="store_true", help="forget every untaught recording")
     dt.add_argument("--save", action="store_true", help="also write the device's flash")
     dev_cmd("classes", "list the enrolled words")
     df = dev_cmd("forget", "remove an enrolled word")

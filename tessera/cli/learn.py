@@ -190,6 +190,20 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             a, b = r["cross_speaker"], r["same_speaker"]
             lines.append(f"    {r['audio']:38s} {a['1-shot']:5.1f} / {a['5-shot']:5.1f}   | "
                          f"{b['1-shot']:5.1f} / {b['5-shot']:5.1f}")
+    if args.level_eq:
+        if not args.fsdd:
+            raise InputError("diagnose: --level-eq needs --fsdd DIR")
+        from tessera.runtime.frontend import FrontendSpec, design
+        tab = design(FrontendSpec())
+        refs = {f"{os.path.basename(p)}'s mean": D.corpus_level_mean(p, tab) for p in args.level_eq}
+        rows = D.level_equalization(model, args.fsdd, refs, episodes=args.episodes)
+        result["level_eq"] = rows
+        lines.append("  the long-term spectrum equalized in the front-end's levels: "
+                     "cross-speaker | same-speaker (1-shot / 5-shot %)")
+        for r in rows:
+            a, b = r["cross_speaker"], r["same_speaker"]
+            lines.append(f"    {r['audio']:70s} {a['1-shot']:5.1f} / {a['5-shot']:5.1f}   | "
+                         f"{b['1-shot']:5.1f} / {b['5-shot']:5.1f}")
     _emit(args, result, "\n".join(lines))
     return 0
 
@@ -315,6 +329,9 @@ def register(sub, add) -> None:
     dg.add_argument("--fsdd", metavar="DIR", help="a folder of {label}_{speaker}_{i}.wav "
                                                   "(validation data: nothing is fitted on it)")
     dg.add_argument("--no-tts", action="store_true", help="skip the TTS conditions")
+    dg.add_argument("--level-eq", metavar="CORPUS", action="append", default=[],
+                    help="with --fsdd: also equalize each speaker's long-term spectrum inside the "
+                         "front-end (its levels), to this --keep-audio corpus's mean (repeatable)")
     dg.add_argument("--episodes", type=_positive_int, default=300, help="5-way episodes per row")
     dg.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
