@@ -10,7 +10,8 @@ could still change them close. Four stages:
    never depends on what came before it.
 2. **The decision.** A full window is decided by the chip's one rule (``Chip.decide``: the
    cosine threshold, the silence floor and the confidence gate, the same as ``infer``). A
-   rejected window is dropped.
+   rejected window is dropped, and so is one whose sound lasts longer than ``max_word_ms`` (a
+   steady noise fills the window; a word does not).
 3. **Non-maximum suppression.** Accepted windows whose starts lie within ``nms_ms`` of each other
    compete: only the highest cosine survives. A candidate is reported once every window that
    could beat it has closed (``nms_ms`` after its own window closes).
@@ -182,7 +183,10 @@ class Detector:
         if p["label"] is None:
             return
         nms = int(self.params.get("nms_ms", 0))
-        cand = _Candidate(w["start"], self._word(w["start"]), p["label"],
+        word = self._word(w["start"])
+        if word[1] - word[0] > int(self.params.get("max_word_ms", self.length)):
+            return                                    # sound that fills the window: no word
+        cand = _Candidate(w["start"], word, p["label"],
                           p["scores"][p["label"]], p["confidence"], p["scores"],
                           w["start"] + self.length + nms)
         rivals = [c for c in self.pending if abs(c.start - cand.start) <= nms]

@@ -56,12 +56,13 @@ CHUNK = 2048
 #: the chip's one decision rule, for ``infer`` and detection alike. Detection (firmware_sim/
 #: detect.py) opens a window of the model's length at each sound onset (``trigger`` "onset": at
 #: least ``onset_events`` input events in a ms after 100 ms of quiet) or every ``hop_ms``
-#: (``trigger`` "hop"), keeps the best of the accepted windows within ``nms_ms`` of each other,
+#: (``trigger`` "hop"), drops windows whose sound lasts longer than ``max_word_ms`` (noise that
+#: fills the window), keeps the best of the accepted windows within ``nms_ms`` of each other,
 #: and does not report a word again within ``refractory_ms``. autosave: a loaded model, an
 #: enroll and a forget are written to flash (if any) before they are answered.
 DEFAULT_PARAMS = {"detect": False, "min_confidence": 0.0, "write_noise": 0.0,
                   "threshold": None, "hop_ms": 250, "refractory_ms": 1000, "trigger": "onset",
-                  "onset_events": 2, "nms_ms": 500, "autosave": True}
+                  "onset_events": 2, "nms_ms": 500, "max_word_ms": 800, "autosave": True}
 ALIASES = {"detect_confidence": "min_confidence"}
 PERSON_QUANTILE = 1.0   # threshold "person": above this quantile of the untaught words' scores,
 PERSON_MARGIN = 0.02    # by this much (a cosine),
@@ -610,8 +611,8 @@ class Firmware:
             raise ProtocolError("BAD_FIELD", "onset_events must be 1..10000")
         if name == "min_confidence" and not 0.0 <= value <= 1.0:
             raise ProtocolError("BAD_FIELD", "min_confidence must be in [0, 1]")
-        if name == "nms_ms" and not 0 <= value <= 10_000:
-            raise ProtocolError("BAD_FIELD", "nms_ms must be 0..10000 ms")
+        if name in ("nms_ms", "max_word_ms") and not 0 <= value <= 10_000:
+            raise ProtocolError("BAD_FIELD", f"{name} must be 0..10000 ms")
         if name == "write_noise" and not 0.0 <= value <= 1.0:
             raise ProtocolError("BAD_FIELD", "write_noise must be in [0, 1]")
         self.params[name] = value

@@ -279,6 +279,8 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
 
     @check("continuous detection: an event per spoken word, with its time")
     def _():
+        before = dev.params()["max_word_ms"]
+        dev.set_param("max_word_ms", 10_000)        # the test frames sound for the whole window
         dev.set_param("detect", True)
         dev.request({"t": "reset_state"})
         dev.events.clear()
@@ -286,6 +288,7 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
         dev.stream_spikes(np.vstack([frames[0], quiet, frames[0][:600]]))
         end = dev.end_utterance()                 # closes the last, partial window
         dev.set_param("detect", False)
+        dev.set_param("max_word_ms", before)
         ev = dev.events
         assert len(ev) == 2 and ev[0]["label"] in ("w0", "w1"), ev
         assert ev[0]["start_ms"] < 1000 <= 2500 <= ev[1]["start_ms"] < end["stream_ms"], ev

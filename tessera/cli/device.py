@@ -169,6 +169,9 @@ def _cosine(text: str) -> float | str:
 def _gates(dev, args):
     """The decision rule's gates (``--threshold``, ``--min-confidence``) for one command, the
     device's own restored afterwards."""
+    if args.threshold is None and args.min_confidence is None:
+        yield                                   # no round trip when nothing is changed
+        return
     before = dev.params()
     if args.threshold is not None:
         dev.set_param("threshold", _cosine(args.threshold))
