@@ -87,3 +87,17 @@ def test_a_short_stream_through_the_board(fsdd):
     assert model["taught_words"] >= 5 and model["found"] >= 1
     assert person["detector"]["threshold_in_use"] >= model["detector"]["threshold_in_use"]
     assert person["events"] <= model["events"]               # a stricter "none" finds no more
+
+
+def test_open_set_path_fits_none_to_the_person(fsdd):
+    from tessera.firmware_sim import factory_model
+    from tessera.tools.device_bench import open_set_path
+
+    r = open_set_path(str(fsdd), f"sim://?model={factory_model()}", speakers=("lucas",),
+                      words=3, other=(3,), asked_per_word=4)
+    rows = {x["mode"]: x for x in r["rows"]}
+    assert set(rows) == {"model", "person", "person+other"}
+    assert rows["model"]["positives"] == 12 and rows["model"]["negatives"] == 6 * 4
+    assert rows["model"]["threshold"] <= rows["person"]["threshold"] \
+        <= rows["person+other"]["threshold"]
+    assert rows["person+other"]["false_accept_rate"] <= rows["model"]["false_accept_rate"]

@@ -163,14 +163,15 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
 
 def open_set_path(folder: str, url: str, speakers=("george", "jackson", "lucas"), words: int = 5,
                   other=(5, 6), modes=("model", "person", "person+other"),
-                  others_per_word: int = 3) -> dict:
+                  others_per_word: int = 3, asked_per_word: int | None = None) -> dict:
     """"None" fitted to the person, through the protocol: ``words`` digits taught one at a time
     (one recording each), then the speaker's other recordings of them (positives: accepted with
     the right label = a hit) and of the digits neither taught nor in ``other`` (negatives:
     accepted at all = a false accept). Threshold modes: the model file's ("model"), fitted at
     enrollment from the taught words alone ("person", leave-one-out), and fitted with
     ``others_per_word`` recordings of each ``other`` digit given as untaught ("person+other",
-    the ``_other`` folder of ``device enroll``)."""
+    the ``_other`` folder of ``device untaught``). ``asked_per_word``: at most this many
+    recordings asked of each word (default: all)."""
     check_folder(folder, speakers, words)
     negatives = [w for w in range(10) if w >= words and w not in other]
     rows = []
@@ -187,12 +188,12 @@ def open_set_path(folder: str, url: str, speakers=("george", "jackson", "lucas")
                 thr = dev.params()["threshold_in_use"]
                 hits = pos = fa = neg = 0
                 for w in range(words):
-                    for path in _files(folder, spk, w)[1:]:
+                    for path in _files(folder, spk, w)[1:][:asked_per_word]:
                         r = dev.infer(path)
                         hits += r["label"] == f"d{w}"
                         pos += 1
                 for w in negatives:
-                    for path in _files(folder, spk, w)[others_per_word:]:
+                    for path in _files(folder, spk, w)[others_per_word:][:asked_per_word]:
                         fa += dev.infer(path)["label"] is not None
                         neg += 1
                 dev.set_param("threshold", "model")

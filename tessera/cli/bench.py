@@ -216,11 +216,23 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_device(args: argparse.Namespace) -> int:
-    from tessera.tools.device_bench import enroll_path, false_detections
+    from tessera.tools.device_bench import enroll_path, false_detections, open_set_path
 
     url = args.port or f"sim://?model={args.model or _default_tsr()}"
     from tessera.runtime.errors import TesseraError
 
+    if args.open_set:
+        r = open_set_path(args.fsdd, url, speakers=tuple(args.speakers), words=min(args.words))
+        lines = [f"'none of these' for the same person's untaught words: digits 0-"
+                 f"{r['words'] - 1} taught one at a time (one recording each), digits "
+                 f"{', '.join(map(str, r['other']))} given as untaught for 'person+other', "
+                 f"asked: the other recordings of the taught digits and of the rest:"]
+        for x in r["rows"]:
+            lines.append(f"  {x['speaker']:>8}, threshold {x['mode']:>12} ({x['threshold']:.3f}): "
+                         f"{100 * x['hit_rate']:.1f} % of taught words right, "
+                         f"{100 * x['false_accept_rate']:.1f} % of untaught ones accepted")
+        _emit(args, r, "\n".join(lines))
+        return 0
     r = {"enroll": enroll_path(args.fsdd, url, speakers=tuple(args.speakers),
                                sizes=tuple(args.words))}
     failed = None
@@ -387,6 +399,10 @@ def register(sub, add) -> None:
     bd.add_argument("--noise-minutes", type=_positive_float, default=1.0,
                     help="minutes of streamed noise and silence for the false-alarm rate")
     bd.add_argument("--no-stream", action="store_true", help="skip the streaming part")
+    bd.add_argument("--open-set", action="store_true",
+                    help="instead: taught words accepted against the same person's untaught "
+                         "words, with the model's threshold and with threshold 'person' "
+                         "(fitted at enrollment; and with untaught recordings given)")
 
     bs = add(bsub, "stream", cmd_bench_stream, "continuous detection on a long stream with a "
              "ground-truth timeline: taught words found, missed, false detections per minute "
