@@ -101,3 +101,15 @@ def test_open_set_path_fits_none_to_the_person(fsdd):
     assert rows["model"]["threshold"] <= rows["person"]["threshold"] \
         <= rows["person+other"]["threshold"]
     assert rows["person+other"]["false_accept_rate"] <= rows["model"]["false_accept_rate"]
+
+
+def test_bench_stream_set_takes_device_parameters():
+    from tessera.cli.bench import _param
+    from tessera.runtime.errors import InputError
+
+    assert _param("min_confidence=0.5") == ("min_confidence", 0.5)
+    assert _param("trigger=hop") == ("trigger", "hop")
+    assert _param("detect=true") == ("detect", True)
+    for bad in ("min_confidence", "=3", ""):
+        with pytest.raises(InputError, match="NAME=VALUE"):
+            _param(bad)

@@ -12,7 +12,8 @@ voices) when it is installed, else none (the report says so).
 Scoring (:func:`score_timeline`): a taught word is **found** when an event names it and starts
 within ``tolerance_ms`` of the word's start (its first 10 ms frame within 30 dB of its loudest);
 any other event is **false**, charged to the item whose span (the item and the pause after it)
-holds the event's start: untaught speech, noise, or a taught word (a wrong or repeated answer).
+holds the event's start, or to the next item when its clip starts within ``tolerance_ms`` after
+the event: untaught speech, noise, or a taught word (a wrong or repeated answer).
 Rates are per minute of that kind of item. The timing error is the event's start minus the word's
 start, and its end minus the word's end, over the found words.
 """
@@ -135,9 +136,10 @@ def score_timeline(events: list[dict], items: list[dict], tolerance_ms: int = 30
         if hit is not None:
             found[hit] = e
             continue
-        j = int(np.searchsorted(starts, e["start_ms"], side="right")) - 1
-        # before its clip starts, an event belongs to the item ahead (its pause) if close
-        owner = items[max(j, 0)] if j >= 0 else items[0]
+        # an event belongs to the item whose clip starts at most ``tolerance_ms`` after it
+        # (a word heard a little early is that word's), else to the item whose pause it is in
+        j = int(np.searchsorted(starts, e["start_ms"] + tolerance_ms, side="right")) - 1
+        owner = items[max(j, 0)]
         false[owner["kind"]] += 1
     minutes = {k: sum(it["until_ms"] - it["clip_ms"][0] for it in items if it["kind"] == k)
                / 60_000 for k in false}
@@ -166,10 +168,11 @@ def score_timeline(events: list[dict], items: list[dict], tolerance_ms: int = 30
 
 def stream_bench(folder: str, url: str, speakers=("george", "jackson", "lucas"), sizes=(5, 10),
                  minutes: float = 5.0, seed: int = 0, tolerance_ms: int = 300,
-                 thresholds=("model",), say=lambda line: None) -> dict:
+                 thresholds=("model",), params: dict | None = None,
+                 say=lambda line: None) -> dict:
     """Every speaker, vocabulary size and threshold (``set_param threshold``: "model", "person"
     or a cosine, set before the words are taught): teach, stream the timeline, score (see the
-    module)."""
+    module). ``params``: other device parameters for the streams (e.g. ``min_confidence``)."""
     from ..trainer.openset import noise_clips
 
     check_folder(folder, speakers, max(sizes))
@@ -193,16 +196,19 @@ def stream_bench(folder: str, url: str, speakers=("george", "jackson", "lucas"),
                 say(f"{spk}, {n} words, threshold {thr}: {pcm.size / SAMPLE_RATE / 60:.1f} min "
                     f"stream ...")
                 rows.append(_one_stream(url, folder, spk, n, thr, pcm, items, tolerance_ms,
-                                        source))
+                                        source, params or {}))
     return dict(rows=rows, folder=folder, url=url, minutes=minutes, tolerance_ms=tolerance_ms,
                 thresholds=list(thresholds))
 
 
-def _one_stream(url, folder, spk, n, thr, pcm, items, tolerance_ms, source) -> dict:
+def _one_stream(url, folder, spk, n, thr, pcm, items, tolerance_ms, source, params) -> dict:
     with Device.open(url) as dev:
         _forget_all(dev)
         dev.request({"t": "untaught", "clear": True})
         dev.set_param("threshold", thr)
+        before = dev.params()
+        for k, v in params.items():
+            dev.set_param(k, v)
         for w in range(n):
             dev.enroll(f"d{w}", _files(folder, spk, w)[0])
         events: list[dict] = []
@@ -214,13 +220,18 @@ def _one_stream(url, folder, spk, n, thr, pcm, items, tolerance_ms, source) -> d
             dev.drain(events.append)
         finally:
             dev.set_param("detect", False)
-        params = dev.params()
+        used = dev.params()
+        for k in params:
+            dev.set_param(k, before[k])
+        dev.set_param("threshold", "model")
         elapsed = time.perf_counter() - t0
     r = score_timeline(events, items, tolerance_ms)
     r.update(speaker=spk, words=n, threshold=thr,
              stream_minutes=round(pcm.size / SAMPLE_RATE / 60, 2), untaught_source=source,
+             timeline=[[it["kind"], it["label"], it["start_ms"], it["end_ms"]] for it in items],
+             detections=[[e["label"], e["start_ms"], e["end_ms"]] for e in events],
              events=len(events), seconds_to_stream=round(elapsed, 1),
-             detector={k: params.get(k) for k in ("trigger", "hop_ms", "refractory_ms",
-                                                  "min_confidence", "threshold_in_use",
-                                                  "nms_ms")})
+             detector={k: used.get(k) for k in ("trigger", "hop_ms", "refractory_ms",
+                                                "min_confidence", "threshold_in_use",
+                                                "nms_ms", "max_word_ms")})
     return r

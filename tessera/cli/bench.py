@@ -283,13 +283,30 @@ def stream_lines(r: dict) -> list[str]:
     return lines
 
 
+def _param(text: str) -> tuple[str, object]:
+    """NAME=VALUE of ``--set``: the value as JSON when it parses (numbers, true/false), else text."""
+    import json
+
+    from tessera.runtime.errors import InputError
+
+    name, eq, value = text.partition("=")
+    if not eq or not name:
+        raise InputError(f"--set takes NAME=VALUE (a device parameter), got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def cmd_bench_stream(args: argparse.Namespace) -> int:
     from tessera.tools.stream_bench import stream_bench
 
     url = args.port or f"sim://?model={args.model or _default_tsr()}"
     r = stream_bench(args.fsdd, url, speakers=tuple(args.speakers), sizes=tuple(args.words),
                      minutes=args.minutes, seed=args.seed, tolerance_ms=args.tolerance_ms,
-                     thresholds=tuple(args.threshold), say=lambda line: _stage(args, line))
+                     thresholds=tuple(args.threshold),
+                     params=dict(_param(p) for p in args.set),
+                     say=lambda line: _stage(args, line))
     _emit(args, r, "\n".join(stream_lines(r)))
     return 0
 
@@ -418,6 +435,9 @@ def register(sub, add) -> None:
     bs.add_argument("--threshold", nargs="+", default=["model"], metavar="MODE",
                     help="the device's threshold for each run: model, person or a cosine "
                          "(default: model)")
+    bs.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a device parameter for the streams, e.g. min_confidence=0.5 or "
+                         "nms_ms=0 (repeatable; see PROTOCOL.md set_param)")
     bs.add_argument("--tolerance-ms", type=_positive_int, default=300,
                     help="a word is found when named within this of its start (default 300)")
     bs.add_argument("--seed", type=int, default=0, help="timeline seed")
