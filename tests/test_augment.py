@@ -306,3 +306,30 @@ def test_test_voices_keep_the_unseen_classes_new_words_are_all_unseen(tmp_path):
                  workers=1, progress=False)
     tasks = eval_setup(model, str(lang))[2]
     assert tasks.unseen.tolist() == list(range(6))
+
+
+def test_level_equalization_in_the_front_end(tmp_path, fsdd):
+    """diagnose --level-eq: the front-end's levels moved per speaker; with a reference equal
+    to a speaker's own mean nothing moves for that speaker, and the speech mean ignores
+    silence."""
+    from helpers import DEFAULT_MODEL, fsdd_subset
+    from tessera.runtime.frontend import FrontendSpec, design
+    from tessera.trainer.diagnose import _fe_levels, _speech_mean, level_equalization
+    from tessera.trainer.storage import load_model
+
+    tab = design(FrontendSpec())
+    noise = A._fft_filter(np.random.default_rng(0).standard_normal(8000),
+                          10 ** (np.linspace(12, -12, 512) / 20))              # falling tilt
+    pcm = np.concatenate([np.zeros(8000, np.int16),
+                          np.round(noise / np.abs(noise).max() * 8000).astype(np.int16)])
+    mean, steps = _speech_mean(_fe_levels(pcm, tab), tab.floor_level)
+    assert 400 <= steps <= 520                                  # the sound's half, not the silence
+    assert mean[: 100].mean() > mean[-100:].mean()              # its spectrum falls
+    folder = fsdd_subset(fsdd, tmp_path / "few", takes=6)
+    rows = level_equalization(load_model(DEFAULT_MODEL), folder, {"flat": mean * 0 + mean.mean()},
+                              episodes=10, shots=(1,))
+    names = [r["audio"] for r in rows]
+    assert names[0] == "front-end levels as heard" and len(rows) == 5
+    assert any("oracle" in n for n in names) and any("recordings heard before" in n for n in names)
+    for r in rows:
+        assert 0.0 <= r["cross_speaker"]["1-shot"] <= 100.0
