@@ -47,11 +47,13 @@ FIRMWARE_VERSION = "tessera-sim 0.5.0"
 IDEMPOTENCY = 256
 PERSISTED_ANSWERS = 32
 SEQ_WINDOW = 64         # version-3 stream chunks that may wait ahead of the stream
-PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")   # in flash before they are answered
+#: in flash before they are answered
+PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")
 CHUNK = 2048
 
 #: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's;
-#: "person": fitted to this person at every enroll and forget, see :meth:`Firmware._fit_person`);
+#: "person": fitted to this person at every enroll, forget and untaught, see
+#: :meth:`Firmware._person_threshold`);
 #: min_confidence: the calibrated probability an answer needs (0: the threshold alone). Both are
 #: the chip's one decision rule, for ``infer`` and detection alike. Detection (firmware_sim/
 #: detect.py) opens a window of the model's length at each sound onset (``trigger`` "onset": at
@@ -59,15 +61,14 @@ CHUNK = 2048
 #: (``trigger`` "hop"), drops windows whose sound lasts longer than ``max_word_ms`` (noise that
 #: fills the window), keeps the best of the accepted windows within ``nms_ms`` of each other,
 #: and does not report a word again within ``refractory_ms``. autosave: a loaded model, an
-#: enroll and a forget are written to flash (if any) before they are answered.
+#: enroll, a forget and an untaught are written to flash (if any) before they are answered.
 DEFAULT_PARAMS = {"detect": False, "min_confidence": 0.0, "write_noise": 0.0,
                   "threshold": None, "hop_ms": 250, "refractory_ms": 1000, "trigger": "onset",
                   "onset_events": 2, "nms_ms": 500, "max_word_ms": 800, "autosave": True}
-ALIASES = {"detect_confidence": "min_confidence"}
-PERSON_QUANTILE = 1.0   # threshold "person": above this quantile of the untaught words' scores,
-PERSON_MARGIN = 0.02    # by this much (a cosine),
+ALIASES = {"detect_confidence": "min_confidence"}     # the name before one rule served both
+PERSON_MARGIN = 0.02    # threshold "person": this much (a cosine) above every untaught score,
 PERSON_CAP = 0.95       # and never above this
-MAX_NEGATIVES = 16      # untaught recordings kept (``untaught``), the oldest dropped     # the name before one rule served both
+MAX_NEGATIVES = 16      # untaught recordings kept (``untaught``), the oldest dropped
 
 
 class Capabilities:
@@ -204,17 +205,16 @@ class Firmware:
         return out
 
     def _person_threshold(self) -> int:
-        """``threshold`` "person": the ``PERSON_QUANTILE`` of what this person's untaught words
-        score (:meth:`_untaught_scores`) plus ``PERSON_MARGIN``, never below the model file's
+        """``threshold`` "person": the highest of what this person's untaught words score
+        (:meth:`_untaught_scores`) plus ``PERSON_MARGIN``, never below the model file's
         threshold nor above ``PERSON_CAP`` (a threshold no taught word could pass)."""
         tab = self.chip.tab
         one = 1 << tab.cos_frac
         scores = self._untaught_scores()
         if not scores:
             return tab.none_threshold
-        t = float(np.quantile(np.asarray(scores, float), PERSON_QUANTILE)) \
-            + PERSON_MARGIN * one
-        return int(min(max(tab.none_threshold, round(t)), round(PERSON_CAP * one)))
+        t = max(scores) + round(PERSON_MARGIN * one)
+        return int(min(max(tab.none_threshold, t), round(PERSON_CAP * one)))
 
     def _new_stream(self) -> None:
         """A stream starts clean: the chip's state, the stream offsets (version 3+) and the

@@ -210,8 +210,8 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
     the shots enrolled, the tests and the sentence streamed (``realtime``: paced as a
     microphone), every answer handed to ``on_line`` as it arrives; then the local figures. The
     tests and the sentence's continuous detection are answered by the device's one decision
-    rule (its threshold and ``min_confidence``, set for the whole demo when given). Returns the summary (also written as
-    ``summary.json``) with the plots' paths."""
+    rule (its threshold and ``min_confidence``, set for the whole demo when given). Returns the
+    summary (also written as ``summary.json``) with the plots' paths."""
     from ..protocol.client import Device
     from .protocol_bench import pty_sim
 

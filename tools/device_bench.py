@@ -184,7 +184,8 @@ def open_set_path(folder: str, url: str, speakers=("george", "jackson", "lucas")
                 for w in range(words):
                     dev.enroll(f"d{w}", _files(folder, spk, w)[0])
                 if mode == "person+other":
-                    dev.untaught(*[p for w in other for p in _files(folder, spk, w)[:others_per_word]])
+                    dev.untaught(*[p for w in other
+                                   for p in _files(folder, spk, w)[:others_per_word]])
                 thr = dev.params()["threshold_in_use"]
                 hits = pos = fa = neg = 0
                 for w in range(words):
