@@ -50,6 +50,7 @@ SEQ_WINDOW = 64         # version-3 stream chunks that may wait ahead of the str
 #: in flash before they are answered
 PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")
 CHUNK = 2048
+MAX_PING = MAX_BODY - 64   # a ping's payload, so that its pong fits a frame
 
 #: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's;
 #: "person": fitted to this person at every enroll, forget and untaught, see
@@ -69,6 +70,47 @@ ALIASES = {"detect_confidence": "min_confidence"}     # the name before one rule
 PERSON_MARGIN = 0.02    # threshold "person": this much (a cosine) above every untaught score,
 PERSON_CAP = 0.95       # and never above this
 MAX_NEGATIVES = 16      # untaught recordings kept (``untaught``), the oldest dropped
+
+
+#: ``set_param`` rules, one per parameter: ("bool",), ("number", low, high), ("choice", values);
+#: "threshold" is a cosine in [-1, 1], "model" (stored as None) or "person"
+PARAM_RULES = {
+    "detect": ("bool",), "autosave": ("bool",),
+    "min_confidence": ("number", 0.0, 1.0), "write_noise": ("number", 0.0, 1.0),
+    "threshold": ("number", -1.0, 1.0),
+    "hop_ms": ("number", 0, 60_000), "refractory_ms": ("number", 0, 60_000),
+    "nms_ms": ("number", 0, 10_000), "max_word_ms": ("number", 0, 10_000),
+    "onset_events": ("number", 1, 10_000),
+    "trigger": ("choice", ("onset", "hop")),
+}
+
+
+def check_param(name, value) -> tuple[str, object]:
+    """(the parameter's name, its value) if ``value`` is valid for it, else ProtocolError
+    (UNKNOWN_PARAM, BAD_FIELD): the one check of a ``set_param`` and of parameters restored from
+    flash."""
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
+    if name not in PARAM_RULES:
+        raise ProtocolError("UNKNOWN_PARAM", f"no parameter {name!r} (have "
+                                             f"{sorted(PARAM_RULES)})")
+    rule = PARAM_RULES[name]
+    if name == "threshold" and value in ("model", None):        # the model file's threshold
+        return name, None
+    if name == "threshold" and value == "person":                # fitted at every enroll
+        return name, value
+    if rule[0] == "bool":
+        if not isinstance(value, bool):
+            raise ProtocolError("BAD_FIELD", f"{name} takes true or false")
+    elif rule[0] == "choice":
+        if value not in rule[1]:
+            raise ProtocolError("BAD_FIELD", f"{name} is one of {', '.join(map(repr, rule[1]))}")
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not rule[1] <= value <= rule[2]:
+            what = "a cosine in [-1, 1], 'model' or 'person'" if name == "threshold" \
+                else f"a number in [{rule[1]}, {rule[2]}]"
+            raise ProtocolError("BAD_FIELD", f"{name} takes {what}")
+    return name, value
 
 
 class Capabilities:
@@ -131,8 +173,17 @@ class Firmware:
                 self.boot_error = f"flash image not restored: {exc}"
 
     def _restore_image(self, image: dict) -> None:
-        self.params.update({k: v for k, v in image.get("params", {}).items()
-                            if k in DEFAULT_PARAMS})
+        params = image.get("params", {})
+        if not isinstance(params, dict):
+            raise InputError("flash image: parameters are not a map")
+        for k, v in params.items():                 # the same check as set_param
+            try:
+                name, value = check_param(k, v)
+            except ProtocolError as exc:
+                if exc.name == "UNKNOWN_PARAM":       # an older firmware's: not ours
+                    continue
+                raise InputError(f"flash image: parameter {k!r}: {exc}") from None
+            self.params[name] = value
         self.install(image["model"])
         levels = unpack_ints(image["levels"], "levels")
         self.chip.restore_readout(dict(levels=levels, classes=list(image["classes"]),
@@ -168,6 +219,7 @@ class Firmware:
                                           seed=self.seed))
         except InputError as exc:
             raise ProtocolError("MODEL_REJECTED", str(exc)) from None
+        self._probe(model)
         need = len(blob) + chip.stats()["memory_bytes"]["total"]
         if need > self.ram_budget:
             raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")
@@ -178,6 +230,32 @@ class Firmware:
         self.negatives = []                           # features of another model mean nothing
         self._apply_threshold()
         self._detect_reset()
+
+    def _probe(self, model) -> None:
+        """A model is committed only after it runs, on a chip of its own (the device's is not
+        touched): audio through its front-end, a silent and a loud utterance through the core,
+        an enroll and an answer."""
+        try:
+            probe = Chip(model, RRAMConfig(write_noise=0.0, seed=self.seed))
+            tab = probe.tab
+            ms = tab.steps * tab.bin_ms
+            loud = np.zeros((ms, tab.channels_total), np.uint8)
+            loud[::3, tab.channels] = 1
+            for frames in (np.zeros_like(loud), loud):
+                probe.reset()
+                probe.run(frames)
+                phi = probe.features()
+                probe.enroll("probe", [phi])
+                probe.reset()
+                probe.run(frames)
+                probe.predict()
+            probe.reset()
+            probe.cochlea.process(np.zeros(tab.bin_ms * SAMPLE_RATE // 1000, np.int16))
+        except ProtocolError:
+            raise
+        except (Exception, RecursionError) as exc:                # noqa: BLE001 - any failure
+            raise ProtocolError("MODEL_REJECTED", f"the model does not run: "
+                                                  f"{type(exc).__name__}: {exc}"[:180]) from None
 
     def _apply_threshold(self) -> None:
         """The chip's decision registers from the parameters: the cosine threshold (the model
@@ -270,13 +348,31 @@ class Firmware:
         return b"".join(out)
 
     def handle_body(self, body: bytes) -> bytes:
-        """One frame's body -> the answer frame (cached per request id)."""
+        """One frame's body -> the answer frame (cached per request id). Nothing a host sends
+        ends the device: whatever escapes a handler (a bug, a value nested too deep for a
+        recursive step, memory) is answered INTERNAL and the device keeps serving."""
+        try:
+            return self._handle(body)
+        except (Exception, RecursionError, MemoryError) as exc:      # noqa: BLE001 - never exit
+            self.stats["errors"] += 1
+            return self._frame(error_message(0, "INTERNAL", f"{type(exc).__name__}: "
+                                                            f"{str(exc)[:120]}"))
+
+    def _frame(self, reply: dict) -> bytes:
+        """An answer's frame; one that would exceed the frame limit is answered INTERNAL
+        instead (it cannot happen by construction: :meth:`_answers_fit`)."""
+        try:
+            return encode_frame(encode(reply, self.host_version))
+        except ValueError as exc:
+            return encode_frame(encode(error_message(reply.get("id", 0), "INTERNAL",
+                                                     str(exc)), self.host_version))
+
+    def _handle(self, body: bytes) -> bytes:
         try:
             msg = decode(body)
         except ProtocolError as exc:
             self.stats["errors"] += 1
-            return encode_frame(encode(error_message(exc.rid, exc.name, str(exc)),
-                                       self.host_version))
+            return self._frame(error_message(exc.rid, exc.name, str(exc)))
         rid = msg["id"]
         if msg.get("v") in SUPPORTED:
             self.host_version = msg["v"]
@@ -307,7 +403,7 @@ class Firmware:
                 and self.flash_path and self.params["autosave"]):
             frame = self._persist(rid, reply)
         else:
-            frame = encode_frame(encode(reply, self.host_version))
+            frame = self._frame(reply)
         if rid and reply.get("name") != "NO_UTTERANCE":   # that one may succeed once the
             # shots are streamed again (after a reboot), under the same id
             self.answers[rid] = frame
@@ -328,8 +424,11 @@ class Firmware:
             raise ProtocolError("UNSUPPORTED_VERSION", f"host offers {versions}, device speaks "
                                                        f"{list(SUPPORTED)}")
         self.host_version = common[-1]
+        return self._hello_info(common[-1])
+
+    def _hello_info(self, version: int, classes: list[str] | None = None) -> dict:
         cap = Capabilities
-        info = dict(t="hello", version=common[-1], firmware=FIRMWARE_VERSION,
+        info = dict(t="hello", version=version, firmware=FIRMWARE_VERSION,
                     max_rows=cap.max_rows, max_cols=cap.max_cols, max_tile=cap.max_tile,
                     max_inputs=cap.max_inputs, weight_bits=cap.weight_bits,
                     max_classes=cap.max_classes, encodings=cap.encodings,
@@ -339,12 +438,17 @@ class Firmware:
             t = self.chip.tab
             info["model"] = dict(rows=t.rows, cols=t.cols, tile=t.tile, inputs=t.inputs,
                                  channels=t.channels_total, weight_bits=t.weight_bits,
-                                 bytes=len(self.model_bytes), classes=self.chip.classes(),
+                                 bytes=len(self.model_bytes),
+                                 classes=self.chip.classes() if classes is None else classes,
                                  max_classes=t.max_classes)
         return info
 
     def do_ping(self, msg: dict) -> dict:
-        return {"t": "pong", "payload": msg.get("payload", b"")}
+        payload = msg.get("payload", b"")
+        if len(payload) > MAX_PING:
+            raise ProtocolError("BAD_FIELD", f"ping: payload of {len(payload)} bytes (at most "
+                                             f"{MAX_PING}: its pong must fit a frame)")
+        return {"t": "pong", "payload": payload}
 
     def do_load_begin(self, msg: dict) -> dict:
         size = msg["size"]
@@ -523,6 +627,9 @@ class Firmware:
         label = msg["label"]
         if label not in chip.classes() and len(chip.classes()) >= chip.tab.max_classes:
             raise ProtocolError("CAPACITY", f"{chip.tab.max_classes} classes enrolled")
+        if label not in chip.classes() and not self._answers_fit(chip.classes() + [label]):
+            raise ProtocolError("CAPACITY", "with this label the enrolled words would no longer "
+                                            "fit in one answer (shorter labels, or forget one)")
         r = chip.enroll(label, self.recent[-shots:])
         self.recent = []
         chip.reset()
@@ -552,6 +659,26 @@ class Firmware:
         self._apply_threshold()
         return {"t": "ack", "negatives": len(self.negatives),
                 "threshold": self._threshold_in_use()}
+
+    def _answers_fit(self, labels: list[str]) -> bool:
+        """Every answer that lists the enrolled words (hello, classes, a result or an event
+        with a score per word) fits a frame with these ``labels``: the device refuses to store
+        what it could not report."""
+        worst = max(labels, key=lambda x: len(x.encode()), default="")
+        scores = {lab: -0.123456789 for lab in labels}
+        big = 2 ** 32 - 1
+        answers = [
+            {"t": "result", "id": big, "label": worst, "best": worst, "scores": scores,
+             "confidence": 0.123456789, "spikes": big, "inputs": big, "latency_us": 1e9},
+            {"t": "event", "id": 0, "kind": "keyword", "label": worst, "confidence": 0.1234567,
+             "start_ms": big, "end_ms": big, "window_ms": big, "scores": scores},
+            dict(self._hello_info(VERSION, labels), id=big)]
+        try:
+            for a in answers:
+                encode(a, VERSION)
+        except ValueError:
+            return False
+        return True
 
     def _threshold_in_use(self) -> float:
         return self.chip.none_threshold / (1 << self.chip.tab.cos_frac)
@@ -583,38 +710,7 @@ class Firmware:
         return out
 
     def do_set_param(self, msg: dict) -> dict:
-        name, value = msg["name"], msg["value"]
-        name = ALIASES.get(name, name)
-        if name not in self.params:
-            raise ProtocolError("UNKNOWN_PARAM", f"no parameter {name!r} (have "
-                                                 f"{sorted(self.params)})")
-        kind = type(DEFAULT_PARAMS[name])
-        if name == "threshold" and value == "model":    # back to the model file's threshold
-            value, kind = None, type(None)
-        elif name == "threshold" and value == "person":  # fitted at every enroll and forget
-            kind = str
-        elif name == "trigger":
-            if value not in ("onset", "hop"):
-                raise ProtocolError("BAD_FIELD", "trigger is 'onset' or 'hop'")
-            kind = str
-        elif kind is bool and not isinstance(value, bool):
-            raise ProtocolError("BAD_FIELD", f"{name} takes true or false")
-        elif value is not None and kind is not bool and (
-                isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ProtocolError("BAD_FIELD", f"{name} takes a number")
-        if name == "threshold" and kind is not str and value is not None \
-                and not -1.0 <= value <= 1.0:
-            raise ProtocolError("BAD_FIELD", "threshold is a cosine in [-1, 1]")
-        if name in ("hop_ms", "refractory_ms") and not 0 <= value <= 60_000:
-            raise ProtocolError("BAD_FIELD", f"{name} must be 0..60000 ms")
-        if name == "onset_events" and not 1 <= value <= 10_000:
-            raise ProtocolError("BAD_FIELD", "onset_events must be 1..10000")
-        if name == "min_confidence" and not 0.0 <= value <= 1.0:
-            raise ProtocolError("BAD_FIELD", "min_confidence must be in [0, 1]")
-        if name in ("nms_ms", "max_word_ms") and not 0 <= value <= 10_000:
-            raise ProtocolError("BAD_FIELD", f"{name} must be 0..10000 ms")
-        if name == "write_noise" and not 0.0 <= value <= 1.0:
-            raise ProtocolError("BAD_FIELD", "write_noise must be in [0, 1]")
+        name, value = check_param(msg["name"], msg["value"])
         self.params[name] = value
         if name in ("threshold", "min_confidence"):
             self._apply_threshold()

@@ -117,6 +117,8 @@ def decode(body: bytes) -> dict:
             from None
     if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
         raise ProtocolError("BAD_MESSAGE", "message is not a map with a string type 't'")
+    if _depth(msg) > MAX_DEPTH:
+        raise ProtocolError("BAD_MESSAGE", f"values nested more than {MAX_DEPTH} deep")
     rid = msg.get("id")
     if not isinstance(rid, int) or isinstance(rid, bool) or not 0 <= rid < 2**32:
         raise ProtocolError("BAD_MESSAGE", "message id 'id' must be an integer in [0, 2^32)")
@@ -125,6 +127,26 @@ def decode(body: bytes) -> dict:
                             f"protocol version {msg.get('v')!r} (device speaks "
                             f"{', '.join(map(str, SUPPORTED))})", rid)
     return msg
+
+
+#: how deep a message's values may nest (no request needs more than 3)
+MAX_DEPTH = 16
+
+
+def _depth(value) -> int:
+    """Nesting depth of lists and maps, without recursion (a hostile value may nest as deep as
+    the frame allows)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, tuple, dict)):
+            deepest = max(deepest, d)
+            if d > MAX_DEPTH:
+                return d
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+            if isinstance(v, dict):
+                stack.extend((k, d + 1) for k in v)
+    return deepest
 
 
 def check_fields(msg: dict) -> None:

@@ -162,7 +162,7 @@ def test_threshold_detection_and_flash_over_the_protocol(fsdd, tmp_path):
         assert dev.classes() == ["d3", "d7"]
         assert dev.params()["threshold_in_use"] == 0.5
         dev.set_param("threshold", 0.99)
-        with pytest.raises(Exception, match="threshold is a cosine"):
+        with pytest.raises(Exception, match="threshold takes a cosine"):
             dev.set_param("threshold", 2.0)
 
 

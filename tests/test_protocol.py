@@ -563,3 +563,92 @@ def test_stream_over_a_lossy_link_arrives_whole(model4):
         got.append(dev.request({"t": "end_of_utterance"})["scores"])
         dev.close()
     assert got[0] == got[1] == got[2] and dev.retried > 10 and 0.003 < dev.byte_error_rate() < 0.05
+
+
+# ---------------------------------------------------------------- issue 24: no host can break it
+def _ask(fw, msg: dict) -> dict:
+    import msgpack
+
+    from tessera.protocol.framing import FrameDecoder
+    out = FrameDecoder().feed(fw.receive(encode_frame(msgpack.packb(msg, use_bin_type=True))))
+    return decode(out[-1])
+
+
+def test_a_value_nested_deep_is_a_bad_message_not_an_exit(model4):
+    fw = pb._loaded_firmware(model4)
+    body = b"\x83\xa1t\xa4ping\xa2id\x01\xa1v" + b"\x91" * 1000 + b"\x01"   # 1,015 bytes
+    reply = decode(_body(fw.handle_body(body)))
+    assert reply["name"] == "BAD_MESSAGE" and "nested" in reply["message"]
+    assert _ask(fw, {"v": 4, "t": "ping", "id": 2})["t"] == "pong"          # still serving
+
+
+def test_every_answer_fits_a_frame_by_construction(model4):
+    from tessera.firmware_sim.device import MAX_PING
+    from tessera.protocol.framing import MAX_BODY
+
+    from tessera.runtime.model_format import decode_model, encode_model
+
+    m = decode_model(open(model4, "rb").read())
+    m.readout["max_classes"] = 64                    # room for more words than answers hold
+    fw = Firmware(None)
+    fw.install(encode_model(m))
+    r = _ask(fw, {"v": 4, "t": "ping", "id": 3, "payload": b"x" * (MAX_PING + 1)})
+    assert r["name"] == "BAD_FIELD" and "pong must fit" in r["message"]
+    assert _ask(fw, {"v": 4, "t": "ping", "id": 4, "payload": b"x" * MAX_PING})["t"] == "pong"
+    # long four-byte labels: the device refuses the one whose answers would not fit
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal(6400) * 3000).astype("<i2").tobytes()
+    refused = None
+    for i in range(fw.chip.tab.max_classes):
+        _ask(fw, {"v": 4, "t": "reset_state", "id": 100 + 3 * i})
+        _ask(fw, {"v": 4, "t": "stream_audio", "id": 101 + 3 * i, "rate": 16000, "pcm": pcm})
+        r = _ask(fw, {"v": 4, "t": "enroll", "id": 102 + 3 * i, "label": "\U0001F600" * 62 + f"{i:02d}"})
+        if r["t"] == "error":
+            refused = r
+            break
+    assert refused is not None and refused["name"] == "CAPACITY", refused
+    n = len(fw.chip.classes())
+    assert 0 < n < fw.chip.tab.max_classes
+    for msg in ({"t": "hello", "versions": [4]}, {"t": "list_classes"}, {"t": "end_of_utterance"}):
+        _ask(fw, {"v": 4, "t": "stream_audio", "id": 900, "rate": 16000, "pcm": pcm})
+        body = _body(fw.handle_body(encode({**msg, "id": 901 + len(msg)})))
+        assert len(body) <= MAX_BODY and decode(body)["t"] != "error", decode(body)
+
+
+def _body(frame: bytes) -> bytes:
+    from tessera.protocol.framing import FrameDecoder
+    (body,) = FrameDecoder().feed(frame)
+    return body
+
+
+def test_a_model_that_loads_but_cannot_run_is_refused(model4):
+    from tessera.runtime.model_format import decode_model, encode_model
+
+    m = decode_model(open(model4, "rb").read())
+    m.readout["calib"] = [553, 2 ** 64 - 1, -569]
+    blob = encode_model(m)
+    fw = pb._loaded_firmware(model4)
+    old = fw.chip
+    with pytest.raises(Exception, match="MODEL_REJECTED|does not run|calib"):
+        fw.install(blob)
+    assert fw.chip is old
+
+
+def test_parameters_restored_from_flash_are_checked_like_the_wire(model4, tmp_path):
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do_set_param({"name": "hop_ms", "value": 100})
+    fw.do_save({})
+    image = flash.load(str(img))
+    image["params"]["hop_ms"] = "x"
+    flash.save(str(img), image)
+    fw = Firmware(str(img))
+    assert fw.chip is None and "hop_ms" in fw.boot_error          # boots empty, says why
+    image["params"]["hop_ms"] = 120
+    image["params"]["an_older_firmwares_param"] = 3               # not ours: ignored
+    flash.save(str(img), image)
+    fw = Firmware(str(img))
+    assert fw.chip is not None and fw.params["hop_ms"] == 120 and fw.boot_error is None
