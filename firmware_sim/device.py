@@ -163,13 +163,19 @@ class Firmware:
         self.events_out: list[dict] = []
         self.reboot_requested = False
         self.boot_error = None
-        image = flash.load(self.flash_path) if self.flash_path else None
+        try:
+            image = flash.load(self.flash_path) if self.flash_path else None
+        except InputError as exc:                     # damaged: boot empty, say why
+            image, self.boot_error = None, f"flash image not restored: {exc}"
         if image is not None:
             try:
                 self._restore_image(image)
-            except (ProtocolError, InputError, KeyError, TypeError, ValueError) as exc:
+            except (ProtocolError, InputError, KeyError, TypeError, ValueError,
+                    OverflowError) as exc:
                 # an image this firmware cannot use (an older model format): boot empty
                 self.chip, self.model_bytes = None, b""
+                self.negatives = []
+                self.params = dict(DEFAULT_PARAMS)
                 self.boot_error = f"flash image not restored: {exc}"
 
     def _restore_image(self, image: dict) -> None:

@@ -27,13 +27,20 @@ def save(path: str, image: dict, crash_after_temp: bool = False) -> int:
     payload = msgpack.packb(image, use_bin_type=True)
     blob = HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if crash_after_temp:                          # fault injection: die between write and rename
-        os._exit(86)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if crash_after_temp:                      # fault injection: die between write and rename
+            os._exit(86)
+        os.replace(tmp, path)
+    except OSError:
+        try:                                      # a failed write leaves nothing behind
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     try:
         fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         try:
@@ -46,17 +53,28 @@ def save(path: str, image: dict, crash_after_temp: bool = False) -> int:
 
 
 def load(path: str) -> dict | None:
+    """The image at ``path``, None when there is none; InputError (naming what is wrong) for
+    anything that is not a whole image of this format."""
     if not os.path.exists(path):
         return None
-    with open(path, "rb") as fh:
-        blob = fh.read()
+    if os.path.isdir(path):
+        raise InputError("the flash image is a folder (give a file name)", source=path)
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except OSError as exc:
+        raise InputError(f"cannot read the flash image ({exc.strerror})", source=path) from None
     if len(blob) < HEAD.size:
         raise InputError("flash image too short", source=path)
     magic, length, crc = HEAD.unpack_from(blob)
     payload = blob[HEAD.size:]
     if magic != MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
         raise InputError("flash image corrupt (magic, length or CRC)", source=path)
-    image = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    if not isinstance(image, dict) or "model" not in image:
+    try:
+        image = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception as exc:                      # noqa: BLE001 (msgpack raises many kinds)
+        raise InputError(f"flash image payload does not decode ({type(exc).__name__})",
+                         source=path) from None
+    if not isinstance(image, dict) or not isinstance(image.get("model"), bytes):
         raise InputError("flash image has no model", source=path)
     return image

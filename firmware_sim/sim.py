@@ -72,8 +72,9 @@ def parse_listen(url: str, bind_any: bool = False) -> tuple[str, int]:
     if not url.startswith("socket://"):
         raise InputError(f"--listen takes socket://HOST:PORT, got {url!r}")
     host, _, port = url[len("socket://"):].rpartition(":")
-    if not port.isdigit():
-        raise InputError(f"--listen: no port in {url!r}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InputError(f"--listen: no port (0..65535) in {url!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host   # [::1]
     host = host or "127.0.0.1"
     if host not in ("127.0.0.1", "localhost", "::1") and not bind_any:
         raise InputError(f"refusing to listen on {host}: pass --bind-any to leave loopback")
@@ -81,8 +82,16 @@ def parse_listen(url: str, bind_any: bool = False) -> tuple[str, int]:
 
 
 def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=None,
-                 max_connections: int = 0) -> None:
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                 max_connections: int = 0, idle_s: float = 30.0) -> None:
+    """Serve one host at a time on a TCP socket. A host is let go when no whole frame has
+    arrived from it for ``idle_s`` seconds (an idle host, or one that trickles bytes that never
+    make a frame), so that the next one is served; a frame half received from a host that left
+    is dropped."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET           # ::1 is IPv6
+    try:
+        srv = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InputError(f"cannot open a socket for {host}: {exc.strerror}") from None
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         srv.bind((host, port))
@@ -100,9 +109,18 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
             conn, _ = srv.accept()
             served += 1
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            fw.decoder.drop_partial()                   # nothing of the last host is kept
+            progress, heard = time.monotonic(), _frames_heard(fw)
             with conn:
                 while True:
-                    r, _, _ = select.select([conn, srv], [], [])
+                    left = progress + idle_s - time.monotonic() if idle_s else None
+                    if left is not None and left <= 0:
+                        fw.stats["idle_hosts_released"] = \
+                            fw.stats.get("idle_hosts_released", 0) + 1
+                        break                           # silent or trickling: let go
+                    r, _, _ = select.select([conn, srv], [], [], left)
+                    if not r:
+                        continue
                     if srv in r and conn not in r:     # a second host: refused, never mixed
                         if _closed(conn):              # in, unless the first one just left
                             break
@@ -115,6 +133,8 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                     if not data:
                         break
                     out = faults.exchange(fw, data)
+                    if _frames_heard(fw) != heard:
+                        progress, heard = time.monotonic(), _frames_heard(fw)
                     if out:
                         try:
                             conn.sendall(out)
@@ -122,6 +142,10 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                             break
     finally:
         srv.close()
+
+
+def _frames_heard(fw: Firmware) -> int:
+    return fw.stats["frames"] + fw.stats["bad_frames"]
 
 
 def _closed(conn: socket.socket, wait_s: float = 0.1) -> bool:
@@ -222,12 +246,15 @@ def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = 
               model: str | None = None, flash: str | None = "tessera-flash.img",
               ram: int = 512 * 1024, seed: int = 0, drop: float = 0.0, corrupt: float = 0.0,
               baud: int | None = None, crash_during_save: bool = False, reboot_after: int = 0,
-              json_out: bool = False) -> int:
+              json_out: bool = False, idle_s: float = 30.0) -> int:
     """Serve one simulated device until killed: on a pseudo-terminal (``pty``) or a socket
     (``listen``, ``socket://HOST:PORT``). It boots from ``flash`` (no flash image: ``None`` or
     "") or else installs ``model``; ``drop``/``corrupt``/``baud`` shape the link, the other
     options inject faults. The port is announced on stdout once it is open: the bare URL, or
     one JSON object with ``json_out``."""
+    if flash and os.path.isdir(flash):
+        raise InputError("the flash image must be a file, not a folder (e.g. "
+                         f"{os.path.join(flash, 'tessera-flash.img')})", source=flash)
     lock = _lock_flash(flash) if flash else None        # held until this process ends
     fw = Firmware(flash_path=flash, ram_budget=ram, seed=seed)
     fw.flash_lock = lock
@@ -236,9 +263,15 @@ def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = 
               file=sys.stderr, flush=True)
     fw.crash_during_save = crash_during_save
     fw.reboot_after = reboot_after
+    source = f"flash:{flash}" if fw.chip is not None else None
+    if fw.chip is not None and model:
+        print(f"tessera sim: {flash} holds a model and its words: serving it (not {model}; "
+              f"delete the image or give another --flash to start from {model})",
+              file=sys.stderr, flush=True)
     if fw.chip is None and model:
         from ..protocol.messages import ProtocolError
 
+        source = model
         try:
             fw.install(open(model, "rb").read())
         except OSError as exc:
@@ -253,7 +286,7 @@ def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = 
 
             from .device import FIRMWARE_VERSION
 
-            print(json.dumps(dict(port=url, firmware=FIRMWARE_VERSION, model=model, flash=flash,
+            print(json.dumps(dict(port=url, firmware=FIRMWARE_VERSION, model=source, flash=flash,
                                   boot_error=fw.boot_error)), flush=True)
         else:
             print(url, flush=True)
@@ -264,6 +297,8 @@ def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = 
     if not listen:
         raise InputError("the simulator needs a socket:// URL to listen on, or a pty")
     host, port = parse_listen(listen, bind_any)
-    serve_socket(fw, host, port, faults, ready=lambda p: announce(f"socket://{host}:{p}"))
+    shown = f"[{host}]" if ":" in host else host
+    serve_socket(fw, host, port, faults, ready=lambda p: announce(f"socket://{shown}:{p}"),
+                 idle_s=idle_s)
     return 0
 

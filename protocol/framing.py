@@ -135,6 +135,12 @@ class FrameDecoder:
         self.errors = {"crc": 0, "cobs": 0, "short": 0, "oversize": 0}
         self.frames = 0
 
+    def drop_partial(self) -> None:
+        """Forget a frame half received (its host went away): the next host's first frame
+        starts clean. The counters stay."""
+        self.buf = bytearray()
+        self.skipping = False
+
     def _error(self, err: FrameError) -> None:
         self.errors[err.kind] += 1
         if self.on_error is not None:

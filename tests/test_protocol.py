@@ -652,3 +652,103 @@ def test_parameters_restored_from_flash_are_checked_like_the_wire(model4, tmp_pa
     flash.save(str(img), image)
     fw = Firmware(str(img))
     assert fw.chip is not None and fw.params["hop_ms"] == 120 and fw.boot_error is None
+
+
+def test_a_damaged_flash_image_boots_empty_and_says_why(model4, tmp_path, monkeypatch):
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do_save({})
+    blob = bytearray(img.read_bytes())
+    blob[len(blob) // 2] ^= 0x10                                   # one flipped bit
+    img.write_bytes(bytes(blob))
+    fw = Firmware(str(img))
+    assert fw.chip is None and "corrupt" in fw.boot_error
+    assert _ask(fw, {"v": 4, "t": "reboot", "id": 7})["t"] == "ack"  # answered, then boots
+    assert _ask(fw, {"v": 4, "t": "ping", "id": 8})["t"] == "pong"
+    # a write that fails leaves no temporary file and the old image
+    fw.install(open(model4, "rb").read())
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(flash.os, "replace", broken)
+    r = _ask(fw, {"v": 4, "t": "save", "id": 9})
+    assert r["name"] == "STORAGE" and not (tmp_path / "f.img.tmp").exists()
+    assert img.read_bytes() == bytes(blob)
+
+
+def test_sim_says_which_model_it_serves(model4, tmp_path):
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do_save({})
+    p = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--pty", "--json", "--flash",
+                          str(img), "--model", model4], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        ann = json.loads(p.stdout.readline())
+        assert ann["model"] == f"flash:{img}"
+    finally:
+        p.kill()
+        _, err = p.communicate()
+    assert "serving it (not" in err
+
+
+def test_an_idle_or_trickling_host_is_let_go_and_the_next_is_served(model4, tmp_path):
+    import socket
+    import time
+
+    import msgpack
+
+    from tessera.protocol.framing import FrameDecoder
+
+    p = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--listen",
+                          "socket://127.0.0.1:0", "--json", "--flash", "", "--model", model4,
+                          "--idle-timeout", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        host, port = json.loads(p.stdout.readline())["port"][len("socket://"):].split(":")
+
+        def ping(sock, rid):
+            sock.sendall(encode_frame(msgpack.packb({"v": 4, "t": "ping", "id": rid})))
+            dec, t0 = FrameDecoder(), time.monotonic()
+            while time.monotonic() - t0 < 5:
+                got = dec.feed(sock.recv(4096))
+                if got:
+                    return decode(got[0])
+            raise AssertionError("no answer")
+
+        # a host that sends half a frame and leaves: the next host's first request is answered
+        a = socket.create_connection((host, int(port)))
+        a.sendall(encode_frame(msgpack.packb({"v": 4, "t": "ping", "id": 1}))[:5])
+        a.close()
+        b = socket.create_connection((host, int(port)))
+        assert ping(b, 2)["t"] == "pong"
+        # b trickles a byte every 0.3 s and never completes a frame: let go within ~1 s
+        t0, released = time.monotonic(), None
+        for _ in range(20):
+            try:
+                b.sendall(b"\x05")
+                gone = _readable(b) and b.recv(1) == b""
+            except OSError:
+                gone = True
+            if gone:
+                released = time.monotonic() - t0
+                break
+            time.sleep(0.3)
+        b.close()
+        assert released is not None and 0.8 < released < 3, released
+        c = socket.create_connection((host, int(port)))
+        assert ping(c, 3)["t"] == "pong"                  # the next host is served
+        c.close()
+    finally:
+        p.kill()
+        p.communicate()
+
+
+def _readable(sock) -> bool:
+    import select
+    return bool(select.select([sock], [], [], 0)[0])

@@ -28,12 +28,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     if not args.pty and not args.listen:
         raise InputError("tessera sim needs --listen socket://127.0.0.1:PORT or --pty")
+    if not args.idle_timeout >= 0:
+        raise InputError(f"--idle-timeout must be 0 (never) or more seconds, got "
+                         f"{args.idle_timeout:g}")
     if args.model is None and not args.no_model:
         args.model = _default_tsr()
     return main_loop(listen=args.listen, pty=args.pty, bind_any=args.bind_any, model=args.model,
                      flash=args.flash, ram=args.ram, seed=args.seed, drop=args.drop,
                      corrupt=args.corrupt, baud=args.baud, crash_during_save=args.crash_during_save,
-                     reboot_after=args.reboot_after, json_out=args.json)
+                     reboot_after=args.reboot_after, json_out=args.json,
+                     idle_s=args.idle_timeout)
 
 
 def _label_list(labels: list[str]) -> str:
@@ -398,6 +402,10 @@ def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
     sm = add(sub, "sim", cmd_sim, "the firmware simulator as a serial device")
     sm.add_argument("--listen", metavar="URL", help="socket://127.0.0.1:PORT")
+    sm.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
+                    help="with --listen: let a host go when no whole frame has come from it "
+                         "for S seconds (idle, or trickling bytes), so the next one is served "
+                         "(default 30; 0: never)")
     sm.add_argument("--pty", action="store_true", help="open a pseudo-terminal, print its path")
     sm.add_argument("--bind-any", action="store_true", help="allow a non-loopback address")
     sm.add_argument("--flash", default="tessera-flash.img", help="persistent flash image file")
