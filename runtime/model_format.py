@@ -150,6 +150,9 @@ def decode_model(blob: bytes, source: str = "<bytes>") -> ModelFile:
         raise InputError(f"model format version {version} is not supported (this reader: "
                          f"{', '.join(map(str, READS))}; re-export the model with tessera "
                          f"export)", source=source)
+    if flags != 0:
+        raise InputError(f"model header flags {flags:#06x}: this reader knows none (0 expected; "
+                         f"a newer exporter's file?)", source=source)
     payload = blob[HEADER.size:]
     if len(payload) != length:
         raise InputError(f"truncated or padded model: header says {length} payload bytes, file "

@@ -127,6 +127,26 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
         lines.append(f"fuzz: {f['frames']} frames ({f['mutated']} mutated): {f['crashes']} crashes, "
                      f"{f['internal_errors']} internal errors, {f['hangs']} hangs, "
                      f"{f['unanswered']} unanswered; worst {f['worst_frame_ms']} ms")
+    if "structured" in parts:
+        from tessera.tools.structured_fuzz import fuzz_structured
+
+        _stage(args, f"structure-aware fuzzing (Hypothesis), {args.examples} bodies ...")
+        f = r["structured_fuzz"] = fuzz_structured(model, examples=args.examples)
+        lines.append(f"structure-aware fuzz: {f['examples']} bodies in {f['seconds']} s, "
+                     f"{len(f['failures'])} failures"
+                     + (f" (first: {f['failures'][0]})" if f["failures"] else "")
+                     + "; answers " + ", ".join(f"{k} {v}" for k, v in
+                                               sorted(f["answers"].items())))
+    if "flash-images" in parts:
+        from tessera.tools.structured_fuzz import fuzz_flash_images
+
+        n = min(args.examples, 10_000)
+        _stage(args, f"mutated flash images (Hypothesis), {n} ...")
+        f = r["flash_fuzz"] = fuzz_flash_images(model, examples=n)
+        lines.append(f"mutated flash images: {f['examples']} in {f['seconds']} s, booted with "
+                     f"their model {f['booted_with_model']}, empty and saying why "
+                     f"{f['booted_empty']}, {len(f['failures'])} failures"
+                     + (f" (first: {f['failures'][0]})" if f["failures"] else ""))
     if "lossy" in parts:
         _stage(args, f"enrolling {args.words} words over a lossy link ...")
         x = r["lossy_enroll"] = pb.lossy_enroll(model, words=args.words)
@@ -203,6 +223,7 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     _emit(args, r, "\n".join(lines))
     ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
         ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
+        ("structured_fuzz", "failures", []), ("flash_fuzz", "failures", []),
         ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0),
         ("garbage_flood", "resynchronised", True), ("lossy_stream",
                                                      "lossy_answer_equals_clean", True),
@@ -449,9 +470,12 @@ def register(sub, add) -> None:
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
     bp.add_argument("--parts", nargs="+",
                     default=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
-                    choices=["fuzz", "lossy", "kill", "link", "flood", "pty", "models", "stream",
-                             "lossy-stream"],
-                    help="which tests: fuzzed frames, a lossy link, device kills, the link "
+                    choices=["fuzz", "structured", "flash-images", "lossy", "kill", "link",
+                             "flood", "pty", "models", "stream", "lossy-stream"],
+                    help="which tests: fuzzed frames, structure-aware fuzzing (Hypothesis: "
+                         "every message type, field and msgpack value; not by default: "
+                         "--examples bodies), flash images mutated field by field (not by "
+                         "default: --examples of them, at most 10,000), a lossy link, device kills, the link "
                          "budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
                          "files through the chip and the board, a long stream (not by "
                          "default: --minutes of audio), utterances over a 1 %% lossy link (not "
@@ -462,6 +486,8 @@ def register(sub, add) -> None:
                     help="mutated model files (--parts models)")
     bp.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
+    bp.add_argument("--examples", type=_positive_int, default=100_000,
+                    help="bodies of --parts structured")
     bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
     bp.add_argument("--kills", type=_positive_int, default=100,
                     help="device kills at random points of an enrollment")
