@@ -51,6 +51,8 @@ SEQ_WINDOW = 64         # version-3 stream chunks that may wait ahead of the str
 PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")
 CHUNK = 2048
 MAX_PING = MAX_BODY - 64   # a ping's payload, so that its pong fits a frame
+MAX_STEPS = 1000           # 1 ms steps in one stream_spikes message: bounds its memory
+AUDIO_PIECE = 2048         # samples through the front-end at a time: bounds its temporaries
 
 #: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's;
 #: "person": fitted to this person at every enroll, forget and untaught, see
@@ -512,6 +514,9 @@ class Firmware:
     def do_stream_spikes(self, msg: dict) -> dict:
         chip = self._need_chip()
         channels = chip.tab.channels_total
+        if not 0 <= msg["steps"] <= MAX_STEPS:
+            raise ProtocolError("BAD_FIELD", f"stream_spikes: {msg['steps']} steps in one message "
+                                             f"(at most {MAX_STEPS}: send long streams in parts)")
         try:
             frames = decode_spikes(msg["encoding"], msg["data"], msg["steps"], channels)
         except SpikeDecodeError as exc:
@@ -528,9 +533,12 @@ class Firmware:
         if len(msg["pcm"]) % 2:
             raise ProtocolError("BAD_AUDIO", "pcm16 data of an odd number of bytes")
         pcm = np.frombuffer(msg["pcm"], "<i2")
-        return self._in_order(
-            msg, int(pcm.size), lambda skip: self._stream_frames(chip.cochlea.process(pcm[skip:])),
-            {"t": "ack", "samples": int(pcm.size)})
+
+        def run(skip: int) -> None:              # in pieces: bounded front-end temporaries
+            for i in range(skip, pcm.size, AUDIO_PIECE):
+                self._stream_frames(chip.cochlea.process(pcm[i:i + AUDIO_PIECE]))
+
+        return self._in_order(msg, int(pcm.size), run, {"t": "ack", "samples": int(pcm.size)})
 
     def do_s(self, msg: dict) -> dict:
         """Version 4's compact ``stream_spikes``: ``o`` offset, ``n`` steps, ``e`` encoding

@@ -77,7 +77,8 @@ def decode_spikes(encoding: str, data: bytes, steps: int, channels: int) -> np.n
         return bits[:, :channels].astype(np.uint8)
     if encoding != "events":
         raise SpikeDecodeError(f"unknown spike encoding {encoding!r} (events or bitmap)")
-    counts = np.zeros((steps, channels), np.int64)
+    # uint16 holds every count: a step's events cannot outnumber the bytes of a frame
+    counts = np.zeros((steps, channels), np.uint16 if len(data) < 65535 else np.int64)
     vals, v, shift = [], 0, 0
     for b in data:
         v |= (b & 0x7F) << shift
@@ -107,4 +108,5 @@ def decode_spikes(encoding: str, data: bytes, steps: int, channels: int) -> np.n
     if i != len(vals):
         raise SpikeDecodeError(f"{len(vals) - i} values left after {steps} steps")
     np.minimum(counts, 255, out=counts)
-    return counts.astype(np.uint8)
+    return counts.astype(np.uint8, copy=False) if counts.dtype == np.uint8 \
+        else counts.astype(np.uint8)

@@ -785,3 +785,39 @@ def test_mutated_flash_images_boot_and_answer(model4):
     r = fuzz_flash_images(model4, examples=60, seed=3)
     assert r["failures"] == [] and r["examples"] == 60, r["failures"]
     assert r["booted_empty"] > 0 and r["booted_with_model"] > 0
+
+
+def test_memory_for_any_one_frame_is_bounded(model4):
+    """At most 4 MB above the idle process for the heaviest frames a host can send: 1,000 steps
+    of spikes (more in one message is BAD_FIELD), dense events or a bitmap, and a frame of
+    audio."""
+    import tracemalloc
+
+    import msgpack
+
+    from tessera.firmware_sim.device import MAX_STEPS
+    from tessera.protocol.framing import MAX_BODY
+
+    fw = pb._loaded_firmware(model4)
+    rng = np.random.default_rng(0)
+    frames = (rng.random((MAX_STEPS, 700)) < 0.004).astype(np.uint8)
+    events = encode_events(frames)
+    bitmap = encode_bitmap(frames[:180])
+    pcm = (rng.standard_normal((MAX_BODY - 100) // 2) * 3000).astype("<i2").tobytes()
+    heavy = [{"t": "stream_spikes", "encoding": "events", "steps": MAX_STEPS, "data": events},
+             {"t": "stream_spikes", "encoding": "bitmap", "steps": 180, "data": bitmap},
+             {"t": "stream_audio", "rate": 16000, "pcm": pcm}]
+    for i, msg in enumerate(heavy * 2):                       # the second round is measured
+        body = msgpack.packb({"v": 4, "id": 50 + i, **msg}, use_bin_type=True)
+        assert len(body) <= MAX_BODY
+        tracemalloc.start()
+        reply = decode(_body(fw.handle_body(body)))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert reply["t"] == "ack", reply
+        if i >= len(heavy):
+            assert peak < 4e6, (msg["t"], peak)
+    too_long = {"v": 4, "id": 99, "t": "stream_spikes", "encoding": "events",
+                "steps": MAX_STEPS + 1, "data": encode_events(np.zeros((MAX_STEPS + 1, 700),
+                                                                       np.uint8))}
+    assert decode(_body(fw.handle_body(msgpack.packb(too_long))))["name"] == "BAD_FIELD"
