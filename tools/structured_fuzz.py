@@ -21,7 +21,15 @@ import time
 
 import msgpack
 
-__all__ = ["messages", "bodies", "check_answer", "fuzz_structured"]
+__all__ = ["messages", "bodies", "check_answer", "fuzz_structured", "fuzz_flash_images"]
+
+
+def _need_hypothesis() -> None:
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        from ..runtime.errors import InputError
+        raise InputError("the structure-aware fuzzer needs Hypothesis: pip install -e '.[dev]'")
 
 
 def _values():
@@ -129,6 +137,7 @@ def check_answer(frame: bytes) -> dict:
 def fuzz_structured(tsr: str, examples: int = 2000, seed: int = 0) -> dict:
     """Run ``examples`` drawn bodies through a firmware with ``tsr`` loaded; returns counts
     (``failures`` holds Hypothesis's smallest failing body, if any)."""
+    _need_hypothesis()
     from hypothesis import HealthCheck, given, seed as hseed, settings
 
     from ..protocol.framing import encode_frame
@@ -170,6 +179,7 @@ def fuzz_flash_images(tsr: str, examples: int = 200, seed: int = 0, folder: str 
     value, removed, or its bytes flipped), written with a valid CRC: the board must boot (empty
     and saying why, or with what it could check), answer, and, when it kept a model, run it
     (an utterance answered without INTERNAL)."""
+    _need_hypothesis()
     import os
     import tempfile
 
