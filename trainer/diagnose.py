@@ -279,3 +279,69 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
             rows.append(row(f"levels to {rname}: the utterance's own mean",
                             [m - ref for m, _ in means]))
     return rows
+
+
+def _equalized_events(args) -> list:
+    """Worker: (index, (steps, channels)) spikes of utterances whose levels are moved by their
+    speaker's offset."""
+    from ..runtime.frontend import FrontendSpec, _spikes_from_levels, design, initial_state
+
+    path, items = args
+    import h5py
+    spec = FrontendSpec()
+    tab = design(spec)
+    out = []
+    with h5py.File(path, "r") as h5:
+        for i, off in items:
+            level = _fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab)
+            moved = (level - np.round(off).astype(np.int64)[:, None]).astype(np.int32)
+            spikes = _spikes_from_levels(moved, initial_state(spec), tab)[0]
+            out.append((i, np.nonzero(spikes)))
+    return out
+
+
+def equalize_corpus(src: str, dst: str, ref: np.ndarray, *, per_speaker: int = 20,
+                    workers: int = 2, seed: int = 0) -> dict:
+    """A copy of corpus ``src`` (built with ``--keep-audio``) whose spikes are re-encoded with
+    each speaker's long-term level spectrum moved to ``ref`` in the front-end (the speaker's
+    mean over speech steps of up to ``per_speaker`` of its utterances): the training side of
+    :func:`level_equalization`."""
+    import shutil
+    from multiprocessing import get_context
+
+    import h5py
+
+    from ..runtime.frontend import FrontendSpec, design
+
+    tab = design(FrontendSpec())
+    with h5py.File(src, "r") as h5:
+        if "audio/pcm" not in h5:
+            from ..runtime.errors import InputError
+            raise InputError("corpus has no audio (build it with --keep-audio)", source=src)
+        speakers = np.asarray(h5["extra/speaker"][:], np.int64)
+        rng = np.random.default_rng(seed)
+        offsets = {}
+        for s in np.unique(speakers):
+            idx = np.nonzero(speakers == s)[0]
+            pick = rng.choice(idx, min(per_speaker, idx.size), replace=False)
+            means = [_speech_mean(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
+                                  tab.floor_level) for i in pick]
+            m = np.average([a for a, _ in means], axis=0, weights=[max(k, 1) for _, k in means])
+            offsets[int(s)] = m - ref
+    n = speakers.size
+    chunks = [(src, [(i, offsets[int(speakers[i])]) for i in range(k, n, 8 * workers)])
+              for k in range(8 * workers)]
+    tmp = dst + ".part"
+    shutil.copyfile(src, tmp)
+    with get_context("spawn").Pool(workers) as pool, h5py.File(tmp, "r+") as h5:
+        times, units = h5["spikes/times"], h5["spikes/units"]
+        step_s = np.float32(FrontendSpec().step_seconds)
+        for part in pool.imap_unordered(_equalized_events, chunks):
+            for i, (steps, ch) in part:
+                times[i] = steps.astype(np.float32) * step_s
+                units[i] = ch.astype(np.uint16)
+    import os
+    os.replace(tmp, dst)
+    return dict(path=dst, utterances=int(n), speakers=len(offsets),
+                mean_abs_offset=round(float(np.mean([np.abs(o).mean()
+                                                     for o in offsets.values()])), 2))

@@ -71,6 +71,23 @@ def cmd_corpus_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_level_eq(args: argparse.Namespace) -> int:
+    import time
+
+    from tessera.runtime.frontend import FrontendSpec, design
+    from tessera.trainer.diagnose import corpus_level_mean, equalize_corpus
+
+    t0 = time.perf_counter()
+    ref = corpus_level_mean(args.reference, design(FrontendSpec()))
+    r = equalize_corpus(args.path, args.out, ref, workers=args.workers or os.cpu_count() or 1)
+    r["seconds"] = round(time.perf_counter() - t0, 1)
+    _emit(args, r, f"wrote {r['path']}: {r['utterances']} utterances of {r['speakers']} "
+                   f"speakers re-encoded with their long-term level spectrum moved to "
+                   f"{args.reference}'s (mean offset {r['mean_abs_offset']} level units), in "
+                   f"{r['seconds']} s")
+    return 0
+
+
 def _info_lines(info: dict) -> list[str]:
     lines = [f"{info['source']}: {info['utterances']} utterances, {info['classes']} classes, "
              f"{info['speakers']} speakers, {info['channels']} channels"]
@@ -140,6 +157,14 @@ def register(sub, add) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed of the augmentation")
     r.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    le = add(csub, "level-eq", cmd_corpus_level_eq,
+             "a copy of a --keep-audio corpus with each speaker's long-term spectrum equalized "
+             "in the front-end's levels (an experiment of issue 22; tessera diagnose --level-eq)")
+    le.add_argument("path", help="corpus .h5 built with --keep-audio")
+    le.add_argument("--out", required=True, help="output .h5")
+    le.add_argument("--reference", required=True, metavar="CORPUS",
+                    help="a --keep-audio corpus whose mean long-term spectrum is the target")
+    le.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     i = add(csub, "info", cmd_corpus_info, "classes, utterances and speakers per split")
     i.add_argument("path", help="corpus .h5, SHD/SSC .h5, a folder of official files, or WAVs")
     i.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
