@@ -193,7 +193,7 @@ def _gates(dev, args):
 
 def _event_line(e: dict) -> str:
     return (f"{e['start_ms'] / 1000:7.2f}-{e['end_ms'] / 1000:.2f} s  {e['label']}  "
-            f"(confidence {e['confidence']:.2f})")
+            f"(probability {100 * e['confidence']:.0f} % that it is right)")
 
 
 def _stream(args) -> int:
