@@ -277,6 +277,19 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
         dev.set_param("min_confidence", 0.0)
         _expect_error(lambda: dev.set_param("warp_drive", 1), "UNKNOWN_PARAM")
 
+    @check("untaught recordings and threshold person")
+    def _():
+        model_thr = dev.params()["model_threshold"]
+        dev.set_param("threshold", "person")
+        dev.request({"t": "reset_state"})
+        dev.stream_spikes(frames[1])
+        dev.request({"t": "end_of_utterance", "shot": True})
+        r = dev.request({"t": "untaught", "shots": 1})
+        assert r["negatives"] >= 1 and r["threshold"] >= model_thr - 1e-6, r
+        _expect_error(lambda: dev.request({"t": "untaught", "shots": 1}), "NO_UTTERANCE")
+        assert dev.request({"t": "untaught", "clear": True})["negatives"] == 0
+        dev.set_param("threshold", "model")
+
     @check("continuous detection: an event per spoken word, with its time")
     def _():
         before = dev.params()["max_word_ms"]
