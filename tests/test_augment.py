@@ -333,3 +333,31 @@ def test_level_equalization_in_the_front_end(tmp_path, fsdd):
     assert any("oracle" in n for n in names) and any("recordings heard before" in n for n in names)
     for r in rows:
         assert 0.0 <= r["cross_speaker"]["1-shot"] <= 100.0
+
+
+def test_corpus_level_eq_re_encodes_each_speaker(tmp_path):
+    """tessera corpus level-eq: the same utterances, labels and speakers, spikes re-encoded
+    (a speaker whose spectrum is the reference's changes less than one far from it)."""
+    import json
+
+    import h5py
+    from helpers import tessera
+
+    src, dst = tmp_path / "a.h5", tmp_path / "eq.h5"
+    r = tessera("corpus", "build", "--preset", "small", "--keep-audio", "--speakers", "6",
+                "--repeats", "1", "--out", src, "--no-progress", "--json")
+    assert r.returncode == 0, r.stderr
+    r = tessera("corpus", "level-eq", src, "--out", dst, "--reference", src, "--workers", "1",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["speakers"] == 6 and out["mean_abs_offset"] > 0
+    with h5py.File(src) as a, h5py.File(dst) as b:
+        assert (a["labels"][:] == b["labels"][:]).all()
+        assert (a["extra/speaker"][:] == b["extra/speaker"][:]).all()
+        changed = sum(not np.array_equal(x, y) for x, y in zip(a["spikes/units"][:],
+                                                                b["spikes/units"][:]))
+        assert changed > len(a["labels"]) // 2
+    bad = tessera("corpus", "level-eq", dst, "--out", tmp_path / "x.h5", "--reference",
+                  tmp_path / "missing.h5")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr

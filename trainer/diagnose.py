@@ -189,6 +189,20 @@ def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> lis
 
 
 # ------------------------------------------------------------ long-term spectrum in the front-end
+def _need_corpus(path: str) -> None:
+    """A clear error for a path that is not a readable h5 corpus."""
+    import h5py
+
+    from ..runtime.errors import InputError
+    if not os.path.isfile(path):
+        raise InputError("no such corpus file", source=path)
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as exc:
+        raise InputError(f"not an h5 corpus ({exc})", source=path) from None
+
+
 def _fe_levels(pcm: np.ndarray, tab) -> np.ndarray:
     """The front-end's levels (C, steps) of one utterance from rest, int64."""
     from ..runtime.frontend import _levels, filterbank
@@ -207,6 +221,7 @@ def corpus_level_mean(path: str, tab, n: int = 400, seed: int = 0) -> np.ndarray
     """The long-term level spectrum (C,) of ``n`` utterances of a corpus built with
     ``--keep-audio``: the reference a device could ship with its model."""
     import h5py
+    _need_corpus(path)
     with h5py.File(path, "r") as h5:
         if "audio/pcm" not in h5:
             from ..runtime.errors import InputError
@@ -314,6 +329,7 @@ def equalize_corpus(src: str, dst: str, ref: np.ndarray, *, per_speaker: int = 2
     from ..runtime.frontend import FrontendSpec, design
 
     tab = design(FrontendSpec())
+    _need_corpus(src)
     with h5py.File(src, "r") as h5:
         if "audio/pcm" not in h5:
             from ..runtime.errors import InputError
