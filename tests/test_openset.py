@@ -451,3 +451,32 @@ def test_threshold_fitted_to_the_person(fsdd, tmp_path):
     assert fw.chip.none_threshold <= round(fitted * (1 << fw.chip.tab.cos_frac))
     with pytest.raises(Exception, match="NO_UTTERANCE|untaught needs"):
         fw.do_untaught({"shots": 2})
+
+
+def test_device_untaught_and_threshold_person_from_the_cli(fsdd, tmp_path):
+    """`device threshold person`, `device untaught DIR`, `device untaught --clear`: what a
+    person types, over one running board (in-process, with a flash image)."""
+    from test_cli import tessera
+
+    url = f"sim://?model={factory_model()}&flash={tmp_path / 'f.img'}"
+    for w in (1, 4):
+        assert tessera("device", "enroll", "--port", url, "--label", f"d{w}",
+                       fsdd / f"{w}_lucas_0.wav").returncode == 0
+    other = tmp_path / "_other"
+    other.mkdir()
+    for name in ("7_lucas_0.wav", "9_lucas_0.wav"):
+        (other / name).write_bytes((fsdd / name).read_bytes())
+    r = tessera("device", "untaught", "--port", url, other)
+    assert r.returncode == 0 and "2 untaught recording(s)" in r.stdout
+    assert "is not 'person'" in r.stdout                       # says how to use them
+    r = tessera("device", "threshold", "--port", url, "person", "--save", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["threshold"] == "person" and res["negatives"] == 2
+    assert res["threshold_in_use"] >= res["model_threshold"]
+    r = tessera("device", "threshold", "--port", url)
+    assert "fitted to this person" in r.stdout and "2 untaught" in r.stdout
+    r = tessera("device", "untaught", "--port", url, "--clear", "--json")
+    assert json.loads(r.stdout)["negatives"] == 0
+    r = tessera("device", "untaught", "--port", url, tmp_path / "empty-nothing")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
