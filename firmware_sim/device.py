@@ -628,16 +628,22 @@ class Firmware:
                 "confidence": p["confidence"], "spikes": p["spikes"],
                 "inputs": p["inputs"]}
 
-    def do_enroll(self, msg: dict) -> dict:
-        chip = self._need_chip()
+    def _shots(self, msg: dict, what: str) -> int:
+        """The ``shots`` of an ``enroll`` or ``untaught`` (1..16, default 1), once a streamed
+        utterance is closed as one of them and there are that many."""
         shots = msg.get("shots", 1)
         if not 1 <= shots <= 16:
-            raise ProtocolError("BAD_FIELD", "enroll: shots must be 1..16")
+            raise ProtocolError("BAD_FIELD", f"{what}: shots must be 1..16")
         if self.streamed:
             self._close_utterance()
         if len(self.recent) < shots:
-            raise ProtocolError("NO_UTTERANCE", f"enroll needs {shots} streamed utterance(s), "
-                                                f"has {len(self.recent)}")
+            raise ProtocolError("NO_UTTERANCE", f"{what} needs {shots} streamed "
+                                                f"utterance(s), has {len(self.recent)}")
+        return shots
+
+    def do_enroll(self, msg: dict) -> dict:
+        chip = self._need_chip()
+        shots = self._shots(msg, "enroll")
         label = msg["label"]
         if label not in chip.classes() and len(chip.classes()) >= chip.tab.max_classes:
             raise ProtocolError("CAPACITY", f"{chip.tab.max_classes} classes enrolled")
@@ -659,14 +665,7 @@ class Firmware:
         if msg.get("clear"):
             self.negatives = []
         else:
-            shots = msg.get("shots", 1)
-            if not 1 <= shots <= 16:
-                raise ProtocolError("BAD_FIELD", "untaught: shots must be 1..16")
-            if self.streamed:
-                self._close_utterance()
-            if len(self.recent) < shots:
-                raise ProtocolError("NO_UTTERANCE", f"untaught needs {shots} streamed "
-                                                    f"utterance(s), has {len(self.recent)}")
+            shots = self._shots(msg, "untaught")
             self.negatives = (self.negatives + self.recent[-shots:])[-MAX_NEGATIVES:]
             self.recent = []
             chip.reset()

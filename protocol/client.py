@@ -439,10 +439,7 @@ class Device:
         for attempt in range(2):
             boots = self.info().get("boots")
             if pcms:
-                self.request({"t": "reset_state"})
-                for pcm in pcms:
-                    self.stream_pcm(pcm)
-                    self.request({"t": "end_of_utterance", "shot": True})   # keep as a shot
+                self._stream_shots(pcms)
             try:
                 return self.request({"t": "enroll", "label": label,
                                      "shots": max(1, len(pcms))}, rid=rid)
@@ -464,12 +461,17 @@ class Device:
         out: dict = {}
         for i in range(0, len(pcms), 16):
             part = pcms[i:i + 16]
-            self.request({"t": "reset_state"})
-            for pcm in part:
-                self.stream_pcm(pcm)
-                self.request({"t": "end_of_utterance", "shot": True})
+            self._stream_shots(part)
             out = self.request({"t": "untaught", "shots": len(part)})
         return out
+
+    def _stream_shots(self, pcms) -> None:
+        """A clean slate, then each utterance streamed and kept on the device as a shot (for
+        the ``enroll`` or ``untaught`` that follows)."""
+        self.request({"t": "reset_state"})
+        for pcm in pcms:
+            self.stream_pcm(pcm)
+            self.request({"t": "end_of_utterance", "shot": True})
 
     def classes(self) -> list[str]:
         return self.request({"t": "list_classes"})["classes"]

@@ -37,6 +37,16 @@ def _forget_all(dev: Device) -> None:
         dev.forget(c)
 
 
+def _teach(dev: Device, folder: str, speaker: str, words: int, threshold="model") -> None:
+    """A clean board (no word, no untaught recording, ``threshold`` set), then digits
+    0..words-1 taught one at a time from the speaker's first recording of each."""
+    _forget_all(dev)
+    dev.request({"t": "untaught", "clear": True})
+    dev.set_param("threshold", threshold)
+    for w in range(words):
+        dev.enroll(f"d{w}", _files(folder, speaker, w)[0])
+
+
 def _detections(dev: Device, pcm: np.ndarray) -> list[dict]:
     """The device's events over one stream (detection on, the stream ended, detection off)."""
     events: list[dict] = []
@@ -178,11 +188,7 @@ def open_set_path(folder: str, url: str, speakers=("george", "jackson", "lucas")
     for spk in speakers:
         for mode in modes:
             with Device.open(url) as dev:
-                _forget_all(dev)
-                dev.request({"t": "untaught", "clear": True})
-                dev.set_param("threshold", "model" if mode == "model" else "person")
-                for w in range(words):
-                    dev.enroll(f"d{w}", _files(folder, spk, w)[0])
+                _teach(dev, folder, spk, words, "model" if mode == "model" else "person")
                 if mode == "person+other":
                     dev.untaught(*[p for w in other
                                    for p in _files(folder, spk, w)[:others_per_word]])

@@ -30,7 +30,7 @@ from ..protocol.client import Device
 from ..runtime.audio import load_audio, resample
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
-from .device_bench import _files, _forget_all, check_folder
+from .device_bench import _files, _teach, check_folder
 
 __all__ = ["word_bounds", "make_timeline", "score_timeline", "stream_bench", "tts_words"]
 
@@ -203,14 +203,10 @@ def stream_bench(folder: str, url: str, speakers=("george", "jackson", "lucas"),
 
 def _one_stream(url, folder, spk, n, thr, pcm, items, tolerance_ms, source, params) -> dict:
     with Device.open(url) as dev:
-        _forget_all(dev)
-        dev.request({"t": "untaught", "clear": True})
-        dev.set_param("threshold", thr)
+        _teach(dev, folder, spk, n, thr)
         before = dev.params()
         for k, v in params.items():
             dev.set_param(k, v)
-        for w in range(n):
-            dev.enroll(f"d{w}", _files(folder, spk, w)[0])
         events: list[dict] = []
         t0 = time.perf_counter()
         dev.set_param("detect", True)

@@ -134,6 +134,18 @@ def check_answer(frame: bytes) -> dict:
     return decode(got[-1])
 
 
+def _run(test, counts: dict) -> dict:
+    """Run a Hypothesis test; its failure (the smallest example Hypothesis found) goes into
+    ``counts["failures"]`` instead of raising, and the seconds it took into ``counts``."""
+    t0 = time.perf_counter()
+    try:
+        test()
+    except Exception as exc:                         # noqa: BLE001 - reported, not raised
+        counts["failures"].append(f"{type(exc).__name__}: {str(exc)[:400]}")
+    counts["seconds"] = round(time.perf_counter() - t0, 1)
+    return counts
+
+
 def fuzz_structured(tsr: str, examples: int = 2000, seed: int = 0) -> dict:
     """Run ``examples`` drawn bodies through a firmware with ``tsr`` loaded; returns counts
     (``failures`` holds Hypothesis's smallest failing body, if any)."""
@@ -157,20 +169,14 @@ def fuzz_structured(tsr: str, examples: int = 2000, seed: int = 0) -> dict:
     def one(body):
         answer = check_answer(fw.handle_body(body))
         counts["examples"] += 1
-        counts["answers"][answer.get("name", answer["t"])] = \
-            counts["answers"].get(answer.get("name", answer["t"]), 0) + 1
+        key = answer.get("name", answer["t"])
+        counts["answers"][key] = counts["answers"].get(key, 0) + 1
         assert check_answer(fw.receive(encode_frame(ping)))["t"] == "pong"
         if fw.chip is None:                          # a drawn reboot (no flash) or load: the
             fw.install(blob)                         # next bodies reach the handlers again
             counts["reloads"] += 1
 
-    t0 = time.perf_counter()
-    try:
-        one()
-    except Exception as exc:                         # noqa: BLE001 - reported, not raised
-        counts["failures"].append(f"{type(exc).__name__}: {str(exc)[:400]}")
-    counts["seconds"] = round(time.perf_counter() - t0, 1)
-    return counts
+    return _run(one, counts)
 
 
 def fuzz_flash_images(tsr: str, examples: int = 200, seed: int = 0, folder: str | None = None
@@ -244,12 +250,8 @@ def fuzz_flash_images(tsr: str, examples: int = 200, seed: int = 0, folder: str 
             {"t": "end_of_utterance", "id": 3}))))
         assert answer.get("name") != "INTERNAL", answer
 
-    t0 = time.perf_counter()
     try:
-        one()
-    except Exception as exc:                         # noqa: BLE001 - reported, not raised
-        counts["failures"].append(f"{type(exc).__name__}: {str(exc)[:400]}")
-    counts["seconds"] = round(time.perf_counter() - t0, 1)
-    import shutil
-    shutil.rmtree(tmp, ignore_errors=True)
-    return counts
+        return _run(one, counts)
+    finally:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -189,18 +189,35 @@ def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> lis
 
 
 # ------------------------------------------------------------ long-term spectrum in the front-end
-def _need_corpus(path: str) -> None:
-    """A clear error for a path that is not a readable h5 corpus."""
+def _need_audio_corpus(path: str) -> None:
+    """A clear error for a path that is not a readable h5 corpus with its audio."""
     import h5py
 
     from ..runtime.errors import InputError
     if not os.path.isfile(path):
         raise InputError("no such corpus file", source=path)
     try:
-        with h5py.File(path, "r"):
-            pass
+        with h5py.File(path, "r") as h5:
+            audio = "audio/pcm" in h5
     except OSError as exc:
         raise InputError(f"not an h5 corpus ({exc})", source=path) from None
+    if not audio:
+        raise InputError("corpus has no audio (build it with --keep-audio)", source=path)
+
+
+def _pooled(means: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """The long-term level spectrum of several :func:`_speech_mean` results, weighted by their
+    speech steps."""
+    return np.average([m for m, _ in means], axis=0, weights=[max(k, 1) for _, k in means])
+
+
+def _moved_spikes(level: np.ndarray, offset: np.ndarray, spec, tab) -> tuple:
+    """The (step, channel) spikes of ``level`` (C, steps) with every channel moved down by its
+    ``offset`` (level units) before adaptation and spikes."""
+    from ..runtime.frontend import _spikes_from_levels, initial_state
+
+    moved = (level - np.round(offset).astype(np.int64)[:, None]).astype(np.int32)
+    return np.nonzero(_spikes_from_levels(moved, initial_state(spec), tab)[0])
 
 
 def _fe_levels(pcm: np.ndarray, tab) -> np.ndarray:
@@ -221,16 +238,12 @@ def corpus_level_mean(path: str, tab, n: int = 400, seed: int = 0) -> np.ndarray
     """The long-term level spectrum (C,) of ``n`` utterances of a corpus built with
     ``--keep-audio``: the reference a device could ship with its model."""
     import h5py
-    _need_corpus(path)
+    _need_audio_corpus(path)
     with h5py.File(path, "r") as h5:
-        if "audio/pcm" not in h5:
-            from ..runtime.errors import InputError
-            raise InputError("corpus has no audio (build it with --keep-audio)", source=path)
         total = h5["audio/pcm"].shape[0]
         idx = np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
         pcms = [np.asarray(h5["audio/pcm"][i], np.int16) for i in idx]
-    means = [_speech_mean(_fe_levels(p, tab), tab.floor_level) for p in pcms]
-    return np.average([m for m, _ in means], axis=0, weights=[max(k, 1) for _, k in means])
+    return _pooled([_speech_mean(_fe_levels(p, tab), tab.floor_level) for p in pcms])
 
 
 def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = None, *,
@@ -243,7 +256,7 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
     device could keep), or of the utterance itself. References: each of ``refs`` (e.g. a
     training corpus's mean, :func:`corpus_level_mean`) and the mean of the folder's speakers
     (an oracle: the test speakers' own average)."""
-    from ..runtime.frontend import FrontendSpec, _spikes_from_levels, design, initial_state
+    from ..runtime.frontend import FrontendSpec, design
     from .baselines import audio_of
     from .data import _wav_items, wav_index
 
@@ -254,8 +267,7 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
     means = [_speech_mean(L, tab.floor_level) for L in levels]
     tasks = FewShotTasks(labels, speakers, np.full(labels.size, 2, np.int8),
                          unseen=tuple(np.unique(labels).tolist()), all_test=True)
-    spk = {int(s): np.average([means[i][0] for i in np.nonzero(speakers == s)[0]], axis=0,
-                              weights=[max(means[i][1], 1) for i in np.nonzero(speakers == s)[0]])
+    spk = {int(s): _pooled([means[i] for i in np.nonzero(speakers == s)[0]])
            for s in np.unique(speakers)}
     refs = dict(refs or {})
     refs["the folder's speakers (oracle)"] = np.mean(list(spk.values()), axis=0)
@@ -270,10 +282,7 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
         return offs
 
     def row(name, offsets):
-        ev = []
-        for L, off in zip(levels, offsets):
-            moved = (L - np.round(off).astype(np.int64)[:, None]).astype(np.int32)
-            ev.append(np.nonzero(_spikes_from_levels(moved, initial_state(spec), tab)[0]))
+        ev = [_moved_spikes(L, off, spec, tab) for L, off in zip(levels, offsets)]
         sset = SpikeSet.from_steps(ev, spec.step_seconds, labels, speakers,
                                    np.full(len(levels), 2, np.int8), spec.channels, names,
                                    [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose")
@@ -299,20 +308,16 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
 def _equalized_events(args) -> list:
     """Worker: (index, (steps, channels)) spikes of utterances whose levels are moved by their
     speaker's offset."""
-    from ..runtime.frontend import FrontendSpec, _spikes_from_levels, design, initial_state
+    import h5py
+
+    from ..runtime.frontend import FrontendSpec, design
 
     path, items = args
-    import h5py
     spec = FrontendSpec()
     tab = design(spec)
-    out = []
     with h5py.File(path, "r") as h5:
-        for i, off in items:
-            level = _fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab)
-            moved = (level - np.round(off).astype(np.int64)[:, None]).astype(np.int32)
-            spikes = _spikes_from_levels(moved, initial_state(spec), tab)[0]
-            out.append((i, np.nonzero(spikes)))
-    return out
+        return [(i, _moved_spikes(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
+                                  off, spec, tab)) for i, off in items]
 
 
 def equalize_corpus(src: str, dst: str, ref: np.ndarray, *, per_speaker: int = 20,
@@ -329,21 +334,17 @@ def equalize_corpus(src: str, dst: str, ref: np.ndarray, *, per_speaker: int = 2
     from ..runtime.frontend import FrontendSpec, design
 
     tab = design(FrontendSpec())
-    _need_corpus(src)
+    _need_audio_corpus(src)
     with h5py.File(src, "r") as h5:
-        if "audio/pcm" not in h5:
-            from ..runtime.errors import InputError
-            raise InputError("corpus has no audio (build it with --keep-audio)", source=src)
         speakers = np.asarray(h5["extra/speaker"][:], np.int64)
         rng = np.random.default_rng(seed)
         offsets = {}
         for s in np.unique(speakers):
             idx = np.nonzero(speakers == s)[0]
             pick = rng.choice(idx, min(per_speaker, idx.size), replace=False)
-            means = [_speech_mean(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
-                                  tab.floor_level) for i in pick]
-            m = np.average([a for a, _ in means], axis=0, weights=[max(k, 1) for _, k in means])
-            offsets[int(s)] = m - ref
+            offsets[int(s)] = _pooled([
+                _speech_mean(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
+                             tab.floor_level) for i in pick]) - ref
     n = speakers.size
     chunks = [(src, [(i, offsets[int(speakers[i])]) for i in range(k, n, 8 * workers)])
               for k in range(8 * workers)]
@@ -356,7 +357,6 @@ def equalize_corpus(src: str, dst: str, ref: np.ndarray, *, per_speaker: int = 2
             for i, (steps, ch) in part:
                 times[i] = steps.astype(np.float32) * step_s
                 units[i] = ch.astype(np.uint16)
-    import os
     os.replace(tmp, dst)
     return dict(path=dst, utterances=int(n), speakers=len(offsets),
                 mean_abs_offset=round(float(np.mean([np.abs(o).mean()

@@ -350,6 +350,19 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def _board_args(p, speakers_help: str) -> None:
+    """The arguments of the benches that teach FSDD digits to a board: the folder, its
+    speakers, the vocabulary sizes, and the board (a port, or sim:// with a model)."""
+    p.add_argument("--fsdd", required=True, metavar="DIR", help="FSDD-style folder "
+                   "({digit}_{speaker}_{i}.wav)")
+    p.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"],
+                   help=speakers_help)
+    p.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
+                   help="vocabulary sizes (digits 0..N-1 taught)")
+    p.add_argument("--port", help="device URL (default: sim:// with --model)")
+    p.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
+
+
 def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
     bench = sub.add_parser("bench", help="speed benchmarks")
@@ -424,14 +437,7 @@ def register(sub, add) -> None:
 
     bd = add(bsub, "device", cmd_bench_device, "the user's path through the protocol: words "
              "taught one at a time, asked about other recordings, silence and streams")
-    bd.add_argument("--fsdd", required=True, metavar="DIR", help="FSDD-style folder "
-                    "({digit}_{speaker}_{i}.wav)")
-    bd.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"],
-                    help="the folder's speakers to teach and ask, one at a time")
-    bd.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
-                    help="vocabulary sizes (digits 0..N-1)")
-    bd.add_argument("--port", help="device URL (default: sim:// with --model)")
-    bd.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
+    _board_args(bd, "the folder's speakers to teach and ask, one at a time")
     bd.add_argument("--minutes", type=_positive_float, default=2.0,
                     help="minutes of other words streamed for false detections")
     bd.add_argument("--noise-minutes", type=_positive_float, default=1.0,
@@ -445,12 +451,7 @@ def register(sub, add) -> None:
     bs = add(bsub, "stream", cmd_bench_stream, "continuous detection on a long stream with a "
              "ground-truth timeline: taught words found, missed, false detections per minute "
              "of untaught speech and of noise, timing error")
-    bs.add_argument("--fsdd", required=True, metavar="DIR", help="FSDD-style folder "
-                    "({digit}_{speaker}_{i}.wav)")
-    bs.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"],
-                    help="the folder's speakers, one stream each per vocabulary")
-    bs.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
-                    help="vocabulary sizes (digits 0..N-1 taught)")
+    _board_args(bs, "the folder's speakers, one stream each per vocabulary")
     bs.add_argument("--minutes", type=_positive_float, default=5.0,
                     help="minutes of stream per speaker and vocabulary (default 5)")
     bs.add_argument("--threshold", nargs="+", default=["model"], metavar="MODE",
@@ -462,8 +463,6 @@ def register(sub, add) -> None:
     bs.add_argument("--tolerance-ms", type=_positive_int, default=300,
                     help="a word is found when named within this of its start (default 300)")
     bs.add_argument("--seed", type=int, default=0, help="timeline seed")
-    bs.add_argument("--port", help="device URL (default: sim:// with --model)")
-    bs.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
     bs.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")

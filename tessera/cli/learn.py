@@ -165,6 +165,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _voice_rows(rows: list[dict], width: int) -> list[str]:
+    """Diagnosis rows on real voices: cross-speaker | same-speaker, 1-shot / 5-shot %."""
+    out = []
+    for r in rows:
+        a, b = r["cross_speaker"], r["same_speaker"]
+        out.append(f"    {r['audio']:{width}s} {a['1-shot']:5.1f} / {a['5-shot']:5.1f}   | "
+                   f"{b['1-shot']:5.1f} / {b['5-shot']:5.1f}")
+    return out
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from tessera.trainer import diagnose as D
     from tessera.trainer.storage import load_model
@@ -186,10 +196,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         rows = D.real_voices(model, args.fsdd, episodes=args.episodes)
         result["real"] = rows
         lines.append(f"  {args.fsdd}: cross-speaker | same-speaker (1-shot / 5-shot %)")
-        for r in rows:
-            a, b = r["cross_speaker"], r["same_speaker"]
-            lines.append(f"    {r['audio']:38s} {a['1-shot']:5.1f} / {a['5-shot']:5.1f}   | "
-                         f"{b['1-shot']:5.1f} / {b['5-shot']:5.1f}")
+        lines += _voice_rows(rows, 38)
     if args.level_eq:
         if not args.fsdd:
             raise InputError("diagnose: --level-eq needs --fsdd DIR")
@@ -200,10 +207,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         result["level_eq"] = rows
         lines.append("  the long-term spectrum equalized in the front-end's levels: "
                      "cross-speaker | same-speaker (1-shot / 5-shot %)")
-        for r in rows:
-            a, b = r["cross_speaker"], r["same_speaker"]
-            lines.append(f"    {r['audio']:70s} {a['1-shot']:5.1f} / {a['5-shot']:5.1f}   | "
-                         f"{b['1-shot']:5.1f} / {b['5-shot']:5.1f}")
+        lines += _voice_rows(rows, 70)
     _emit(args, result, "\n".join(lines))
     return 0
 
