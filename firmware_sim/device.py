@@ -148,8 +148,10 @@ class Firmware:
         self.decoder = FrameDecoder(on_error=self._frame_error)
         self.pending_errors: list[bytes] = []
         self.error_tokens, self.error_clock, self.errors_unanswered = ERROR_BURST, 0.0, 0
-        self.answers: OrderedDict[int, bytes] = OrderedDict()
-        self.persisted: OrderedDict[int, bytes] = OrderedDict()   # answers kept in flash
+        # id -> (CRC-32 of the request's body, answer frame): a retry is the same id with the
+        # same body; another host's request that happens to reuse an id is a new request
+        self.answers: OrderedDict[int, tuple[int | None, bytes]] = OrderedDict()
+        self.persisted: OrderedDict[int, tuple[int | None, bytes]] = OrderedDict()   # in flash
         self.host_version = VERSION               # answers go out in the host's version
         self.seq_next, self.seq_buffer = 0, {}    # version 3: stream offset, chunks ahead
         self.chip: Chip | None = None
@@ -204,9 +206,13 @@ class Firmware:
         self.negatives = [np.frombuffer(b, "<i4").astype(np.int64) for b in raw][-MAX_NEGATIVES:]
         self._apply_threshold()
         self.flash_generation = int(image.get("generation", 0))
-        for rid, frame in image.get("answers", []):
-            if isinstance(rid, int) and isinstance(frame, bytes):
-                self.persisted[rid] = frame
+        for entry in image.get("answers", []):
+            if isinstance(entry, list) and len(entry) == 2:      # images before the body CRC
+                entry = [entry[0], None, entry[1]]
+            if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)
+                    and (entry[1] is None or isinstance(entry[1], int))
+                    and isinstance(entry[2], bytes)):
+                self.persisted[entry[0]] = (entry[1], entry[2])
         self.answers.update(self.persisted)
 
     def install(self, blob: bytes) -> None:
@@ -384,10 +390,11 @@ class Firmware:
         rid = msg["id"]
         if msg.get("v") in SUPPORTED:
             self.host_version = msg["v"]
-        if rid and rid in self.answers:                       # a retry: answer, do not redo
-            self.stats["duplicates"] += 1
+        crc = zlib.crc32(body)
+        if rid and rid in self.answers and self.answers[rid][0] in (None, crc):
+            self.stats["duplicates"] += 1                     # a retry: answer, do not redo
             self.answers.move_to_end(rid)
-            return self.answers[rid]
+            return self.answers[rid][1]
         self.stats["requests"] += 1
         if self.reboot_after and self.stats["requests"] % self.reboot_after == 0:
             self.reboot_requested = True              # a power cut after this answer
@@ -409,12 +416,13 @@ class Firmware:
             reply["latency_us"] = round((self.clock() - t0) * 1e6, 1)
         if (rid and msg["t"] in PERSISTED_REQUESTS and reply["t"] != "error"
                 and self.flash_path and self.params["autosave"]):
-            frame = self._persist(rid, reply)
+            frame = self._persist(rid, crc, reply)
         else:
             frame = self._frame(reply)
         if rid and reply.get("name") != "NO_UTTERANCE":   # that one may succeed once the
             # shots are streamed again (after a reboot), under the same id
-            self.answers[rid] = frame
+            self.answers[rid] = (crc, frame)
+            self.answers.move_to_end(rid)
             while len(self.answers) > IDEMPOTENCY:
                 self.answers.popitem(last=False)
         return frame
@@ -740,7 +748,7 @@ class Firmware:
             out["min_inputs"] = int(self.chip.tab.min_inputs)
         return {"t": "params", "params": out}
 
-    def _write_image(self, answers: OrderedDict[int, bytes]) -> int:
+    def _write_image(self, answers: OrderedDict[int, tuple[int | None, bytes]]) -> int:
         """The model, readout, parameters and the persisted answers to flash (atomic)."""
         chip = self._need_chip()
         if not self.flash_path:
@@ -752,7 +760,7 @@ class Firmware:
                  "params": dict(self.params),
                  "negatives": [np.asarray(n, "<i4").tobytes() for n in self.negatives],
                  "generation": self.flash_generation + 1,
-                 "answers": [[k, v] for k, v in answers.items()]}
+                 "answers": [[k, c, v] for k, (c, v) in answers.items()]}
         try:
             size = flash.save(self.flash_path, image, crash_after_temp=self.crash_during_save)
         except OSError as exc:
@@ -760,12 +768,13 @@ class Firmware:
         self.flash_generation += 1
         return size
 
-    def _persist(self, rid: int, reply: dict) -> bytes:
+    def _persist(self, rid: int, crc: int, reply: dict) -> bytes:
         """Write the state an enroll/forget left, with its answer, before answering; if the
         flash fails the change stays in RAM and the answer says ``saved`` false. Returns the
         answer's frame."""
         answers = OrderedDict(self.persisted)
-        answers[rid] = encode_frame(encode(dict(reply, saved=True), self.host_version))
+        answers[rid] = (crc, encode_frame(encode(dict(reply, saved=True), self.host_version)))
+        answers.move_to_end(rid)
         while len(answers) > PERSISTED_ANSWERS:
             answers.popitem(last=False)
         try:
@@ -773,7 +782,7 @@ class Firmware:
         except ProtocolError:
             return encode_frame(encode(dict(reply, saved=False), self.host_version))
         self.persisted = answers
-        return answers[rid]
+        return answers[rid][1]
 
     def do_save(self, msg: dict) -> dict:
         size = self._write_image(self.persisted)

@@ -58,7 +58,9 @@ class Device:
         self.port = port
         self.timeout, self.retries = timeout, retries
         self.decoder = FrameDecoder()
-        self.ids = itertools.count(int.from_bytes(os.urandom(2), "little") * 65536 + 1)
+        # ids start anywhere in 32 bits: two hosts (or two runs) seldom share one, and a device
+        # tells a shared id from a retry by the request's body anyway (PROTOCOL.md)
+        self.ids = itertools.count(int.from_bytes(os.urandom(4), "little"))
         self.events: list[dict] = []
         self.info_cache: dict | None = None
         self.bytes_sent = 0

@@ -459,6 +459,42 @@ def test_enrollment_is_exactly_once_across_a_reboot_between_request_and_retry(
     assert fw.chip.classes() == ["lamp"] and fw.chip.shots_of("lamp") == 1
 
 
+def test_a_shared_id_with_another_body_is_a_new_request(model4, tmp_path):
+    """Two hosts whose ids happen to meet: the second request is executed, not answered with
+    the first one's answer; a retry (same id, same body) is answered from the store, also
+    after a reboot."""
+    from tessera.tools.bench import speechlike_signal
+
+    fw = Firmware(flash_path=str(tmp_path / "flash.img"))
+    fw.install(open(model4, "rb").read())
+    dec = FrameDecoder()
+
+    def ask(msg):
+        return [decode(x) for x in dec.feed(fw.receive(encode_frame(encode(msg))))][-1]
+
+    pcm = speechlike_signal(0.6, 3).tobytes()
+
+    def stream(rid):
+        for k in range(0, len(pcm), 8000):
+            ask({"t": "stream_audio", "rate": 16000, "pcm": pcm[k:k + 8000], "id": rid + k})
+
+    stream(1000)
+    first = ask({"t": "enroll", "label": "lamp", "id": 71})
+    assert first["t"] == "ack" and fw.chip.classes() == ["lamp"]
+    assert ask({"t": "enroll", "label": "lamp", "id": 71}) == first      # a retry
+    assert fw.chip.shots_of("lamp") == 1
+    ping = ask({"t": "ping", "id": 71, "payload": b"other host"})           # the same id, reused
+    assert ping["t"] == "pong" and ping["id"] == 71
+    stream(2000)
+    fan = ask({"t": "enroll", "label": "fan", "id": 73})
+    fw.boot()                                                             # power cycle
+    dec = FrameDecoder()
+    assert ask({"t": "enroll", "label": "fan", "id": 73}) == fan          # retried after reboot
+    again = ask({"t": "enroll", "label": "door", "id": 73})               # another body
+    assert again["t"] == "error" and again["name"] == "NO_UTTERANCE"
+    assert sorted(fw.chip.classes()) == ["fan", "lamp"]
+
+
 def test_long_stream_keeps_memory_and_answers(model4):
     """Two minutes of repeated blocks through the chip and tessera sim --pty (the hour-long
     run is `tessera bench protocol --parts stream`)."""
