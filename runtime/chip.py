@@ -354,6 +354,23 @@ class Counters:
         self.weight_writes = 0
 
 
+def _level_eq(d, inputs: int):
+    """The front-end's level equalization from a model file's ``frontend.eq`` map."""
+    from .frontend import LevelEq
+
+    if not isinstance(d, dict):
+        raise ValueError(f"frontend.eq must be a map, got {type(d).__name__}")
+    unknown = sorted(set(d) - {"ref", "gate", "block", "shift", "frac"})
+    if unknown:
+        raise ValueError(f"frontend.eq has unknown field(s) {unknown}")
+    for k in ("gate", "block", "shift", "frac"):
+        if k in d and (isinstance(d[k], bool) or not isinstance(d[k], int)):
+            raise ValueError(f"frontend.eq.{k} must be an integer")
+    ref = unpack_ints(d["ref"], "frontend.eq.ref")
+    return LevelEq(ref, **{k: d[k] for k in ("gate", "block", "shift", "frac") if k in d}
+                   ).check(inputs)
+
+
 class Chip:
     """One Mosaic chip running one exported model (see the module docstring).
 
@@ -441,6 +458,8 @@ class Chip:
                                      f"({self.tab.inputs},)")
                 tables = tables_from_fixed(spec, fc, fixed)._replace(
                     floor_level=int(fe["floor_level"]))
+                if fe.get("eq") is not None:
+                    tables = tables._replace(eq=_level_eq(fe["eq"], self.tab.inputs))
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 raise InputError(f"model front-end section is unusable ({exc})",
                                  source=self.source) from None
@@ -457,6 +476,20 @@ class Chip:
             cochlea.reset()
             self._cochlea = cochlea
         return self._cochlea
+
+    def reset_levels(self) -> None:
+        """Forget the front-end's running long-term level (the level equalization starts again
+        from the model's reference)."""
+        if self._cochlea is not None:
+            self._cochlea.reset_levels()
+
+    def level_offset(self) -> np.ndarray | None:
+        """The level equalization's current move per input channel (level units), or None
+        when the model has none."""
+        if not self.tab.frontend or self.cochlea.tables.eq is None:
+            return None
+        st = self.cochlea.state.eq
+        return np.zeros(self.tab.inputs, np.int64) if st is None else st.offset.copy()
 
     def cochlea_pending(self) -> bool:
         """Audio samples wait in the front-end for a complete 1 ms step."""

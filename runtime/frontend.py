@@ -42,6 +42,23 @@ Envelope, compression, adaptation, spikes (one step per hop)
     A non-leaky integrate-and-fire neuron per channel with subtractive reset: ``v += d``; a spike
     when ``v >= 2^TH``, then ``v -= 2^TH``. Since ``d < 2^TH``, at most one spike per channel per step.
 
+Long-term level equalization (optional, :class:`LevelEq`; a model file's ``frontend.eq``)
+    Before adaptation every channel's level is moved by ``-off_c``: the speaker's long-term level
+    spectrum is brought to a reference ``ref_c`` (the training corpus's), so that a voice, a
+    microphone or a room that is brighter or louder than the training speakers' is heard as
+    theirs. The device keeps a running long-term level ``m_c`` (fraction bits ``frac``), starting
+    at ``ref_c``. A step is speech when ``sum_c max(l_c - floor, 0) >= gate * C`` (the mean level
+    above the floor, on the levels before the move); steps are taken in blocks of ``block``
+    counted from the first step the front-end heard (whatever the chunking). At the end of a
+    block with ``n`` speech steps whose levels ``max(l_c, floor)`` sum to ``s_c`` ::
+
+        m_c += ((s_c << frac) - n * m_c) >> shift        (each speech step moves m 2^-shift of the way)
+        off_c = (m_c >> frac) - ref_c                      (used by the next block)
+
+    The state survives :meth:`Cochlea.reset` (a new utterance from rest): it follows whoever
+    speaks to the device, over about 2^shift speech steps. :meth:`Cochlea.reset_levels` forgets
+    it.
+
 Example
     >>> import numpy as np
     >>> fe = Cochlea(FrontendSpec(channels=64))
@@ -74,6 +91,7 @@ __all__ = [
     "FrontendTables",
     "FrontendState",
     "Cochlea",
+    "LevelEq",
     "design",
     "initial_state",
     "frontend_step",
@@ -189,6 +207,81 @@ class FrontendTables(NamedTuple):
     state_mat: np.ndarray   # (N, 2*K*C) float64, Bq times 2^-(CB-SB)
     mid_mats: tuple         # G-1 arrays (j*H, 2*C) float64, Wq_j times 2^-(CB-SB)
     floor_level: int        # level units
+    eq: LevelEq | None = None   # long-term level equalization (module docstring), or none
+
+
+class LevelEq(NamedTuple):
+    """Long-term level equalization of the front-end (see the module docstring)."""
+
+    ref: np.ndarray         # (C,) int64 reference long-term level per channel, level units
+    gate: int = 40          # a step is speech when its mean level above the floor >= gate
+    block: int = 16         # steps per update of the running level
+    shift: int = 11         # each speech step moves the running level 2^-shift of the way
+    frac: int = 8           # fraction bits of the running level
+
+    def check(self, channels: int) -> LevelEq:
+        """This equalizer with its fields checked (a model file may hold anything)."""
+        ref = np.asarray(self.ref)
+        ok = [(ref.shape == (channels,) and ref.dtype.kind in "iu",
+               f"ref must be {channels} integers, got {ref.dtype} {ref.shape}"),
+              (ref.size == 0 or (int(ref.min()) >= 0 and int(ref.max()) < 1 << 12),
+               "ref levels must be in 0..4095"),
+              (0 <= self.gate < 1 << 12, "gate must be in 0..4095"),
+              (1 <= self.block <= 1024, "block must be 1..1024"),
+              (1 <= self.shift <= 24 and 0 <= self.frac <= 16, "shift 1..24 and frac 0..16")]
+        for good, msg in ok:
+            if not good:
+                raise InputError(f"level equalization: {msg}")
+        return self._replace(ref=ref.astype(np.int64), gate=int(self.gate),
+                             block=int(self.block), shift=int(self.shift), frac=int(self.frac))
+
+
+class EqState(NamedTuple):
+    """Running state of :class:`LevelEq` (integers)."""
+
+    mean: np.ndarray        # (C,) int64 running long-term level, ``frac`` fraction bits
+    offset: np.ndarray      # (C,) int64 the move of the current block, level units
+    pos: int                # steps of the current block heard
+    acc: np.ndarray         # (C,) int64 sum of the block's speech-step levels
+    n: int                  # the block's speech steps
+
+
+def eq_initial(eq: LevelEq) -> EqState:
+    C = eq.ref.size
+    return EqState(eq.ref.astype(np.int64) << eq.frac, np.zeros(C, np.int64), 0,
+                   np.zeros(C, np.int64), 0)
+
+
+def speech_sum(level: np.ndarray, floor: int, gate: int) -> tuple[np.ndarray, int]:
+    """The sum over the speech steps of ``level`` (C, steps) of ``max(level, floor)`` per
+    channel, int64, and the number of speech steps (module docstring: the equalizer's rule)."""
+    speech = np.maximum(level - floor, 0).sum(axis=0, dtype=np.int64) >= gate * level.shape[0]
+    if not speech.any():
+        return np.zeros(level.shape[0], np.int64), 0
+    return np.maximum(level[:, speech], floor).sum(axis=1, dtype=np.int64), int(speech.sum())
+
+
+def equalize(level: np.ndarray, st: EqState, eq: LevelEq, floor: int
+             ) -> tuple[np.ndarray, EqState]:
+    """Move ``level`` (C, steps) int32 in place by the running offsets; returns it and the new
+    state (module docstring)."""
+    T = level.shape[1]
+    mean, offset, pos, acc, n = st.mean.copy(), st.offset, st.pos, st.acc.copy(), st.n
+    t = 0
+    while t < T:
+        k = min(eq.block - pos, T - t)
+        seg = level[:, t:t + k]
+        s_, k_ = speech_sum(seg, floor, eq.gate)
+        acc += s_
+        n += k_
+        seg -= offset.astype(seg.dtype)[:, None]
+        pos, t = pos + k, t + k
+        if pos == eq.block:
+            if n:
+                mean += ((acc << eq.frac) - n * mean) >> eq.shift
+            offset = (mean >> eq.frac) - eq.ref
+            acc[:], n, pos = 0, 0, 0
+    return level, EqState(mean, offset, pos, acc, n)
 
 
 class FrontendState(NamedTuple):
@@ -198,7 +291,8 @@ class FrontendState(NamedTuple):
     pending: np.ndarray     # (< G*H,) int64 samples of the current superblock received so far
     emitted: int            # output steps of the current superblock already emitted
     history: np.ndarray     # (W, C) int64 previous values of a
-    voltage: np.ndarray     # (C,) int64 integrate-and-fire state
+    voltage: np.ndarray     # (C,) int64 integrate-and-fire voltages
+    eq: EqState | None = None   # the level equalizer's running state (kept across utterances)
 
 
 def erb_space(f_lo: float, f_hi: float, n: int) -> np.ndarray:
@@ -453,9 +547,13 @@ def _step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
     out, ends = _filter_superblocks(x, state.modes, tab)
     # drop the steps of the first superblock sent before and the incomplete trailing ones
     out = out[state.emitted: n_full * G + ready]
-    spikes, history, voltage = _spikes_from_levels(_levels(out, tab), state, tab)
+    level, eqs = _levels(out, tab), state.eq
+    if tab.eq is not None:
+        level, eqs = equalize(level, eqs if eqs is not None else eq_initial(tab.eq), tab.eq,
+                              tab.floor_level)
+    spikes, history, voltage = _spikes_from_levels(level, state, tab)
     modes = ends[n_full - 1] if n_full else state.modes
-    return spikes, FrontendState(modes, buf[n_full * N:], ready, history, voltage)
+    return spikes, FrontendState(modes, buf[n_full * N:], ready, history, voltage, eqs)
 
 
 def filterbank(pcm: np.ndarray, tab: FrontendTables) -> np.ndarray:
@@ -483,7 +581,12 @@ class Cochlea:
         self.state = initial_state(self.spec)
 
     def reset(self) -> None:
-        self.state = initial_state(self.spec)
+        """A new utterance from rest; the level equalizer's running level is kept."""
+        self.state = initial_state(self.spec)._replace(eq=self.state.eq)
+
+    def reset_levels(self) -> None:
+        """Forget the level equalizer's running level (back to the reference)."""
+        self.state = self.state._replace(eq=None)
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
         pcm = np.asarray(pcm)

@@ -41,6 +41,9 @@ class DataConfig:
     queries: int = 5
     cross_speaker_train: float = 0.0  # share of meta-training episodes whose shots come from one
     #                                   voice and queries from others (enroll one person, ask another)
+    level_eq: str = ""               # the reference corpus (built with --keep-audio) the training
+    #   corpora were equalized to (tessera corpus level-eq): the model then carries the front-end's
+    #   long-term level equalization (runtime/frontend.py, LevelEq) with this corpus's reference
 
 
 @dataclass(frozen=True)

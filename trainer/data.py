@@ -276,8 +276,48 @@ def wav_index(items: list[tuple[str, str, str]]) -> tuple[list[str], list[str], 
     return label_names, speaker_names, labels, speakers
 
 
+def _equalized_wavs(items, spec, level_eq, cache: str, show: bool, seed: int = 0) -> list:
+    """(steps, units) of each item, heard as a device with the long-term level equalization
+    ``level_eq`` hears them: each speaker's recordings in one shuffled order (``seed``) through
+    one front-end whose running level is kept from one recording to the next (it starts at the
+    reference for each speaker). Cached as one file per folder, order and equalizer."""
+    from ..runtime.audio import load_audio
+    from ..runtime.frontend import Cochlea, design
+
+    stamp = "|".join(f"{os.path.abspath(p)}|{os.stat(p).st_size}|{os.stat(p).st_mtime_ns}"
+                     for p, _, _ in items)
+    key = hashlib.sha1(f"{stamp}|{seed}|{level_eq.ref.tolist()}|{level_eq[1:]}".encode()
+                       ).hexdigest()
+    cfile = os.path.join(cache, f"eq-{key}.npz")
+    if os.path.exists(cfile):
+        try:
+            with np.load(cfile) as z:
+                return [(z[f"s{i}"], z[f"u{i}"]) for i in range(len(items))]
+        except (OSError, ValueError, KeyError):
+            pass                                   # a damaged cache entry is recomputed
+    order = np.random.default_rng(seed).permutation(len(items))
+    fe, events = {}, [None] * len(items)
+    tab = design(spec)._replace(eq=level_eq.check(spec.channels))
+    try:
+        from tqdm import tqdm
+        order = tqdm(order, desc="encode wavs (level eq)", unit="file", disable=not show,
+                     leave=False)
+    except ImportError:  # pragma: no cover
+        pass
+    for i in order:
+        path, _, speaker = items[i]
+        c = fe.setdefault(speaker, Cochlea(tables=tab))
+        steps, u = np.nonzero(c.encode(load_audio(path)))
+        events[i] = (steps.astype(np.int32), u.astype(np.uint16))
+    tmp = cfile + f".{os.getpid()}.tmp.npz"
+    np.savez(tmp, **{f"s{i}": s_ for i, (s_, _) in enumerate(events)},
+             **{f"u{i}": u for i, (_, u) in enumerate(events)})
+    os.replace(tmp, cfile)
+    return events
+
+
 def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                    spec=None, progress: bool | None = None) -> SpikeSet:
+                    spec=None, progress: bool | None = None, level_eq=None) -> SpikeSet:
     """Encode a folder of labelled WAVs through the front-end, caching the spikes on disk.
 
     Layouts: FSDD style ``{label}_{speaker}_{i}.wav`` in one folder, or one sub-folder per label
@@ -285,6 +325,8 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     the official ``validation_list.txt`` / ``testing_list.txt`` set the splits, see
     :func:`official_wav_split`).
     ``progress``: a bar on stderr; by default only when stderr is a terminal.
+    ``level_eq``: a :class:`~tessera.runtime.frontend.LevelEq` (a model's): hear the folder as
+    a device with that equalizer would (:func:`_equalized_wavs`).
     """
     from ..runtime.audio import load_audio
     from ..runtime.frontend import Cochlea, FrontendSpec
@@ -300,12 +342,14 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     os.makedirs(cache, exist_ok=True)
     fe = None
     events = []
+    show = sys.stderr.isatty() if progress is None else progress
     try:
         from tqdm import tqdm
-        show = sys.stderr.isatty() if progress is None else progress
         it = tqdm(items, desc="encode wavs", unit="file", disable=not show, leave=False)
     except ImportError:  # pragma: no cover
         it = items
+    if level_eq is not None:
+        events, it = _equalized_wavs(items, spec, level_eq, cache, show), ()
     for path, _, _ in it:
         st = os.stat(path)
         key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()

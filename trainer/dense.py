@@ -47,11 +47,16 @@ def dense_from_spikes(data: SpikeSet, steps: int, duration: float, k: int) -> De
 
 
 def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0, k: int = 3,
-               cache: bool = True, progress: bool | None = None) -> DenseSet:
+               cache: bool = True, progress: bool | None = None, level_eq=None) -> DenseSet:
+    """The binned corpus ``path``; ``level_eq``: a WAV folder is heard through that long-term
+    level equalization (:func:`~tessera.trainer.data.read_wav_folder`); spike files are as
+    stored."""
     path = os.fspath(path)
     st = os.stat(path)
+    eq = "" if level_eq is None or not os.path.isdir(path) else \
+        f"|eq{level_eq.ref.tolist()}{tuple(level_eq[1:])}"
     key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{steps}|"
-                       f"{duration}|{k}|v1".encode()).hexdigest()[:20]
+                       f"{duration}|{k}|v1{eq}".encode()).hexdigest()[:20]
     cfile = os.path.join(default_cache_dir(), "dense", key + ".npz")
     if cache and os.path.exists(cfile):
         try:
@@ -60,7 +65,8 @@ def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0,
                                 list(z["label_names"]), list(z["speaker_names"]), path)
         except (OSError, ValueError, KeyError):
             pass
-    d = dense_from_spikes(read_any(path, progress=progress), steps, duration, k)
+    d = dense_from_spikes(read_any(path, progress=progress, **(
+        {"level_eq": level_eq} if eq else {})), steps, duration, k)
     if cache:
         os.makedirs(os.path.dirname(cfile), exist_ok=True)
         tmp = cfile + f".{os.getpid()}.tmp.npz"

@@ -26,6 +26,7 @@ import torch
 
 from ..runtime.audio import to_int16
 from ..runtime.constants import SAMPLE_RATE
+from ..runtime.errors import InputError
 from ..runtime.frontend import Cochlea
 from . import augment as A
 from .data import SpikeSet
@@ -244,6 +245,43 @@ def corpus_level_mean(path: str, tab, n: int = 400, seed: int = 0) -> np.ndarray
         idx = np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
         pcms = [np.asarray(h5["audio/pcm"][i], np.int16) for i in idx]
     return _pooled([_speech_mean(_fe_levels(p, tab), tab.floor_level) for p in pcms])
+
+
+def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
+    """The front-end's level equalization (:class:`~tessera.runtime.frontend.LevelEq`, as a map
+    a model keeps) whose reference is the long-term level spectrum of ``n`` utterances of the
+    corpus ``path`` (built with ``--keep-audio``), taken over speech steps by the equalizer's
+    own rule (``gate``), pooled by steps: what the device's running level reaches for an
+    average training voice."""
+    import h5py
+
+    from ..runtime.frontend import FrontendSpec, LevelEq, design, speech_sum
+
+    tab = design(FrontendSpec())
+    eq = LevelEq(np.zeros(tab.spec.channels, np.int64), **params).check(tab.spec.channels)
+    _need_audio_corpus(path)
+    total, steps = np.zeros(tab.spec.channels, np.int64), 0
+    with h5py.File(path, "r") as h5:
+        count = h5["audio/pcm"].shape[0]
+        for i in np.sort(np.random.default_rng(seed).choice(count, min(n, count), replace=False)):
+            s_, k_ = speech_sum(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
+                                tab.floor_level, eq.gate)
+            total += s_
+            steps += k_
+    if not steps:
+        raise InputError("no speech steps in the corpus's audio", source=path)
+    ref = np.round(total / steps).astype(np.int64)
+    return dict(ref=ref.tolist(), gate=eq.gate, block=eq.block, shift=eq.shift, frac=eq.frac,
+                reference=os.path.basename(path), utterances=int(min(n, count)))
+
+
+def level_eq_of(d: dict | None):
+    """A model's ``level_eq`` map as a :class:`~tessera.runtime.frontend.LevelEq` (or None)."""
+    from ..runtime.frontend import LevelEq
+    if not d:
+        return None
+    return LevelEq(np.asarray(d["ref"], np.int64), d["gate"], d["block"], d["shift"],
+                   d["frac"]).check(len(d["ref"]))
 
 
 def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = None, *,

@@ -188,11 +188,16 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
                 accuracy_at_export=accuracy or {
                     f"{r_['shots']}-shot": r_["accuracy"] for r_ in model.extra.get("results", [])},
                 export=dataclasses.asdict(cfg))
+    frontend = dict(spec=spec.to_dict(), fc_mhz=[int(round(f * 1000)) for f in fc[chans]],
+                    poles=pack_ints(fixed_poles(pole[chans], r[chans]), 32),
+                    floor_level=floor_level(spec))
+    eq = model.level_eq
+    if eq is not None:                     # the long-term level equalization, channels read
+        frontend["eq"] = dict(ref=pack_ints(eq.ref[chans], 16, signed=False), gate=eq.gate,
+                              block=eq.block, shift=eq.shift, frac=eq.frac)
     mf = ModelFile(
         meta=meta,
-        frontend=dict(spec=spec.to_dict(), fc_mhz=[int(round(f * 1000)) for f in fc[chans]],
-                      poles=pack_ints(fixed_poles(pole[chans], r[chans]), 32),
-                      floor_level=floor_level(spec)),
+        frontend=frontend,
         core=dict(rows=core.rows, cols=core.cols, tile=t, inputs=core.inputs,
                   channels_total=spec.channels, channels=pack_ints(chans, 16, signed=False),
                   bin_ms=bin_ms, steps=dc.steps, segments=core.segments,

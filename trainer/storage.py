@@ -109,5 +109,13 @@ class Model:
         return "tessera" if self.config.meta.algorithm == "anil" else self.config.meta.algorithm
 
 
+    @property
+    def level_eq(self):
+        """The front-end's long-term level equalization the model was trained with
+        (:class:`~tessera.runtime.frontend.LevelEq` over the 700 channels), or None."""
+        from .diagnose import level_eq_of
+        return level_eq_of(self.extra.get("level_eq"))
+
+
 def load_model(path: str) -> Model:
     return Model(path)

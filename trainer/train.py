@@ -27,7 +27,8 @@ from .storage import (Model, checkpoint_state, load_checkpoint, load_model, rest
 __all__ = ["train", "load_model", "evaluate_model", "Model"]
 
 
-def _data(cfg: Config, extras: bool = False, progress: bool | None = None) -> DenseSet:
+def _data(cfg: Config, extras: bool = False, progress: bool | None = None,
+          level_eq=None) -> DenseSet:
     """The binned corpus; with ``extras`` also data.extra_corpora (for meta-training)."""
     if not cfg.data.corpus:
         raise InputError("config: data.corpus is empty (pass --data PATH or set data.corpus)")
@@ -36,7 +37,7 @@ def _data(cfg: Config, extras: bool = False, progress: bool | None = None) -> De
         if not os.path.exists(path):
             raise InputError("no such corpus", source=path)
     sets = [load_dense(p, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets,
-                       progress=progress) for p in paths]
+                       progress=progress, level_eq=level_eq) for p in paths]
     if extras and cfg.meta.teacher_weight:
         _attach_teacher(cfg, paths, sets, progress)
     try:
@@ -149,6 +150,10 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
         if json.loads(state["config"]) != config_to_dict(cfg):
             raise InputError("--resume with a different config than the checkpoint's", source=ckpt)
         restore_trainer(tr, state)
+    level_eq = None
+    if cfg.data.level_eq and lead:                  # the front-end's reference, before the hours
+        from .diagnose import reference_eq
+        level_eq = reference_eq(cfg.data.level_eq)
     if lead:
         with open(os.path.join(out, "config.json"), "w") as fh:
             json.dump(config_to_dict(cfg), fh, indent=1)
@@ -224,6 +229,8 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
                    skipped=skipped, processes=world)
     if init is not None:
         summary["init"] = init.path
+    if level_eq is not None:
+        summary["level_eq"] = level_eq
     final = checkpoint_state(tr, cfg, summary)
     final.pop("opt")                                 # the model file needs no optimizer state
     if cfg.meta.algorithm != "transfer":             # nor the training-only word classifier
@@ -350,7 +357,7 @@ def eval_setup(model: Model, data_path: str | None, progress: bool | None = None
     cfg = model.config
     if data_path:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus=data_path))
-    data = _data(cfg, progress=progress)
+    data = _data(cfg, progress=progress, level_eq=model.level_eq)   # WAVs heard as the device
     feats = _model_features(model, data, cfg.data.corpus)
     # data that records no split (a WAV folder such as FSDD), or only test voices speaking other
     # words than SHD's 20 (a 'lang' or 'novel' corpus), never met the model: all test, all
@@ -362,12 +369,18 @@ def eval_setup(model: Model, data_path: str | None, progress: bool | None = None
     return cfg, data, tasks, feats
 
 
-def _compare_features(other: Model, cfg, data: DenseSet) -> torch.Tensor:
-    """Features of ``other`` on the evaluation corpus, binned as ``other`` was trained."""
+def _compare_features(other: Model, cfg, data: DenseSet, level_eq=None) -> torch.Tensor:
+    """Features of ``other`` on the evaluation corpus, binned as ``other`` was trained and heard
+    through its own level equalization (``level_eq``: the one ``data`` was heard through)."""
     o = other.config.data
+    eq = other.level_eq
+    same_eq = (eq is None and level_eq is None) or (
+        eq is not None and level_eq is not None and np.array_equal(eq.ref, level_eq.ref)
+        and tuple(eq[1:]) == tuple(level_eq[1:]))
     same = (o.steps, o.duration, o.channel_subsets) == (cfg.data.steps, cfg.data.duration,
-                                                        cfg.data.channel_subsets)
-    mine = data if same else load_dense(cfg.data.corpus, o.steps, o.duration, o.channel_subsets)
+                                                        cfg.data.channel_subsets) and same_eq
+    mine = data if same else load_dense(cfg.data.corpus, o.steps, o.duration, o.channel_subsets,
+                                        level_eq=eq)
     return _model_features(other, mine, other.path)
 
 
@@ -385,7 +398,7 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
     from .baselines import audio_of, evaluate_dtw, evaluate_dtw_envelope, log_envelopes
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
-    others = [(m, _compare_features(m, cfg, data)) for m in compare]
+    others = [(m, _compare_features(m, cfg, data, model.level_eq)) for m in compare]
     prior = None
     if voice_norm:
         from .fewshot import evaluate_voice_norm

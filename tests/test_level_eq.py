@@ -1,0 +1,169 @@
+"""The front-end's long-term level equalization: the rule, streaming, the model file, the chip."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import log_sweep, tone
+from tessera.runtime.errors import InputError
+from tessera.runtime.frontend import (
+    Cochlea, FrontendSpec, LevelEq, design, eq_initial, equalize, speech_sum)
+
+SPEC = FrontendSpec(channels=48)
+TAB = design(SPEC)
+FLOOR = TAB.floor_level
+
+
+def _eq(ref_level=300, **kw):
+    return LevelEq(np.full(SPEC.channels, ref_level), **kw).check(SPEC.channels)
+
+
+def _speech(seed=0, seconds=0.6, amp=0.3):
+    """A sweep with a pause: speech steps and silent steps."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([log_sweep(200 + 50 * seed, 4000, seconds, amp), np.zeros(4000),
+                        tone(700 + 10 * seed, 0.3, amp)]).astype(np.float64)
+    return np.clip(np.round(x + rng.normal(0, 3, x.size)), -32768, 32767).astype(np.int16)
+
+
+def test_any_chunking_gives_the_same_spikes_and_state():
+    tab = TAB._replace(eq=_eq(block=7))
+    pcm = np.concatenate([_speech(0), _speech(1)])
+    whole = Cochlea(tables=tab)
+    ref = np.vstack([whole.process(pcm), whole.flush()])
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        c = Cochlea(tables=tab)
+        cuts = np.sort(rng.choice(pcm.size, 9, replace=False))
+        got = np.vstack([c.process(p) for p in np.split(pcm, cuts)] + [c.flush()])
+        assert np.array_equal(got, ref)
+        assert np.array_equal(c.state.eq.mean, whole.state.eq.mean)
+
+
+def test_running_level_follows_the_speaker_and_survives_reset():
+    tab = TAB._replace(eq=_eq(ref_level=200, shift=8))
+    c = Cochlea(tables=tab)
+    first = c.encode(_speech(0))
+    moved = c.state.eq.offset.copy()
+    assert (moved > 0).any(), "a louder voice than the reference moves the levels down"
+    c.reset()                                             # a new utterance from rest
+    assert np.array_equal(c.state.eq.offset, moved)
+    for i in range(6):
+        c.encode(_speech(0))
+    later = c.encode(_speech(0))
+    assert np.abs(c.state.eq.offset).mean() > np.abs(moved).mean()
+    assert later.sum() != first.sum()                     # the same audio heard differently
+    c.reset_levels()
+    assert c.state.eq is None
+    assert np.array_equal(c.encode(_speech(0)), first)    # back to the reference
+
+
+def test_the_running_level_converges_to_the_speech_steps_mean():
+    eq = _eq(ref_level=250, shift=6, block=4)
+    level = np.repeat(np.random.default_rng(0).integers(FLOOR + 20, FLOOR + 200,
+                                                        (SPEC.channels, 1)), 40, axis=1)
+    level[:, 20:] = FLOOR - 5                             # silence: never counted
+    target, steps = speech_sum(level, FLOOR, eq.gate)
+    assert 0 < steps <= 20
+    st = eq_initial(eq)
+    for _ in range(200):
+        _, st = equalize(level.astype(np.int32).copy(), st, eq, FLOOR)
+    assert np.abs((st.mean >> eq.frac) - target / steps).max() <= 2
+
+
+def test_silence_leaves_the_level_alone():
+    tab = TAB._replace(eq=_eq())
+    c = Cochlea(tables=tab)
+    silent = c.encode(np.zeros(16000, np.int16))
+    assert not silent.any()
+    assert np.array_equal(c.state.eq.mean, eq_initial(tab.eq).mean)
+
+
+@pytest.mark.parametrize("bad, word", [
+    (dict(ref=np.full(47, 10)), "ref must be 48"), (dict(ref=np.full(48, -1)), "0..4095"),
+    (dict(block=0), "block"), (dict(shift=0), "shift"), (dict(gate=-1), "gate")])
+def test_bad_equalizer_fields_are_named(bad, word):
+    kw = dict(ref=np.full(48, 300)) | bad
+    with pytest.raises(InputError, match=word):
+        LevelEq(**kw).check(48)
+
+
+# ------------------------------------------------------------------ the model file and the chip
+DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def eq_model(tmp_path_factory):
+    """The default model given a level equalization (a reference a little under speech), and
+    its export."""
+    pytest.importorskip("torch")
+    from tessera.trainer.export import ExportConfig, export_model
+    from tessera.trainer.train import load_model
+
+    m = load_model(str(DEFAULT))
+    m.extra["level_eq"] = dict(ref=[FLOOR + 60] * 700, gate=40, block=16, shift=11, frac=8)
+    out = tmp_path_factory.mktemp("eq") / "eq.tsr"
+    export_model(m, str(out), ExportConfig(weight_bits=4))
+    return m, out
+
+
+def test_export_carries_the_equalizer_and_the_chip_runs_it(eq_model):
+    from tessera.runtime.chip import Chip
+    from tessera.runtime.model_format import read_model, unpack_ints
+
+    m, path = eq_model
+    fe = read_model(path).frontend
+    assert set(fe["eq"]) == {"ref", "gate", "block", "shift", "frac"}
+    assert np.array_equal(unpack_ints(fe["eq"]["ref"], "ref"), np.full(233, FLOOR + 60))
+    chip = Chip.load(path)
+    assert np.array_equal(chip.level_offset(), np.zeros(233))
+    pcm = _speech(2)
+    chip.feed_audio(pcm)
+    chip.end_utterance()
+    off = chip.level_offset()
+    assert (off > 0).any()
+    chip.reset()                                          # kept across utterances
+    assert np.array_equal(chip.level_offset(), off)
+    chip.reset_levels()
+    assert not chip.level_offset().any()
+
+
+def test_a_damaged_equalizer_is_a_named_model_error(eq_model, tmp_path):
+    from tessera.runtime.chip import Chip
+    from tessera.runtime.model_format import read_model, write_model
+
+    _, path = eq_model
+    for field, value in (("gate", "x"), ("block", 0), ("colour", 1), ("ref", [1, 2])):
+        mf = read_model(path)
+        mf.frontend["eq"] = dict(mf.frontend["eq"], **{field: value})
+        bad = tmp_path / f"bad-{field}.tsr"
+        write_model(str(bad), mf)
+        with pytest.raises(InputError, match="front-end section is unusable"):
+            Chip.load(bad)
+
+
+def test_wav_folder_heard_through_the_models_equalizer(eq_model, tmp_path):
+    """The trainer hears a WAV folder as the device would: per speaker, the level kept."""
+    import wave
+
+    from tessera.trainer.data import read_wav_folder
+
+    m, _ = eq_model
+    for spk in ("ann", "bob"):
+        for i in range(3):
+            x = _speech(i, amp=0.5 if spk == "ann" else 0.05)
+            with wave.open(str(tmp_path / f"{i}_{spk}_{i}.wav"), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(16000)
+                w.writeframes(x.tobytes())
+    plain = read_wav_folder(tmp_path, cache_dir=tmp_path / "c", progress=False)
+    heard = read_wav_folder(tmp_path, cache_dir=tmp_path / "c", progress=False,
+                            level_eq=m.level_eq)
+    again = read_wav_folder(tmp_path, cache_dir=tmp_path / "c", progress=False,
+                            level_eq=m.level_eq)
+    n = [plain.sample(i)[0].size for i in range(6)]
+    e = [heard.sample(i)[0].size for i in range(6)]
+    assert n != e
+    assert all(np.array_equal(heard.sample(i)[1], again.sample(i)[1]) for i in range(6))
