@@ -46,7 +46,8 @@ __all__ = ["Firmware", "Capabilities", "FIRMWARE_VERSION"]
 FIRMWARE_VERSION = "tessera-sim 0.5.0"
 IDEMPOTENCY = 256
 PERSISTED_ANSWERS = 32
-SEQ_WINDOW = 64         # version-3 stream chunks that may wait ahead of the stream
+SEQ_WINDOW = 512        # version-3 stream chunks that may wait ahead of the stream ...
+SEQ_BYTES = 1 << 18     # ... holding at most this many payload bytes together (256 KiB)
 #: in flash before they are answered
 PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")
 CHUNK = 2048
@@ -153,7 +154,8 @@ class Firmware:
         self.answers: OrderedDict[int, tuple[int | None, bytes]] = OrderedDict()
         self.persisted: OrderedDict[int, tuple[int | None, bytes]] = OrderedDict()   # in flash
         self.host_version = VERSION               # answers go out in the host's version
-        self.seq_next, self.seq_buffer = 0, {}    # version 3: stream offset, chunks ahead
+        # version 3: the stream's offset, the chunks ahead and their payload bytes
+        self.seq_next, self.seq_buffer, self.seq_bytes = 0, {}, 0
         self.chip: Chip | None = None
         self.model_bytes = b""
         self.load = None
@@ -238,7 +240,7 @@ class Firmware:
         if need > self.ram_budget:
             raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")
         self.chip, self.model_bytes = chip, blob
-        self.seq_next, self.seq_buffer = 0, {}        # a new model: a new stream
+        self.seq_next, self.seq_buffer, self.seq_bytes = 0, {}, 0   # a new model: a new stream
         self.streamed = False
         self.recent = []
         self.negatives = []                           # features of another model mean nothing
@@ -312,7 +314,7 @@ class Firmware:
         """A stream starts clean: the chip's state, the stream offsets (version 3+) and the
         detection state, so its answers never depend on what was streamed before."""
         self.chip.reset()
-        self.seq_next, self.seq_buffer = 0, {}
+        self.seq_next, self.seq_buffer, self.seq_bytes = 0, {}, 0
         self.streamed = False
         self._detect_reset()
 
@@ -572,7 +574,7 @@ class Firmware:
         """Version 3: a stream chunk may carry ``offset``, the position of its first unit
         (sample of audio, ms of spikes) since reset_state; chunks are run in stream order
         whatever order they arrive in. One that starts ahead of the stream waits (at most
-        SEQ_WINDOW of them), one already run is acknowledged again, and one that overlaps what
+        SEQ_WINDOW of them, SEQ_BYTES of payload together), one already run is acknowledged again, and one that overlaps what
         was run adds only its new part, so a host may resend a lost chunk cut differently.
         ``run(skip)`` runs the chunk from its unit ``skip`` on. Without ``offset`` (version 2) a
         chunk runs at once. The answer's ``next`` is the offset the stream has reached."""
@@ -585,11 +587,17 @@ class Firmware:
         if off + units <= self.seq_next:
             return dict(ack, offset=off, next=self.seq_next, duplicate=True)
         if off > self.seq_next:
-            if len(self.seq_buffer) >= SEQ_WINDOW and off not in self.seq_buffer:
-                raise ProtocolError("BUSY", f"{SEQ_WINDOW} stream chunks already wait for the "
-                                            f"one at offset {self.seq_next}")
-            if units > self.seq_buffer.get(off, (0, None))[0]:     # keep the longer one
-                self.seq_buffer[off] = (units, run)
+            size = len(msg.get("pcm") or msg.get("data") or b"")
+            held = self.seq_bytes - self.seq_buffer.get(off, (0, None, 0))[2]
+            if (len(self.seq_buffer) >= SEQ_WINDOW and off not in self.seq_buffer) \
+                    or held + size > SEQ_BYTES:
+                raise ProtocolError("BUSY", f"{len(self.seq_buffer)} stream chunks ({held} "
+                                            f"bytes) already wait for the one at offset "
+                                            f"{self.seq_next} (at most {SEQ_WINDOW}, "
+                                            f"{SEQ_BYTES} bytes)")
+            if units > self.seq_buffer.get(off, (0, None, 0))[0]:   # keep the longer one
+                self.seq_buffer[off] = (units, run, size)
+                self.seq_bytes = held + size
             return dict(ack, offset=off, next=self.seq_next, buffered=True)
         run(self.seq_next - off)
         self.seq_next = off + units
@@ -597,7 +605,8 @@ class Firmware:
             start = min(self.seq_buffer)
             if start > self.seq_next:
                 break
-            n, waiting = self.seq_buffer.pop(start)
+            n, waiting, size = self.seq_buffer.pop(start)
+            self.seq_bytes -= size
             if start + n > self.seq_next:
                 waiting(self.seq_next - start)
                 self.seq_next = start + n

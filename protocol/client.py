@@ -44,9 +44,10 @@ class LinkError(TesseraError):
     """No answer from the device after all retries."""
 
 
-WINDOW = 32             # version-3/4 stream chunks in flight
-DEVICE_AHEAD = 48       # chunks sent from the oldest unanswered one on (a version-3 device
-                        # keeps up to 64 chunks waiting for an earlier one)
+WINDOW = 256            # version-3/4 stream chunks in flight
+DEVICE_AHEAD = 384      # chunks sent from the oldest unanswered one on (a version-3 device
+                        # keeps up to 512 chunks waiting for an earlier one ...
+AHEAD_BYTES = 196608    # ... and 256 KiB of their payload: the bytes from the oldest on)
 CHUNK_OVERHEAD = 74     # bytes a stream chunk's frame adds to its payload (keys, id, CRC, COBS)
 ANSWER_BYTES = 49       # bytes of the answer that must come back for a chunk to count
 COMPACT_OVERHEAD = 34   # the same for version 4's compact chunks (``s``, ``p``) ...
@@ -323,14 +324,16 @@ class Device:
         while pos < total or inflight:
             oldest = min((st[0] for st in inflight.values()), default=pos)
             del ahead[:bisect.bisect_left(ahead, oldest)]   # a device keeps 64 waiting
-            while pos < total and len(inflight) < WINDOW and len(ahead) < DEVICE_AHEAD:
+            size = units_now() if pos < total else 0    # once a round: the estimate is costly
+            while pos < total and len(inflight) < WINDOW and len(ahead) < DEVICE_AHEAD \
+                    and (pos - oldest) * unit_bytes < AHEAD_BYTES:
                 if realtime:
                     wait = t0 + pos / units_per_s - time.monotonic()
                     if wait > 0:
                         if inflight:
                             break               # answers first, then the next chunk
                         time.sleep(wait)
-                end = min(total, pos + units_now())
+                end = min(total, pos + size)
                 send(pos, end)
                 pos = end
                 last_answer = max(last_answer, time.monotonic() - self.timeout / 2)

@@ -459,6 +459,31 @@ def test_enrollment_is_exactly_once_across_a_reboot_between_request_and_retry(
     assert fw.chip.classes() == ["lamp"] and fw.chip.shots_of("lamp") == 1
 
 
+def test_chunks_ahead_of_the_stream_wait_within_a_count_and_a_byte_budget(model4):
+    """Chunks that start ahead of the stream wait (BUSY past SEQ_WINDOW chunks or SEQ_BYTES of
+    payload); the missing one lets them all run, in order."""
+    from tessera.firmware_sim import device as D
+
+    fw = pb._loaded_firmware(model4)
+    dec = FrameDecoder()
+
+    def ask(msg):
+        return [decode(x) for x in dec.feed(fw.receive(encode_frame(encode(msg))))][-1]
+
+    n = 4096                                          # samples a chunk: 8 KiB
+    for k in range(1, D.SEQ_BYTES // (2 * n) + 1):    # 32 chunks fill the byte budget
+        r = ask({"t": "p", "o": k * n, "d": bytes(2 * n), "id": 100 + k})
+        assert r["t"] == "a" and r["n"] == 0
+    r = ask({"t": "p", "o": 999 * n, "d": bytes(2 * n), "id": 99})
+    assert r["t"] == "error" and r["name"] == "BUSY" and "bytes" in r["message"]
+    assert fw.seq_bytes == D.SEQ_BYTES
+    r = ask({"t": "p", "o": 0, "d": bytes(2 * n), "id": 98})
+    assert r["n"] == (D.SEQ_BYTES // (2 * n) + 1) * n and fw.seq_bytes == 0
+    small = [ask({"t": "p", "o": 10 ** 6 + 2 * k, "d": bytes(2), "id": 2000 + k})
+             for k in range(1, D.SEQ_WINDOW + 2)]
+    assert small[-2]["t"] == "a" and small[-1]["name"] == "BUSY"
+
+
 def test_a_shared_id_with_another_body_is_a_new_request(model4, tmp_path):
     """Two hosts whose ids happen to meet: the second request is executed, not answered with
     the first one's answer; a retry (same id, same body) is answered from the store, also
