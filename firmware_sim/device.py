@@ -207,6 +207,8 @@ class Firmware:
             raise InputError("flash image: negatives are not feature vectors of this model")
         self.negatives = [np.frombuffer(b, "<i4").astype(np.int64) for b in raw][-MAX_NEGATIVES:]
         self._apply_threshold()
+        if image.get("voice_level") is not None:    # the front-end's running level (its person)
+            self.chip.restore_level_state(unpack_ints(image["voice_level"], "voice_level"))
         self.flash_generation = int(image.get("generation", 0))
         for entry in image.get("answers", []):
             if isinstance(entry, list) and len(entry) == 2:      # images before the body CRC
@@ -725,9 +727,11 @@ class Firmware:
         return {"t": "classes", "classes": self._need_chip().classes()}
 
     def do_reset_state(self, msg: dict) -> dict:
-        self._need_chip()
+        chip = self._need_chip()
         self._new_stream()
         self.recent = []
+        if msg.get("voice"):                   # a new person: the running level from the start
+            chip.reset_levels()
         return {"t": "ack"}
 
     def do_get_stats(self, msg: dict) -> dict:
@@ -737,6 +741,10 @@ class Firmware:
                                             boot_error=self.boot_error)}
         if self.chip is not None:
             out["chip"] = self.chip.stats()
+            off = self.chip.level_offset()
+            if off is not None:                # the level equalization's move, level units
+                out["chip"]["voice_level_offset"] = dict(
+                    mean=round(float(off.mean()), 2), min=int(off.min()), max=int(off.max()))
         return out
 
     def do_set_param(self, msg: dict) -> dict:
@@ -769,6 +777,8 @@ class Firmware:
                  "params": dict(self.params),
                  "negatives": [np.asarray(n, "<i4").tobytes() for n in self.negatives],
                  "generation": self.flash_generation + 1,
+                 "voice_level": None if chip.level_state() is None
+                 else pack_ints(chip.level_state(), 32),
                  "answers": [[k, c, v] for k, (c, v) in answers.items()]}
         try:
             size = flash.save(self.flash_path, image, crash_after_temp=self.crash_during_save)

@@ -46,7 +46,7 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
     "forget": {"label": (str, True)},
     "untaught": {"shots": (int, False), "clear": (bool, False)},
     "list_classes": {},
-    "reset_state": {},
+    "reset_state": {"voice": (bool, False)},
     "get_stats": {},
     "set_param": {"name": (str, True), "value": ((int, float, bool, str), True)},
     "get_param": {},

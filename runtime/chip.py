@@ -491,6 +491,31 @@ class Chip:
         st = self.cochlea.state.eq
         return np.zeros(self.tab.inputs, np.int64) if st is None else st.offset.copy()
 
+    def level_state(self) -> np.ndarray | None:
+        """The front-end's running long-term level (inputs,) int64 (``frac`` fraction bits),
+        what a device keeps in flash with its words; None when the model has no equalization or
+        the level is still the reference."""
+        if not self.tab.frontend or self._cochlea is None or self._cochlea.state.eq is None:
+            return None
+        return self._cochlea.state.eq.mean.copy()
+
+    def restore_level_state(self, mean) -> None:
+        """Continue from a running level that :meth:`level_state` gave (checked: a flash image
+        may hold anything)."""
+        from .frontend import eq_initial
+
+        eq = self.cochlea.tables.eq if self.tab.frontend else None
+        if eq is None:
+            raise InputError("this model has no level equalization to restore")
+        m = np.asarray(mean)
+        if m.shape != (self.tab.inputs,) or m.dtype.kind not in "iu" or (m.size and (
+                int(m.min()) < 0 or int(m.max()) >= 4096 << eq.frac)):
+            raise InputError(f"a running level must be {self.tab.inputs} integers in "
+                             f"0..{(4096 << eq.frac) - 1}")
+        m = m.astype(np.int64)
+        st = eq_initial(eq)._replace(mean=m, offset=(m >> eq.frac) - eq.ref)
+        self.cochlea.state = self.cochlea.state._replace(eq=st)
+
     def cochlea_pending(self) -> bool:
         """Audio samples wait in the front-end for a complete 1 ms step."""
         return self._cochlea is not None and self._cochlea.state.pending.size > 0

@@ -167,3 +167,55 @@ def test_wav_folder_heard_through_the_models_equalizer(eq_model, tmp_path):
     e = [heard.sample(i)[0].size for i in range(6)]
     assert n != e
     assert all(np.array_equal(heard.sample(i)[1], again.sample(i)[1]) for i in range(6))
+
+
+def test_the_running_level_is_kept_in_flash_with_the_words(eq_model, tmp_path):
+    from tessera.firmware_sim.device import Firmware
+    from tessera.protocol.framing import FrameDecoder, encode_frame
+    from tessera.protocol.messages import decode, encode
+
+    _, path = eq_model
+    fw = Firmware(flash_path=str(tmp_path / "flash.img"))
+    fw.install(open(path, "rb").read())
+    dec = FrameDecoder()
+
+    def ask(msg):
+        return [decode(x) for x in dec.feed(fw.receive(encode_frame(encode(msg))))][-1]
+
+    pcm = _speech(4).tobytes()
+    for k in range(0, len(pcm), 8000):
+        ask({"t": "stream_audio", "rate": 16000, "pcm": pcm[k:k + 8000], "id": 10 + k})
+    assert ask({"t": "enroll", "label": "lamp", "id": 9})["saved"] is True
+    level = fw.chip.level_state()
+    assert level is not None and fw.chip.level_offset().any()
+    fw.boot()                                             # power cycle
+    assert fw.boot_error is None and fw.chip.classes() == ["lamp"]
+    assert np.array_equal(fw.chip.level_state(), level)
+    with pytest.raises(InputError, match="running level"):
+        fw.chip.restore_level_state(np.full(5, 3))
+
+
+def test_reset_state_voice_forgets_the_running_level(eq_model):
+    from tessera.firmware_sim.device import Firmware
+    from tessera.protocol.framing import FrameDecoder, encode_frame
+    from tessera.protocol.messages import decode, encode
+
+    _, path = eq_model
+    fw = Firmware()
+    fw.install(open(path, "rb").read())
+    dec = FrameDecoder()
+
+    def ask(msg):
+        return [decode(x) for x in dec.feed(fw.receive(encode_frame(encode(msg))))][-1]
+
+    pcm = _speech(5).tobytes()
+    for k in range(0, len(pcm), 8000):
+        ask({"t": "stream_audio", "rate": 16000, "pcm": pcm[k:k + 8000], "id": 10 + k})
+    ask({"t": "end_of_utterance", "id": 2})
+    moved = ask({"t": "get_stats", "id": 3})["chip"]["voice_level_offset"]
+    assert moved["max"] > 0
+    ask({"t": "reset_state", "id": 4})
+    assert ask({"t": "get_stats", "id": 5})["chip"]["voice_level_offset"] == moved
+    ask({"t": "reset_state", "voice": True, "id": 6})
+    assert ask({"t": "get_stats", "id": 7})["chip"]["voice_level_offset"] == dict(
+        mean=0.0, min=0, max=0)

@@ -148,7 +148,7 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
     from .export import ExportConfig, export_model
 
     cfg = model.config
-    data = read_any(data_path, progress=progress)
+    data = read_any(data_path, level_eq=model.level_eq, progress=progress)
     tasks = FewShotTasks(data.labels, data.speakers, data.split, unseen=tuple(cfg.data.unseen),
                          seed=cfg.train.seed)
     pool, _ = tasks.pool("unseen")

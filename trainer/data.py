@@ -408,14 +408,15 @@ def default_cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tessera")
 
 
-def read_any(path: str | os.PathLike, **wav_options) -> SpikeSet:
+def read_any(path: str | os.PathLike, level_eq=None, **wav_options) -> SpikeSet:
     """A file in the SHD layout, a folder of official SHD files, or a folder of WAVs
-    (``wav_options`` go to :func:`read_wav_folder`)."""
+    (``wav_options`` go to :func:`read_wav_folder`; ``level_eq``, a model's level
+    equalization, applies to WAVs only: spike files are as stored)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         names = os.listdir(path)
         for ds in ("shd", "ssc"):
             if any(n.startswith(f"{ds}_") and n.endswith((".h5", ".h5.gz")) for n in names):
                 return read_shd_folder(path, ds)
-        return read_wav_folder(path, **wav_options)
+        return read_wav_folder(path, level_eq=level_eq, **wav_options)
     return read_spike_h5(path)

@@ -65,8 +65,8 @@ def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0,
                                 list(z["label_names"]), list(z["speaker_names"]), path)
         except (OSError, ValueError, KeyError):
             pass
-    d = dense_from_spikes(read_any(path, progress=progress, **(
-        {"level_eq": level_eq} if eq else {})), steps, duration, k)
+    d = dense_from_spikes(read_any(path, level_eq=level_eq if eq else None, progress=progress),
+                          steps, duration, k)
     if cache:
         os.makedirs(os.path.dirname(cfile), exist_ok=True)
         tmp = cfile + f".{os.getpid()}.tmp.npz"

@@ -261,7 +261,8 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_inputs)}
     cal["points"] = {"TTS": (cal["test"]["false_accepts_words"], cal["test"]["hits"])}
     if fsdd:
-        f = read_any(fsdd, progress=progress)
+        from .storage import load_model
+        f = read_any(fsdd, level_eq=load_model(model_path).level_eq, progress=progress)
         phi, sp = chip_features(chip, f, np.arange(len(f)))
         sf = open_set_episodes(chip, phi, sp, f.labels, f.speakers, n_phi, n_sp,
                                episodes=episodes, seed=13)
