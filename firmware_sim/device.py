@@ -21,6 +21,7 @@ import numpy as np
 
 from ..protocol.framing import MAX_BODY, FrameDecoder, FrameError, encode_frame
 from ..protocol.messages import (
+    MAX_LABEL,
     SUPPORTED,
     VERSION,
     ProtocolError,
@@ -242,6 +243,7 @@ class Firmware:
         if need > self.ram_budget:
             raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")
         self.chip, self.model_bytes = chip, blob
+        self.label_bytes = self._label_capacity()
         self.seq_next, self.seq_buffer, self.seq_bytes = 0, {}, 0   # a new model: a new stream
         self.streamed = False
         self.recent = []
@@ -460,7 +462,7 @@ class Firmware:
                                  channels=t.channels_total, weight_bits=t.weight_bits,
                                  bytes=len(self.model_bytes),
                                  classes=self.chip.classes() if classes is None else classes,
-                                 max_classes=t.max_classes)
+                                 max_classes=t.max_classes, label_bytes=self.label_bytes)
         return info
 
     def do_ping(self, msg: dict) -> dict:
@@ -691,6 +693,22 @@ class Firmware:
         self._apply_threshold()
         return {"t": "ack", "negatives": len(self.negatives),
                 "threshold": self._threshold_in_use()}
+
+    def _label_capacity(self) -> int:
+        """The longest label (UTF-8 bytes, up to 4 x MAX_LABEL) that every word of a full
+        readout may have with every answer still fitting a frame: what ``hello`` promises."""
+        n = self.chip.tab.max_classes
+        self.label_bytes = 4 * MAX_LABEL              # (hello's own field at its widest)
+
+        def fits(size: int) -> bool:
+            return self._answers_fit([f"{k:x}".rjust(size, "w")[-size:] if size >= 2 else
+                                      chr(0x21 + k % 90) for k in range(n)])
+
+        lo, hi = 0, 4 * MAX_LABEL
+        while lo < hi:                                # answers grow with the labels
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
 
     def _answers_fit(self, labels: list[str]) -> bool:
         """Every answer that lists the enrolled words (hello, classes, a result or an event

@@ -674,6 +674,20 @@ def test_every_answer_fits_a_frame_by_construction(model4):
         _ask(fw, {"v": 4, "t": "stream_audio", "id": 900, "rate": 16000, "pcm": pcm})
         body = _body(fw.handle_body(encode({**msg, "id": 901 + len(msg)})))
         assert len(body) <= MAX_BODY and decode(body)["t"] != "error", decode(body)
+    # what hello promises: a full readout of labels of label_bytes bytes each is kept
+    room = _ask(fw, {"v": 4, "t": "hello", "versions": [4], "id": 5})["model"]["label_bytes"]
+    assert 200 < room < 4 * 62 + 2                   # less than the labels refused above
+    fw = Firmware(None)
+    fw.install(encode_model(m))
+    for i in range(fw.chip.tab.max_classes):
+        _ask(fw, {"v": 4, "t": "stream_audio", "id": 2001 + 2 * i, "rate": 16000, "pcm": pcm})
+        rest = (room - 4) % 4                       # room bytes in at most 64 characters
+        label = "\U0001F600" * ((room - 4) // 4) + "\u00e9" * (rest // 2) + "x" * (rest % 2) \
+            + f"{i:04d}"
+        assert len(label.encode()) == room
+        r = _ask(fw, {"v": 4, "t": "enroll", "id": 2002 + 2 * i, "label": label})
+        assert r["t"] == "ack", r
+    assert len(fw.chip.classes()) == fw.chip.tab.max_classes
 
 
 def _body(frame: bytes) -> bytes:
