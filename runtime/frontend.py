@@ -216,7 +216,7 @@ class LevelEq(NamedTuple):
     ref: np.ndarray         # (C,) int64 reference long-term level per channel, level units
     gate: int = 40          # a step is speech when its mean level above the floor >= gate
     block: int = 16         # steps per update of the running level
-    shift: int = 11         # each speech step moves the running level 2^-shift of the way
+    shift: int = 15         # each speech step moves the running level 2^-shift of the way
     frac: int = 8           # fraction bits of the running level
 
     def check(self, channels: int) -> LevelEq:

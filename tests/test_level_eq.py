@@ -219,3 +219,31 @@ def test_reset_state_voice_forgets_the_running_level(eq_model):
     ask({"t": "reset_state", "voice": True, "id": 6})
     assert ask({"t": "get_stats", "id": 7})["chip"]["voice_level_offset"] == dict(
         mean=0.0, min=0, max=0)
+
+
+def test_level_eq_command_writes_reads_and_removes(small_corpus, tmp_path):
+    import json
+    import shutil
+
+    from helpers import tessera
+    from tessera.trainer.train import load_model
+
+    pytest.importorskip("torch")
+    model = tmp_path / "model.pt"
+    shutil.copy(DEFAULT, model)
+    r = tessera("level-eq", str(model), "--reference", str(small_corpus), "--shift", "14",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["shift"] == 14 and out["reference"] == "small.h5"
+    eq = load_model(str(model)).level_eq
+    assert eq.shift == 14 and eq.ref.shape == (700,) and FLOOR < eq.ref.mean() < FLOOR + 400
+    r = tessera("level-eq", str(model), "--gate", "30")          # the model's own reference
+    assert r.returncode == 0 and load_model(str(model)).level_eq.gate == 30
+    assert np.array_equal(load_model(str(model)).level_eq.ref, eq.ref)
+    assert tessera("level-eq", str(model), "--remove").returncode == 0
+    assert load_model(str(model)).level_eq is None
+    r = tessera("level-eq", str(model))                           # nothing to start from
+    assert r.returncode != 0 and "--reference" in r.stderr and "Traceback" not in r.stderr
+    r = tessera("level-eq", str(model), "--reference", str(tmp_path / "none.h5"))
+    assert r.returncode != 0 and "no such corpus" in r.stderr

@@ -275,6 +275,41 @@ def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
                 reference=os.path.basename(path), utterances=int(min(n, count)))
 
 
+def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | None = None,
+                 gate: int | None = None, remove: bool = False) -> dict:
+    """Write the front-end's level equalization into the model file ``model_path`` (see
+    :func:`reference_eq`); ``reference``, ``shift`` and ``gate`` default to the model's own, then
+    to its training config's ``data.level_eq`` and the equalizer's defaults. Returns the map."""
+    import json as _json
+
+    from ..runtime.frontend import LevelEq
+    from .storage import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(model_path)
+    extra = _json.loads(state.get("extra", "{}") or "{}")
+    old = extra.get("level_eq") or {}
+    if remove:
+        extra.pop("level_eq", None)
+        d = {}
+    else:
+        ref = reference or _json.loads(state["config"]).get("data", {}).get("level_eq")
+        if not ref and not old:
+            raise InputError("no reference corpus: pass --reference CORPUS (a --keep-audio "
+                             "corpus)", source=model_path)
+        defaults = LevelEq(np.zeros(1, np.int64))
+        params = dict(gate=gate if gate is not None else old.get("gate", defaults.gate),
+                      shift=shift if shift is not None else old.get("shift", defaults.shift))
+        if ref:
+            d = reference_eq(ref, **params)
+        else:
+            d = dict(old, **params)
+        level_eq_of(d)                                   # checked before it is written
+        extra["level_eq"] = d
+    state["extra"] = _json.dumps(extra)
+    save_checkpoint(model_path, state)
+    return d
+
+
 def level_eq_of(d: dict | None):
     """A model's ``level_eq`` map as a :class:`~tessera.runtime.frontend.LevelEq` (or None)."""
     from ..runtime.frontend import LevelEq

@@ -212,6 +212,22 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_level_eq(args: argparse.Namespace) -> int:
+    from tessera.trainer.diagnose import set_level_eq
+
+    r = set_level_eq(args.model, args.reference, shift=args.shift, gate=args.gate,
+                     remove=args.remove)
+    if args.remove:
+        text = f"{args.model}: no level equalization"
+    else:
+        text = (f"{args.model}: the front-end moves each channel by (running level - "
+                f"{r['reference']}'s long-term level, {min(r['ref'])}..{max(r['ref'])}); "
+                f"speech steps: mean level >= {r['gate']} above the floor; each moves the running "
+                f"level 2^-{r['shift']} of the way (tessera export writes it in the model file)")
+    _emit(args, {k: v for k, v in r.items() if k != "ref"}, text)
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -338,6 +354,21 @@ def register(sub, add) -> None:
                          "front-end (its levels), to this --keep-audio corpus's mean (repeatable)")
     dg.add_argument("--episodes", type=_positive_int, default=300, help="5-way episodes per row")
     dg.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    le = add(sub, "level-eq", cmd_level_eq, "give a model the front-end's long-term level "
+             "equalization (a reference corpus's long-term level, how fast the device follows "
+             "a voice); it is written into model.pt, used by eval for WAV folders and by export")
+    le.add_argument("model", help="model.pt (rewritten)")
+    le.add_argument("--reference", metavar="CORPUS",
+                    help="the --keep-audio corpus the training corpora were equalized to "
+                         "(default: the model's, or its config's data.level_eq)")
+    le.add_argument("--shift", type=int, default=None,
+                    help="each speech step moves the running level 2^-SHIFT of the way (default "
+                         "15: about 110 utterances; faster follows the last words' spectrum, "
+                         "see BENCHMARKS.md)")
+    le.add_argument("--gate", type=int, default=None,
+                    help="a step is speech when its mean level is this far above the floor "
+                         "(level units, default 40)")
+    le.add_argument("--remove", action="store_true", help="take the equalization away")
     cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
              "floor, confidence calibration) on a corpus's validation voices; writes "
              "calibration.json next to the model, which tessera export puts in the model file")
