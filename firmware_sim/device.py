@@ -578,8 +578,9 @@ class Firmware:
         """Version 3: a stream chunk may carry ``offset``, the position of its first unit
         (sample of audio, ms of spikes) since reset_state; chunks are run in stream order
         whatever order they arrive in. One that starts ahead of the stream waits (at most
-        SEQ_WINDOW of them, SEQ_BYTES of payload together), one already run is acknowledged again, and one that overlaps what
-        was run adds only its new part, so a host may resend a lost chunk cut differently.
+        SEQ_WINDOW of them, SEQ_BYTES of payload together), one already run is acknowledged
+        again, and one that overlaps what was run adds only its new part, so a host may resend
+        a lost chunk cut differently.
         ``run(skip)`` runs the chunk from its unit ``skip`` on. Without ``offset`` (version 2) a
         chunk runs at once. The answer's ``next`` is the offset the stream has reached."""
         off = msg.get("offset")

@@ -52,7 +52,7 @@ Long-term level equalization (optional, :class:`LevelEq`; a model file's ``front
     counted from the first step the front-end heard (whatever the chunking). At the end of a
     block with ``n`` speech steps whose levels ``max(l_c, floor)`` sum to ``s_c`` ::
 
-        m_c += ((s_c << frac) - n * m_c) >> shift        (each speech step moves m 2^-shift of the way)
+        m_c += ((s_c << frac) - n * m_c) >> shift    (a speech step moves m 2^-shift of the way)
         off_c = (m_c >> frac) - ref_c                      (used by the next block)
 
     The state survives :meth:`Cochlea.reset` (a new utterance from rest): it follows whoever

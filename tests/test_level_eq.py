@@ -243,6 +243,7 @@ def test_level_eq_command_writes_reads_and_removes(small_corpus, tmp_path):
     assert np.array_equal(load_model(str(model)).level_eq.ref, eq.ref)
     assert tessera("level-eq", str(model), "--remove").returncode == 0
     assert load_model(str(model)).level_eq is None
+    shutil.copy(DEFAULT.parents[1] / "v3" / "model.pt", model)   # trained without one
     r = tessera("level-eq", str(model))                           # nothing to start from
     assert r.returncode != 0 and "--reference" in r.stderr and "Traceback" not in r.stderr
     r = tessera("level-eq", str(model), "--reference", str(tmp_path / "none.h5"))

@@ -312,10 +312,22 @@ def test_sliding_windows_report_a_word_once(fsdd):
     assert counts[0] == 1 and counts[1] == 1 and counts[2] > 1
 
 
-def test_every_stream_starts_clean(fsdd):
+def _without_level_eq(tmp_path) -> Path:
+    """The factory model without its level equalization: for tests that compare the answers
+    to one recording heard twice (the running voice level moves between them on purpose)."""
+    from tessera.runtime.model_format import read_model, write_model
+
+    m = read_model(factory_model())
+    m.frontend.pop("eq", None)
+    write_model(str(tmp_path / "no-eq.tsr"), m)
+    return tmp_path / "no-eq.tsr"
+
+
+def test_every_stream_starts_clean(fsdd, tmp_path):
     """The same stream three times, then again after an infer and after an enroll, gives the
     same events (issue 23: a second stream used to hear nothing, and event times depended on
-    what was streamed before)."""
+    what was streamed before). Without the level equalization, whose running voice level is
+    kept across streams on purpose (it follows the person, test_level_eq)."""
     from tessera.protocol.client import Device
 
     pcm = np.concatenate([np.zeros(6000, np.int16), load_audio(fsdd / "3_jackson_6.wav"),
@@ -332,7 +344,7 @@ def test_every_stream_starts_clean(fsdd):
         return [(e["label"], e["start_ms"], e["end_ms"], e["confidence"]) for e in events], \
             end["stream_ms"]
 
-    with Device.open(f"sim://?model={factory_model()}") as dev:
+    with Device.open(f"sim://?model={_without_level_eq(tmp_path)}") as dev:
         dev.enroll("d3", str(fsdd / "3_jackson_0.wav"))
         dev.enroll("d7", str(fsdd / "7_jackson_0.wav"))
         dev.set_param("min_confidence", 0.0)
@@ -424,8 +436,8 @@ def test_threshold_fitted_to_the_person(fsdd, tmp_path):
     from tessera.protocol.client import Device
 
     flash_img = tmp_path / "f.img"
-    url = f"sim://?model={factory_model()}&flash={flash_img}"
-    with Device.open(url) as dev:
+    url = f"sim://?model={_without_level_eq(tmp_path)}&flash={flash_img}"   # (scores a
+    with Device.open(url) as dev:                                          # recording twice)
         model_thr = dev.params()["model_threshold"]
         dev.set_param("threshold", "person")
         assert dev.params()["threshold_in_use"] == model_thr       # nothing to fit yet

@@ -403,7 +403,8 @@ def long_stream(model_path: str, minutes: float = 60.0, block_s: float = 60.0, s
                 ) -> dict:
     """``minutes`` of audio (one block of taught and untaught bursts, repeated) streamed as fast
     as it goes, (1) through the chip, one window per burst (every block must give identical
-    answers), and (2) through ``tessera sim --pty`` with continuous detection on (every
+    answers; each window from the model's reference voice level, as the running level follows
+    the voice on purpose), and (2) through ``tessera sim --pty`` with continuous detection on (every
     accepted window reported): memory at the start and the end, and the right detections per
     block in the first and the last quarter of the stream (a window's answer depends a little
     on the front-end's state left by the sound before it, so blocks differ slightly; what must
@@ -428,7 +429,8 @@ def long_stream(model_path: str, minutes: float = 60.0, block_s: float = 60.0, s
         for ms, _w in marks:
             a = ms * SAMPLE_RATE // 1000
             chip.reset()
-            chip.feed_audio(block[a:a + SAMPLE_RATE])
+            chip.reset_levels()        # the voice level follows the speaker on purpose; the
+            chip.feed_audio(block[a:a + SAMPLE_RATE])       # rest of the chip must not move
             p = chip.predict()
             got.append((p["label"], round(p["confidence"], 4)))
         answers.append(got)

@@ -292,7 +292,8 @@ def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | 
         extra.pop("level_eq", None)
         d = {}
     else:
-        ref = reference or _json.loads(state["config"]).get("data", {}).get("level_eq")
+        ref = reference or (None if old else
+                            _json.loads(state["config"]).get("data", {}).get("level_eq"))
         if not ref and not old:
             raise InputError("no reference corpus: pass --reference CORPUS (a --keep-audio "
                              "corpus)", source=model_path)
