@@ -209,7 +209,8 @@ class Firmware:
         self.negatives = [np.frombuffer(b, "<i4").astype(np.int64) for b in raw][-MAX_NEGATIVES:]
         self._apply_threshold()
         if image.get("voice_level") is not None:    # the front-end's running level (its person)
-            self.chip.restore_level_state(unpack_ints(image["voice_level"], "voice_level"))
+            self.chip.restore_level_state(unpack_ints(image["voice_level"], "voice_level"),
+                                          image.get("voice_heard", 0))
         self.flash_generation = int(image.get("generation", 0))
         for entry in image.get("answers", []):
             if isinstance(entry, list) and len(entry) == 2:      # images before the body CRC
@@ -790,14 +791,15 @@ class Firmware:
         if not self.flash_path:
             raise ProtocolError("STORAGE", "this device has no flash image")
         ro = chip.readout_state()
+        voice = chip.level_state()
         image = {"model": self.model_bytes,
                  "levels": pack_ints(ro["levels"], chip.tab.readout_bits),
                  "classes": ro["classes"], "shots": ro["shots"], "exps": ro["exps"],
                  "params": dict(self.params),
                  "negatives": [np.asarray(n, "<i4").tobytes() for n in self.negatives],
                  "generation": self.flash_generation + 1,
-                 "voice_level": None if chip.level_state() is None
-                 else pack_ints(chip.level_state(), 32),
+                 "voice_level": None if voice is None else pack_ints(voice[0], 32),
+                 "voice_heard": None if voice is None else voice[1],
                  "answers": [[k, c, v] for k, (c, v) in answers.items()]}
         try:
             size = flash.save(self.flash_path, image, crash_after_temp=self.crash_during_save)

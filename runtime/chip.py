@@ -360,15 +360,15 @@ def _level_eq(d, inputs: int):
 
     if not isinstance(d, dict):
         raise ValueError(f"frontend.eq must be a map, got {type(d).__name__}")
-    unknown = sorted(set(d) - {"ref", "gate", "block", "shift", "frac"})
+    unknown = sorted(set(d) - {"ref", "gate", "block", "shift", "frac", "prior"})
     if unknown:
         raise ValueError(f"frontend.eq has unknown field(s) {unknown}")
-    for k in ("gate", "block", "shift", "frac"):
+    names = ("gate", "block", "shift", "frac", "prior")
+    for k in names:
         if k in d and (isinstance(d[k], bool) or not isinstance(d[k], int)):
             raise ValueError(f"frontend.eq.{k} must be an integer")
     ref = unpack_ints(d["ref"], "frontend.eq.ref")
-    return LevelEq(ref, **{k: d[k] for k in ("gate", "block", "shift", "frac") if k in d}
-                   ).check(inputs)
+    return LevelEq(ref, **{k: d[k] for k in names if k in d}).check(inputs)
 
 
 class Chip:
@@ -491,15 +491,15 @@ class Chip:
         st = self.cochlea.state.eq
         return np.zeros(self.tab.inputs, np.int64) if st is None else st.offset.copy()
 
-    def level_state(self) -> np.ndarray | None:
-        """The front-end's running long-term level (inputs,) int64 (``frac`` fraction bits),
-        what a device keeps in flash with its words; None when the model has no equalization or
-        the level is still the reference."""
+    def level_state(self) -> tuple[np.ndarray, int] | None:
+        """The front-end's running long-term level (inputs,) int64 (``frac`` fraction bits) and
+        the speech steps it has heard: what a device keeps in flash with its words; None when
+        the model has no equalization or the level is still the reference."""
         if not self.tab.frontend or self._cochlea is None or self._cochlea.state.eq is None:
             return None
-        return self._cochlea.state.eq.mean.copy()
+        return self._cochlea.state.eq.mean.copy(), int(self._cochlea.state.eq.heard)
 
-    def restore_level_state(self, mean) -> None:
+    def restore_level_state(self, mean, heard: int = 0) -> None:
         """Continue from a running level that :meth:`level_state` gave (checked: a flash image
         may hold anything)."""
         from .frontend import eq_initial
@@ -512,8 +512,13 @@ class Chip:
                 int(m.min()) < 0 or int(m.max()) >= 4096 << eq.frac)):
             raise InputError(f"a running level must be {self.tab.inputs} integers in "
                              f"0..{(4096 << eq.frac) - 1}")
+        if isinstance(heard, bool) or not isinstance(heard, int) or not \
+                0 <= heard <= 1 << eq.shift:
+            raise InputError(f"the speech steps a running level heard must be an integer in "
+                             f"0..{1 << eq.shift}")
         m = m.astype(np.int64)
-        st = eq_initial(eq)._replace(mean=m, offset=(m >> eq.frac) - eq.ref)
+        st = eq_initial(eq)._replace(mean=m, offset=((m + (1 << eq.frac >> 1)) >> eq.frac)
+                                     - eq.ref, heard=heard)
         self.cochlea.state = self.cochlea.state._replace(eq=st)
 
     def cochlea_pending(self) -> bool:

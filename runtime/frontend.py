@@ -52,8 +52,14 @@ Long-term level equalization (optional, :class:`LevelEq`; a model file's ``front
     counted from the first step the front-end heard (whatever the chunking). At the end of a
     block with ``n`` speech steps whose levels ``max(l_c, floor)`` sum to ``s_c`` ::
 
-        m_c += ((s_c << frac) - n * m_c) >> shift    (a speech step moves m 2^-shift of the way)
-        off_c = (m_c >> frac) - ref_c                      (used by the next block)
+        m_c += ((s_c << frac) - n * m_c + 2^(shift-1)) >> shift   (2^-shift a speech step)
+        off_c = ((m_c + 2^(frac-1)) >> frac) - ref_c               (used by the next block)
+
+    With ``prior`` > 0 the first speech steps move it faster: while ``prior + h`` (``h`` the
+    speech steps heard so far, this block's included) is below 2^shift, the update is
+    ``m_c += ((s_c << frac) - n * m_c + d // 2) // d`` with ``d = prior + h``: ``m`` is then
+    the mean of everything heard, with the reference counted as ``prior`` steps, so a new voice is met
+    within a few words, and a word said many times in a row later moves it little.
 
     The state survives :meth:`Cochlea.reset` (a new utterance from rest): it follows whoever
     speaks to the device, over about 2^shift speech steps. :meth:`Cochlea.reset_levels` forgets
@@ -216,8 +222,12 @@ class LevelEq(NamedTuple):
     ref: np.ndarray         # (C,) int64 reference long-term level per channel, level units
     gate: int = 40          # a step is speech when its mean level above the floor >= gate
     block: int = 16         # steps per update of the running level
-    shift: int = 15         # each speech step moves the running level 2^-shift of the way
-    frac: int = 8           # fraction bits of the running level
+    shift: int = 15         # each speech step moves the running level 2^-shift of the way ...
+    frac: int = 16          # fraction bits of the running level (so that a speech step's
+    #                         2^-shift still moves it: it comes within 2^(shift-frac) of a level)
+    prior: int = 0          # ... or 1/(prior + speech steps heard) while that is larger: the
+    #                         mean of all that was heard, weighed against the reference as
+    #                         ``prior`` steps of it (0: 2^-shift from the start)
 
     def check(self, channels: int) -> LevelEq:
         """This equalizer with its fields checked (a model file may hold anything)."""
@@ -228,12 +238,14 @@ class LevelEq(NamedTuple):
                "ref levels must be in 0..4095"),
               (0 <= self.gate < 1 << 12, "gate must be in 0..4095"),
               (1 <= self.block <= 1024, "block must be 1..1024"),
-              (1 <= self.shift <= 24 and 0 <= self.frac <= 16, "shift 1..24 and frac 0..16")]
+              (1 <= self.shift <= 24 and 0 <= self.frac <= 16, "shift 1..24 and frac 0..16"),
+              (0 <= self.prior <= 1 << 24, "prior must be in 0..2^24")]
         for good, msg in ok:
             if not good:
                 raise InputError(f"level equalization: {msg}")
         return self._replace(ref=ref.astype(np.int64), gate=int(self.gate),
-                             block=int(self.block), shift=int(self.shift), frac=int(self.frac))
+                             block=int(self.block), shift=int(self.shift), frac=int(self.frac),
+                             prior=int(self.prior))
 
 
 class EqState(NamedTuple):
@@ -244,12 +256,13 @@ class EqState(NamedTuple):
     pos: int                # steps of the current block heard
     acc: np.ndarray         # (C,) int64 sum of the block's speech-step levels
     n: int                  # the block's speech steps
+    heard: int = 0          # speech steps heard since the reference (counted to 2^shift)
 
 
 def eq_initial(eq: LevelEq) -> EqState:
     C = eq.ref.size
     return EqState(eq.ref.astype(np.int64) << eq.frac, np.zeros(C, np.int64), 0,
-                   np.zeros(C, np.int64), 0)
+                   np.zeros(C, np.int64), 0, 0)
 
 
 def speech_sum(level: np.ndarray, floor: int, gate: int) -> tuple[np.ndarray, int]:
@@ -267,6 +280,7 @@ def equalize(level: np.ndarray, st: EqState, eq: LevelEq, floor: int
     state (module docstring)."""
     T = level.shape[1]
     mean, offset, pos, acc, n = st.mean.copy(), st.offset, st.pos, st.acc.copy(), st.n
+    heard, cap = st.heard, 1 << eq.shift
     t = 0
     while t < T:
         k = min(eq.block - pos, T - t)
@@ -277,11 +291,16 @@ def equalize(level: np.ndarray, st: EqState, eq: LevelEq, floor: int
         seg -= offset.astype(seg.dtype)[:, None]
         pos, t = pos + k, t + k
         if pos == eq.block:
-            if n:
-                mean += ((acc << eq.frac) - n * mean) >> eq.shift
-            offset = (mean >> eq.frac) - eq.ref
+            if n and eq.prior and eq.prior + heard + n < cap:   # the mean of all heard so far
+                heard += n                                     # (rounded: no drift)
+                d = eq.prior + heard
+                mean += ((acc << eq.frac) - n * mean + (d >> 1)) // d
+            elif n:
+                heard = min(heard + n, cap)
+                mean += ((acc << eq.frac) - n * mean + (cap >> 1)) >> eq.shift
+            offset = ((mean + (1 << eq.frac >> 1)) >> eq.frac) - eq.ref
             acc[:], n, pos = 0, 0, 0
-    return level, EqState(mean, offset, pos, acc, n)
+    return level, EqState(mean, offset, pos, acc, n, heard)
 
 
 class FrontendState(NamedTuple):

@@ -69,7 +69,7 @@ def test_the_running_level_converges_to_the_speech_steps_mean():
     st = eq_initial(eq)
     for _ in range(200):
         _, st = equalize(level.astype(np.int32).copy(), st, eq, FLOOR)
-    assert np.abs((st.mean >> eq.frac) - target / steps).max() <= 2
+    assert np.abs(st.mean / (1 << eq.frac) - target / steps).max() <= 0.5
 
 
 def test_silence_leaves_the_level_alone():
@@ -102,7 +102,7 @@ def eq_model(tmp_path_factory):
     from tessera.trainer.train import load_model
 
     m = load_model(str(DEFAULT))
-    m.extra["level_eq"] = dict(ref=[FLOOR + 60] * 700, gate=40, block=16, shift=11, frac=8)
+    m.extra["level_eq"] = dict(ref=[FLOOR + 60] * 700, gate=40, block=16, shift=11, frac=16)
     out = tmp_path_factory.mktemp("eq") / "eq.tsr"
     export_model(m, str(out), ExportConfig(weight_bits=4))
     return m, out
@@ -114,7 +114,7 @@ def test_export_carries_the_equalizer_and_the_chip_runs_it(eq_model):
 
     m, path = eq_model
     fe = read_model(path).frontend
-    assert set(fe["eq"]) == {"ref", "gate", "block", "shift", "frac"}
+    assert set(fe["eq"]) == {"ref", "gate", "block", "shift", "frac", "prior"}
     assert np.array_equal(unpack_ints(fe["eq"]["ref"], "ref"), np.full(233, FLOOR + 60))
     chip = Chip.load(path)
     assert np.array_equal(chip.level_offset(), np.zeros(233))
@@ -186,11 +186,11 @@ def test_the_running_level_is_kept_in_flash_with_the_words(eq_model, tmp_path):
     for k in range(0, len(pcm), 8000):
         ask({"t": "stream_audio", "rate": 16000, "pcm": pcm[k:k + 8000], "id": 10 + k})
     assert ask({"t": "enroll", "label": "lamp", "id": 9})["saved"] is True
-    level = fw.chip.level_state()
-    assert level is not None and fw.chip.level_offset().any()
+    level, heard = fw.chip.level_state()
+    assert heard > 0 and fw.chip.level_offset().any()
     fw.boot()                                             # power cycle
     assert fw.boot_error is None and fw.chip.classes() == ["lamp"]
-    assert np.array_equal(fw.chip.level_state(), level)
+    assert np.array_equal(fw.chip.level_state()[0], level) and fw.chip.level_state()[1] == heard
     with pytest.raises(InputError, match="running level"):
         fw.chip.restore_level_state(np.full(5, 3))
 
@@ -248,3 +248,22 @@ def test_level_eq_command_writes_reads_and_removes(small_corpus, tmp_path):
     assert r.returncode != 0 and "--reference" in r.stderr and "Traceback" not in r.stderr
     r = tessera("level-eq", str(model), "--reference", str(tmp_path / "none.h5"))
     assert r.returncode != 0 and "no such corpus" in r.stderr
+
+
+def test_with_a_prior_the_first_words_move_the_level_as_their_mean():
+    """prior > 0: the running level is the mean of all heard with the reference as ``prior``
+    steps, until 2^shift steps are heard; then 2^-shift a step."""
+    eq = _eq(ref_level=250, shift=12, block=4, prior=40)
+    level = np.repeat(np.random.default_rng(1).integers(FLOOR + 60, FLOOR + 200,
+                                                        (SPEC.channels, 1)), 40, axis=1)
+    total, steps = speech_sum(level, FLOOR, eq.gate)
+    assert steps == 40
+    _, st = equalize(level.astype(np.int32).copy(), eq_initial(eq), eq, FLOOR)
+    want = (total + 40 * 250) / 80                        # half the reference, half the voice
+    assert np.abs(st.mean / (1 << eq.frac) - want).max() <= 0.5 and st.heard == 40
+    slow = _eq(ref_level=250, shift=12, block=4)          # prior 0: 40 steps of 2^-12 each
+    _, st0 = equalize(level.astype(np.int32).copy(), eq_initial(slow), slow, FLOOR)
+    assert np.abs(st0.mean / (1 << eq.frac) - 250).max() <= 2
+    for _ in range(800):                                  # then 2^-shift: heard stays capped
+        _, st = equalize(level.astype(np.int32).copy(), st, eq, FLOOR)
+    assert st.heard == 1 << 12 and np.abs(st.mean / (1 << eq.frac) - total / 40).max() <= 0.5

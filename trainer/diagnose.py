@@ -58,12 +58,20 @@ TTS_CONDITIONS = {
 
 
 def _spikes_set(pcms: list[np.ndarray], labels: np.ndarray, speakers: np.ndarray,
-                label_names: list[str], spec) -> SpikeSet:
-    fe = Cochlea(spec)
-    events = []
-    for pcm in pcms:
-        fe.reset()
-        events.append(np.nonzero(fe.encode(pcm)))
+                label_names: list[str], spec, level_eq=None) -> SpikeSet:
+    """Spikes of ``pcms``; with a model's ``level_eq``, heard as a device with it hears them:
+    each speaker's utterances in one shuffled order through one front-end from the reference."""
+    from ..runtime.frontend import design
+
+    events: list = [None] * len(pcms)
+    tab = design(spec) if level_eq is None else design(spec)._replace(eq=level_eq.check(
+        spec.channels))
+    fes: dict[int, Cochlea] = {}
+    order = np.random.default_rng(0).permutation(len(pcms)) if level_eq is not None \
+        else np.arange(len(pcms))
+    for i in order:
+        fe = fes.setdefault(int(speakers[i]) if level_eq is not None else 0, Cochlea(tables=tab))
+        events[i] = np.nonzero(fe.encode(pcms[i]))
     return SpikeSet.from_steps(events, spec.step_seconds, labels, speakers,
                                np.full(len(pcms), 2, np.int8), spec.channels, label_names,
                                [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose")
@@ -113,7 +121,8 @@ def tts_conditions(model, *, speakers: int = 100, repeats: int = 4, episodes: in
         f = TTS_CONDITIONS[name]
         pcm = [to_int16(np.clip(f(x, np.random.default_rng([7, i])), -1, 1))
                for i, x in enumerate(pcms)]
-        feats = _features(model, _spikes_set(pcm, labels, spk, base.label_names, cfg.frontend))
+        feats = _features(model, _spikes_set(pcm, labels, spk, base.label_names, cfg.frontend,
+                                             model.level_eq))
         if clean is None:
             clean = feats
         row = dict(condition=name, mismatch=_score(model, tasks, clean, feats, shots, episodes),
@@ -180,7 +189,8 @@ def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> lis
     rows = []
     for name, xs in variants:
         pcm = [to_int16(np.clip(x, -1, 1)) for x in xs]
-        feats = _features(model, _spikes_set(pcm, labels, speakers, names, spec))
+        feats = _features(model, _spikes_set(pcm, labels, speakers, names, spec,
+                                             model.level_eq))
         rows.append(dict(audio=name,
                          cross_speaker=_score(model, tasks, feats, None, shots, episodes,
                                               cross_speaker=True),
@@ -272,11 +282,12 @@ def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
         raise InputError("no speech steps in the corpus's audio", source=path)
     ref = np.round(total / steps).astype(np.int64)
     return dict(ref=ref.tolist(), gate=eq.gate, block=eq.block, shift=eq.shift, frac=eq.frac,
-                reference=os.path.basename(path), utterances=int(min(n, count)))
+                prior=eq.prior, reference=os.path.basename(path), utterances=int(min(n, count)))
 
 
 def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | None = None,
-                 gate: int | None = None, remove: bool = False) -> dict:
+                 gate: int | None = None, prior: int | None = None, remove: bool = False
+                 ) -> dict:
     """Write the front-end's level equalization into the model file ``model_path`` (see
     :func:`reference_eq`); ``reference``, ``shift`` and ``gate`` default to the model's own, then
     to its training config's ``data.level_eq`` and the equalizer's defaults. Returns the map."""
@@ -299,7 +310,9 @@ def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | 
                              "corpus)", source=model_path)
         defaults = LevelEq(np.zeros(1, np.int64))
         params = dict(gate=gate if gate is not None else old.get("gate", defaults.gate),
-                      shift=shift if shift is not None else old.get("shift", defaults.shift))
+                      shift=shift if shift is not None else old.get("shift", defaults.shift),
+                      prior=prior if prior is not None else old.get("prior", defaults.prior),
+                      frac=defaults.frac)                # precision: always this firmware's
         if ref:
             d = reference_eq(ref, **params)
         else:
@@ -317,7 +330,7 @@ def level_eq_of(d: dict | None):
     if not d:
         return None
     return LevelEq(np.asarray(d["ref"], np.int64), d["gate"], d["block"], d["shift"],
-                   d["frac"]).check(len(d["ref"]))
+                   d["frac"], d.get("prior", 0)).check(len(d["ref"]))
 
 
 def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = None, *,

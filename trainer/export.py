@@ -194,7 +194,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
     eq = model.level_eq
     if eq is not None:                     # the long-term level equalization, channels read
         frontend["eq"] = dict(ref=pack_ints(eq.ref[chans], 16, signed=False), gate=eq.gate,
-                              block=eq.block, shift=eq.shift, frac=eq.frac)
+                              block=eq.block, shift=eq.shift, frac=eq.frac, prior=eq.prior)
     mf = ModelFile(
         meta=meta,
         frontend=frontend,

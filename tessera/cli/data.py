@@ -159,12 +159,14 @@ def register(sub, add) -> None:
     r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     le = add(csub, "level-eq", cmd_corpus_level_eq,
              "a copy of a --keep-audio corpus with each speaker's long-term spectrum equalized "
-             "in the front-end's levels (an experiment of issue 22; tessera diagnose --level-eq)")
+             "in the front-end's levels: the training side of the chip's level equalization "
+             "(tessera level-eq; issue 22)")
     le.add_argument("path", help="corpus .h5 built with --keep-audio")
     le.add_argument("--out", required=True, help="output .h5")
     le.add_argument("--reference", required=True, metavar="CORPUS",
                     help="a --keep-audio corpus whose mean long-term spectrum is the target")
     le.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    le.add_argument("--no-progress", action="store_true", help=NO_PROGRESS + " (it shows none)")
     i = add(csub, "info", cmd_corpus_info, "classes, utterances and speakers per split")
     i.add_argument("path", help="corpus .h5, SHD/SSC .h5, a folder of official files, or WAVs")
     i.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -216,7 +216,7 @@ def cmd_level_eq(args: argparse.Namespace) -> int:
     from tessera.trainer.diagnose import set_level_eq
 
     r = set_level_eq(args.model, args.reference, shift=args.shift, gate=args.gate,
-                     remove=args.remove)
+                     prior=args.prior, remove=args.remove)
     if args.remove:
         text = f"{args.model}: no level equalization"
     else:
@@ -368,6 +368,10 @@ def register(sub, add) -> None:
     le.add_argument("--gate", type=int, default=None,
                     help="a step is speech when its mean level is this far above the floor "
                          "(level units, default 40)")
+    le.add_argument("--prior", type=int, default=None,
+                    help="until 2^SHIFT speech steps are heard, the running level is the mean of "
+                         "all heard, the reference weighing PRIOR steps (0: 2^-SHIFT from the "
+                         "start)")
     le.add_argument("--remove", action="store_true", help="take the equalization away")
     cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
              "floor, confidence calibration) on a corpus's validation voices; writes "
