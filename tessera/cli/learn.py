@@ -370,8 +370,8 @@ def register(sub, add) -> None:
                          "(level units, default 40)")
     le.add_argument("--prior", type=int, default=None,
                     help="until 2^SHIFT speech steps are heard, the running level is the mean of "
-                         "all heard, the reference weighing PRIOR steps (0: 2^-SHIFT from the "
-                         "start)")
+                         "all heard, the reference weighing PRIOR steps (0, the default: 2^-SHIFT "
+                         "from the start; the default model has 2048, about 7 words)")
     le.add_argument("--remove", action="store_true", help="take the equalization away")
     cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
              "floor, confidence calibration) on a corpus's validation voices; writes "
