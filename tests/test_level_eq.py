@@ -169,22 +169,31 @@ def test_wav_folder_heard_through_the_models_equalizer(eq_model, tmp_path):
     assert all(np.array_equal(heard.sample(i)[1], again.sample(i)[1]) for i in range(6))
 
 
-def test_the_running_level_is_kept_in_flash_with_the_words(eq_model, tmp_path):
+def _board(path, flash=None):
+    """A simulated board with the model ``path`` and a function that asks it one request."""
     from tessera.firmware_sim.device import Firmware
     from tessera.protocol.framing import FrameDecoder, encode_frame
     from tessera.protocol.messages import decode, encode
 
-    _, path = eq_model
-    fw = Firmware(flash_path=str(tmp_path / "flash.img"))
+    fw = Firmware(flash_path=None if flash is None else str(flash))
     fw.install(open(path, "rb").read())
     dec = FrameDecoder()
 
     def ask(msg):
         return [decode(x) for x in dec.feed(fw.receive(encode_frame(encode(msg))))][-1]
 
-    pcm = _speech(4).tobytes()
-    for k in range(0, len(pcm), 8000):
-        ask({"t": "stream_audio", "rate": 16000, "pcm": pcm[k:k + 8000], "id": 10 + k})
+    return fw, ask
+
+
+def _stream(ask, pcm: np.ndarray) -> None:
+    data = pcm.tobytes()
+    for k in range(0, len(data), 8000):
+        ask({"t": "stream_audio", "rate": 16000, "pcm": data[k:k + 8000], "id": 10 + k})
+
+
+def test_the_running_level_is_kept_in_flash_with_the_words(eq_model, tmp_path):
+    fw, ask = _board(eq_model[1], tmp_path / "flash.img")
+    _stream(ask, _speech(4))
     assert ask({"t": "enroll", "label": "lamp", "id": 9})["saved"] is True
     level, heard = fw.chip.level_state()
     assert heard > 0 and fw.chip.level_offset().any()
@@ -196,21 +205,8 @@ def test_the_running_level_is_kept_in_flash_with_the_words(eq_model, tmp_path):
 
 
 def test_reset_state_voice_forgets_the_running_level(eq_model):
-    from tessera.firmware_sim.device import Firmware
-    from tessera.protocol.framing import FrameDecoder, encode_frame
-    from tessera.protocol.messages import decode, encode
-
-    _, path = eq_model
-    fw = Firmware()
-    fw.install(open(path, "rb").read())
-    dec = FrameDecoder()
-
-    def ask(msg):
-        return [decode(x) for x in dec.feed(fw.receive(encode_frame(encode(msg))))][-1]
-
-    pcm = _speech(5).tobytes()
-    for k in range(0, len(pcm), 8000):
-        ask({"t": "stream_audio", "rate": 16000, "pcm": pcm[k:k + 8000], "id": 10 + k})
+    _, ask = _board(eq_model[1])
+    _stream(ask, _speech(5))
     ask({"t": "end_of_utterance", "id": 2})
     moved = ask({"t": "get_stats", "id": 3})["chip"]["voice_level_offset"]
     assert moved["max"] > 0
