@@ -852,6 +852,7 @@ def test_structure_aware_fuzzing_never_breaks_the_board(model4):
     assert r["failures"] == [] and r["examples"] == 300, r["failures"]
     assert r["answers"].get("BAD_FIELD", 0) > 5 and r["answers"].get("BAD_MESSAGE", 0) > 5
     assert sum(v for k, v in r["answers"].items() if not k.isupper()) > 10   # handlers reached
+    assert len(r["rss_mb"]) == 11 and max(r["rss_mb"]) < r["rss_mb"][0] + 200     # measured
 
 
 def test_mutated_flash_images_boot_and_answer(model4):

@@ -159,8 +159,12 @@ def fuzz_structured(tsr: str, examples: int = 2000, seed: int = 0) -> dict:
     fw = _loaded_firmware(tsr)
     with open(tsr, "rb") as fh:
         blob = fh.read()
-    counts = {"examples": 0, "answers": {}, "failures": [], "reloads": 0}
+    from .protocol_bench import rss_mb
+
+    counts = {"examples": 0, "answers": {}, "failures": [], "reloads": 0,
+              "rss_mb": [rss_mb()]}                  # memory at the start and every tenth
     ping = encode({"t": "ping", "id": 4_000_000_000})
+    tenth = max(1, examples // 10)
 
     @hseed(seed)
     @settings(max_examples=examples, deadline=None, database=None,
@@ -175,6 +179,8 @@ def fuzz_structured(tsr: str, examples: int = 2000, seed: int = 0) -> dict:
         if fw.chip is None:                          # a drawn reboot (no flash) or load: the
             fw.install(blob)                         # next bodies reach the handlers again
             counts["reloads"] += 1
+        if counts["examples"] % tenth == 0:
+            counts["rss_mb"].append(rss_mb())
 
     return _run(one, counts)
 
