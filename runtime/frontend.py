@@ -229,6 +229,11 @@ class LevelEq(NamedTuple):
     #                         mean of all that was heard, weighed against the reference as
     #                         ``prior`` steps of it (0: 2^-shift from the start)
 
+    def key(self) -> str:
+        """A short stable hash of every field: what caches and comparisons of equalizers use."""
+        blob = f"{np.asarray(self.ref).tolist()}|{tuple(self[1:])}".encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
     def check(self, channels: int) -> LevelEq:
         """This equalizer with its fields checked (a model file may hold anything)."""
         ref = np.asarray(self.ref)

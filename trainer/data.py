@@ -276,18 +276,36 @@ def wav_index(items: list[tuple[str, str, str]]) -> tuple[list[str], list[str], 
     return label_names, speaker_names, labels, speakers
 
 
-def _equalized_wavs(items, spec, level_eq, cache: str, show: bool, seed: int = 0) -> list:
-    """(steps, units) of each item, heard as a device with the long-term level equalization
-    ``level_eq`` hears them: each speaker's recordings in one shuffled order (``seed``) through
-    one front-end whose running level is kept from one recording to the next (it starts at the
-    reference for each speaker). Cached as one file per folder, order and equalizer."""
-    from ..runtime.audio import load_audio
+def heard_by_device(audio, speakers, spec, level_eq, seed: int = 0, show: bool = False
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(steps, units) of each utterance ``audio(i)`` (its int16 samples) heard as a
+    device with the long-term level equalization ``level_eq`` hears them: each speaker's
+    (``speakers[i]``) utterances in one shuffled order (``seed``) through one front-end whose
+    running level starts at the reference and is kept from one utterance to the next."""
     from ..runtime.frontend import Cochlea, design
 
+    tab = design(spec)._replace(eq=level_eq.check(spec.channels))
+    order = np.random.default_rng(seed).permutation(len(speakers))
+    try:
+        from tqdm import tqdm
+        order = tqdm(order, desc="encode (level eq)", unit="utt", disable=not show, leave=False)
+    except ImportError:  # pragma: no cover
+        pass
+    fe: dict = {}
+    events: list = [None] * len(speakers)
+    for i in order:
+        c = fe.setdefault(speakers[i], Cochlea(tables=tab))
+        steps, u = np.nonzero(c.encode(audio(i)))
+        events[i] = (steps.astype(np.int32), u.astype(np.uint16))
+    return events
+
+
+def _equalized_wavs(items, spec, level_eq, cache: str, show: bool, seed: int = 0) -> list:
+    """:func:`heard_by_device` of a WAV folder's items, cached as one file per folder, order
+    and equalizer."""
     stamp = "|".join(f"{os.path.abspath(p)}|{os.stat(p).st_size}|{os.stat(p).st_mtime_ns}"
                      for p, _, _ in items)
-    key = hashlib.sha1(f"{stamp}|{seed}|{level_eq.ref.tolist()}|{level_eq[1:]}".encode()
-                       ).hexdigest()
+    key = hashlib.sha1(f"{stamp}|{seed}|{level_eq.key()}".encode()).hexdigest()
     cfile = os.path.join(cache, f"eq-{key}.npz")
     if os.path.exists(cfile):
         try:
@@ -295,20 +313,10 @@ def _equalized_wavs(items, spec, level_eq, cache: str, show: bool, seed: int = 0
                 return [(z[f"s{i}"], z[f"u{i}"]) for i in range(len(items))]
         except (OSError, ValueError, KeyError):
             pass                                   # a damaged cache entry is recomputed
-    order = np.random.default_rng(seed).permutation(len(items))
-    fe, events = {}, [None] * len(items)
-    tab = design(spec)._replace(eq=level_eq.check(spec.channels))
-    try:
-        from tqdm import tqdm
-        order = tqdm(order, desc="encode wavs (level eq)", unit="file", disable=not show,
-                     leave=False)
-    except ImportError:  # pragma: no cover
-        pass
-    for i in order:
-        path, _, speaker = items[i]
-        c = fe.setdefault(speaker, Cochlea(tables=tab))
-        steps, u = np.nonzero(c.encode(load_audio(path)))
-        events[i] = (steps.astype(np.int32), u.astype(np.uint16))
+    from ..runtime.audio import load_audio
+
+    events = heard_by_device(lambda i: load_audio(items[i][0]), [s for _, _, s in items], spec,
+                             level_eq, seed, show)
     tmp = cfile + f".{os.getpid()}.tmp.npz"
     np.savez(tmp, **{f"s{i}": s_ for i, (s_, _) in enumerate(events)},
              **{f"u{i}": u for i, (_, u) in enumerate(events)})

@@ -53,8 +53,7 @@ def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0,
     stored."""
     path = os.fspath(path)
     st = os.stat(path)
-    eq = "" if level_eq is None or not os.path.isdir(path) else \
-        f"|eq{level_eq.ref.tolist()}{tuple(level_eq[1:])}"
+    eq = "" if level_eq is None or not os.path.isdir(path) else f"|eq{level_eq.key()}"
     key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{steps}|"
                        f"{duration}|{k}|v1{eq}".encode()).hexdigest()[:20]
     cfile = os.path.join(default_cache_dir(), "dense", key + ".npz")

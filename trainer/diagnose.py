@@ -59,19 +59,14 @@ TTS_CONDITIONS = {
 
 def _spikes_set(pcms: list[np.ndarray], labels: np.ndarray, speakers: np.ndarray,
                 label_names: list[str], spec, level_eq=None) -> SpikeSet:
-    """Spikes of ``pcms``; with a model's ``level_eq``, heard as a device with it hears them:
-    each speaker's utterances in one shuffled order through one front-end from the reference."""
-    from ..runtime.frontend import design
-
-    events: list = [None] * len(pcms)
-    tab = design(spec) if level_eq is None else design(spec)._replace(eq=level_eq.check(
-        spec.channels))
-    fes: dict[int, Cochlea] = {}
-    order = np.random.default_rng(0).permutation(len(pcms)) if level_eq is not None \
-        else np.arange(len(pcms))
-    for i in order:
-        fe = fes.setdefault(int(speakers[i]) if level_eq is not None else 0, Cochlea(tables=tab))
-        events[i] = np.nonzero(fe.encode(pcms[i]))
+    """Spikes of ``pcms``; with a model's ``level_eq``, heard as a device with it hears them
+    (:func:`~tessera.trainer.data.heard_by_device`)."""
+    if level_eq is not None:
+        from .data import heard_by_device
+        events = heard_by_device(pcms.__getitem__, [int(s) for s in speakers], spec, level_eq)
+    else:
+        fe = Cochlea(spec)
+        events = [np.nonzero(fe.encode(pcm)) for pcm in pcms]
     return SpikeSet.from_steps(events, spec.step_seconds, labels, speakers,
                                np.full(len(pcms), 2, np.int8), spec.channels, label_names,
                                [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose")

@@ -374,11 +374,9 @@ def _compare_features(other: Model, cfg, data: DenseSet, level_eq=None) -> torch
     through its own level equalization (``level_eq``: the one ``data`` was heard through)."""
     o = other.config.data
     eq = other.level_eq
-    same_eq = (eq is None and level_eq is None) or (
-        eq is not None and level_eq is not None and np.array_equal(eq.ref, level_eq.ref)
-        and tuple(eq[1:]) == tuple(level_eq[1:]))
     same = (o.steps, o.duration, o.channel_subsets) == (cfg.data.steps, cfg.data.duration,
-                                                        cfg.data.channel_subsets) and same_eq
+                                                        cfg.data.channel_subsets) \
+        and (eq and eq.key()) == (level_eq and level_eq.key())
     mine = data if same else load_dense(cfg.data.corpus, o.steps, o.duration, o.channel_subsets,
                                         level_eq=eq)
     return _model_features(other, mine, other.path)
