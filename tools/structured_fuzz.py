@@ -21,7 +21,8 @@ import time
 
 import msgpack
 
-__all__ = ["messages", "bodies", "check_answer", "fuzz_structured", "fuzz_flash_images"]
+__all__ = ["messages", "bodies", "check_answer", "fuzz_structured", "fuzz_structured_process",
+           "fuzz_flash_images"]
 
 
 def _need_hypothesis() -> None:
@@ -261,3 +262,97 @@ def fuzz_flash_images(tsr: str, examples: int = 200, seed: int = 0, folder: str 
     finally:
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fuzz_structured_process(tsr: str, examples: int = 1_000_000, seed: int = 0,
+                            chunk: int = 5_000, hang_s: float = 10.0, on_chunk=None) -> dict:
+    """:func:`fuzz_structured` against ``tessera sim --pty`` in its own process: each body goes
+    over the pseudo-terminal as a frame, its answer is checked, then a ``ping`` must be answered.
+    A body unanswered for ``hang_s`` is a hang; a simulator that exits is a process exit (it is
+    started again, with the model, and the run goes on). Hypothesis runs in chunks of ``chunk``
+    bodies with seeds ``seed * 100_000 + k`` (its example tree grows with a run; chunks keep the
+    fuzzer's memory bounded, the board's is what is measured). ``on_chunk(counts)`` is called
+    after each chunk."""
+    _need_hypothesis()
+    import contextlib
+
+    import serial
+    from hypothesis import HealthCheck, given, seed as hseed, settings
+
+    from ..protocol.client import Device
+    from ..protocol.framing import FrameDecoder, encode_frame
+    from ..protocol.messages import encode
+    from .protocol_bench import pty_sim, rss_mb
+
+    with open(tsr, "rb") as fh:
+        blob = fh.read()
+    counts = {"examples": 0, "answers": {}, "failures": [], "process_exits": 0, "hangs": 0,
+              "reloads": 0, "chunks": 0, "board_rss_mb": [], "fuzzer_rss_mb": [],
+              "worst_answer_ms": 0.0}
+    ping = encode_frame(encode({"t": "ping", "id": 4_000_000_000}))
+    stack = contextlib.ExitStack()
+    link: dict = {}
+
+    def start() -> None:
+        stack.close()
+        path, proc = stack.enter_context(pty_sim("", process=True))
+        port = serial.serial_for_url(path, timeout=0.05)
+        stack.callback(port.close)
+        Device(port, timeout=5.0).load(blob)
+        link.update(port=port, proc=proc, decoder=FrameDecoder())
+
+    def answer(frame: bytes) -> dict:
+        """Send one frame; the last answer of the frames that come back (the board answers
+        exactly one frame to a whole frame)."""
+        link["port"].write(frame)
+        t0 = time.perf_counter()
+        while True:
+            port = link["port"]                      # a byte, then all that waits: no timeout
+            got = link["decoder"].feed(port.read(max(1, port.in_waiting)))
+            if got:
+                counts["worst_answer_ms"] = max(counts["worst_answer_ms"],
+                                                round((time.perf_counter() - t0) * 1e3, 1))
+                return check_answer(encode_frame(got[-1]))
+            if link["proc"].poll() is not None:
+                counts["process_exits"] += 1
+                raise AssertionError(f"the simulator exited ({link['proc'].returncode})")
+            if time.perf_counter() - t0 > hang_s:
+                counts["hangs"] += 1
+                raise AssertionError(f"no answer in {hang_s} s")
+
+    def one(body: bytes) -> None:
+        msg = answer(encode_frame(body))
+        counts["examples"] += 1
+        key = msg.get("name", msg["t"])
+        counts["answers"][key] = counts["answers"].get(key, 0) + 1
+        assert answer(ping)["t"] == "pong"
+        if key == "NO_MODEL":                        # a drawn reboot (no flash) or a load
+            Device(link["port"], timeout=5.0).load(blob)
+            counts["reloads"] += 1
+
+    start()
+    t0 = time.perf_counter()
+    try:
+        for k in range(max(1, -(-examples // chunk))):
+            n = min(chunk, examples - k * chunk)
+
+            @hseed(seed * 100_000 + k)
+            @settings(max_examples=n, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(bodies())
+            def test(body):
+                one(body)
+
+            before = len(counts["failures"])
+            _run(test, counts)
+            counts["chunks"] += 1
+            if len(counts["failures"]) > before and link["proc"].poll() is not None:
+                start()                              # keep going: the count says it happened
+            counts["board_rss_mb"].append(rss_mb(link["proc"].pid))
+            counts["fuzzer_rss_mb"].append(rss_mb())
+            counts["seconds"] = round(time.perf_counter() - t0, 1)
+            if on_chunk:
+                on_chunk(counts)
+    finally:
+        stack.close()
+    return counts

@@ -130,8 +130,20 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     if "structured" in parts:
         from tessera.tools.structured_fuzz import fuzz_structured
 
-        _stage(args, f"structure-aware fuzzing (Hypothesis), {args.examples} bodies ...")
-        f = r["structured_fuzz"] = fuzz_structured(model, examples=args.examples)
+        if args.board == "process":
+            from tessera.tools.structured_fuzz import fuzz_structured_process
+
+            _stage(args, f"structure-aware fuzzing (Hypothesis), {args.examples} bodies to a "
+                         "simulator in its own process ...")
+            f = r["structured_fuzz"] = fuzz_structured_process(
+                model, examples=args.examples, seed=args.seed,
+                on_chunk=lambda c: _stage(args, f"  {c['examples']} bodies, {c['seconds']} s, "
+                                                f"{len(c['failures'])} failures, board "
+                                                f"{c['board_rss_mb'][-1]} MB"))
+        else:
+            _stage(args, f"structure-aware fuzzing (Hypothesis), {args.examples} bodies ...")
+            f = r["structured_fuzz"] = fuzz_structured(model, examples=args.examples,
+                                                       seed=args.seed)
         lines.append(f"structure-aware fuzz: {f['examples']} bodies in {f['seconds']} s, "
                      f"{len(f['failures'])} failures"
                      + (f" (first: {f['failures'][0]})" if f["failures"] else "")
@@ -487,6 +499,11 @@ def register(sub, add) -> None:
     bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
     bp.add_argument("--examples", type=_positive_int, default=100_000,
                     help="bodies of --parts structured")
+    bp.add_argument("--board", choices=["thread", "process"], default="thread",
+                    help="--parts structured: the firmware in this process (default) or "
+                         "`tessera sim --pty` in its own (process exits, hangs and its memory "
+                         "measured apart from the fuzzer's)")
+    bp.add_argument("--seed", type=int, default=0, help="seed of --parts structured")
     bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
     bp.add_argument("--kills", type=_positive_int, default=100,
                     help="device kills at random points of an enrollment")
