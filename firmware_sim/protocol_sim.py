@@ -19,9 +19,9 @@ import urllib.parse
 
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
-from ..protocol.messages import ProtocolError
+from ..runtime.errors import InputError
 from . import factory_model
-from .device import Firmware
+from .boot import boot_firmware
 from .sim import LinkFaults
 
 __all__ = ["Serial"]
@@ -40,16 +40,11 @@ class Serial(SerialBase):
                                 ("baud", 0))}
         except ValueError as exc:
             raise SerialException(f"sim://: {exc}") from None
-        try:
-            self.fw = Firmware(flash_path=opts.get("flash"), ram_budget=num["ram"],
-                               seed=num["seed"])
-            if self.fw.chip is None:                  # the factory model unless one is named
-                with open(opts.get("model") or factory_model(), "rb") as fh:
-                    self.fw.install(fh.read())
-        except OSError as exc:
-            raise SerialException(f"sim://: cannot read {exc.filename}: {exc.strerror}") from None
-        except ProtocolError as exc:
-            raise SerialException(f"sim://: model {opts.get('model')} rejected: {exc}") from None
+        try:                                          # the factory model unless one is named
+            self.fw, _ = boot_firmware(opts.get("model") or factory_model(), opts.get("flash"),
+                                       num["ram"], num["seed"])
+        except InputError as exc:
+            raise SerialException(f"sim://: {exc}") from None
         try:
             self.faults = LinkFaults(drop=num["drop"], corrupt=num["corrupt"], baud=num["baud"],
                                      seed=num["seed"])

@@ -40,10 +40,11 @@ class LinkFaults:
         for name in ("drop", "corrupt"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
-                raise InputError(f"--{name} is a fraction of bytes in [0, 1), got {v:g}")
+                raise InputError(f"{name} is a fraction of bytes in [0, 1), got {v:g}",
+                                 param=name)
         if self.baud < 0:
-            raise InputError(f"--baud must be a positive speed in bits per second (0: no "
-                             f"limit), got {self.baud}")
+            raise InputError(f"baud must be a positive speed in bits per second (0: no "
+                             f"limit), got {self.baud}", param="baud")
         self.rng = np.random.default_rng(self.seed)
 
     def mangle(self, data: bytes) -> bytes:
@@ -70,14 +71,15 @@ class LinkFaults:
 
 def parse_listen(url: str, bind_any: bool = False) -> tuple[str, int]:
     if not url.startswith("socket://"):
-        raise InputError(f"--listen takes socket://HOST:PORT, got {url!r}")
+        raise InputError(f"listen takes socket://HOST:PORT, got {url!r}", param="listen")
     host, _, port = url[len("socket://"):].rpartition(":")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InputError(f"--listen: no port (0..65535) in {url!r}")
+        raise InputError(f"listen: no port (0..65535) in {url!r}", param="listen")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host   # [::1]
     host = host or "127.0.0.1"
     if host not in ("127.0.0.1", "localhost", "::1") and not bind_any:
-        raise InputError(f"refusing to listen on {host}: pass --bind-any to leave loopback")
+        raise InputError(f"refusing to listen on {host}: only bind_any leaves loopback",
+                         param="bind_any")
     return host, int(port)
 
 
@@ -234,7 +236,7 @@ def _lock_flash(flash: str):
         fh.close()
         who = f" (pid {holder})" if holder else ""
         raise InputError(f"the flash image is in use by another simulator{who}; give each "
-                         f"simulator its own --flash FILE", source=flash) from None
+                         f"simulator its own flash image", source=flash, param="flash") from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -254,37 +256,29 @@ def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = 
     one JSON object with ``json_out``."""
     if flash and os.path.isdir(flash):
         raise InputError("the flash image must be a file, not a folder (e.g. "
-                         f"{os.path.join(flash, 'tessera-flash.img')})", source=flash)
+                         f"{os.path.join(flash, 'tessera-flash.img')})", source=flash,
+                         param="flash")
     lock = _lock_flash(flash) if flash else None        # held until this process ends
-    fw = Firmware(flash_path=flash, ram_budget=ram, seed=seed)
+    from .boot import boot_firmware
+
+    fw, source = boot_firmware(model, flash, ram, seed)
     fw.flash_lock = lock
     if fw.boot_error:
         print(f"tessera sim: {flash}: {fw.boot_error}; booting without it",
               file=sys.stderr, flush=True)
     fw.crash_during_save = crash_during_save
     fw.reboot_after = reboot_after
-    source = f"flash:{flash}" if fw.chip is not None else None
-    if fw.chip is not None and model:
+    if model and source != model and fw.chip is not None:
         print(f"tessera sim: {flash} holds a model and its words: serving it (not {model}; "
-              f"delete the image or give another --flash to start from {model})",
+              f"delete the image or give another flash image to start from {model})",
               file=sys.stderr, flush=True)
-    if fw.chip is None and model:
-        from ..protocol.messages import ProtocolError
-
-        source = model
-        try:
-            fw.install(open(model, "rb").read())
-        except OSError as exc:
-            raise InputError(f"cannot read the model: {exc.strerror}", source=model) from None
-        except ProtocolError as exc:
-            raise InputError(str(exc), source=model) from None
     faults = LinkFaults(drop=drop, corrupt=corrupt, baud=baud or 0, seed=seed)
 
     def announce(url: str) -> None:
         if json_out:
             import json
 
-            from .device import FIRMWARE_VERSION
+            from .handlers import FIRMWARE_VERSION
 
             print(json.dumps(dict(port=url, firmware=FIRMWARE_VERSION, model=source, flash=flash,
                                   boot_error=fw.boot_error)), flush=True)

@@ -23,9 +23,11 @@ class TesseraError(Exception):
 class InputError(TesseraError, ValueError):
     """Input data (file, array, argument) is missing, malformed or out of range.
 
-    The message names the input (a path where there is one) and the problem.
+    The message names the input (a path where there is one) and the problem; ``param`` names
+    the library parameter at fault, for a front-end (the CLI) to name its own option.
     """
 
-    def __init__(self, message: str, *, source: str | None = None) -> None:
-        self.source = source
+    def __init__(self, message: str, *, source: str | None = None,
+                 param: str | None = None) -> None:
+        self.source, self.param = source, param
         super().__init__(f"{source}: {message}" if source else message)

@@ -143,7 +143,7 @@ def test_equalizing_speakers_removes_a_microphone():
     xs = [rng.standard_normal(8000) * 0.1 for _ in range(6)]
     speakers = np.array([0, 0, 0, 1, 1, 1])
     tilt_up = 10 ** (np.linspace(-6, 6, 2049) / 20)             # -6 dB at 0 Hz to +6 at 8 kHz
-    coloured = [x if s == 0 else A._fft_filter(x, tilt_up) for x, s in zip(xs, speakers)]
+    coloured = [x if s == 0 else A.fft_filter(x, tilt_up) for x, s in zip(xs, speakers)]
 
     def tilt(group):          # dB difference of the two speakers in 500-1000 and 3-6 kHz
         def ratio(s):
@@ -318,7 +318,7 @@ def test_level_equalization_in_the_front_end(tmp_path, fsdd):
     from tessera.trainer.storage import load_model
 
     tab = design(FrontendSpec())
-    noise = A._fft_filter(np.random.default_rng(0).standard_normal(8000),
+    noise = A.fft_filter(np.random.default_rng(0).standard_normal(8000),
                           10 ** (np.linspace(12, -12, 512) / 20))              # falling tilt
     pcm = np.concatenate([np.zeros(8000, np.int16),
                           np.round(noise / np.abs(noise).max() * 8000).astype(np.int16)])

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tessera.runtime.chip import Chip, events_to_frames
+from tessera.runtime.chip import Chip
+from tessera.runtime.spikes import events_to_frames
 from tessera.runtime.errors import InputError
 from tessera.runtime.model_format import (
     HEADER, VERSION, ModelFile, decode_model, encode_model, pack_ints, read_model, unpack_ints)
@@ -197,7 +198,7 @@ def test_enroll_predict_forget_capacity(exported, small_corpus):
         assert p["label"] == w and 0 < p["confidence"] <= 1 and set(p["scores"]) == set(words[:2])
     chip.forget(words[0])
     assert chip.classes() == [words[1]]
-    assert not chip.W_out[:, 0].any()
+    assert not chip.readout.W[:, 0].any()
     with pytest.raises(InputError, match="is not enrolled"):
         chip.forget(words[0])
     chip.reset()
@@ -213,7 +214,7 @@ def test_enroll_is_deterministic_for_a_seed_with_noise(exported, small_corpus):
         chip = Chip.load(exported["8"], RRAMConfig(write_noise=0.02, seed=seed))
         chip.run(frames[0])
         chip.enroll("a")
-        outs.append(chip.W_out[:, 0].copy())
+        outs.append(chip.readout.W[:, 0].copy())
     assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
 
 
@@ -365,14 +366,15 @@ def test_parity_on_random_integer_models(seed, normalize):
         assert np.array_equal(np.vstack([ras, chip.tail]), ras_ref[j].numpy())
         assert np.array_equal(phi, phi_ref[j].numpy())
         lim = 1 << (chip.tab.membrane_bits - 1)
-        saturated += int(((chip.v == lim - 1) | (chip.v == -lim)).sum())
+        v = chip.state.core.vr[:chip.tab.neurons]
+        saturated += int(((v == lim - 1) | (v == -lim)).sum())
         if j < 3:                                        # enroll, then compare the columns
             chip.enroll(f"w{j}")
-            col = chip.class_names.index(f"w{j}")
+            col = chip.readout.names.index(f"w{j}")
             levels, exp = ref.prototype_column(phi_ref[j:j + 1])
-            assert np.array_equal(levels.numpy(), chip.out_arr.levels[:, col])
-            assert exp == chip.exps[col] and chip.shots[col] == 1
-    lq = ref.cosines(phi_ref, torch.from_numpy(chip.W_out[:, chip._active()]))
+            assert np.array_equal(levels.numpy(), chip.readout.arr.levels[:, col])
+            assert exp == chip.readout.exps[col] and chip.readout.shots[col] == 1
+    lq = ref.cosines(phi_ref, torch.from_numpy(chip.readout.W[:, chip.enrolled()]))
     assert np.array_equal(chip.scores_q(phi_ref.numpy()), lq.numpy())
     assert ras_ref.sum() > 0
     assert saturated > 0 or seed == 0                      # the saturation path is exercised

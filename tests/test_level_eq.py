@@ -7,8 +7,8 @@ import pytest
 
 from helpers import log_sweep, tone
 from tessera.runtime.errors import InputError
-from tessera.runtime.frontend import (
-    Cochlea, FrontendSpec, LevelEq, design, eq_initial, equalize, speech_sum)
+from tessera.runtime.frontend import Cochlea, FrontendSpec, design
+from tessera.runtime.leveleq import LevelEq, eq_initial, equalize, speech_sum
 
 SPEC = FrontendSpec(channels=48)
 TAB = design(SPEC)
@@ -117,16 +117,16 @@ def test_export_carries_the_equalizer_and_the_chip_runs_it(eq_model):
     assert set(fe["eq"]) == {"ref", "gate", "block", "shift", "frac", "prior"}
     assert np.array_equal(unpack_ints(fe["eq"]["ref"], "ref"), np.full(233, FLOOR + 60))
     chip = Chip.load(path)
-    assert np.array_equal(chip.level_offset(), np.zeros(233))
+    assert np.array_equal(chip.cochlea.level_offset(), np.zeros(233))
     pcm = _speech(2)
     chip.feed_audio(pcm)
     chip.end_utterance()
-    off = chip.level_offset()
+    off = chip.cochlea.level_offset()
     assert (off > 0).any()
     chip.reset()                                          # kept across utterances
-    assert np.array_equal(chip.level_offset(), off)
-    chip.reset_levels()
-    assert not chip.level_offset().any()
+    assert np.array_equal(chip.cochlea.level_offset(), off)
+    chip.cochlea.reset_levels()
+    assert not chip.cochlea.level_offset().any()
 
 
 def test_a_damaged_equalizer_is_a_named_model_error(eq_model, tmp_path):
@@ -195,13 +195,13 @@ def test_the_running_level_is_kept_in_flash_with_the_words(eq_model, tmp_path):
     fw, ask = _board(eq_model[1], tmp_path / "flash.img")
     _stream(ask, _speech(4))
     assert ask({"t": "enroll", "label": "lamp", "id": 9})["saved"] is True
-    level, heard = fw.chip.level_state()
-    assert heard > 0 and fw.chip.level_offset().any()
+    level, heard = fw.chip.cochlea.level_state()
+    assert heard > 0 and fw.chip.cochlea.level_offset().any()
     fw.boot()                                             # power cycle
     assert fw.boot_error is None and fw.chip.classes() == ["lamp"]
-    assert np.array_equal(fw.chip.level_state()[0], level) and fw.chip.level_state()[1] == heard
+    assert np.array_equal(fw.chip.cochlea.level_state()[0], level) and fw.chip.cochlea.level_state()[1] == heard
     with pytest.raises(InputError, match="running level"):
-        fw.chip.restore_level_state(np.full(5, 3))
+        fw.chip.cochlea.restore_level_state(np.full(5, 3))
 
 
 def test_reset_state_voice_forgets_the_running_level(eq_model):

@@ -40,8 +40,8 @@ def feats(fsdd):
 
 
 def _answers(chip, phis):
-    rows = chip._active()
-    names = [chip.class_names[r] for r in rows]
+    rows = chip.enrolled()
+    names = [chip.readout.names[r] for r in rows]
     return [names[j] for j in chip.scores_q(np.array(phis), rows).argmax(1)]
 
 
@@ -58,26 +58,26 @@ def test_enrollment_order_does_not_matter(feats):
         for d in rng.permutation(6):
             chip.enroll(f"d{d}", [feats[d, 0]])
         assert _answers(chip, queries) == ref
-        assert np.array_equal(np.sort(chip.W_out, axis=1), np.sort(joint.W_out, axis=1))
+        assert np.array_equal(np.sort(chip.readout.W, axis=1), np.sort(joint.readout.W, axis=1))
 
 
 def test_more_shots_later_and_forget_touches_one_word(feats):
     chip = Chip.load(factory_model())
     for d in range(3):
         chip.enroll(f"d{d}", [feats[d, 0]])
-    before = {c: chip.W_out[:, chip.class_names.index(c)].copy() for c in ("d0", "d2")}
+    before = {c: chip.readout.W[:, chip.readout.names.index(c)].copy() for c in ("d0", "d2")}
     r = chip.enroll("d1", [feats[1, 1]])                     # a second shot of an enrolled word
     assert r["shots_per_class"] == {"d1": 2} and chip.classes().count("d1") == 1
     joint = Chip.load(factory_model())
     joint.enroll_many({"d1": [feats[1, 0], feats[1, 1]]})
-    col, jcol = chip.class_names.index("d1"), joint.class_names.index("d1")
-    assert np.abs(chip.out_arr.levels[:, col] - joint.out_arr.levels[:, jcol]).max() <= 1
+    col, jcol = chip.readout.names.index("d1"), joint.readout.names.index("d1")
+    assert np.abs(chip.readout.arr.levels[:, col] - joint.readout.arr.levels[:, jcol]).max() <= 1
     for c, w in before.items():                              # the other words are untouched
-        assert np.array_equal(chip.W_out[:, chip.class_names.index(c)], w)
+        assert np.array_equal(chip.readout.W[:, chip.readout.names.index(c)], w)
     chip.forget("d1")
     assert chip.classes() == ["d0", "d2"]
     for c, w in before.items():
-        assert np.array_equal(chip.W_out[:, chip.class_names.index(c)], w)
+        assert np.array_equal(chip.readout.W[:, chip.readout.names.index(c)], w)
     with pytest.raises(InputError, match="'none' is the answer"):
         chip.enroll("none", [feats[0, 0]])
 
@@ -102,7 +102,7 @@ def test_silence_and_noise_are_none_of_these(feats):
         chip.feed_audio(pcm)
         rejected += chip.predict()["label"] is None
     assert rejected >= 7
-    chip.none_threshold = -(1 << chip.tab.cos_frac)          # threshold -1: only the spike floor
+    chip.readout.none_threshold = -(1 << chip.tab.cos_frac)          # threshold -1: only the spike floor
     chip.reset()
     chip.feed_audio(np.round(rng.standard_normal(16000) * 3000).astype(np.int16))
     assert chip.predict()["label"] is not None
@@ -457,12 +457,12 @@ def test_threshold_fitted_to_the_person(fsdd, tmp_path):
         fitted = dev.params()["threshold_in_use"]
     fw = Firmware(str(flash_img))                                    # after a power cycle
     assert len(fw.negatives) == 1 and fw.params["threshold"] == "person"
-    assert fw.chip.none_threshold / (1 << fw.chip.tab.cos_frac) == pytest.approx(fitted)
-    fw.do_untaught({"clear": True})
-    fw.do_forget({"label": "d4"})
-    assert fw.chip.none_threshold <= round(fitted * (1 << fw.chip.tab.cos_frac))
+    assert fw.chip.readout.none_threshold / (1 << fw.chip.tab.cos_frac) == pytest.approx(fitted)
+    fw.do("untaught", {"clear": True})
+    fw.do("forget", {"label": "d4"})
+    assert fw.chip.readout.none_threshold <= round(fitted * (1 << fw.chip.tab.cos_frac))
     with pytest.raises(Exception, match="NO_UTTERANCE|untaught needs"):
-        fw.do_untaught({"shots": 2})
+        fw.do("untaught", {"shots": 2})
 
 
 def test_device_untaught_and_threshold_person_from_the_cli(fsdd, tmp_path):

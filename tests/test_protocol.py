@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tessera.firmware_sim.boot import pty_sim
 from tessera.firmware_sim.device import Firmware
 from tessera.protocol.framing import (
     MAX_BODY, MAX_WIRE, FrameDecoder, cobs_decode, cobs_encode, encode_frame)
@@ -151,7 +152,7 @@ def test_model_fields_that_once_crashed_are_named(model4, section, key, value, n
     blob = encode_model(m)
     with pytest.raises(InputError, match=needle):
         Chip(decode_model(blob))
-    fw = pb._loaded_firmware(model4)
+    fw = pb.loaded_firmware(model4)
     old = fw.chip
     with pytest.raises(Exception, match=needle):
         fw.install(blob)
@@ -178,14 +179,14 @@ def test_a_second_host_is_refused_cleanly_never_interleaved(model4):
     from tessera.protocol.client import Device, DeviceError
     from tessera.runtime.errors import InputError
 
-    url, _ = pb.start_socket_sim(pb._loaded_firmware(model4))
+    url, _ = pb.start_socket_sim(pb.loaded_firmware(model4))
     with Device.open(url) as a:
         with pytest.raises(DeviceError, match="LINK_BUSY"):
             Device.open(url)
         assert a.classes() == []                            # the first host is unaffected
     with Device.open(url) as b:                             # free again once it closed
         assert b.classes() == []
-    with pb.pty_sim("") as port:
+    with pty_sim("") as port:
         with Device.open(port) as a:
             with pytest.raises(InputError, match="in use by another program"):
                 Device.open(port)
@@ -225,7 +226,7 @@ fw = Firmware(flash_path={str(flash)!r})
 fw.install(open({model4!r}, "rb").read())
 fw.receive(encode_frame(encode({{"t": "save", "id": 1}})))
 fw.crash_during_save = True
-fw.chip.class_names[0] = "new"
+fw.chip.readout.names[0] = "new"
 fw.receive(encode_frame(encode({{"t": "save", "id": 2}})))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True)
@@ -271,7 +272,7 @@ def test_sim_refuses_non_loopback_without_flag():
     from tessera.runtime.errors import InputError
 
     assert parse_listen("socket://127.0.0.1:7000") == ("127.0.0.1", 7000)
-    with pytest.raises(InputError, match="bind-any"):
+    with pytest.raises(InputError, match="bind_any"):
         parse_listen("socket://0.0.0.0:7000")
     with pytest.raises(InputError, match="socket://"):
         parse_listen("tcp://127.0.0.1:7000")
@@ -289,7 +290,7 @@ def test_reboot_after_n_requests_keeps_the_flash(model4, tmp_path):
     """Fault injection: a power cycle after every 3rd request; saved words survive it."""
     fw = Firmware(flash_path=str(tmp_path / "flash.img"))
     fw.install(open(model4, "rb").read())
-    fw.chip.class_names[0] = "kept"
+    fw.chip.readout.names[0] = "kept"
     dec = FrameDecoder()
 
     def req(i, t):
@@ -448,15 +449,15 @@ def test_enrollment_is_exactly_once_across_a_reboot_between_request_and_retry(
 
     fw = Firmware(flash_path=str(tmp_path / "flash.img"))
     fw.install(open(model4, "rb").read())
-    fw.do_save({})                                          # a deployed board: model in flash
+    fw.do("save", {})                                          # a deployed board: model in flash
     dev = Device(_PowerCutPort(fw, applied), timeout=0.2)
     shot = speechlike_signal(0.6, 3)
     r = dev.enroll_pcm("lamp", shot)
     assert r["t"] == "ack" and r["shots"] == 1 and r.get("saved") is True
     assert fw.boots == 2 and dev.retried >= 1               # the cut happened, the host retried
-    assert fw.chip.classes() == ["lamp"] and fw.chip.shots_of("lamp") == 1
+    assert fw.chip.classes() == ["lamp"] and fw.chip.readout.shots_of("lamp") == 1
     fw.boot()                                               # and it is in flash, once
-    assert fw.chip.classes() == ["lamp"] and fw.chip.shots_of("lamp") == 1
+    assert fw.chip.classes() == ["lamp"] and fw.chip.readout.shots_of("lamp") == 1
 
 
 def test_chunks_ahead_of_the_stream_wait_within_a_count_and_a_byte_budget(model4):
@@ -464,7 +465,7 @@ def test_chunks_ahead_of_the_stream_wait_within_a_count_and_a_byte_budget(model4
     payload); the missing one lets them all run, in order."""
     from tessera.firmware_sim import device as D
 
-    fw = pb._loaded_firmware(model4)
+    fw = pb.loaded_firmware(model4)
     dec = FrameDecoder()
 
     def ask(msg):
@@ -476,9 +477,9 @@ def test_chunks_ahead_of_the_stream_wait_within_a_count_and_a_byte_budget(model4
         assert r["t"] == "a" and r["n"] == 0
     r = ask({"t": "p", "o": 999 * n, "d": bytes(2 * n), "id": 99})
     assert r["t"] == "error" and r["name"] == "BUSY" and "bytes" in r["message"]
-    assert fw.seq_bytes == D.SEQ_BYTES
+    assert fw.order.bytes == D.SEQ_BYTES
     r = ask({"t": "p", "o": 0, "d": bytes(2 * n), "id": 98})
-    assert r["n"] == (D.SEQ_BYTES // (2 * n) + 1) * n and fw.seq_bytes == 0
+    assert r["n"] == (D.SEQ_BYTES // (2 * n) + 1) * n and fw.order.bytes == 0
     small = [ask({"t": "p", "o": 10 ** 6 + 2 * k, "d": bytes(2), "id": 2000 + k})
              for k in range(1, D.SEQ_WINDOW + 2)]
     assert small[-2]["t"] == "a" and small[-1]["name"] == "BUSY"
@@ -507,7 +508,7 @@ def test_a_shared_id_with_another_body_is_a_new_request(model4, tmp_path):
     first = ask({"t": "enroll", "label": "lamp", "id": 71})
     assert first["t"] == "ack" and fw.chip.classes() == ["lamp"]
     assert ask({"t": "enroll", "label": "lamp", "id": 71}) == first      # a retry
-    assert fw.chip.shots_of("lamp") == 1
+    assert fw.chip.readout.shots_of("lamp") == 1
     ping = ask({"t": "ping", "id": 71, "payload": b"other host"})           # the same id, reused
     assert ping["t"] == "pong" and ping["id"] == 71
     stream(2000)
@@ -540,7 +541,7 @@ def test_version_3_chunks_run_in_stream_order_whatever_order_they_arrive(model4)
     pieces = [(0, 1000), (2500, 4000), (1000, 2500), (500, 1800), (4000, 8000), (2500, 4000)]
 
     def run(order, version=3):
-        fw = pb._loaded_firmware(model4)
+        fw = pb.loaded_firmware(model4)
         dec = FrameDecoder()
         answers = []
         for k, (a, b) in enumerate(order):
@@ -569,10 +570,10 @@ def test_version_4_compact_chunks_match_the_long_ones(model4):
 
     pcm = speechlike_signal(0.5, 9)
     pieces = [(0, 1000), (2500, 4000), (1000, 2500), (500, 1800), (4000, 8000), (2500, 4000)]
-    ref = pb._loaded_firmware(model4)
+    ref = pb.loaded_firmware(model4)
     ref.receive(encode_frame(encode({"t": "stream_audio", "rate": 16000, "pcm": pcm.tobytes(),
                                      "id": 1}, 2)))
-    fw, dec, answers = pb._loaded_firmware(model4), FrameDecoder(), []
+    fw, dec, answers = pb.loaded_firmware(model4), FrameDecoder(), []
     for k, (a, b) in enumerate(pieces):
         msg = {"t": "p", "o": a, "d": pcm[a:b].tobytes(), "id": k + 1}
         answers += [decode(x) for x in dec.feed(fw.receive(encode_frame(encode(msg, 4))))]
@@ -614,7 +615,7 @@ def test_stream_over_a_lossy_link_arrives_whole(model4):
     got = []
     for faults, version in ((LinkFaults(), 4), (LinkFaults(drop=0.005, corrupt=0.005, seed=3), 4),
                             (LinkFaults(drop=0.005, corrupt=0.005, seed=4), 3)):
-        url, _ = pb.start_socket_sim(pb._loaded_firmware(model4), faults)
+        url, _ = pb.start_socket_sim(pb.loaded_firmware(model4), faults)
         dev = Device.open(url, timeout=0.05, retries=1000)
         assert dev.version == 4
         dev.version = version                  # a version-3 host on the same device
@@ -636,7 +637,7 @@ def _ask(fw, msg: dict) -> dict:
 
 
 def test_a_value_nested_deep_is_a_bad_message_not_an_exit(model4):
-    fw = pb._loaded_firmware(model4)
+    fw = pb.loaded_firmware(model4)
     body = b"\x83\xa1t\xa4ping\xa2id\x01\xa1v" + b"\x91" * 1000 + b"\x01"   # 1,015 bytes
     reply = decode(_body(fw.handle_body(body)))
     assert reply["name"] == "BAD_MESSAGE" and "nested" in reply["message"]
@@ -702,7 +703,7 @@ def test_a_model_that_loads_but_cannot_run_is_refused(model4):
     m = decode_model(open(model4, "rb").read())
     m.readout["calib"] = [553, 2 ** 64 - 1, -569]
     blob = encode_model(m)
-    fw = pb._loaded_firmware(model4)
+    fw = pb.loaded_firmware(model4)
     old = fw.chip
     with pytest.raises(Exception, match="MODEL_REJECTED|does not run|calib"):
         fw.install(blob)
@@ -715,8 +716,8 @@ def test_parameters_restored_from_flash_are_checked_like_the_wire(model4, tmp_pa
     img = tmp_path / "f.img"
     fw = Firmware(str(img))
     fw.install(open(model4, "rb").read())
-    fw.do_set_param({"name": "hop_ms", "value": 100})
-    fw.do_save({})
+    fw.do("set_param", {"name": "hop_ms", "value": 100})
+    fw.do("save", {})
     image = flash.load(str(img))
     image["params"]["hop_ms"] = "x"
     flash.save(str(img), image)
@@ -735,7 +736,7 @@ def test_a_damaged_flash_image_boots_empty_and_says_why(model4, tmp_path, monkey
     img = tmp_path / "f.img"
     fw = Firmware(str(img))
     fw.install(open(model4, "rb").read())
-    fw.do_save({})
+    fw.do("save", {})
     blob = bytearray(img.read_bytes())
     blob[len(blob) // 2] ^= 0x10                                   # one flipped bit
     img.write_bytes(bytes(blob))
@@ -759,7 +760,7 @@ def test_sim_says_which_model_it_serves(model4, tmp_path):
     img = tmp_path / "f.img"
     fw = Firmware(str(img))
     fw.install(open(model4, "rb").read())
-    fw.do_save({})
+    fw.do("save", {})
     p = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--pty", "--json", "--flash",
                           str(img), "--model", model4], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -874,7 +875,7 @@ def test_memory_for_any_one_frame_is_bounded(model4):
     from tessera.firmware_sim.device import MAX_STEPS
     from tessera.protocol.framing import MAX_BODY
 
-    fw = pb._loaded_firmware(model4)
+    fw = pb.loaded_firmware(model4)
     rng = np.random.default_rng(0)
     frames = (rng.random((MAX_STEPS, 700)) < 0.004).astype(np.uint8)
     events = encode_events(frames)

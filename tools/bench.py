@@ -115,7 +115,7 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     """
     import tempfile
 
-    from ..runtime.chip import Chip
+    from ..runtime.chip import Chip, bins_of
     from ..runtime.threads import set_blas_threads
 
     pinned = set_blas_threads(1)
@@ -154,7 +154,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
 
     stream()
     chip.reset()
-    x = np.minimum(chip._bins(chip._frames(frames)), 255)     # the chip's bins, for the others
+    x = np.minimum(bins_of(chip.frames(frames), np.zeros(chip.tab.inputs, np.int64), 0,
+                           chip.tab.bin_ms)[0], 255)     # the chip's bins, for the others
     chip.reset()
     torch_loop = _torch_loop(float_model, x) if float_model is not None else None
     t_stream, t_torch = [], []

@@ -213,7 +213,7 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
     rule (its threshold and ``min_confidence``, set for the whole demo when given). Returns the
     summary (also written as ``summary.json``) with the plots' paths."""
     from ..protocol.client import Device
-    from .protocol_bench import pty_sim
+    from ..firmware_sim.boot import pty_sim
 
     from ..runtime.chip import Chip
 
@@ -433,7 +433,7 @@ def _local_figures(ds: DemoSet, model: str, folder: str, out: dict, shots_curve,
         t_ms, scores = _scores_over_time(chip, pcm)
         pngs["scores"] = plots.scores_png(
             os.path.join(folder, "scores.png"), pcm, t_ms, scores, sent["words"],
-            sent["events"], chip.none_threshold / (1 << tab.cos_frac),
+            sent["events"], chip.readout.none_threshold / (1 << tab.cos_frac),
             window_ms=tab.steps * tab.bin_ms,
             title="readout scores while the sentence streams (cosine with each enrolled word, "
                   "window ending at t); " + ("shaded: the windows of the board's detections"
@@ -460,7 +460,7 @@ def _scores_over_time(chip, pcm: np.ndarray, hop_ms: int = 50):
         wins[i, length - seg.shape[0]:] = seg
     phi = chip.run_batch(wins)
     cq = chip.scores_q(phi)
-    names = [chip.class_names[i] for i in chip._active()]
+    names = [chip.readout.names[i] for i in chip.enrolled()]
     return ends, {w: cq[:, j] / (1 << tab.cos_frac) for j, w in enumerate(names)}
 
 
@@ -492,7 +492,7 @@ def _shots_curve(chip, ds: DemoSet, shots_curve, draws: int, seed: int) -> list[
                 chip.enroll(w, list(feats[idx]))
                 test[idx] = False
             cq = chip.scores_q(feats[test])
-            names = np.array([chip.class_names[i] for i in chip._active()])
+            names = np.array([chip.readout.names[i] for i in chip.enrolled()])
             accs.append(float(np.mean(names[cq.argmax(axis=1)] == who[test])))
         curve.append(dict(shots=k, accuracy=round(float(np.mean(accs)), 4),
                           low=round(float(np.min(accs)), 4), high=round(float(np.max(accs)), 4),

@@ -23,7 +23,7 @@ from ..runtime.constants import SAMPLE_RATE
 __all__ = ["enroll_path", "false_detections", "score_events"]
 
 
-def _files(folder: str, speaker: str, word: int) -> list[str]:
+def speaker_files(folder: str, speaker: str, word: int) -> list[str]:
     out = []
     i = 0
     while os.path.exists(p := os.path.join(folder, f"{word}_{speaker}_{i}.wav")):
@@ -37,14 +37,14 @@ def _forget_all(dev: Device) -> None:
         dev.forget(c)
 
 
-def _teach(dev: Device, folder: str, speaker: str, words: int, threshold="model") -> None:
+def teach(dev: Device, folder: str, speaker: str, words: int, threshold="model") -> None:
     """A clean board (no word, no untaught recording, ``threshold`` set), then digits
     0..words-1 taught one at a time from the speaker's first recording of each."""
     _forget_all(dev)
     dev.request({"t": "untaught", "clear": True})
     dev.set_param("threshold", threshold)
     for w in range(words):
-        dev.enroll(f"d{w}", _files(folder, speaker, w)[0])
+        dev.enroll(f"d{w}", speaker_files(folder, speaker, w)[0])
 
 
 def _detections(dev: Device, pcm: np.ndarray) -> list[dict]:
@@ -78,7 +78,7 @@ def check_folder(folder: str, speakers, words: int) -> None:
     if not os.path.isdir(folder):
         raise InputError("no such folder", source=folder)
     for spk in speakers:
-        missing = [w for w in range(words) if len(_files(folder, spk, w)) < 2]
+        missing = [w for w in range(words) if len(speaker_files(folder, spk, w)) < 2]
         if missing:
             raise InputError(f"speaker {spk!r} has fewer than 2 recordings "
                              f"({{word}}_{spk}_{{i}}.wav) of word(s) {missing}", source=folder)
@@ -96,11 +96,11 @@ def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
                     _forget_all(dev)
                     t0 = time.perf_counter()
                     for w in order:
-                        dev.enroll(f"d{w}", _files(folder, spk, w)[0])
+                        dev.enroll(f"d{w}", speaker_files(folder, spk, w)[0])
                     enroll_s = (time.perf_counter() - t0) / n
                     ok = near = none = total = 0
                     for w in words:
-                        for path in _files(folder, spk, w)[1:]:
+                        for path in speaker_files(folder, spk, w)[1:]:
                             r = dev.infer(path)
                             ok += r["label"] == f"d{w}"
                             near += r["best"] == f"d{w}"
@@ -125,7 +125,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
     from ..runtime.errors import InputError
 
     rng = np.random.default_rng(seed)
-    others = [p for w in range(10) if w not in enrolled for p in _files(folder, speaker, w)]
+    others = [p for w in range(10) if w not in enrolled for p in speaker_files(folder, speaker, w)]
     if not others:
         raise InputError(f"speaker {speaker!r} has no recordings of digits other than the "
                          f"taught {list(enrolled)}: nothing to stream for false detections",
@@ -143,7 +143,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
     with Device.open(url) as dev:
         _forget_all(dev)
         for w in enrolled:
-            dev.enroll(f"d{w}", _files(folder, speaker, w)[0])
+            dev.enroll(f"d{w}", speaker_files(folder, speaker, w)[0])
         dev.set_param("hop_ms", hop_ms)
         dev.set_param("trigger", trigger)
         for name, pcm in (("speech_of_other_words", speech), ("noise", noise)):
@@ -157,7 +157,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
         # the enrolled words themselves in a stream: how many are found
         parts, spans, at = [], [], 0
         for w in enrolled:
-            for p in _files(folder, speaker, w)[1:6]:
+            for p in speaker_files(folder, speaker, w)[1:6]:
                 pcm = load_audio(p)
                 parts += [pcm, np.zeros(SAMPLE_RATE, np.int16)]
                 spans.append((at // 16, (at + pcm.size) // 16, f"d{w}"))
@@ -188,19 +188,19 @@ def open_set_path(folder: str, url: str, speakers=("george", "jackson", "lucas")
     for spk in speakers:
         for mode in modes:
             with Device.open(url) as dev:
-                _teach(dev, folder, spk, words, "model" if mode == "model" else "person")
+                teach(dev, folder, spk, words, "model" if mode == "model" else "person")
                 if mode == "person+other":
                     dev.untaught(*[p for w in other
-                                   for p in _files(folder, spk, w)[:others_per_word]])
+                                   for p in speaker_files(folder, spk, w)[:others_per_word]])
                 thr = dev.params()["threshold_in_use"]
                 hits = pos = fa = neg = 0
                 for w in range(words):
-                    for path in _files(folder, spk, w)[1:][:asked_per_word]:
+                    for path in speaker_files(folder, spk, w)[1:][:asked_per_word]:
                         r = dev.infer(path)
                         hits += r["label"] == f"d{w}"
                         pos += 1
                 for w in negatives:
-                    for path in _files(folder, spk, w)[others_per_word:][:asked_per_word]:
+                    for path in speaker_files(folder, spk, w)[others_per_word:][:asked_per_word]:
                         fa += dev.infer(path)["label"] is not None
                         neg += 1
                 dev.set_param("threshold", "model")

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import time
 
 import numpy as np
 
+from ..firmware_sim.boot import boot_firmware, pty_sim
 from ..firmware_sim.device import Firmware
 from ..firmware_sim.sim import LinkFaults, serve_socket
 from ..protocol.framing import FrameDecoder, encode_frame
@@ -43,11 +43,9 @@ def synthetic_frames(channels: int, ms: int, rate_hz: float, seed: int) -> np.nd
     return (rng.random((ms, channels)) < rate_hz / 1000.0).astype(np.uint8)
 
 
-def _loaded_firmware(model_path: str, flash_path: str | None = None) -> Firmware:
-    fw = Firmware(flash_path=flash_path)
-    with open(model_path, "rb") as fh:
-        fw.install(fh.read())
-    return fw
+def loaded_firmware(model_path: str, flash_path: str | None = None) -> Firmware:
+    """A board with ``model_path`` installed (from the one boot path)."""
+    return boot_firmware(model_path, flash_path)[0]
 
 
 def _valid_messages(rng, channels: int) -> list[dict]:
@@ -93,7 +91,7 @@ def fuzz(model_path: str, frames: int = 100_000, seed: int = 0, hang_s: float = 
     import msgpack
 
     rng = np.random.default_rng(seed)
-    fw = _loaded_firmware(model_path)
+    fw = loaded_firmware(model_path)
     channels = fw.chip.tab.channels_total
     dec = FrameDecoder()
     crashes, hangs, internal, answers, worst, unanswered = 0, 0, 0, 0, 0.0, 0
@@ -167,7 +165,7 @@ def lossy_enroll(model_path: str, words: int = 10, drop: float = 0.005, corrupt:
     in both directions (the utterances streamed over the same link, in 5 ms chunks)."""
     from ..protocol.client import Device
 
-    fw = _loaded_firmware(model_path)
+    fw = loaded_firmware(model_path)
     faults = LinkFaults(drop=drop, corrupt=corrupt, seed=seed)
     url, _ = start_socket_sim(fw, faults)
     dev = Device.open(url, timeout=0.05, retries=200)
@@ -226,7 +224,7 @@ def lossy_stream(model_path: str, errors: float = 0.01, baud: int = 921600, seed
     for name, faults in (("clean", LinkFaults(baud=baud)),
                          ("lossy", LinkFaults(drop=errors / 2, corrupt=errors / 2, baud=baud,
                                               seed=seed))):
-        fw = _loaded_firmware(model_path)
+        fw = loaded_firmware(model_path)
         url, _ = start_socket_sim(fw, faults)
         dev = Device.open(url, timeout=timeout, retries=1000)
         dev.request({"t": "reset_state"})
@@ -282,7 +280,7 @@ while True:
     label = "gen%d" % n
     if fw.chip.classes():
         fw.chip.forget(fw.chip.classes()[0])
-    fw.chip.class_names[0] = label
+    fw.chip.readout.names[0] = label
     req({"t": "save"})
 """
 
@@ -354,21 +352,6 @@ def link_budget(model_path: str, seconds: float = 5.0, baud: int = 921600) -> di
     return out
 
 
-@contextlib.contextmanager
-def pty_sim(flash: str = "", process: bool = False):
-    """``tessera sim --pty`` in a child process, flash image ``flash`` ("" for none); yields the
-    pseudo-terminal's path (and, with ``process``, the child's Popen) and kills the simulator
-    afterwards."""
-    p = subprocess.Popen([sys.executable, "-m", "tessera.cli", "sim", "--pty", "--flash", flash],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = p.stdout.readline().strip()
-        yield (port, p) if process else port
-    finally:
-        p.kill()
-        p.wait()
-
-
 def rss_mb(pid: int | None = None) -> float:
     """Resident memory of a process (default: this one) in MB, from /proc."""
     with open(f"/proc/{pid or 'self'}/status") as f:
@@ -431,7 +414,7 @@ def long_stream(model_path: str, minutes: float = 60.0, block_s: float = 60.0, s
         for ms, _w in marks:
             a = ms * SAMPLE_RATE // 1000
             chip.reset()
-            chip.reset_levels()        # the voice level follows the speaker on purpose; the
+            chip.cochlea.reset_levels()        # the voice level follows the speaker on purpose; the
             chip.feed_audio(block[a:a + SAMPLE_RATE])       # rest of the chip must not move
             p = chip.predict()
             got.append((p["label"], round(p["confidence"], 4)))

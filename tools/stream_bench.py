@@ -30,7 +30,7 @@ from ..protocol.client import Device
 from ..runtime.audio import load_audio, resample
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
-from .device_bench import _files, _teach, check_folder
+from .device_bench import speaker_files, teach, check_folder
 
 __all__ = ["word_bounds", "make_timeline", "score_timeline", "stream_bench", "tts_words"]
 
@@ -182,9 +182,9 @@ def stream_bench(folder: str, url: str, speakers=("george", "jackson", "lucas"),
     rows = []
     for spk in speakers:
         for n in sizes:
-            taught = {f"d{w}": [load_audio(p) for p in _files(folder, spk, w)[1:]]
+            taught = {f"d{w}": [load_audio(p) for p in speaker_files(folder, spk, w)[1:]]
                       for w in range(n)}
-            untaught = [load_audio(p) for w in range(n, 10) for p in _files(folder, spk, w)]
+            untaught = [load_audio(p) for w in range(n, 10) for p in speaker_files(folder, spk, w)]
             source = f"{spk}'s digits {n}-9" if untaught else None
             if not untaught:
                 spoken = tts_words(seed=seed) if spoken is None else spoken
@@ -203,7 +203,7 @@ def stream_bench(folder: str, url: str, speakers=("george", "jackson", "lucas"),
 
 def _one_stream(url, folder, spk, n, thr, pcm, items, tolerance_ms, source, params) -> dict:
     with Device.open(url) as dev:
-        _teach(dev, folder, spk, n, thr)
+        teach(dev, folder, spk, n, thr)
         before = dev.params()
         for k, v in params.items():
             dev.set_param(k, v)

@@ -155,9 +155,9 @@ def fuzz_structured(tsr: str, examples: int = 2000, seed: int = 0) -> dict:
 
     from ..protocol.framing import encode_frame
     from ..protocol.messages import encode
-    from .protocol_bench import _loaded_firmware
+    from .protocol_bench import loaded_firmware
 
-    fw = _loaded_firmware(tsr)
+    fw = loaded_firmware(tsr)
     with open(tsr, "rb") as fh:
         blob = fh.read()
     from .protocol_bench import rss_mb
@@ -214,9 +214,9 @@ def fuzz_flash_images(tsr: str, examples: int = 200, seed: int = 0, folder: str 
     for i, label in enumerate(("d0", "d1")):
         fw.receive(encode_frame(encode({"t": "stream_audio", "id": 10 + i, "rate": 16000,
                                         "pcm": pcm})))
-        fw.do_enroll({"label": label})
-    fw.do_set_param({"name": "threshold", "value": "person"})
-    fw.do_save({})
+        fw.do("enroll", {"label": label})
+    fw.do("set_param", {"name": "threshold", "value": "person"})
+    fw.do("save", {})
     base = flash.load(path)
     keys = sorted(base)
     counts = {"examples": 0, "booted_with_model": 0, "booted_empty": 0, "failures": []}
@@ -282,7 +282,8 @@ def fuzz_structured_process(tsr: str, examples: int = 1_000_000, seed: int = 0,
     from ..protocol.client import Device
     from ..protocol.framing import FrameDecoder, encode_frame
     from ..protocol.messages import encode
-    from .protocol_bench import pty_sim, rss_mb
+    from ..firmware_sim.boot import pty_sim
+    from .protocol_bench import rss_mb
 
     with open(tsr, "rb") as fh:
         blob = fh.read()

@@ -29,7 +29,7 @@ __all__ = ["band_limit", "telephone", "mic_colour", "reverb", "speed", "vtlp", "
            "Augment", "AUGMENT_PRESETS", "pink_noise", "time_stretch", "pitch_shift"]
 
 
-def _fft_filter(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
+def fft_filter(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
     """Zero-phase filter by a magnitude response sampled on ``rfft`` bins of a padded length."""
     n = x.size
     spec = np.fft.rfft(x, 2 * n)
@@ -44,14 +44,14 @@ def band_limit(x: np.ndarray, rate: int = 8000) -> np.ndarray:
     f = np.linspace(0, RATE / 2, 2049)
     cut = 0.475 * rate
     gain = np.clip((cut - f) / (0.025 * rate) + 0.5, 0, 1)      # a steep linear-phase edge
-    return _fft_filter(np.asarray(x, np.float64), gain)
+    return fft_filter(np.asarray(x, np.float64), gain)
 
 
 def telephone(x: np.ndarray) -> np.ndarray:
     """The 300-3,400 Hz telephone band."""
     f = np.linspace(0, RATE / 2, 2049)
     gain = np.clip((f - 250) / 100, 0, 1) * np.clip((3500 - f) / 200, 0, 1)
-    return _fft_filter(np.asarray(x, np.float64), gain)
+    return fft_filter(np.asarray(x, np.float64), gain)
 
 
 def mic_colour(x: np.ndarray, rng: np.random.Generator, max_db: float = 10.0) -> np.ndarray:
@@ -63,7 +63,7 @@ def mic_colour(x: np.ndarray, rng: np.random.Generator, max_db: float = 10.0) ->
     resp = 10 ** (np.interp(np.log(np.maximum(f, 1.0)), np.log(knots), db) / 20)
     low = rng.uniform(40, 300)
     resp *= 1 / np.sqrt(1 + (low / np.maximum(f, 1.0)) ** 4)       # 2nd-order high-pass shape
-    return _fft_filter(np.asarray(x, np.float64), resp)
+    return fft_filter(np.asarray(x, np.float64), resp)
 
 
 def reverb(x: np.ndarray, rng: np.random.Generator, rt60: float | None = None,
@@ -178,8 +178,8 @@ def add_noise(x: np.ndarray, rng: np.random.Generator, snr_db: float, ref_rms: f
     elif kind == "pink":
         noise = pink_noise(rng, x.size)
     elif kind == "babble":
-        noise = _fft_filter(pink_noise(rng, x.size), 1 / np.sqrt(1 + (np.linspace(0, 8000, 2049) / 1000) ** 2))
-        env = np.abs(_fft_filter(rng.standard_normal(x.size), np.exp(-np.linspace(0, 8000, 2049) / 4)))
+        noise = fft_filter(pink_noise(rng, x.size), 1 / np.sqrt(1 + (np.linspace(0, 8000, 2049) / 1000) ** 2))
+        env = np.abs(fft_filter(rng.standard_normal(x.size), np.exp(-np.linspace(0, 8000, 2049) / 4)))
         noise = noise * env
         noise /= np.std(noise) + 1e-12
     else:

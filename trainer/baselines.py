@@ -95,8 +95,8 @@ def audio_of(source: str) -> list[np.ndarray] | None:
 
     from ..runtime.audio import load_audio
     if os.path.isdir(source):
-        from .data import _wav_items
-        return [load_audio(p) for p, _, _ in _wav_items(source)]
+        from .data import wav_items
+        return [load_audio(p) for p, _, _ in wav_items(source)]
     try:
         import h5py
         with h5py.File(source, "r") as h5:

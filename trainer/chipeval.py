@@ -19,7 +19,8 @@ import tempfile
 import numpy as np
 import torch
 
-from ..runtime.chip import Chip, events_to_frames
+from ..runtime.chip import Chip
+from ..runtime.spikes import events_to_frames
 from ..runtime.errors import InputError
 from ..runtime.rram import RRAMConfig
 from .data import read_any
@@ -30,7 +31,7 @@ from .intmode import IntCore
 __all__ = ["parity", "chip_accuracy"]
 
 
-def _frames(data, idx: np.ndarray, ms: int, channels: int) -> np.ndarray:
+def frames_of(data, idx: np.ndarray, ms: int, channels: int) -> np.ndarray:
     out = np.zeros((idx.size, ms, channels), np.uint8)
     for j, i in enumerate(idx):
         times, units = data.sample(int(i))
@@ -38,12 +39,12 @@ def _frames(data, idx: np.ndarray, ms: int, channels: int) -> np.ndarray:
     return out
 
 
-def _test_indices(data) -> np.ndarray:
+def held_out_indices(data) -> np.ndarray:
     idx = np.nonzero(data.split == 2)[0]
     return idx if idx.size else np.arange(len(data.labels))
 
 
-def _chip_and_data(model_path: str, data_path: str, progress: bool = False):
+def chip_and_data(model_path: str, data_path: str, progress: bool = False):
     """The chip of a ``.tsr`` file and a corpus whose frames fit its front-end."""
     chip = Chip.load(model_path)
     data = read_any(data_path, progress=progress)
@@ -55,9 +56,9 @@ def _chip_and_data(model_path: str, data_path: str, progress: bool = False):
 
 def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
            progress: bool = False) -> dict:
-    chip, data = _chip_and_data(model_path, data_path, progress)
+    chip, data = chip_and_data(model_path, data_path, progress)
     tab = chip.tab
-    idx = _test_indices(data)
+    idx = held_out_indices(data)
     if limit:
         idx = idx[:limit]
     ms = tab.steps * tab.bin_ms
@@ -69,21 +70,21 @@ def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,
         first.setdefault(int(data.labels[i]), int(i))
     for c, i in list(first.items())[:5]:
         chip.reset()
-        chip.run(_frames(data, np.array([i]), ms, data.channels)[0])
+        chip.run(frames_of(data, np.array([i]), ms, data.channels)[0])
         phi = chip.features()
         chip.enroll(data.label_names[c])
-        col = chip.class_names.index(data.label_names[c])
+        col = chip.readout.names.index(data.label_names[c])
         levels, exp = ref.prototype_column(torch.from_numpy(phi[None]))
-        if not (np.array_equal(levels.numpy(), chip.out_arr.levels[:, col])
-                and exp == int(chip.exps[col])):
+        if not (np.array_equal(levels.numpy(), chip.readout.arr.levels[:, col])
+                and exp == int(chip.readout.exps[col])):
             raise AssertionError("enrolled column differs between the chip and the integer mode")
-    w_out = torch.from_numpy(chip.W_out[:, chip._active()])
+    w_out = torch.from_numpy(chip.readout.W[:, chip.enrolled()])
     exact = np.zeros(idx.size, bool)
     mismatch = []
     bar = _bar(idx.size, progress)
     for s in range(0, idx.size, 128):
         part = idx[s:s + 128]
-        frames = _frames(data, part, ms, data.channels)
+        frames = frames_of(data, part, ms, data.channels)
         ras_ref, phi_ref = ref.forward(ref.bins(torch.from_numpy(frames)))
         lq_ref = ref.cosines(phi_ref, w_out)
         for j, f in enumerate(frames):
@@ -133,8 +134,8 @@ def _episodes_chip(chip: Chip, phis: np.ndarray, sampler, episodes: int, seed: i
                 for label in rng.permutation(sorted(shots)):
                     for phi in rng.permutation(len(shots[label])):     # shot by shot too
                         chip.enroll(str(label), [shots[label][phi]])
-            rows = chip._active()
-            order = np.array([int(chip.class_names[r][5:]) for r in rows])
+            rows = chip.enrolled()
+            order = np.array([int(chip.readout.names[r][5:]) for r in rows])
             preds.append(order[np.argmax(chip.scores_q(phis[ep.query], rows), axis=1)])
         acc[e] = float((preds[0] == ep.query_y).mean())
         differ[e] = float((preds[0] != preds[1]).mean())
@@ -153,7 +154,7 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
                          seed=cfg.train.seed)
     pool, _ = tasks.pool("unseen")
     ms = cfg.data.steps * int(round(1000 * cfg.data.duration / cfg.data.steps))
-    frames = _frames(data, pool, ms, data.channels)
+    frames = frames_of(data, pool, ms, data.channels)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         def run(wb, ages=(), compensate=True):

@@ -246,7 +246,7 @@ def read_shd_folder(folder: str | os.PathLike, dataset: str = "shd") -> SpikeSet
 _FSDD = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<index>\d+)\.wav$", re.IGNORECASE)
 
 
-def _wav_items(folder: str) -> list[tuple[str, str, str]]:
+def wav_items(folder: str) -> list[tuple[str, str, str]]:
     """(path, label, speaker) for FSDD-style flat folders and label/xxx.wav folders."""
     items = []
     for name in sorted(os.listdir(folder)):
@@ -267,7 +267,7 @@ def _wav_items(folder: str) -> list[tuple[str, str, str]]:
 def wav_index(items: list[tuple[str, str, str]]) -> tuple[list[str], list[str], np.ndarray,
                                                          np.ndarray]:
     """(label names, speaker names, label of each item, speaker of each item) for
-    :func:`_wav_items`; numeric labels sort as numbers ("2" before "10")."""
+    :func:`wav_items`; numeric labels sort as numbers ("2" before "10")."""
     label_names = sorted({lab for _, lab, _ in items},
                          key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
     speaker_names = sorted({spk for _, _, spk in items})
@@ -342,7 +342,7 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise InputError("no such folder", source=folder)
-    items = _wav_items(folder)
+    items = wav_items(folder)
     if not items:
         raise InputError("no WAV files found", source=folder)
     spec = spec or FrontendSpec()

@@ -146,7 +146,7 @@ def equalize_speakers(pcms: list[np.ndarray], speakers: np.ndarray, n_fft: int =
         g = np.sqrt((mean + 1e-12) / (p + 1e-12))
         gains[s] = np.clip((near @ g) / near.sum(axis=1), 0.03, 30)
     for i, x in enumerate(pcms):
-        out.append(A._fft_filter(np.asarray(x, np.float64), gains[int(speakers[i])]))
+        out.append(A.fft_filter(np.asarray(x, np.float64), gains[int(speakers[i])]))
     return out
 
 
@@ -167,9 +167,9 @@ def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> lis
     spectrum-matched per speaker; the same-speaker score as the ceiling."""
     from ..runtime.frontend import FrontendSpec
     from .baselines import audio_of
-    from .data import _wav_items, wav_index
+    from .data import wav_items, wav_index
 
-    names, _, labels, speakers = wav_index(_wav_items(folder))
+    names, _, labels, speakers = wav_index(wav_items(folder))
     raw = [a.astype(np.float32) / 32768.0 for a in audio_of(folder)]
     tasks = FewShotTasks(labels, speakers, np.full(labels.size, 2, np.int8),
                          unseen=tuple(np.unique(labels).tolist()), all_test=True)
@@ -220,16 +220,16 @@ def _pooled(means: list[tuple[np.ndarray, int]]) -> np.ndarray:
 def _moved_spikes(level: np.ndarray, offset: np.ndarray, spec, tab) -> tuple:
     """The (step, channel) spikes of ``level`` (C, steps) with every channel moved down by its
     ``offset`` (level units) before adaptation and spikes."""
-    from ..runtime.frontend import _spikes_from_levels, initial_state
+    from ..runtime.frontend import spikes_from_levels, initial_state
 
     moved = (level - np.round(offset).astype(np.int64)[:, None]).astype(np.int32)
-    return np.nonzero(_spikes_from_levels(moved, initial_state(spec), tab)[0])
+    return np.nonzero(spikes_from_levels(moved, initial_state(spec), tab)[0])
 
 
 def _fe_levels(pcm: np.ndarray, tab) -> np.ndarray:
     """The front-end's levels (C, steps) of one utterance from rest, int64."""
-    from ..runtime.frontend import _levels, filterbank
-    return _levels(filterbank(np.asarray(pcm), tab), tab).astype(np.int64)
+    from ..runtime.frontend import channel_levels, filterbank
+    return channel_levels(filterbank(np.asarray(pcm), tab), tab).astype(np.int64)
 
 
 def _speech_mean(level: np.ndarray, floor: int) -> tuple[np.ndarray, int]:
@@ -260,7 +260,8 @@ def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
     average training voice."""
     import h5py
 
-    from ..runtime.frontend import FrontendSpec, LevelEq, design, speech_sum
+    from ..runtime.frontend import FrontendSpec, design
+    from ..runtime.leveleq import LevelEq, speech_sum
 
     tab = design(FrontendSpec())
     eq = LevelEq(np.zeros(tab.spec.channels, np.int64), **params).check(tab.spec.channels)
@@ -288,7 +289,7 @@ def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | 
     to its training config's ``data.level_eq`` and the equalizer's defaults. Returns the map."""
     import json as _json
 
-    from ..runtime.frontend import LevelEq
+    from ..runtime.leveleq import LevelEq
     from .storage import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(model_path)
@@ -321,7 +322,7 @@ def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | 
 
 def level_eq_of(d: dict | None):
     """A model's ``level_eq`` map as a :class:`~tessera.runtime.frontend.LevelEq` (or None)."""
-    from ..runtime.frontend import LevelEq
+    from ..runtime.leveleq import LevelEq
     if not d:
         return None
     return LevelEq(np.asarray(d["ref"], np.int64), d["gate"], d["block"], d["shift"],
@@ -340,11 +341,11 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
     (an oracle: the test speakers' own average)."""
     from ..runtime.frontend import FrontendSpec, design
     from .baselines import audio_of
-    from .data import _wav_items, wav_index
+    from .data import wav_items, wav_index
 
     spec = FrontendSpec()
     tab = design(spec)
-    names, _, labels, speakers = wav_index(_wav_items(folder))
+    names, _, labels, speakers = wav_index(wav_items(folder))
     levels = [_fe_levels(p, tab) for p in audio_of(folder)]
     means = [_speech_mean(L, tab.floor_level) for L in levels]
     tasks = FewShotTasks(labels, speakers, np.full(labels.size, 2, np.int8),

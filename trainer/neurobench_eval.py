@@ -116,13 +116,13 @@ def neurobench_report(model, tsr_path: str, data_path: str, count: int = 64,
     from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
     from neurobench.models import TorchModel
 
-    from .chipeval import _chip_and_data, _frames, _test_indices
+    from .chipeval import chip_and_data, frames_of, held_out_indices
     from .intmode import IntCore
 
-    chip, data = _chip_and_data(tsr_path, data_path, progress)
+    chip, data = chip_and_data(tsr_path, data_path, progress)
     tab = chip.tab
-    idx = _test_indices(data)[:count]
-    frames = _frames(data, idx, tab.steps * tab.bin_ms, data.channels)
+    idx = held_out_indices(data)[:count]
+    frames = frames_of(data, idx, tab.steps * tab.bin_ms, data.channels)
     x = IntCore(tab).bins(torch.from_numpy(frames)).float()        # what the chip's core reads
     if x.shape[-1] != model.core.cfg.inputs:
         raise InputError(f"the chip's model reads {x.shape[-1]} inputs, the float model "

@@ -26,7 +26,8 @@ import os
 
 import numpy as np
 
-from ..runtime.chip import Chip, events_to_frames
+from ..runtime.chip import Chip
+from ..runtime.spikes import events_to_frames
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
 
@@ -88,7 +89,7 @@ def pcm_features(chip: Chip, clips) -> tuple[np.ndarray, np.ndarray]:
         chip.reset()
         chip.feed_audio(pcm, SAMPLE_RATE)
         phis.append(chip.features())
-        spikes.append(chip.window_inputs)
+        spikes.append(chip.state.inputs)
     chip.reset()
     return np.array(phis, np.int64), np.array(spikes, np.int64)
 
@@ -120,8 +121,8 @@ def open_set_episodes(chip: Chip, phi: np.ndarray, spikes: np.ndarray, labels: n
             queries += [(i, f"w{int(c)}") for i in idx[shots:]]
         others = np.nonzero(mine & ~np.isin(labels, enrolled))[0]
         queries += [(i, None) for i in others]
-        act = chip._active()
-        names = [chip.class_names[i] for i in act]
+        act = chip.enrolled()
+        names = [chip.readout.names[i] for i in act]
         q_idx = np.array([i for i, _ in queries])
         cq = np.vstack([chip.scores_q(phi[q_idx], act), chip.scores_q(noise_phi, act)])
         sp = np.concatenate([spikes[q_idx], noise_inputs])

@@ -59,7 +59,7 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
     """Rows (method x across/within x shots) of few-shot accuracy on ``data_path``'s episodes."""
     from .baselines import evaluate_dtw
     from .teacher import SamplesEmbedding, embedding_sequence
-    from .train import _compare_features, eval_setup
+    from .train import compare_features, eval_setup
 
     t0 = time.time()
     cfg, data, tasks, feats = eval_setup(model, data_path, progress=progress)
@@ -71,7 +71,7 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
         say(f"peers: the embedding sequences of {peer_onnx}")
         raw = embedding_sequence(data_path, SamplesEmbedding(peer_onnx), progress=progress)
     unit = {"w_out": torch.tensor(1.0), "b_out": torch.tensor(1.0)}
-    others = [(m, _compare_features(m, cfg, data, model.level_eq)) for m in compare]
+    others = [(m, compare_features(m, cfg, data, model.level_eq)) for m in compare]
     rows = []
     for mode in ("across", "within"):
         kw = dict(same_speaker=mode == "within", cross_speaker=mode == "across")

@@ -369,7 +369,7 @@ def eval_setup(model: Model, data_path: str | None, progress: bool | None = None
     return cfg, data, tasks, feats
 
 
-def _compare_features(other: Model, cfg, data: DenseSet, level_eq=None) -> torch.Tensor:
+def compare_features(other: Model, cfg, data: DenseSet, level_eq=None) -> torch.Tensor:
     """Features of ``other`` on the evaluation corpus, binned as ``other`` was trained and heard
     through its own level equalization (``level_eq``: the one ``data`` was heard through)."""
     o = other.config.data
@@ -396,7 +396,7 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
     from .baselines import audio_of, evaluate_dtw, evaluate_dtw_envelope, log_envelopes
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
-    others = [(m, _compare_features(m, cfg, data, model.level_eq)) for m in compare]
+    others = [(m, compare_features(m, cfg, data, model.level_eq)) for m in compare]
     prior = None
     if voice_norm:
         from .fewshot import evaluate_voice_norm

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..runtime.errors import InputError
+from ..runtime.spikes import bin_events
 
 __all__ = ["bin_spikes", "channel_subset", "time_shift", "channel_jitter", "Bin",
            "ChannelSubsets", "TimeShift", "ChannelJitter", "dense_dataset"]
@@ -31,11 +32,7 @@ def bin_spikes(times: np.ndarray, units: np.ndarray, steps: int, duration: float
 
     Spikes at or after ``duration`` are dropped; counts saturate at 255.
     """
-    t = np.floor(np.asarray(times, np.float64) * (steps / duration)).astype(np.int64)
-    u = np.asarray(units, np.int64)
-    keep = (t >= 0) & (t < steps) & (u >= 0) & (u < channels)
-    flat = np.bincount(t[keep] * channels + u[keep], minlength=steps * channels)
-    return np.minimum(flat, 255).astype(np.uint8).reshape(steps, channels)
+    return bin_events(times, units, channels, steps, steps / duration)
 
 
 def channel_subset(times: np.ndarray, units: np.ndarray, k: int, i: int) -> Sample:

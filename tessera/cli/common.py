@@ -10,26 +10,26 @@ import sys
 from tessera.tools import json_default
 
 
-def _emit(args: argparse.Namespace, result: dict, human: str) -> None:
+def emit(args: argparse.Namespace, result: dict, human: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps(result, default=json_default))
     else:
         print(human)
 
 
-def _show_progress(args) -> bool:
+def show_progress(args) -> bool:
     """Progress bars: only on a terminal, and never with --no-progress or --json."""
     return (not getattr(args, "no_progress", False) and not getattr(args, "json", False)
             and sys.stderr.isatty())
 
 
-def _progress(total: int, args):
+def progress_bar(total: int, args):
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=not _show_progress(args), leave=False)
+    return tqdm(total=total, disable=not show_progress(args), leave=False)
 
 
-def _default_tsr() -> str:
+def default_tsr() -> str:
     """The committed default model at 4 bits, as the package ships it (the simulated board's
     factory model: no torch needed). ``tests/test_openset.py`` checks that it is what
     ``tessera export models/default/model.pt --bits 4`` writes."""
@@ -38,7 +38,7 @@ def _default_tsr() -> str:
     return factory_model()
 
 
-def _default_model() -> str:
+def default_pt() -> str:
     """The committed default model (``models/default/model.pt``, shipped as package data)."""
     from tessera.models import default_model
 
@@ -58,16 +58,16 @@ def _checked(kind, ok, what: str):
     return parse
 
 
-_positive_int = _checked(int, lambda v: v > 0, "a positive integer")
+positive_int = _checked(int, lambda v: v > 0, "a positive integer")
 
 
-_positive_float = _checked(float, lambda v: v > 0, "a positive number")
+positive_float = _checked(float, lambda v: v > 0, "a positive number")
 
 
-_fraction = _checked(float, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
+fraction = _checked(float, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
 
 
-_probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")
+probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")
 
 
 NO_PROGRESS = "no progress bar (one shows only while stderr is a terminal)"
@@ -87,7 +87,7 @@ class _Formatter(argparse.HelpFormatter):
         return h + " (default: %(default)s)"
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error format (``--help`` shows the usage) and
     defaults shown in every option's help."""
 

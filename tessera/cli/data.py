@@ -8,7 +8,7 @@ import os
 
 from tessera.runtime.errors import TesseraError
 
-from .common import NO_PROGRESS, _emit, _show_progress
+from .common import NO_PROGRESS, emit, show_progress
 
 
 def _corpus_config(args: argparse.Namespace):
@@ -42,14 +42,14 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     out = args.out or f"corpus-{args.preset}.h5"
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
-    summary = build_corpus(out, cfg, workers=args.workers, progress=_show_progress(args),
+    summary = build_corpus(out, cfg, workers=args.workers, progress=show_progress(args),
                            preset=args.preset)
     human = (f"wrote {summary['path']}: {summary['utterances']} utterances, {summary['classes']} "
              f"classes, {summary['speakers']} speakers (train/val/test "
              f"{'/'.join(str(v) for v in summary['split_speakers'].values())}), "
              f"{summary['audio_seconds']} s of audio, {summary['spikes_per_utterance']} spikes per "
              f"utterance, in {summary['seconds']} s on {summary['workers']} workers")
-    _emit(args, summary, human)
+    emit(args, summary, human)
     return 0
 
 
@@ -62,12 +62,12 @@ def cmd_corpus_real(args: argparse.Namespace) -> int:
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
     summary = build_real_corpus(args.folder, args.out, holdout=holdout, repeats=args.repeats,
                                 augment=args.augment, seed=args.seed, workers=args.workers,
-                                progress=_show_progress(args))
+                                progress=show_progress(args))
     human = (f"wrote {summary['path']}: {summary['utterances']} utterances ({summary['recordings']} "
              f"recordings x {summary['repeats']}), {summary['classes']} words, "
              f"{summary['speakers']} speakers (validation, never trained on: "
              f"{', '.join(summary['holdout']) or 'none'}), in {summary['seconds']} s")
-    _emit(args, summary, human)
+    emit(args, summary, human)
     return 0
 
 
@@ -81,7 +81,7 @@ def cmd_corpus_level_eq(args: argparse.Namespace) -> int:
     ref = corpus_level_mean(args.reference, design(FrontendSpec()))
     r = equalize_corpus(args.path, args.out, ref, workers=args.workers or os.cpu_count() or 1)
     r["seconds"] = round(time.perf_counter() - t0, 1)
-    _emit(args, r, f"wrote {r['path']}: {r['utterances']} utterances of {r['speakers']} "
+    emit(args, r, f"wrote {r['path']}: {r['utterances']} utterances of {r['speakers']} "
                    f"speakers re-encoded with their long-term level spectrum moved to "
                    f"{args.reference}'s (mean offset {r['mean_abs_offset']} level units), in "
                    f"{r['seconds']} s")
@@ -105,9 +105,9 @@ def _info_lines(info: dict) -> list[str]:
 def cmd_corpus_info(args: argparse.Namespace) -> int:
     from tessera.trainer.data import read_any
 
-    info = read_any(args.path, progress=_show_progress(args)).summary()
+    info = read_any(args.path, progress=show_progress(args)).summary()
     lines = _info_lines(info) + ["  classes: " + ", ".join(info["label_names"])]
-    _emit(args, info, "\n".join(lines))
+    emit(args, info, "\n".join(lines))
     return 0
 
 

@@ -9,8 +9,8 @@ import sys
 
 from tessera.runtime.errors import InputError
 
-from .common import (NO_PROGRESS, _default_model, _default_tsr, _emit, _fraction,
-                     _positive_int)
+from .common import (NO_PROGRESS, default_pt, default_tsr, emit, fraction,
+                     positive_int)
 
 
 def _model_file(args, say) -> str:
@@ -23,7 +23,7 @@ def _model_file(args, say) -> str:
         from tessera.trainer.storage import load_model
     except ImportError:
         say("torch is not installed: using the package's 4-bit export of the default model")
-        return _default_tsr()
+        return default_tsr()
     path = os.path.join(args.out, "model-4bit.tsr")
     r = export_model(load_model(args.model), path, ExportConfig(weight_bits=4))
     say(f"exported {args.model} to {path}: {r['bytes']} bytes at 4-bit weights")
@@ -59,7 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     s = demo.run_demo(ds, model, args.out, realtime=not args.no_realtime, on_line=say,
                       seed=args.seed, min_confidence=args.min_confidence)
     s["report"] = demo.write_report(args.out, s)
-    _emit(args, s, "\n".join(_summary_lines(s)))
+    emit(args, s, "\n".join(_summary_lines(s)))
     return 0
 
 
@@ -105,7 +105,7 @@ def register(sub, add) -> None:
             "the main job: teach the simulated board new words over its serial port, one "
             "utterance each, ask it held-out ones, write an HTML report")
     d.add_argument("--out", default="tessera-demo", help="report folder")
-    d.add_argument("--model", default=_default_model(),
+    d.add_argument("--model", default=default_pt(),
                    help="model.pt (exported here at 4 bits) or a .tsr; default: the committed "
                         "default model")
     d.add_argument("--words", metavar="DIR",
@@ -115,10 +115,10 @@ def register(sub, add) -> None:
                    help="record the shots and the questions from the microphone (mic extra)")
     d.add_argument("--mic-words", default="yes,no,lights,music,stop",
                    help="the words --mic asks you to say, comma-separated")
-    d.add_argument("--other-voices", type=_positive_int, default=1,
+    d.add_argument("--other-voices", type=positive_int, default=1,
                    help="synthesized words: how many more unheard voices ask each taught word")
     d.add_argument("--seed", type=int, default=0, help="which unheard voice is the user's")
-    d.add_argument("--min-confidence", type=_fraction, default=None, metavar="P",
+    d.add_argument("--min-confidence", type=fraction, default=None, metavar="P",
                    help="answers and detections need at least this calibrated probability of "
                         "being right (the device parameter min_confidence; default: the "
                         "device's, 0)")

@@ -13,13 +13,13 @@ from tessera.runtime.errors import InputError
 
 from .common import (
     NO_PROGRESS,
-    _default_tsr,
-    _emit,
-    _fraction,
-    _positive_float,
-    _positive_int,
-    _probability,
-    _progress,
+    default_tsr,
+    emit,
+    fraction,
+    positive_float,
+    positive_int,
+    probability,
+    progress_bar,
 )
 
 
@@ -32,12 +32,18 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise InputError(f"--idle-timeout must be 0 (never) or more seconds, got "
                          f"{args.idle_timeout:g}")
     if args.model is None and not args.no_model:
-        args.model = _default_tsr()
-    return main_loop(listen=args.listen, pty=args.pty, bind_any=args.bind_any, model=args.model,
-                     flash=args.flash, ram=args.ram, seed=args.seed, drop=args.drop,
-                     corrupt=args.corrupt, baud=args.baud, crash_during_save=args.crash_during_save,
-                     reboot_after=args.reboot_after, json_out=args.json,
-                     idle_s=args.idle_timeout)
+        args.model = default_tsr()
+    try:
+        return main_loop(listen=args.listen, pty=args.pty, bind_any=args.bind_any,
+                         model=args.model, flash=args.flash, ram=args.ram, seed=args.seed,
+                         drop=args.drop, corrupt=args.corrupt, baud=args.baud,
+                         crash_during_save=args.crash_during_save,
+                         reboot_after=args.reboot_after, json_out=args.json,
+                         idle_s=args.idle_timeout)
+    except InputError as exc:            # the library names its parameter, we our option
+        if exc.param is None:
+            raise
+        raise InputError(f"{exc} (--{exc.param.replace('_', '-')})") from None
 
 
 def _label_list(labels: list[str]) -> str:
@@ -130,7 +136,7 @@ def cmd_device(args: argparse.Namespace) -> int:
         else:                                            # stats
             r = dev.stats()
             human = _stats_text(r)
-    _emit(args, {k: v for k, v in r.items() if k not in PROTOCOL_FIELDS}, human)
+    emit(args, {k: v for k, v in r.items() if k not in PROTOCOL_FIELDS}, human)
     return 0
 
 
@@ -240,7 +246,7 @@ def _stream(args) -> int:
 
 def _spike_sample(path: str, index: int):
     """One sample of an SHD-layout h5 file as 1 ms frames (700 channels)."""
-    from tessera.runtime.chip import events_to_frames
+    from tessera.runtime.spikes import events_to_frames
     from tessera.trainer.data import read_spike_h5
 
     data = read_spike_h5(path)
@@ -290,9 +296,9 @@ def _wav_list(paths: list[str]) -> list[str]:
 def _infer_folder(args) -> int:
     """Every WAV of a folder (FSDD names or one sub-folder per word): accuracy per word, false
     accepts of words that are not enrolled, confusion matrix."""
-    from tessera.trainer.data import _wav_items
+    from tessera.trainer.data import wav_items
 
-    items = _wav_items(args.wav)
+    items = wav_items(args.wav)
     other = os.path.join(args.wav, "_other")           # the user's untaught words, if any
     extra = sorted(f for f in os.listdir(other) if f.lower().endswith(".wav")) \
         if os.path.isdir(other) else []
@@ -304,7 +310,7 @@ def _infer_folder(args) -> int:
         enrolled = dev.classes()
         if not enrolled:
             raise InputError("the device has no enrolled words: enroll some first")
-        bar = _progress(len(items), args)
+        bar = progress_bar(len(items), args)
         for path, word, _ in items:
             r = dev.infer(path)
             rows.append((path, args.prefix + word, r["label"], r["confidence"]))
@@ -326,7 +332,7 @@ def _infer_folder(args) -> int:
     lines.append("  confusion (rows: truth, columns: answer): " + " ".join(r["answers"]))
     for t, row in zip(r["true_labels"], r["confusion"]):
         lines.append(f"  {t:>12}: " + " ".join(f"{x:3d}" for x in row))
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 0
 
 
@@ -394,7 +400,7 @@ def cmd_protocol_test(args: argparse.Namespace) -> int:
     for c in r["checks"]:
         lines.append(f"  {'PASS' if c['ok'] else 'FAIL'}  {c['check']}"
                      + ("" if c["ok"] else f"  ({c['error']})"))
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 0 if r["ok"] else 1
 
 
@@ -410,11 +416,11 @@ def register(sub, add) -> None:
     sm.add_argument("--bind-any", action="store_true", help="allow a non-loopback address")
     sm.add_argument("--flash", default="tessera-flash.img", help="persistent flash image file")
     sm.add_argument("--ram", type=int, default=512 * 1024, help="RAM budget in bytes")
-    sm.add_argument("--baud", type=_positive_int, default=None,
+    sm.add_argument("--baud", type=positive_int, default=None,
                     help="limit the link to this many bits per second (default: no limit)")
-    sm.add_argument("--drop", type=_fraction, default=0.0,
+    sm.add_argument("--drop", type=fraction, default=0.0,
                     help="fraction of the bytes dropped in each direction, in [0, 1)")
-    sm.add_argument("--corrupt", type=_fraction, default=0.0,
+    sm.add_argument("--corrupt", type=fraction, default=0.0,
                     help="fraction of the bytes corrupted in each direction, in [0, 1)")
     sm.add_argument("--crash-during-save", action="store_true",
                     help="die between writing the new flash image and renaming it")
@@ -434,7 +440,7 @@ def register(sub, add) -> None:
                         help="pyserial URL: /dev/ttyUSB0, socket://127.0.0.1:7700, a pty path, "
                              "or sim://?model=M.tsr&flash=F.img (the simulator in this process: "
                              "without flash its words live only as long as this one command)")
-        sp.add_argument("--baud", type=_positive_int, default=921600, help="bits per second")
+        sp.add_argument("--baud", type=positive_int, default=921600, help="bits per second")
         sp.add_argument("--timeout", type=float, default=2.0,
                         help="seconds to wait for each answer before a retry (default 2)")
         return sp
@@ -457,7 +463,7 @@ def register(sub, add) -> None:
     di.add_argument("--threshold", metavar="COS|model|person",
                     help="'none of these' below this cosine for this command (default: the "
                          "device's)")
-    di.add_argument("--min-confidence", type=_probability, metavar="P",
+    di.add_argument("--min-confidence", type=probability, metavar="P",
                     help="answer only when at least this likely right, for this command "
                          "(default: the device's min_confidence, 0 unless set)")
     di.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -470,13 +476,13 @@ def register(sub, add) -> None:
     ds.add_argument("--threshold", metavar="COS|model|person",
                     help="'none of these' below this cosine for this stream (default: the "
                          "device's)")
-    ds.add_argument("--min-confidence", type=_probability, metavar="P",
+    ds.add_argument("--min-confidence", type=probability, metavar="P",
                     help="report only words at least this likely right, for this stream "
                          "(default: the device's min_confidence, 0 unless set; the same gate "
                          "answers infer)")
     ds.add_argument("--trigger", choices=["onset", "hop"], default="onset",
                     help="open a window at each sound onset (default) or every --hop-ms")
-    ds.add_argument("--hop-ms", type=_positive_int, default=250,
+    ds.add_argument("--hop-ms", type=positive_int, default=250,
                     help="with --trigger hop: a new window every this many ms (default 250; "
                          "windows last the model's 1 s)")
     ds.add_argument("--fast", action="store_true", help="send the file as fast as the link "
@@ -502,7 +508,7 @@ def register(sub, add) -> None:
     pt = add(sub, "protocol-test", cmd_protocol_test, "conformance suite against a device")
     pt.add_argument("url", help="pyserial URL of the device")
     pt.add_argument("--model", required=True, help="a .tsr model the suite loads")
-    pt.add_argument("--timeout", type=_positive_float, default=3.0,
+    pt.add_argument("--timeout", type=positive_float, default=3.0,
                     help="seconds to wait for each answer")
     pt.add_argument("--yes", action="store_true",
                     help="go on even though the device holds enrolled words (they are erased)")

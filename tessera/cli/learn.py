@@ -9,7 +9,7 @@ import os
 
 from tessera.runtime.errors import InputError
 
-from .common import NO_PROGRESS, _emit, _fraction, _positive_int, _show_progress
+from .common import NO_PROGRESS, emit, fraction, positive_int, show_progress
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         set_blas_threads(args.threads)
     try:
-        s = train(cfg, args.out, resume=args.resume, progress=_show_progress(args), init=init)
+        s = train(cfg, args.out, resume=args.resume, progress=show_progress(args), init=init)
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             import torch.distributed as dist
@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for r in s["results"]:
         lines.append(f"  {r['ways']}-way {r['shots']}-shot {r['split']}: {100 * r['accuracy']:.1f} "
                      f"± {100 * r['ci95']:.1f} % ({r['episodes']} episodes)")
-    _emit(args, s, "\n".join(lines))
+    emit(args, s, "\n".join(lines))
     return 0
 
 
@@ -92,7 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from tessera.trainer.train import program_device
 
         program_device(model, args.weight_bits, args.write_noise, args.drift)
-    setup = eval_setup(model, args.data, _show_progress(args))   # data and features, once
+    setup = eval_setup(model, args.data, show_progress(args))   # data and features, once
     results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
                              episodes=args.episodes, inner_steps=args.inner_steps,
                              same_speaker=args.same_speaker, baselines=tuple(args.baselines),
@@ -161,7 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lines.append(f"  {r['method']:10s} {r['ways']}-way {r['shots']}-shot {r['split']}: "
                      f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f} % ({r['episodes']} "
                      f"episodes){extra}")
-    _emit(args, head, "\n".join(lines))
+    emit(args, head, "\n".join(lines))
     return 0
 
 
@@ -180,7 +180,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from tessera.trainer.storage import load_model
 
     model = load_model(args.model)
-    progress = _show_progress(args)
+    progress = show_progress(args)
     result: dict = dict(model=args.model, episodes=args.episodes)
     lines = [f"{args.model}: 5-way, one column per word (cosine), {args.episodes} episodes"]
     if not args.no_tts:
@@ -208,7 +208,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         lines.append("  the long-term spectrum equalized in the front-end's levels: "
                      "cross-speaker | same-speaker (1-shot / 5-shot %)")
         lines += _voice_rows(rows, 70)
-    _emit(args, result, "\n".join(lines))
+    emit(args, result, "\n".join(lines))
     return 0
 
 
@@ -224,7 +224,7 @@ def cmd_level_eq(args: argparse.Namespace) -> int:
                 f"{r['reference']}'s long-term level, {min(r['ref'])}..{max(r['ref'])}); "
                 f"speech steps: mean level >= {r['gate']} above the floor; each moves the running "
                 f"level 2^-{r['shift']} of the way (tessera export writes it in the model file)")
-    _emit(args, {k: v for k, v in r.items() if k != "ref"}, text)
+    emit(args, {k: v for k, v in r.items() if k != "ref"}, text)
     return 0
 
 
@@ -241,7 +241,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                      calibration=dict(DEFAULT_CALIBRATION, source=None))   # not the old fit
         r = calibrate(args.model, tsr, args.data, target_fa=args.target_fa,
                       episodes=args.episodes, fsdd=args.fsdd, write=not args.dry_run,
-                      progress=_show_progress(args))
+                      progress=show_progress(args))
     curves, points = r.pop("curves"), r.pop("points")
     if args.plot:
         from tessera.tools.plots import hits_png
@@ -265,7 +265,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                      f"{100 * f['false_accepts_words']:.1f} %, noise "
                      f"{100 * f['false_accepts_noise']:.1f} %; best hits at <= 5 % false "
                      f"accepts {100 * r['fsdd_hits_at_5pct_fa']:.1f} %")
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 0
 
 
@@ -296,12 +296,12 @@ def register(sub, add) -> None:
                    choices=["unseen", "seen", "all", "val", "train"],
                    help="unseen: new words by new voices; seen: training words by new voices; "
                         "all: both; val, train: the voices of training")
-    e.add_argument("--shots", nargs="+", type=_positive_int, default=[1, 5],
+    e.add_argument("--shots", nargs="+", type=positive_int, default=[1, 5],
                    help="enrollment utterances per word")
-    e.add_argument("--ways", type=_positive_int, default=None,
+    e.add_argument("--ways", type=positive_int, default=None,
                    help="words per episode (default: the model's, 5)")
-    e.add_argument("--episodes", type=_positive_int, default=600, help="episodes per row")
-    e.add_argument("--inner-steps", type=_positive_int, default=1,
+    e.add_argument("--episodes", type=positive_int, default=600, help="episodes per row")
+    e.add_argument("--inner-steps", type=positive_int, default=1,
                    help="readout updates (1: the device rule)")
     e.add_argument("--same-speaker", action="store_true",
                    help="shots and queries of a class from one speaker")
@@ -352,7 +352,7 @@ def register(sub, add) -> None:
     dg.add_argument("--level-eq", metavar="CORPUS", action="append", default=[],
                     help="with --fsdd: also equalize each speaker's long-term spectrum inside the "
                          "front-end (its levels), to this --keep-audio corpus's mean (repeatable)")
-    dg.add_argument("--episodes", type=_positive_int, default=300, help="5-way episodes per row")
+    dg.add_argument("--episodes", type=positive_int, default=300, help="5-way episodes per row")
     dg.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     le = add(sub, "level-eq", cmd_level_eq, "give a model the front-end's long-term level "
              "equalization (a reference corpus's long-term level, how fast the device follows "
@@ -381,10 +381,10 @@ def register(sub, add) -> None:
                                                   "speakers report)")
     cb.add_argument("--fsdd", metavar="DIR", help="also report on this FSDD-style WAV folder "
                                                   "(validation only: nothing is fitted on it)")
-    cb.add_argument("--target-fa", type=_fraction, default=0.25,
+    cb.add_argument("--target-fa", type=fraction, default=0.25,
                     help="false accepts of words not enrolled allowed on the validation "
                          "episodes (default 0.25: see BENCHMARKS.md for why not 0.05)")
-    cb.add_argument("--episodes", type=_positive_int, default=300,
+    cb.add_argument("--episodes", type=positive_int, default=300,
                     help="episodes whose answers fit the calibration")
     cb.add_argument("--bits", type=int, default=4, help="core weight bits of the chip")
     cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")

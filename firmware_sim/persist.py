@@ -1,0 +1,103 @@
+"""What the board keeps in flash (:mod:`tessera.firmware_sim.flash` writes it atomically): the
+model, the readout's columns and registers, the parameters, the untaught recordings, the
+front-end's running level and the answers to the last requests that changed them. A restored
+image goes through the same checks as the wire."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..protocol.framing import encode_frame
+from ..protocol.messages import ProtocolError, encode
+from ..runtime.errors import InputError
+from ..runtime.model_format import pack_ints, unpack_ints
+from . import flash
+from .params import MAX_NEGATIVES, apply_threshold, check_param
+
+__all__ = ["restore_image", "write_image", "persist", "PERSISTED_ANSWERS"]
+
+PERSISTED_ANSWERS = 32
+
+
+def restore_image(fw, image: dict) -> None:
+    """Power-on: ``fw`` (just booted, empty) takes the image's state; an image it cannot use
+    raises (the caller boots empty and says why)."""
+    params = image.get("params", {})
+    if not isinstance(params, dict):
+        raise InputError("flash image: parameters are not a map")
+    for k, v in params.items():                 # the same check as set_param
+        try:
+            name, value = check_param(k, v)
+        except ProtocolError as exc:
+            if exc.name == "UNKNOWN_PARAM":       # an older firmware's: not ours
+                continue
+            raise InputError(f"flash image: parameter {k!r}: {exc}") from None
+        fw.params[name] = value
+    fw.install(image["model"])
+    chip = fw.chip
+    levels = unpack_ints(image["levels"], "levels")
+    chip.readout.restore(dict(levels=levels, classes=list(image["classes"]),
+                              shots=image["shots"], exps=image["exps"]))
+    raw = image.get("negatives", [])
+    d = chip.tab.features
+    if not isinstance(raw, list) or not all(isinstance(b, bytes) and len(b) == 4 * d
+                                            for b in raw):
+        raise InputError("flash image: negatives are not feature vectors of this model")
+    fw.negatives = [np.frombuffer(b, "<i4").astype(np.int64) for b in raw][-MAX_NEGATIVES:]
+    apply_threshold(chip, fw.params, fw.negatives)
+    if image.get("voice_level") is not None:    # the front-end's running level (its person)
+        chip.cochlea.restore_level_state(unpack_ints(image["voice_level"], "voice_level"),
+                                         image.get("voice_heard", 0))
+    fw.flash_generation = int(image.get("generation", 0))
+    for entry in image.get("answers", []):
+        if isinstance(entry, list) and len(entry) == 2:      # images before the body CRC
+            entry = [entry[0], None, entry[1]]
+        if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)
+                and (entry[1] is None or isinstance(entry[1], int))
+                and isinstance(entry[2], bytes)):
+            fw.persisted[entry[0]] = (entry[1], entry[2])
+    fw.answers.update(fw.persisted)
+
+
+def write_image(fw, answers: OrderedDict[int, tuple[int | None, bytes]]) -> int:
+    """The model, readout, parameters and the persisted ``answers`` to flash (atomic); returns
+    its size."""
+    chip = fw.need_chip()
+    if not fw.flash_path:
+        raise ProtocolError("STORAGE", "this device has no flash image")
+    ro = chip.readout.state()
+    voice = chip.frontend.level_state() if chip.frontend else None
+    image = {"model": fw.model_bytes,
+             "levels": pack_ints(ro["levels"], chip.tab.readout_bits),
+             "classes": ro["classes"], "shots": ro["shots"], "exps": ro["exps"],
+             "params": dict(fw.params),
+             "negatives": [np.asarray(n, "<i4").tobytes() for n in fw.negatives],
+             "generation": fw.flash_generation + 1,
+             "voice_level": None if voice is None else pack_ints(voice[0], 32),
+             "voice_heard": None if voice is None else voice[1],
+             "answers": [[k, c, v] for k, (c, v) in answers.items()]}
+    try:
+        size = flash.save(fw.flash_path, image, crash_after_temp=fw.crash_during_save)
+    except OSError as exc:
+        raise ProtocolError("STORAGE", f"flash write failed: {exc.strerror}") from None
+    fw.flash_generation += 1
+    return size
+
+
+def persist(fw, rid: int, crc: int, reply: dict) -> bytes:
+    """Write the state an enroll/forget left, with its answer, before answering; if the flash
+    fails the change stays in RAM and the answer says ``saved`` false. Returns the answer's
+    frame."""
+    answers = OrderedDict(fw.persisted)
+    answers[rid] = (crc, encode_frame(encode(dict(reply, saved=True), fw.host_version)))
+    answers.move_to_end(rid)
+    while len(answers) > PERSISTED_ANSWERS:
+        answers.popitem(last=False)
+    try:
+        write_image(fw, answers)
+    except ProtocolError:
+        return encode_frame(encode(dict(reply, saved=False), fw.host_version))
+    fw.persisted = answers
+    return answers[rid][1]
