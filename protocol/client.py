@@ -14,8 +14,6 @@ arrive meanwhile are queued in ``events``.
 
 from __future__ import annotations
 
-import bisect
-import collections
 import itertools
 import os
 import time
@@ -24,34 +22,23 @@ import zlib
 import numpy as np
 
 from ..runtime.constants import SAMPLE_RATE
-from ..runtime.errors import InputError, TesseraError
+from ..runtime.errors import InputError
 from .framing import FrameDecoder, encode_frame
-from .messages import ANSWERS, REQUESTS, SUPPORTED, VERSION, decode, encode
+from .messages import (ANSWERS, REQUESTS, SUPPORTED, VERSION, DeviceError, LinkError,
+                       check_label, decode, encode)
 from .spikes import encode_spikes
+from .window import LinkQuality, send_in_order
 
 __all__ = ["Device", "DeviceError", "LinkError"]
 
 
-class DeviceError(TesseraError):
-    """The device answered with an ``error`` message."""
+def _pcm(shot) -> np.ndarray:
+    """An utterance: a WAV path read as 16 kHz int16, or the samples themselves."""
+    if isinstance(shot, (str, os.PathLike)):
+        from ..runtime.audio import load_audio
 
-    def __init__(self, msg: dict):
-        super().__init__(f"device error {msg.get('code')} {msg.get('name')}: {msg.get('message')}")
-        self.code, self.name, self.reply = msg.get("code"), msg.get("name"), msg
-
-
-class LinkError(TesseraError):
-    """No answer from the device after all retries."""
-
-
-WINDOW = 256            # version-3/4 stream chunks in flight
-DEVICE_AHEAD = 384      # chunks sent from the oldest unanswered one on (a version-3 device
-                        # keeps up to 512 chunks waiting for an earlier one ...
-AHEAD_BYTES = 196608    # ... and 256 KiB of their payload: the bytes from the oldest on)
-CHUNK_OVERHEAD = 74     # bytes a stream chunk's frame adds to its payload (keys, id, CRC, COBS)
-ANSWER_BYTES = 49       # bytes of the answer that must come back for a chunk to count
-COMPACT_OVERHEAD = 34   # the same for version 4's compact chunks (``s``, ``p``) ...
-COMPACT_ANSWER = 27     # ... and their answer ``a``
+        return load_audio(shot)
+    return np.asarray(shot)
 
 
 class Device:
@@ -67,11 +54,10 @@ class Device:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.retried = 0
-        self._answers: dict[int, dict] = {}
+        self.answers: dict[int, dict] = {}      # answers that came, by id, not yet taken
         self.version = VERSION                  # the negotiated protocol version (hello)
         self.seq = 0                            # version 3+: the stream's offset (units)
-        self.attempts: collections.deque = collections.deque(maxlen=400)   # (bytes, answered)
-        self.srtt: float | None = None          # smoothed round trip of answered requests
+        self.link = LinkQuality()               # what the recent attempts tell of the link
 
     @classmethod
     def open(cls, url: str, baudrate: int = 921600, timeout: float = 2.0, retries: int = 5
@@ -113,67 +99,30 @@ class Device:
         frame = encode_frame(encode({**msg, "id": rid}, self.version))
         if msg["t"] == "reset_state" or (msg["t"] == "set_param" and msg.get("name") == "detect"):
             self.seq = 0                        # the device counts the stream from 0 again
+        nbytes = len(frame) + self.link.answer_bytes(self.version)
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
-            self._write(frame, msg["t"])
+            self.write(frame, msg["t"])
             sent = time.monotonic()
             deadline = sent + self.timeout
             while time.monotonic() < deadline:
-                reply = self._answers.pop(rid, None)
+                reply = self.answers.pop(rid, None)
                 if reply is None:
-                    self._pump()
-                    reply = self._answers.pop(rid, None)
+                    self.pump()
+                    reply = self.answers.pop(rid, None)
                 if reply is not None:
-                    self._attempt(len(frame), True, time.monotonic() - sent if not attempt
-                                  else None)
+                    self.link.attempt(nbytes, True, time.monotonic() - sent if not attempt
+                                      else None)
                     if reply.get("t") == "error":
                         raise DeviceError(reply)
                     if msg["t"] == "end_of_utterance" and "windows" in reply:
                         self.seq = 0                # a detection stream ended: the next starts at 0
                     return reply
-            self._attempt(len(frame), False)
+            self.link.attempt(nbytes, False)
         raise LinkError(f"no answer to {msg['t']} after {self.retries + 1} tries")
 
-    # ------------------------------------------------------------------ link quality
-    @property
-    def _answer_bytes(self) -> int:
-        """Bytes of a stream chunk's answer in the negotiated version."""
-        return COMPACT_ANSWER if self.version >= 4 else ANSWER_BYTES
-
-    def _attempt(self, nbytes: int, answered: bool, rtt: float | None = None) -> None:
-        self.attempts.append((nbytes + self._answer_bytes, answered))
-        if rtt is not None:
-            self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
-
-    def byte_error_rate(self) -> float:
-        """Estimated fraction of bytes lost or damaged on the link: the maximum-likelihood rate
-        e for the recent requests and stream chunks, each answered with probability
-        (1 - e)^bytes (0 while none failed)."""
-        if all(a for _, a in self.attempts):
-            return 0.0
-        n = np.array([b for b, _ in self.attempts], np.float64)
-        ok = np.array([a for _, a in self.attempts], bool)
-        grid = np.geomspace(1e-5, 0.3, 80)[:, None]
-        log_keep = n[None] * np.log1p(-grid)                  # log (1-e)^n
-        ll = np.where(ok[None], log_keep, np.log(-np.expm1(log_keep))).sum(axis=1)
-        return float(grid[int(np.argmax(ll)), 0])
-
-    def chunk_bytes(self, largest: int) -> int:
-        """Payload bytes per stream chunk for this link: the size that carries the most data per
-        byte sent, counting the retransmissions that the estimated byte error rate costs
-        (everything on a clean link; at 1 % of bytes damaged 64 bytes with version 3, where
-        a chunk whose answer is lost goes again, and 48 with version 4, whose answers
-        acknowledge every chunk up to the stream's position)."""
-        e = self.byte_error_rate()
-        if e <= 0.0:
-            return largest
-        sizes = [n for n in (16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096)
-                 if n < largest] + [largest]
-        over = COMPACT_OVERHEAD if self.version >= 4 else CHUNK_OVERHEAD + ANSWER_BYTES
-        return max(sizes, key=lambda n: n * (1.0 - e) ** (n + over) / (n + over))
-
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """Read what the link has: events to ``events``, answers kept by id."""
         try:
             data = self.port.read(max(1, self.port.in_waiting or 1))
@@ -202,19 +151,14 @@ class Device:
                 raise InputError("the link echoes what the host sends (a loop:// port or a "
                                  "looped-back cable?): no device answers there")
             elif msg.get("id"):
-                self._answers[msg["id"]] = msg
-                while len(self._answers) > 64:              # answers nobody waits for any more
-                    self._answers.pop(next(iter(self._answers)))
+                self.answers[msg["id"]] = msg
+                while len(self.answers) > 64:              # answers nobody waits for any more
+                    self.answers.pop(next(iter(self.answers)))
 
     def info(self) -> dict:
         self.info_cache = self.request({"t": "hello", "versions": list(SUPPORTED)[::-1]})
         self.version = int(self.info_cache.get("version", 2))
         return self.info_cache
-
-    def ping(self, payload: bytes = b"") -> float:
-        t0 = time.perf_counter()
-        self.request({"t": "ping", "payload": payload})
-        return time.perf_counter() - t0
 
     def load(self, model: str | bytes) -> dict:
         if isinstance(model, bytes):
@@ -239,7 +183,7 @@ class Device:
     def stream_spikes(self, frames: np.ndarray, chunk_ms: int = 100, realtime: bool = False,
                       on_event=None) -> None:
         """Spike frames (ms, channels) in messages of at most ``chunk_ms`` ms (fewer on a lossy
-        link: :meth:`chunk_bytes`), pipelined and in order with a version-3 or -4 device."""
+        link), pipelined and in order with a version-3 or -4 device."""
         if self.version >= 3:
             per_ms = max(1.0, len(encode_spikes(frames)[1]) / max(frames.shape[0], 1))
 
@@ -251,8 +195,8 @@ class Device:
                             **({"e": 1} if enc == "bitmap" else {})}
                 return {"t": "stream_spikes", "encoding": enc, "steps": int(part.shape[0]),
                         "data": data}
-            self._send_in_order(cut, frames.shape[0], per_ms, chunk_ms, 1000.0, realtime,
-                                on_event)
+            send_in_order(self, cut, frames.shape[0], per_ms, chunk_ms, 1000.0, realtime,
+                          on_event)
             return
         t0 = time.monotonic()
         for i in range(0, frames.shape[0], chunk_ms):
@@ -276,119 +220,18 @@ class Device:
                 if self.version >= 4:
                     return {"t": "p", "d": pcm[pos:end].tobytes()}
                 return {"t": "stream_audio", "rate": SAMPLE_RATE, "pcm": pcm[pos:end].tobytes()}
-            self._send_in_order(cut, pcm.size, 2.0, chunk, float(SAMPLE_RATE), realtime,
-                                on_event)
+            send_in_order(self, cut, pcm.size, 2.0, chunk, float(SAMPLE_RATE), realtime,
+                          on_event)
             return
         t0 = time.monotonic()
         for i in range(0, pcm.size, chunk):
             if realtime:
                 time.sleep(max(0.0, t0 + i / float(SAMPLE_RATE) - time.monotonic()))
-            self.request({"t": "stream_audio", "rate": SAMPLE_RATE, "pcm": pcm[i:i + chunk].tobytes()})
+            self.request({"t": "stream_audio", "rate": SAMPLE_RATE,
+                          "pcm": pcm[i:i + chunk].tobytes()})
             self.drain(on_event)
 
-    def _send_in_order(self, cut, total: int, unit_bytes: float, max_units: int,
-                       units_per_s: float, realtime: bool, on_event) -> None:
-        """Version 3: the stream as chunks that carry their ``offset`` (the device runs them in
-        stream order), up to WINDOW in flight, and only what was lost sent again. The device
-        answers frames in the order they arrive, so an answer to a frame sent later shows that
-        an earlier unanswered one was lost (it or its answer): that one goes again at once;
-        when no answer at all comes for ``timeout``, every unanswered one goes again. A lost
-        chunk larger than the link now carries well (:meth:`chunk_bytes`) is cut smaller when
-        it is sent again. ``cut(pos, end)`` builds the message of units [pos, end)."""
-        inflight: dict[int, list] = {}   # rid -> [pos, end, frame, order sent, tries, sent at]
-        ahead: list[int] = []                   # sorted starts of the chunks sent
-        sent: dict[int, tuple[int, int]] = {}   # every id sent -> its units (an answer to an
-                                                # earlier try counts too)
-        baud = float(getattr(self.port, "baudrate", 0) or 921600)
-        order = itertools.count()
-        pos, t0 = 0, time.monotonic()
-        last_answer = time.monotonic()
-        base = self.seq                         # the stream's offset at the first unit
-        reached = 0                             # units the device has run (its ``next``)
-        probe = min(self.timeout, max(0.03, 3.0 * (self.srtt or self.timeout)))
-
-        def units_now() -> int:
-            return max(1, min(max_units, int(self.chunk_bytes(int(max_units * unit_bytes))
-                                             / unit_bytes)))
-
-        def send(start: int, end: int, tries: int = 1) -> None:
-            rid = self.new_id()
-            key = "o" if self.version >= 4 else "offset"
-            frame = encode_frame(encode({**cut(start, end), key: base + start, "id": rid},
-                                        self.version))
-            self._write(frame, "a stream chunk")
-            inflight[rid] = [start, end, frame, next(order), tries, time.monotonic()]
-            sent[rid] = (start, end)
-            bisect.insort(ahead, start)
-
-        while pos < total or inflight:
-            oldest = min((st[0] for st in inflight.values()), default=pos)
-            del ahead[:bisect.bisect_left(ahead, oldest)]   # a device keeps 64 waiting
-            size = units_now() if pos < total else 0    # once a round: the estimate is costly
-            while pos < total and len(inflight) < WINDOW and len(ahead) < DEVICE_AHEAD \
-                    and (pos - oldest) * unit_bytes < AHEAD_BYTES:
-                if realtime:
-                    wait = t0 + pos / units_per_s - time.monotonic()
-                    if wait > 0:
-                        if inflight:
-                            break               # answers first, then the next chunk
-                        time.sleep(wait)
-                end = min(total, pos + size)
-                send(pos, end)
-                pos = end
-                last_answer = max(last_answer, time.monotonic() - self.timeout / 2)
-            self._pump()
-            answered = []
-            for rid in [r for r in self._answers if r in sent]:
-                reply = self._answers.pop(rid)
-                if reply.get("t") == "error":
-                    raise DeviceError(reply)
-                reached = max(reached, int(reply.get("n", reply.get("next", 0))) - base)
-                st = inflight.pop(rid, None)
-                if st is not None:
-                    answered.append(st[3])
-                    self._attempt(len(st[2]), True, time.monotonic() - st[5])
-                else:                           # an earlier try of a range that was cut
-                    a, b = sent[rid]            # smaller since: its pieces are delivered too
-                    for piece in [r for r, p in inflight.items() if a <= p[0] and p[1] <= b]:
-                        answered.append(inflight.pop(piece)[3])
-            for rid in [r for r, st in inflight.items() if st[1] <= reached]:
-                st = inflight.pop(rid)          # the device has run it: its answer was lost
-                self._attempt(len(st[2]), False)
-            now = time.monotonic()
-            # the link needs this long to carry what is in flight there and back (10 bits a
-            # byte at the port's baud rate)
-            drain = 2.0 * sum(len(st[2]) + self._answer_bytes
-                              for st in inflight.values()) * 10 / baud
-            if answered:
-                last_answer = now
-                if self.srtt is not None:
-                    probe = min(self.timeout, max(0.03, 3.0 * self.srtt))
-                lost = [rid for rid, st in inflight.items() if st[3] < max(answered)]
-            elif inflight and now - last_answer > max(self.timeout, drain):
-                lost = list(inflight)           # silence: every unanswered chunk again
-                last_answer = now
-            elif inflight and now - last_answer > max(probe, drain):
-                # a short silence: the last chunks or their answers may be lost; send the
-                # oldest again, so that its answer tells which of the others were
-                lost = [min(inflight, key=lambda r: inflight[r][3])]
-                last_answer = now
-            else:
-                lost = []
-            for rid in lost:
-                start, end, frame, _, tries, _ = inflight.pop(rid)
-                self._attempt(len(frame), False)
-                if tries > self.retries:
-                    raise LinkError(f"no answer to the stream chunk at {base + start} after "
-                                    f"{tries} tries")
-                self.retried += 1
-                step = units_now()
-                for a in range(start, end, step):      # cut smaller if the link needs it
-                    send(a, min(end, a + step), tries + 1)
-            self.drain(on_event)
-        self.seq = base + total
-
-    def _write(self, frame: bytes, what: str) -> None:
+    def write(self, frame: bytes, what: str) -> None:
         try:
             self.port.write(frame)
         except Exception as exc:                             # noqa: BLE001 (serial, OS)
@@ -402,49 +245,35 @@ class Device:
             while self.events:
                 on_event(self.events.pop(0))
 
-    def stream_wav(self, path: str) -> None:
-        from ..runtime.audio import load_audio
-
-        self.stream_pcm(load_audio(path))
-
+    # ------------------------------------------------------------------ words
     def end_utterance(self) -> dict:
         return self.request({"t": "end_of_utterance"})
 
-    def infer(self, wav: str | None = None) -> dict:
-        """The device's answer for a WAV file (or for what was streamed already)."""
-        if wav is None:
+    def infer(self, utterance=None) -> dict:
+        """The device's answer for one utterance (a WAV path or 16 kHz int16 samples), or for
+        what was streamed already (None)."""
+        if utterance is None:
             return self.end_utterance()
-        from ..runtime.audio import load_audio
-
-        return self.infer_pcm(load_audio(wav))
-
-    def infer_pcm(self, pcm: np.ndarray) -> dict:
-        """One utterance of 16 kHz int16 audio -> the device's answer."""
+        pcm = _pcm(utterance)
         self.request({"t": "reset_state"})
         self.stream_pcm(pcm)
         return self.end_utterance()
 
-    def enroll(self, label: str, *wavs: str) -> dict:
-        """Teach ``label`` from one or more recordings (one readout step over all of them)."""
-        from ..runtime.audio import load_audio
-
-        return self.enroll_pcm(label, *(load_audio(w) for w in wavs))
-
-    def enroll_pcm(self, label: str, *pcms: np.ndarray) -> dict:
-        """Teach ``label`` from 16 kHz int16 utterances (none: what was streamed already).
+    def enroll(self, label: str, *shots) -> dict:
+        """Teach ``label`` from one or more utterances (WAV paths or 16 kHz int16 samples; none:
+        what was streamed already), in one readout step over all of them.
 
         Exactly once, even across a reboot of the device: the request keeps its id through
         retries; if the device rebooted before it enrolled (it answers NO_UTTERANCE, its boot
         count moved), the shots are streamed again and the same id is sent again (a device that
         had enrolled and saved it answers from flash instead)."""
-        from .messages import check_label
-
         check_label(label)                      # before any shot is streamed
+        pcms = [_pcm(x) for x in shots]
         rid = self.new_id()
         for attempt in range(2):
             boots = self.info().get("boots")
             if pcms:
-                self._stream_shots(pcms)
+                _stream_shots(self, pcms)
             try:
                 return self.request({"t": "enroll", "label": label,
                                      "shots": max(1, len(pcms))}, rid=rid)
@@ -454,29 +283,17 @@ class Device:
                     raise
         raise AssertionError("unreachable")
 
-    def untaught(self, *wavs: str) -> dict:
-        """Tell the device these recordings are words the person did not teach (its threshold
-        "person" then sits above what they score)."""
-        from ..runtime.audio import load_audio
-
-        return self.untaught_pcm(*(load_audio(w) for w in wavs))
-
-    def untaught_pcm(self, *pcms: np.ndarray) -> dict:
-        """:meth:`untaught` for 16 kHz int16 audio, in requests of at most 16 recordings."""
+    def untaught(self, *shots) -> dict:
+        """Tell the device these utterances (WAV paths or samples) are words the person did not
+        teach (its threshold "person" then sits above what they score); requests of at most 16
+        recordings."""
+        pcms = [_pcm(x) for x in shots]
         out: dict = {}
         for i in range(0, len(pcms), 16):
             part = pcms[i:i + 16]
-            self._stream_shots(part)
+            _stream_shots(self, part)
             out = self.request({"t": "untaught", "shots": len(part)})
         return out
-
-    def _stream_shots(self, pcms) -> None:
-        """A clean slate, then each utterance streamed and kept on the device as a shot (for
-        the ``enroll`` or ``untaught`` that follows)."""
-        self.request({"t": "reset_state"})
-        for pcm in pcms:
-            self.stream_pcm(pcm)
-            self.request({"t": "end_of_utterance", "shot": True})
 
     def classes(self) -> list[str]:
         return self.request({"t": "list_classes"})["classes"]
@@ -484,6 +301,7 @@ class Device:
     def forget(self, label: str) -> dict:
         return self.request({"t": "forget", "label": label})
 
+    # ------------------------------------------------------------------ device
     def stats(self) -> dict:
         return self.request({"t": "get_stats"})
 
@@ -500,3 +318,12 @@ class Device:
         r = self.request({"t": "reboot"})
         time.sleep(0.05)
         return r
+
+
+def _stream_shots(dev: Device, pcms) -> None:
+    """A clean slate, then each utterance streamed and kept on the device as a shot (for the
+    ``enroll`` or ``untaught`` that follows)."""
+    dev.request({"t": "reset_state"})
+    for pcm in pcms:
+        dev.stream_pcm(pcm)
+        dev.request({"t": "end_of_utterance", "shot": True})

@@ -124,7 +124,7 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
         f[2] ^= 0x40 if f[2] ^ 0x40 else 0x41
         r = _raw(dev, bytes(f))
         assert r and r[0].get("code") == CODES["BAD_FRAME"], r
-        dev.ping()
+        dev.request({"t": "ping"})
 
     @check("garbage then a frame: resynchronised")
     def _():
@@ -142,7 +142,7 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
     def _():
         r = _raw(dev, b"\x01" * (MAX_WIRE + 100) + b"\x00")
         assert r and r[0].get("code") == CODES["FRAME_TOO_LARGE"], r
-        dev.ping()
+        dev.request({"t": "ping"})
 
     @check("request before a model / stream without model -> NO_MODEL or works")
     def _():

@@ -18,10 +18,10 @@ from __future__ import annotations
 import msgpack
 
 from ..runtime.errors import TesseraError
-from .framing import MAX_BODY
+from .framing import MAX_BODY, FrameError
 
-__all__ = ["VERSION", "SUPPORTED", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError", "encode", "decode",
-           "check_fields", "error_message"]
+__all__ = ["VERSION", "SUPPORTED", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError",
+           "DeviceError", "LinkError", "encode", "decode", "check_fields", "error_message"]
 
 VERSION = 4
 #: versions a device speaks (a version-2 host is answered in version 2: it never sends
@@ -97,11 +97,24 @@ class ProtocolError(TesseraError):
         self.rid = rid
 
 
+class DeviceError(TesseraError):
+    """The host's side: the device answered with an ``error`` message."""
+
+    def __init__(self, msg: dict):
+        super().__init__(f"device error {msg.get('code')} {msg.get('name')}: {msg.get('message')}")
+        self.code, self.name, self.reply = msg.get("code"), msg.get("name"), msg
+
+
+class LinkError(TesseraError):
+    """The host's side: no answer from the device after all retries."""
+
+
 def encode(msg: dict, version: int = VERSION) -> bytes:
     msg = {"v": version, **msg}
     body = msgpack.packb(msg, use_bin_type=True)
     if len(body) > MAX_BODY:
-        raise ValueError(f"message of {len(body)} bytes exceeds the {MAX_BODY}-byte frame limit")
+        raise FrameError("oversize", f"message of {len(body)} bytes exceeds the {MAX_BODY}-byte "
+                                     f"frame limit")
     return body
 
 

@@ -452,7 +452,7 @@ def test_enrollment_is_exactly_once_across_a_reboot_between_request_and_retry(
     fw.do("save", {})                                          # a deployed board: model in flash
     dev = Device(_PowerCutPort(fw, applied), timeout=0.2)
     shot = speechlike_signal(0.6, 3)
-    r = dev.enroll_pcm("lamp", shot)
+    r = dev.enroll("lamp", shot)
     assert r["t"] == "ack" and r["shots"] == 1 and r.get("saved") is True
     assert fw.boots == 2 and dev.retried >= 1               # the cut happened, the host retried
     assert fw.chip.classes() == ["lamp"] and fw.chip.readout.shots_of("lamp") == 1
@@ -619,12 +619,12 @@ def test_stream_over_a_lossy_link_arrives_whole(model4):
         dev = Device.open(url, timeout=0.05, retries=1000)
         assert dev.version == 4
         dev.version = version                  # a version-3 host on the same device
-        dev.enroll_pcm("shot", shot)
+        dev.enroll("shot", shot)
         dev.request({"t": "reset_state"})
         dev.stream_pcm(query)
         got.append(dev.request({"t": "end_of_utterance"})["scores"])
         dev.close()
-    assert got[0] == got[1] == got[2] and dev.retried > 10 and 0.003 < dev.byte_error_rate() < 0.05
+    assert got[0] == got[1] == got[2] and dev.retried > 10 and 0.003 < dev.link.byte_error_rate() < 0.05
 
 
 # ---------------------------------------------------------------- issue 24: no host can break it

@@ -106,7 +106,7 @@ def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
                             near += r["best"] == f"d{w}"
                             none += r["label"] is None
                             total += 1
-                    silence = dev.infer_pcm(np.zeros(SAMPLE_RATE, np.int16))["label"]
+                    silence = dev.infer(np.zeros(SAMPLE_RATE, np.int16))["label"]
                 rows.append(dict(speaker=spk, words=n, order="forward" if order == words else
                                  "reverse", accuracy=round(ok / total, 4),
                                  nearest_accuracy=round(near / total, 4), answered_none=none,

@@ -236,7 +236,7 @@ def lossy_stream(model_path: str, errors: float = 0.01, baud: int = 921600, seed
         scores[name] = dev.request({"t": "end_of_utterance"}).get("scores")
         row = dict(spikes_1s_seconds=[round(t_shot, 2), round(t_query, 2)],
                    spike_bytes_per_s=len(encode_events(shot)), retries=dev.retried,
-                   byte_error_estimate=round(dev.byte_error_rate(), 4))
+                   byte_error_estimate=round(dev.link.byte_error_rate(), 4))
         if name == "lossy":
             dev.request({"t": "reset_state"})
             row["audio_seconds_per_s"] = round(timed(lambda: dev.stream_pcm(piece)) / piece_s, 1)
@@ -519,7 +519,11 @@ def pty_enroll(model_path: str, wav: str | None = None, repeats: int = 10) -> di
             dev.request({"t": "enroll", "label": f"w{k % 4}"})
             times.append(time.perf_counter() - t1)
             stream_times.append(t1 - t0)
-        ping = [dev.ping() for _ in range(20)]
+        ping = []
+        for _ in range(20):
+            t2 = time.perf_counter()
+            dev.request({"t": "ping"})
+            ping.append(time.perf_counter() - t2)
         dev.close()
         return dict(bench="pty_enroll", device=path, repeats=repeats,
                     enroll_round_trip_ms=round(float(np.median(times)) * 1e3, 2),

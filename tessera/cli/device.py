@@ -97,7 +97,7 @@ def cmd_device(args: argparse.Namespace) -> int:
                       f"answers for its first second only (the model's window): for the words "
                       f"of a long recording use tessera device stream", file=sys.stderr)
             with _gates(dev, args):
-                r = dev.infer_pcm(pcm)
+                r = dev.infer(pcm)
                 human = "" if args.json else f"{args.wav}: " + answer_text(r, dev.params())
         elif action == "threshold":
             if args.value is not None:
