@@ -1,7 +1,7 @@
 """The integer Mosaic chip emulator: streaming inference and one-shot enrollment (numpy only).
 
 This docstring owns the chip's arithmetic; MODEL_FORMAT.md names the constants, the trainer's
-integer mode (:mod:`tessera.trainer.intmode`) re-implements it in torch, and ``tessera parity``
+integer mode (:mod:`tessera.trainer.learning.intmode`) re-implements it in torch, and ``tessera parity``
 checks the two bit for bit. All values are integers; ``>>`` is an arithmetic (flooring) shift and
 ``sat_b(v)`` clips v to the signed b-bit range.
 

@@ -10,7 +10,7 @@ exits non-zero; anything else is a bug and keeps its traceback. The family::
     +-- SpikeDecodeError (also ValueError)  spike frames that do not decode protocol/spikes.py
     +-- ProtocolError                       a request answered with error   protocol/messages.py
     +-- DeviceError, LinkError              the host's view of the device   protocol/messages.py
-    +-- TTSUnavailable                      no speech synthesizer           trainer/tts.py
+    +-- TTSUnavailable                      no speech synthesizer           trainer/data/tts.py
 """
 
 from __future__ import annotations

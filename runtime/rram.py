@@ -34,7 +34,7 @@ REF_CELLS = 64  # reference devices per array for drift compensation
 class RRAMConfig:
     """The chip's RRAM emulation, in level units: noise stds as fractions of the level range Q,
     drift exponents, stuck fractions. Training's device model is a different class with physical
-    units (:class:`tessera.trainer.rram.RRAMTrainConfig`)."""
+    units (:class:`tessera.trainer.learning.rram.RRAMTrainConfig`)."""
 
     write_noise: float = 0.0       # std of each device's programmed conductance, fraction of Q
     read_noise: float = 0.0        # std of each read, fraction of Q (drawn per utterance)

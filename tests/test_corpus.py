@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tessera.runtime.errors import InputError
-from tessera.trainer.corpus import SHD_WORDS, CorpusConfig, build_corpus, parse_words
+from tessera.trainer.data.corpus import SHD_WORDS, CorpusConfig, build_corpus, parse_words
 
 
 def digest(path):
@@ -70,10 +70,10 @@ def test_config_validation():
 
 def test_vocab_corpus_reuses_the_train_voices(tmp_path, small_corpus):
     """A meta-training vocabulary built like the main corpus has exactly its train-split voices."""
-    from tessera.trainer.corpus import META_VOCAB, PRESETS
-    from tessera.trainer.data import read_spike_h5
-    from tessera.trainer.dense import load_dense, with_training_extras
-    from tessera.trainer.episodes import FewShotTasks
+    from tessera.trainer.data.corpus import META_VOCAB, PRESETS
+    from tessera.trainer.data.readers import read_spike_h5
+    from tessera.trainer.data.dense import load_dense, with_training_extras
+    from tessera.trainer.learning.episodes import FewShotTasks
 
     assert not {w for _, w in META_VOCAB} & {w for _, w in SHD_WORDS}
     cfg = CorpusConfig(**dict(PRESETS["small"], words=META_VOCAB[:3], speaker_splits=("train",)))

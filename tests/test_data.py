@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tessera.runtime.errors import InputError
-from tessera.trainer.data import SpikeSet, read_any, read_shd_folder, read_spike_h5, read_wav_folder
+from tessera.trainer.data.readers import SpikeSet, read_any, read_shd_folder, read_spike_h5, read_wav_folder
 
 
 def write_shd_like(path, n=6, channels=700, seed=0, time_dtype=np.float16):
@@ -201,9 +201,9 @@ def test_tonic_dataset_and_transforms_interoperate(small_corpus):
     """Our corpus as a tonic dataset (offline); tonic's ToFrame and our Bin give the same
     frames; our TimeShift runs inside tonic.transforms.Compose."""
     tonic = pytest.importorskip("tonic")
-    from tessera.trainer.data import read_spike_h5
-    from tessera.trainer.tonic_data import TesseraSpikes, as_tonic, from_events
-    from tessera.trainer.transforms import Bin, TimeShift
+    from tessera.trainer.data.readers import read_spike_h5
+    from tessera.trainer.exchange.tonic_data import TesseraSpikes, as_tonic, from_events
+    from tessera.trainer.data.transforms import Bin, TimeShift
 
     data = read_spike_h5(small_corpus)
     ds = TesseraSpikes(str(small_corpus), split="test")

@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["tessera.runtime.frontend", "tessera.runtime.audio", "tessera.trainer.transforms",
-           "tessera.trainer.episodes", "tessera.trainer.tts", "tessera.runtime.mosaic",
+MODULES = ["tessera.runtime.frontend", "tessera.runtime.audio", "tessera.trainer.data.transforms",
+           "tessera.trainer.learning.episodes", "tessera.trainer.data.tts", "tessera.runtime.mosaic",
            "tessera.protocol.framing", "tessera.protocol.spikes", "tessera.protocol.messages",
            "tessera.runtime.chip", "tessera.protocol.client"]
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tessera.runtime.errors import InputError
-from tessera.trainer.episodes import DEFAULT_UNSEEN, FewShotTasks
+from tessera.trainer.learning.episodes import DEFAULT_UNSEEN, FewShotTasks
 
 
 def toy(n_speakers=10, reps=3):
@@ -80,7 +80,7 @@ def test_errors():
 
 
 def test_on_the_corpus_speakers_stay_in_their_split(small_corpus):
-    from tessera.trainer.data import read_spike_h5
+    from tessera.trainer.data.readers import read_spike_h5
 
     d = read_spike_h5(small_corpus)
     tasks = FewShotTasks(d.labels, d.speakers, d.split)

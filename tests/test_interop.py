@@ -17,9 +17,9 @@ nir = pytest.importorskip("nir")
 from helpers import DEFAULT_MODEL, tessera  # noqa: E402
 
 from tessera.runtime.errors import InputError  # noqa: E402
-from tessera.trainer.nir_io import (core_spikes, from_nir, read_nir, run_nir,  # noqa: E402
+from tessera.trainer.exchange.nir_io import (core_spikes, from_nir, read_nir, run_nir,  # noqa: E402
                                     to_nir)
-from tessera.trainer.storage import load_model  # noqa: E402
+from tessera.trainer.learning.storage import load_model  # noqa: E402
 
 
 def _spikes(steps, inputs, seed=0, p=0.06):

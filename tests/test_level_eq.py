@@ -98,8 +98,8 @@ def eq_model(tmp_path_factory):
     """The default model given a level equalization (a reference a little under speech), and
     its export."""
     pytest.importorskip("torch")
-    from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.train import load_model
+    from tessera.trainer.exchange.export import ExportConfig, export_model
+    from tessera.trainer.learning.train import load_model
 
     m = load_model(str(DEFAULT))
     m.extra["level_eq"] = dict(ref=[FLOOR + 60] * 700, gate=40, block=16, shift=11, frac=16)
@@ -147,7 +147,7 @@ def test_wav_folder_heard_through_the_models_equalizer(eq_model, tmp_path):
     """The trainer hears a WAV folder as the device would: per speaker, the level kept."""
     import wave
 
-    from tessera.trainer.data import read_wav_folder
+    from tessera.trainer.data.readers import read_wav_folder
 
     m, _ = eq_model
     for spk in ("ann", "bob"):
@@ -222,7 +222,7 @@ def test_level_eq_command_writes_reads_and_removes(small_corpus, tmp_path):
     import shutil
 
     from helpers import tessera
-    from tessera.trainer.train import load_model
+    from tessera.trainer.learning.train import load_model
 
     pytest.importorskip("torch")
     model = tmp_path / "model.pt"

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tessera.trainer.meta import inner_adapt, readout_loss  # noqa: E402
-from tessera.trainer.model import Core, CoreConfig, core_features, fast_sigmoid, spike  # noqa: E402
+from tessera.trainer.learning.meta import inner_adapt, readout_loss  # noqa: E402
+from tessera.trainer.learning.model import Core, CoreConfig, core_features, fast_sigmoid, spike  # noqa: E402
 
 
 def test_surrogate_first_and_second_derivatives():
@@ -163,7 +163,7 @@ def test_adaptation_lowers_the_firing_rate():
 
 
 def test_dtw_matches_a_plain_dynamic_programme():
-    from tessera.trainer.baselines import dtw_distances
+    from tessera.trainer.evaluation.baselines import dtw_distances
 
     def plain(a, b):
         T, U = len(a), len(b)
@@ -197,8 +197,8 @@ def test_onnx_one_step_export_matches_the_trainer(tmp_path):
     import numpy as np
     from helpers import tessera
 
-    from tessera.trainer.model import core_features
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.learning.model import core_features
+    from tessera.trainer.learning.storage import load_model
 
     model_pt = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
     out = tmp_path / "step.onnx"

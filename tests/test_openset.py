@@ -83,7 +83,7 @@ def test_more_shots_later_and_forget_touches_one_word(feats):
 
 
 def test_silence_and_noise_are_none_of_these(feats):
-    from tessera.trainer.openset import noise_clips
+    from tessera.trainer.evaluation.openset import noise_clips
 
     chip = Chip.load(factory_model())
     for d in range(3):
@@ -169,8 +169,8 @@ def test_threshold_detection_and_flash_over_the_protocol(fsdd, tmp_path):
 def test_factory_model_is_the_committed_model_exported():
     pytest.importorskip("torch")
     from tessera.runtime.model_format import read_model
-    from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.train import load_model
+    from tessera.trainer.exchange.export import ExportConfig, export_model
+    from tessera.trainer.learning.train import load_model
 
     root = Path(__file__).resolve().parents[1]
     fresh = Path(os.environ.get("TMPDIR", "/tmp")) / f"fresh-{os.getpid()}.tsr"

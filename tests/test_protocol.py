@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def model4(tmp_path_factory):
     pytest.importorskip("torch")
-    from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.train import load_model
+    from tessera.trainer.exchange.export import ExportConfig, export_model
+    from tessera.trainer.learning.train import load_model
 
     path = tmp_path_factory.mktemp("m") / "m4.tsr"
     export_model(load_model(str(ROOT / "models" / "default" / "model.pt")), str(path),

@@ -2,7 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tessera.trainer.rram import (  # noqa: E402
+from tessera.trainer.learning.rram import (  # noqa: E402
     RRAMTrainConfig, device_weight, error_triggered, quantize, quantize_update, stuck_map,
     threshold_update)
 

@@ -10,7 +10,7 @@ from helpers import tone  # noqa: E402,F401
 from test_cli import assert_clean_error, tessera  # noqa: E402
 
 from tessera.runtime.errors import InputError  # noqa: E402
-from tessera.trainer.config import load_config  # noqa: E402
+from tessera.trainer.learning.config import load_config  # noqa: E402
 
 TINY = ["--set", "train.iterations=6", "--set", "train.eval_every=3", "--set",
         "train.eval_episodes=20", "--set", "train.checkpoint_every=3", "--set", "data.queries=2",
@@ -74,8 +74,8 @@ def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm, extra):
 
     import torch
 
-    from tessera.trainer.config import load_config
-    from tessera.trainer.train import _data, _tasks, _trainer
+    from tessera.trainer.learning.config import load_config
+    from tessera.trainer.learning.train import _data, _tasks, _trainer
 
     cfg = load_config(None, [f'data.corpus="{small_corpus}"', f'meta.algorithm="{algorithm}"',
                              "meta.tasks_per_batch=2", "data.queries=2", "data.steps=20",
@@ -127,7 +127,7 @@ def test_incremental_enrollment_mechanics():
     import numpy as np
     import torch
 
-    from tessera.trainer.fewshot import incremental
+    from tessera.trainer.learning.fewshot import incremental
 
     rng = np.random.default_rng(0)
     centres = torch.from_numpy(rng.standard_normal((6, 16))).float()
@@ -158,7 +158,7 @@ def test_program_device_quantizes_the_committed_model():
 
     import torch
 
-    from tessera.trainer.train import load_model, program_device
+    from tessera.trainer.learning.train import load_model, program_device
 
     path = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
     m = load_model(str(path))
@@ -176,7 +176,7 @@ def test_open_set_logits_send_unknown_words_to_none():
     queries of enrolled words pick their word."""
     import torch
 
-    from tessera.trainer.meta import open_set_logits
+    from tessera.trainer.learning.meta import open_set_logits
 
     torch.manual_seed(0)
     centres = torch.eye(6)[:3] * 3 + 0.2                     # 3 words, well apart
@@ -191,7 +191,7 @@ def test_open_set_logits_send_unknown_words_to_none():
 def test_margin_and_open_ways_need_the_prototype_rule():
     import pytest
 
-    from tessera.trainer.meta import MetaConfig
+    from tessera.trainer.learning.meta import MetaConfig
 
     assert MetaConfig(margin=0.2).margin == 0.2
     for bad in (dict(margin=0.2, rule="softmax-step"), dict(margin=1.5),
@@ -208,7 +208,7 @@ def test_learned_time_constants_reach_the_chip(small_corpus, tmp_path):
     import torch
 
     from tessera.runtime.chip import Chip
-    from tessera.trainer.train import load_model
+    from tessera.trainer.learning.train import load_model
 
     out = tmp_path / "tau"
     r = tessera("train", "--data", small_corpus, "--out", out, *TINY, "--set",

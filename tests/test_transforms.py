@@ -1,6 +1,6 @@
 import numpy as np
 
-from tessera.trainer.transforms import (
+from tessera.trainer.data.transforms import (
     Bin, ChannelJitter, ChannelSubsets, TimeShift, bin_spikes, dense_dataset)
 
 
@@ -44,7 +44,7 @@ def test_augmentations_are_seeded_and_bounded():
 
 
 def test_dense_dataset(small_corpus):
-    from tessera.trainer.data import read_spike_h5
+    from tessera.trainer.data.readers import read_spike_h5
 
     data = read_spike_h5(small_corpus).subset(np.arange(10))
     x, y = dense_dataset(data, steps=100, duration=1.4, k=3)

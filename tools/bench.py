@@ -91,7 +91,7 @@ def _torch_loop(float_model, x: np.ndarray):
     """The trainer's float step loop (torch, batch 1, no autograd) on the binned input ``x``."""
     import torch
 
-    from ..trainer.model import core_features
+    from ..trainer.learning.model import core_features
 
     xb = torch.from_numpy(x.astype(np.float32))[None]
     cfg = float_model.core.cfg
@@ -128,8 +128,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     else:
         import torch
 
-        from ..trainer.export import ExportConfig, export_model
-        from ..trainer.storage import load_model
+        from ..trainer.exchange.export import ExportConfig, export_model
+        from ..trainer.learning.storage import load_model
 
         torch.set_num_threads(1)
         float_model = load_model(model_path)

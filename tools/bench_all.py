@@ -51,8 +51,8 @@ def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
             out["parts"]["accuracy"] = _accuracy(model, data, tmp, quick, compare, progress)
         out["parts"]["accuracy"]["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     if "peers" in parts and fsdd:
-        from ..trainer.peers import bench_peers
-        from ..trainer.storage import load_model
+        from ..trainer.evaluation.peers import bench_peers
+        from ..trainer.learning.storage import load_model
 
         say("peers: tessera beside the pretrained speech embedding on real voices ...")
         episodes = 100 if quick else 600
@@ -102,11 +102,11 @@ def _rel(path: str) -> str:
 
 
 def _accuracy(model: str, data: str | None, tmp: str, quick: bool, compare, progress) -> dict:
-    from ..trainer.storage import load_model
-    from ..trainer.train import eval_setup, evaluate_model
+    from ..trainer.learning.storage import load_model
+    from ..trainer.learning.train import eval_setup, evaluate_model
 
     if data is None:
-        from ..trainer.corpus import PRESETS, CorpusConfig, build_corpus
+        from ..trainer.data.corpus import PRESETS, CorpusConfig, build_corpus
 
         preset = "small" if quick else "default"
         extra = dict(repeats=3) if quick else {}      # small x 3: enough for 5-shot episodes
@@ -171,7 +171,7 @@ def markdown(r: dict) -> str:
                           f"{a['minutes']} minutes with the evaluation)."]
         lines.append("")
     if "peers" in p:
-        from ..trainer.peers import peers_markdown
+        from ..trainer.evaluation.peers import peers_markdown
 
         pe = p["peers"]
         lines += ["#### Beside the pretrained speech-embedding peer, real voices (5-way)", "",

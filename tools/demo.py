@@ -79,7 +79,7 @@ def synthesized_set(folder: str, seed: int = 0, words=DEMO_WORDS, others=DEMO_OT
     the device the first one taught)."""
     import h5py
 
-    from ..trainer.corpus import CorpusConfig, build_corpus
+    from ..trainer.data.corpus import CorpusConfig, build_corpus
 
     words, others = tuple(words), tuple(others)
     path = os.path.join(folder, "demo-words.h5")

@@ -120,7 +120,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
                      hop_ms: int = 250, trigger: str = "onset") -> dict:
     """Continuous detection over speech of words NOT enrolled (the speaker's other digits,
     0.3-1.5 s pauses) and over noise: words reported per minute."""
-    from ..trainer.openset import noise_clips
+    from ..trainer.evaluation.openset import noise_clips
 
     from ..runtime.errors import InputError
 

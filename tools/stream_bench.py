@@ -54,8 +54,8 @@ def tts_words(count: int = 60, seed: int = 0) -> list[np.ndarray]:
     espeak-ng (bundled by the ``corpus`` extra) in several voices, 16 kHz int16; [] when it is
     not installed."""
     try:
-        from ..trainer.corpus import NOVEL_WORDS
-        from ..trainer.tts import Espeak, TTSUnavailable, Voice
+        from ..trainer.data.corpus import NOVEL_WORDS
+        from ..trainer.data.tts import Espeak, TTSUnavailable, Voice
     except ImportError:
         return []
     try:
@@ -173,7 +173,7 @@ def stream_bench(folder: str, url: str, speakers=("george", "jackson", "lucas"),
     """Every speaker, vocabulary size and threshold (``set_param threshold``: "model", "person"
     or a cosine, set before the words are taught): teach, stream the timeline, score (see the
     module). ``params``: other device parameters for the streams (e.g. ``min_confidence``)."""
-    from ..trainer.openset import noise_clips
+    from ..trainer.evaluation.openset import noise_clips
 
     check_folder(folder, speakers, max(sizes))
     clips = noise_clips(seconds=3.0, count=13, seed=seed + 1)

@@ -57,8 +57,8 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_peers(args: argparse.Namespace) -> int:
-    from tessera.trainer.peers import bench_peers, peers_markdown
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.evaluation.peers import bench_peers, peers_markdown
+    from tessera.trainer.learning.storage import load_model
 
     r = bench_peers(load_model(args.model or default_pt()), args.fsdd,
                     episodes=args.episodes, shots=tuple(args.shots),
@@ -76,8 +76,8 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_neurobench(args: argparse.Namespace) -> int:
-    from tessera.trainer.neurobench_eval import neurobench_report
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.exchange.neurobench_eval import neurobench_report
+    from tessera.trainer.learning.storage import load_model
 
     model_path = args.model or default_pt()
     r = neurobench_report(load_model(model_path), args.tsr or default_tsr(), args.data,

@@ -23,7 +23,7 @@ def _nir_samples(model, count: int):
 
 
 def cmd_import_nir(args: argparse.Namespace) -> int:
-    from tessera.trainer.nir_io import import_nir
+    from tessera.trainer.exchange.nir_io import import_nir
 
     layout = None
     if args.layout:
@@ -43,12 +43,12 @@ def cmd_import_nir(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tessera.trainer.export import ExportConfig, export_model
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.exchange.export import ExportConfig, export_model
+    from tessera.trainer.learning.storage import load_model
 
     model = load_model(args.model)
     if args.format == "onnx":
-        from tessera.trainer.onnx_export import export_onnx
+        from tessera.trainer.exchange.onnx_export import export_onnx
 
         r = export_onnx(model, args.out)
         emit(args, r, f"wrote {r['out']}: {r['bytes']} bytes, ONNX opset {r['opset']}, "
@@ -56,7 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                        f"with onnx.checker)")
         return 0
     if args.format == "nir":
-        from tessera.trainer.nir_io import check_roundtrip, write_nir
+        from tessera.trainer.exchange.nir_io import check_roundtrip, write_nir
 
         r = write_nir(model, args.out)
         r.update(out=args.out, bytes=os.path.getsize(args.out))
@@ -70,7 +70,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                        f"from the trainer's core, traces within {c['max_trace_difference']:.1g} "
                        f"(tessera's reset, in the graph's metadata); with NIR's reset to v_reset "
                        f"instead, {100 * c['nir_reset_agreement']:.1f} % agree. Not in "
-                       f"NIR: integer tables, tile layout, readout features (see trainer/nir_io.py)")
+                       f"NIR: integer tables, tile layout, readout features (see trainer/exchange/nir_io.py)")
         return 0
     cfg = ExportConfig(weight_bits=args.bits, readout_bits=args.readout_bits,
                        max_classes=args.max_classes, none_threshold=args.threshold)
@@ -84,7 +84,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from tessera.trainer.chipeval import parity
+    from tessera.trainer.evaluation.chipeval import parity
 
     r = parity(args.model, args.data, limit=args.limit, progress=show_progress(args))
     emit(args, r, f"{r['model']} on {r['utterances']} test utterances of {r['data']}: "
@@ -94,8 +94,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def cmd_chip_eval(args: argparse.Namespace) -> int:
-    from tessera.trainer.chipeval import chip_accuracy
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.evaluation.chipeval import chip_accuracy
+    from tessera.trainer.learning.storage import load_model
 
     model = load_model(args.model)
     r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),

@@ -1,4 +1,4 @@
-"""`tessera corpus build|info`: speech corpora (over tessera.trainer.corpus and .data)."""
+"""`tessera corpus build|info`: speech corpora (over tessera.trainer.data.corpus and .data)."""
 
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .common import NO_PROGRESS, emit, show_progress
 
 
 def _corpus_config(args: argparse.Namespace):
-    from tessera.trainer.corpus import PRESETS, SHD_WORDS, CorpusConfig, parse_words
+    from tessera.trainer.data.corpus import PRESETS, SHD_WORDS, CorpusConfig, parse_words
 
     kw = dict(PRESETS[args.preset])
     kw["seed"] = args.seed
@@ -36,7 +36,7 @@ def _corpus_config(args: argparse.Namespace):
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> int:
-    from tessera.trainer.corpus import build_corpus
+    from tessera.trainer.data.corpus import build_corpus
 
     cfg = _corpus_config(args)
     out = args.out or f"corpus-{args.preset}.h5"
@@ -54,7 +54,7 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_real(args: argparse.Namespace) -> int:
-    from tessera.trainer.real import HOLDOUT, build_real_corpus
+    from tessera.trainer.data.real import HOLDOUT, build_real_corpus
 
     holdout = tuple(s.strip() for s in args.holdout.split(",") if s.strip()) \
         if args.holdout is not None else HOLDOUT
@@ -75,7 +75,7 @@ def cmd_corpus_level_eq(args: argparse.Namespace) -> int:
     import time
 
     from tessera.runtime.frontend import FrontendSpec, design
-    from tessera.trainer.diagnose import corpus_level_mean, equalize_corpus
+    from tessera.trainer.evaluation.diagnose import corpus_level_mean, equalize_corpus
 
     t0 = time.perf_counter()
     ref = corpus_level_mean(args.reference, design(FrontendSpec()))
@@ -103,7 +103,7 @@ def _info_lines(info: dict) -> list[str]:
 
 
 def cmd_corpus_info(args: argparse.Namespace) -> int:
-    from tessera.trainer.data import read_any
+    from tessera.trainer.data.readers import read_any
 
     info = read_any(args.path, progress=show_progress(args)).summary()
     lines = _info_lines(info) + ["  classes: " + ", ".join(info["label_names"])]
@@ -129,7 +129,7 @@ def register(sub, add) -> None:
     b.add_argument("--augment", choices=["none", "channel", "8k"], default="none",
                    help="channel: random microphones, rooms, 8 kHz/telephone bands, babble "
                         "noise, speed and vocal-tract length; 8k: every utterance band-limited "
-                        "as an 8 kHz recording (trainer/augment.py)")
+                        "as an 8 kHz recording (trainer/data/augment.py)")
     b.add_argument("--splits", metavar="LIST",
                    help="synthesize only these voice splits, e.g. 'test' (default: the preset's)")
     b.add_argument("--out", help="output .h5 (default corpus-PRESET.h5)")
@@ -147,12 +147,12 @@ def register(sub, add) -> None:
     r.add_argument("--out", default="real.h5", help="output .h5 (default real.h5)")
     r.add_argument("--holdout", metavar="LIST",
                    help="comma-separated speakers kept for validation, never trained on "
-                        "(default: four named in tessera.trainer.real.HOLDOUT; '' for none)")
+                        "(default: four named in tessera.trainer.data.real.HOLDOUT; '' for none)")
     r.add_argument("--repeats", type=int, default=1,
                    help="copies of each recording: the first as recorded, the others through a "
                         "random new voice and channel (default 1)")
     r.add_argument("--augment", choices=["voice", "channel"], default="voice",
-                   help="the copies' augmentation (trainer/augment.py; default voice: speed, "
+                   help="the copies' augmentation (trainer/data/augment.py; default voice: speed, "
                         "vocal-tract length, pitch, microphone, room, band, noise)")
     r.add_argument("--seed", type=int, default=0, help="seed of the augmentation")
     r.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

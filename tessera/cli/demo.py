@@ -19,8 +19,8 @@ def _model_file(args, say) -> str:
     if args.model.endswith(".tsr"):
         return args.model
     try:
-        from tessera.trainer.export import ExportConfig, export_model
-        from tessera.trainer.storage import load_model
+        from tessera.trainer.exchange.export import ExportConfig, export_model
+        from tessera.trainer.learning.storage import load_model
     except ImportError:
         say("torch is not installed: using the package's 4-bit export of the default model")
         return default_tsr()

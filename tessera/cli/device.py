@@ -247,7 +247,7 @@ def _stream(args) -> int:
 def _spike_sample(path: str, index: int):
     """One sample of an SHD-layout h5 file as 1 ms frames (700 channels)."""
     from tessera.runtime.spikes import events_to_frames
-    from tessera.trainer.data import read_spike_h5
+    from tessera.trainer.data.readers import read_spike_h5
 
     data = read_spike_h5(path)
     if not 0 <= index < len(data):
@@ -296,7 +296,7 @@ def _wav_list(paths: list[str]) -> list[str]:
 def _infer_folder(args) -> int:
     """Every WAV of a folder (FSDD names or one sub-folder per word): accuracy per word, false
     accepts of words that are not enrolled, confusion matrix."""
-    from tessera.trainer.data import wav_items
+    from tessera.trainer.data.readers import wav_items
 
     items = wav_items(args.wav)
     other = os.path.join(args.wav, "_other")           # the user's untaught words, if any

@@ -14,8 +14,8 @@ from .common import NO_PROGRESS, emit, fraction, positive_int, show_progress
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tessera.runtime.threads import set_blas_threads
-    from tessera.trainer.config import QUICK, load_config
-    from tessera.trainer.train import train
+    from tessera.trainer.learning.config import QUICK, load_config
+    from tessera.trainer.learning.train import train
 
     overrides = (QUICK if args.quick else []) + list(args.set or [])
     if args.data:
@@ -27,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init:
         import dataclasses
 
-        from tessera.trainer.storage import load_model
+        from tessera.trainer.learning.storage import load_model
 
         init = load_model(args.init)                 # its core replaces the config's [core]
         cfg = dataclasses.replace(cfg, core=init.core.cfg)
@@ -78,8 +78,8 @@ def _metrics_records(model_path: str) -> list[dict]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tessera.tools import plots
-    from tessera.trainer.storage import load_model
-    from tessera.trainer.train import (
+    from tessera.trainer.learning.storage import load_model
+    from tessera.trainer.learning.train import (
         curves,
         eval_setup,
         evaluate_model,
@@ -89,7 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     if args.weight_bits or args.write_noise or args.drift:
-        from tessera.trainer.train import program_device
+        from tessera.trainer.learning.train import program_device
 
         program_device(model, args.weight_bits, args.write_noise, args.drift)
     setup = eval_setup(model, args.data, show_progress(args))   # data and features, once
@@ -176,8 +176,8 @@ def _voice_rows(rows: list[dict], width: int) -> list[str]:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from tessera.trainer import diagnose as D
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.evaluation import diagnose as D
+    from tessera.trainer.learning.storage import load_model
 
     model = load_model(args.model)
     progress = show_progress(args)
@@ -213,7 +213,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_level_eq(args: argparse.Namespace) -> int:
-    from tessera.trainer.diagnose import set_level_eq
+    from tessera.trainer.evaluation.diagnose import set_level_eq
 
     r = set_level_eq(args.model, args.reference, shift=args.shift, gate=args.gate,
                      prior=args.prior, remove=args.remove)
@@ -231,9 +231,9 @@ def cmd_level_eq(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from tessera.trainer.export import DEFAULT_CALIBRATION, ExportConfig, export_model
-    from tessera.trainer.openset import calibrate
-    from tessera.trainer.storage import load_model
+    from tessera.trainer.exchange.export import DEFAULT_CALIBRATION, ExportConfig, export_model
+    from tessera.trainer.evaluation.openset import calibrate
+    from tessera.trainer.learning.storage import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tsr = os.path.join(tmp, "m.tsr")

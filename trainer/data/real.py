@@ -3,7 +3,7 @@
 DSPSpeech-20 (MIT; ``<speaker>/<speaker>-<word>-<take>.flac``, 16 kHz mono): 34 people, 20
 words (12 Mandarin, 8 English), 6 takes each. Every recording goes through the runtime's front-end
 as it was recorded (copy 0) and ``repeats - 1`` more times through a random new voice and channel
-(:data:`~tessera.trainer.augment.AUGMENT_PRESETS` ``"voice"``: speed, vocal-tract length, pitch,
+(:data:`~tessera.trainer.data.augment.AUGMENT_PRESETS` ``"voice"``: speed, vocal-tract length, pitch,
 microphone, room, band, noise); the result is a corpus in the SHD layout with the audio kept, so
 the teacher (:mod:`.teacher`) can be run on it, and it joins the TTS corpora as ``--extra-data``
 (its English words join the TTS classes of the same name).
@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from ..runtime.audio import resample, to_int16
-from ..runtime.constants import SAMPLE_RATE
-from ..runtime.errors import InputError
-from ..runtime.frontend import Cochlea, FrontendSpec
+from ...runtime.audio import resample, to_int16
+from ...runtime.constants import SAMPLE_RATE
+from ...runtime.errors import InputError
+from ...runtime.frontend import Cochlea, FrontendSpec
 
 __all__ = ["DSP_WORDS", "HOLDOUT", "read_flac", "dsp_items", "build_real_corpus"]
 
@@ -78,7 +78,7 @@ def dsp_items(folder: str) -> list[tuple[str, str, int]]:
 
 def _work(args: tuple) -> list[tuple]:
     jobs, spec, seed, augment = args
-    from ..runtime.threads import set_blas_threads
+    from ...runtime.threads import set_blas_threads
     from .augment import AUGMENT_PRESETS, add_noise
 
     set_blas_threads(1)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from .fewshot import ci95, evaluate
+from ..learning.fewshot import ci95, evaluate
 
 __all__ = ["evaluate_peer_dtw", "bench_peers", "peers_markdown"]
 
@@ -58,8 +58,8 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
                 ) -> dict:
     """Rows (method x across/within x shots) of few-shot accuracy on ``data_path``'s episodes."""
     from .baselines import evaluate_dtw
-    from .teacher import SamplesEmbedding, embedding_sequence
-    from .train import compare_features, eval_setup
+    from ..learning.teacher import SamplesEmbedding, embedding_sequence
+    from ..learning.train import compare_features, eval_setup
 
     t0 = time.time()
     cfg, data, tasks, feats = eval_setup(model, data_path, progress=progress)
@@ -111,8 +111,8 @@ def teacher_agreement(feats: torch.Tensor, teacher: torch.Tensor) -> float:
     """How much of the teacher's view the student shares: the mean over utterances of the
     Pearson correlation between the student's cosine similarities of that utterance to all the
     others and the teacher's (mean embedding, its mean over the data removed); 1 = the same
-    similarity structure (:func:`~tessera.trainer.fewshot.relational_loss` on the whole set)."""
-    from .fewshot import relational_loss
+    similarity structure (:func:`~tessera.trainer.learning.fewshot.relational_loss` on the whole set)."""
+    from ..learning.fewshot import relational_loss
 
     with torch.no_grad():
         return round(1.0 - float(relational_loss(feats.float(), teacher - teacher.mean(0))), 4)

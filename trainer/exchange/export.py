@@ -24,11 +24,11 @@ import os
 
 import numpy as np
 
-from ..runtime.errors import InputError
-from ..runtime.frontend import FrontendSpec, filter_poles, fixed_poles, floor_level
-from ..runtime.model_format import ModelFile, pack_ints, write_model
-from ..runtime.mosaic import hop_matrix
-from ..runtime.rram import GF
+from ...runtime.errors import InputError
+from ...runtime.frontend import FrontendSpec, filter_poles, fixed_poles, floor_level
+from ...runtime.model_format import ModelFile, pack_ints, write_model
+from ...runtime.mosaic import hop_matrix
+from ...runtime.rram import GF
 
 __all__ = ["ExportConfig", "export_model", "quantize_block"]
 
@@ -113,7 +113,7 @@ def _decays(model) -> dict:
     learned its time constants (units of 2^-16, below 2^16)."""
     import torch
 
-    from .model import decays
+    from ..learning.model import decays
 
     alpha, kappa = decays(model.core.params, model.core.cfg)
     out = {}
@@ -128,7 +128,7 @@ def _decays(model) -> dict:
 
 def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dict | None = None,
                  source: str = "", calibration: dict | None = None) -> dict:
-    """Write ``model`` (a :class:`~tessera.trainer.train.Model`) as a ``.tsr`` file."""
+    """Write ``model`` (a :class:`~tessera.trainer.learning.train.Model`) as a ``.tsr`` file."""
     cfg = cfg or ExportConfig()
     core = model.core.cfg
     if core.kind != "lif":

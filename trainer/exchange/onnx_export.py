@@ -1,10 +1,10 @@
 """ONNX export of the float model as one time step (``tessera export --format onnx``).
 
-The graph is one bin of the network of :mod:`tessera.trainer.model` (its docstring owns the
+The graph is one bin of the network of :mod:`tessera.trainer.learning.model` (its docstring owns the
 equations): inputs ``x`` (batch, inputs) and the state ``v``, ``z``, ``r`` (batch, neurons);
 outputs ``z_out``, ``v_out``, ``r_out``. A host runs it once per bin, feeding the state back,
 and averages ``r`` over the window's segments for the readout's features (as
-:func:`~tessera.trainer.model.core_features`). What ONNX does not hold: the integer tables, the
+:func:`~tessera.trainer.learning.model.core_features`). What ONNX does not hold: the integer tables, the
 RRAM arrays and the tile layout (the masked weights are exported dense, zeros included); the
 chip's own format (``.tsr``, MODEL_FORMAT.md) keeps those.
 """
@@ -15,8 +15,8 @@ import os
 
 import torch
 
-from ..runtime.errors import InputError
-from .model import LIFState, decays, lif_step
+from ...runtime.errors import InputError
+from ..learning.model import LIFState, decays, lif_step
 
 __all__ = ["export_onnx", "OnnxStep"]
 

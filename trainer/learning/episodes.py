@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 
 __all__ = ["Episode", "EpisodeSampler", "FewShotTasks", "DEFAULT_UNSEEN"]
 

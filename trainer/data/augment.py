@@ -20,8 +20,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..runtime.constants import SAMPLE_RATE
-from ..runtime.errors import InputError
+from ...runtime.constants import SAMPLE_RATE
+from ...runtime.errors import InputError
 
 RATE = SAMPLE_RATE
 

@@ -39,7 +39,7 @@ import json
 
 import numpy as np
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 
 __all__ = ["to_nir", "write_nir", "read_nir", "run_nir", "from_nir", "core_spikes"]
 
@@ -53,11 +53,11 @@ def _nir():
 
 
 def to_nir(model):
-    """The float core of a trained :class:`~tessera.trainer.storage.Model` as a NIRGraph."""
+    """The float core of a trained :class:`~tessera.trainer.learning.storage.Model` as a NIRGraph."""
     nir = _nir()
     import torch
 
-    from .model import decays
+    from ..learning.model import decays
 
     core = model.core
     cfg = core.cfg
@@ -298,7 +298,7 @@ def core_spikes(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The trainer's own float core over ``x`` (steps, inputs): (spikes, traces), for checks."""
     import torch
 
-    from .model import LIFState, decays, lif_step
+    from ..learning.model import LIFState, decays, lif_step
 
     core = model.core
     p, m, cfg = core.params, core.masks, core.cfg
@@ -403,7 +403,7 @@ def import_nir(path: str, like_path: str, out: str,
 
     import torch
 
-    from .storage import CHECKPOINT_FORMAT, load_checkpoint, load_model
+    from ..learning.storage import CHECKPOINT_FORMAT, load_checkpoint, load_model
 
     like = load_model(like_path)
     cfg, tensors, report = from_nir(read_nir(path), like, layout)

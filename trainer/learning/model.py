@@ -22,7 +22,7 @@ Readout (a leaky integrator per class, read as its mean over time)::
     logits = phi W_out + b_out                              = mean_t of o(t) = kappa o(t-1) + z(t) W_out
 
 Because the readout is linear in its weights, one SGD step of the readout from zero (the device
-rule) is a prototype classifier on ``phi``: see :mod:`tessera.trainer.meta`.
+rule) is a prototype classifier on ``phi``: see :mod:`tessera.trainer.learning.meta`.
 
 Parameters live in a plain dict of tensors (``w_in``, ``w_rec``, ``b``, ``w_out``, ``b_out``) so
 ``torch.func`` can treat them functionally. The recurrent matrix is masked by the layout
@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..runtime.mosaic import Layout
+from ...runtime.mosaic import Layout
 
 __all__ = ["fast_sigmoid", "spike", "CoreConfig", "LIFState", "decays", "lif_step", "init_params", "core_features",
            "readout_logits", "Core"]

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 from .config import Config, config_from_dict, config_to_dict
 
 __all__ = ["CHECKPOINT_FORMAT", "Model", "load_model", "checkpoint_state", "save_checkpoint",
@@ -26,7 +26,7 @@ CHECKPOINT_FORMAT = "tessera-checkpoint/1"
 
 
 def checkpoint_state(tr, cfg: Config, extra: dict | None = None) -> dict:
-    """Everything needed to resume the :class:`~tessera.trainer.fewshot.MetaTrainer` ``tr``."""
+    """Everything needed to resume the :class:`~tessera.trainer.learning.fewshot.MetaTrainer` ``tr``."""
     return dict(format=CHECKPOINT_FORMAT, config=json.dumps(config_to_dict(cfg)),
                 core=json.dumps(dataclasses.asdict(tr.cfg)), iteration=tr.iteration,
                 params={k: v.detach().clone() for k, v in tr.core.params.items()},
@@ -113,7 +113,7 @@ class Model:
     def level_eq(self):
         """The front-end's long-term level equalization the model was trained with
         (:class:`~tessera.runtime.frontend.LevelEq` over the 700 channels), or None."""
-        from .diagnose import level_eq_of
+        from ..evaluation.diagnose import level_eq_of
         return level_eq_of(self.extra.get("level_eq"))
 
 

@@ -1,7 +1,7 @@
 """Binned, channel-reduced arrays of a whole data set, cached on disk.
 
 ``load_dense(path)`` bins every utterance into ``steps`` bins over ``duration`` seconds and splits
-its channels into ``k`` interleaved subsets (:mod:`tessera.trainer.transforms`): an array
+its channels into ``k`` interleaved subsets (:mod:`tessera.trainer.data.transforms`): an array
 (n, k, steps, channels // k) of uint8 spike counts, plus labels, speakers and splits.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import SpikeSet, default_cache_dir, read_any
+from .readers import SpikeSet, default_cache_dir, read_any
 from .transforms import dense_dataset
 
 __all__ = ["DenseSet", "load_dense", "dense_from_spikes", "with_training_extras"]
@@ -29,7 +29,7 @@ class DenseSet:
     speaker_names: list[str]
     source: str
     teacher: np.ndarray | None = None   # (n, segments, 96) float16 teacher embeddings, NaN where
-    #                                     an utterance has none (trainer/teacher.py)
+    #                                     an utterance has none (trainer/learning/teacher.py)
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -49,7 +49,7 @@ def dense_from_spikes(data: SpikeSet, steps: int, duration: float, k: int) -> De
 def load_dense(path: str | os.PathLike, steps: int = 100, duration: float = 1.0, k: int = 3,
                cache: bool = True, progress: bool | None = None, level_eq=None) -> DenseSet:
     """The binned corpus ``path``; ``level_eq``: a WAV folder is heard through that long-term
-    level equalization (:func:`~tessera.trainer.data.read_wav_folder`); spike files are as
+    level equalization (:func:`~tessera.trainer.data.readers.read_wav_folder`); spike files are as
     stored."""
     path = os.fspath(path)
     st = os.stat(path)

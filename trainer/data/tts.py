@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..runtime.errors import TesseraError
+from ...runtime.errors import TesseraError
 
 __all__ = ["Espeak", "Kokoro", "Piper", "TTSUnavailable", "Voice", "list_variants", "ENGINES"]
 

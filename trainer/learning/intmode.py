@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..runtime.chip import ChipTables
-from ..runtime.rram import GF
+from ...runtime.chip import ChipTables
+from ...runtime.rram import GF
 
 __all__ = ["IntCore"]
 

@@ -1,4 +1,4 @@
-"""`tessera train` and `tessera eval`: the loop around :class:`~tessera.trainer.fewshot.MetaTrainer`.
+"""`tessera train` and `tessera eval`: the loop around :class:`~tessera.trainer.learning.fewshot.MetaTrainer`.
 
 A run directory holds ``config.toml``-equivalent JSON (``config.json``), ``metrics.jsonl`` (one
 JSON object per iteration and per evaluation), ``checkpoint.pt`` (resumable: parameters, masks,
@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 from .config import Config, config_to_dict
-from .dense import DenseSet, load_dense, with_training_extras
+from ..data.dense import DenseSet, load_dense, with_training_extras
 from .episodes import FewShotTasks
 from .fewshot import MetaTrainer, evaluate, features_of
 from .storage import (Model, checkpoint_state, load_checkpoint, load_model, restore_trainer,
@@ -152,7 +152,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
         restore_trainer(tr, state)
     level_eq = None
     if cfg.data.level_eq and lead:                  # the front-end's reference, before the hours
-        from .diagnose import reference_eq
+        from ..evaluation.diagnose import reference_eq
         level_eq = reference_eq(cfg.data.level_eq)
     if lead:
         with open(os.path.join(out, "config.json"), "w") as fh:
@@ -336,7 +336,7 @@ def program_device(model: Model, weight_bits: int = 0, write_noise: float = 0.0,
                    drift_seconds: float = 0.0, seed: int = 0) -> None:
     """Replace the model's W_in and W_rec by what one programming of RRAM arrays would hold:
     ``weight_bits`` levels, Gaussian write noise of std ``write_noise`` x w_max per weight
-    (w_max = the clipping range), then drift (see :mod:`tessera.trainer.rram`)."""
+    (w_max = the clipping range), then drift (see :mod:`tessera.trainer.learning.rram`)."""
     import math
 
     from .rram import RRAMTrainConfig, device_weight
@@ -362,7 +362,7 @@ def eval_setup(model: Model, data_path: str | None, progress: bool | None = None
     # data that records no split (a WAV folder such as FSDD), or only test voices speaking other
     # words than SHD's 20 (a 'lang' or 'novel' corpus), never met the model: all test, all
     # classes unseen. Test voices speaking SHD's words (--splits test) keep the unseen classes.
-    from .corpus import SHD_WORDS
+    from ..data.corpus import SHD_WORDS
     shd = list(data.label_names[:len(SHD_WORDS)]) == [f"{lang}:{w}" for lang, w in SHD_WORDS]
     tasks = _tasks(cfg, data, foreign=bool((data.split < 0).all()
                                            or ((data.split == 2).all() and not shd)))
@@ -393,7 +393,7 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
     split and shot count. A compared model adapts with its own rule (its config's inner steps);
     the main model with ``inner_steps``; ``transfer_steps`` overrides the fine-tuning steps of
     compared transfer baselines (chosen on the validation split)."""
-    from .baselines import audio_of, evaluate_dtw, evaluate_dtw_envelope, log_envelopes
+    from ..evaluation.baselines import audio_of, evaluate_dtw, evaluate_dtw_envelope, log_envelopes
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
     others = [(m, compare_features(m, cfg, data, model.level_eq)) for m in compare]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.constants import SAMPLE_RATE
-from .dense import DenseSet
-from .episodes import FewShotTasks
-from .fewshot import ci95
+from ...runtime.constants import SAMPLE_RATE
+from ..data.dense import DenseSet
+from ..learning.episodes import FewShotTasks
+from ..learning.fewshot import ci95
 
 __all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "word_frames", "audio_of",
            "evaluate_dtw_envelope"]
@@ -72,7 +72,7 @@ def log_envelopes(pcm: np.ndarray, channels: int = 128, duration: float = 1.0,
     """A gammatone log-envelope: the power in ``channels`` 4th-order gammatone bands (ERB-spaced,
     magnitude responses applied to 32 ms power spectra) every ``hop_s``, in log units, over the
     first ``duration`` seconds of 16 kHz audio (zero-padded): (frames, channels)."""
-    from ..runtime.frontend import erb_space
+    from ...runtime.frontend import erb_space
 
     rate, n_fft = SAMPLE_RATE, 512
     hop = int(hop_s * rate)
@@ -93,9 +93,9 @@ def audio_of(source: str) -> list[np.ndarray] | None:
     a corpus built with ``--keep-audio``; None when the data set has no audio."""
     import os
 
-    from ..runtime.audio import load_audio
+    from ...runtime.audio import load_audio
     if os.path.isdir(source):
-        from .data import wav_items
+        from ..data.readers import wav_items
         return [load_audio(p) for p, _, _ in wav_items(source)]
     try:
         import h5py

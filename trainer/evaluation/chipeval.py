@@ -1,7 +1,7 @@
 """Bit-exact parity (trainer integer mode vs chip) and few-shot accuracy through the chip.
 
 ``parity``: every test utterance streamed through :class:`~tessera.runtime.chip.Chip` in random
-chunks, against :class:`~tessera.trainer.intmode.IntCore` on the whole batch: spike rasters,
+chunks, against :class:`~tessera.trainer.learning.intmode.IntCore` on the whole batch: spike rasters,
 features, logits of an enrolled readout and one enrollment update must be identical.
 
 ``chip_accuracy``: 5-way k-shot episodes (the same sampler and seed as ``tessera eval``) scored
@@ -19,14 +19,14 @@ import tempfile
 import numpy as np
 import torch
 
-from ..runtime.chip import Chip
-from ..runtime.spikes import events_to_frames
-from ..runtime.errors import InputError
-from ..runtime.rram import RRAMConfig
-from .data import read_any
-from .episodes import FewShotTasks
-from .fewshot import ci95, evaluate
-from .intmode import IntCore
+from ...runtime.chip import Chip
+from ...runtime.spikes import events_to_frames
+from ...runtime.errors import InputError
+from ...runtime.rram import RRAMConfig
+from ..data.readers import read_any
+from ..learning.episodes import FewShotTasks
+from ..learning.fewshot import ci95, evaluate
+from ..learning.intmode import IntCore
 
 __all__ = ["parity", "chip_accuracy"]
 
@@ -146,7 +146,7 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
                   weight_bits=(8,), drift=(), write_noise: float = 0.0, seed: int = 1234,
                   progress: bool = False) -> dict:
     """Few-shot accuracy through the chip vs the float model, on the same episodes."""
-    from .export import ExportConfig, export_model
+    from ..exchange.export import ExportConfig, export_model
 
     cfg = model.config
     data = read_any(data_path, level_eq=model.level_eq, progress=progress)

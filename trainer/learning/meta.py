@@ -20,7 +20,7 @@ test time the zero readout is fine-tuned on the shots with ``inner_steps`` SGD s
 ``inner_lr`` (not learned).
 
 Inner updates can pass through ``update_transform`` (quantized, thresholded, error-triggered
-updates of the hardware-aware recipes in :mod:`tessera.trainer.rram`).
+updates of the hardware-aware recipes in :mod:`tessera.trainer.learning.rram`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class MetaConfig:
     #                                  every seen word on the episode's utterances (one word's
     #                                  utterances pulled together across all voices, not 5 at a time)
     teacher_weight: float = 0.0      # anil: + this x a distillation loss from the teacher's
-    #                                  embeddings (trainer/teacher.py) of the batch's utterances
+    #                                  embeddings (trainer/learning/teacher.py) of the batch's utterances
     teacher_mode: str = "relational"  # relational: the correlation of each utterance's cosine
     #                                  similarities to the batch with the teacher's (segment-aligned
     #                                  sequence, centred); relational-mean: the same on the

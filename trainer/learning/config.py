@@ -18,7 +18,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 from .fewshot import RegConfig
 from .meta import MetaConfig
 from .model import CoreConfig

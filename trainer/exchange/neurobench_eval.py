@@ -3,7 +3,7 @@ own counters checked against them (`tessera bench neurobench`).
 
 NeuroBench measures a ``torch.nn.Module``: its connection layers (``nn.Linear``) and activation
 layers. :class:`NeuroBenchCore` is the trainer's float core written that way, the same
-arithmetic as :func:`~tessera.trainer.model.core_features` (input and recurrent weights as two
+arithmetic as :func:`~tessera.trainer.learning.model.core_features` (input and recurrent weights as two
 ``nn.Linear``, the threshold as an activation module), so that NeuroBench's hooks see every
 synaptic event. Static metrics: footprint, connection sparsity, parameter count; workload
 metrics: activation sparsity and synaptic operations per sample (effective MACs where the
@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 
 __all__ = ["NeuroBenchCore", "neurobench_report"]
 
@@ -53,7 +53,7 @@ def _modules():
 
         def __init__(self, model):
             super().__init__()
-            from .model import decays
+            from ..learning.model import decays
 
             core = model.core
             cfg = self.cfg = core.cfg
@@ -116,8 +116,8 @@ def neurobench_report(model, tsr_path: str, data_path: str, count: int = 64,
     from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
     from neurobench.models import TorchModel
 
-    from .chipeval import chip_and_data, frames_of, held_out_indices
-    from .intmode import IntCore
+    from ..evaluation.chipeval import chip_and_data, frames_of, held_out_indices
+    from ..learning.intmode import IntCore
 
     chip, data = chip_and_data(tsr_path, data_path, progress)
     tab = chip.tab

@@ -3,9 +3,9 @@
 tonic represents an audio sample as a structured event array with fields ``t`` (microseconds),
 ``x`` (channel) and ``p`` (polarity, always 1 here), ordering ``"txp"`` and sensor size
 ``(channels, 1, 1)``, as its own SHD and SSC datasets do. :class:`TesseraSpikes` serves any data
-:func:`~tessera.trainer.data.read_any` reads (our corpus files, a folder of official SHD/SSC
+:func:`~tessera.trainer.data.readers.read_any` reads (our corpus files, a folder of official SHD/SSC
 files, a WAV folder through our front-end) that way, offline; :func:`as_tonic` wraps one of our
-transforms (:mod:`tessera.trainer.transforms`) so it takes and returns tonic events and can sit
+transforms (:mod:`tessera.trainer.data.transforms`) so it takes and returns tonic events and can sit
 in ``tonic.transforms.Compose`` next to tonic's own (``ToFrame`` bins like our ``Bin``, but
 from the first event rather than from 0).
 Needs the ``tonic`` package (the ``interop`` or ``dev`` extra).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 
 __all__ = ["EVENT_DTYPE", "to_events", "from_events", "TesseraSpikes", "as_tonic"]
 
@@ -46,11 +46,11 @@ def _tonic():
 
 
 def TesseraSpikes(path: str, split: str | None = None, transform=None, target_transform=None):
-    """A tonic dataset over ``path`` (see :func:`~tessera.trainer.data.read_any`), optionally
+    """A tonic dataset over ``path`` (see :func:`~tessera.trainer.data.readers.read_any`), optionally
     one ``split`` ("train", "val" or "test", as the data records it). Items are
     ``(events, label)``; ``classes`` are the label names, ``sensor_size`` (channels, 1, 1)."""
     tonic = _tonic()
-    from .data import read_any
+    from ..data.readers import read_any
 
     data = read_any(path)
     names = {"train": 0, "val": 1, "test": 2}

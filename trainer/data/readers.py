@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..runtime.errors import InputError
+from ...runtime.errors import InputError
 
 __all__ = ["SpikeSet", "read_spike_h5", "read_shd_folder", "read_wav_folder", "read_any",
            "SPLIT_NAMES"]
@@ -282,7 +282,7 @@ def heard_by_device(audio, speakers, spec, level_eq, seed: int = 0, show: bool =
     device with the long-term level equalization ``level_eq`` hears them: each speaker's
     (``speakers[i]``) utterances in one shuffled order (``seed``) through one front-end whose
     running level starts at the reference and is kept from one utterance to the next."""
-    from ..runtime.frontend import Cochlea, design
+    from ...runtime.frontend import Cochlea, design
 
     tab = design(spec)._replace(eq=level_eq.check(spec.channels))
     order = np.random.default_rng(seed).permutation(len(speakers))
@@ -313,7 +313,7 @@ def _equalized_wavs(items, spec, level_eq, cache: str, show: bool, seed: int = 0
                 return [(z[f"s{i}"], z[f"u{i}"]) for i in range(len(items))]
         except (OSError, ValueError, KeyError):
             pass                                   # a damaged cache entry is recomputed
-    from ..runtime.audio import load_audio
+    from ...runtime.audio import load_audio
 
     events = heard_by_device(lambda i: load_audio(items[i][0]), [s for _, _, s in items], spec,
                              level_eq, seed, show)
@@ -336,8 +336,8 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     ``level_eq``: a :class:`~tessera.runtime.frontend.LevelEq` (a model's): hear the folder as
     a device with that equalizer would (:func:`_equalized_wavs`).
     """
-    from ..runtime.audio import load_audio
-    from ..runtime.frontend import Cochlea, FrontendSpec
+    from ...runtime.audio import load_audio
+    from ...runtime.frontend import Cochlea, FrontendSpec
 
     folder = os.fspath(folder)
     if not os.path.isdir(folder):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..runtime.errors import InputError
-from ..runtime.spikes import bin_events
+from ...runtime.errors import InputError
+from ...runtime.spikes import bin_events
 
 __all__ = ["bin_spikes", "channel_subset", "time_shift", "channel_jitter", "Bin",
            "ChannelSubsets", "TimeShift", "ChannelJitter", "dense_dataset"]
@@ -121,7 +121,7 @@ class ChannelJitter:
 
 def dense_dataset(data, steps: int = 100, duration: float = 1.4, k: int = 1,
                   subsets: str = "all") -> tuple[np.ndarray, np.ndarray]:
-    """Bin a whole :class:`~tessera.trainer.data.SpikeSet`: (n, k_out, steps, channels // k) uint8.
+    """Bin a whole :class:`~tessera.trainer.data.readers.SpikeSet`: (n, k_out, steps, channels // k) uint8.
 
     ``subsets="all"`` keeps every channel subset (axis 1 has ``k`` entries), ``"first"`` only
     subset 0. Returns the array and the utterance labels.

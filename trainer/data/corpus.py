@@ -2,7 +2,7 @@
 
 No download: words are synthesized by the espeak-ng library bundled in ``espeakng-loader``,
 passed through the runtime's cochlea front-end (:mod:`tessera.runtime.frontend`) and written to
-an HDF5 file that the SHD readers in :mod:`tessera.trainer.data` read, like the official files.
+an HDF5 file that the SHD readers in :mod:`tessera.trainer.data.readers` read, like the official files.
 
 Speakers. A speaker is an espeak-ng voice variant (about 100) crossed with an English accent
 (en-us, en, en-gb-scotland, en-029, ...); German words are spoken by the same variant with the
@@ -11,9 +11,9 @@ them and adds a gain, background noise (white or pink, random SNR) and a random 
 are split into disjoint train / val / test groups, recorded in the file.
 
 Other voices and channels. ``engine="kokoro"`` or ``"piper"`` reads the same words from espeak-ng's
-IPA with a neural synthesizer (:mod:`tessera.trainer.tts`; a speaker is a Kokoro style blend, or
+IPA with a neural synthesizer (:mod:`tessera.trainer.data.tts`; a speaker is a Kokoro style blend, or
 the Piper voice with its own vocal-tract length and tempo). ``augment`` names a chain of
-:mod:`tessera.trainer.augment` (microphone, room, band, noise, speed, vocal tract) applied to each
+:mod:`tessera.trainer.data.augment` (microphone, room, band, noise, speed, vocal tract) applied to each
 utterance with its own random draws, so a corpus without augmentation is unchanged bit for bit.
 
 Determinism. Every utterance draws its randomness from ``default_rng([seed, index])``. espeak-ng
@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..runtime.audio import resample, to_int16
-from ..runtime.constants import SAMPLE_RATE
-from ..runtime.errors import InputError
-from ..runtime.frontend import Cochlea, FrontendSpec
+from ...runtime.audio import resample, to_int16
+from ...runtime.constants import SAMPLE_RATE
+from ...runtime.errors import InputError
+from ...runtime.frontend import Cochlea, FrontendSpec
 from .augment import pink_noise
 
 __all__ = ["SHD_WORDS", "CorpusConfig", "PRESETS", "build_corpus", "parse_words", "write_corpus_h5"]
@@ -104,8 +104,8 @@ class CorpusConfig:
     onset_s: tuple[float, float] = (0.02, 0.25)
     tail_s: float = 0.1
     keep_audio: bool = False
-    engine: str = "espeak"           # espeak | kokoro | piper (trainer/tts.py)
-    augment: str = "none"            # a name of trainer/augment.py AUGMENT_PRESETS
+    engine: str = "espeak"           # espeak | kokoro | piper (trainer/data/tts.py)
+    augment: str = "none"            # a name of trainer/data/augment.py AUGMENT_PRESETS
     speaker_splits: tuple[str, ...] = SPLITS    # synthesize only the speakers of these splits
     frontend: FrontendSpec = field(default_factory=FrontendSpec)
 
@@ -307,7 +307,7 @@ def _render(job: dict, spk: dict, cfg: CorpusConfig, tts) -> tuple[np.ndarray, d
 def _work_chunk(args: tuple) -> list[tuple]:
     """One chunk of utterances in a fresh process: synthesize, encode, return spikes."""
     jobs, speakers, cfg = args
-    from ..runtime.threads import set_blas_threads
+    from ...runtime.threads import set_blas_threads
     from .tts import Espeak, Kokoro, Piper
 
     set_blas_threads(1)                 # the workers already use every core

@@ -1,0 +1,1 @@
+"""tessera.trainer.data.readers: readers, corpus, voices (tts), augmentation, real recordings, transforms, dense caches."""

@@ -1,0 +1,1 @@
+"""tessera.trainer.exchange: fixed-point export, ONNX, NIR, NeuroBench, tonic."""
