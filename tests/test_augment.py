@@ -246,7 +246,8 @@ def test_neural_voices_speak_espeak_phonemes(tmp_path):
 def test_incremental_by_one_speaker(small_corpus):
     from helpers import DEFAULT_MODEL, tessera
     from tessera.trainer.data.readers import read_spike_h5
-    from tessera.trainer.learning.train import incremental_eval, load_model
+    from tessera.trainer.evaluation.evaluate import incremental_eval
+    from tessera.trainer.learning.train import load_model
 
     data = read_spike_h5(small_corpus)
     name = data.speaker_names[int(data.speakers[0])]
@@ -292,7 +293,8 @@ def test_8k_preset_and_splits_on_the_command_line(tmp_path):
 def test_test_voices_keep_the_unseen_classes_new_words_are_all_unseen(tmp_path):
     from helpers import DEFAULT_MODEL
     from tessera.trainer.data.corpus import LANG_WORDS, SHD_WORDS, CorpusConfig, build_corpus
-    from tessera.trainer.learning.train import eval_setup, load_model
+    from tessera.trainer.evaluation.evaluate import eval_setup
+    from tessera.trainer.learning.train import load_model
 
     model = load_model(str(DEFAULT_MODEL))
     shd = tmp_path / "shd-test.h5"

@@ -75,15 +75,15 @@ def test_every_meta_algorithm_takes_a_step(small_corpus, algorithm, extra):
     import torch
 
     from tessera.trainer.learning.config import load_config
-    from tessera.trainer.learning.train import _data, _tasks, _trainer
+    from tessera.trainer.learning.train import binned_data, meta_trainer, training_tasks
 
     cfg = load_config(None, [f'data.corpus="{small_corpus}"', f'meta.algorithm="{algorithm}"',
                              "meta.tasks_per_batch=2", "data.queries=2", "data.steps=20",
                              "core.rows=2", "core.cols=2", "core.tile=8",
                              f"meta.inner_steps={3 if algorithm == 'reptile' else 1}", *extra])
-    data = _data(cfg)
-    tasks = _tasks(cfg, data)
-    tr = _trainer(cfg, data, tasks)
+    data = binned_data(cfg)
+    tasks = training_tasks(cfg, data)
+    tr = meta_trainer(cfg, data, tasks)
     before = {k: v.detach().clone() for k, v in tr.core.params.items()}
     head = {k: v.detach().clone() for k, v in tr.head.items()}
     info = tr.step(tasks.sampler("train", 5, 1, 2))
@@ -158,7 +158,8 @@ def test_program_device_quantizes_the_committed_model():
 
     import torch
 
-    from tessera.trainer.learning.train import load_model, program_device
+    from tessera.trainer.evaluation.evaluate import program_device
+    from tessera.trainer.learning.train import load_model
 
     path = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
     m = load_model(str(path))

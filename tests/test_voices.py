@@ -252,8 +252,8 @@ def test_voice_normalization_removes_a_speaker_offset():
     tasks = FewShotTasks(labels, speakers, np.full(labels.size, -1, np.int8),
                          unseen=tuple(range(words)), all_test=True)
     unit = {"w_out": torch.tensor(1.0), "b_out": torch.tensor(1.0)}
-    plain = evaluate(None, unit, None, tasks, "unseen", 5, 1, 5, 60, feats=feats,
-                     cross_speaker=True)["accuracy"]
+    plain = evaluate(None, unit, None, tasks, phase="unseen", ways=5, shots=1, queries=5,
+                     episodes=60, feats=feats, cross_speaker=True)["accuracy"]
     normed = evaluate_voice_norm(feats, speakers, tasks, feats.mean(0), "unseen", 5, 1, 5, 60,
                                  recent=16, cross_speaker=True)
     within = evaluate_voice_norm(feats, speakers, tasks, feats.mean(0), "unseen", 5, 1, 5, 60,

@@ -103,7 +103,7 @@ def _rel(path: str) -> str:
 
 def _accuracy(model: str, data: str | None, tmp: str, quick: bool, compare, progress) -> dict:
     from ..trainer.learning.storage import load_model
-    from ..trainer.learning.train import eval_setup, evaluate_model
+    from ..trainer.evaluation.evaluate import eval_setup, evaluate_model
 
     if data is None:
         from ..trainer.data.corpus import PRESETS, CorpusConfig, build_corpus

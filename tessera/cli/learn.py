@@ -79,7 +79,7 @@ def _metrics_records(model_path: str) -> list[dict]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tessera.tools import plots
     from tessera.trainer.learning.storage import load_model
-    from tessera.trainer.learning.train import (
+    from tessera.trainer.evaluation.evaluate import (
         curves,
         eval_setup,
         evaluate_model,
@@ -89,7 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     if args.weight_bits or args.write_noise or args.drift:
-        from tessera.trainer.learning.train import program_device
+        from tessera.trainer.evaluation.evaluate import program_device
 
         program_device(model, args.weight_bits, args.write_noise, args.drift)
     setup = eval_setup(model, args.data, show_progress(args))   # data and features, once

@@ -1,1 +1,2 @@
-"""tessera.trainer.data.readers: readers, corpus, voices (tts), augmentation, real recordings, transforms, dense caches."""
+"""tessera.trainer.data: readers, corpus, voices (tts),
+augmentation, real recordings, transforms, dense caches."""

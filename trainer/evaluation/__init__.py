@@ -1,1 +1,2 @@
-"""tessera.trainer.evaluation: few-shot evaluation through the chip, open set, diagnosis, baselines, peers."""
+"""tessera.trainer.evaluation: few-shot evaluation, through the chip
+too, open set, diagnosis, baselines, peers."""

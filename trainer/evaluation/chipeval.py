@@ -24,7 +24,7 @@ from ...runtime.spikes import events_to_frames
 from ...runtime.errors import InputError
 from ...runtime.rram import RRAMConfig
 from ..data.readers import read_any
-from ..learning.episodes import FewShotTasks
+from ..learning.episodes import evaluation_tasks
 from ..learning.fewshot import ci95, evaluate
 from ..learning.intmode import IntCore
 
@@ -150,8 +150,7 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
 
     cfg = model.config
     data = read_any(data_path, level_eq=model.level_eq, progress=progress)
-    tasks = FewShotTasks(data.labels, data.speakers, data.split, unseen=tuple(cfg.data.unseen),
-                         seed=cfg.train.seed)
+    tasks = evaluation_tasks(data, cfg.data.unseen, cfg.train.seed)   # the same as eval's
     pool, _ = tasks.pool("unseen")
     ms = cfg.data.steps * int(round(1000 * cfg.data.duration / cfg.data.steps))
     frames = frames_of(data, pool, ms, data.channels)
@@ -187,8 +186,9 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
         with torch.no_grad():
             for s in range(0, pool.size, 256):
                 feats[pool[s:s + 256]] = model.core.features(bins[s:s + 256])[0]
-        floats = {k: evaluate(model.core, model.lrs, None, tasks, "unseen", cfg.data.ways, k,
-                              cfg.data.queries, episodes, 1, seed, feats=feats,
+        floats = {k: evaluate(model.core, model.lrs, None, tasks, phase="unseen",
+                              ways=cfg.data.ways, shots=k, queries=cfg.data.queries,
+                              episodes=episodes, inner_steps=1, seed=seed, feats=feats,
                               rule=cfg.meta.rule) for k in shots}
         runs = [(wb, (), True) for wb in weight_bits]
         if drift:                                    # ages: with and without compensation

