@@ -34,11 +34,9 @@ from ..runtime.model_format import decode_model
 from ..runtime.rram import RRAMConfig
 from . import flash, persist
 from .detect import detect_start, detect_step
-from .handlers import (AUDIO_PIECE, CHUNK, FIRMWARE_VERSION, HANDLERS, MAX_PING,  # noqa: F401
-                       MAX_STEPS, Capabilities, label_capacity)
-from .ordering import SEQ_BYTES, SEQ_WINDOW, StreamOrder  # noqa: F401
-from .params import (DEFAULT_PARAMS, MAX_NEGATIVES, PERSON_CAP, PERSON_MARGIN,  # noqa: F401
-                     apply_threshold)
+from .handlers import FIRMWARE_VERSION, HANDLERS, Capabilities, label_capacity
+from .ordering import StreamOrder
+from .params import DEFAULT_PARAMS, apply_threshold
 
 __all__ = ["Firmware", "Capabilities", "FIRMWARE_VERSION"]
 

@@ -64,9 +64,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import InputError
-from .filterdesign import (POLE_BITS, FrontendSpec, FrontendTables, design, erb_space,  # noqa: F401
-                           filter_poles, fixed_poles, floor_level, mitchell_log2,
-                           tables_from_fixed, tables_from_poles)
+from .filterdesign import (FrontendSpec, FrontendTables, design, erb_space,  # noqa: F401
+                           filter_poles, fixed_poles, floor_level, tables_from_fixed,
+                           tables_from_poles)
 from .leveleq import EqState, LevelEq, eq_initial, equalize, restored_state  # noqa: F401
 
 __all__ = [

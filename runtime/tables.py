@@ -137,6 +137,11 @@ def _fields(d, spec: dict, where: str) -> dict:
 
 def design_rules(g: dict) -> list[tuple[str, bool, str]]:
     """(rule, holds, what it requires) for a decoded core + readout ``g``, in checking order."""
+    return core_rules(g) + readout_rules(g)
+
+
+def core_rules(g: dict) -> list[tuple[str, bool, str]]:
+    """The core section's design rules, in checking order."""
     n, tiles, t = g["rows"] * g["cols"] * g["tile"], g["rows"] * g["cols"], g["tile"]
     qmax = (1 << (g["weight_bits"] - 1)) - 1 if 2 <= g["weight_bits"] <= 8 else 0
     routes, w_rec, shift_rec = g["routes"], g["w_rec"], g["shift_rec"]
@@ -197,6 +202,13 @@ def design_rules(g: dict) -> list[tuple[str, bool, str]]:
         ("shifts", min(g["shift_in"].min(initial=GF), shift_rec.min(initial=GF)) >= GF
          and max(g["shift_in"].max(initial=GF), shift_rec.max(initial=GF)) <= 24,
          f"core shifts must be {GF}..24 (so that every sum of weights stays exact)"),
+    ]
+    return rules
+
+
+def readout_rules(g: dict) -> list[tuple[str, bool, str]]:
+    """The readout section's design rules (after the core's), in checking order."""
+    return [
         ("readout bits", 2 <= g["readout_bits"] <= 16,
          f"readout.readout_bits must be 2..16, got {g['readout_bits']}"),
         ("readout capacity", 1 <= g["max_classes"] <= 1024,
@@ -221,7 +233,6 @@ def design_rules(g: dict) -> list[tuple[str, bool, str]]:
          and g["exp2"].shape == (1 << g["logit_frac"],),
          "readout.exp2 must have 2^logit_frac entries"),
     ]
-    return rules
 
 
 def tables_of(m: ModelFile) -> ChipTables:

@@ -432,7 +432,8 @@ def test_an_unusable_flash_image_boots_empty_and_says_why(tmp_path):
 def test_threshold_fitted_to_the_person(fsdd, tmp_path):
     """threshold "person": above what the taught words score against each other, and above
     what the untaught recordings the host gives score; refitted at forget; kept in flash."""
-    from tessera.firmware_sim.device import PERSON_CAP, PERSON_MARGIN, Firmware
+    from tessera.firmware_sim.device import Firmware
+    from tessera.firmware_sim.params import PERSON_CAP, PERSON_MARGIN
     from tessera.protocol.client import Device
 
     flash_img = tmp_path / "f.img"

@@ -463,7 +463,7 @@ def test_enrollment_is_exactly_once_across_a_reboot_between_request_and_retry(
 def test_chunks_ahead_of_the_stream_wait_within_a_count_and_a_byte_budget(model4):
     """Chunks that start ahead of the stream wait (BUSY past SEQ_WINDOW chunks or SEQ_BYTES of
     payload); the missing one lets them all run, in order."""
-    from tessera.firmware_sim import device as D
+    from tessera.firmware_sim import ordering as D
 
     fw = pb.loaded_firmware(model4)
     dec = FrameDecoder()
@@ -645,7 +645,7 @@ def test_a_value_nested_deep_is_a_bad_message_not_an_exit(model4):
 
 
 def test_every_answer_fits_a_frame_by_construction(model4):
-    from tessera.firmware_sim.device import MAX_PING
+    from tessera.firmware_sim.handlers import MAX_PING
     from tessera.protocol.framing import MAX_BODY
 
     from tessera.runtime.model_format import decode_model, encode_model
@@ -872,7 +872,7 @@ def test_memory_for_any_one_frame_is_bounded(model4):
 
     import msgpack
 
-    from tessera.firmware_sim.device import MAX_STEPS
+    from tessera.firmware_sim.handlers import MAX_STEPS
     from tessera.protocol.framing import MAX_BODY
 
     fw = pb.loaded_firmware(model4)

@@ -127,7 +127,7 @@ def test_incremental_enrollment_mechanics():
     import numpy as np
     import torch
 
-    from tessera.trainer.learning.fewshot import incremental
+    from tessera.trainer.learning.adapt import incremental
 
     rng = np.random.default_rng(0)
     centres = torch.from_numpy(rng.standard_normal((6, 16))).float()

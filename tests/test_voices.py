@@ -119,7 +119,7 @@ def test_dtw_with_lengths_equals_dtw_of_the_unpadded_sequences():
 
 def test_relational_and_contrastive_losses():
     torch = pytest.importorskip("torch")
-    from tessera.trainer.learning.fewshot import relational_loss, supcon_loss
+    from tessera.trainer.learning.losses import relational_loss, supcon_loss
 
     g = torch.Generator().manual_seed(0)
     t = torch.randn(12, 20, generator=g)
@@ -240,7 +240,7 @@ def test_voice_normalization_removes_a_speaker_offset():
     feature minus its voice's recent mean) it is not; within a voice both are right."""
     torch = pytest.importorskip("torch")
     from tessera.trainer.learning.episodes import FewShotTasks
-    from tessera.trainer.learning.fewshot import evaluate, evaluate_voice_norm
+    from tessera.trainer.learning.adapt import evaluate, evaluate_voice_norm
 
     g = torch.Generator().manual_seed(0)
     words, voices, reps, dim = 6, 3, 30, 40

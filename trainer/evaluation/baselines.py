@@ -14,7 +14,7 @@ import numpy as np
 from ...runtime.constants import SAMPLE_RATE
 from ..data.dense import DenseSet
 from ..learning.episodes import FewShotTasks
-from ..learning.fewshot import ci95
+from ..learning.adapt import ci95
 
 __all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "word_frames", "audio_of",
            "evaluate_dtw_envelope"]

@@ -25,7 +25,7 @@ from ...runtime.errors import InputError
 from ...runtime.rram import RRAMConfig
 from ..data.readers import read_any
 from ..learning.episodes import evaluation_tasks
-from ..learning.fewshot import ci95, evaluate
+from ..learning.adapt import ci95, evaluate
 from ..learning.intmode import IntCore
 
 __all__ = ["parity", "chip_accuracy"]

@@ -31,7 +31,7 @@ from ...runtime.frontend import Cochlea
 from ..data import augment as A
 from ..data.readers import SpikeSet
 from ..learning.episodes import FewShotTasks
-from ..learning.fewshot import evaluate, features_of
+from ..learning.adapt import evaluate, features_of
 from ..data.transforms import dense_dataset
 
 __all__ = ["TTS_CONDITIONS", "tts_conditions", "real_voices", "equalize_speakers",

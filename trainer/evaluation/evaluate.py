@@ -14,7 +14,7 @@ import torch
 from ...runtime.errors import InputError
 from ..data.dense import DenseSet, load_dense
 from ..learning.episodes import evaluation_tasks
-from ..learning.fewshot import evaluate, features_of
+from ..learning.adapt import evaluate, features_of
 from ..learning.storage import Model
 from ..learning.train import binned_data
 
@@ -88,7 +88,7 @@ def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50,
     query. The prototype rule needs no centring (each word writes only its own column).
     ``speaker``: shots and queries all by this speaker (a person growing their own vocabulary).
     """
-    from ..learning.fewshot import incremental
+    from ..learning.adapt import incremental
 
     cfg = model.config
     data = load_dense(corpus, cfg.data.steps, cfg.data.duration, cfg.data.channel_subsets)
@@ -175,7 +175,7 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
     others = [(m, compare_features(m, cfg, data, model.level_eq)) for m in compare]
     prior = None
     if voice_norm:
-        from ..learning.fewshot import evaluate_voice_norm
+        from ..learning.adapt import evaluate_voice_norm
 
         src = voice_prior or model.config.data.corpus
         if not src or not os.path.exists(src):

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from ..learning.fewshot import ci95, evaluate
+from ..learning.adapt import ci95, evaluate
 
 __all__ = ["evaluate_peer_dtw", "bench_peers", "peers_markdown"]
 
@@ -115,7 +115,7 @@ def teacher_agreement(feats: torch.Tensor, teacher: torch.Tensor) -> float:
     Pearson correlation between the student's cosine similarities of that utterance to all the
     others and the teacher's (mean embedding, its mean over the data removed); 1 = the same
     similarity structure (:func:`~tessera.trainer.learning.fewshot.relational_loss` on the whole set)."""
-    from ..learning.fewshot import relational_loss
+    from ..learning.losses import relational_loss
 
     with torch.no_grad():
         return round(1.0 - float(relational_loss(feats.float(), teacher - teacher.mean(0))), 4)

@@ -19,7 +19,8 @@ from ...runtime.errors import InputError
 from .config import Config, config_to_dict
 from ..data.dense import DenseSet, load_dense, with_training_extras
 from .episodes import FewShotTasks
-from .fewshot import MetaTrainer, evaluate
+from .fewshot import MetaTrainer
+from .adapt import evaluate
 from .storage import (Model, checkpoint_state, load_checkpoint, load_model, restore_trainer,
                       save_checkpoint)
 
