@@ -18,12 +18,12 @@ import sys
 
 from tessera.runtime.errors import TesseraError
 
-from . import bench, chip, data, demo, device, learn
+from . import bench, chip, data, demo, device, learn, sim
 from .common import Parser
 
 __all__ = ["main", "build_parser"]
 
-GROUPS = (data, learn, chip, device, bench, demo)     # the order of the command list in --help
+GROUPS = (data, learn, chip, sim, device, bench, demo)     # the order of the command list in --help
 
 
 def build_parser() -> argparse.ArgumentParser:

