@@ -255,7 +255,7 @@ class Device:
         if utterance is None:
             return self.end_utterance()
         pcm = _pcm(utterance)
-        self.request({"t": "reset_state"})
+        self.reset()
         self.stream_pcm(pcm)
         return self.end_utterance()
 
@@ -314,16 +314,16 @@ class Device:
     def save(self) -> dict:
         return self.request({"t": "save"})
 
-    def reboot(self) -> dict:
-        r = self.request({"t": "reboot"})
-        time.sleep(0.05)
-        return r
+    def reset(self, voice: bool = False) -> dict:
+        """A new utterance (or stream) from rest; ``voice``: a new person too (the front-end's
+        running level starts again)."""
+        return self.request({"t": "reset_state", **({"voice": True} if voice else {})})
 
 
 def _stream_shots(dev: Device, pcms) -> None:
     """A clean slate, then each utterance streamed and kept on the device as a shot (for the
     ``enroll`` or ``untaught`` that follows)."""
-    dev.request({"t": "reset_state"})
+    dev.reset()
     for pcm in pcms:
         dev.stream_pcm(pcm)
         dev.request({"t": "end_of_utterance", "shot": True})

@@ -524,7 +524,9 @@ def test_a_shared_id_with_another_body_is_a_new_request(model4, tmp_path):
 def test_long_stream_keeps_memory_and_answers(model4):
     """Two minutes of repeated blocks through the chip and tessera sim --pty (the hour-long
     run is `tessera bench protocol --parts stream`)."""
-    r = pb.long_stream(model4, minutes=2.0, block_s=30.0)
+    from tessera.tools.long_stream import long_stream
+
+    r = long_stream(model4, minutes=2.0, block_s=30.0)
     c, b = r["chip"], r["board"]
     assert r["blocks"] == 4 and c["answers_identical_every_block"] and c["right_per_block"] > 0
     assert b["no_drift"] and b["right_per_block_first_quarter"] > 0 and b["errors"] == 0

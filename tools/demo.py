@@ -14,8 +14,6 @@ recordings (:func:`folder_set`) and the microphone (:func:`mic_set`).
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import time
@@ -28,7 +26,7 @@ from ..runtime.errors import InputError
 from . import json_default
 
 __all__ = ["DemoSet", "Utterance", "synthesized_set", "folder_set", "mic_set", "run_demo",
-           "write_report", "DEMO_WORDS", "DEMO_OTHERS"]
+           "DEMO_WORDS", "DEMO_OTHERS"]
 
 #: Words of a language meta-training never had (the corpus's ``lang`` words): five to enroll and
 #: three that stay unknown (the device should answer "none of these").
@@ -162,30 +160,14 @@ def folder_set(folder: str) -> DemoSet:
     return out
 
 
-def _recorder(seconds: float):
-    """A function that records ``seconds`` of 16 kHz int16 mono from the default microphone."""
-    try:
-        import sounddevice as sd
-    except ImportError:
-        raise InputError("--mic needs the mic extra: pip install -e '.[mic]'") from None
-    try:
-        sd.check_input_settings(samplerate=SAMPLE_RATE, channels=1, dtype="int16")
-    except Exception as exc:                              # noqa: BLE001 (PortAudio errors)
-        raise InputError(f"no microphone to record from ({exc})") from None
-
-    def record() -> np.ndarray:
-        x = sd.rec(int(seconds * SAMPLE_RATE), samplerate=SAMPLE_RATE, channels=1,
-                   dtype="int16")
-        sd.wait()
-        return np.asarray(x[:, 0])
-    return record
-
-
 def mic_set(words, seconds: float = 1.5, repeats: int = 2, prompt=print, record=None) -> DemoSet:
     """Record each word once (the shot), then each ``repeats`` more times in a shuffled order,
     plus ``repeats`` words of your choice that are not taught. ``record()`` returns one clip
     (default: the microphone)."""
-    record = record or _recorder(seconds)
+    if record is None:
+        from .microphone import recorder
+
+        record = recorder(seconds)
     words = list(words)
     shots, tests = {}, []
     for w in words:
@@ -212,17 +194,22 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
     tests and the sentence's continuous detection are answered by the device's one decision
     rule (its threshold and ``min_confidence``, set for the whole demo when given). Returns the
     summary (also written as ``summary.json``) with the plots' paths."""
-    from ..protocol.client import Device
     from ..firmware_sim.boot import pty_sim
-
+    from ..protocol.client import Device
     from ..runtime.chip import Chip
+    from ..runtime.model_format import decode_model
 
     ds.check()
     os.makedirs(folder, exist_ok=True)
-    bin_ms = Chip.load(model).tab.bin_ms            # checks the file before the board starts
-    words = sorted(ds.shots)
+    try:                                              # read once: the board and the figures
+        with open(model, "rb") as fh:
+            blob = fh.read()
+    except OSError as exc:
+        raise InputError(f"cannot read the model: {exc.strerror}", source=model) from None
+    chip = Chip(decode_model(blob, model), source=model)   # checked before the board starts
+    bin_ms, words = chip.tab.bin_ms, sorted(ds.shots)
     out: dict = dict(description=ds.description, model=model, words=words,
-                     model_bytes=os.path.getsize(model), realtime=realtime)
+                     model_bytes=len(blob), realtime=realtime)
     with pty_sim("") as port:
         if not port:
             raise InputError("the firmware simulator did not start on a pseudo-terminal")
@@ -231,7 +218,7 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
             out["firmware"] = dev.info().get("firmware")
             t0 = time.perf_counter()
             sent0, recv0 = dev.bytes_sent, dev.bytes_received
-            dev.load(model)
+            dev.load(blob)
             out["load"] = dict(seconds=round(time.perf_counter() - t0, 3),
                                bytes_sent=dev.bytes_sent - sent0,
                                bytes_received=dev.bytes_received - recv0)
@@ -241,44 +228,11 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
             sent0, recv0 = dev.bytes_sent, dev.bytes_received
             if min_confidence is not None:
                 dev.set_param("min_confidence", min_confidence)
-            enrolls = []
-            for w in words:
-                u = ds.shots[w]
-                dev.request({"t": "reset_state"})
-                dev.stream_pcm(u.pcm, realtime=realtime)
-                dev.request({"t": "end_of_utterance", "shot": True})
-                t1 = time.perf_counter()
-                r = dev.request({"t": "enroll", "label": w, "shots": 1})
-                ms = (time.perf_counter() - t1) * 1e3
-                enrolls.append(dict(word=w, voice=u.voice, round_trip_ms=round(ms, 2),
-                                    device_ms=r.get("ms")))
-                on_line(f"taught '{w}' from one utterance ({u.voice}): "
-                        f"{ms:.1f} ms round trip")
+            enrolls = _teach(dev, ds, words, realtime, on_line)
             out["enroll"] = dict(words=enrolls, bytes_sent=dev.bytes_sent - sent0,
                                  bytes_received=dev.bytes_received - recv0)
             sent0, recv0 = dev.bytes_sent, dev.bytes_received
-            results, audio_s = [], 0.0
-            for k, u in enumerate(ds.tests, 1):
-                pcm = u.pcm
-                audio_s += pcm.size / SAMPLE_RATE
-                dev.request({"t": "reset_state"})
-                dev.stream_pcm(pcm, realtime=realtime)
-                t1 = time.perf_counter()
-                r = dev.request({"t": "end_of_utterance"})
-                lat = (time.perf_counter() - t1) * 1e3
-                answer = r.get("label") or NONE
-                truth = u.word if u.enrolled else OTHER
-                ok = answer == u.word if u.enrolled else answer == NONE
-                results.append(dict(word=u.word, truth=truth, enrolled=u.enrolled,
-                                    voice=u.voice, same_voice=bool(u.same_voice),
-                                    answer=answer, best=r.get("best"),
-                                    confidence=round(float(r.get("confidence", 0.0)), 3),
-                                    correct=bool(ok), latency_ms=round(lat, 2),
-                                    source=u.source))
-                mark = "right" if ok else "WRONG"
-                on_line(f"[{k:2d}/{len(ds.tests)}] said '{u.word}'"
-                        f"{'' if u.enrolled else ' (not taught)'} ({u.voice}) -> "
-                        f"{answer} ({r.get('confidence', 0):.2f})  {mark}  {lat:.0f} ms")
+            results, audio_s = _ask(dev, ds, realtime, on_line)
             stats = dev.stats()["chip"]
             out["tests"] = dict(bytes_sent=dev.bytes_sent - sent0,
                                 bytes_received=dev.bytes_received - recv0,
@@ -290,10 +244,56 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
                                retries=dev.retried)
     out["table"] = _tables(results, words)
     on_line("drawing the report's figures (on a local chip emulator with the same model) ...")
-    out["plots"] = _local_figures(ds, model, folder, out, shots_curve, draws, seed)
+    from .demo_figures import local_figures
+
+    out["plots"] = local_figures(ds, chip, folder, out, shots_curve, draws, seed)
     with open(os.path.join(folder, "summary.json"), "w") as f:
         json.dump(out, f, indent=1, default=json_default)
     return out
+
+
+def _teach(dev, ds: DemoSet, words: list[str], realtime: bool, on_line) -> list[dict]:
+    """Each word taught over the port from its one shot."""
+    enrolls = []
+    for w in words:
+        u = ds.shots[w]
+        dev.reset()
+        dev.stream_pcm(u.pcm, realtime=realtime)
+        t1 = time.perf_counter()
+        r = dev.enroll(w)                        # the utterance just streamed
+        ms = (time.perf_counter() - t1) * 1e3
+        enrolls.append(dict(word=w, voice=u.voice, round_trip_ms=round(ms, 2),
+                            device_ms=r.get("ms")))
+        on_line(f"taught '{w}' from one utterance ({u.voice}): "
+                f"{ms:.1f} ms round trip")
+    return enrolls
+
+
+def _ask(dev, ds: DemoSet, realtime: bool, on_line) -> tuple[list[dict], float]:
+    """Every test utterance asked over the port; the answers and the seconds of audio."""
+    results, audio_s = [], 0.0
+    for k, u in enumerate(ds.tests, 1):
+        pcm = u.pcm
+        audio_s += pcm.size / SAMPLE_RATE
+        dev.reset()
+        dev.stream_pcm(pcm, realtime=realtime)
+        t1 = time.perf_counter()
+        r = dev.end_utterance()
+        lat = (time.perf_counter() - t1) * 1e3
+        answer = r.get("label") or NONE
+        truth = u.word if u.enrolled else OTHER
+        ok = answer == u.word if u.enrolled else answer == NONE
+        results.append(dict(word=u.word, truth=truth, enrolled=u.enrolled,
+                            voice=u.voice, same_voice=bool(u.same_voice),
+                            answer=answer, best=r.get("best"),
+                            confidence=round(float(r.get("confidence", 0.0)), 3),
+                            correct=bool(ok), latency_ms=round(lat, 2),
+                            source=u.source))
+        mark = "right" if ok else "WRONG"
+        on_line(f"[{k:2d}/{len(ds.tests)}] said '{u.word}'"
+                f"{'' if u.enrolled else ' (not taught)'} ({u.voice}) -> "
+                f"{answer} ({r.get('confidence', 0):.2f})  {mark}  {lat:.0f} ms")
+    return results, audio_s
 
 
 def _activity(before: dict, after: dict, bin_ms: int) -> dict:
@@ -338,7 +338,7 @@ def _stream_sentence(dev, sentence: list[Utterance], realtime: bool, on_line) ->
             f"(the same rule as the answers above: cosine >= "
             f"{params['threshold_in_use']:.3f}, confidence >= {params['min_confidence']:g}); "
             f"what is said in it: {said}")
-    dev.request({"t": "reset_state"})
+    dev.reset()
     dev.set_param("detect", True)
     dev.stream_pcm(pcm, realtime=realtime, on_event=show)
     dev.end_utterance()
@@ -385,189 +385,3 @@ def _tables(results: list[dict], words: list[str]) -> dict:
                 confusion=dict(rows=rows, cols=cols, matrix=conf),
                 latency_ms=dict(median=round(float(np.median(lat)), 2),
                                 max=round(float(np.max(lat)), 2)))
-
-
-# ---------------------------------------------------------------------- local figures
-def _local_figures(ds: DemoSet, model: str, folder: str, out: dict, shots_curve, draws: int,
-                   seed: int) -> dict:
-    from ..runtime.chip import Chip
-    from . import plots
-
-    chip = Chip.load(model)
-    tab = chip.tab
-    pngs = {}
-    # audio -> front-end spikes -> core spikes, for the first word's shot
-    w0 = sorted(ds.shots)[0]
-    pcm = ds.shots[w0].pcm
-    chip.reset()
-    fe = chip.cochlea.encode(pcm)[: tab.steps * tab.bin_ms]
-    chip.reset()
-    core = chip.run(fe)
-    chip.end_utterance()
-    core = np.vstack([core, chip.tail])
-    pngs["pipeline"] = plots.pipeline_png(
-        os.path.join(folder, "pipeline.png"), pcm, fe, core, tab.tile, tab.bin_ms,
-        title=f"'{w0}' ({ds.shots[w0].voice}): audio, the front-end's {fe.shape[1]} channels "
-              f"the model reads, the core's {tab.neurons} neurons on {tab.rows * tab.cols} tiles")
-    # the learned layout by tile, with the routing table's hop distances
-    hops = np.full((tab.rows * tab.cols,) * 2, -1)
-    for a, b, h in tab.routes:
-        hops[a, b] = h
-    pngs["layout"] = plots.layout_heatmap_png(
-        os.path.join(folder, "layout.png"), chip.W_rec, tab.rows, tab.cols, tab.tile,
-        hops=hops, title=f"the learned recurrent core on a {tab.rows}x{tab.cols} grid of "
-                         f"{tab.tile}-neuron tiles (numbers: routing hops between tiles)")
-    # confusion of the answers the board gave
-    c = out["table"]["confusion"]
-    pngs["confusion"] = plots.confusion_png(os.path.join(folder, "confusion.png"), c["matrix"],
-                                            c["rows"], c["cols"],
-                                            title="the board's answers (rows: what was said)")
-    # readout scores over time of the streamed sentence (local chip, same model and shots)
-    for w in sorted(ds.shots):
-        chip.reset()
-        chip.run(chip.cochlea.encode(ds.shots[w].pcm))
-        chip.enroll(w)
-    sent = out.get("sentence") or {}
-    if sent:
-        pcm = sent.pop("pcm")
-        t_ms, scores = _scores_over_time(chip, pcm)
-        pngs["scores"] = plots.scores_png(
-            os.path.join(folder, "scores.png"), pcm, t_ms, scores, sent["words"],
-            sent["events"], chip.readout.none_threshold / (1 << tab.cos_frac),
-            window_ms=tab.steps * tab.bin_ms,
-            title="readout scores while the sentence streams (cosine with each enrolled word, "
-                  "window ending at t); " + ("shaded: the windows of the board's detections"
-                                             if sent["events"] else "the board detected no word"))
-    # accuracy against the number of shots (local chip, shots drawn from the pool)
-    curve = _shots_curve(chip, ds, shots_curve, draws, seed)
-    if curve:
-        out["shots_curve"] = curve
-        pngs["shots"] = plots.shots_png(os.path.join(folder, "shots.png"), curve,
-                                        title="accuracy against shots per word (local chip)")
-    return pngs
-
-
-def _scores_over_time(chip, pcm: np.ndarray, hop_ms: int = 50):
-    """Cosine of each enrolled word with the window that ends at t, every ``hop_ms``."""
-    tab = chip.tab
-    length = tab.steps * tab.bin_ms
-    chip.reset()
-    frames = chip.cochlea.encode(pcm)
-    ends = np.arange(hop_ms, frames.shape[0] + 1, hop_ms)
-    wins = np.zeros((ends.size, length, frames.shape[1]), frames.dtype)
-    for i, e in enumerate(ends):
-        seg = frames[max(0, e - length):e]
-        wins[i, length - seg.shape[0]:] = seg
-    phi = chip.run_batch(wins)
-    cq = chip.scores_q(phi)
-    names = [chip.readout.names[i] for i in chip.enrolled()]
-    return ends, {w: cq[:, j] / (1 << tab.cos_frac) for j, w in enumerate(names)}
-
-
-def _shots_curve(chip, ds: DemoSet, shots_curve, draws: int, seed: int) -> list[dict]:
-    pool = {w: u for w, u in ds.pool.items() if len(u) >= 2}
-    if len(pool) < 2:
-        return []
-    words = sorted(pool)
-    feats, who = [], []
-    for w in words:
-        for u in pool[w]:
-            chip.reset()
-            chip.run(chip.cochlea.encode(u.pcm))
-            feats.append(chip.features())
-            who.append(w)
-    feats, who = np.stack(feats), np.array(who)
-    rng = np.random.default_rng(seed)
-    curve = []
-    for k in shots_curve:
-        if min(len(pool[w]) for w in words) <= k:
-            break
-        accs = []
-        for _ in range(draws):
-            for w in chip.classes():
-                chip.forget(w)
-            test = np.ones(len(who), bool)
-            for w in words:
-                idx = rng.choice(np.flatnonzero(who == w), size=k, replace=False)
-                chip.enroll(w, list(feats[idx]))
-                test[idx] = False
-            cq = chip.scores_q(feats[test])
-            names = np.array([chip.readout.names[i] for i in chip.enrolled()])
-            accs.append(float(np.mean(names[cq.argmax(axis=1)] == who[test])))
-        curve.append(dict(shots=k, accuracy=round(float(np.mean(accs)), 4),
-                          low=round(float(np.min(accs)), 4), high=round(float(np.max(accs)), 4),
-                          draws=draws, words=len(words)))
-    return curve
-
-
-# ---------------------------------------------------------------------- the report
-def _img(path: str) -> str:
-    with open(path, "rb") as f:
-        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return html.escape(str(v))
-
-
-def _table(head: list[str], rows: list[list], tid: str) -> str:
-    h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
-    b = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f'<table id="{tid}"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
-
-
-def write_report(folder: str, s: dict) -> str:
-    """One self-contained HTML page (images embedded; opens with no server): ``report.html``."""
-    t = s["table"]
-    per_word = _table(["word", "asked", "right", "wrong word", "none", "accuracy"],
-                      [[r["word"], r["asked"], r["right"], r["wrong"], r["none"], r["accuracy"]]
-                       for r in t["per_word"]], "per-word")
-    act = s["activity"]
-    totals = [["enrolled words asked", t["asked"]], ["answered right", t["right"]],
-              ["accuracy", t["accuracy"]],
-              ["accuracy, the shot's voice", t["accuracy_same_voice"]],
-              ["accuracy, other voices", "n/a (no recording by another voice)"
-               if t["accuracy_other_voices"] is None else t["accuracy_other_voices"]],
-              ["words not taught, asked", t["not_taught_asked"]],
-              ["words not taught, answered none", t["not_taught_rejected"]],
-              ["answer latency after the last sample, median ms", t["latency_ms"]["median"]],
-              ["answer latency, max ms", t["latency_ms"]["max"]],
-              ["bytes to the board (all)", s["link"]["bytes_sent"]],
-              ["bytes from the board (all)", s["link"]["bytes_received"]],
-              ["synaptic operations per second", act["synops_per_s"]],
-              ["spikes per second", act["spikes_per_s"]]]
-    results = _table(["said", "voice", "answer", "confidence", "right", "latency ms"],
-                     [[r["word"] + ("" if r["enrolled"] else " (not taught)"), r["voice"],
-                       r["answer"], r["confidence"], "yes" if r["correct"] else "no",
-                       r["latency_ms"]] for r in s["results"]], "results")
-    figs = [("pipeline", "From audio to spikes: the front-end and the recurrent core"),
-            ("scores", "A streamed sentence: the readout's scores and the detections"),
-            ("layout", "The learned layout, by tile, with hop distances"),
-            ("shots", "Accuracy against shots"),
-            ("confusion", "Confusion of the board's answers")]
-    body = [f"<h1>tessera demo</h1><p>{html.escape(s['description'])}.</p>",
-            f"<p>Model {html.escape(os.path.basename(s['model']))} ({s['model_bytes']} bytes), "
-            f"loaded over the protocol into the simulated board (firmware "
-            f"{html.escape(str(s.get('firmware')))}) on a pseudo-terminal; every answer below "
-            f"came back through the port. Figures marked <i>local chip</i> were computed on the "
-            f"host's chip emulator with the same model file and shots.</p>",
-            "<h2>Totals</h2>", _table(["", "value"], totals, "totals"),
-            "<h2>Per word</h2>", per_word]
-    for key, title in figs:
-        if key in s["plots"]:
-            body.append(f"<h2>{html.escape(title)}</h2><img alt=\"{key}\" "
-                        f"src=\"{_img(s['plots'][key])}\">")
-    body += ["<h2>Every answer</h2>", results,
-             '<script type="application/json" id="summary">'
-             + json.dumps({k: v for k, v in s.items() if k != "plots"}, default=json_default)
-             .replace("</", "<\\/") + "</script>"]
-    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>tessera demo</title>"
-            "<style>body{font-family:sans-serif;max-width:70em;margin:auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
-            "img{max-width:100%}</style></head><body>" + "\n".join(body) + "</body></html>")
-    path = os.path.join(folder, "report.html")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return path

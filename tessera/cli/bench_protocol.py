@@ -129,7 +129,9 @@ def _part_models(args, model: str, pb) -> tuple[dict, str]:
 def _part_stream(args, model: str, pb) -> tuple[dict, str]:
     stage(args, f"{args.minutes:g} minutes of audio through the chip and tessera sim --pty "
                  f"...")
-    st = pb.long_stream(model, minutes=args.minutes)
+    from tessera.tools.long_stream import long_stream
+
+    st = long_stream(model, minutes=args.minutes)
     c, b = st["chip"], st["board"]
     line = (f"{st['minutes']:g}-minute stream ({st['blocks']} identical blocks): chip "
             f"RSS {c['rss_start_mb']} -> {c['rss_end_mb']} MB, answers identical in "

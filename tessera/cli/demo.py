@@ -32,6 +32,7 @@ def _model_file(args, say) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tessera.tools import demo
+    from tessera.tools.demo_report import write_report
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise InputError("--out must be a folder; this is a file", source=args.out)
@@ -58,7 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(ds.description)
     s = demo.run_demo(ds, model, args.out, realtime=not args.no_realtime, on_line=say,
                       seed=args.seed, min_confidence=args.min_confidence)
-    s["report"] = demo.write_report(args.out, s)
+    s["report"] = write_report(args.out, s)
     emit(args, s, "\n".join(_summary_lines(s)))
     return 0
 

@@ -330,24 +330,15 @@ def infer_report(rows: list, enrolled: list[str]) -> dict:
 
 def _stream_mic(dev, show) -> None:
     """Live microphone -> device in real time until Ctrl-C."""
-    try:
-        import sounddevice as sd
-    except ImportError:
-        raise InputError("--mic needs the mic extra: pip install -e '.[mic]'") from None
-    import numpy as np
+    from tessera.tools.microphone import blocks
 
-    try:
-        from tessera.runtime.constants import SAMPLE_RATE
-
-        stream = sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=1600)
-    except Exception as exc:                              # noqa: BLE001 (PortAudio errors)
-        raise InputError(f"no microphone to record from ({exc})") from None
+    mic = blocks()
+    block = next(mic)                                      # the microphone opened
     print("listening (Ctrl-C to stop)", file=sys.stderr)
     try:
-        with stream as s:
-            while True:
-                block, _ = s.read(1600)                   # 100 ms, as it arrives
-                dev.stream_pcm(np.asarray(block[:, 0]), on_event=show)
+        while True:
+            dev.stream_pcm(block, on_event=show)
+            block = next(mic)
     except KeyboardInterrupt:
         pass
 
