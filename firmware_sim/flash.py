@@ -15,6 +15,7 @@ import zlib
 
 import msgpack
 
+from ..runtime.atomic import write_atomic
 from ..runtime.errors import InputError
 
 __all__ = ["save", "load"]
@@ -26,30 +27,9 @@ HEAD = struct.Struct("<4sII")
 def save(path: str, image: dict, crash_after_temp: bool = False) -> int:
     payload = msgpack.packb(image, use_bin_type=True)
     blob = HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if crash_after_temp:                      # fault injection: die between write and rename
-            os._exit(86)
-        os.replace(tmp, path)
-    except OSError:
-        try:                                      # a failed write leaves nothing behind
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return len(blob)
+    # fault injection: die between the write and the rename
+    crash = (lambda: os._exit(86)) if crash_after_temp else None
+    return write_atomic(path, blob, tmp=f"{path}.tmp", before_rename=crash)
 
 
 def load(path: str) -> dict | None:

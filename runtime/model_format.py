@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
+from .atomic import write_atomic
 from .errors import InputError
 
 __all__ = ["MAGIC", "VERSION", "pack_ints", "unpack_ints", "ModelFile", "write_model", "read_model",
@@ -127,16 +128,11 @@ def encode_model(m: ModelFile) -> bytes:
 
 
 def write_model(path: str | os.PathLike, m: ModelFile) -> int:
-    """Write atomically (temporary file, fsync, rename); returns the file size in bytes."""
+    """Write atomically (:func:`~tessera.runtime.atomic.write_atomic`); returns the file size in
+    bytes."""
     blob = encode_model(m)
     decode_model(blob, str(path))                  # never write what we could not read back
-    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return len(blob)
+    return write_atomic(path, blob)
 
 
 def decode_model(blob: bytes, source: str = "<bytes>") -> ModelFile:

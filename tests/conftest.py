@@ -25,3 +25,17 @@ def small_corpus(tmp_path_factory) -> Path:
                  preset="small")
     return path
 
+
+
+@pytest.fixture(scope="session")
+def model4(tmp_path_factory) -> str:
+    """The committed default model exported at 4-bit weights (what the board's factory model
+    is), once per session."""
+    pytest.importorskip("torch")
+    from tessera.trainer.exchange.export import ExportConfig, export_model
+    from tessera.trainer.learning.train import load_model
+
+    path = tmp_path_factory.mktemp("m") / "m4.tsr"
+    export_model(load_model(str(REPO / "models" / "default" / "model.pt")), str(path),
+                 ExportConfig(weight_bits=4))
+    return str(path)

@@ -50,3 +50,34 @@ def fsdd_subset(fsdd: Path, dest: Path, digits: int = 5, speakers=("george", "ja
             for i in range(takes):
                 shutil.copy(fsdd / f"{d}_{spk}_{i}.wav", dest)
     return dest
+
+
+def ask(fw, msg: dict) -> dict:
+    """One request ``msg`` (packed as is: any field, any type) through the firmware ``fw``; its
+    last answer frame decoded."""
+    import msgpack
+
+    from tessera.protocol.framing import FrameDecoder, encode_frame
+    from tessera.protocol.messages import decode
+
+    out = FrameDecoder().feed(fw.receive(encode_frame(msgpack.packb(msg, use_bin_type=True))))
+    return decode(out[-1])
+
+
+def body_of(frame: bytes) -> bytes:
+    """The body of one whole frame."""
+    from tessera.protocol.framing import FrameDecoder
+
+    (body,) = FrameDecoder().feed(frame)
+    return body
+
+
+def assert_clean_error(r, *needles):
+    """A `tessera` run that failed cleanly: exit 2, one line `tessera: error: ...` holding every
+    needle, no traceback."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tessera: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])

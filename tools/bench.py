@@ -104,21 +104,13 @@ def _torch_loop(float_model, x: np.ndarray):
     return loop
 
 
-def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int = 64,
-                  seed: int = 0) -> dict:
-    """The chip emulator on one core: streaming us per 1 ms of input, next to the trainer's float
-    torch step loop and a dense integer matmul floor on the same input; batched throughput;
-    enrollment time; model file size at 4-bit weights (and at ``bits``).
-
-    ``model_path``: a trained ``model.pt`` (exported here at ``bits`` and at 4 bits) or a
-    ``.tsr`` file (then the torch comparison and the 4-bit size are left out).
-    """
+def _bench_models(model_path: str, bits: int) -> tuple[str, object, dict]:
+    """The ``.tsr`` the runtime bench runs, the float model (None for a ``.tsr``) and the model
+    file's bytes per weight width."""
     import tempfile
 
-    from ..runtime.chip import Chip, bins_of
-    from ..runtime.threads import set_blas_threads
+    from ..runtime.chip import Chip
 
-    pinned = set_blas_threads(1)
     tmp = tempfile.mkdtemp(prefix="tessera-bench-")
     float_model = None
     sizes = {}
@@ -137,6 +129,37 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
             path = os.path.join(tmp, f"model-{b}bit.tsr")
             sizes[b] = export_model(float_model, path, ExportConfig(weight_bits=b))["bytes"]
         tsr = os.path.join(tmp, f"model-{bits}bit.tsr")
+    return tsr, float_model, sizes
+
+
+def _enroll_ms(chip, repeats: int) -> float:
+    """Median ms of one enrollment (one shot, one step) into a readout that holds 4 words."""
+    phi = chip.features()
+    for k in range(4):
+        chip.enroll(f"word{k}", [phi])
+    times = []
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        chip.enroll("probe", [phi])
+        times.append(time.perf_counter() - t0)
+        chip.forget("probe")
+    return round(statistics.median(times) * 1e3, 3)
+
+
+def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int = 64,
+                  seed: int = 0) -> dict:
+    """The chip emulator on one core: streaming us per 1 ms of input, next to the trainer's float
+    torch step loop and a dense integer matmul floor on the same input; batched throughput;
+    enrollment time; model file size at 4-bit weights (and at ``bits``).
+
+    ``model_path``: a trained ``model.pt`` (exported here at ``bits`` and at 4 bits) or a
+    ``.tsr`` file (then the torch comparison and the 4-bit size are left out).
+    """
+    from ..runtime.chip import Chip, bins_of
+    from ..runtime.threads import set_blas_threads
+
+    pinned = set_blas_threads(1)
+    tsr, float_model, sizes = _bench_models(model_path, bits)
     chip = Chip.load(tsr)
     tab = chip.tab
     ms = tab.steps * tab.bin_ms
@@ -194,17 +217,7 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     out["batch"] = batch
     out["batch_utterances_per_s"] = round(batch / t_batch, 1)
     out["batch_realtime_factor"] = round(batch * ms / 1000.0 / t_batch, 1)
-    # enrollment: one shot, one step, into a readout that already holds 4 words
-    phi = chip.features()
-    for k in range(4):
-        chip.enroll(f"word{k}", [phi])
-    times = []
-    for k in range(repeats):
-        t0 = time.perf_counter()
-        chip.enroll("probe", [phi])
-        times.append(time.perf_counter() - t0)
-        chip.forget("probe")
-    out["enroll_ms"] = round(statistics.median(times) * 1e3, 3)
+    out["enroll_ms"] = _enroll_ms(chip, repeats)
     out["blas_threads"] = 1 if pinned else None
     out.update(machine_info())
     return out

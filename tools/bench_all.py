@@ -150,102 +150,118 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _md_accuracy(a: dict, when: str, where: str) -> list[str]:
+    lines = ["#### Few-shot accuracy, 5-way, unseen words by unseen voices", "",
+             f"`{a['command']}` ({when}; {where}):", "",
+             _row(["method", "shots", "accuracy (95 % CI)", "episodes"]), _row(["---"] * 4)]
+    for x in a["rows"]:
+        lines.append(_row([x["method"], x["shots"],
+                           f"{100 * x['accuracy']:.1f} ± {100 * x['ci95']:.1f} %",
+                           x["episodes"]]))
+    if a["corpus_command"]:
+        lines += ["", f"The corpus: `{a['corpus_command']}` (built by the bench in "
+                      f"{a['minutes']} minutes with the evaluation)."]
+    return lines + [""]
+
+
+def _md_peers(pe: dict, when: str, where: str) -> list[str]:
+    from ..trainer.evaluation.peers import peers_markdown
+
+    return ["#### Beside the pretrained speech-embedding peer, real voices (5-way)", "",
+            f"`{pe['command']}` ({pe['result']['data']}, speakers "
+            f"{', '.join(pe['result']['speakers'])}; {when}; {where}):", "",
+            peers_markdown(pe["result"]), ""]
+
+
+def _md_stream(st: dict, when: str, where: str) -> list[str]:
+    lines = ["#### Words found in a running stream (continuous detection)", "",
+             f"`{st['command']}` ({when}; {where}): found = the word named within "
+             f"{st['result']['tolerance_ms']} ms of its start; false detections per minute "
+             f"of untaught speech and of noise.", "",
+             _row(["speaker", "words taught", "threshold", "found", "false / min untaught",
+                   "false / min noise", "wrong or repeated in taught words",
+                   "start error, median ms", "end error, median ms"]), _row(["---"] * 9)]
+    for x in st["result"]["rows"]:
+        lines.append(_row([x["speaker"], x["words"],
+                           f"{x['threshold']} ({x['detector']['threshold_in_use']:.3f})",
+                           f"{x['found']} / {x['taught_words']} ({100 * x['found_rate']:.1f} %)",
+                           x["false_per_min_untaught"], x["false_per_min_noise"],
+                           x["false_in_taught"], x["start_error"]["median_ms"],
+                           x["end_error"]["median_ms"]]))
+    return lines + [""]
+
+
+def _md_figures(title: str, command: str, rows: list, when: str, where: str) -> list[str]:
+    """A (what, figure) table under its one command, date and machine."""
+    return [f"#### {title}", "", f"`{command}` ({when}; {where}):", "",
+            _row(["what", "figure"]), _row(["---"] * 2)] + [_row([k, v]) for k, v in rows] + [""]
+
+
+def _md_frontend(f: dict, when: str, where: str) -> list[str]:
+    x = f["result"]
+    return _md_figures("Front-end", f["command"], [
+        (f"{x['channels']} channels, one core, real-time factor (median)",
+         f"{x['realtime_factor']}x"),
+        ("streaming in 10 ms chunks", f"{x['realtime_factor_stream']}x")], when, where)
+
+
+def _md_runtime(rt: dict, when: str, where: str) -> list[str]:
+    x = rt["result"]
+    return _md_figures("Chip emulator", rt["command"], [
+        ("us per 10 ms network step, one stream", x["us_per_network_step"]),
+        ("torch step loop, us per network step",
+         round(x["torch_us_per_step"] * x["bin_ms"], 2) if "torch_us_per_step" in x else "n/a"),
+        ("speed-up over the torch step loop", f"{x.get('speedup_vs_torch', 'n/a')}x"),
+        ("dense integer floor, us per network step",
+         round(x["dense_int_floor_us_per_step"] * x["bin_ms"], 2)),
+        (f"batched throughput ({x['batch']} streams), utterances/s",
+         x["batch_utterances_per_s"]),
+        ("with the front-end, real-time factor", f"{x['feed_audio_realtime_factor']}x"),
+        ("enroll latency (one shot, one step), ms", x["enroll_ms"]),
+        ("model file at 4-bit weights, bytes", x["model_bytes"])], when, where)
+
+
+def _md_protocol(pr: dict, when: str, where: str) -> list[str]:
+    x, cmd = pr["result"], pr["commands"]
+    b, fz, le = x["link_budget"], x["fuzz"], x["lossy_enroll"]
+    k, g, pt = x["kill_during_save"], x["garbage_flood"], x["pty_enroll"]
+    after = g["answer_after_flood_s"]
+    rows = [("link_budget", f"audio over {b['baud']} baud",
+             f"{b['audio_bytes_per_s']} B/s ({b['audio_headroom']}x headroom)"),
+            ("link_budget", "spikes, 700 channels, events",
+             f"{b['spikes_700ch_events_bytes_per_s']} B/s "
+             f"({b['spikes_700ch_events_headroom']}x headroom)"),
+            ("fuzz", f"{fz['frames']} fuzzed frames", f"{fz['crashes']} crashes, "
+             f"{fz['hangs']} hangs, {fz['unanswered']} unanswered"),
+            ("lossy_enroll", f"{le['words']} enrollments over a lossy link",
+             f"{le['enrollments_on_device']} landed, exactly once: {le['exactly_once']}"),
+            ("kill_during_save", f"{k['kills']} kills during save",
+             f"{k['images_loaded']} images loaded, {k['corrupt']} corrupt"),
+            ("garbage_flood", f"{g['megabytes']:g} MB of garbage over a pty",
+             "answered " + (f"{1000 * after:.0f} ms after" if after is not None else "never")),
+            ("pty_enroll", "enroll round trip over a pty", f"{pt['enroll_round_trip_ms']} ms")]
+    parts = sorted({key for key, _, _ in rows})
+    return ["#### Protocol", "", f"{when}; {where}; each part's command: "
+            + "; ".join(f"{key} `{cmd[key]}`" for key in parts) + ".", "",
+            _row(["part", "what", "figure"]), _row(["---"] * 3)] \
+        + [_row([key, w, f]) for key, w, f in rows] + [""]
+
+
+#: the parts of the tables, in their order
+_MARKDOWN = (("accuracy", _md_accuracy), ("peers", _md_peers), ("stream", _md_stream),
+             ("frontend", _md_frontend), ("runtime", _md_runtime), ("protocol", _md_protocol))
+
+
 def markdown(r: dict) -> str:
-    """The results as Markdown tables, each row with its command, date and machine."""
+    """The results as Markdown tables, each under the one command that reruns it, its date and
+    machine."""
     when, where = r["date"], r["machine"]
     q = " (`--quick`: smaller runs, noisier figures)" if r["quick"] else ""
     lines = [f"### Current figures: `tessera bench all{' --quick' if r['quick'] else ''}`{q}",
-             "", f"Machine: {where}. Date: {when}. Each row's command reruns it alone.", ""]
-    p = r["parts"]
-    if "accuracy" in p:
-        a = p["accuracy"]
-        lines += ["#### Few-shot accuracy, 5-way, unseen words by unseen voices", "",
-                  _row(["method", "shots", "accuracy (95 % CI)", "episodes", "command", "date",
-                        "machine"]), _row(["---"] * 7)]
-        for x in a["rows"]:
-            lines.append(_row([x["method"], x["shots"],
-                               f"{100 * x['accuracy']:.1f} ± {100 * x['ci95']:.1f} %",
-                               x["episodes"], f"`{a['command']}`", when, where]))
-        if a["corpus_command"]:
-            lines += ["", f"The corpus: `{a['corpus_command']}` (built by the bench in "
-                          f"{a['minutes']} minutes with the evaluation)."]
-        lines.append("")
-    if "peers" in p:
-        from ..trainer.evaluation.peers import peers_markdown
-
-        pe = p["peers"]
-        lines += ["#### Beside the pretrained speech-embedding peer, real voices (5-way)", "",
-                  f"`{pe['command']}` ({pe['result']['data']}, speakers "
-                  f"{', '.join(pe['result']['speakers'])}; {when}; {where}):", "",
-                  peers_markdown(pe["result"]), ""]
-    if "stream" in p:
-        st = p["stream"]
-        lines += ["#### Words found in a running stream (continuous detection)", "",
-                  f"`{st['command']}` ({when}; {where}): found = the word named within "
-                  f"{st['result']['tolerance_ms']} ms of its start; false detections per minute "
-                  f"of untaught speech and of noise.", "",
-                  _row(["speaker", "words taught", "threshold", "found", "false / min untaught",
-                        "false / min noise", "wrong or repeated in taught words",
-                        "start error, median ms", "end error, median ms"]), _row(["---"] * 9)]
-        for x in st["result"]["rows"]:
-            lines.append(_row([x["speaker"], x["words"],
-                               f"{x['threshold']} ({x['detector']['threshold_in_use']:.3f})",
-                               f"{x['found']} / {x['taught_words']} "
-                               f"({100 * x['found_rate']:.1f} %)",
-                               x["false_per_min_untaught"], x["false_per_min_noise"],
-                               x["false_in_taught"], x["start_error"]["median_ms"],
-                               x["end_error"]["median_ms"]]))
-        lines.append("")
-    if "frontend" in p:
-        f = p["frontend"]
-        x = f["result"]
-        lines += ["#### Front-end", "", _row(["what", "figure", "command", "date", "machine"]),
-                  _row(["---"] * 5),
-                  _row([f"{x['channels']} channels, one core, real-time factor (median)",
-                        f"{x['realtime_factor']}x", f"`{f['command']}`", when, where]),
-                  _row(["streaming in 10 ms chunks", f"{x['realtime_factor_stream']}x",
-                        f"`{f['command']}`", when, where]), ""]
-    if "runtime" in p:
-        rt = p["runtime"]
-        x, c = rt["result"], f"`{rt['command']}`"
-        rows = [("us per 10 ms network step, one stream", x["us_per_network_step"]),
-                ("torch step loop, us per network step",
-                 round(x["torch_us_per_step"] * x["bin_ms"], 2) if "torch_us_per_step" in x
-                 else "n/a"),
-                ("speed-up over the torch step loop", f"{x.get('speedup_vs_torch', 'n/a')}x"),
-                ("dense integer floor, us per network step",
-                 round(x["dense_int_floor_us_per_step"] * x["bin_ms"], 2)),
-                (f"batched throughput ({x['batch']} streams), utterances/s",
-                 x["batch_utterances_per_s"]),
-                ("with the front-end, real-time factor", f"{x['feed_audio_realtime_factor']}x"),
-                ("enroll latency (one shot, one step), ms", x["enroll_ms"]),
-                ("model file at 4-bit weights, bytes", x["model_bytes"])]
-        lines += ["#### Chip emulator", "", _row(["what", "figure", "command", "date", "machine"]),
-                  _row(["---"] * 5)]
-        lines += [_row([k, v, c, when, where]) for k, v in rows] + [""]
-    if "protocol" in p:
-        pr = p["protocol"]
-        x, cmd = pr["result"], pr["commands"]
-        b, fz, le = x["link_budget"], x["fuzz"], x["lossy_enroll"]
-        k, g, pt = x["kill_during_save"], x["garbage_flood"], x["pty_enroll"]
-        after = g["answer_after_flood_s"]
-        rows = [("link_budget", f"audio over {b['baud']} baud", f"{b['audio_bytes_per_s']} B/s "
-                 f"({b['audio_headroom']}x headroom)"),
-                ("link_budget", "spikes, 700 channels, events", f"{b['spikes_700ch_events_bytes_per_s']}"
-                 f" B/s ({b['spikes_700ch_events_headroom']}x headroom)"),
-                ("fuzz", f"{fz['frames']} fuzzed frames", f"{fz['crashes']} crashes, "
-                 f"{fz['hangs']} hangs, {fz['unanswered']} unanswered"),
-                ("lossy_enroll", f"{le['words']} enrollments over a lossy link",
-                 f"{le['enrollments_on_device']} landed, exactly once: {le['exactly_once']}"),
-                ("kill_during_save", f"{k['kills']} kills during save",
-                 f"{k['images_loaded']} images loaded, {k['corrupt']} corrupt"),
-                ("garbage_flood", f"{g['megabytes']:g} MB of garbage over a pty",
-                 "answered " + (f"{1000 * after:.0f} ms after" if after is not None
-                                else "never")),
-                ("pty_enroll", "enroll round trip over a pty", f"{pt['enroll_round_trip_ms']} ms")]
-        lines += ["#### Protocol", "", _row(["what", "figure", "command", "date", "machine"]),
-                  _row(["---"] * 5)]
-        lines += [_row([w, f, f"`{cmd[key]}`", when, where]) for key, w, f in rows] + [""]
+             "", f"Machine: {where}. Date: {when}. Each table's command reruns it alone.", ""]
+    for name, md in _MARKDOWN:
+        if name in r["parts"]:
+            lines += md(r["parts"][name], when, where)
     return "\n".join(lines)
 
 

@@ -264,6 +264,59 @@ def fuzz_flash_images(tsr: str, examples: int = 200, seed: int = 0, folder: str 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _PtyBoard:
+    """``tessera sim --pty`` in its own process with the model ``blob`` loaded: a frame in, its
+    answer checked (:func:`check_answer`) out. A simulator that exits counts in
+    ``counts["process_exits"]``, silence past ``hang_s`` in ``counts["hangs"]``."""
+
+    def __init__(self, blob: bytes, counts: dict, hang_s: float):
+        import contextlib
+
+        self.blob, self.counts, self.hang_s = blob, counts, hang_s
+        self.stack = contextlib.ExitStack()
+        self.start()
+
+    def start(self) -> None:
+        import serial
+
+        from ..firmware_sim.boot import pty_sim
+        from ..protocol.framing import FrameDecoder
+
+        self.stack.close()
+        path, self.proc = self.stack.enter_context(pty_sim("", process=True))
+        self.port = serial.serial_for_url(path, timeout=0.05)
+        self.stack.callback(self.port.close)
+        self.decoder = FrameDecoder()
+        self.load()
+
+    def load(self) -> None:
+        from ..protocol.client import Device
+
+        Device(self.port, timeout=5.0).load(self.blob)
+
+    def answer(self, frame: bytes) -> dict:
+        """Send one frame; the last of the answer frames that come back."""
+        from ..protocol.framing import encode_frame
+
+        self.port.write(frame)
+        t0 = time.perf_counter()
+        while True:                                  # a byte, then all that waits: no timeout
+            got = self.decoder.feed(self.port.read(max(1, self.port.in_waiting)))
+            if got:
+                self.counts["worst_answer_ms"] = max(self.counts["worst_answer_ms"], round(
+                    (time.perf_counter() - t0) * 1e3, 1))
+                return check_answer(encode_frame(got[-1]))
+            if self.proc.poll() is not None:
+                self.counts["process_exits"] += 1
+                raise AssertionError(f"the simulator exited ({self.proc.returncode})")
+            if time.perf_counter() - t0 > self.hang_s:
+                self.counts["hangs"] += 1
+                raise AssertionError(f"no answer in {self.hang_s} s")
+
+    def close(self) -> None:
+        self.stack.close()
+
+
 def fuzz_structured_process(tsr: str, examples: int = 1_000_000, seed: int = 0,
                             chunk: int = 5_000, hang_s: float = 10.0, on_chunk=None) -> dict:
     """:func:`fuzz_structured` against ``tessera sim --pty`` in its own process: each body goes
@@ -274,15 +327,10 @@ def fuzz_structured_process(tsr: str, examples: int = 1_000_000, seed: int = 0,
     fuzzer's memory bounded, the board's is what is measured). ``on_chunk(counts)`` is called
     after each chunk."""
     _need_hypothesis()
-    import contextlib
-
-    import serial
     from hypothesis import HealthCheck, given, seed as hseed, settings
 
-    from ..protocol.client import Device
-    from ..protocol.framing import FrameDecoder, encode_frame
+    from ..protocol.framing import encode_frame
     from ..protocol.messages import encode
-    from ..firmware_sim.boot import pty_sim
     from .protocol_bench import rss_mb
 
     with open(tsr, "rb") as fh:
@@ -291,55 +339,24 @@ def fuzz_structured_process(tsr: str, examples: int = 1_000_000, seed: int = 0,
               "reloads": 0, "chunks": 0, "board_rss_mb": [], "fuzzer_rss_mb": [],
               "worst_answer_ms": 0.0}
     ping = encode_frame(encode({"t": "ping", "id": 4_000_000_000}))
-    stack = contextlib.ExitStack()
-    link: dict = {}
-
-    def start() -> None:
-        stack.close()
-        path, proc = stack.enter_context(pty_sim("", process=True))
-        port = serial.serial_for_url(path, timeout=0.05)
-        stack.callback(port.close)
-        Device(port, timeout=5.0).load(blob)
-        link.update(port=port, proc=proc, decoder=FrameDecoder())
-
-    def answer(frame: bytes) -> dict:
-        """Send one frame; the last answer of the frames that come back (the board answers
-        exactly one frame to a whole frame)."""
-        link["port"].write(frame)
-        t0 = time.perf_counter()
-        while True:
-            port = link["port"]                      # a byte, then all that waits: no timeout
-            got = link["decoder"].feed(port.read(max(1, port.in_waiting)))
-            if got:
-                counts["worst_answer_ms"] = max(counts["worst_answer_ms"],
-                                                round((time.perf_counter() - t0) * 1e3, 1))
-                return check_answer(encode_frame(got[-1]))
-            if link["proc"].poll() is not None:
-                counts["process_exits"] += 1
-                raise AssertionError(f"the simulator exited ({link['proc'].returncode})")
-            if time.perf_counter() - t0 > hang_s:
-                counts["hangs"] += 1
-                raise AssertionError(f"no answer in {hang_s} s")
+    board = _PtyBoard(blob, counts, hang_s)
 
     def one(body: bytes) -> None:
-        msg = answer(encode_frame(body))
+        msg = board.answer(encode_frame(body))
         counts["examples"] += 1
         key = msg.get("name", msg["t"])
         counts["answers"][key] = counts["answers"].get(key, 0) + 1
-        assert answer(ping)["t"] == "pong"
+        assert board.answer(ping)["t"] == "pong"
         if key == "NO_MODEL":                        # a drawn reboot (no flash) or a load
-            Device(link["port"], timeout=5.0).load(blob)
+            board.load()
             counts["reloads"] += 1
 
-    start()
     t0 = time.perf_counter()
     try:
         for k in range(max(1, -(-examples // chunk))):
-            n = min(chunk, examples - k * chunk)
-
             @hseed(seed * 100_000 + k)
-            @settings(max_examples=n, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(max_examples=min(chunk, examples - k * chunk), deadline=None,
+                      database=None, suppress_health_check=list(HealthCheck))
             @given(bodies())
             def test(body):
                 one(body)
@@ -347,13 +364,13 @@ def fuzz_structured_process(tsr: str, examples: int = 1_000_000, seed: int = 0,
             before = len(counts["failures"])
             _run(test, counts)
             counts["chunks"] += 1
-            if len(counts["failures"]) > before and link["proc"].poll() is not None:
-                start()                              # keep going: the count says it happened
-            counts["board_rss_mb"].append(rss_mb(link["proc"].pid))
+            if len(counts["failures"]) > before and board.proc.poll() is not None:
+                board.start()                        # keep going: the count says it happened
+            counts["board_rss_mb"].append(rss_mb(board.proc.pid))
             counts["fuzzer_rss_mb"].append(rss_mb())
             counts["seconds"] = round(time.perf_counter() - t0, 1)
             if on_chunk:
                 on_chunk(counts)
     finally:
-        stack.close()
+        board.close()
     return counts

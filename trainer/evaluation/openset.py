@@ -216,12 +216,9 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     next to the model (``write``), and report the operating point on its test speakers and, for
     validation only, on the FSDD-style WAV folder ``fsdd``."""
     from ..data.readers import read_any
+    from .chipeval import chip_and_data
 
-    chip = Chip.load(tsr)
-    data = read_any(data_path, progress=progress)
-    if data.channels != chip.tab.channels_total:
-        raise InputError(f"data has {data.channels} channels, the model's front-end "
-                         f"{chip.tab.channels_total}", source=data_path)
+    chip, data = chip_and_data(tsr, data_path, progress)
     noise = noise_clips(count=24, seed=1)
     n_phi, n_sp = pcm_features(chip, noise)
     out = {}

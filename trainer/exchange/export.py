@@ -126,6 +126,46 @@ def _decays(model) -> dict:
     return out
 
 
+def _quantized_core(p: dict, core, bits: int, V: int) -> tuple:
+    """The core's weights as the chip's integer tables: input weights per tile, and the
+    recurrent blocks between tiles that hold a non-zero level (with their routes and hops)."""
+    n, t, tiles, theta = core.neurons, core.tile, core.rows * core.cols, core.theta
+    w_in = p["w_in"] / theta
+    w_rec = p["w_rec"] / theta
+    hops = hop_matrix(core.rows, core.cols)
+    q_in = np.zeros((core.inputs, n), np.int64)
+    sh_in = np.zeros(tiles, np.int64)
+    for j in range(tiles):
+        q_in[:, j * t:(j + 1) * t], sh_in[j] = quantize_block(w_in[:, j * t:(j + 1) * t],
+                                                              bits, V)
+    routes, blocks, sh_rec = [], [], []
+    for a in range(tiles):
+        for b in range(tiles):
+            blk = w_rec[a * t:(a + 1) * t, b * t:(b + 1) * t]
+            if not np.any(blk):
+                continue
+            q, s = quantize_block(blk, bits, V)
+            if not np.any(q):
+                continue
+            routes.append((a, b, int(hops[a, b])))
+            blocks.append(q)
+            sh_rec.append(s)
+    return q_in, sh_in, routes, blocks, sh_rec
+
+
+def _frontend_section(spec: FrontendSpec, chans: np.ndarray, eq) -> dict:
+    """The model file's front-end: the filterbank of the channels the model reads and its level
+    equalization (``eq``, or none)."""
+    fc, pole, r = filter_poles(spec)
+    frontend = dict(spec=spec.to_dict(), fc_mhz=[int(round(f * 1000)) for f in fc[chans]],
+                    poles=pack_ints(fixed_poles(pole[chans], r[chans]), 32),
+                    floor_level=floor_level(spec))
+    if eq is not None:                     # the long-term level equalization, channels read
+        frontend["eq"] = dict(ref=pack_ints(eq.ref[chans], 16, signed=False), gate=eq.gate,
+                              block=eq.block, shift=eq.shift, frac=eq.frac, prior=eq.prior)
+    return frontend
+
+
 def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dict | None = None,
                  source: str = "", calibration: dict | None = None) -> dict:
     """Write ``model`` (a :class:`~tessera.trainer.learning.train.Model`) as a ``.tsr`` file."""
@@ -140,29 +180,10 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
     p = {k: (v * model.core.masks[k]).detach().numpy().astype(np.float64)
          if k in model.core.masks else v.detach().numpy().astype(np.float64)
          for k, v in model.core.params.items()}
-    n, t, tiles = core.neurons, core.tile, core.rows * core.cols
+    t = core.tile
     theta = core.theta
     V = 16
-    w_in = p["w_in"] / theta
-    w_rec = p["w_rec"] / theta
-    hops = hop_matrix(core.rows, core.cols)
-    q_in = np.zeros((core.inputs, n), np.int64)
-    sh_in = np.zeros(tiles, np.int64)
-    for j in range(tiles):
-        q_in[:, j * t:(j + 1) * t], sh_in[j] = quantize_block(w_in[:, j * t:(j + 1) * t],
-                                                              cfg.weight_bits, V)
-    routes, blocks, sh_rec = [], [], []
-    for a in range(tiles):
-        for b in range(tiles):
-            blk = w_rec[a * t:(a + 1) * t, b * t:(b + 1) * t]
-            if not np.any(blk):
-                continue
-            q, s = quantize_block(blk, cfg.weight_bits, V)
-            if not np.any(q):
-                continue
-            routes.append((a, b, int(hops[a, b])))
-            blocks.append(q)
-            sh_rec.append(s)
+    q_in, sh_in, routes, blocks, sh_rec = _quantized_core(p, core, cfg.weight_bits, V)
     bias = np.rint(p["b"] / theta * 2.0 ** V).astype(np.int64)
     lr = float(model.lrs["w_out"])
     cal = calibration or load_calibration(model.path)
@@ -175,7 +196,6 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
     if chans.max() >= spec.channels:
         raise InputError(f"the model's {core.inputs} inputs x {stride} subsets exceed the front-"
                          f"end's {spec.channels} channels", source=source)
-    fc, pole, r = filter_poles(spec)
     bin_ms = int(round(1000 * dc.duration / dc.steps))
     if abs(bin_ms * dc.steps - 1000 * dc.duration) > 1e-6:
         raise InputError(f"the model's bins ({dc.duration} s / {dc.steps}) are not whole "
@@ -188,13 +208,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
                 accuracy_at_export=accuracy or {
                     f"{r_['shots']}-shot": r_["accuracy"] for r_ in model.extra.get("results", [])},
                 export=dataclasses.asdict(cfg))
-    frontend = dict(spec=spec.to_dict(), fc_mhz=[int(round(f * 1000)) for f in fc[chans]],
-                    poles=pack_ints(fixed_poles(pole[chans], r[chans]), 32),
-                    floor_level=floor_level(spec))
-    eq = model.level_eq
-    if eq is not None:                     # the long-term level equalization, channels read
-        frontend["eq"] = dict(ref=pack_ints(eq.ref[chans], 16, signed=False), gate=eq.gate,
-                              block=eq.block, shift=eq.shift, frac=eq.frac, prior=eq.prior)
+    frontend = _frontend_section(spec, chans, model.level_eq)
     mf = ModelFile(
         meta=meta,
         frontend=frontend,

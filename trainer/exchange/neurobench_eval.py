@@ -42,6 +42,8 @@ def _need_neurobench():
 def _modules():
     import torch
 
+    from ..learning.model import readout_features
+
     class Threshold(torch.nn.Module):
         """The LIF firing rule, v - theta >= 0, as NeuroBench's activation layer."""
 
@@ -90,13 +92,7 @@ def _modules():
                 acc[t * cfg.segments // steps] += r
                 zs.append(z)
             self.spikes = torch.stack(zs, 1)
-            lens = torch.bincount(torch.arange(steps) * cfg.segments // steps).to(x.dtype)
-            phi = (acc / lens[:, None, None]).permute(1, 0, 2).reshape(b, -1)
-            if cfg.normalize == "l2":
-                phi = phi / (phi.norm(dim=1, keepdim=True) + 1e-6)
-            elif cfg.normalize == "l1":
-                phi = phi / (phi.sum(dim=1, keepdim=True) + 1e-6)
-            return phi
+            return readout_features(acc, steps, cfg.normalize)
 
     return Threshold, NeuroBenchCore
 
@@ -105,16 +101,46 @@ def NeuroBenchCore(model):                                  # noqa: N802 (a clas
     return _modules()[1](model)
 
 
+def _chip_counters(chip, frames) -> dict:
+    """The chip's counters over the utterances ``frames``, each from rest."""
+    chip.reset_counters()
+    for f in frames:
+        chip.reset()
+        chip.run(f)
+        chip.features()
+    return chip.stats()
+
+
+def _run_neurobench(model, x, labels):
+    """NeuroBench's benchmark of the float core on the binned inputs ``x``; returns its results
+    and the wrapped network (holding the spikes of a second pass on ``x``)."""
+    import torch
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.static import ConnectionSparsity, Footprint, ParameterCount
+    from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
+    from neurobench.models import TorchModel
+
+    Threshold, Core = _modules()
+    net = Core(model)
+    nb = TorchModel(net)
+    nb.add_activation_module(Threshold)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, torch.from_numpy(labels.astype(np.int64))),
+        batch_size=32)
+    bench = Benchmark(nb, loader, [], [], [[Footprint, ConnectionSparsity, ParameterCount],
+                                           [ActivationSparsity, SynapticOperations]])
+    with torch.no_grad():
+        res = bench.run(quiet=True)
+        net(x)                                               # its spikes, for the same rule
+    return res, net
+
+
 def neurobench_report(model, tsr_path: str, data_path: str, count: int = 64,
                       progress: bool = False) -> dict:
     """NeuroBench's static and workload metrics of the float ``model`` on ``count`` test
     utterances of ``data_path``, and the chip (``tsr_path``) counters on the same ones."""
     _need_neurobench()
     import torch
-    from neurobench.benchmarks import Benchmark
-    from neurobench.metrics.static import ConnectionSparsity, Footprint, ParameterCount
-    from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
-    from neurobench.models import TorchModel
 
     from ..evaluation.chipeval import chip_and_data, frames_of, held_out_indices
     from ..learning.intmode import IntCore
@@ -128,18 +154,7 @@ def neurobench_report(model, tsr_path: str, data_path: str, count: int = 64,
         raise InputError(f"the chip's model reads {x.shape[-1]} inputs, the float model "
                          f"{model.core.cfg.inputs}: not the same model", source=tsr_path)
 
-    Threshold, Core = _modules()
-    net = Core(model)
-    nb = TorchModel(net)
-    nb.add_activation_module(Threshold)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, torch.from_numpy(data.labels[idx].astype(np.int64))),
-        batch_size=32)
-    bench = Benchmark(nb, loader, [], [], [[Footprint, ConnectionSparsity, ParameterCount],
-                                           [ActivationSparsity, SynapticOperations]])
-    with torch.no_grad():
-        res = bench.run(quiet=True)
-        net(x)                                               # its spikes, for the same rule
+    res, net = _run_neurobench(model, x, data.labels[idx])
     syn = res["SynapticOperations"]
     z = net.spikes.numpy()
     w_in = net.fc_in.weight.detach().numpy().T                     # (inputs, n)
@@ -154,12 +169,7 @@ def neurobench_report(model, tsr_path: str, data_path: str, count: int = 64,
     events = (float((xs.sum(axis=1) @ fanin).sum())
               + float((z.sum(axis=1) @ fanout).sum())) / len(idx)
 
-    chip.reset_counters()
-    for f in frames:
-        chip.reset()
-        chip.run(f)
-        chip.features()
-    st = chip.stats()
+    st = _chip_counters(chip, frames)
     per = len(idx)
     chip_synops = st["synops"] / per
     nb_synops = syn["Effective_MACs"] + syn["Effective_ACs"]

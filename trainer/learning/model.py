@@ -296,14 +296,21 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
         rate = rate / steps
         acc = torch.stack(acc)
     # (segments, b, n) -> (b, segments * n), each segment's mean
-    lens = torch.tensor([sum(1 for t in range(steps) if t * cfg.segments // steps == s_)
-                         for s_ in range(cfg.segments)], dtype=x.dtype)
+    return readout_features(acc, steps, cfg.normalize), rate
+
+
+def readout_features(acc: torch.Tensor, steps: int, normalize: str) -> torch.Tensor:
+    """The readout features from the trace sums per segment ``acc`` (segments, b, n): each
+    segment's mean, segment-major (b, segments * n), normalized ("l2", "l1" or "none")."""
+    segments, b = acc.shape[0], acc.shape[1]
+    lens = torch.tensor([sum(1 for t in range(steps) if t * segments // steps == s_)
+                         for s_ in range(segments)], dtype=acc.dtype)
     phi = (acc / lens[:, None, None]).permute(1, 0, 2).reshape(b, -1)
-    if cfg.normalize == "l2":
+    if normalize == "l2":
         phi = phi / (phi.norm(dim=1, keepdim=True) + 1e-6)
-    elif cfg.normalize == "l1":
+    elif normalize == "l1":
         phi = phi / (phi.sum(dim=1, keepdim=True) + 1e-6)
-    return phi, rate
+    return phi
 
 
 def _gru_scan(x: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor, b: torch.Tensor,

@@ -121,6 +121,68 @@ def _init_from(tr: MetaTrainer, init: Model) -> None:
     tr.refresh_cost()
 
 
+def _samplers(cfg: Config, tasks: FewShotTasks) -> tuple[dict, dict]:
+    """Meta-training's episode samplers per shot count: within speakers, and across speakers
+    where the words have voices enough (``data.cross_speaker_train``)."""
+    samplers = {k: tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
+                                 cfg.data.queries) for k in cfg.data.shots}
+    cross = {}
+    for k in cfg.data.shots if cfg.data.cross_speaker_train else ():
+        try:                                 # too few voices per word for k shots: within only
+            cross[k] = tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
+                                     cfg.data.queries, cross_speaker=True)
+        except InputError:
+            pass
+    return samplers, cross
+
+
+def _validate(tr: MetaTrainer, cfg: Config, data: DenseSet, tasks: FewShotTasks, log) -> bool:
+    """One validation evaluation into the log; False when the corpus has too few validation
+    utterances (no more are tried)."""
+    try:
+        val = evaluate(tr.core, tr.lrs(), data, tasks, phase="val", ways=cfg.data.ways, shots=1,
+                       queries=cfg.data.queries, episodes=cfg.train.eval_episodes,
+                       inner_steps=cfg.meta.inner_steps, rule=cfg.meta.rule)
+        log.write(json.dumps(dict(eval="val", iteration=tr.iteration, **val)) + "\n")
+        return True
+    except InputError as exc:                        # too few validation utterances
+        log.write(json.dumps(dict(eval="val", skipped=str(exc))) + "\n")
+        return False
+    finally:
+        log.flush()
+
+
+def _finish(tr: MetaTrainer, cfg: Config, data: DenseSet, tasks: FewShotTasks, out: str,
+            head: dict, init: Model | None, level_eq, world: int) -> dict:
+    """The lead process's end of a run: the last checkpoint, the test evaluation, ``model.pt``
+    and ``summary.json``; returns the summary."""
+    save_checkpoint(os.path.join(out, "checkpoint.pt"), checkpoint_state(tr, cfg))
+    results, skipped = [], []
+    for k in (1, 5):
+        try:
+            results.append(evaluate(tr.core, tr.lrs(), data, tasks, phase="unseen",
+                                    ways=cfg.data.ways, shots=k, queries=cfg.data.queries,
+                                    episodes=cfg.train.eval_episodes,
+                                    inner_steps=cfg.meta.inner_steps, rule=cfg.meta.rule))
+        except InputError as exc:                    # too few test utterances for k shots
+            skipped.append(str(exc))
+    summary = dict(head, rate=float(tr.last_rate),
+                   inner_lr=round(float(tr.lrs()["w_out"].detach()), 3), results=results,
+                   skipped=skipped, processes=world)
+    if init is not None:
+        summary["init"] = init.path
+    if level_eq is not None:
+        summary["level_eq"] = level_eq
+    final = checkpoint_state(tr, cfg, summary)
+    final.pop("opt")                                 # the model file needs no optimizer state
+    if cfg.meta.algorithm != "transfer":             # nor the training-only word classifier
+        final["head"] = {}
+    save_checkpoint(os.path.join(out, "model.pt"), final)
+    with open(os.path.join(out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    return summary
+
+
 def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
           init: Model | None = None) -> dict:
     """Meta-train; returns a summary with the final validation and test accuracies. ``init``:
@@ -152,15 +214,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
     if lead:
         with open(os.path.join(out, "config.json"), "w") as fh:
             json.dump(config_to_dict(cfg), fh, indent=1)
-    samplers = {k: tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
-                                 cfg.data.queries) for k in cfg.data.shots}
-    cross = {}
-    for k in cfg.data.shots if cfg.data.cross_speaker_train else ():
-        try:                                 # too few voices per word for k shots: within only
-            cross[k] = tasks.sampler("train", cfg.data.ways + cfg.meta.open_ways, k,
-                                     cfg.data.queries, cross_speaker=True)
-        except InputError:
-            pass
+    samplers, cross = _samplers(cfg, tasks)
     t0 = time.time()
     log = open(os.path.join(out, "metrics.jsonl"), "a") if lead else None
     bar = tqdm(total=cfg.train.iterations, initial=tr.iteration, desc="meta-train", unit="it",
@@ -180,16 +234,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
                 log.write(json.dumps(dict(info, processes=world) if world > 1 else info) + "\n")
             if lead and val_ok and (tr.iteration % cfg.train.eval_every == 0
                                     or tr.iteration == cfg.train.iterations):
-                try:
-                    val = evaluate(tr.core, tr.lrs(), data, tasks, phase="val", ways=cfg.data.ways,
-                                   shots=1, queries=cfg.data.queries,
-                                   episodes=cfg.train.eval_episodes,
-                                   inner_steps=cfg.meta.inner_steps, rule=cfg.meta.rule)
-                    log.write(json.dumps(dict(eval="val", iteration=tr.iteration, **val)) + "\n")
-                except InputError as exc:            # too few validation utterances
-                    val_ok = False
-                    log.write(json.dumps(dict(eval="val", skipped=str(exc))) + "\n")
-                log.flush()
+                val_ok = _validate(tr, cfg, data, tasks, log)
             if lead and tr.iteration % cfg.train.checkpoint_every == 0:
                 save_checkpoint(ckpt, checkpoint_state(tr, cfg))
             stop = bool(cfg.train.time_limit_s and time.time() - t0 > cfg.train.time_limit_s)
@@ -210,29 +255,6 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
     if not lead:
         return dict(out=out, iterations=tr.iteration, seconds=round(seconds, 1), rank=rank,
                     processes=world, results=[])
-    save_checkpoint(ckpt, checkpoint_state(tr, cfg))
-    results, skipped = [], []
-    for k in (1, 5):
-        try:
-            results.append(evaluate(tr.core, tr.lrs(), data, tasks, phase="unseen",
-                                    ways=cfg.data.ways, shots=k, queries=cfg.data.queries,
-                                    episodes=cfg.train.eval_episodes,
-                                    inner_steps=cfg.meta.inner_steps, rule=cfg.meta.rule))
-        except InputError as exc:                    # too few test utterances for k shots
-            skipped.append(str(exc))
-    summary = dict(out=out, iterations=tr.iteration, seconds=round(seconds, 1),
-                   stopped_early=stopped_early, rate=float(tr.last_rate),
-                   inner_lr=round(float(tr.lrs()["w_out"].detach()), 3), results=results,
-                   skipped=skipped, processes=world)
-    if init is not None:
-        summary["init"] = init.path
-    if level_eq is not None:
-        summary["level_eq"] = level_eq
-    final = checkpoint_state(tr, cfg, summary)
-    final.pop("opt")                                 # the model file needs no optimizer state
-    if cfg.meta.algorithm != "transfer":             # nor the training-only word classifier
-        final["head"] = {}
-    save_checkpoint(os.path.join(out, "model.pt"), final)
-    with open(os.path.join(out, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=1)
-    return summary
+    return _finish(tr, cfg, data, tasks, out, dict(
+        out=out, iterations=tr.iteration, seconds=round(seconds, 1),
+        stopped_early=stopped_early), init, level_eq, world)

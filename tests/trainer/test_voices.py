@@ -8,7 +8,7 @@ import pytest
 
 from tessera.runtime.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

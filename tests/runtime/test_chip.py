@@ -15,7 +15,7 @@ from tessera.runtime.model_format import (
     HEADER, VERSION, ModelFile, decode_model, encode_model, pack_ints, read_model, unpack_ints)
 from tessera.runtime.rram import GF, RRAMArray, RRAMConfig
 
-DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +267,7 @@ def test_feed_audio_uses_the_files_frontend(exported):
 
 
 def test_parity_cli_and_export_errors(exported, small_corpus, tmp_path):
-    from test_cli import assert_clean_error, tessera
+    from helpers import assert_clean_error, tessera
 
     r = tessera("parity", exported["4"], "--data", small_corpus, "--json", "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -291,7 +291,7 @@ def test_model_file_is_self_describing(exported):
 
 
 def test_chip_eval_cli_rows(small_corpus):
-    from test_cli import tessera
+    from helpers import tessera
 
     r = tessera("chip-eval", DEFAULT, "--data", small_corpus, "--episodes", "20", "--shots", "1",
                 "--bits", "4", "8", "--drift", "3600", "--json", "--no-progress")

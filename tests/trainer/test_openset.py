@@ -16,7 +16,7 @@ from tessera.runtime.audio import load_audio, read_wav, write_wav
 from tessera.runtime.chip import Chip
 from tessera.runtime.errors import InputError
 
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+FSDD = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd"
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_factory_model_is_the_committed_model_exported():
     from tessera.trainer.exchange.export import ExportConfig, export_model
     from tessera.trainer.learning.train import load_model
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     fresh = Path(os.environ.get("TMPDIR", "/tmp")) / f"fresh-{os.getpid()}.tsr"
     export_model(load_model(str(root / "models" / "default" / "model.pt")), str(fresh),
                  ExportConfig(weight_bits=4))
@@ -185,7 +185,7 @@ def test_factory_model_is_the_committed_model_exported():
 
 
 def test_device_path_errors_are_one_line(tmp_path, fsdd):
-    from test_cli import assert_clean_error, tessera
+    from helpers import assert_clean_error, tessera
 
     wav = str(fsdd / "0_lucas_0.wav")
     assert_clean_error(tessera("device", "info", "--port", "loop://"), "echoes")
@@ -244,7 +244,7 @@ def test_device_vanishing_mid_command_is_one_line(fsdd, tmp_path):
 
 
 def test_device_infer_folder_reports_words_and_confusion(fsdd, tmp_path):
-    from test_cli import tessera
+    from helpers import tessera
 
     d = tmp_path / "words"
     for w in ("0", "1", "2"):
@@ -268,7 +268,7 @@ def test_device_infer_folder_reports_words_and_confusion(fsdd, tmp_path):
 
 
 def test_device_stream_takes_shd_style_spike_files(small_corpus):
-    from test_cli import assert_clean_error, tessera
+    from helpers import assert_clean_error, tessera
 
     r = tessera("device", "stream", "--port", "sim://", small_corpus, "--index", "3", "--fast",
                 "--json")
@@ -370,9 +370,9 @@ def test_every_stream_starts_clean(fsdd, tmp_path):
 
 def test_calibrate_needs_open_set_episodes(small_corpus):
     pytest.importorskip("torch")
-    from test_cli import assert_clean_error, tessera
+    from helpers import assert_clean_error, tessera
 
-    model = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+    model = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
     assert_clean_error(tessera("calibrate", model, "--data", small_corpus, "--dry-run",
                                "--no-progress"), "no open-set episode possible")
 
@@ -383,7 +383,7 @@ def test_stream_gates_are_restored_afterwards(fsdd, tmp_path):
     import subprocess
     import sys
 
-    from test_cli import tessera
+    from helpers import tessera
 
     sim = subprocess.Popen([sys.executable, "-m", "tessera", "sim", "--pty", "--json",
                             "--flash", str(tmp_path / "f.img")], stdout=subprocess.PIPE,
@@ -469,7 +469,7 @@ def test_threshold_fitted_to_the_person(fsdd, tmp_path):
 def test_device_untaught_and_threshold_person_from_the_cli(fsdd, tmp_path):
     """`device threshold person`, `device untaught DIR`, `device untaught --clear`: what a
     person types, over one running board (in-process, with a flash image)."""
-    from test_cli import tessera
+    from helpers import tessera
 
     url = f"sim://?model={factory_model()}&flash={tmp_path / 'f.img'}"
     for w in (1, 4):

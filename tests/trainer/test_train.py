@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from helpers import tone  # noqa: E402,F401
-from test_cli import assert_clean_error, tessera  # noqa: E402
+from helpers import assert_clean_error  # noqa: E402
+from helpers import tessera  # noqa: E402
 
 from tessera.runtime.errors import InputError  # noqa: E402
 from tessera.trainer.learning.config import load_config  # noqa: E402
@@ -144,7 +144,7 @@ def test_committed_default_model_recognises_new_words(small_corpus):
     """models/default/model.pt loads and, with one readout step, tells unseen words apart."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+    path = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
     r = tessera("eval", path, "--data", small_corpus, "--shots", "1", "--episodes", "100",
                 "--json")
     assert r.returncode == 0, r.stderr
@@ -161,7 +161,7 @@ def test_program_device_quantizes_the_committed_model():
     from tessera.trainer.evaluation.evaluate import program_device
     from tessera.trainer.learning.train import load_model
 
-    path = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+    path = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
     m = load_model(str(path))
     before = (m.core.params["w_rec"] * m.core.masks["w_rec"]).detach().clone()
     program_device(m, weight_bits=4)

@@ -1,24 +1,11 @@
 """The `tessera` command: JSON output, one-line errors with a non-zero exit, the demo."""
 
-import base64
 import json
-import wave
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from helpers import tessera, wav_bytes
+from helpers import assert_clean_error, tessera, wav_bytes
 
-from tessera.runtime.errors import InputError
-
-
-def assert_clean_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tessera: error:"), r.stderr
-    assert "Traceback" not in r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_corpus_info_json(small_corpus):
@@ -36,6 +23,8 @@ def test_corpus_info_json(small_corpus):
     (None, "no such file"),
     (b"garbage, not hdf5", "not a readable HDF5 file"),
 ])
+
+
 def test_corpus_info_bad_h5(tmp_path, content, needle):
     p = tmp_path / "bad.h5"
     if content is not None:
@@ -57,6 +46,8 @@ def test_corpus_info_non_shd_h5(tmp_path):
     ("0_a_1.wav", wav_bytes(np.array([np.nan] * 4, "<f4").tobytes(), tag=3, bits=32), "NaN"),
     ("0_a_2.wav", wav_bytes(np.zeros(16, "<i2").tobytes(), channels=2), "2 channels"),
 ])
+
+
 def test_bad_wavs_in_a_folder(tmp_path, name, data, needle):
     (tmp_path / name).write_bytes(data)
     r = tessera("corpus", "info", tmp_path, "--json")
@@ -69,14 +60,6 @@ def test_unknown_preset():
                        "invalid choice: 'huge'")
 
 
-def test_bench_frontend_json():
-    r = tessera("bench", "frontend", "--seconds", "1", "--repeats", "1", "--channels", "64",
-                "--json")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["channels"] == 64 and out["realtime_factor"] > 0 and "us_per_step" in out
-
-
 def test_corpus_build_json(tmp_path):
     out = tmp_path / "c.h5"
     r = tessera("corpus", "build", "--preset", "small", "--speakers", "3", "--no-digits",
@@ -85,115 +68,6 @@ def test_corpus_build_json(tmp_path):
     s = json.loads(r.stdout)
     assert s["utterances"] == 6 and s["classes"] == 2 and out.exists()
     assert not (tmp_path / "c.h5.part").exists()
-
-
-class _Page(HTMLParser):
-    """The parts of the demo's report a test checks: images, tables (by id), the summary."""
-
-    def __init__(self):
-        super().__init__()
-        self.images, self.tables, self.summary = {}, {}, None
-        self._table = self._row = self._cell = self._script = None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "img":
-            self.images[a["alt"]] = a["src"]
-        elif tag == "table":
-            self._table = self.tables.setdefault(a["id"], [])
-        elif tag == "tr" and self._table is not None:
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = ""
-        elif tag == "script" and a.get("id") == "summary":
-            self._script = ""
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append(self._cell)
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self._table.append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._table = None
-        elif tag == "script" and self._script is not None:
-            self.summary, self._script = json.loads(self._script), None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell += data
-        if self._script is not None:
-            self._script += data
-
-
-@pytest.mark.slow
-def test_demo_teaches_the_board_over_the_port_and_writes_a_report(tmp_path):
-    out = tmp_path / "demo"
-    r = tessera("demo", "--out", out, "--json", "--no-progress", "--no-realtime")
-    assert r.returncode == 0, r.stderr
-    s = json.loads(r.stdout)
-    assert s["port"].startswith("/dev/")                   # a pseudo-terminal, as a board's
-    assert s["link"]["bytes_sent"] > s["model_bytes"]      # the model went over the link
-    t = s["table"]
-    assert len(s["words"]) == 5 and t["asked"] == 20 and t["not_taught_asked"] == 6
-    assert sum(map(sum, t["confusion"]["matrix"])) == len(s["results"]) == 26
-    assert t["accuracy"] > 0.4                             # chance 0.2; seeded, deterministic
-    assert s["activity"]["synops_per_s"] > 0 and s["shots_curve"][0]["shots"] == 1
-    page = _Page()
-    page.feed((out / "report.html").read_text(encoding="utf-8"))
-    assert set(page.images) == set(s["plots"]) == {"pipeline", "scores", "layout", "shots",
-                                                   "confusion"}
-    for key, src in page.images.items():                   # every image embedded, no files
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1]) == (out / f"{key}.png").read_bytes()
-    rows = page.tables["per-word"][1:]
-    assert rows == [[w["word"], str(w["asked"]), str(w["right"]), str(w["wrong"]),
-                     str(w["none"]), f"{w['accuracy']:.3f}"] for w in t["per_word"]]
-    totals = dict(page.tables["totals"][1:])
-    assert totals["answered right"] == str(t["right"])
-    assert totals["words not taught, answered none"] == str(t["not_taught_rejected"])
-    assert totals["bytes to the board (all)"] == str(s["link"]["bytes_sent"])
-    assert totals["spikes per second"] == str(s["activity"]["spikes_per_s"])
-    assert len(page.tables["results"]) == 27
-    assert page.summary["table"] == t and page.summary["results"] == s["results"]
-
-
-def test_demo_word_folders_and_microphone(tmp_path):
-    from tessera.tools.demo import OTHER, folder_set, mic_set
-
-    def wav(path, seconds=0.3):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes((np.random.default_rng(0).normal(0, 3000, int(16000 * seconds)))
-                          .astype("<i2").tobytes())
-
-    for word in ("lamp", "fan"):
-        for k in range(3):
-            wav(tmp_path / "w" / word / f"{k}.wav")
-    wav(tmp_path / "w" / "_other" / "x.wav")
-    ds = folder_set(str(tmp_path / "w"))
-    assert sorted(ds.shots) == ["fan", "lamp"] and ds.shots["fan"].source.endswith("0.wav")
-    assert len(ds.tests) == 5 and sum(u.word == OTHER for u in ds.tests) == 1
-    (tmp_path / "one" / "lamp").mkdir(parents=True)
-    wav(tmp_path / "one" / "lamp" / "0.wav")
-    wav(tmp_path / "one" / "fan" / "0.wav")
-    with pytest.raises(InputError, match="no held-out utterances"):
-        folder_set(str(tmp_path / "one"))
-    with pytest.raises(InputError, match="no word folders"):
-        folder_set(str(tmp_path / "one" / "lamp"))
-    asked = []
-    ds = mic_set(["yes", "no"], repeats=2, prompt=asked.append,
-                 record=lambda: np.zeros(800, np.int16))
-    assert sorted(ds.shots) == ["no", "yes"] and len(ds.tests) == 6 and len(asked) == 8
-    assert_clean_error(tessera("demo", "--words", tmp_path / "none"), "sub-folder")
-    try:
-        import sounddevice  # noqa: F401
-    except (ImportError, OSError):
-        assert_clean_error(tessera("demo", "--mic", "--out", tmp_path / "m"), "mic extra")
 
 
 @pytest.mark.parametrize("args", [[], ["corpus"], ["corpus", "build"], ["corpus", "info"],
@@ -292,45 +166,6 @@ def test_sim_and_device_json_are_plain_answers(tmp_path):
     finally:
         sim.kill()
         sim.communicate()
-
-
-def test_bench_lauscher_compares_and_names_a_missing_output(tmp_path):
-    from helpers import tone
-
-    wav = tmp_path / "a.wav"
-    wav.write_bytes(wav_bytes(tone(500, 0.5).tobytes()))
-    r = tessera("bench", "lauscher", wav, "--json")
-    assert_clean_error(r, "a.npz", "no readable lauscher output beside a.wav")
-    np.savez(tmp_path / "a.npz", np.array([[0.01, 0.02, 0.30], [5, 600, 5]]))
-    r = tessera("bench", "lauscher", wav, "--json", "--png", tmp_path / "c.png")
-    assert r.returncode == 0, r.stderr
-    row = json.loads(r.stdout)["files"][0]
-    assert row["lauscher"]["spikes"] == 3 and row["tessera"]["spikes"] > 10
-    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_bench_all_writes_its_tables_between_markers(tmp_path):
-    from tessera.tools.bench_all import BEGIN, END, markdown, run_all, write_tables
-
-    r = run_all("unused.pt", "unused.tsr", quick=True, parts=("frontend",), say=lambda _: None)
-    text = markdown(r)
-    row = next(line for line in text.splitlines() if line.startswith("| 700 channels"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == f"{r['parts']['frontend']['result']['realtime_factor']}x"
-    assert cells[2] == "`tessera bench frontend --repeats 3`" and cells[3] == r["date"]
-    md = tmp_path / "B.md"
-    md.write_text("# history\n\nkept\n")
-    write_tables(str(md), text)
-    write_tables(str(md), "second run")                    # replaces, keeps the rest
-    body = md.read_text()
-    assert body.startswith("# history\n\nkept\n") and body.count(BEGIN) == body.count(END) == 1
-    assert "second run" in body and row not in body
-    md.write_text(f"# history\n{BEGIN}\nno end marker\n")
-    with pytest.raises(InputError, match="only one of the bench markers"):
-        write_tables(str(md), text)
-    assert md.read_text() == f"# history\n{BEGIN}\nno end marker\n"     # untouched
-    with pytest.raises(InputError, match="unknown part"):
-        run_all("m.pt", "m.tsr", parts=("speed",))
 
 
 def test_rough_edges_of_the_device_walk(tmp_path):

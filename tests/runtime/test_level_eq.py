@@ -90,7 +90,7 @@ def test_bad_equalizer_fields_are_named(bad, word):
 
 
 # ------------------------------------------------------------------ the model file and the chip
-DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default" / "model.pt"
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
 
 
 @pytest.fixture(scope="module")

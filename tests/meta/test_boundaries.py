@@ -57,7 +57,7 @@ def test_device_only_install_runs_sim_and_device_commands(tmp_path):
     import socket
     from pathlib import Path
 
-    fsdd = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+    fsdd = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd"
     wav, wav2 = fsdd / "1_jackson_0.wav", fsdd / "1_jackson_3.wav"
     if not wav.exists():
         import pytest
@@ -101,7 +101,7 @@ def test_packages_import_only_downwards():
     import ast
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     allowed = {"runtime": {"runtime"}, "protocol": {"protocol", "runtime"},
                "firmware_sim": {"firmware_sim", "runtime", "protocol"},
                "trainer": {"trainer", "runtime"},
@@ -109,19 +109,21 @@ def test_packages_import_only_downwards():
                "models": {"runtime"}}
     bad = []
     for pkg, ok in allowed.items():
-        files = sorted((root / pkg).glob("*.py"))
+        files = sorted((root / pkg).rglob("*.py"))             # sub-packages too
         assert files, pkg
         for f in files:
+            here = f.relative_to(root).parts[:-1]                # e.g. ("trainer", "data")
             for node in ast.walk(ast.parse(f.read_text())):
-                if isinstance(node, ast.ImportFrom):
-                    if node.level >= 2 and node.module:          # from ..x import
-                        target = node.module.split(".")[0]
-                    elif node.level >= 2:                        # from .. import x
-                        target = node.names[0].name
-                    elif node.level == 0 and (node.module or "").startswith("tessera."):
-                        target = node.module.split(".")[1]
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    base = here[:len(here) - (node.level - 1)]
+                    if not base:                                 # above the folders: tessera.*
+                        target = (node.module or node.names[0].name).split(".")[0]
                     else:
+                        target = base[0]
+                elif isinstance(node, ast.ImportFrom):
+                    if not (node.module or "").startswith("tessera."):
                         continue
+                    target = node.module.split(".")[1]
                 elif isinstance(node, ast.Import):
                     names = [a.name for a in node.names if a.name.startswith("tessera.")]
                     if not names:
@@ -130,7 +132,7 @@ def test_packages_import_only_downwards():
                 else:
                     continue
                 if target not in ok:
-                    bad.append(f"{pkg}/{f.name}:{node.lineno} imports {target}")
+                    bad.append(f"{f.relative_to(root)}:{node.lineno} imports {target}")
     assert not bad, bad
 
 
@@ -141,7 +143,7 @@ def test_a_built_wheel_carries_the_default_and_factory_models(tmp_path):
     import zipfile
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                         "-q", "-w", str(tmp_path / "w"), str(root)], capture_output=True,
                        text=True, timeout=300)

@@ -1,0 +1,77 @@
+"""test_persist"""
+
+from pathlib import Path
+
+
+from helpers import ask
+
+from tessera.firmware_sim.device import Firmware
+from tessera.protocol.framing import (
+    FrameDecoder, encode_frame)
+from tessera.protocol.messages import decode, encode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_reboot_after_n_requests_keeps_the_flash(model4, tmp_path):
+    """Fault injection: a power cycle after every 3rd request; saved words survive it."""
+    fw = Firmware(flash_path=str(tmp_path / "flash.img"))
+    fw.install(open(model4, "rb").read())
+    fw.chip.readout.names[0] = "kept"
+    dec = FrameDecoder()
+
+    def req(i, t):
+        return [decode(b) for b in dec.feed(fw.receive(encode_frame(encode({"t": t, "id": i}))))]
+
+    assert req(1, "save")[0]["t"] == "ack"
+    fw.reboot_after = 3
+    boots = fw.boots
+    for i in range(2, 8):
+        assert req(i, "list_classes")[0]["classes"] == ["kept"]
+    assert fw.boots == boots + 2
+
+
+def test_parameters_restored_from_flash_are_checked_like_the_wire(model4, tmp_path):
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do("set_param", {"name": "hop_ms", "value": 100})
+    fw.do("save", {})
+    image = flash.load(str(img))
+    image["params"]["hop_ms"] = "x"
+    flash.save(str(img), image)
+    fw = Firmware(str(img))
+    assert fw.chip is None and "hop_ms" in fw.boot_error          # boots empty, says why
+    image["params"]["hop_ms"] = 120
+    image["params"]["an_older_firmwares_param"] = 3               # not ours: ignored
+    flash.save(str(img), image)
+    fw = Firmware(str(img))
+    assert fw.chip is not None and fw.params["hop_ms"] == 120 and fw.boot_error is None
+
+
+def test_a_damaged_flash_image_boots_empty_and_says_why(model4, tmp_path, monkeypatch):
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do("save", {})
+    blob = bytearray(img.read_bytes())
+    blob[len(blob) // 2] ^= 0x10                                   # one flipped bit
+    img.write_bytes(bytes(blob))
+    fw = Firmware(str(img))
+    assert fw.chip is None and "corrupt" in fw.boot_error
+    assert ask(fw, {"v": 4, "t": "reboot", "id": 7})["t"] == "ack"  # answered, then boots
+    assert ask(fw, {"v": 4, "t": "ping", "id": 8})["t"] == "pong"
+    # a write that fails leaves no temporary file and the old image
+    fw.install(open(model4, "rb").read())
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(flash.os, "replace", broken)
+    r = ask(fw, {"v": 4, "t": "save", "id": 9})
+    assert r["name"] == "STORAGE" and not (tmp_path / "f.img.tmp").exists()
+    assert img.read_bytes() == bytes(blob)
