@@ -75,7 +75,7 @@ def cmd_corpus_level_eq(args: argparse.Namespace) -> int:
     import time
 
     from tessera.runtime.frontend import FrontendSpec, design
-    from tessera.trainer.evaluation.diagnose import corpus_level_mean, equalize_corpus
+    from tessera.trainer.data.levels import corpus_level_mean, equalize_corpus
 
     t0 = time.perf_counter()
     ref = corpus_level_mean(args.reference, design(FrontendSpec()))

@@ -184,6 +184,7 @@ def _voice_rows(rows: list[dict], width: int) -> list[str]:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    from tessera.trainer.data.levels import corpus_level_mean
     from tessera.trainer.evaluation import diagnose as D
     from tessera.trainer.learning.storage import load_model
 
@@ -210,7 +211,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             raise InputError("diagnose: --level-eq needs --fsdd DIR")
         from tessera.runtime.frontend import FrontendSpec, design
         tab = design(FrontendSpec())
-        refs = {f"{os.path.basename(p)}'s mean": D.corpus_level_mean(p, tab) for p in args.level_eq}
+        refs = {f"{os.path.basename(p)}'s mean": corpus_level_mean(p, tab) for p in args.level_eq}
         rows = D.level_equalization(model, args.fsdd, refs, episodes=args.episodes)
         result["level_eq"] = rows
         lines.append("  the long-term spectrum equalized in the front-end's levels: "
@@ -221,7 +222,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_level_eq(args: argparse.Namespace) -> int:
-    from tessera.trainer.evaluation.diagnose import set_level_eq
+    from tessera.trainer.learning.storage import set_level_eq
 
     r = set_level_eq(args.model, args.reference, shift=args.shift, gate=args.gate,
                      prior=args.prior, remove=args.remove)

@@ -136,6 +136,30 @@ def test_packages_import_only_downwards():
     assert not bad, bad
 
 
+
+def test_the_trainer_flows_through_its_sub_packages():
+    """Inside the trainer, data < learning < exchange < evaluation: a sub-package imports only
+    its own and those before it (also imports inside functions)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    order = ["data", "learning", "exchange", "evaluation"]
+    bad, seen = [], 0
+    for f in sorted((root / "trainer").rglob("*.py")):
+        here = f.relative_to(root).parts[:-1]
+        if len(here) < 2:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = list(here[:len(here) - (node.level - 1)])
+                target = base + (node.module.split(".") if node.module else [node.names[0].name])
+                if len(target) > 1 and target[0] == "trainer" and target[1] in order:
+                    seen += 1
+                    if order.index(target[1]) > order.index(here[1]):
+                        bad.append(f"{f.relative_to(root)}:{node.lineno} imports {target[1]}")
+    assert seen > 50 and not bad, bad
+
 @pytest.mark.slow
 def test_a_built_wheel_carries_the_default_and_factory_models(tmp_path):
     """A non-editable install finds the default model and the factory model from any folder:

@@ -316,7 +316,8 @@ def test_level_equalization_in_the_front_end(tmp_path, fsdd):
     silence."""
     from helpers import DEFAULT_MODEL, fsdd_subset
     from tessera.runtime.frontend import FrontendSpec, design
-    from tessera.trainer.evaluation.diagnose import _fe_levels, _speech_mean, level_equalization
+    from tessera.trainer.data.levels import frontend_levels, speech_mean
+    from tessera.trainer.evaluation.diagnose import level_equalization
     from tessera.trainer.learning.storage import load_model
 
     tab = design(FrontendSpec())
@@ -324,7 +325,7 @@ def test_level_equalization_in_the_front_end(tmp_path, fsdd):
                           10 ** (np.linspace(12, -12, 512) / 20))              # falling tilt
     pcm = np.concatenate([np.zeros(8000, np.int16),
                           np.round(noise / np.abs(noise).max() * 8000).astype(np.int16)])
-    mean, steps = _speech_mean(_fe_levels(pcm, tab), tab.floor_level)
+    mean, steps = speech_mean(frontend_levels(pcm, tab), tab.floor_level)
     assert 400 <= steps <= 520                                  # the sound's half, not the silence
     assert mean[: 100].mean() > mean[-100:].mean()              # its spectrum falls
     folder = fsdd_subset(fsdd, tmp_path / "few", takes=6)

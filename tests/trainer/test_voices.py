@@ -157,7 +157,7 @@ def test_teacher_frames_are_aligned_and_cached(teacher, small_corpus, tmp_path, 
     assert np.array_equal(teacher_frames(str(small_corpus), 8, 1.0, teacher), f)   # the cache
     assert len(list((tmp_path / "cache" / "teacher").iterdir())) == 1
     # a segment's target is the window centred on it: silence moved later moves it later
-    from tessera.trainer.evaluation.baselines import audio_of
+    from tessera.trainer.data.levels import audio_of
     pcm = audio_of(str(small_corpus))[0]
     late = np.concatenate([np.zeros(4000, np.int16), pcm])
     a, b = teacher.frames([pcm, late], 8, 1.0).astype(np.float64)

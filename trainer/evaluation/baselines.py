@@ -16,8 +16,7 @@ from ..data.dense import DenseSet
 from ..learning.episodes import FewShotTasks
 from ..learning.adapt import ci95
 
-__all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "word_frames", "audio_of",
-           "evaluate_dtw_envelope"]
+__all__ = ["dtw_distances", "evaluate_dtw", "log_envelopes", "word_frames", "evaluate_dtw_envelope"]
 
 
 def dtw_distances(a: np.ndarray, b: np.ndarray, metric: str = "euclidean",
@@ -86,25 +85,6 @@ def log_envelopes(pcm: np.ndarray, channels: int = 128, duration: float = 1.0,
     b = 1.019 * 24.7 * (4.37 * fc / 1000 + 1)
     weights = (1 + ((f[None, :] - fc[:, None]) / b[:, None]) ** 2) ** -4   # |H|^2 of order 4
     return np.log(power @ weights.T + 1e-8)
-
-
-def audio_of(source: str) -> list[np.ndarray] | None:
-    """The 16 kHz audio of every utterance of a data set, in its order: a WAV folder's files, or
-    a corpus built with ``--keep-audio``; None when the data set has no audio."""
-    import os
-
-    from ...runtime.audio import load_audio
-    if os.path.isdir(source):
-        from ..data.readers import wav_items
-        return [load_audio(p) for p, _, _ in wav_items(source)]
-    try:
-        import h5py
-        with h5py.File(source, "r") as h5:
-            if "audio/pcm" not in h5:
-                return None
-            return [np.asarray(p, np.int16) for p in h5["audio/pcm"][:]]
-    except OSError:
-        return None
 
 
 def word_frames(env: np.ndarray, range_db: float = 30.0, frames: int = 40) -> np.ndarray:

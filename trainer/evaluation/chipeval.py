@@ -20,38 +20,14 @@ import numpy as np
 import torch
 
 from ...runtime.chip import Chip
-from ...runtime.spikes import events_to_frames
-from ...runtime.errors import InputError
 from ...runtime.rram import RRAMConfig
+from ..data.chipdata import chip_and_data, frames_of, held_out_indices
 from ..data.readers import read_any
 from ..learning.episodes import evaluation_tasks
 from ..learning.adapt import ci95, evaluate
 from ..learning.intmode import IntCore
 
 __all__ = ["parity", "chip_accuracy"]
-
-
-def frames_of(data, idx: np.ndarray, ms: int, channels: int) -> np.ndarray:
-    out = np.zeros((idx.size, ms, channels), np.uint8)
-    for j, i in enumerate(idx):
-        times, units = data.sample(int(i))
-        out[j] = events_to_frames(times, units, channels, ms)
-    return out
-
-
-def held_out_indices(data) -> np.ndarray:
-    idx = np.nonzero(data.split == 2)[0]
-    return idx if idx.size else np.arange(len(data.labels))
-
-
-def chip_and_data(model_path: str, data_path: str, progress: bool = False):
-    """The chip of a ``.tsr`` file and a corpus whose frames fit its front-end."""
-    chip = Chip.load(model_path)
-    data = read_any(data_path, progress=progress)
-    if data.channels != chip.tab.channels_total:
-        raise InputError(f"data has {data.channels} channels, the model's front-end "
-                         f"{chip.tab.channels_total}", source=data_path)
-    return chip, data
 
 
 def parity(model_path: str, data_path: str, limit: int = 0, seed: int = 0,

@@ -26,12 +26,13 @@ import torch
 
 from ...runtime.audio import to_int16
 from ...runtime.constants import SAMPLE_RATE
-from ...runtime.errors import InputError
 from ...runtime.frontend import Cochlea
 from ..data import augment as A
 from ..data.readers import SpikeSet
 from ..learning.episodes import FewShotTasks
 from ..learning.adapt import evaluate, features_of
+from ..data.levels import (frontend_levels, moved_spikes, pooled_levels,
+                           speech_mean)
 from ..data.transforms import dense_dataset
 
 __all__ = ["TTS_CONDITIONS", "tts_conditions", "real_voices", "equalize_speakers",
@@ -167,7 +168,7 @@ def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> lis
     """Cross-speaker accuracy on a WAV folder as recorded, loudness-matched, and loudness- and
     spectrum-matched per speaker; the same-speaker score as the ceiling."""
     from ...runtime.frontend import FrontendSpec
-    from .baselines import audio_of
+    from ..data.levels import audio_of
     from ..data.readers import wav_items, wav_index
 
     names, _, labels, speakers = wav_index(wav_items(folder))
@@ -196,140 +197,6 @@ def real_voices(model, folder: str, *, episodes: int = 300, shots=(1, 5)) -> lis
 
 
 # ------------------------------------------------------------ long-term spectrum in the front-end
-def _need_audio_corpus(path: str) -> None:
-    """A clear error for a path that is not a readable h5 corpus with its audio."""
-    import h5py
-
-    from ...runtime.errors import InputError
-    if not os.path.isfile(path):
-        raise InputError("no such corpus file", source=path)
-    try:
-        with h5py.File(path, "r") as h5:
-            audio = "audio/pcm" in h5
-    except OSError as exc:
-        raise InputError(f"not an h5 corpus ({exc})", source=path) from None
-    if not audio:
-        raise InputError("corpus has no audio (build it with --keep-audio)", source=path)
-
-
-def _pooled(means: list[tuple[np.ndarray, int]]) -> np.ndarray:
-    """The long-term level spectrum of several :func:`_speech_mean` results, weighted by their
-    speech steps."""
-    return np.average([m for m, _ in means], axis=0, weights=[max(k, 1) for _, k in means])
-
-
-def _moved_spikes(level: np.ndarray, offset: np.ndarray, spec, tab) -> tuple:
-    """The (step, channel) spikes of ``level`` (C, steps) with every channel moved down by its
-    ``offset`` (level units) before adaptation and spikes."""
-    from ...runtime.frontend import spikes_from_levels, initial_state
-
-    moved = (level - np.round(offset).astype(np.int64)[:, None]).astype(np.int32)
-    return np.nonzero(spikes_from_levels(moved, initial_state(spec), tab)[0])
-
-
-def _fe_levels(pcm: np.ndarray, tab) -> np.ndarray:
-    """The front-end's levels (C, steps) of one utterance from rest, int64."""
-    from ...runtime.frontend import channel_levels, filterbank
-    return channel_levels(filterbank(np.asarray(pcm), tab), tab).astype(np.int64)
-
-
-def _speech_mean(level: np.ndarray, floor: int) -> tuple[np.ndarray, int]:
-    """Each channel's mean level over the utterance's speech steps (mean level above the floor
-    at least half its peak) and how many steps that was."""
-    a = np.maximum(level - floor, 0).mean(axis=0)
-    speech = a >= 0.5 * a.max() if a.max() > 0 else np.ones(a.size, bool)
-    return np.maximum(level[:, speech], floor).mean(axis=1), int(speech.sum())
-
-
-def corpus_level_mean(path: str, tab, n: int = 400, seed: int = 0) -> np.ndarray:
-    """The long-term level spectrum (C,) of ``n`` utterances of a corpus built with
-    ``--keep-audio``: the reference a device could ship with its model."""
-    import h5py
-    _need_audio_corpus(path)
-    with h5py.File(path, "r") as h5:
-        total = h5["audio/pcm"].shape[0]
-        idx = np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
-        pcms = [np.asarray(h5["audio/pcm"][i], np.int16) for i in idx]
-    return _pooled([_speech_mean(_fe_levels(p, tab), tab.floor_level) for p in pcms])
-
-
-def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
-    """The front-end's level equalization (:class:`~tessera.runtime.frontend.LevelEq`, as a map
-    a model keeps) whose reference is the long-term level spectrum of ``n`` utterances of the
-    corpus ``path`` (built with ``--keep-audio``), taken over speech steps by the equalizer's
-    own rule (``gate``), pooled by steps: what the device's running level reaches for an
-    average training voice."""
-    import h5py
-
-    from ...runtime.frontend import FrontendSpec, design
-    from ...runtime.leveleq import LevelEq, speech_sum
-
-    tab = design(FrontendSpec())
-    eq = LevelEq(np.zeros(tab.spec.channels, np.int64), **params).check(tab.spec.channels)
-    _need_audio_corpus(path)
-    total, steps = np.zeros(tab.spec.channels, np.int64), 0
-    with h5py.File(path, "r") as h5:
-        count = h5["audio/pcm"].shape[0]
-        for i in np.sort(np.random.default_rng(seed).choice(count, min(n, count), replace=False)):
-            s_, k_ = speech_sum(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
-                                tab.floor_level, eq.gate)
-            total += s_
-            steps += k_
-    if not steps:
-        raise InputError("no speech steps in the corpus's audio", source=path)
-    ref = np.round(total / steps).astype(np.int64)
-    return dict(ref=ref.tolist(), gate=eq.gate, block=eq.block, shift=eq.shift, frac=eq.frac,
-                prior=eq.prior, reference=os.path.basename(path), utterances=int(min(n, count)))
-
-
-def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | None = None,
-                 gate: int | None = None, prior: int | None = None, remove: bool = False
-                 ) -> dict:
-    """Write the front-end's level equalization into the model file ``model_path`` (see
-    :func:`reference_eq`); ``reference``, ``shift`` and ``gate`` default to the model's own, then
-    to its training config's ``data.level_eq`` and the equalizer's defaults. Returns the map."""
-    import json as _json
-
-    from ...runtime.leveleq import LevelEq
-    from ..learning.storage import load_checkpoint, save_checkpoint
-
-    state = load_checkpoint(model_path)
-    extra = _json.loads(state.get("extra", "{}") or "{}")
-    old = extra.get("level_eq") or {}
-    if remove:
-        extra.pop("level_eq", None)
-        d = {}
-    else:
-        ref = reference or (None if old else
-                            _json.loads(state["config"]).get("data", {}).get("level_eq"))
-        if not ref and not old:
-            raise InputError("no reference corpus: pass --reference CORPUS (a --keep-audio "
-                             "corpus)", source=model_path)
-        defaults = LevelEq(np.zeros(1, np.int64))
-        params = dict(gate=gate if gate is not None else old.get("gate", defaults.gate),
-                      shift=shift if shift is not None else old.get("shift", defaults.shift),
-                      prior=prior if prior is not None else old.get("prior", defaults.prior),
-                      frac=defaults.frac)                # precision: always this firmware's
-        if ref:
-            d = reference_eq(ref, **params)
-        else:
-            d = dict(old, **params)
-        level_eq_of(d)                                   # checked before it is written
-        extra["level_eq"] = d
-    state["extra"] = _json.dumps(extra)
-    save_checkpoint(model_path, state)
-    return d
-
-
-def level_eq_of(d: dict | None):
-    """A model's ``level_eq`` map as a :class:`~tessera.runtime.frontend.LevelEq` (or None)."""
-    from ...runtime.leveleq import LevelEq
-    if not d:
-        return None
-    return LevelEq(np.asarray(d["ref"], np.int64), d["gate"], d["block"], d["shift"],
-                   d["frac"], d.get("prior", 0)).check(len(d["ref"]))
-
-
 def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = None, *,
                        episodes: int = 300, shots=(1, 5), recent: int = 16, prior: float = 2.0,
                        seed: int = 0) -> list[dict]:
@@ -341,17 +208,17 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
     training corpus's mean, :func:`corpus_level_mean`) and the mean of the folder's speakers
     (an oracle: the test speakers' own average)."""
     from ...runtime.frontend import FrontendSpec, design
-    from .baselines import audio_of
+    from ..data.levels import audio_of
     from ..data.readers import wav_items, wav_index
 
     spec = FrontendSpec()
     tab = design(spec)
     names, _, labels, speakers = wav_index(wav_items(folder))
-    levels = [_fe_levels(p, tab) for p in audio_of(folder)]
-    means = [_speech_mean(L, tab.floor_level) for L in levels]
+    levels = [frontend_levels(p, tab) for p in audio_of(folder)]
+    means = [speech_mean(L, tab.floor_level) for L in levels]
     tasks = FewShotTasks(labels, speakers, np.full(labels.size, 2, np.int8),
                          unseen=tuple(np.unique(labels).tolist()), all_test=True)
-    spk = {int(s): _pooled([means[i] for i in np.nonzero(speakers == s)[0]])
+    spk = {int(s): pooled_levels([means[i] for i in np.nonzero(speakers == s)[0]])
            for s in np.unique(speakers)}
     refs = dict(refs or {})
     refs["the folder's speakers (oracle)"] = np.mean(list(spk.values()), axis=0)
@@ -366,7 +233,7 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
         return offs
 
     def row(name, offsets):
-        ev = [_moved_spikes(L, off, spec, tab) for L, off in zip(levels, offsets)]
+        ev = [moved_spikes(L, off, spec, tab) for L, off in zip(levels, offsets)]
         sset = SpikeSet.from_steps(ev, spec.step_seconds, labels, speakers,
                                    np.full(len(levels), 2, np.int8), spec.channels, names,
                                    [f"s{i}" for i in range(int(np.max(speakers)) + 1)], "diagnose")
@@ -389,59 +256,3 @@ def level_equalization(model, folder: str, refs: dict[str, np.ndarray] | None = 
     return rows
 
 
-def _equalized_events(args) -> list:
-    """Worker: (index, (steps, channels)) spikes of utterances whose levels are moved by their
-    speaker's offset."""
-    import h5py
-
-    from ...runtime.frontend import FrontendSpec, design
-
-    path, items = args
-    spec = FrontendSpec()
-    tab = design(spec)
-    with h5py.File(path, "r") as h5:
-        return [(i, _moved_spikes(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
-                                  off, spec, tab)) for i, off in items]
-
-
-def equalize_corpus(src: str, dst: str, ref: np.ndarray, *, per_speaker: int = 20,
-                    workers: int = 2, seed: int = 0) -> dict:
-    """A copy of corpus ``src`` (built with ``--keep-audio``) whose spikes are re-encoded with
-    each speaker's long-term level spectrum moved to ``ref`` in the front-end (the speaker's
-    mean over speech steps of up to ``per_speaker`` of its utterances): the training side of
-    :func:`level_equalization`."""
-    import shutil
-    from multiprocessing import get_context
-
-    import h5py
-
-    from ...runtime.frontend import FrontendSpec, design
-
-    tab = design(FrontendSpec())
-    _need_audio_corpus(src)
-    with h5py.File(src, "r") as h5:
-        speakers = np.asarray(h5["extra/speaker"][:], np.int64)
-        rng = np.random.default_rng(seed)
-        offsets = {}
-        for s in np.unique(speakers):
-            idx = np.nonzero(speakers == s)[0]
-            pick = rng.choice(idx, min(per_speaker, idx.size), replace=False)
-            offsets[int(s)] = _pooled([
-                _speech_mean(_fe_levels(np.asarray(h5["audio/pcm"][i], np.int16), tab),
-                             tab.floor_level) for i in pick]) - ref
-    n = speakers.size
-    chunks = [(src, [(i, offsets[int(speakers[i])]) for i in range(k, n, 8 * workers)])
-              for k in range(8 * workers)]
-    tmp = dst + ".part"
-    shutil.copyfile(src, tmp)
-    with get_context("spawn").Pool(workers) as pool, h5py.File(tmp, "r+") as h5:
-        times, units = h5["spikes/times"], h5["spikes/units"]
-        step_s = np.float32(FrontendSpec().step_seconds)
-        for part in pool.imap_unordered(_equalized_events, chunks):
-            for i, (steps, ch) in part:
-                times[i] = steps.astype(np.float32) * step_s
-                units[i] = ch.astype(np.uint16)
-    os.replace(tmp, dst)
-    return dict(path=dst, utterances=int(n), speakers=len(offsets),
-                mean_abs_offset=round(float(np.mean([np.abs(o).mean()
-                                                     for o in offsets.values()])), 2))

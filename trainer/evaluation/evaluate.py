@@ -169,7 +169,8 @@ def evaluate_model(model: Model, data_path: str | None = None, *, splits=("unsee
     split and shot count. A compared model adapts with its own rule (its config's inner steps);
     the main model with ``inner_steps``; ``transfer_steps`` overrides the fine-tuning steps of
     compared transfer baselines (chosen on the validation split)."""
-    from .baselines import audio_of, evaluate_dtw, evaluate_dtw_envelope, log_envelopes
+    from ..data.levels import audio_of
+    from .baselines import evaluate_dtw, evaluate_dtw_envelope, log_envelopes
 
     cfg, data, tasks, feats = setup or eval_setup(model, data_path)
     others = [(m, compare_features(m, cfg, data, model.level_eq)) for m in compare]

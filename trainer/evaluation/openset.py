@@ -216,7 +216,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     next to the model (``write``), and report the operating point on its test speakers and, for
     validation only, on the FSDD-style WAV folder ``fsdd``."""
     from ..data.readers import read_any
-    from .chipeval import chip_and_data
+    from ..data.chipdata import chip_and_data
 
     chip, data = chip_and_data(tsr, data_path, progress)
     noise = noise_clips(count=24, seed=1)

@@ -142,7 +142,7 @@ def neurobench_report(model, tsr_path: str, data_path: str, count: int = 64,
     _need_neurobench()
     import torch
 
-    from ..evaluation.chipeval import chip_and_data, frames_of, held_out_indices
+    from ..data.chipdata import chip_and_data, frames_of, held_out_indices
     from ..learning.intmode import IntCore
 
     chip, data = chip_and_data(tsr_path, data_path, progress)

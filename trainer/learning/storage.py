@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import torch
 
 from ...runtime.errors import InputError
@@ -113,9 +114,48 @@ class Model:
     def level_eq(self):
         """The front-end's long-term level equalization the model was trained with
         (:class:`~tessera.runtime.frontend.LevelEq` over the 700 channels), or None."""
-        from ..evaluation.diagnose import level_eq_of
+        from ..data.levels import level_eq_of
         return level_eq_of(self.extra.get("level_eq"))
 
 
 def load_model(path: str) -> Model:
     return Model(path)
+
+
+def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | None = None,
+                 gate: int | None = None, prior: int | None = None, remove: bool = False
+                 ) -> dict:
+    """Write the front-end's level equalization into the model file ``model_path`` (see
+    :func:`reference_eq`); ``reference``, ``shift`` and ``gate`` default to the model's own, then
+    to its training config's ``data.level_eq`` and the equalizer's defaults. Returns the map."""
+    import json as _json
+
+    from ...runtime.leveleq import LevelEq
+    from ..data.levels import level_eq_of, reference_eq
+
+    state = load_checkpoint(model_path)
+    extra = _json.loads(state.get("extra", "{}") or "{}")
+    old = extra.get("level_eq") or {}
+    if remove:
+        extra.pop("level_eq", None)
+        d = {}
+    else:
+        ref = reference or (None if old else
+                            _json.loads(state["config"]).get("data", {}).get("level_eq"))
+        if not ref and not old:
+            raise InputError("no reference corpus: pass --reference CORPUS (a --keep-audio "
+                             "corpus)", source=model_path)
+        defaults = LevelEq(np.zeros(1, np.int64))
+        params = dict(gate=gate if gate is not None else old.get("gate", defaults.gate),
+                      shift=shift if shift is not None else old.get("shift", defaults.shift),
+                      prior=prior if prior is not None else old.get("prior", defaults.prior),
+                      frac=defaults.frac)                # precision: always this firmware's
+        if ref:
+            d = reference_eq(ref, **params)
+        else:
+            d = dict(old, **params)
+        level_eq_of(d)                                   # checked before it is written
+        extra["level_eq"] = d
+    state["extra"] = _json.dumps(extra)
+    save_checkpoint(model_path, state)
+    return d

