@@ -79,7 +79,7 @@ def _feature_mean(model: Model) -> torch.Tensor:
 
 def incremental_eval(model: Model, corpus: str, shots: int = 1, runs: int = 50,
                      speaker: str | None = None) -> dict:
-    """Enroll every class of ``corpus`` one at a time (see :func:`fewshot.incremental`) with
+    """Enroll every class of ``corpus`` one at a time (see :func:`~tessera.trainer.learning.adapt.incremental`) with
     the model's rule.
 
     With the softmax-step rule, features are centred by the mean feature of the training

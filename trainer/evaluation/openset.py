@@ -2,7 +2,7 @@
 its threshold (``tessera calibrate``), and the device-path measurements of issue 10.
 
 Everything here scores with the chip's own integer rule (:meth:`Chip.enroll`,
-:meth:`Chip.scores_q`, :meth:`Chip.decide`) on the chip's integer features, so what is measured
+:meth:`Chip.scores_q`, :func:`tessera.runtime.readout.decide`) on the chip's integer features, so what is measured
 is what the device answers.
 
 Open-set episode (one speaker): ``ways`` words enrolled with ``shots`` utterances each, one word at
