@@ -106,12 +106,14 @@ def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
     if nb == 0:
         return (np.zeros((0, f.shape[1]), np.int64), pending + f.sum(axis=0, dtype=np.int64),
                 total)
+    # uint8 frames summed over at most 257 ms fit uint16: the narrow sum is several times faster
+    kind = np.uint16 if f.dtype == np.uint8 and bin_ms <= 257 else np.int64
     first = bin_ms - pending_ms
     bins = np.empty((nb, f.shape[1]), np.int64)
     bins[0] = pending + f[:first].sum(axis=0, dtype=np.int64)
     if nb > 1:
         bins[1:] = f[first:first + (nb - 1) * bin_ms].reshape(nb - 1, bin_ms, -1).sum(
-            axis=1, dtype=np.int64)
+            axis=1, dtype=kind)
     used = first + (nb - 1) * bin_ms
     return bins, f[used:].sum(axis=0, dtype=np.int64), f.shape[0] - used
 
@@ -277,13 +279,20 @@ class Chip:
         events = int(x.sum())
         c.input_events += events
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
-        traces = np.empty((k, n), np.int64)           # r after each step
-        core, tables = st.core, self.core
-        for i in range(k):
-            z, core = core_step(current[i], core, tables)
-            raster[i] = z
-            traces[i] = core.vr[n:]
-        accumulate(st.acc, traces, self.seg_of[st.t:st.t + k], self.acc_hi)
+        core, tables, segs = st.core, self.core, self.seg_of[st.t:st.t + k]
+        if self.acc_hi is None:                       # exact sums: each step's traces straight
+            rows = [st.acc[j] for j in range(tab.segments)]  # into its segment's row
+            for i, seg in enumerate(segs.tolist()):
+                z, core = core_step(current[i], core, tables)
+                raster[i] = z
+                rows[seg] += core.vr[n:]
+        else:
+            traces = np.empty((k, n), np.int64)       # r after each step, then saturating sums
+            for i in range(k):
+                z, core = core_step(current[i], core, tables)
+                raster[i] = z
+                traces[i] = core.vr[n:]
+            accumulate(st.acc, traces, segs, self.acc_hi)
         per_neuron = raster.sum(axis=0, dtype=np.int64)
         spikes = int(per_neuron.sum())
         self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
