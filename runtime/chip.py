@@ -80,7 +80,7 @@ from .rram import GF, RRAMArray, RRAMConfig
 from .tables import ChipTables, frontend_of, tables_of
 
 __all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "normalize_features",
-           "bins_of", "accumulate"]
+           "bins_of", "add_traces"]
 
 
 class StreamState(NamedTuple):
@@ -118,18 +118,13 @@ def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
     return bins, f[used:].sum(axis=0, dtype=np.int64), f.shape[0] - used
 
 
-def accumulate(acc: np.ndarray, traces: np.ndarray, segs: np.ndarray, hi: int | None) -> None:
-    """acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]) for the traces (k, ..., n) of steps with segments
-    ``segs`` (k,); acc (segments, ..., n) is updated in place. ``hi``: the accumulator's largest
-    value when a sum can reach it (saturating step by step), None when none can (exact sums)."""
+def add_traces(acc_row: np.ndarray, r: np.ndarray, hi: int | None) -> None:
+    """acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]) for one step: ``acc_row`` (the step's segment,
+    (n,) or (B, n)) updated in place; ``hi``: the accumulator's largest value when a sum can
+    reach it (saturating at every step, in step order), None when none can (exact sums)."""
+    acc_row += r
     if hi is not None:
-        for s_, r in zip(segs, traces):
-            a = acc[s_]
-            a += r
-            np.clip(a, -hi - 1, hi, out=a)
-    else:
-        for s_ in np.unique(segs):
-            acc[s_] += traces[segs == s_].sum(axis=0)
+        np.clip(acc_row, -hi - 1, hi, out=acc_row)
 
 
 class Chip:
@@ -279,20 +274,15 @@ class Chip:
         events = int(x.sum())
         c.input_events += events
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
-        core, tables, segs = st.core, self.core, self.seg_of[st.t:st.t + k]
-        if self.acc_hi is None:                       # exact sums: each step's traces straight
-            rows = [st.acc[j] for j in range(tab.segments)]  # into its segment's row
-            for i, seg in enumerate(segs.tolist()):
-                z, core = core_step(current[i], core, tables)
-                raster[i] = z
+        core, tables, hi = st.core, self.core, self.acc_hi
+        rows = [st.acc[j] for j in range(tab.segments)]        # each step's traces go straight
+        for i, seg in enumerate(self.seg_of[st.t:st.t + k].tolist()):   # into their segment
+            z, core = core_step(current[i], core, tables)
+            raster[i] = z
+            if hi is None:
                 rows[seg] += core.vr[n:]
-        else:
-            traces = np.empty((k, n), np.int64)       # r after each step, then saturating sums
-            for i in range(k):
-                z, core = core_step(current[i], core, tables)
-                raster[i] = z
-                traces[i] = core.vr[n:]
-            accumulate(st.acc, traces, segs, self.acc_hi)
+            else:
+                add_traces(rows[seg], core.vr[n:], hi)
         per_neuron = raster.sum(axis=0, dtype=np.int64)
         spikes = int(per_neuron.sum())
         self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
@@ -418,22 +408,23 @@ class Chip:
         b, ms = x.shape[:2]
         take = min(ms, tab.steps * B)                     # frames past the window are dropped
         full = take // B
-        bins = np.zeros((b, tab.steps, tab.inputs), np.int64)
-        bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=np.int64)
+        # uint8 frames over at most 257 ms fit uint16 bins; no (B, steps, n) temporaries: the
+        # input product and the segment sums are taken step by step
+        kind = np.uint16 if x.dtype == np.uint8 and B <= 257 else np.int64
+        bins = np.zeros((b, tab.steps, tab.inputs), kind)
+        bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=kind)
         if take > full * B:                               # the last, partial bin
-            bins[:, full] = x[:, full * B:take].sum(axis=1, dtype=np.int64)
-        n = tab.neurons
-        current = input_current(np.minimum(bins, 255), self.core)     # (B, steps, n)
+            bins[:, full] = x[:, full * B:take].sum(axis=1, dtype=kind)
+        np.minimum(bins, 255, out=bins)
+        n, hi = tab.neurons, self.acc_hi
         state = core_state(self.core, batch=b)
-        traces = np.empty((tab.steps, b, n), np.int64)
+        acc = np.zeros((tab.segments, b, n), np.int64)
         out = np.zeros((b, tab.steps, n), np.uint8) if rasters else None
-        for t in range(tab.steps):
-            z, state = core_step(current[:, t], state, self.core)
-            traces[t] = state.vr[:, n:]
+        for t, seg in enumerate(self.seg_of.tolist()):
+            z, state = core_step(input_current(bins[:, t], self.core), state, self.core)
+            add_traces(acc[seg], state.vr[:, n:], hi)
             if rasters:
                 out[:, t] = z
-        acc = np.zeros((tab.segments, b, n), np.int64)
-        accumulate(acc, traces, self.seg_of, self.acc_hi)
         f = (acc // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
         phi = normalize_features(f, tab)
         return (phi, out) if rasters else phi

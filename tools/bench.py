@@ -146,6 +146,20 @@ def _enroll_ms(chip, repeats: int) -> float:
     return round(statistics.median(times) * 1e3, 3)
 
 
+def _batch_peak_mib(chip, fb: np.ndarray) -> float:
+    """Peak memory one ``run_batch`` of the utterances ``fb`` allocates (tracemalloc sees
+    numpy's buffers), MiB per utterance; the input frames themselves are not counted."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        chip.run_batch(fb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return round(peak / 2 ** 20 / fb.shape[0], 3)
+
+
 def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int = 64,
                   seed: int = 0) -> dict:
     """The chip emulator on one core: streaming us per 1 ms of input, next to the trainer's float
@@ -217,6 +231,7 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     out["batch"] = batch
     out["batch_utterances_per_s"] = round(batch / t_batch, 1)
     out["batch_realtime_factor"] = round(batch * ms / 1000.0 / t_batch, 1)
+    out["batch_peak_mib_per_utterance"] = _batch_peak_mib(chip, fb)
     out["enroll_ms"] = _enroll_ms(chip, repeats)
     out["blas_threads"] = 1 if pinned else None
     out.update(machine_info())
