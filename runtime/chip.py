@@ -83,6 +83,11 @@ __all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "norma
            "bins_of", "add_traces"]
 
 
+#: steps whose input product a batch takes at once: one matrix product for several steps, and
+#: (batch, BATCH_STEPS, neurons) int64 of temporaries instead of (batch, steps, neurons)
+BATCH_STEPS = 5
+
+
 class StreamState(NamedTuple):
     """One window's streaming state: what :meth:`Chip.snapshot` keeps and :meth:`Chip.restore`
     swaps back (the front-end's is its own)."""
@@ -409,7 +414,7 @@ class Chip:
         take = min(ms, tab.steps * B)                     # frames past the window are dropped
         full = take // B
         # uint8 frames over at most 257 ms fit uint16 bins; no (B, steps, n) temporaries: the
-        # input product and the segment sums are taken step by step
+        # input product is taken BATCH_STEPS steps at a time, the segment sums step by step
         kind = np.uint16 if x.dtype == np.uint8 and B <= 257 else np.int64
         bins = np.zeros((b, tab.steps, tab.inputs), kind)
         bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=kind)
@@ -420,11 +425,14 @@ class Chip:
         state = core_state(self.core, batch=b)
         acc = np.zeros((tab.segments, b, n), np.int64)
         out = np.zeros((b, tab.steps, n), np.uint8) if rasters else None
-        for t, seg in enumerate(self.seg_of.tolist()):
-            z, state = core_step(input_current(bins[:, t], self.core), state, self.core)
-            add_traces(acc[seg], state.vr[:, n:], hi)
-            if rasters:
-                out[:, t] = z
+        segs = self.seg_of.tolist()
+        for t0 in range(0, tab.steps, BATCH_STEPS):      # the input product a few steps at once
+            current = input_current(bins[:, t0:t0 + BATCH_STEPS], self.core)
+            for i in range(current.shape[1]):
+                z, state = core_step(current[:, i], state, self.core)
+                add_traces(acc[segs[t0 + i]], state.vr[:, n:], hi)
+                if rasters:
+                    out[:, t0 + i] = z
         f = (acc // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
         phi = normalize_features(f, tab)
         return (phi, out) if rasters else phi

@@ -125,8 +125,8 @@ def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
     else:                                        # a batch: one exact float64 product
         v, r = vr[:, :n], vr[:, n:]
         v += current
-        if z.any():
-            v += (z @ tables.w_rec_reset_f).astype(np.int64)
+        if z.any():                              # exact integers: the cast loses nothing
+            np.add(v, z @ tables.w_rec_reset_f, out=v, casting="unsafe")
     _CLIP(v, tables.v_lo, tables.v_hi, out=v)
     z = v >= tables.threshold
     np.add(r, tables.spike, out=r, where=z)
