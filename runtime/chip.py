@@ -72,6 +72,7 @@ import numpy as np
 
 from .constants import SAMPLE_RATE
 from .activity import Counters, activity_report
+from .compiled import steps
 from .core import CoreState, core_state, core_step, core_tables, input_current, trace_bound
 from .errors import InputError
 from .model_format import ModelFile, read_model
@@ -280,14 +281,24 @@ class Chip:
         c.input_events += events
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
         core, tables, hi = st.core, self.core, self.acc_hi
-        rows = [st.acc[j] for j in range(tab.segments)]        # each step's traces go straight
-        for i, seg in enumerate(self.seg_of[st.t:st.t + k].tolist()):   # into their segment
-            z, core = core_step(current[i], core, tables)
-            raster[i] = z
-            if hi is None:
-                rows[seg] += core.vr[n:]
-            else:
-                add_traces(rows[seg], core.vr[n:], hi)
+        compiled = steps()
+        if compiled is not None:                      # the same steps, compiled (numba)
+            vr, z = core.vr.copy(), core.z.copy()
+            raster = compiled(current, vr, z, tables.w_rec_reset, tables.decay,
+                              tables.threshold, tables.v_lo, tables.v_hi, tables.spike,
+                              tables.r_hi, tables.trace_can_overflow,
+                              self.seg_of[st.t:st.t + k], st.acc,
+                              hi if hi is not None else 0, hi is not None)
+            core = CoreState(vr, z)
+        else:
+            rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
+            for i, seg in enumerate(self.seg_of[st.t:st.t + k].tolist()):   # into its segment
+                z, core = core_step(current[i], core, tables)
+                raster[i] = z
+                if hi is None:
+                    rows[seg] += core.vr[n:]
+                else:
+                    add_traces(rows[seg], core.vr[n:], hi)
         per_neuron = raster.sum(axis=0, dtype=np.int64)
         spikes = int(per_neuron.sum())
         self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
