@@ -73,15 +73,15 @@ import numpy as np
 from .constants import SAMPLE_RATE
 from .activity import Counters, activity_report
 from .compiled import steps
-from .core import CoreState, core_state, core_step, core_tables, input_current, trace_bound
+from .core import (CoreState, add_traces, bin_dtype, bins_of, core_state, core_step, core_tables,
+                   input_current, trace_bound)
 from .errors import InputError
 from .model_format import ModelFile, read_model
 from .readout import Readout, normalize_features, softmax_q
 from .rram import GF, RRAMArray, RRAMConfig
 from .tables import ChipTables, frontend_of, tables_of
 
-__all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "normalize_features",
-           "bins_of", "add_traces"]
+__all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "normalize_features"]
 
 
 #: steps whose input product a batch takes at once: one matrix product for several steps, and
@@ -101,36 +101,6 @@ class StreamState(NamedTuple):
     inputs: int                  # input events of the window
     spikes: int                  # core spikes of the window
     phi: np.ndarray | None       # the features, once the window ended
-
-
-def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
-            ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Complete bins (k, inputs) int64 from a partial bin (``pending``, ``pending_ms``) and the
-    frames ``f`` (ms, inputs); returns them with the new partial bin."""
-    total = pending_ms + f.shape[0]
-    nb = total // bin_ms
-    if nb == 0:
-        return (np.zeros((0, f.shape[1]), np.int64), pending + f.sum(axis=0, dtype=np.int64),
-                total)
-    # uint8 frames summed over at most 257 ms fit uint16: the narrow sum is several times faster
-    kind = np.uint16 if f.dtype == np.uint8 and bin_ms <= 257 else np.int64
-    first = bin_ms - pending_ms
-    bins = np.empty((nb, f.shape[1]), np.int64)
-    bins[0] = pending + f[:first].sum(axis=0, dtype=np.int64)
-    if nb > 1:
-        bins[1:] = f[first:first + (nb - 1) * bin_ms].reshape(nb - 1, bin_ms, -1).sum(
-            axis=1, dtype=kind)
-    used = first + (nb - 1) * bin_ms
-    return bins, f[used:].sum(axis=0, dtype=np.int64), f.shape[0] - used
-
-
-def add_traces(acc_row: np.ndarray, r: np.ndarray, hi: int | None) -> None:
-    """acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]) for one step: ``acc_row`` (the step's segment,
-    (n,) or (B, n)) updated in place; ``hi``: the accumulator's largest value when a sum can
-    reach it (saturating at every step, in step order), None when none can (exact sums)."""
-    acc_row += r
-    if hi is not None:
-        np.clip(acc_row, -hi - 1, hi, out=acc_row)
 
 
 class Chip:
@@ -273,9 +243,8 @@ class Chip:
             bins = bins[:room]
         x = np.minimum(bins, 255)
         k = x.shape[0]
-        raster = np.zeros((k, n), np.uint8)
         if not k:
-            return raster
+            return np.zeros((0, n), np.uint8)
         current = input_current(x, self.core)
         events = int(x.sum())
         c.input_events += events
@@ -291,6 +260,7 @@ class Chip:
                               hi if hi is not None else 0, hi is not None)
             core = CoreState(vr, z)
         else:
+            raster = np.empty((k, n), np.uint8)
             rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
             for i, seg in enumerate(self.seg_of[st.t:st.t + k].tolist()):   # into its segment
                 z, core = core_step(current[i], core, tables)
@@ -424,9 +394,9 @@ class Chip:
         b, ms = x.shape[:2]
         take = min(ms, tab.steps * B)                     # frames past the window are dropped
         full = take // B
-        # uint8 frames over at most 257 ms fit uint16 bins; no (B, steps, n) temporaries: the
-        # input product is taken BATCH_STEPS steps at a time, the segment sums step by step
-        kind = np.uint16 if x.dtype == np.uint8 and B <= 257 else np.int64
+        # no (B, steps, n) temporaries: the input product is taken BATCH_STEPS steps at a time,
+        # the segment sums step by step
+        kind = bin_dtype(x.dtype, B)
         bins = np.zeros((b, tab.steps, tab.inputs), kind)
         bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=kind)
         if take > full * B:                               # the last, partial bin

@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step"]
+__all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step",
+           "bin_dtype", "bins_of", "add_traces"]
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
 _SUM = np.add.reduce
@@ -133,3 +134,38 @@ def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
     if tables.trace_can_overflow:
         np.minimum(r, tables.r_hi, out=r)
     return z, CoreState(vr, z)
+
+
+def bin_dtype(frames_dtype, bin_ms: int):
+    """The integer type bins of ``bin_ms`` frames are summed in: uint8 frames over at most 257 ms
+    fit uint16 (the narrow sum is several times faster), anything else int64."""
+    return np.uint16 if frames_dtype == np.uint8 and bin_ms <= 257 else np.int64
+
+
+def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
+            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Complete bins (k, inputs) int64 from a partial bin (``pending``, ``pending_ms``) and the
+    frames ``f`` (ms, inputs); returns them with the new partial bin."""
+    total = pending_ms + f.shape[0]
+    nb = total // bin_ms
+    if nb == 0:
+        return (np.zeros((0, f.shape[1]), np.int64), pending + f.sum(axis=0, dtype=np.int64),
+                total)
+    kind = bin_dtype(f.dtype, bin_ms)
+    first = bin_ms - pending_ms
+    bins = np.empty((nb, f.shape[1]), np.int64)
+    bins[0] = pending + f[:first].sum(axis=0, dtype=np.int64)
+    if nb > 1:
+        bins[1:] = f[first:first + (nb - 1) * bin_ms].reshape(nb - 1, bin_ms, -1).sum(
+            axis=1, dtype=kind)
+    used = first + (nb - 1) * bin_ms
+    return bins, f[used:].sum(axis=0, dtype=np.int64), f.shape[0] - used
+
+
+def add_traces(acc_row: np.ndarray, r: np.ndarray, hi: int | None) -> None:
+    """acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]) for one step: ``acc_row`` (the step's segment,
+    (n,) or (B, n)) updated in place; ``hi``: the accumulator's largest value when a sum can
+    reach it (saturating at every step, in step order), None when none can (exact sums)."""
+    acc_row += r
+    if hi is not None:
+        np.clip(acc_row, -hi - 1, hi, out=acc_row)

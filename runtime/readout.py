@@ -16,13 +16,18 @@ from .rram import RRAMArray, RRAMConfig
 from .tables import ChipTables
 
 __all__ = ["Readout", "normalize_features", "softmax_q", "cosines", "decide", "prototype",
-           "isqrt_rows"]
+           "isqrt_rows", "column_norms"]
 
 
 def isqrt_rows(x: np.ndarray) -> np.ndarray:
     """Exact integer square roots of the non-negative integers ``x`` (any shape), int64."""
     x = np.asarray(x)
     return np.array([math.isqrt(int(v)) for v in x.reshape(-1)], np.int64).reshape(x.shape)
+
+
+def column_norms(w: np.ndarray) -> np.ndarray:
+    """The integer norm isqrt(W_k . W_k) of every column of ``w`` (D, K)."""
+    return isqrt_rows(np.einsum("dk,dk->k", w, w))
 
 
 def normalize_features(f: np.ndarray, tab: ChipTables) -> np.ndarray:
@@ -112,7 +117,7 @@ class Readout:
     def refresh(self) -> None:
         """Re-read the columns (after a write, drift or a read-noise draw)."""
         self.W = self.arr.read()
-        self.norms = isqrt_rows(np.einsum("dk,dk->k", self.W, self.W))
+        self.norms = column_norms(self.W)
 
     def enrolled(self) -> np.ndarray:
         """Columns of the enrolled words in label order (ties go to the first label whatever the
@@ -188,7 +193,7 @@ class Readout:
         self.names[int(i[0])] = None
         self.shots[i], self.exps[i] = 0, 0
         self.W[:, i] = self.arr.read_columns(i)
-        self.norms = isqrt_rows(np.einsum("dk,dk->k", self.W, self.W))
+        self.norms[i] = column_norms(self.W[:, i])              # only this column changed
         return written
 
     def state(self) -> dict:

@@ -169,7 +169,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     ``model_path``: a trained ``model.pt`` (exported here at ``bits`` and at 4 bits) or a
     ``.tsr`` file (then the torch comparison and the 4-bit size are left out).
     """
-    from ..runtime.chip import Chip, bins_of
+    from ..runtime.chip import Chip
+    from ..runtime.core import bins_of
     from ..runtime.threads import set_blas_threads
 
     pinned = set_blas_threads(1)

@@ -348,6 +348,7 @@ def backend(request, monkeypatch):
 
     if request.param == "numba":
         pytest.importorskip("numba")
+    monkeypatch.delenv("TESSERA_BACKEND", raising=False)      # this test picks the backend
     monkeypatch.setattr(compiled, "_RUN", None)
     monkeypatch.setattr(compiled, "_BUILT", request.param == "numpy")
     assert compiled.backend() == request.param
@@ -451,12 +452,14 @@ def test_compiled_steps_match_numpy_when_every_register_saturates(seed, monkeypa
     pytest.importorskip("numba")
     from tessera.runtime import compiled
 
+    monkeypatch.delenv("TESSERA_BACKEND", raising=False)      # this test picks the backend
     m = random_model(seed)
     m.core.update(membrane_bits=18, trace_bits=14, trace_frac=12, acc_bits=14)
     out = {}
     for name in ("numpy", "numba"):
         monkeypatch.setattr(compiled, "_RUN", None)
         monkeypatch.setattr(compiled, "_BUILT", name == "numpy")
+        assert compiled.backend() == name
         chip = Chip(decode_model(encode_model(m)))
         assert chip.acc_hi is not None and chip.core.trace_can_overflow
         rng = np.random.default_rng(seed)
