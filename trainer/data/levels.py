@@ -91,7 +91,7 @@ def corpus_level_mean(path: str, tab, n: int = 400, seed: int = 0) -> np.ndarray
 
 
 def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
-    """The front-end's level equalization (:class:`~tessera.runtime.frontend.LevelEq`, as a map
+    """The front-end's level equalization (:class:`~tessera.runtime.leveleq.LevelEq`, as a map
     a model keeps) whose reference is the long-term level spectrum of ``n`` utterances of the
     corpus ``path`` (built with ``--keep-audio``), taken over speech steps by the equalizer's
     own rule (``gate``), pooled by steps: what the device's running level reaches for an
@@ -120,7 +120,7 @@ def reference_eq(path: str, n: int = 400, seed: int = 0, **params) -> dict:
 
 
 def level_eq_of(d: dict | None):
-    """A model's ``level_eq`` map as a :class:`~tessera.runtime.frontend.LevelEq` (or None)."""
+    """A model's ``level_eq`` map as a :class:`~tessera.runtime.leveleq.LevelEq` (or None)."""
     from ...runtime.leveleq import LevelEq
     if not d:
         return None

@@ -333,7 +333,7 @@ def read_wav_folder(folder: str | os.PathLike, *, cache_dir: str | os.PathLike |
     the official ``validation_list.txt`` / ``testing_list.txt`` set the splits, see
     :func:`official_wav_split`).
     ``progress``: a bar on stderr; by default only when stderr is a terminal.
-    ``level_eq``: a :class:`~tessera.runtime.frontend.LevelEq` (a model's): hear the folder as
+    ``level_eq``: a :class:`~tessera.runtime.leveleq.LevelEq` (a model's): hear the folder as
     a device with that equalizer would (:func:`_equalized_wavs`).
     """
     from ...runtime.audio import load_audio

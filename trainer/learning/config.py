@@ -43,7 +43,7 @@ class DataConfig:
     #                                   voice and queries from others (enroll one person, ask another)
     level_eq: str = ""               # the reference corpus (built with --keep-audio) the training
     #   corpora were equalized to (tessera corpus level-eq): the model then carries the front-end's
-    #   long-term level equalization (runtime/frontend.py, LevelEq) with this corpus's reference
+    #   long-term level equalization (runtime/leveleq.py, LevelEq) with this corpus's reference
 
 
 @dataclass(frozen=True)

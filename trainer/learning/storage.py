@@ -113,7 +113,7 @@ class Model:
     @property
     def level_eq(self):
         """The front-end's long-term level equalization the model was trained with
-        (:class:`~tessera.runtime.frontend.LevelEq` over the 700 channels), or None."""
+        (:class:`~tessera.runtime.leveleq.LevelEq` over the 700 channels), or None."""
         from ..data.levels import level_eq_of
         return level_eq_of(self.extra.get("level_eq"))
 
