@@ -89,6 +89,10 @@ __all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "norma
 BATCH_STEPS = 5
 
 
+#: the readout's normalizations as the compiled backend numbers them
+_NORMALIZE = {"none": 0, "l1": 1, "l2": 2}
+
+
 class StreamState(NamedTuple):
     """One window's streaming state: what :meth:`Chip.snapshot` keeps and :meth:`Chip.restore`
     swaps back (the front-end's is its own)."""
@@ -228,14 +232,19 @@ class Chip:
         st = self.state
         if st.phi is not None:
             raise InputError("the utterance has ended (predict/enroll read it): call reset()")
-        bins, pending, pending_ms = bins_of(self.frames(frames), st.pending, st.pending_ms,
-                                            self.tab.bin_ms)
+        f = self.frames(frames)
+        if steps() is not None:                           # the same arithmetic, compiled
+            return self._run_compiled(f, self.tab.bin_ms, st.pending.copy(), st.pending_ms)
+        bins, pending, pending_ms = bins_of(f, st.pending, st.pending_ms, self.tab.bin_ms)
         self.state = st._replace(pending=pending, pending_ms=pending_ms)
         return self.run_bins(bins)
 
     def run_bins(self, bins: np.ndarray) -> np.ndarray:
         """Complete bins (k, inputs) through the core (past the window's end: dropped and
         counted); returns the spikes (k, n) uint8."""
+        if steps() is not None:                           # a bin is a frame of a 1 ms bin
+            return self._run_compiled(bins, 1, np.zeros(self.tab.inputs, np.int64), 0,
+                                      keep_pending=False)
         tab, c, st, n = self.tab, self.counters, self.state, self.tab.neurons
         room = tab.steps - st.t
         if bins.shape[0] > room:
@@ -250,34 +259,58 @@ class Chip:
         c.input_events += events
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
         core, tables, hi = st.core, self.core, self.acc_hi
-        compiled = steps()
-        if compiled is not None:                      # the same steps, compiled (numba)
-            vr, z = core.vr.copy(), core.z.copy()
-            raster = compiled(current, vr, z, tables.w_rec_reset, tables.decay,
-                              tables.threshold, tables.v_lo, tables.v_hi, tables.spike,
-                              tables.r_hi, tables.trace_can_overflow,
-                              self.seg_of[st.t:st.t + k], st.acc,
-                              hi if hi is not None else 0, hi is not None)
-            core = CoreState(vr, z)
-        else:
-            raster = np.empty((k, n), np.uint8)
-            rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
-            for i, seg in enumerate(self.seg_of[st.t:st.t + k].tolist()):   # into its segment
-                z, core = core_step(current[i], core, tables)
-                raster[i] = z
-                if hi is None:
-                    rows[seg] += core.vr[n:]
-                else:
-                    add_traces(rows[seg], core.vr[n:], hi)
-        per_neuron = raster.sum(axis=0, dtype=np.int64)
+        raster = np.empty((k, n), np.uint8)
+        rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
+        for i, seg in enumerate(self.seg_of[st.t:st.t + k].tolist()):   # into its segment
+            z, core = core_step(current[i], core, tables)
+            raster[i] = z
+            if hi is None:
+                rows[seg] += core.vr[n:]
+            else:
+                add_traces(rows[seg], core.vr[n:], hi)
+        self._count(raster.sum(axis=0, dtype=np.int64), k, 0)
+        self.state = self.state._replace(core=core, inputs=st.inputs + events)
+        return raster
+
+    def _run_compiled(self, f: np.ndarray, bin_ms: int, pending: np.ndarray, pending_ms: int,
+                      keep_pending: bool = True) -> np.ndarray:
+        """:meth:`run` (``bin_ms`` of the model) or :meth:`run_bins` (1) with the compiled
+        kernels: the bins, the input product (one float matrix product), the steps."""
+        st, t, hi, kern, c = self.state, self.core, self.acc_hi, steps(), self.counters
+        nb = (pending_ms + f.shape[0]) // bin_ms
+        k = min(nb, self.tab.steps - st.t)
+        x = np.empty((k, self.tab.inputs), t.w_in.dtype)
+        pending_ms, events, synops = kern.bins(
+            f, pending, pending_ms, bin_ms, self.fanin_input,
+            np.empty(self.tab.inputs, bin_dtype(f.dtype, bin_ms)), x)
+        vr, z = st.core.vr.copy(), st.core.z.copy()
+        raster, spikes, rec_synops = kern.core(
+            x @ t.w_in, t.in_shift, t.bias, vr, z, t.w_rec_n, t.rec_shift, t.decay,
+            t.threshold, t.v_lo, t.v_hi, t.spike, t.r_hi, t.trace_can_overflow,
+            self.seg_of[st.t:], st.acc, hi if hi is not None else 0, hi is not None,
+            c.spikes, self.fanout, self.fanout_hops, c.routing)
+        c.input_events += events
+        c.synops_input += synops
+        c.synops_recurrent += rec_synops
+        c.steps += k
+        c.dropped_bins += nb - k
+        if not keep_pending:
+            pending, pending_ms = st.pending, st.pending_ms
+        self.state = StreamState(CoreState(vr, z), st.acc, st.t + k, pending, pending_ms,
+                                 st.inputs + events, st.spikes + spikes, None)
+        return raster
+
+    def _count(self, per_neuron: np.ndarray, k: int, dropped: int) -> None:
+        """The spike and routing counters of ``k`` steps whose spikes per neuron were
+        ``per_neuron``; ``dropped`` bins past the window."""
+        c, st = self.counters, self.state
         spikes = int(per_neuron.sum())
-        self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
-                                 spikes=st.spikes + spikes)
         c.spikes += per_neuron
         c.synops_recurrent += int(per_neuron @ self.fanout)
         c.routing += per_neuron @ self.fanout_hops
         c.steps += k
-        return raster
+        c.dropped_bins += dropped
+        self.state = st._replace(t=st.t + k, spikes=st.spikes + spikes)
 
     def feed_audio(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """Stream audio through the model's integer front-end; returns the core's spikes.
@@ -314,8 +347,13 @@ class Chip:
         if rest > 0:
             tail.append(self.run_bins(np.zeros((rest, self.tab.inputs), np.int64)))
         self.tail = np.vstack(tail) if tail else np.zeros((0, self.tab.neurons), np.uint8)
-        f = self.state.acc // self.lengths[:, None]
-        phi = normalize_features(f.reshape(-1), self.tab)
+        phi = None
+        if steps() is not None:
+            phi = steps().features(self.state.acc, self.lengths, self.tab.feature_bits,
+                                   _NORMALIZE[self.tab.normalize])
+        if phi is None:
+            f = self.state.acc // self.lengths[:, None]
+            phi = normalize_features(f.reshape(-1), self.tab)
         self.state = self.state._replace(phi=phi)
         return phi
 

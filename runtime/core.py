@@ -37,6 +37,8 @@ class CoreTables(NamedTuple):
     in_shift: int                # the power of two every input weight shares
     w_rec_reset: np.ndarray      # (n, n) int64: W_rec - threshold * I (the reset folded in)
     w_rec_reset_f: np.ndarray    # the same as floats, for batches (exact)
+    w_rec_n: np.ndarray          # (n, n) W_rec >> rec_shift (no reset) in the narrowest int
+    rec_shift: int               # the power of two every recurrent weight shares
     bias: np.ndarray             # (n,) int64
     decay: np.ndarray            # (2n,) int64: leak_mult then trace_mult, units of 2^-16
     threshold: int
@@ -73,18 +75,36 @@ def _exact_float(w: np.ndarray, largest_input: int) -> np.ndarray:
     return w.astype(np.float32 if bound < (1 << 24) else np.float64)
 
 
+def _common_shift(w: np.ndarray) -> int:
+    """The largest power of two that divides every value of ``w`` (0 when all are zero)."""
+    common = int(np.bitwise_or.reduce(np.abs(w), axis=None)) if w.size else 0
+    return (common & -common).bit_length() - 1 if common else 0
+
+
+def _narrow_int(w: np.ndarray) -> np.ndarray:
+    """``w`` in the narrowest of int8/int16/int32/int64 that holds every value (the compiled
+    steps read a table an eighth of the cache an int64 one takes)."""
+    lo, hi = (int(w.min()), int(w.max())) if w.size else (0, 0)
+    for kind in (np.int8, np.int16, np.int32):
+        if np.iinfo(kind).min <= lo and hi <= np.iinfo(kind).max:
+            return w.astype(kind)
+    return w
+
+
 def core_tables(tab, w_in: np.ndarray, w_rec: np.ndarray) -> CoreTables:
     """The step tables of :class:`~tessera.runtime.chip.ChipTables` ``tab`` with the integer
     weights ``w_in`` (inputs, n) and ``w_rec`` (n, n) as the arrays read them."""
     n = tab.neurons
     w_in = np.asarray(w_in, np.int64)
-    common = int(np.bitwise_or.reduce(np.abs(w_in), axis=None)) if w_in.size else 0
-    in_shift = (common & -common).bit_length() - 1 if common else 0   # lowest set bit
-    reset = np.asarray(w_rec, np.int64) - tab.threshold * np.eye(n, dtype=np.int64)
+    in_shift = _common_shift(w_in)
+    w_rec = np.asarray(w_rec, np.int64)
+    rec_shift = _common_shift(w_rec)
+    reset = w_rec - tab.threshold * np.eye(n, dtype=np.int64)
     r_hi = (1 << (tab.trace_bits - 1)) - 1
     return CoreTables(
         w_in=_readonly(_exact_float(w_in >> in_shift, 255)), in_shift=in_shift,
         w_rec_reset=_readonly(reset), w_rec_reset_f=_readonly(_exact_float(reset, 1)),
+        w_rec_n=_readonly(_narrow_int(w_rec >> rec_shift)), rec_shift=rec_shift,
         bias=_readonly(np.asarray(tab.bias, np.int64).copy()),
         decay=_readonly(np.concatenate([tab.leak_mult, tab.trace_mult]).astype(np.int64)),
         threshold=int(tab.threshold),

@@ -78,6 +78,18 @@ def bench_frontend(channels: int = 700, seconds: float = 10.0, repeats: int = 5,
                 blas_threads=1 if pinned else None, **machine_info())
 
 
+#: utterances streamed back to back per timing of the steady state (a stream that keeps running
+#: keeps its tables in cache); a "cold" figure times one utterance right after the other side's
+STEADY = 5
+
+
+def _block(fn):
+    def run():
+        for _ in range(STEADY):
+            fn()
+    return run
+
+
 def _median_time(fn, repeats: int) -> float:
     out = []
     for _ in range(repeats):
@@ -160,6 +172,36 @@ def _batch_peak_mib(chip, fb: np.ndarray) -> float:
     return round(peak / 2 ** 20 / fb.shape[0], 3)
 
 
+def _stream_times(stream, torch_loop, repeats: int) -> dict:
+    """µs per 10 ms step of ``stream`` (one utterance) on every backend (and the torch loop),
+    interleaved so that machine noise hits all alike: steady (``STEADY`` utterances back to
+    back, a stream that keeps running) and cold (one utterance right after the other side's)."""
+    from ..runtime.compiled import available, use
+
+    names = available()
+    t = {(b, k): [] for b in names + ["torch"] for k in ("steady", "cold")}
+    for _ in range(repeats):
+        for name in names:
+            with use(name):
+                t[name, "cold"].append(_median_time(stream, 1))
+                t[name, "steady"].append(_median_time(_block(stream), 1) / STEADY)
+        if torch_loop is not None:
+            t["torch", "cold"].append(_median_time(torch_loop, 1))
+            t["torch", "steady"].append(_median_time(_block(torch_loop), 1) / STEADY)
+    med = {key: statistics.median(v) for key, v in t.items() if v}
+    steps, out = stream.steps, {}
+    for name in names:
+        out[name] = dict(us_per_network_step=round(med[name, "steady"] / steps * 1e6, 2),
+                         us_per_network_step_cold=round(med[name, "cold"] / steps * 1e6, 2),
+                         realtime_factor=round(stream.seconds / med[name, "steady"], 1))
+        if torch_loop is not None:
+            out[name].update(
+                torch_us_per_network_step=round(med["torch", "steady"] / steps * 1e6, 2),
+                speedup_vs_torch=round(med["torch", "steady"] / med[name, "steady"], 2),
+                speedup_vs_torch_cold=round(med["torch", "cold"] / med[name, "cold"], 2))
+    return out
+
+
 def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int = 64,
                   seed: int = 0) -> dict:
     """The chip emulator on one core: streaming us per 1 ms of input, next to the trainer's float
@@ -170,6 +212,7 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     ``.tsr`` file (then the torch comparison and the 4-bit size are left out).
     """
     from ..runtime.chip import Chip
+    from ..runtime.compiled import backend
     from ..runtime.core import bins_of
     from ..runtime.threads import set_blas_threads
 
@@ -190,18 +233,14 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
         chip.run(frames)
         chip.end_utterance()
 
+    stream.steps, stream.seconds = tab.steps, ms / 1000.0
     stream()
     chip.reset()
     x = np.minimum(bins_of(chip.frames(frames), np.zeros(chip.tab.inputs, np.int64), 0,
                            chip.tab.bin_ms)[0], 255)     # the chip's bins, for the others
     chip.reset()
     torch_loop = _torch_loop(float_model, x) if float_model is not None else None
-    t_stream, t_torch = [], []
-    for _ in range(repeats):                     # interleaved, so that machine noise hits both
-        t_stream.append(_median_time(stream, 1))
-        if torch_loop is not None:
-            t_torch.append(_median_time(torch_loop, 1))
-    t_stream = statistics.median(t_stream)
+    times = _stream_times(stream, torch_loop, repeats)
     spikes = chip.stats()
     # the dense integer floor: one int64 matvec per step for input and recurrence, nothing else
     z = np.zeros(tab.neurons, np.int64)
@@ -215,17 +254,12 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     t_dense = _median_time(dense_floor, max(3, repeats // 2))
     out = dict(bench="runtime", model=model_path, weight_bits=tab.weight_bits,
                neurons=tab.neurons, inputs=tab.inputs, bin_ms=tab.bin_ms, ms_per_utterance=ms,
-               us_per_step=round(t_stream / ms * 1e6, 3),
-               us_per_network_step=round(t_stream / tab.steps * 1e6, 2),
-               realtime_factor=round(ms / 1000.0 / t_stream, 1),
+               backend=backend(), **times[backend()],
                feed_audio_realtime_factor=round(ms / 1000.0 / t_audio, 1),
                dense_int_floor_us_per_step=round(t_dense / ms * 1e6, 3),
                spikes_per_utterance=round(spikes["spikes"] / max(1, spikes["steps"]) * tab.steps),
                model_bytes=sizes.get(4, os.path.getsize(tsr)), model_bytes_by_bits=sizes)
-    if t_torch:
-        t_torch = statistics.median(t_torch)
-        out["torch_us_per_step"] = round(t_torch / ms * 1e6, 3)
-        out["speedup_vs_torch"] = round(t_torch / t_stream, 2)
+    out["by_backend"] = times
     # batched: many streams through dense matmuls
     fb = np.broadcast_to(frames, (batch,) + frames.shape).copy()
     t_batch = _median_time(lambda: chip.run_batch(fb), max(2, repeats // 10))

@@ -42,13 +42,16 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
                       batch=args.batch)
     lines = [f"chip emulator, {r['neurons']} neurons, {r['weight_bits']}-bit weights, one core "
              f"[{r['cpu']}, {r['date']}]:",
-             f"  streaming: {r['us_per_step']} us per 1 ms of input ({r['us_per_network_step']} us "
-             f"per {r['bin_ms']} ms network step), {r['realtime_factor']}x real time; with the "
-             f"front-end on audio {r['feed_audio_realtime_factor']}x",
+             f"  front-end on audio {r['feed_audio_realtime_factor']}x real time",
              f"  dense integer matmul floor: {r['dense_int_floor_us_per_step']} us per 1 ms"]
-    if "torch_us_per_step" in r:
-        lines.append(f"  trainer's float torch step loop: {r['torch_us_per_step']} us per 1 ms "
-                     f"(chip {r['speedup_vs_torch']}x faster)")
+    for name, b in r["by_backend"].items():
+        line = (f"  streaming, {name}{' (in use)' if name == r['backend'] else ''}: "
+                f"{b['us_per_network_step']} us per {r['bin_ms']} ms network step "
+                f"(cold: {b['us_per_network_step_cold']}), {b['realtime_factor']}x real time")
+        if "speedup_vs_torch" in b:
+            line += (f"; the trainer's torch step loop {b['torch_us_per_network_step']} us: "
+                     f"{b['speedup_vs_torch']}x faster (cold {b['speedup_vs_torch_cold']}x)")
+        lines.append(line)
     lines += [f"  batched ({r['batch']} streams): {r['batch_utterances_per_s']} utterances/s",
               f"  enroll (one shot, one step): {r['enroll_ms']} ms",
               f"  model file: {r['model_bytes']} bytes at 4-bit weights "
