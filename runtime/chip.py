@@ -72,7 +72,7 @@ import numpy as np
 
 from .constants import SAMPLE_RATE
 from .activity import Counters, activity_report
-from .compiled import steps
+from .compiled import NORMALIZE, steps
 from .core import (CoreState, add_traces, bin_dtype, bins_of, core_state, core_step, core_tables,
                    input_current, trace_bound)
 from .errors import InputError
@@ -87,10 +87,6 @@ __all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "norma
 #: steps whose input product a batch takes at once: one matrix product for several steps, and
 #: (batch, BATCH_STEPS, neurons) int64 of temporaries instead of (batch, steps, neurons)
 BATCH_STEPS = 5
-
-
-#: the readout's normalizations as the compiled backend numbers them
-_NORMALIZE = {"none": 0, "l1": 1, "l2": 2}
 
 
 class StreamState(NamedTuple):
@@ -234,7 +230,7 @@ class Chip:
             raise InputError("the utterance has ended (predict/enroll read it): call reset()")
         f = self.frames(frames)
         if steps() is not None:                           # the same arithmetic, compiled
-            return self._run_compiled(f, self.tab.bin_ms, st.pending.copy(), st.pending_ms)
+            return _run_compiled(self, f, self.tab.bin_ms, st.pending.copy(), st.pending_ms)
         bins, pending, pending_ms = bins_of(f, st.pending, st.pending_ms, self.tab.bin_ms)
         self.state = st._replace(pending=pending, pending_ms=pending_ms)
         return self.run_bins(bins)
@@ -243,8 +239,8 @@ class Chip:
         """Complete bins (k, inputs) through the core (past the window's end: dropped and
         counted); returns the spikes (k, n) uint8."""
         if steps() is not None:                           # a bin is a frame of a 1 ms bin
-            return self._run_compiled(bins, 1, np.zeros(self.tab.inputs, np.int64), 0,
-                                      keep_pending=False)
+            return _run_compiled(self, bins, 1, np.zeros(self.tab.inputs, np.int64), 0,
+                                 keep_pending=False)
         tab, c, st, n = self.tab, self.counters, self.state, self.tab.neurons
         room = tab.steps - st.t
         if bins.shape[0] > room:
@@ -268,49 +264,15 @@ class Chip:
                 rows[seg] += core.vr[n:]
             else:
                 add_traces(rows[seg], core.vr[n:], hi)
-        self._count(raster.sum(axis=0, dtype=np.int64), k, 0)
-        self.state = self.state._replace(core=core, inputs=st.inputs + events)
-        return raster
-
-    def _run_compiled(self, f: np.ndarray, bin_ms: int, pending: np.ndarray, pending_ms: int,
-                      keep_pending: bool = True) -> np.ndarray:
-        """:meth:`run` (``bin_ms`` of the model) or :meth:`run_bins` (1) with the compiled
-        kernels: the bins, the input product (one float matrix product), the steps."""
-        st, t, hi, kern, c = self.state, self.core, self.acc_hi, steps(), self.counters
-        nb = (pending_ms + f.shape[0]) // bin_ms
-        k = min(nb, self.tab.steps - st.t)
-        x = np.empty((k, self.tab.inputs), t.w_in.dtype)
-        pending_ms, events, synops = kern.bins(
-            f, pending, pending_ms, bin_ms, self.fanin_input,
-            np.empty(self.tab.inputs, bin_dtype(f.dtype, bin_ms)), x)
-        vr, z = st.core.vr.copy(), st.core.z.copy()
-        raster, spikes, rec_synops = kern.core(
-            x @ t.w_in, t.in_shift, t.bias, vr, z, t.w_rec_n, t.rec_shift, t.decay,
-            t.threshold, t.v_lo, t.v_hi, t.spike, t.r_hi, t.trace_can_overflow,
-            self.seg_of[st.t:], st.acc, hi if hi is not None else 0, hi is not None,
-            c.spikes, self.fanout, self.fanout_hops, c.routing)
-        c.input_events += events
-        c.synops_input += synops
-        c.synops_recurrent += rec_synops
-        c.steps += k
-        c.dropped_bins += nb - k
-        if not keep_pending:
-            pending, pending_ms = st.pending, st.pending_ms
-        self.state = StreamState(CoreState(vr, z), st.acc, st.t + k, pending, pending_ms,
-                                 st.inputs + events, st.spikes + spikes, None)
-        return raster
-
-    def _count(self, per_neuron: np.ndarray, k: int, dropped: int) -> None:
-        """The spike and routing counters of ``k`` steps whose spikes per neuron were
-        ``per_neuron``; ``dropped`` bins past the window."""
-        c, st = self.counters, self.state
+        per_neuron = raster.sum(axis=0, dtype=np.int64)
         spikes = int(per_neuron.sum())
+        self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
+                                 spikes=st.spikes + spikes)
         c.spikes += per_neuron
         c.synops_recurrent += int(per_neuron @ self.fanout)
         c.routing += per_neuron @ self.fanout_hops
         c.steps += k
-        c.dropped_bins += dropped
-        self.state = st._replace(t=st.t + k, spikes=st.spikes + spikes)
+        return raster
 
     def feed_audio(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """Stream audio through the model's integer front-end; returns the core's spikes.
@@ -347,10 +309,9 @@ class Chip:
         if rest > 0:
             tail.append(self.run_bins(np.zeros((rest, self.tab.inputs), np.int64)))
         self.tail = np.vstack(tail) if tail else np.zeros((0, self.tab.neurons), np.uint8)
-        phi = None
-        if steps() is not None:
-            phi = steps().features(self.state.acc, self.lengths, self.tab.feature_bits,
-                                   _NORMALIZE[self.tab.normalize])
+        kern = steps()
+        phi = kern and kern.features(self.state.acc, self.lengths, self.tab.feature_bits,
+                                     NORMALIZE[self.tab.normalize])
         if phi is None:
             f = self.state.acc // self.lengths[:, None]
             phi = normalize_features(f.reshape(-1), self.tab)
@@ -455,3 +416,33 @@ class Chip:
         f = (acc // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
         phi = normalize_features(f, tab)
         return (phi, out) if rasters else phi
+
+
+def _run_compiled(chip: Chip, f: np.ndarray, bin_ms: int, pending: np.ndarray,
+                  pending_ms: int, keep_pending: bool = True) -> np.ndarray:
+    """:meth:`Chip.run` (``bin_ms`` of the model) or :meth:`Chip.run_bins` (1) with the
+    compiled kernels (:mod:`tessera.runtime.compiled`): the bins, the input product (one float
+    matrix product), the steps."""
+    st, t, hi, kern, c = chip.state, chip.core, chip.acc_hi, steps(), chip.counters
+    nb = (pending_ms + f.shape[0]) // bin_ms
+    k = min(nb, chip.tab.steps - st.t)
+    x = np.empty((k, chip.tab.inputs), t.w_in.dtype)
+    pending_ms, events, synops = kern.bins(
+        f, pending, pending_ms, bin_ms, chip.fanin_input,
+        np.empty(chip.tab.inputs, bin_dtype(f.dtype, bin_ms)), x)
+    vr, z = st.core.vr.copy(), st.core.z.copy()
+    raster, spikes, rec_synops = kern.core(
+        x @ t.w_in, t.in_shift, t.bias, vr, z, t.w_rec_n, t.rec_shift, t.decay,
+        t.threshold, t.v_lo, t.v_hi, t.spike, t.r_hi, t.trace_can_overflow,
+        chip.seg_of[st.t:], st.acc, hi if hi is not None else 0, hi is not None,
+        c.spikes, chip.fanout, chip.fanout_hops, c.routing)
+    c.input_events += events
+    c.synops_input += synops
+    c.synops_recurrent += rec_synops
+    c.steps += k
+    c.dropped_bins += nb - k
+    if not keep_pending:
+        pending, pending_ms = st.pending, st.pending_ms
+    chip.state = StreamState(CoreState(vr, z), st.acc, st.t + k, pending, pending_ms,
+                             st.inputs + events, st.spikes + spikes, None)
+    return raster

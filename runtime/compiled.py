@@ -15,7 +15,12 @@ import os
 from contextlib import contextmanager
 from typing import NamedTuple
 
-__all__ = ["steps", "backend", "Kernels", "available", "use"]
+import numpy as np
+
+__all__ = ["steps", "backend", "Kernels", "available", "use", "NORMALIZE"]
+
+#: the readout's normalizations as :func:`features` numbers them
+NORMALIZE = {"none": 0, "l1": 1, "l2": 2}
 
 
 class Kernels(NamedTuple):
@@ -24,149 +29,145 @@ class Kernels(NamedTuple):
     features: object             # a window's accumulators -> phi
 
 
-def _kernels(np):                                    # pragma: no cover - compiled
-    """The kernels' Python source (compiled by :func:`_build`; ``np`` is numpy)."""
-
-    def bins(frames, pending, pending_ms, bin_ms, fanin, xb, x):
-        """Frames (ms, inputs) after a partial bin (``pending`` counts of ``pending_ms`` frames,
-        updated in place) into the bins ``x`` (k, inputs), x = min(255, count), as many as ``x``
-        holds (the complete bins past them are dropped); ``xb`` (inputs,) is scratch in the
-        integer type the bins are summed in (:func:`~tessera.runtime.core.bin_dtype`). Returns
-        (the new pending_ms, input events, input synaptic operations)."""
-        ms, ch = frames.shape
-        k = x.shape[0]
-        nb = (pending_ms + ms) // bin_ms
-        events = 0
-        synops = 0
-        pos = 0
-        first = np.empty(ch, np.int64)               # the first bin holds the partial one
-        for b in range(min(nb, k)):
-            take = bin_ms - pending_ms if b == 0 else bin_ms
-            if b == 0:
-                for c in range(ch):
-                    first[c] = pending[c]
-                for f in range(take):
-                    for c in range(ch):
-                        first[c] += frames[f, c]
-                for c in range(ch):
-                    xc = min(first[c], 255)
-                    x[0, c] = xc
-                    events += xc
-                    synops += xc * fanin[c]
-            else:
-                for c in range(ch):
-                    xb[c] = 0
-                for f in range(pos, pos + take):
-                    for c in range(ch):
-                        xb[c] += frames[f, c]
-                for c in range(ch):
-                    xc = min(xb[c], 255)
-                    x[b, c] = xc
-                    events += xc
-                    synops += xc * fanin[c]
-            pos += take
-        used = 0 if nb == 0 else nb * bin_ms - pending_ms
-        if nb > 0:                                   # the new partial bin
+def bins(frames, pending, pending_ms, bin_ms, fanin, xb, x):  # pragma: no cover - compiled
+    """Frames (ms, inputs) after a partial bin (``pending`` counts of ``pending_ms`` frames,
+    updated in place) into the bins ``x`` (k, inputs), x = min(255, count), as many as ``x``
+    holds (the complete bins past them are dropped); ``xb`` (inputs,) is scratch in the
+    integer type the bins are summed in (:func:`~tessera.runtime.core.bin_dtype`). Returns
+    (the new pending_ms, input events, input synaptic operations)."""
+    ms, ch = frames.shape
+    k = x.shape[0]
+    nb = (pending_ms + ms) // bin_ms
+    events = 0
+    synops = 0
+    pos = 0
+    first = np.empty(ch, np.int64)               # the first bin holds the partial one
+    for b in range(min(nb, k)):
+        take = bin_ms - pending_ms if b == 0 else bin_ms
+        if b == 0:
             for c in range(ch):
-                pending[c] = 0
-        for f in range(used, ms):
+                first[c] = pending[c]
+            for f in range(take):
+                for c in range(ch):
+                    first[c] += frames[f, c]
             for c in range(ch):
-                pending[c] += frames[f, c]
-        return pending_ms + ms - nb * bin_ms, events, synops
+                xc = min(first[c], 255)
+                x[0, c] = xc
+                events += xc
+                synops += xc * fanin[c]
+        else:
+            for c in range(ch):
+                xb[c] = 0
+            for f in range(pos, pos + take):
+                for c in range(ch):
+                    xb[c] += frames[f, c]
+            for c in range(ch):
+                xc = min(xb[c], 255)
+                x[b, c] = xc
+                events += xc
+                synops += xc * fanin[c]
+        pos += take
+    used = 0 if nb == 0 else nb * bin_ms - pending_ms
+    if nb > 0:                                   # the new partial bin
+        for c in range(ch):
+            pending[c] = 0
+    for f in range(used, ms):
+        for c in range(ch):
+            pending[c] += frames[f, c]
+    return pending_ms + ms - nb * bin_ms, events, synops
 
-    def core(cur, in_shift, bias, vr, z, w_rec, rec_shift, decay, threshold, v_lo, v_hi,
-             spike, r_hi, clip_r, segs, acc, acc_hi, clip_acc, spikes, fanout, fanout_hops,
-             routing):
-        """The core's steps for the input products ``cur`` (k, n) (x W_in >> in_shift, exact
-        floats): the state ``vr``, ``z``, ``acc`` and the counters ``spikes`` (n,) and
-        ``routing`` (hops,) updated in place. Returns (the spikes (k, n) uint8, their number,
-        the recurrent synaptic operations)."""
-        k, n = cur.shape
-        raster = np.zeros((k, n), np.uint8)
-        rec = np.empty(n, np.int64)
-        fired = np.empty(n, np.int64)                # the neurons that spiked at the last step
+
+def core(cur, in_shift, bias, vr, z, w_rec, rec_shift, decay, threshold, v_lo, v_hi,
+         spike, r_hi, clip_r, segs, acc, acc_hi, clip_acc, spikes, fanout, fanout_hops,
+         routing):  # pragma: no cover - compiled
+    """The core's steps for the input products ``cur`` (k, n) (x W_in >> in_shift, exact
+    floats): the state ``vr``, ``z``, ``acc`` and the counters ``spikes`` (n,) and
+    ``routing`` (hops,) updated in place. Returns (the spikes (k, n) uint8, their number,
+    the recurrent synaptic operations)."""
+    k, n = cur.shape
+    raster = np.zeros((k, n), np.uint8)
+    rec = np.empty(n, np.int64)
+    fired = np.empty(n, np.int64)                # the neurons that spiked at the last step
+    nf = 0
+    for j in range(n):
+        if z[j]:
+            fired[nf] = j
+            nf += 1
+    total = 0
+    synops = 0
+    for i in range(k):
+        for j in range(2 * n):                   # v * leak_mult >> 16, r * trace_mult >> 16
+            vr[j] = (vr[j] * decay[j]) >> 16
+        for j in range(n):
+            vr[j] += (np.int64(cur[i, j]) << in_shift) + bias[j]
+        if nf:                                   # the rows of the neurons that spiked
+            for j in range(n):
+                rec[j] = 0
+            for q in range(nf):
+                src = fired[q]
+                for j in range(n):
+                    rec[j] += w_rec[src, j]
+                vr[src] -= threshold             # the reset
+            for j in range(n):
+                vr[j] += rec[j] << rec_shift
+        s = segs[i]
+        for j in range(n):                       # no branch: the loop vectorizes
+            v = min(max(vr[j], v_lo), v_hi)
+            vr[j] = v
+            zj = np.int64(v >= threshold)
+            r = vr[n + j] + zj * spike
+            if clip_r:
+                r = min(r, r_hi)
+            vr[n + j] = r
+            raster[i, j] = zj
+            a = acc[s, j] + r
+            if clip_acc:
+                a = min(max(a, -acc_hi - 1), acc_hi)
+            acc[s, j] = a
         nf = 0
         for j in range(n):
-            if z[j]:
+            if raster[i, j]:
                 fired[nf] = j
                 nf += 1
-        total = 0
-        synops = 0
-        for i in range(k):
-            for j in range(2 * n):                   # v * leak_mult >> 16, r * trace_mult >> 16
-                vr[j] = (vr[j] * decay[j]) >> 16
-            for j in range(n):
-                vr[j] += (np.int64(cur[i, j]) << in_shift) + bias[j]
-            if nf:                                   # the rows of the neurons that spiked
-                for j in range(n):
-                    rec[j] = 0
-                for q in range(nf):
-                    src = fired[q]
-                    for j in range(n):
-                        rec[j] += w_rec[src, j]
-                    vr[src] -= threshold             # the reset
-                for j in range(n):
-                    vr[j] += rec[j] << rec_shift
-            s = segs[i]
-            for j in range(n):                       # no branch: the loop vectorizes
-                v = min(max(vr[j], v_lo), v_hi)
-                vr[j] = v
-                zj = np.int64(v >= threshold)
-                r = vr[n + j] + zj * spike
-                if clip_r:
-                    r = min(r, r_hi)
-                vr[n + j] = r
-                raster[i, j] = zj
-                a = acc[s, j] + r
-                if clip_acc:
-                    a = min(max(a, -acc_hi - 1), acc_hi)
-                acc[s, j] = a
-            nf = 0
-            for j in range(n):
-                if raster[i, j]:
-                    fired[nf] = j
-                    nf += 1
-            for q in range(nf):                      # the counters of the step's spikes
-                j = fired[q]
-                spikes[j] += 1
-                synops += fanout[j]
-                for h in range(routing.shape[0]):
-                    routing[h] += fanout_hops[j, h]
-            total += nf
-        if k:
-            for j in range(n):
-                z[j] = raster[k - 1, j]
-        return raster, total, synops
+        for q in range(nf):                      # the counters of the step's spikes
+            j = fired[q]
+            spikes[j] += 1
+            synops += fanout[j]
+            for h in range(routing.shape[0]):
+                routing[h] += fanout_hops[j, h]
+        total += nf
+    if k:
+        for j in range(n):
+            z[j] = raster[k - 1, j]
+    return raster, total, synops
 
-    def features(acc, lengths, feature_bits, mode):
-        """phi of a window: f = acc // len(segment), normalized (``mode`` 0 none, 1 l1, 2 l2) as
-        :func:`~tessera.runtime.readout.normalize_features`; None where the l2 sum of squares
-        wraps (numpy's path then raises its error)."""
-        segments, n = acc.shape
-        f = np.empty(segments * n, np.int64)
-        for s in range(segments):
-            for j in range(n):
-                f[s * n + j] = acc[s, j] // lengths[s]
-        if mode == 0:
-            return f
-        norm = 0
-        for i in range(f.size):
-            norm += f[i] * f[i] if mode == 2 else f[i]
-        if mode == 2:
-            if norm < 0:
-                return None
-            r = np.int64(np.sqrt(np.float64(norm)))  # then corrected to the exact isqrt
-            while r * r > norm:
-                r -= 1
-            while r < 3037000499 and (r + 1) * (r + 1) <= norm:
-                r += 1
-            norm = r
-        norm = max(norm, 1)
-        for i in range(f.size):
-            f[i] = (f[i] << feature_bits) // norm
+def features(acc, lengths, feature_bits, mode):  # pragma: no cover - compiled
+    """phi of a window: f = acc // len(segment), normalized (``mode`` 0 none, 1 l1, 2 l2) as
+    :func:`~tessera.runtime.readout.normalize_features`; None where the l2 sum of squares
+    wraps (numpy's path then raises its error)."""
+    segments, n = acc.shape
+    f = np.empty(segments * n, np.int64)
+    for s in range(segments):
+        for j in range(n):
+            f[s * n + j] = acc[s, j] // lengths[s]
+    if mode == 0:
         return f
-
-    return bins, core, features
+    norm = 0
+    for i in range(f.size):
+        norm += f[i] * f[i] if mode == 2 else f[i]
+    if mode == 2:
+        if norm < 0:
+            return None
+        r = np.int64(np.sqrt(np.float64(norm)))  # then corrected to the exact isqrt
+        while r * r > norm:
+            r -= 1
+        while r < 3037000499 and (r + 1) * (r + 1) <= norm:
+            r += 1
+        norm = r
+    norm = max(norm, 1)
+    for i in range(f.size):
+        f[i] = (f[i] << feature_bits) // norm
+    return f
 
 
 def _build():
@@ -176,7 +177,6 @@ def _build():
         return _COMPILED[0]
     try:
         import numba
-        import numpy as np
     except Exception:                                # noqa: BLE001 - any reason: numpy path
         return None
 
@@ -186,7 +186,7 @@ def _build():
         except Exception:                            # noqa: BLE001 - no cache directory
             return numba.njit(nogil=True)(f)
 
-    _COMPILED.append(Kernels(*(jit(f) for f in _kernels(np))))
+    _COMPILED.append(Kernels(jit(bins), jit(core), jit(features)))
     return _COMPILED[0]
 
 
