@@ -141,6 +141,7 @@ def core(cur, in_shift, bias, vr, z, w_rec, rec_shift, decay, threshold, v_lo, v
             z[j] = raster[k - 1, j]
     return raster, total, synops
 
+
 def features(acc, lengths, feature_bits, mode):  # pragma: no cover - compiled
     """phi of a window: f = acc // len(segment), normalized (``mode`` 0 none, 1 l1, 2 l2) as
     :func:`~tessera.runtime.readout.normalize_features`; None where the l2 sum of squares
