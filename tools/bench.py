@@ -116,6 +116,18 @@ def _torch_loop(float_model, x: np.ndarray):
     return loop
 
 
+def _peers(float_model, x: np.ndarray) -> tuple[dict, dict]:
+    """The other libraries' loops on the same bins (:mod:`tessera.tools.peer_loops`), none
+    without a float model or with a core they cannot run."""
+    if float_model is None:
+        return {}, {"all": "a .tsr file has no float model for the peers"}
+    if float_model.core.cfg.kind != "lif":
+        return {}, {"all": f"the peers run spiking cores; this one is {float_model.core.cfg.kind}"}
+    from .peer_loops import peer_loops
+
+    return peer_loops(float_model, x)
+
+
 def _bench_models(model_path: str, bits: int) -> tuple[str, object, dict]:
     """The ``.tsr`` the runtime bench runs, the float model (None for a ``.tsr``) and the model
     file's bytes per weight width."""
@@ -172,14 +184,16 @@ def _batch_peak_mib(chip, fb: np.ndarray) -> float:
     return round(peak / 2 ** 20 / fb.shape[0], 3)
 
 
-def _stream_times(stream, torch_loop, repeats: int) -> dict:
+def _stream_times(stream, torch_loop, repeats: int, peers: dict | None = None) -> dict:
     """µs per 10 ms step of ``stream`` (one utterance) on every backend (and the torch loop),
     interleaved so that machine noise hits all alike: steady (``STEADY`` utterances back to
-    back, a stream that keeps running) and cold (one utterance right after the other side's)."""
+    back, a stream that keeps running) and cold (one utterance right after the other side's).
+    ``peers``: other loops on the same bins, timed steady in the same rounds."""
     from ..runtime.compiled import available, use
 
-    names = available()
+    names, peers = available(), dict(peers or {})
     t = {(b, k): [] for b in names + ["torch"] for k in ("steady", "cold")}
+    t.update({(p, "steady"): [] for p in peers})
     for _ in range(repeats):
         for name in names:
             with use(name):
@@ -188,18 +202,24 @@ def _stream_times(stream, torch_loop, repeats: int) -> dict:
         if torch_loop is not None:
             t["torch", "cold"].append(_median_time(torch_loop, 1))
             t["torch", "steady"].append(_median_time(_block(torch_loop), 1) / STEADY)
+        for p, loop in peers.items():
+            t[p, "steady"].append(_median_time(_block(loop), 1) / STEADY)
     med = {key: statistics.median(v) for key, v in t.items() if v}
-    steps, out = stream.steps, {}
+    us = lambda key: round(med[key] / stream.steps * 1e6, 2)     # noqa: E731
+    out = {}
     for name in names:
-        out[name] = dict(us_per_network_step=round(med[name, "steady"] / steps * 1e6, 2),
-                         us_per_network_step_cold=round(med[name, "cold"] / steps * 1e6, 2),
+        out[name] = dict(us_per_network_step=us((name, "steady")),
+                         us_per_network_step_cold=us((name, "cold")),
                          realtime_factor=round(stream.seconds / med[name, "steady"], 1))
         if torch_loop is not None:
             out[name].update(
-                torch_us_per_network_step=round(med["torch", "steady"] / steps * 1e6, 2),
+                torch_us_per_network_step=us(("torch", "steady")),
                 speedup_vs_torch=round(med["torch", "steady"] / med[name, "steady"], 2),
                 speedup_vs_torch_cold=round(med["torch", "cold"] / med[name, "cold"], 2))
-    return out
+    peer_out = {p: dict(us_per_network_step=us((p, "steady")),
+                        **{f"{name}_speedup": round(med[p, "steady"] / med[name, "steady"], 2)
+                           for name in names}) for p in peers}
+    return out, peer_out
 
 
 def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int = 64,
@@ -240,7 +260,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
                            chip.tab.bin_ms)[0], 255)     # the chip's bins, for the others
     chip.reset()
     torch_loop = _torch_loop(float_model, x) if float_model is not None else None
-    times = _stream_times(stream, torch_loop, repeats)
+    loops, missing = _peers(float_model, x)
+    times, peer_times = _stream_times(stream, torch_loop, repeats, loops)
     spikes = chip.stats()
     # the dense integer floor: one int64 matvec per step for input and recurrence, nothing else
     z = np.zeros(tab.neurons, np.int64)
@@ -260,6 +281,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
                spikes_per_utterance=round(spikes["spikes"] / max(1, spikes["steps"]) * tab.steps),
                model_bytes=sizes.get(4, os.path.getsize(tsr)), model_bytes_by_bits=sizes)
     out["by_backend"] = times
+    out["peers"] = peer_times
+    out["peers_missing"] = missing
     # batched: many streams through dense matmuls
     fb = np.broadcast_to(frames, (batch,) + frames.shape).copy()
     t_batch = _median_time(lambda: chip.run_batch(fb), max(2, repeats // 10))

@@ -216,6 +216,13 @@ def _backend_rows(x: dict) -> list[tuple[str, str]]:
             rows.append((f"{name}: speed-up over the trainer's torch step loop "
                          f"({b['torch_us_per_network_step']} us) (cold)",
                          f"{b['speedup_vs_torch']}x ({b['speedup_vs_torch_cold']}x)"))
+    for name, pe in x.get("peers", {}).items():
+        rows.append((f"peer on the same bins, {name}: us per network step",
+                     f"{pe['us_per_network_step']} ("
+                     + ", ".join(f"{b} {pe[f'{b}_speedup']}x faster" for b in x["by_backend"])
+                     + ")"))
+    rows += [(f"peer, {name}", f"not run: {why}")
+             for name, why in x.get("peers_missing", {}).items()]
     return rows
 
 

@@ -52,6 +52,11 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
             line += (f"; the trainer's torch step loop {b['torch_us_per_network_step']} us: "
                      f"{b['speedup_vs_torch']}x faster (cold {b['speedup_vs_torch_cold']}x)")
         lines.append(line)
+    for name, pe in r["peers"].items():
+        lines.append(f"  peer, {name}: {pe['us_per_network_step']} us per network step ("
+                     + ", ".join(f"{b} {pe[f'{b}_speedup']}x faster" for b in r["by_backend"])
+                     + ")")
+    lines += [f"  peer, {name}: not run: {why}" for name, why in r["peers_missing"].items()]
     lines += [f"  batched ({r['batch']} streams): {r['batch_utterances_per_s']} utterances/s",
               f"  enroll (one shot, one step): {r['enroll_ms']} ms",
               f"  model file: {r['model_bytes']} bytes at 4-bit weights "
