@@ -23,7 +23,7 @@ Core, one step per bin (n neurons on rows x cols tiles of ``tile`` neurons)::
 ``R`` are the integers the RRAM arrays read (:mod:`tessera.runtime.rram`: ``q << GF`` when
 ideal); W_rec exists only on the routing table's tile pairs, block (a, b) scaled by its own shift.
 The recurrent sum is event-driven: only the rows of neurons that spiked are read. These steps
-are :func:`tessera.runtime.core.core_step`, a pure function that streaming and batched inference
+are :func:`tessera.runtime.core.core_steps`, a pure function that streaming and batched inference
 share.
 
 Readout features, at the end of the window::
@@ -73,7 +73,7 @@ import numpy as np
 from .constants import SAMPLE_RATE
 from .activity import Counters, activity_report
 from .compiled import NORMALIZE, steps
-from .core import (CoreState, add_traces, bin_dtype, bins_of, core_state, core_step, core_tables,
+from .core import (CoreState, bin_dtype, bins_of, core_state, core_steps, core_tables,
                    input_current, trace_bound)
 from .errors import InputError
 from .model_format import ModelFile, read_model
@@ -154,7 +154,7 @@ class Chip:
             W[a * t:(a + 1) * t, b * t:(b + 1) * t] += block
             fan[a * t:(a + 1) * t, h] += (block != 0).any(axis=1)
         self.W_rec = W
-        self.core = core_tables(tab, self.W_in, W)       # what core_step reads
+        self.core = core_tables(tab, self.W_in, W)       # what core_steps reads
         self.fanout_hops = fan                           # routing events per spike, per hop
         self.fanout = (W != 0).sum(axis=1)               # recurrent synapses per spike
         self.fanin_input = (self.W_in != 0).sum(axis=1)  # synapses per input event
@@ -254,16 +254,10 @@ class Chip:
         events = int(x.sum())
         c.input_events += events
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
-        core, tables, hi = st.core, self.core, self.acc_hi
-        raster = np.empty((k, n), np.uint8)
         rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
-        for i, seg in enumerate(self.seg_of[st.t:st.t + k].tolist()):   # into its segment
-            z, core = core_step(current[i], core, tables)
-            raster[i] = z
-            if hi is None:
-                rows[seg] += core.vr[n:]
-            else:
-                add_traces(rows[seg], core.vr[n:], hi)
+        zs, core = core_steps(current, st.core, self.core, rows,    # into its segment
+                              self.seg_of[st.t:st.t + k].tolist(), self.acc_hi)
+        raster = np.array(zs, np.uint8)
         per_neuron = raster.sum(axis=0, dtype=np.int64)
         spikes = int(per_neuron.sum())
         self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
@@ -385,7 +379,7 @@ class Chip:
     def run_batch(self, frames: np.ndarray, rasters: bool = False):
         """Many utterances at once (B, ms, channels) from rest, each a full window: returns the
         features phi (B, D) (and the spike rasters (B, steps, n) with ``rasters``). The streams
-        step together through :func:`~tessera.runtime.core.core_step` (one numpy call per
+        step together through :func:`~tessera.runtime.core.core_steps` (one numpy call per
         operation for all of them); identical results to one stream at a time. Does not touch
         the streaming state or the counters."""
         tab, B = self.tab, self.tab.bin_ms
@@ -406,13 +400,13 @@ class Chip:
         acc = np.zeros((tab.segments, b, n), np.int64)
         out = np.zeros((b, tab.steps, n), np.uint8) if rasters else None
         segs = self.seg_of.tolist()
+        rows = list(acc)
         for t0 in range(0, tab.steps, BATCH_STEPS):      # the input product a few steps at once
             current = input_current(bins[:, t0:t0 + BATCH_STEPS], self.core)
-            for i in range(current.shape[1]):
-                z, state = core_step(current[:, i], state, self.core)
-                add_traces(acc[segs[t0 + i]], state.vr[:, n:], hi)
-                if rasters:
-                    out[:, t0 + i] = z
+            zs, state = core_steps(current, state, self.core, rows, segs[t0:t0 + BATCH_STEPS],
+                                   hi)
+            if rasters:
+                out[:, t0:t0 + len(zs)] = np.stack(zs, axis=1)
         f = (acc // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
         phi = normalize_features(f, tab)
         return (phi, out) if rasters else phi

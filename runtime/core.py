@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step",
+           "core_steps",
            "bin_dtype", "bins_of", "add_traces"]
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
@@ -127,33 +128,48 @@ def input_current(x: np.ndarray, tables: CoreTables) -> np.ndarray:
     out = flat.astype(np.int64).reshape(x.shape[:-1] + (-1,))
     if tables.in_shift:
         out <<= tables.in_shift
-    return out + tables.bias
+    out += tables.bias                           # in place: no second (..., n) array
+    return out
+
+
+def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
+               rows: list | None = None, segs: list | None = None, hi: int | None = None
+               ) -> tuple[list, CoreState]:
+    """Steps ``current[..., i, :]`` for every i (one stream (k, n), a batch (B, k, n)) from
+    ``state``; after step i the traces are added to ``rows[segs[i]]`` (:func:`add_traces`,
+    saturating at ``hi``) when ``rows`` is given. Returns (the spikes of each step, the new
+    state); the arguments are left alone (the state's arrays are new)."""
+    t = tables
+    n = t.bias.shape[0]
+    vr, z = state
+    zs = []
+    for i in range(current.shape[-2]):
+        vr = vr * t.decay                        # v * leak_mult and r * trace_mult ...
+        vr >>= 16                                # ... >> 16, both at once
+        v, r = vr[..., :n], vr[..., n:]
+        v += current[..., i, :]
+        if z.ndim == 1:                          # one stream: event-driven rows
+            idx = z.nonzero()[0]
+            if idx.size:
+                v += _SUM(t.w_rec_reset.take(idx, axis=0), axis=0)
+        elif z.any():                            # a batch: one exact float product (the cast
+            np.add(v, z @ t.w_rec_reset_f, out=v, casting="unsafe")   # loses nothing)
+        _CLIP(v, t.v_lo, t.v_hi, out=v)
+        z = v >= t.threshold
+        np.add(r, t.spike, out=r, where=z)
+        if t.trace_can_overflow:
+            np.minimum(r, t.r_hi, out=r)
+        zs.append(z)
+        if rows is not None:
+            add_traces(rows[segs[i]], r, hi)
+    return zs, CoreState(vr, z)
 
 
 def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
               ) -> tuple[np.ndarray, CoreState]:
     """One bin: input current I[t] (..., n) and the previous state -> (spikes z, new state)."""
-    n = tables.bias.shape[0]
-    vr = state.vr * tables.decay                 # v * leak_mult and r * trace_mult ...
-    vr >>= 16                                    # ... >> 16, both at once
-    z = state.z
-    if z.ndim == 1:                              # one stream: event-driven rows
-        v, r = vr[:n], vr[n:]
-        v += current
-        idx = z.nonzero()[0]
-        if idx.size:
-            v += _SUM(tables.w_rec_reset.take(idx, axis=0), axis=0)
-    else:                                        # a batch: one exact float64 product
-        v, r = vr[:, :n], vr[:, n:]
-        v += current
-        if z.any():                              # exact integers: the cast loses nothing
-            np.add(v, z @ tables.w_rec_reset_f, out=v, casting="unsafe")
-    _CLIP(v, tables.v_lo, tables.v_hi, out=v)
-    z = v >= tables.threshold
-    np.add(r, tables.spike, out=r, where=z)
-    if tables.trace_can_overflow:
-        np.minimum(r, tables.r_hi, out=r)
-    return z, CoreState(vr, z)
+    zs, state = core_steps(current[..., None, :], state, tables)
+    return zs[0], state
 
 
 def bin_dtype(frames_dtype, bin_ms: int):
