@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step",
            "core_steps",
-           "bin_dtype", "bins_of", "add_traces"]
+           "bin_dtype", "bins_of"]
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
 _SUM = np.add.reduce
@@ -136,17 +136,18 @@ def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
                rows: list | None = None, segs: list | None = None, hi: int | None = None
                ) -> tuple[list, CoreState]:
     """Steps ``current[..., i, :]`` for every i (one stream (k, n), a batch (B, k, n)) from
-    ``state``; after step i the traces are added to ``rows[segs[i]]`` (:func:`add_traces`,
-    saturating at ``hi``) when ``rows`` is given. Returns (the spikes of each step, the new
-    state); the arguments are left alone (the state's arrays are new)."""
+    ``state``. When ``rows`` is given, step i's traces go into ``rows[segs[i]]`` (in place):
+    acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]), ``hi`` the accumulator's largest value when a sum
+    can reach it (saturating at every step, in step order), None when none can. Returns (the
+    spikes of each step, the new state); the arguments are left alone (the state is new)."""
     t = tables
     n = t.bias.shape[0]
-    vr, z = state
+    vr, z = state.vr.copy(), state.z             # the caller's state stays as it was
+    v, r = vr[..., :n], vr[..., n:]
     zs = []
     for i in range(current.shape[-2]):
-        vr = vr * t.decay                        # v * leak_mult and r * trace_mult ...
+        np.multiply(vr, t.decay, out=vr)         # v * leak_mult and r * trace_mult ...
         vr >>= 16                                # ... >> 16, both at once
-        v, r = vr[..., :n], vr[..., n:]
         v += current[..., i, :]
         if z.ndim == 1:                          # one stream: event-driven rows
             idx = z.nonzero()[0]
@@ -160,8 +161,11 @@ def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
         if t.trace_can_overflow:
             np.minimum(r, t.r_hi, out=r)
         zs.append(z)
-        if rows is not None:
-            add_traces(rows[segs[i]], r, hi)
+        if rows is not None:                     # the step's segment sums
+            row = rows[segs[i]]
+            row += r
+            if hi is not None:
+                np.clip(row, -hi - 1, hi, out=row)
     return zs, CoreState(vr, z)
 
 
@@ -196,12 +200,3 @@ def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
             axis=1, dtype=kind)
     used = first + (nb - 1) * bin_ms
     return bins, f[used:].sum(axis=0, dtype=np.int64), f.shape[0] - used
-
-
-def add_traces(acc_row: np.ndarray, r: np.ndarray, hi: int | None) -> None:
-    """acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]) for one step: ``acc_row`` (the step's segment,
-    (n,) or (B, n)) updated in place; ``hi``: the accumulator's largest value when a sum can
-    reach it (saturating at every step, in step order), None when none can (exact sums)."""
-    acc_row += r
-    if hi is not None:
-        np.clip(acc_row, -hi - 1, hi, out=acc_row)
