@@ -210,13 +210,8 @@ def backend() -> str:
 
 def available() -> list[str]:
     """The backends this machine can run: numpy, and numba where it imports."""
-    global _RUN, _BUILT
-    saved = _RUN, _BUILT
-    try:
-        with use("numba"):
-            ok = steps() is not None
-    finally:
-        _RUN, _BUILT = saved
+    with use("numba"):                               # use() puts the choice back
+        ok = steps() is not None
     return ["numpy", "numba"] if ok else ["numpy"]
 
 

@@ -83,6 +83,11 @@ def bench_frontend(channels: int = 700, seconds: float = 10.0, repeats: int = 5,
 STEADY = 5
 
 
+def peer_speedups(peer: dict, backends) -> str:
+    """How much faster each backend is than one peer of ``bench runtime``, as words."""
+    return ", ".join(f"{b} {peer[f'{b}_speedup']}x faster" for b in backends)
+
+
 def _block(fn):
     def run():
         for _ in range(STEADY):
@@ -184,11 +189,13 @@ def _batch_peak_mib(chip, fb: np.ndarray) -> float:
     return round(peak / 2 ** 20 / fb.shape[0], 3)
 
 
-def _stream_times(stream, torch_loop, repeats: int, peers: dict | None = None) -> dict:
+def _stream_times(stream, torch_loop, repeats: int, peers: dict | None = None
+                  ) -> tuple[dict, dict]:
     """µs per 10 ms step of ``stream`` (one utterance) on every backend (and the torch loop),
     interleaved so that machine noise hits all alike: steady (``STEADY`` utterances back to
     back, a stream that keeps running) and cold (one utterance right after the other side's).
-    ``peers``: other loops on the same bins, timed steady in the same rounds."""
+    ``peers``: other loops on the same bins, timed steady in the same rounds. Returns
+    ({backend: figures}, {peer: figures})."""
     from ..runtime.compiled import available, use
 
     names, peers = available(), dict(peers or {})

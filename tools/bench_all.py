@@ -208,6 +208,8 @@ def _md_frontend(f: dict, when: str, where: str) -> list[str]:
 def _backend_rows(x: dict) -> list[tuple[str, str]]:
     """One stream's figures per backend: steady streaming, and cold (one utterance right after
     the torch loop ran)."""
+    from .bench import peer_speedups
+
     rows = []
     for name, b in x.get("by_backend", {}).items():
         rows.append((f"{name}: us per 10 ms network step, one stream (cold)",
@@ -218,9 +220,7 @@ def _backend_rows(x: dict) -> list[tuple[str, str]]:
                          f"{b['speedup_vs_torch']}x ({b['speedup_vs_torch_cold']}x)"))
     for name, pe in x.get("peers", {}).items():
         rows.append((f"peer on the same bins, {name}: us per network step",
-                     f"{pe['us_per_network_step']} ("
-                     + ", ".join(f"{b} {pe[f'{b}_speedup']}x faster" for b in x["by_backend"])
-                     + ")"))
+                     f"{pe['us_per_network_step']} ({peer_speedups(pe, x['by_backend'])})"))
     rows += [(f"peer, {name}", f"not run: {why}")
              for name, why in x.get("peers_missing", {}).items()]
     return rows

@@ -12,7 +12,7 @@ recurrent product, the readout traces and their segment sums.
   with the model's weights;
 - ``rockpool XyloSim``: only where rockpool installs (it is not in this environment's index).
 
-Each loader returns None with a reason when its library is missing."""
+Each loader returns the reason instead of a loop when its library is missing."""
 
 from __future__ import annotations
 
@@ -25,20 +25,17 @@ __all__ = ["peer_loops"]
 
 
 def _weights(model):
-    import torch
+    """The float core as the ONNX one-step graph holds it (masked weights, per-neuron decays):
+    (w_in, w_rec, b, alpha, kappa, cfg)."""
+    from ..trainer.exchange.onnx_export import OnnxStep
 
-    from ..trainer.learning.model import decays
+    step = OnnxStep(model)
+    return step.w_in, step.w_rec, step.b, step.alpha, step.kappa, step.cfg
 
-    core = model.core
-    p, masks, cfg = core.params, core.masks, core.cfg
-    w_in, w_rec = p["w_in"], p["w_rec"]
-    if masks is not None:
-        w_in, w_rec = w_in * masks["w_in"], w_rec * masks["w_rec"]
-    alpha, kappa = decays(p, cfg)
-    n = cfg.neurons
-    as_vec = lambda a: torch.as_tensor(a, dtype=torch.float32).expand(n).clone()  # noqa: E731
-    return (w_in.detach().float(), w_rec.detach().float(), p["b"].detach().float(),
-            as_vec(alpha).detach(), as_vec(kappa).detach(), cfg)
+
+def _segments(cfg, steps: int) -> list[int]:
+    """The readout segment of each step, seg(t) = t * segments // steps."""
+    return [t * cfg.segments // steps for t in range(steps)]
 
 
 def _lean_torch(model, x):
@@ -47,7 +44,7 @@ def _lean_torch(model, x):
     w_in, w_rec, b, alpha, kappa, cfg = _weights(model)
     xb = torch.from_numpy(x.astype(np.float32))
     n, steps, theta = cfg.neurons, x.shape[0], float(cfg.theta)
-    seg = [t * cfg.segments // steps for t in range(steps)]
+    seg = _segments(cfg, steps)
 
     def loop():
         with torch.no_grad():
@@ -79,7 +76,7 @@ def _onnx_step(model, x):
     cfg = model.core.cfg
     n, steps = cfg.neurons, x.shape[0]
     xs = x.astype(np.float32)[:, None, :]
-    seg = [t * cfg.segments // steps for t in range(steps)]
+    seg = _segments(cfg, steps)
 
     def loop():
         v = z = r = np.zeros((1, n), np.float32)
@@ -107,7 +104,7 @@ def _snntorch(model, x):
         cell.recurrent.weight.copy_(w_rec.T)
         cell.recurrent.bias.zero_()
     xb = torch.from_numpy(x.astype(np.float32))
-    seg = [t * cfg.segments // steps for t in range(steps)]
+    seg = _segments(cfg, steps)
 
     def loop():
         with torch.no_grad():

@@ -36,7 +36,7 @@ def cmd_bench_lauscher(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_runtime(args: argparse.Namespace) -> int:
-    from tessera.tools.bench import bench_runtime
+    from tessera.tools.bench import bench_runtime, peer_speedups
 
     r = bench_runtime(args.model or default_pt(), bits=args.bits, repeats=args.repeats,
                       batch=args.batch)
@@ -53,9 +53,8 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
                      f"{b['speedup_vs_torch']}x faster (cold {b['speedup_vs_torch_cold']}x)")
         lines.append(line)
     for name, pe in r["peers"].items():
-        lines.append(f"  peer, {name}: {pe['us_per_network_step']} us per network step ("
-                     + ", ".join(f"{b} {pe[f'{b}_speedup']}x faster" for b in r["by_backend"])
-                     + ")")
+        lines.append(f"  peer, {name}: {pe['us_per_network_step']} us per network step "
+                     f"({peer_speedups(pe, r['by_backend'])})")
     lines += [f"  peer, {name}: not run: {why}" for name, why in r["peers_missing"].items()]
     lines += [f"  batched ({r['batch']} streams): {r['batch_utterances_per_s']} utterances/s",
               f"  enroll (one shot, one step): {r['enroll_ms']} ms",

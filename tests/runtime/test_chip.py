@@ -342,17 +342,15 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
 
 
 @pytest.fixture(params=["numpy", "numba"])
-def backend(request, monkeypatch):
+def backend(request):
     """Run a test on the numpy steps (the reference) and on the compiled ones (numba)."""
     from tessera.runtime import compiled
 
     if request.param == "numba":
         pytest.importorskip("numba")
-    monkeypatch.delenv("TESSERA_BACKEND", raising=False)      # this test picks the backend
-    monkeypatch.setattr(compiled, "_RUN", None)
-    monkeypatch.setattr(compiled, "_BUILT", request.param == "numpy")
-    assert compiled.backend() == request.param
-    return request.param
+    with compiled.use(request.param):                         # this test picks the backend
+        assert compiled.backend() == request.param
+        yield request.param
 
 
 @pytest.mark.parametrize("seed,normalize", [(0, "l2"), (1, "l1"), (2, "none"), (3, "l2")])
@@ -446,33 +444,31 @@ def test_input_current_is_exact_whichever_float_it_uses(scale, mag, dtype):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_compiled_steps_match_numpy_when_every_register_saturates(seed, monkeypatch):
+def test_compiled_steps_match_numpy_when_every_register_saturates(seed):
     """Narrow membranes, traces and accumulators (each clip taken): the compiled steps and the
     numpy ones give the same rasters, features, state and counters, in any chunking."""
     pytest.importorskip("numba")
     from tessera.runtime import compiled
 
-    monkeypatch.delenv("TESSERA_BACKEND", raising=False)      # this test picks the backend
     m = random_model(seed)
     m.core.update(membrane_bits=18, trace_bits=14, trace_frac=12, acc_bits=14)
     out = {}
     for name in ("numpy", "numba"):
-        monkeypatch.setattr(compiled, "_RUN", None)
-        monkeypatch.setattr(compiled, "_BUILT", name == "numpy")
-        assert compiled.backend() == name
-        chip = Chip(decode_model(encode_model(m)))
-        assert chip.acc_hi is not None and chip.core.trace_can_overflow
-        rng = np.random.default_rng(seed)
-        ms = chip.tab.steps * chip.tab.bin_ms
-        got = []
-        for j in range(4):
-            f = (rng.random((ms, 120)) < 0.2).astype(np.uint8) * (1 + 20 * (j == 0))
-            chip.reset()
-            cuts = np.sort(rng.integers(0, ms + 1, size=3))
-            ras = np.vstack([chip.run(c) for c in np.split(f, cuts)])
-            got.append((ras, chip.features(), chip.state.acc.copy(),
-                        chip.state.core.vr.copy()))
-        out[name] = (got, chip.stats()["spikes"])
+        with compiled.use(name):                              # this test picks the backend
+            assert compiled.backend() == name
+            chip = Chip(decode_model(encode_model(m)))
+            assert chip.acc_hi is not None and chip.core.trace_can_overflow
+            rng = np.random.default_rng(seed)
+            ms = chip.tab.steps * chip.tab.bin_ms
+            got = []
+            for j in range(4):
+                f = (rng.random((ms, 120)) < 0.2).astype(np.uint8) * (1 + 20 * (j == 0))
+                chip.reset()
+                cuts = np.sort(rng.integers(0, ms + 1, size=3))
+                ras = np.vstack([chip.run(c) for c in np.split(f, cuts)])
+                got.append((ras, chip.features(), chip.state.acc.copy(),
+                            chip.state.core.vr.copy()))
+            out[name] = (got, chip.stats()["spikes"])
     (a, sa), (b, sb) = out["numpy"], out["numba"]
     assert sa == sb and sa > 0
     for x, y in zip(a, b):
