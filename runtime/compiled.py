@@ -4,7 +4,9 @@ segment sums, the activity counters and :func:`tessera.runtime.readout.normalize
 for bit, one stream at a time. A chunk of frames is three calls: :func:`bins` (binning and the
 input counters), one float matrix product for x W_in (numpy's BLAS: exact, see
 :func:`~tessera.runtime.core.core_tables`), :func:`core` (the steps, the segment sums and the spike
-counters); :func:`features` ends a window.
+counters); :func:`features` ends a window. The front-end (:mod:`tessera.runtime.frontend`) has two
+more: :func:`fe_levels` (the filter bank's modes and the levels, between the BLAS input products)
+and :func:`fe_spikes` (adaptation and integrate-and-fire).
 
 :func:`steps` is None when numba is not there (or ``TESSERA_BACKEND=numpy``); the numpy path
 stays the reference, and the parity tests run both."""
@@ -27,6 +29,8 @@ class Kernels(NamedTuple):
     bins: object                 # frames -> bins x, the input counters
     core: object                 # the core's steps from the input products x W_in
     features: object             # a window's accumulators -> phi
+    fe_levels: object            # the front-end's modes and levels from its input products
+    fe_spikes: object            # the front-end's adaptation and integrate-and-fire
 
 
 def bins(frames, pending, pending_ms, bin_ms, fanin, xb, x):  # pragma: no cover - compiled
@@ -171,6 +175,99 @@ def features(acc, lengths, feature_bits, mode):  # pragma: no cover - compiled
     return f
 
 
+def fe_levels(proj, modes, lam, trans, mids, tb_scale, out_scale, level_bits, level,
+              e2):  # pragma: no cover - compiled
+    """The front-end's filter bank from its input products, as
+    :func:`tessera.runtime.frontend._filter_superblocks` and
+    :func:`~tessera.runtime.frontend.channel_levels`, in a planar layout (re and im apart,
+    modes k-major: index k*C + c). ``proj`` (n, 2, K*C) = x Bq and ``mids`` (G-1, n, 2, C) =
+    x Wq_j (not yet floored); ``modes`` (n+1, 2, K*C) holds the start state in row 0 and gets
+    the state after each superblock; ``lam`` (2, K*C) = Lq_G 2^-TB; ``trans`` (G-1, 2, K*C) =
+    Lq_j; ``level`` (n*G, C) int32 gets MLOG2(|y|^2) step-major; ``e2`` (C,) float64 scratch.
+    Every value is an integer below 2^53 (the tables' design checks it), so the sums are exact
+    in any order: the same levels as numpy's, bit for bit."""
+    n = proj.shape[0]
+    G1, C = mids.shape[0], mids.shape[3]
+    KC = proj.shape[2]
+    K = KC // C
+    G = G1 + 1
+    ar = np.empty(C)
+    ai = np.empty(C)
+    bits = e2.view(np.int64)
+    sh = 52 - level_bits
+    base = 1023 << level_bits
+    for m in range(n):
+        for q in range(KC):                      # the state update, then the steps inside
+            sr = modes[m, 0, q]
+            si = modes[m, 1, q]
+            modes[m + 1, 0, q] = np.floor(lam[0, q] * sr - lam[1, q] * si) \
+                + np.floor(proj[m, 0, q])
+            modes[m + 1, 1, q] = np.floor(lam[0, q] * si + lam[1, q] * sr) \
+                + np.floor(proj[m, 1, q])
+        for j in range(G):
+            for c in range(C):
+                ar[c] = 0.0
+                ai[c] = 0.0
+            if j < G1:                           # sum_k Lq_jk sigma_k(0)
+                for k in range(K):
+                    for c in range(C):
+                        q = k * C + c
+                        sr = modes[m, 0, q]
+                        si = modes[m, 1, q]
+                        ar[c] += sr * trans[j, 0, q] - si * trans[j, 1, q]
+                        ai[c] += sr * trans[j, 1, q] + si * trans[j, 0, q]
+                for c in range(C):
+                    yr = np.floor((np.floor(ar[c] * tb_scale) + np.floor(mids[j, m, 0, c]))
+                                  * out_scale)
+                    yi = np.floor((np.floor(ai[c] * tb_scale) + np.floor(mids[j, m, 1, c]))
+                                  * out_scale)
+                    e2[c] = yr * yr + yi * yi
+            else:                                # y_G = sum_k sigma_k(N)
+                for k in range(K):
+                    for c in range(C):
+                        ar[c] += modes[m + 1, 0, k * C + c]
+                        ai[c] += modes[m + 1, 1, k * C + c]
+                for c in range(C):
+                    yr = np.floor(ar[c] * out_scale)
+                    yi = np.floor(ai[c] * out_scale)
+                    e2[c] = yr * yr + yi * yi
+            t = m * G + j
+            for c in range(C):                   # Mitchell's log2 from the float's bits
+                level[t, c] = (bits[c] >> sh) - base
+
+
+def fe_spikes(level, floor, history, voltage, adapt_num, adapt_shift, theta_bits,
+              spikes):  # pragma: no cover - compiled
+    """Adaptation and integrate-and-fire over ``level`` (steps, C), one step at a time, as
+    :func:`tessera.runtime.frontend.spikes_from_levels` computes it with its scans: the same
+    integers. ``history`` (W, C) int64, oldest first, and ``voltage`` (C,) int64 are updated
+    in place; ``spikes`` (steps, C) uint8 gets the spikes."""
+    steps, C = level.shape
+    W = history.shape[0]
+    ring = history.copy()
+    total = np.zeros(C, np.int64)
+    for i in range(W):
+        for c in range(C):
+            total[c] += ring[i, c]
+    mask = (np.int64(1) << theta_bits) - 1
+    for c in range(C):                           # the part below the threshold (floor mod)
+        voltage[c] &= mask
+    for t in range(steps):
+        p = t % W
+        for c in range(C):
+            a = max(np.int64(level[t, c]) - floor, 0)
+            d = min(max(a - ((total[c] * adapt_num) >> adapt_shift), 0), mask)
+            v = voltage[c] + d
+            f = v >> theta_bits
+            spikes[t, c] = f
+            voltage[c] = v - (f << theta_bits)
+            total[c] += a - ring[p, c]
+            ring[p, c] = a
+    for i in range(W):
+        for c in range(C):
+            history[i, c] = ring[(steps + i) % W, c]
+
+
 def _build():
     if os.environ.get("TESSERA_BACKEND", "").lower() == "numpy":
         return None
@@ -187,7 +284,8 @@ def _build():
         except Exception:                            # noqa: BLE001 - no cache directory
             return numba.njit(nogil=True)(f)
 
-    _COMPILED.append(Kernels(jit(bins), jit(core), jit(features)))
+    _COMPILED.append(Kernels(jit(bins), jit(core), jit(features), jit(fe_levels),
+                           jit(fe_spikes)))
     return _COMPILED[0]
 
 

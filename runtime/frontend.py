@@ -32,7 +32,9 @@ Block form, held in fixed point
 
     Every product is taken on integer values whose sums stay below 2^53, so evaluating them with
     float64 BLAS is exact: the spikes do not depend on how the audio was chunked, on the BLAS
-    build or on the machine.
+    build or on the machine. The same holds for the compiled backend
+    (:mod:`tessera.runtime.compiled`, numba when installed): it sums the modes in its own order
+    and gives the same spikes, bit for bit (the tests compare the two).
 
 Envelope, compression, adaptation, spikes (one step per hop)
     ``e2 = |rs(y_j, SB - EB)|^2`` (exact integer); level ``l = MLOG2(e2)`` in units of 2^-LB octaves of power,
@@ -63,6 +65,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import compiled
 from .errors import InputError
 from .filterdesign import (FrontendSpec, FrontendTables, design, erb_space,  # noqa: F401
                            filter_poles, fixed_poles, floor_level, tables_from_fixed,
@@ -244,16 +247,78 @@ def _step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
     x = np.zeros((rows, N))
     used = min(buf.size, rows * N)
     x.reshape(-1)[:used] = buf[:used]
-    out, ends = _filter_superblocks(x, state.modes, tab)
-    # drop the steps of the first superblock sent before and the incomplete trailing ones
-    out = out[state.emitted: n_full * G + ready]
-    level, eqs = channel_levels(out, tab), state.eq
+    kern = compiled.steps()
+    # the steps of the first superblock sent before and the incomplete trailing ones are dropped
+    keep = slice(state.emitted, n_full * G + ready)
+    if kern is not None:                 # the same integers, compiled; levels step-major
+        level_t, ends = _levels_compiled(x, state.modes, tab, kern)
+        level = level_t[keep].T
+    else:
+        out, ends = _filter_superblocks(x, state.modes, tab)
+        level = channel_levels(out[keep], tab)
+    eqs = state.eq
     if tab.eq is not None:
         level, eqs = equalize(level, eqs if eqs is not None else eq_initial(tab.eq), tab.eq,
                               tab.floor_level)
-    spikes, history, voltage = spikes_from_levels(level, state, tab)
+    if kern is not None:
+        history, voltage = state.history.copy(), state.voltage.copy()
+        spikes = np.empty(level.T.shape, np.uint8)
+        kern.fe_spikes(level.T, tab.floor_level, history, voltage, spec.adapt_num,
+                       int(np.log2(spec.adapt_steps)) + spec.adapt_shift, spec.theta_bits,
+                       spikes)
+    else:
+        spikes, history, voltage = spikes_from_levels(level, state, tab)
     modes = ends[n_full - 1] if n_full else state.modes
     return spikes, FrontendState(modes, buf[n_full * N:], ready, history, voltage, eqs)
+
+
+_PLANAR: dict = {}
+
+
+def _planar(tab: FrontendTables) -> tuple:
+    """The compiled path's tables: re and im apart (columns [re | im]), kept per table set."""
+    key = id(tab.state_mat)
+    hit = _PLANAR.get(key)
+    if hit is not None and hit[0] is tab.state_mat:
+        return hit[1]
+    spec = tab.spec
+    C, K, G = spec.channels, spec.order, spec.superblock
+
+    def cols(m: np.ndarray, width: int) -> np.ndarray:   # interleaved -> planar columns
+        return np.ascontiguousarray(np.concatenate([m[:, 0::2], m[:, 1::2]], axis=1)
+                                    ).reshape(m.shape[0], 2 * width)
+
+    tr = tab.trans.view(np.float64).reshape(G, K * C, 2)
+    lam = np.ascontiguousarray(tr[G - 1].T) * 2.0 ** -spec.trans_bits     # exact
+    trans = np.ascontiguousarray(tr[: G - 1].transpose(0, 2, 1))
+    planar = (cols(tab.state_mat, K * C), tuple(cols(w, C) for w in tab.mid_mats), lam, trans)
+    if len(_PLANAR) >= 8:
+        _PLANAR.clear()
+    _PLANAR[key] = (tab.state_mat, planar)
+    return planar
+
+
+def _levels_compiled(x: np.ndarray, modes: np.ndarray, tab: FrontendTables, kern
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Levels (n*G, C) int32 of superblocks ``x`` (n, N) and the mode states after each (n, K*C)
+    complex: the compiled kernel :func:`tessera.runtime.compiled.fe_levels` between the input
+    products (BLAS, exact: see the module docstring)."""
+    spec = tab.spec
+    C, K, G, H = spec.channels, spec.order, spec.superblock, spec.hop
+    n = x.shape[0]
+    state_mat, mid_mats, lam, trans = _planar(tab)
+    proj = (x @ state_mat).reshape(n, 2, K * C)
+    mids = np.empty((G - 1, n, 2 * C))
+    for j, w in enumerate(mid_mats):
+        np.matmul(x[:, : (j + 1) * H], w, out=mids[j])
+    st = np.empty((n + 1, 2, K * C))
+    st[0, 0], st[0, 1] = modes.real, modes.imag
+    level = np.empty((n * G, C), np.int32)
+    kern.fe_levels(proj, st, lam, trans, mids.reshape(G - 1, n, 2, C), 2.0 ** -spec.trans_bits,
+                   2.0 ** -(spec.state_bits - spec.env_bits), spec.level_bits, level,
+                   np.empty(C))
+    ends = st[1:, 0] + 1j * st[1:, 1]
+    return level, ends
 
 
 def filterbank(pcm: np.ndarray, tab: FrontendTables) -> np.ndarray:

@@ -39,3 +39,15 @@ def model4(tmp_path_factory) -> str:
     export_model(load_model(str(REPO / "models" / "default" / "model.pt")), str(path),
                  ExportConfig(weight_bits=4))
     return str(path)
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def backend(request):
+    """Run a test on the numpy steps (the reference) and on the compiled ones (numba)."""
+    from tessera.runtime import compiled
+
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    with compiled.use(request.param):                         # this test picks the backend
+        assert compiled.backend() == request.param
+        yield request.param

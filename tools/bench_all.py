@@ -199,10 +199,13 @@ def _md_figures(title: str, command: str, rows: list, when: str, where: str) -> 
 
 def _md_frontend(f: dict, when: str, where: str) -> list[str]:
     x = f["result"]
-    return _md_figures("Front-end", f["command"], [
-        (f"{x['channels']} channels, one core, real-time factor (median)",
-         f"{x['realtime_factor']}x"),
-        ("streaming in 10 ms chunks", f"{x['realtime_factor_stream']}x")], when, where)
+    rows = [(f"{x['channels']} channels, one core, real-time factor (median), {x['backend']}",
+             f"{x['realtime_factor']}x"),
+            (f"streaming in 10 ms chunks, {x['backend']}", f"{x['realtime_factor_stream']}x")]
+    rows += [(f"{b} backend: whole / streaming", f"{y['realtime_factor']}x / "
+              f"{y['realtime_factor_stream']}x") for b, y in x.get("by_backend", {}).items()
+             if b != x.get("backend")]
+    return _md_figures("Front-end", f["command"], rows, when, where)
 
 
 def _backend_rows(x: dict) -> list[tuple[str, str]]:

@@ -14,10 +14,12 @@ def cmd_bench_frontend(args: argparse.Namespace) -> int:
     from tessera.tools.bench import bench_frontend
 
     r = bench_frontend(channels=args.channels, seconds=args.seconds, repeats=args.repeats)
-    human = (f"front-end, {r['channels']} channels, one core: {r['realtime_factor']}x real time "
-             f"(best {r['realtime_factor_best']}x; streaming {r['stream_chunk_ms']:g} ms chunks "
-             f"{r['realtime_factor_stream']}x), {r['us_per_step']} us per 1 ms step "
-             f"[{r['cpu']}, {r['date']}]")
+    human = "\n".join(
+        [f"front-end, {r['channels']} channels, one core [{r['cpu']}, {r['date']}]; the same "
+         f"spikes on every backend; default: {r['backend']}"]
+        + [f"  {b}: {x['realtime_factor']}x real time (best {x['realtime_factor_best']}x; "
+           f"streaming {r['stream_chunk_ms']:g} ms chunks {x['realtime_factor_stream']}x), "
+           f"{x['us_per_step']} us per 1 ms step" for b, x in r["by_backend"].items()])
     emit(args, r, human)
     return 0
 

@@ -341,18 +341,6 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
     return ModelFile(meta={}, frontend={}, core=core, readout=readout, labels=[])
 
 
-@pytest.fixture(params=["numpy", "numba"])
-def backend(request):
-    """Run a test on the numpy steps (the reference) and on the compiled ones (numba)."""
-    from tessera.runtime import compiled
-
-    if request.param == "numba":
-        pytest.importorskip("numba")
-    with compiled.use(request.param):                         # this test picks the backend
-        assert compiled.backend() == request.param
-        yield request.param
-
-
 @pytest.mark.parametrize("seed,normalize", [(0, "l2"), (1, "l1"), (2, "none"), (3, "l2")])
 def test_parity_on_random_integer_models(seed, normalize, backend):
     """Chip (streaming, event-driven, random chunks) vs the trainer's integer mode (batched,

@@ -12,6 +12,11 @@ def test_bench_frontend_json():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["channels"] == 64 and out["realtime_factor"] > 0 and "us_per_step" in out
+    from tessera.runtime.compiled import available, backend
+
+    assert sorted(out["by_backend"]) == sorted(available()) and out["backend"] == backend()
+    assert out["realtime_factor"] == out["by_backend"][backend()]["realtime_factor"]
+    assert out["same_spikes"] is True
 
 
 def test_bench_runtime_times_every_backend(model4):
