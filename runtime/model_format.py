@@ -5,7 +5,7 @@ reader and writer. Layout::
 
     offset  size  field
     0       4     magic  b"TSRM"
-    4       2     format version, little-endian uint16 (this module writes 3, reads 2 and 3)
+    4       2     format version, little-endian uint16 (this module writes 4, reads 2 to 4)
     6       2     flags, uint16, 0
     8       4     payload length in bytes, uint32
     12      4     CRC-32 (zlib polynomial) of the payload, uint32
@@ -14,7 +14,9 @@ reader and writer. Layout::
 Arrays inside the payload are maps ``{"shape": [...], "bits": b, "signed": bool, "data": bytes}``
 holding integers packed at ``b`` bits each (two's complement when signed, little-endian bit
 order within bytes); since version 3 an array may be sparse: ``mask`` (one bit per value, set
-where it is not zero) and ``data`` holding only those values. Reading never unpickles anything: msgpack with ``raw=False``,
+where it is not zero) and ``data`` holding only those values; since version 4 ``deflate: true``
+says that ``data`` and ``mask`` are zlib streams of those bytes. Reading never unpickles
+anything: msgpack with ``raw=False``,
 ``strict_map_key=True`` and size limits, and every field is checked against the geometry.
 """
 
@@ -35,10 +37,11 @@ __all__ = ["MAGIC", "VERSION", "pack_ints", "unpack_ints", "ModelFile", "write_m
            "encode_model", "decode_model"]
 
 MAGIC = b"TSRM"
-VERSION = 3                     # written; 2 (every array dense) is read too
-READS = (2, 3)
+VERSION = 4                     # written; 2 (every array dense) and 3 (no deflate) are read too
+READS = (2, 3, 4)
 HEADER = struct.Struct("<4sHHII")
 MAX_BYTES = 64 << 20            # refuse payloads above 64 MiB before reading them
+MAX_INFLATED = 16 << 20         # a deflated stream may hold at most 16 MiB (4096 x 4096 at 8 bits)
 
 
 def _bits_of(v: np.ndarray, bits: int) -> bytes:
@@ -47,10 +50,12 @@ def _bits_of(v: np.ndarray, bits: int) -> bytes:
     return np.packbits(bitplanes.reshape(-1), bitorder="little").tobytes()
 
 
-def pack_ints(a: np.ndarray, bits: int, signed: bool = True, sparse: bool | None = None) -> dict:
+def pack_ints(a: np.ndarray, bits: int, signed: bool = True, sparse: bool | None = None,
+              deflate: bool | None = None) -> dict:
     """Pack an integer array at ``bits`` bits per value (1..32). ``sparse``: store a bitmap of
     the non-zero entries (``mask``) and only those values (format version 3); None: whichever
-    of the two is smaller; False: dense, as format version 2 must."""
+    of the two is smaller; False: dense, as format version 2 must. ``deflate``: store ``data``
+    and ``mask`` as zlib streams (format version 4); None: when that is smaller."""
     a = np.asarray(a)
     if not 1 <= bits <= 32:
         raise ValueError(f"bits must be 1..32, got {bits}")
@@ -65,14 +70,41 @@ def pack_ints(a: np.ndarray, bits: int, signed: bool = True, sparse: bool | None
         out["mask"] = np.packbits(nz, bitorder="little").tobytes()
         v = v[nz]
     out["data"] = _bits_of(v, bits)
+    if deflate is not False:
+        packed = {k: zlib.compress(out[k], 9) for k in ("data", "mask") if k in out}
+        if deflate or sum(map(len, packed.values())) + 9 < sum(len(out[k]) for k in packed):
+            out.update(packed, deflate=True)
+    return out
+
+
+def _inflate(blob: bytes, size: int, name: str, what: str) -> bytes:
+    """The ``size`` bytes a zlib stream holds; an error naming the field for anything else
+    (a damaged stream, more or fewer bytes, bytes after its end): never more than ``size`` + 1
+    bytes are produced, whatever the stream claims."""
+    if size > MAX_INFLATED:
+        raise InputError(f"model field {name!r}: its deflated {what} would hold {size} bytes "
+                         f"(at most {MAX_INFLATED})")
+    z = zlib.decompressobj()
+    try:
+        out = z.decompress(blob, size + 1)
+    except zlib.error as exc:
+        raise InputError(f"model field {name!r}: its {what} is not a valid deflate stream "
+                         f"({exc})") from None
+    if len(out) != size or not z.eof or z.unused_data or z.unconsumed_tail:
+        raise InputError(f"model field {name!r}: its deflated {what} does not hold exactly "
+                         f"{size} bytes")
     return out
 
 
 def unpack_ints(d, name: str) -> np.ndarray:
     """Inverse of :func:`pack_ints`, with the checks a file from elsewhere needs."""
-    if not isinstance(d, dict) or set(d) - {"mask"} != {"shape", "bits", "signed", "data"}:
+    if not isinstance(d, dict) or set(d) - {"mask", "deflate"} != {"shape", "bits", "signed",
+                                                                    "data"}:
         raise InputError(f"model field {name!r}: not a packed array")
     shape, bits, signed, data = d["shape"], d["bits"], d["signed"], d["data"]
+    deflated = d.get("deflate", False)
+    if not isinstance(deflated, bool):
+        raise InputError(f"model field {name!r}: deflate must be true or false")
     if (not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool)
                                                 and s >= 0 for s in shape)
             or not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 32
@@ -84,20 +116,26 @@ def unpack_ints(d, name: str) -> np.ndarray:
         raise InputError(f"model field {name!r}: shape {shape} is too large")
     stored, where = n, None
     if "mask" in d:
-        if len(d["mask"]) != (n + 7) // 8:
-            raise InputError(f"model field {name!r}: a mask of {len(d['mask'])} bytes for "
+        mask = _inflate(d["mask"], (n + 7) // 8, name, "mask") if deflated else d["mask"]
+        if len(mask) != (n + 7) // 8:
+            raise InputError(f"model field {name!r}: a mask of {len(mask)} bytes for "
                              f"{n} values (needs {(n + 7) // 8})")
-        flags = np.unpackbits(np.frombuffer(d["mask"], np.uint8), bitorder="little")
+        flags = np.unpackbits(np.frombuffer(mask, np.uint8), bitorder="little")
         if flags[n:].any():
             raise InputError(f"model field {name!r}: mask bits set beyond its {n} values")
         where = flags[:n].astype(bool)
         stored = int(where.sum())
+    if deflated:
+        data = _inflate(data, (stored * bits + 7) // 8, name, "data")
     if len(data) != (stored * bits + 7) // 8:
         raise InputError(f"model field {name!r}: {len(data)} bytes of data for "
                          f"{stored} {'stored ' if where is not None else ''}values of shape "
                          f"{shape} at {bits} bits")
     planes = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: stored * bits]
-    u = (planes.reshape(stored, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(1)
+    by = np.packbits(planes.reshape(stored, bits), axis=1, bitorder="little")  # value bytes, LSB first
+    word = np.zeros((stored, 4), np.uint8)
+    word[:, : by.shape[1]] = by
+    u = word.view("<u4").reshape(stored).astype(np.int64)
     if signed:
         u = np.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
     if where is not None:

@@ -260,17 +260,27 @@ def frontend_of(tab: ChipTables, source: str = "<model>"):
     ``frontend`` section, checked by running a few steps of sound through it; None when the model
     reads spikes only."""
     from .frontend import Cochlea, FrontendSpec, tables_from_fixed
+    from .poles import exact_poles
 
     fe = tab.frontend
     if not fe:
         return None
     try:
         spec = FrontendSpec.from_dict(fe["spec"])
-        fixed = unpack_ints(fe["poles"], "frontend.poles")
+        if ("poles" in fe) != ("fc_mhz" in fe):
+            raise ValueError("frontend.poles and frontend.fc_mhz come together or not at all")
+        if "poles" in fe:
+            fixed = unpack_ints(fe["poles"], "frontend.poles")
+            fc = np.asarray(fe["fc_mhz"], np.float64) / 1000.0
+        else:                          # format 4: derived exactly from the spec (runtime/poles.py)
+            if spec.channels != tab.channels_total:
+                raise ValueError(f"frontend.spec has {spec.channels} channels, core.channels_"
+                                 f"total {tab.channels_total}")
+            fc_mhz, fixed = exact_poles(spec, tab.channels)
+            fc = np.asarray(fc_mhz, np.float64) / 1000.0
         if fixed.shape != (tab.inputs, spec.order, 4):
             raise ValueError(f"frontend.poles has shape {fixed.shape}, needs "
                              f"({tab.inputs}, {spec.order}, 4)")
-        fc = np.asarray(fe["fc_mhz"], np.float64) / 1000.0
         if fc.shape != (tab.inputs,):
             raise ValueError(f"frontend.fc_mhz has shape {fc.shape}, needs ({tab.inputs},)")
         tables = tables_from_fixed(spec, fc, fixed)._replace(floor_level=int(fe["floor_level"]))

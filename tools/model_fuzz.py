@@ -26,7 +26,9 @@ from ..protocol.framing import FrameDecoder, encode_frame
 from ..protocol.messages import CODES, decode, encode
 from ..runtime.chip import Chip
 from ..runtime.errors import TesseraError
-from ..runtime.model_format import HEADER, ModelFile, decode_model, encode_model, pack_ints
+from ..runtime.model_format import (HEADER, ModelFile, decode_model, encode_model, pack_ints,
+                                    unpack_ints)
+from ..runtime.poles import carried
 
 __all__ = ["mutate_model", "fuzz_models"]
 
@@ -46,8 +48,6 @@ def _paths(doc: dict):
 
 def _array_mutant(v: dict, rng) -> dict:
     """A packed array with a wrong shape, bit width or extreme values, encoded consistently."""
-    from ..runtime.model_format import unpack_ints
-
     a = unpack_ints(v, "x")
     kind = int(rng.integers(4))
     if kind == 0 and a.ndim:                         # another shape of the same values
@@ -200,6 +200,10 @@ def fuzz_models(tsr: str, count: int = 10_000, seed: int = 0, hang_s: float = 2.
         blob = f.read()
     m = decode_model(blob, tsr)
     doc = {k: getattr(m, k) for k in ("meta", "frontend", "core", "readout", "labels")}
+    docs = [doc]
+    if m.frontend and "poles" not in m.frontend:      # mutate a file that carries them too
+        docs.append(dict(doc, frontend=carried(m.frontend, unpack_ints(m.core["channels"],
+                                                                       "core.channels"))))
     rng = np.random.default_rng(seed)
     pcm = speechlike_signal(0.3, seed)
     ref = Chip(m)
@@ -213,7 +217,7 @@ def fuzz_models(tsr: str, count: int = 10_000, seed: int = 0, hang_s: float = 2.
     worst = 0.0
     t_start = time.perf_counter()
     for i in range(count):
-        mutant, what = mutate_model(blob, doc, rng)
+        mutant, what = mutate_model(blob, docs[i % len(docs)], rng)
         kind = what.split(":")[0]
         out["kinds"][kind] = out["kinds"].get(kind, 0) + 1
         t0 = time.perf_counter()

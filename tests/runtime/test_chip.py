@@ -55,9 +55,37 @@ def test_pack_roundtrip(bits):
         pack_ints(np.array([1 << bits]), bits, signed=False)
     a[rng.random(a.shape) < 0.8] = 0                     # mostly zeros: stored sparse
     for sparse in (None, True, False):
-        d = pack_ints(a, bits, False, sparse=sparse)
+        d = pack_ints(a, bits, False, sparse=sparse, deflate=False)
         assert ("mask" in d) == (sparse is True or (sparse is None and bits > 1))
         assert np.array_equal(unpack_ints(d, "a"), a)
+        for deflate in (None, True):                     # version 4: zlib streams
+            z = pack_ints(a, bits, False, sparse=sparse, deflate=deflate)
+            assert np.array_equal(unpack_ints(z, "a"), a)
+            assert z.get("deflate", False) == (deflate is True or len(z["data"]) < len(d["data"]))
+
+
+def test_deflated_arrays_are_checked():
+    """A deflated array must inflate to exactly the bytes its shape needs: a damaged stream, a
+    short or long one, bytes after its end, or a shape too large to inflate are named errors,
+    and no stream can make the reader produce more than it needs."""
+    import zlib
+
+    a = np.tile(np.array([0, 3, 0, -2, 5, 0, 0, 1]), 64).reshape(16, 32)
+    d = pack_ints(a, 4, sparse=True, deflate=True)
+    raw = pack_ints(a, 4, sparse=True, deflate=False)
+    assert d["deflate"] and np.array_equal(unpack_ints(d, "w"), a)
+    bomb = zlib.compress(bytes(64 << 20), 9)             # 64 MiB of zeros in ~64 KB
+    for bad, msg in ((dict(d, data=d["data"][:-3]), "not hold exactly|not a valid deflate"),
+                     (dict(d, data=b"\x00" + d["data"]), "not a valid deflate"),
+                     (dict(d, data=d["data"] + b"xx"), "not hold exactly"),
+                     (dict(d, data=zlib.compress(raw["data"] + b"\x00")), "not hold exactly"),
+                     (dict(d, mask=zlib.compress(raw["mask"][:-1])), "deflated mask does not"),
+                     (dict(d, data=bomb), "not hold exactly"),
+                     (dict(d, mask=raw["mask"]), "not a valid deflate"),
+                     (dict(d, deflate=1), "deflate must be true or false"),
+                     (dict(d, shape=[1 << 16, 1 << 13], mask=bomb), "at most")):
+        with pytest.raises(InputError, match=msg):
+            unpack_ints(bad, "w")
 
 
 def test_sparse_arrays_and_version_2_files(exported):
@@ -74,7 +102,8 @@ def test_sparse_arrays_and_version_2_files(exported):
     m = read_model(exported["4"])
     assert "mask" in m.core["w_rec"]                      # the hop-pruned blocks
     dense = ModelFile(**vars(m))
-    dense.core = {k: (pack_ints(unpack_ints(v, k), v["bits"], v["signed"], sparse=False)
+    dense.core = {k: (pack_ints(unpack_ints(v, k), v["bits"], v["signed"], sparse=False,
+                                deflate=False)
                       if isinstance(v, dict) else v) for k, v in m.core.items()}
     blob = bytearray(encode_model(dense))
     blob[4:6] = struct.pack("<H", 2)
@@ -287,7 +316,9 @@ def test_model_file_is_self_describing(exported):
     assert m.meta["config_sha256_16"] and m.meta["accuracy_at_export"]
     assert m.core["weight_bits"] == 8 and m.readout["rule"] == "prototype"
     assert m.readout["none_threshold"] > 0 and len(m.readout["calib"]) == 3
-    assert m.frontend["spec"]["channels"] == 700 and len(m.frontend["fc_mhz"]) == 233
+    assert m.frontend["spec"]["channels"] == 700                # the bank; the channels read:
+    assert unpack_ints(m.core["channels"], "channels").shape == (233,)
+    assert "poles" not in m.frontend                             # derived (format 4)
 
 
 def test_chip_eval_cli_rows(small_corpus):

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...runtime.errors import InputError
 from ...runtime.frontend import FrontendSpec, filter_poles, fixed_poles, floor_level
+from ...runtime.poles import exact_poles
 from ...runtime.model_format import ModelFile, pack_ints, write_model
 from ...runtime.mosaic import hop_matrix
 from ...runtime.rram import GF
@@ -157,9 +158,13 @@ def _frontend_section(spec: FrontendSpec, chans: np.ndarray, eq) -> dict:
     """The model file's front-end: the filterbank of the channels the model reads and its level
     equalization (``eq``, or none)."""
     fc, pole, r = filter_poles(spec)
-    frontend = dict(spec=spec.to_dict(), fc_mhz=[int(round(f * 1000)) for f in fc[chans]],
-                    poles=pack_ints(fixed_poles(pole[chans], r[chans]), 32),
-                    floor_level=floor_level(spec))
+    fc_mhz, fixed = [int(round(f * 1000)) for f in fc[chans]], fixed_poles(pole[chans], r[chans])
+    frontend = dict(spec=spec.to_dict(), floor_level=floor_level(spec))
+    exact_mhz, exact = exact_poles(spec, chans)
+    if exact_mhz != fc_mhz or not np.array_equal(exact, fixed):
+        # a reader derives the poles exactly (runtime/poles.py); where float64 rounded one
+        # the other way, the file carries the ones the model was trained with
+        frontend.update(fc_mhz=fc_mhz, poles=pack_ints(fixed, 32))
     if eq is not None:                     # the long-term level equalization, channels read
         frontend["eq"] = dict(ref=pack_ints(eq.ref[chans], 16, signed=False), gate=eq.gate,
                               block=eq.block, shift=eq.shift, frac=eq.frac, prior=eq.prior)
