@@ -255,9 +255,9 @@ class Chip:
         c.input_events += events
         c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
         rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
-        zs, core = core_steps(current, st.core, self.core, rows,    # into its segment
-                              self.seg_of[st.t:st.t + k].tolist(), self.acc_hi)
-        raster = np.array(zs, np.uint8)
+        spiked, core = core_steps(current, st.core, self.core, rows,    # into its segment
+                                  self.seg_of[st.t:st.t + k].tolist(), self.acc_hi)
+        raster = spiked.view(np.uint8)
         per_neuron = raster.sum(axis=0, dtype=np.int64)
         spikes = int(per_neuron.sum())
         self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
@@ -403,10 +403,10 @@ class Chip:
         rows = list(acc)
         for t0 in range(0, tab.steps, BATCH_STEPS):      # the input product a few steps at once
             current = input_current(bins[:, t0:t0 + BATCH_STEPS], self.core)
-            zs, state = core_steps(current, state, self.core, rows, segs[t0:t0 + BATCH_STEPS],
-                                   hi)
+            spiked, state = core_steps(current, state, self.core, rows,
+                                       segs[t0:t0 + BATCH_STEPS], hi)
             if rasters:
-                out[:, t0:t0 + len(zs)] = np.stack(zs, axis=1)
+                out[:, t0:t0 + spiked.shape[0]] = spiked.transpose(1, 0, 2)
         f = (acc // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
         phi = normalize_features(f, tab)
         return (phi, out) if rasters else phi

@@ -134,46 +134,54 @@ def input_current(x: np.ndarray, tables: CoreTables) -> np.ndarray:
 
 def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
                rows: list | None = None, segs: list | None = None, hi: int | None = None
-               ) -> tuple[list, CoreState]:
+               ) -> tuple[np.ndarray, CoreState]:
     """Steps ``current[..., i, :]`` for every i (one stream (k, n), a batch (B, k, n)) from
     ``state``. When ``rows`` is given, step i's traces go into ``rows[segs[i]]`` (in place):
     acc[seg(t)] = sat_AB(acc[seg(t)] + r[t]), ``hi`` the accumulator's largest value when a sum
     can reach it (saturating at every step, in step order), None when none can. Returns (the
-    spikes of each step, the new state); the arguments are left alone (the state is new)."""
+    spikes of each step, bool (k, n) or (k, B, n), the new state); the arguments are left
+    alone (the state is new). One stream runs at numpy's per-call floor: every name the loop
+    reads is bound once, and each step's spikes are computed straight into the raster."""
     t = tables
     n = t.bias.shape[0]
+    k = current.shape[-2]
     vr, z = state.vr.copy(), state.z             # the caller's state stays as it was
     v, r = vr[..., :n], vr[..., n:]
-    zs = []
-    for i in range(current.shape[-2]):
-        np.multiply(vr, t.decay, out=vr)         # v * leak_mult and r * trace_mult ...
-        vr >>= 16                                # ... >> 16, both at once
-        v += current[..., i, :]
-        if z.ndim == 1:                          # one stream: event-driven rows
+    raster = np.empty((k,) + z.shape, bool)
+    stream = z.ndim == 1                         # one stream: event-driven rows
+    mul, add, rsh, ge, clip = np.multiply, np.add, np.right_shift, np.greater_equal, _CLIP
+    take, w_f, decay, th, spike = t.w_rec_reset.take, t.w_rec_reset_f, t.decay, t.threshold, \
+        t.spike
+    r_hi = t.r_hi if t.trace_can_overflow else None
+    for i in range(k):
+        mul(vr, decay, out=vr)                   # v * leak_mult and r * trace_mult ...
+        rsh(vr, 16, out=vr)                      # ... >> 16, both at once
+        add(v, current[..., i, :], out=v)
+        if stream:
             idx = z.nonzero()[0]
             if idx.size:
-                v += _SUM(t.w_rec_reset.take(idx, axis=0), axis=0)
+                add(v, _SUM(take(idx, axis=0), axis=0), out=v)
         elif z.any():                            # a batch: one exact float product (the cast
-            np.add(v, z @ t.w_rec_reset_f, out=v, casting="unsafe")   # loses nothing)
-        _CLIP(v, t.v_lo, t.v_hi, out=v)
-        z = v >= t.threshold
-        np.add(r, t.spike, out=r, where=z)
-        if t.trace_can_overflow:
-            np.minimum(r, t.r_hi, out=r)
-        zs.append(z)
+            add(v, z @ w_f, out=v, casting="unsafe")                 # loses nothing)
+        clip(v, t.v_lo, t.v_hi, out=v)
+        z = raster[i]
+        ge(v, th, out=z)
+        add(r, spike, out=r, where=z)
+        if r_hi is not None:
+            np.minimum(r, r_hi, out=r)
         if rows is not None:                     # the step's segment sums
             row = rows[segs[i]]
             row += r
             if hi is not None:
                 np.clip(row, -hi - 1, hi, out=row)
-    return zs, CoreState(vr, z)
+    return raster, CoreState(vr, z.copy() if k else z)
 
 
 def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
               ) -> tuple[np.ndarray, CoreState]:
     """One bin: input current I[t] (..., n) and the previous state -> (spikes z, new state)."""
-    zs, state = core_steps(current[..., None, :], state, tables)
-    return zs[0], state
+    raster, state = core_steps(current[..., None, :], state, tables)
+    return raster[0], state
 
 
 def bin_dtype(frames_dtype, bin_ms: int):
