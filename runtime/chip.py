@@ -23,8 +23,9 @@ Core, one step per bin (n neurons on rows x cols tiles of ``tile`` neurons)::
 ``R`` are the integers the RRAM arrays read (:mod:`tessera.runtime.rram`: ``q << GF`` when
 ideal); W_rec exists only on the routing table's tile pairs, block (a, b) scaled by its own shift.
 The recurrent sum is event-driven: only the rows of neurons that spiked are read. These steps
-are :func:`tessera.runtime.core.core_steps`, a pure function that streaming and batched inference
-share.
+are :func:`tessera.runtime.core.core_steps` (a pure function) for a stream, and
+:func:`~tessera.runtime.core.batch_steps` for batches (the same integers held in float64, the
+spikes' rows added with exact float products of the table's non-zero bands).
 
 Readout features, at the end of the window::
 
@@ -73,8 +74,8 @@ import numpy as np
 from .constants import SAMPLE_RATE
 from .activity import Counters, activity_report
 from .compiled import NORMALIZE, steps
-from .core import (CoreState, bin_dtype, bins_of, core_state, core_steps, core_tables,
-                   input_current, trace_bound)
+from .core import (CoreState, batch_current, batch_steps, bin_dtype, bins_of, core_state,
+                   core_steps, core_tables, input_current, trace_bound)
 from .errors import InputError
 from .model_format import ModelFile, read_model
 from .readout import Readout, normalize_features, softmax_q
@@ -85,8 +86,8 @@ __all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "norma
 
 
 #: steps whose input product a batch takes at once: one matrix product for several steps, and
-#: (batch, BATCH_STEPS, neurons) int64 of temporaries instead of (batch, steps, neurons)
-BATCH_STEPS = 5
+#: (BATCH_STEPS, batch, neurons) float64 of temporaries instead of (batch, steps, neurons)
+BATCH_STEPS = 10
 
 
 class StreamState(NamedTuple):
@@ -379,7 +380,7 @@ class Chip:
     def run_batch(self, frames: np.ndarray, rasters: bool = False):
         """Many utterances at once (B, ms, channels) from rest, each a full window: returns the
         features phi (B, D) (and the spike rasters (B, steps, n) with ``rasters``). The streams
-        step together through :func:`~tessera.runtime.core.core_steps` (one numpy call per
+        step together through :func:`~tessera.runtime.core.batch_steps` (one numpy call per
         operation for all of them); identical results to one stream at a time. Does not touch
         the streaming state or the counters."""
         tab, B = self.tab, self.tab.bin_ms
@@ -397,17 +398,17 @@ class Chip:
         np.minimum(bins, 255, out=bins)
         n, hi = tab.neurons, self.acc_hi
         state = core_state(self.core, batch=b)
-        acc = np.zeros((tab.segments, b, n), np.int64)
+        acc = np.zeros((tab.segments, b, n))              # integers held exactly in float64
         out = np.zeros((b, tab.steps, n), np.uint8) if rasters else None
         segs = self.seg_of.tolist()
         rows = list(acc)
         for t0 in range(0, tab.steps, BATCH_STEPS):      # the input product a few steps at once
-            current = input_current(bins[:, t0:t0 + BATCH_STEPS], self.core)
-            spiked, state = core_steps(current, state, self.core, rows,
-                                       segs[t0:t0 + BATCH_STEPS], hi)
+            current = batch_current(bins[:, t0:t0 + BATCH_STEPS], self.core)
+            spiked, state = batch_steps(current, state, self.core, rows,
+                                        segs[t0:t0 + BATCH_STEPS], hi, keep=rasters)
             if rasters:
                 out[:, t0:t0 + spiked.shape[0]] = spiked.transpose(1, 0, 2)
-        f = (acc // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
+        f = (acc.astype(np.int64) // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
         phi = normalize_features(f, tab)
         return (phi, out) if rasters else phi
 

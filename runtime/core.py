@@ -13,8 +13,10 @@ inference both call :func:`core_step`, once per bin::
 
 :func:`core_step` never changes its arguments: it returns a new state. A state of shape (n,)
 is one stream and takes the event-driven path (only the weight rows of the neurons that spiked
-are read); a batch (B, n) adds the spikes' rows with one float matrix product, which holds the
-integer sums exactly (float32 where every partial sum provably stays below 2^24, else float64).
+are read); a batch (B, n) goes to :func:`batch_steps`: the state held as float64 (exact: every
+value is an integer below 2^53), the spikes' rows added with float products of the recurrent
+table's non-zero bands (float32 where every partial sum provably stays below 2^24, else
+float64), which hold the integer sums exactly.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step",
-           "core_steps",
-           "bin_dtype", "bins_of"]
+           "core_steps", "batch_current", "batch_steps", "bin_dtype", "bins_of"]
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
 _SUM = np.add.reduce
@@ -38,6 +39,7 @@ class CoreTables(NamedTuple):
     in_shift: int                # the power of two every input weight shares
     w_rec_reset: np.ndarray      # (n, n) int64: W_rec - threshold * I (the reset folded in)
     w_rec_reset_f: np.ndarray    # the same as floats, for batches (exact)
+    w_rec_bands: tuple           # its non-zero band per group of columns (see rec_bands)
     w_rec_n: np.ndarray          # (n, n) W_rec >> rec_shift (no reset) in the narrowest int
     rec_shift: int               # the power of two every recurrent weight shares
     bias: np.ndarray             # (n,) int64
@@ -92,6 +94,26 @@ def _narrow_int(w: np.ndarray) -> np.ndarray:
     return w
 
 
+def rec_bands(w: np.ndarray, group: int = 64) -> tuple:
+    """The recurrent table as bands: for each group of ``group`` columns (target neurons), the
+    rows from the first to the last that hold a non-zero weight there, as (col_lo, col_hi,
+    row_lo, row_hi, block). The tiles' routes reach neighbouring tiles only, so on a grid the
+    bands cover about 60 % of the table; the products of the spikes with the bands are the
+    dense product's values exactly (the rows left out hold zeros). One band (the whole table)
+    when that saves little."""
+    n = w.shape[1]
+    bands = []
+    for c0 in range(0, n, group):
+        rows = np.flatnonzero(np.any(w[:, c0:c0 + group] != 0, axis=1))
+        if rows.size:
+            bands.append((c0, min(c0 + group, n), int(rows[0]), int(rows[-1]) + 1))
+    work = sum((c1 - c0) * (r1 - r0) for c0, c1, r0, r1 in bands)
+    if work > 0.75 * w.size or len(bands) < 2:
+        bands = [(0, n, 0, w.shape[0])]
+    return tuple((c0, c1, r0, r1, _readonly(np.ascontiguousarray(w[r0:r1, c0:c1])))
+                 for c0, c1, r0, r1 in bands)
+
+
 def core_tables(tab, w_in: np.ndarray, w_rec: np.ndarray) -> CoreTables:
     """The step tables of :class:`~tessera.runtime.chip.ChipTables` ``tab`` with the integer
     weights ``w_in`` (inputs, n) and ``w_rec`` (n, n) as the arrays read them."""
@@ -102,9 +124,10 @@ def core_tables(tab, w_in: np.ndarray, w_rec: np.ndarray) -> CoreTables:
     rec_shift = _common_shift(w_rec)
     reset = w_rec - tab.threshold * np.eye(n, dtype=np.int64)
     r_hi = (1 << (tab.trace_bits - 1)) - 1
+    reset_f = _readonly(_exact_float(reset, 1))
     return CoreTables(
         w_in=_readonly(_exact_float(w_in >> in_shift, 255)), in_shift=in_shift,
-        w_rec_reset=_readonly(reset), w_rec_reset_f=_readonly(_exact_float(reset, 1)),
+        w_rec_reset=_readonly(reset), w_rec_reset_f=reset_f, w_rec_bands=rec_bands(reset_f),
         w_rec_n=_readonly(_narrow_int(w_rec >> rec_shift)), rec_shift=rec_shift,
         bias=_readonly(np.asarray(tab.bias, np.int64).copy()),
         decay=_readonly(np.concatenate([tab.leak_mult, tab.trace_mult]).astype(np.int64)),
@@ -145,24 +168,23 @@ def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
     t = tables
     n = t.bias.shape[0]
     k = current.shape[-2]
+    if state.z.ndim == 2:                        # a batch: float64 state (see batch_steps)
+        cur = np.empty((k,) + state.z.shape)
+        cur[...] = current.transpose(1, 0, 2)
+        return batch_steps(cur, state, t, rows, segs, hi)
     vr, z = state.vr.copy(), state.z             # the caller's state stays as it was
-    v, r = vr[..., :n], vr[..., n:]
-    raster = np.empty((k,) + z.shape, bool)
-    stream = z.ndim == 1                         # one stream: event-driven rows
+    v, r = vr[:n], vr[n:]
+    raster = np.empty((k, n), bool)
     mul, add, rsh, ge, clip = np.multiply, np.add, np.right_shift, np.greater_equal, _CLIP
-    take, w_f, decay, th, spike = t.w_rec_reset.take, t.w_rec_reset_f, t.decay, t.threshold, \
-        t.spike
+    take, decay, th, spike = t.w_rec_reset.take, t.decay, t.threshold, t.spike
     r_hi = t.r_hi if t.trace_can_overflow else None
     for i in range(k):
         mul(vr, decay, out=vr)                   # v * leak_mult and r * trace_mult ...
         rsh(vr, 16, out=vr)                      # ... >> 16, both at once
-        add(v, current[..., i, :], out=v)
-        if stream:
-            idx = z.nonzero()[0]
-            if idx.size:
-                add(v, _SUM(take(idx, axis=0), axis=0), out=v)
-        elif z.any():                            # a batch: one exact float product (the cast
-            add(v, z @ w_f, out=v, casting="unsafe")                 # loses nothing)
+        add(v, current[i], out=v)
+        idx = z.nonzero()[0]                     # event-driven: the rows of the spikes
+        if idx.size:
+            add(v, _SUM(take(idx, axis=0), axis=0), out=v)
         clip(v, t.v_lo, t.v_hi, out=v)
         z = raster[i]
         ge(v, th, out=z)
@@ -175,6 +197,75 @@ def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
             if hi is not None:
                 np.clip(row, -hi - 1, hi, out=row)
     return raster, CoreState(vr, z.copy() if k else z)
+
+
+def batch_current(x: np.ndarray, tables: CoreTables) -> np.ndarray:
+    """The input current of a batch's bins x (B, k, inputs) as float64 (k, B, n), step-major
+    for :func:`batch_steps` (x W_in exact in float32 or float64, see :func:`core_tables`; the
+    shift and the bias exact in float64: every value is an integer far below 2^53)."""
+    b, k, m = x.shape
+    xt = np.empty((k, b, m), tables.w_in.dtype)
+    xt[...] = x.transpose(1, 0, 2)
+    out = np.empty((k, b, tables.w_in.shape[1]))
+    np.multiply((xt.reshape(k * b, m) @ tables.w_in).reshape(out.shape), 2.0 ** tables.in_shift,
+                out=out)
+    out += tables.bias
+    return out
+
+
+def batch_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
+                rows: list | None = None, segs: list | None = None, hi: int | None = None,
+                keep: bool = True) -> tuple[np.ndarray | None, CoreState]:
+    """:func:`core_steps` for a batch, the input current float64 (k, B, n) (:func:`batch_current`):
+    the membranes and traces are held as float64 (2, B, n) while the chunk runs (every value is
+    an integer below 2^53, so v * leak_mult * 2^-16 is exact and its floor is the integer
+    shift), the spikes' rows added with exact float products of the recurrent table's bands
+    (:func:`rec_bands`). The segment sums go into ``rows`` (float64 for speed; int64 works
+    too). Returns (the spikes bool (k, B, n), or None without ``keep``; the new int64 state):
+    the same integers as the int64 steps."""
+    t = tables
+    n = t.bias.shape[0]
+    k, b = current.shape[:2]
+    vr = np.empty((2, b, n))                     # membranes and traces, both contiguous
+    vr[0], vr[1] = state.vr[:, :n], state.vr[:, n:]
+    v, r = vr
+    decay = (t.decay * 2.0 ** -16).reshape(2, 1, n)                  # exact
+    bands = t.w_rec_bands
+    zf = state.z.astype(t.w_rec_reset_f.dtype)   # the last step's spikes, as 0/1 floats
+    spiked = bool(state.z.any())
+    raster = np.empty((k, b, n), bool) if keep else None
+    sp = np.empty_like(zf)
+    rec = np.zeros_like(zf)                      # columns no band reaches stay 0
+    mul, add, floor, ge, clip, matmul = (np.multiply, np.add, np.floor, np.greater_equal,
+                                         _CLIP, np.matmul)
+    lo, hi_v, th, spike = t.v_lo, t.v_hi, t.threshold, t.spike
+    r_hi = t.r_hi if t.trace_can_overflow else None
+    for i in range(k):
+        mul(vr, decay, out=vr)
+        floor(vr, out=vr)
+        add(v, current[i], out=v)
+        if spiked:                               # the spikes' rows: exact float products
+            for c0, c1, r0, r1, block in bands:
+                matmul(zf[:, r0:r1], block, out=rec[:, c0:c1])
+            add(v, rec, out=v)
+        clip(v, lo, hi_v, out=v)
+        ge(v, th, out=zf)
+        spiked = bool(zf.any())
+        if keep:
+            raster[i] = zf
+        if spiked:
+            mul(zf, spike, out=sp)
+            add(r, sp, out=r)
+            if r_hi is not None:
+                np.minimum(r, r_hi, out=r)
+        if rows is not None:
+            row = rows[segs[i]]
+            add(row, r, out=row, casting="unsafe")     # exact: integers below 2^53
+            if hi is not None:
+                np.clip(row, -hi - 1, hi, out=row)
+    out = np.empty((b, 2 * n), np.int64)
+    out[:, :n], out[:, n:] = v, r
+    return raster, CoreState(out, zf.astype(bool) if k else state.z)
 
 
 def core_step(current: np.ndarray, state: CoreState, tables: CoreTables

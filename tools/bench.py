@@ -310,7 +310,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     out["peers_missing"] = missing
     # batched: many streams through dense matmuls
     fb = np.broadcast_to(frames, (batch,) + frames.shape).copy()
-    t_batch = _median_time(lambda: chip.run_batch(fb), max(2, repeats // 10))
+    chip.run_batch(fb)                                            # warm-up
+    t_batch = _median_time(lambda: chip.run_batch(fb), max(5, repeats // 4))
     out["batch"] = batch
     out["batch_utterances_per_s"] = round(batch / t_batch, 1)
     out["batch_realtime_factor"] = round(batch * ms / 1000.0 / t_batch, 1)

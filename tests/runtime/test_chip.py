@@ -495,3 +495,28 @@ def test_compiled_steps_match_numpy_when_every_register_saturates(seed):
             assert np.array_equal(u, v)
     acc = a[0][2]
     assert int(np.abs(acc).max()) == (1 << 13) - 1 or int(acc.min()) == -(1 << 13)
+
+
+def test_recurrent_bands_give_the_dense_product_exactly():
+    """The batch steps multiply the spikes with the recurrent table's non-zero bands only
+    (runtime/core.rec_bands): the same floats as the dense product, whatever the pattern."""
+    from tessera.runtime.core import rec_bands
+
+    rng = np.random.default_rng(3)
+    n = 256
+    banded = np.zeros((n, n), np.float32)
+    for i in range(n):                                    # neighbours within 40 neurons
+        lo, hi = max(0, i - 40), min(n, i + 41)
+        banded[i, lo:hi] = rng.integers(-8, 9, hi - lo) * 4096.0
+    banded[:, 200:232] = 0                                # columns no row reaches
+    z = (rng.random((64, n)) < 0.1).astype(np.float32)
+    for w, several in ((banded, True), (rng.integers(-8, 9, (n, n)).astype(np.float32), False),
+                       (np.zeros((n, n), np.float32), False)):
+        bands = rec_bands(w)
+        assert (len(bands) > 1) == several
+        rec = np.zeros((64, n), np.float32)
+        for c0, c1, r0, r1, block in bands:
+            np.matmul(z[:, r0:r1], block, out=rec[:, c0:c1])
+        assert np.array_equal(rec, z @ w)
+    work = sum(b[4].size for b in rec_bands(banded))
+    assert work < 0.6 * n * n                             # the point: less to multiply
