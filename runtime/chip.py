@@ -398,14 +398,19 @@ class Chip:
         np.minimum(bins, 255, out=bins)
         n, hi = tab.neurons, self.acc_hi
         state = core_state(self.core, batch=b)
-        acc = np.zeros((tab.segments, b, n))              # integers held exactly in float64
+        fast = self.core.batch_float                      # float64 holds every value exactly
+        acc = np.zeros((tab.segments, b, n), np.float64 if fast else np.int64)
         out = np.zeros((b, tab.steps, n), np.uint8) if rasters else None
         segs = self.seg_of.tolist()
         rows = list(acc)
         for t0 in range(0, tab.steps, BATCH_STEPS):      # the input product a few steps at once
-            current = batch_current(bins[:, t0:t0 + BATCH_STEPS], self.core)
-            spiked, state = batch_steps(current, state, self.core, rows,
-                                        segs[t0:t0 + BATCH_STEPS], hi, keep=rasters)
+            x_t, seg_t = bins[:, t0:t0 + BATCH_STEPS], segs[t0:t0 + BATCH_STEPS]
+            if fast:
+                spiked, state = batch_steps(batch_current(x_t, self.core), state, self.core,
+                                            rows, seg_t, hi, keep=rasters)
+            else:
+                spiked, state = core_steps(input_current(x_t, self.core), state, self.core,
+                                           rows, seg_t, hi)
             if rasters:
                 out[:, t0:t0 + spiked.shape[0]] = spiked.transpose(1, 0, 2)
         f = (acc.astype(np.int64) // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)

@@ -50,6 +50,7 @@ class CoreTables(NamedTuple):
     spike: int                   # what a spike adds to its trace: 1 << trace_frac
     r_hi: int                    # the trace's saturation
     trace_can_overflow: bool     # False when the trace provably never reaches r_hi
+    batch_float: bool            # every batch value provably an integer below 2^53 (batch_steps)
 
 
 class CoreState(NamedTuple):
@@ -125,6 +126,15 @@ def core_tables(tab, w_in: np.ndarray, w_rec: np.ndarray) -> CoreTables:
     reset = w_rec - tab.threshold * np.eye(n, dtype=np.int64)
     r_hi = (1 << (tab.trace_bits - 1)) - 1
     reset_f = _readonly(_exact_float(reset, 1))
+    # float64 holds a batch's arithmetic exactly when every value stays below 2^53: the decay
+    # products (a register times a 16-bit multiplier), the membrane before its clip (itself,
+    # the input current and the spikes' rows), the accumulators (saturating at acc_bits)
+    cur = 255 * int(np.abs(w_in).sum(axis=0).max(initial=0)) \
+        + int(np.abs(np.asarray(tab.bias)).max(initial=0))
+    rec = int(np.abs(reset).sum(axis=0).max(initial=0))
+    wide = max(tab.membrane_bits, tab.trace_bits) - 1 + 16
+    batch_float = wide < 53 and (1 << (tab.membrane_bits - 1)) + cur + rec < 1 << 52 \
+        and tab.acc_bits <= 52
     return CoreTables(
         w_in=_readonly(_exact_float(w_in >> in_shift, 255)), in_shift=in_shift,
         w_rec_reset=_readonly(reset), w_rec_reset_f=reset_f, w_rec_bands=rec_bands(reset_f),
@@ -133,7 +143,8 @@ def core_tables(tab, w_in: np.ndarray, w_rec: np.ndarray) -> CoreTables:
         decay=_readonly(np.concatenate([tab.leak_mult, tab.trace_mult]).astype(np.int64)),
         threshold=int(tab.threshold),
         v_lo=-(1 << (tab.membrane_bits - 1)), v_hi=(1 << (tab.membrane_bits - 1)) - 1,
-        spike=1 << tab.trace_frac, r_hi=r_hi, trace_can_overflow=trace_bound(tab) > r_hi)
+        spike=1 << tab.trace_frac, r_hi=r_hi, trace_can_overflow=trace_bound(tab) > r_hi,
+        batch_float=batch_float)
 
 
 def core_state(tables: CoreTables, batch: int | None = None) -> CoreState:
@@ -164,27 +175,33 @@ def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
     can reach it (saturating at every step, in step order), None when none can. Returns (the
     spikes of each step, bool (k, n) or (k, B, n), the new state); the arguments are left
     alone (the state is new). One stream runs at numpy's per-call floor: every name the loop
-    reads is bound once, and each step's spikes are computed straight into the raster."""
+    reads is bound once, and each step's spikes are computed straight into the raster. A batch
+    goes to :func:`batch_steps` when float64 holds it exactly (``tables.batch_float``), else
+    steps here in int64."""
     t = tables
     n = t.bias.shape[0]
     k = current.shape[-2]
-    if state.z.ndim == 2:                        # a batch: float64 state (see batch_steps)
+    stream = state.z.ndim == 1
+    if not stream and t.batch_float:             # a batch: float64 state (see batch_steps)
         cur = np.empty((k,) + state.z.shape)
         cur[...] = current.transpose(1, 0, 2)
         return batch_steps(cur, state, t, rows, segs, hi)
     vr, z = state.vr.copy(), state.z             # the caller's state stays as it was
-    v, r = vr[:n], vr[n:]
-    raster = np.empty((k, n), bool)
+    v, r = vr[..., :n], vr[..., n:]
+    raster = np.empty((k,) + z.shape, bool)
     mul, add, rsh, ge, clip = np.multiply, np.add, np.right_shift, np.greater_equal, _CLIP
     take, decay, th, spike = t.w_rec_reset.take, t.decay, t.threshold, t.spike
     r_hi = t.r_hi if t.trace_can_overflow else None
     for i in range(k):
         mul(vr, decay, out=vr)                   # v * leak_mult and r * trace_mult ...
         rsh(vr, 16, out=vr)                      # ... >> 16, both at once
-        add(v, current[i], out=v)
-        idx = z.nonzero()[0]                     # event-driven: the rows of the spikes
-        if idx.size:
-            add(v, _SUM(take(idx, axis=0), axis=0), out=v)
+        add(v, current[..., i, :], out=v)
+        if stream:                               # event-driven: the rows of the spikes
+            idx = z.nonzero()[0]
+            if idx.size:
+                add(v, _SUM(take(idx, axis=0), axis=0), out=v)
+        elif z.any():                            # a batch in int64: one exact float product
+            add(v, z @ t.w_rec_reset_f, out=v, casting="unsafe")     # (the cast loses nothing)
         clip(v, t.v_lo, t.v_hi, out=v)
         z = raster[i]
         ge(v, th, out=z)
@@ -222,7 +239,7 @@ def batch_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
     shift), the spikes' rows added with exact float products of the recurrent table's bands
     (:func:`rec_bands`). The segment sums go into ``rows`` (float64 for speed; int64 works
     too). Returns (the spikes bool (k, B, n), or None without ``keep``; the new int64 state):
-    the same integers as the int64 steps."""
+    the same integers as the int64 steps. Only for tables with ``batch_float``."""
     t = tables
     n = t.bias.shape[0]
     k, b = current.shape[:2]

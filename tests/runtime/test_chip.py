@@ -520,3 +520,30 @@ def test_recurrent_bands_give_the_dense_product_exactly():
         assert np.array_equal(rec, z @ w)
     work = sum(b[4].size for b in rec_bands(banded))
     assert work < 0.6 * n * n                             # the point: less to multiply
+
+
+def test_batches_outside_float64s_range_step_in_int64():
+    """A model whose registers are too wide for float64 to hold exactly (a 45-bit membrane:
+    its decay products reach 2^60) runs its batches on the int64 steps: the same features and
+    spikes as one stream at a time; the default width takes the float64 steps."""
+    m = random_model(5)
+    assert Chip(decode_model(encode_model(m))).core.batch_float
+    m.core["membrane_bits"] = 45
+    chip = Chip(decode_model(encode_model(m)))
+    assert not chip.core.batch_float
+    rng = np.random.default_rng(9)
+    frames = (rng.random((4, chip.tab.steps * chip.tab.bin_ms, 120)) < 0.1).astype(np.uint8)
+    phi, ras = chip.run_batch(frames, rasters=True)
+    short = frames.copy()
+    for j in range(4):                                    # the frames past each short one: 0
+        short[j, short.shape[1] - 3 - j:] = 0
+    phi_short, ras_short = chip.run_batch(short, rasters=True)
+    for j, f in enumerate(frames):
+        chip.reset()
+        r = chip.run(f[: -3 - j])                         # the window's end comes as silence
+        assert np.array_equal(chip.features(), phi_short[j])
+        assert np.array_equal(np.vstack([r, chip.tail]), ras_short[j])
+        chip.reset()
+        chip.run(f)
+        assert np.array_equal(chip.features(), phi[j])
+    assert ras.sum() > 0
