@@ -192,12 +192,13 @@ def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
     mul, add, rsh, ge, clip = np.multiply, np.add, np.right_shift, np.greater_equal, _CLIP
     take, decay, th, spike = t.w_rec_reset.take, t.decay, t.threshold, t.spike
     r_hi = t.r_hi if t.trace_can_overflow else None
+    add_at = np.add.at
+    idx = z.nonzero()[0] if stream else None     # the neurons that spiked at the last step
     for i in range(k):
         mul(vr, decay, out=vr)                   # v * leak_mult and r * trace_mult ...
         rsh(vr, 16, out=vr)                      # ... >> 16, both at once
         add(v, current[..., i, :], out=v)
         if stream:                               # event-driven: the rows of the spikes
-            idx = z.nonzero()[0]
             if idx.size:
                 add(v, _SUM(take(idx, axis=0), axis=0), out=v)
         elif z.any():                            # a batch in int64: one exact float product
@@ -205,7 +206,12 @@ def core_steps(current: np.ndarray, state: CoreState, tables: CoreTables,
         clip(v, t.v_lo, t.v_hi, out=v)
         z = raster[i]
         ge(v, th, out=z)
-        add(r, spike, out=r, where=z)
+        if stream:                               # their traces, and their rows next step
+            idx = z.nonzero()[0]
+            if idx.size:
+                add_at(r, idx, spike)
+        else:
+            add(r, spike, out=r, where=z)
         if r_hi is not None:
             np.minimum(r, r_hi, out=r)
         if rows is not None:                     # the step's segment sums

@@ -308,7 +308,7 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     out["by_backend"] = times
     out["peers"] = peer_times
     out["peers_missing"] = missing
-    # batched: many streams through dense matmuls
+    # batched: many streams at once (core.batch_steps)
     fb = np.broadcast_to(frames, (batch,) + frames.shape).copy()
     chip.run_batch(fb)                                            # warm-up
     t_batch = _median_time(lambda: chip.run_batch(fb), max(5, repeats // 4))
