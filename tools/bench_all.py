@@ -237,6 +237,8 @@ def _md_runtime(rt: dict, when: str, where: str) -> list[str]:
          round(x["dense_int_floor_us_per_step"] * x["bin_ms"], 2)),
         (f"batched throughput ({x['batch']} streams), utterances/s",
          x["batch_utterances_per_s"]),
+        ("batched, peak memory per utterance, MiB", x.get("batch_peak_mib_per_utterance", "-")),
+        ("weight bits of this table's model file", x["weight_bits"]),
         ("with the front-end, real-time factor", f"{x['feed_audio_realtime_factor']}x"),
         ("enroll latency (one shot, one step), ms", x["enroll_ms"]),
         ("model file at 4-bit weights, bytes", x["model_bytes"])], when, where)
