@@ -390,12 +390,14 @@ class Chip:
         full = take // B
         # no (B, steps, n) temporaries: the input product is taken BATCH_STEPS steps at a time,
         # the segment sums step by step
-        kind = bin_dtype(x.dtype, B)
+        # spike frames hold 0 or 1 per millisecond: their bins are summed in uint8 (no clip)
+        kind = bin_dtype(x.dtype, B, int(x.max()) if x.dtype == np.uint8 and x.size else None)
         bins = np.zeros((b, tab.steps, tab.inputs), kind)
         bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=kind)
         if take > full * B:                               # the last, partial bin
             bins[:, full] = x[:, full * B:take].sum(axis=1, dtype=kind)
-        np.minimum(bins, 255, out=bins)
+        if kind != np.uint8:
+            np.minimum(bins, 255, out=bins)
         n, hi = tab.neurons, self.acc_hi
         state = core_state(self.core, batch=b)
         fast = self.core.batch_float                      # float64 holds every value exactly

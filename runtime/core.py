@@ -298,9 +298,13 @@ def core_step(current: np.ndarray, state: CoreState, tables: CoreTables
     return raster[0], state
 
 
-def bin_dtype(frames_dtype, bin_ms: int):
-    """The integer type bins of ``bin_ms`` frames are summed in: uint8 frames over at most 257 ms
-    fit uint16 (the narrow sum is several times faster), anything else int64."""
+def bin_dtype(frames_dtype, bin_ms: int, largest: int | None = None):
+    """The integer type bins of ``bin_ms`` frames are summed in: uint8 frames whose ``largest``
+    count (when known) times ``bin_ms`` is at most 255 fit uint8 (such a bin never reaches the
+    clip at 255), uint8 frames over at most 257 ms uint16 (the narrow sums are several times
+    faster), anything else int64."""
+    if frames_dtype == np.uint8 and largest is not None and largest * bin_ms <= 255:
+        return np.uint8
     return np.uint16 if frames_dtype == np.uint8 and bin_ms <= 257 else np.int64
 
 

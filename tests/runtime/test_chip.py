@@ -547,3 +547,16 @@ def test_batches_outside_float64s_range_step_in_int64():
         chip.run(f)
         assert np.array_equal(chip.features(), phi[j])
     assert ras.sum() > 0
+
+
+def test_bins_are_summed_in_the_narrowest_type_that_holds_them():
+    from tessera.runtime.core import bin_dtype
+
+    assert bin_dtype(np.dtype(np.uint8), 10, largest=1) == np.uint8        # 0/1 spike frames
+    assert bin_dtype(np.dtype(np.uint8), 10, largest=25) == np.uint8       # 250: no clip
+    assert bin_dtype(np.dtype(np.uint8), 10, largest=26) == np.uint16      # 260 would wrap
+    assert bin_dtype(np.dtype(np.uint8), 10) == np.uint16
+    assert bin_dtype(np.dtype(np.uint8), 200, largest=1) == np.uint8
+    assert bin_dtype(np.dtype(np.uint8), 300, largest=1) == np.int64      # 300 ms: wide sums
+    assert bin_dtype(np.dtype(np.uint8), 300) == np.int64
+    assert bin_dtype(np.dtype(np.int32), 10, largest=1) == np.int64
