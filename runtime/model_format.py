@@ -132,7 +132,8 @@ def unpack_ints(d, name: str) -> np.ndarray:
                          f"{stored} {'stored ' if where is not None else ''}values of shape "
                          f"{shape} at {bits} bits")
     planes = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: stored * bits]
-    by = np.packbits(planes.reshape(stored, bits), axis=1, bitorder="little")  # value bytes, LSB first
+    # each value's bytes, least significant first, widened to 4 bytes: no (stored, bits) int64
+    by = np.packbits(planes.reshape(stored, bits), axis=1, bitorder="little")
     word = np.zeros((stored, 4), np.uint8)
     word[:, : by.shape[1]] = by
     u = word.view("<u4").reshape(stored).astype(np.int64)
