@@ -247,14 +247,15 @@ class Chip:
         if bins.shape[0] > room:
             c.dropped_bins += bins.shape[0] - room
             bins = bins[:room]
-        x = np.minimum(bins, 255)
+        x = bins if bins.dtype == np.uint8 else np.minimum(bins, 255)   # uint8: clipped
         k = x.shape[0]
         if not k:
             return np.zeros((0, n), np.uint8)
         current = input_current(x, self.core)
-        events = int(x.sum())
+        per_input = x.sum(axis=0, dtype=np.int64)
+        events = int(per_input.sum())
         c.input_events += events
-        c.synops_input += int(x.sum(axis=0) @ self.fanin_input)
+        c.synops_input += int(per_input @ self.fanin_input)
         rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
         spiked, core = core_steps(current, st.core, self.core, rows,    # into its segment
                                   self.seg_of[st.t:st.t + k].tolist(), self.acc_hi)

@@ -310,17 +310,20 @@ def bin_dtype(frames_dtype, bin_ms: int, largest: int | None = None):
 
 def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
             ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Complete bins (k, inputs) int64 from a partial bin (``pending``, ``pending_ms``) and the
-    frames ``f`` (ms, inputs); returns them with the new partial bin."""
+    """Complete bins (k, inputs) from a partial bin (``pending``, ``pending_ms``) and the
+    frames ``f`` (ms, inputs); returns them with the new partial bin. The bins come in the
+    integer type of :func:`bin_dtype`: uint8 ones (0/1 spike frames) are already clipped at
+    255, the others are clipped by the caller."""
     total = pending_ms + f.shape[0]
     nb = total // bin_ms
     if nb == 0:
         return (np.zeros((0, f.shape[1]), np.int64), pending + f.sum(axis=0, dtype=np.int64),
                 total)
-    kind = bin_dtype(f.dtype, bin_ms)
+    kind = bin_dtype(f.dtype, bin_ms, int(f.max()) if f.dtype == np.uint8 else None)
     first = bin_ms - pending_ms
-    bins = np.empty((nb, f.shape[1]), np.int64)
-    bins[0] = pending + f[:first].sum(axis=0, dtype=np.int64)
+    bins = np.empty((nb, f.shape[1]), kind)
+    # the partial bin's frames came earlier, in any type: clipped before it is narrowed
+    bins[0] = np.minimum(pending + f[:first].sum(axis=0, dtype=np.int64), 255)
     if nb > 1:
         bins[1:] = f[first:first + (nb - 1) * bin_ms].reshape(nb - 1, bin_ms, -1).sum(
             axis=1, dtype=kind)
