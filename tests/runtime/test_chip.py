@@ -560,3 +560,19 @@ def test_bins_are_summed_in_the_narrowest_type_that_holds_them():
     assert bin_dtype(np.dtype(np.uint8), 300, largest=1) == np.int64      # 300 ms: wide sums
     assert bin_dtype(np.dtype(np.uint8), 300) == np.int64
     assert bin_dtype(np.dtype(np.int32), 10, largest=1) == np.int64
+
+
+def test_a_partial_bin_of_large_counts_is_not_wrapped_by_narrow_bins(backend):
+    """A bin begun by int64 frames with large counts and finished by 0/1 uint8 frames (summed
+    in uint8) clips at 255 like any bin: the same spikes and features as all-int64 frames."""
+    chip = Chip(decode_model(encode_model(random_model(2))))
+    rng = np.random.default_rng(4)
+    ms = chip.tab.steps * chip.tab.bin_ms
+    f = (rng.random((ms, 120)) < 0.2).astype(np.int64)
+    f[:3, :10] = 300                                        # a partial bin of 3 ms: 900 counts
+    chip.reset()
+    ref = np.vstack([chip.run(f[:3]), chip.run(f[3:])])
+    phi = chip.features()
+    chip.reset()
+    got = np.vstack([chip.run(f[:3]), chip.run(f[3:].astype(np.uint8))])
+    assert np.array_equal(got, ref) and np.array_equal(chip.features(), phi)
