@@ -8,11 +8,9 @@ from tessera.runtime.chip import Chip
 from tessera.runtime.errors import InputError
 from tessera.runtime.filterdesign import POLE_BITS, FrontendSpec, filter_poles, fixed_poles
 from tessera.runtime.model_format import (ModelFile, decode_model, encode_model, pack_ints,
-                                          read_model)
-from tessera.runtime.model_format import unpack_ints as read_poles
-from tessera.runtime.poles import carried as with_poles
+                                          read_model, unpack_ints)
 from tessera.runtime.poles import POLE_BITS as EXACT_BITS
-from tessera.runtime.poles import exact_poles
+from tessera.runtime.poles import carried, exact_poles
 
 
 @pytest.mark.parametrize("spec", [FrontendSpec(), FrontendSpec(channels=96, order=2),
@@ -30,7 +28,7 @@ def test_exact_poles_are_float64s_rounded_values(spec):
     assert fc_mhz == [int(round(f * 1000)) for f in fc]
 
 
-def test_exact_poles_refuse_bad_channels_and_specs():
+def test_exact_poles_refuse_channels_outside_the_bank():
     with pytest.raises(InputError, match="outside the front-end's 10 channels"):
         exact_poles(FrontendSpec(channels=10), [3, 10])
     with pytest.raises(InputError, match="outside"):
@@ -53,10 +51,10 @@ def test_the_factory_model_fits_32_kib_and_derives_its_poles(model4):
     spec = FrontendSpec.from_dict(m.frontend["spec"])
     chans = chip.tab.channels
     fc_mhz, fixed = exact_poles(spec, chans)
-    carried = ModelFile(**vars(m))
-    carried.frontend = with_poles(m.frontend, chans)
-    assert np.array_equal(read_poles(carried.frontend["poles"], "p"), fixed)
-    blob = bytearray(encode_model(carried))
+    v3 = ModelFile(**vars(m))
+    v3.frontend = carried(m.frontend, chans)
+    assert np.array_equal(unpack_ints(v3.frontend["poles"], "p"), fixed)
+    blob = bytearray(encode_model(v3))
     blob[4:6] = (3).to_bytes(2, "little")             # what version 3 wrote
     old = Chip(decode_model(bytes(blob)))
     a, b = chip.frontend.tables, old.frontend.tables
@@ -68,14 +66,14 @@ def test_the_factory_model_fits_32_kib_and_derives_its_poles(model4):
     # carried poles win over derived ones (a model trained where float64 rounded otherwise)
     moved = fixed.copy()
     moved[0, 0, 0] -= 1 << 12
-    carried.frontend = dict(m.frontend, fc_mhz=fc_mhz, poles=pack_ints(moved, 32))
-    other = Chip(carried).frontend.tables
+    v3.frontend = dict(m.frontend, fc_mhz=fc_mhz, poles=pack_ints(moved, 32))
+    other = Chip(v3).frontend.tables
     assert not np.array_equal(other.trans, a.trans)
     # poles without centre frequencies (or the other way) is a named error
     for half in (dict(m.frontend, poles=pack_ints(fixed, 32)), dict(m.frontend, fc_mhz=fc_mhz)):
-        carried.frontend = half
+        v3.frontend = half
         with pytest.raises(InputError, match="come together"):
-            Chip(carried)
-    carried.frontend = dict(m.frontend, spec=dict(m.frontend["spec"], channels=600))
+            Chip(v3)
+    v3.frontend = dict(m.frontend, spec=dict(m.frontend["spec"], channels=600))
     with pytest.raises(InputError, match="channels_total|outside"):
-        Chip(carried)
+        Chip(v3)
