@@ -389,9 +389,8 @@ class Chip:
         b, ms = x.shape[:2]
         take = min(ms, tab.steps * B)                     # frames past the window are dropped
         full = take // B
-        # no (B, steps, n) temporaries: the input product is taken BATCH_STEPS steps at a time,
-        # the segment sums step by step
-        # spike frames hold 0 or 1 per millisecond: their bins are summed in uint8 (no clip)
+        # no (B, steps, n) temporaries: the input product BATCH_STEPS steps at a time; 0/1
+        # spike frames summed in uint8 bins (no clip)
         kind = bin_dtype(x.dtype, B, int(x.max()) if x.dtype == np.uint8 and x.size else None)
         bins = np.zeros((b, tab.steps, tab.inputs), kind)
         bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=kind)
