@@ -75,7 +75,7 @@ from .constants import SAMPLE_RATE
 from .activity import Counters, activity_report
 from .compiled import NORMALIZE, steps
 from .core import (CoreState, batch_current, batch_steps, bin_dtype, bins_of, core_state,
-                   core_steps, core_tables, input_current, trace_bound)
+                   core_steps, core_tables, frames_bin_dtype, input_current, trace_bound)
 from .errors import InputError
 from .model_format import ModelFile, read_model
 from .readout import Readout, normalize_features, softmax_q
@@ -391,7 +391,7 @@ class Chip:
         full = take // B
         # no (B, steps, n) temporaries: the input product BATCH_STEPS steps at a time; 0/1
         # spike frames summed in uint8 bins (no clip)
-        kind = bin_dtype(x.dtype, B, int(x.max()) if x.dtype == np.uint8 and x.size else None)
+        kind = frames_bin_dtype(x, B)
         bins = np.zeros((b, tab.steps, tab.inputs), kind)
         bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=kind)
         if take > full * B:                               # the last, partial bin

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["CoreTables", "CoreState", "core_tables", "core_state", "input_current", "core_step",
-           "core_steps", "batch_current", "batch_steps", "bin_dtype", "bins_of"]
+           "core_steps", "batch_current", "batch_steps", "bin_dtype", "frames_bin_dtype", "bins_of"]
 
 _CLIP = getattr(getattr(np, "_core", np).umath, "clip", None) or np.clip   # the bare ufunc
 _SUM = np.add.reduce
@@ -308,6 +308,12 @@ def bin_dtype(frames_dtype, bin_ms: int, largest: int | None = None):
     return np.uint16 if frames_dtype == np.uint8 and bin_ms <= 257 else np.int64
 
 
+def frames_bin_dtype(f: np.ndarray, bin_ms: int):
+    """:func:`bin_dtype` of the frames ``f`` themselves: uint8 frames are looked at for their
+    largest count (a 0/1 spike raster's bins then fit uint8)."""
+    return bin_dtype(f.dtype, bin_ms, int(f.max()) if f.dtype == np.uint8 and f.size else None)
+
+
 def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
             ) -> tuple[np.ndarray, np.ndarray, int]:
     """Complete bins (k, inputs) from a partial bin (``pending``, ``pending_ms``) and the
@@ -319,7 +325,7 @@ def bins_of(f: np.ndarray, pending: np.ndarray, pending_ms: int, bin_ms: int
     if nb == 0:
         return (np.zeros((0, f.shape[1]), np.int64), pending + f.sum(axis=0, dtype=np.int64),
                 total)
-    kind = bin_dtype(f.dtype, bin_ms, int(f.max()) if f.dtype == np.uint8 else None)
+    kind = frames_bin_dtype(f, bin_ms)
     first = bin_ms - pending_ms
     bins = np.empty((nb, f.shape[1]), kind)
     # the partial bin's frames came earlier, in any type: clipped before it is narrowed
