@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tessera.runtime.errors import TesseraError
+from tessera.runtime.errors import InputError, TesseraError
 
 from .common import NO_PROGRESS, emit, show_progress
 
@@ -68,6 +68,28 @@ def cmd_corpus_real(args: argparse.Namespace) -> int:
              f"{summary['speakers']} speakers (validation, never trained on: "
              f"{', '.join(summary['holdout']) or 'none'}), in {summary['seconds']} s")
     emit(args, summary, human)
+    return 0
+
+
+def cmd_corpus_hear(args: argparse.Namespace) -> int:
+    from tessera.trainer.evaluation.hear import build_hear_set
+
+    if not (args.dsp or args.asc or args.fsdd):
+        raise InputError("corpus hear: give at least one of --dsp, --asc, --fsdd")
+    if os.path.dirname(args.out):
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    if args.people:
+        from tessera.trainer.data.real import build_people_corpus
+        s = build_people_corpus(args.out, args.dsp, args.asc, workers=args.workers,
+                                progress=show_progress(args))
+        emit(args, s, f"wrote {s['path']}: {s['utterances']} utterances of {s['classes']} words "
+                      f"by {s['people']} held-out people ({s['val_people']} choose as its "
+                      f"validation split, {s['test_people']} report as its test split)")
+        return 0
+    s = build_hear_set(args.out, args.dsp, args.asc, args.fsdd, workers=args.workers,
+                       progress=show_progress(args), copies=args.copies, seed=args.seed)
+    emit(args, s, f"wrote {s['path']}: {s['utterances']} utterances ({s['mean_bins']:.0f} "
+                  f"bins on average), split by name: {s['splits']}")
     return 0
 
 
@@ -157,6 +179,24 @@ def register(sub, add) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed of the augmentation")
     r.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    h = add(csub, "hear", cmd_corpus_hear,
+            "bin real recordings as the chip hears them (DSPSpeech-20, Arabic Speech Commands, "
+            "FSDD) with the people split by name into train, choose and report (issue 34): "
+            "what tessera pretrain trains on and tessera bench hear scores")
+    h.add_argument("--dsp", metavar="DIR", help="DSPSpeech-20 (<speaker>/<speaker>-<word>-<take>.flac)")
+    h.add_argument("--asc", metavar="DIR", help="Arabic Speech Commands (the same layout)")
+    h.add_argument("--fsdd", metavar="DIR", help="FSDD WAVs (validation only: never trained on)")
+    h.add_argument("--copies", type=int, default=0,
+                   help="more renderings of each training recording through a random new voice "
+                        "and channel (speed, vocal tract, pitch, microphone, room, band, noise)")
+    h.add_argument("--seed", type=int, default=0, help="seed of the copies' augmentation")
+    h.add_argument("--people", action="store_true",
+                   help="instead: the held-out people only, as a corpus .h5 (SHD layout, audio "
+                        "kept; choose = its validation split, report = its test split) for "
+                        "tessera calibrate")
+    h.add_argument("--out", default="hear.npz", help="output .npz (default hear.npz)")
+    h.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    h.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     le = add(csub, "level-eq", cmd_corpus_level_eq,
              "a copy of a --keep-audio corpus with each speaker's long-term spectrum equalized "
              "in the front-end's levels: the training side of the chip's level equalization "

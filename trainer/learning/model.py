@@ -41,7 +41,7 @@ import torch
 from ...runtime.mosaic import Layout
 
 __all__ = ["fast_sigmoid", "spike", "CoreConfig", "LIFState", "decays", "lif_step", "init_params", "core_features",
-           "readout_logits", "Core"]
+           "readout_logits", "Core", "lif_spikes", "own_segments"]
 
 
 def fast_sigmoid(u: torch.Tensor, beta: float) -> torch.Tensor:
@@ -254,6 +254,80 @@ class _LIFScan(torch.autograd.Function):
             lo = max(first, 1)                           # v(-1) = 0
             g_alpha = torch.einsum("tbj,tbj->j", g_vs[lo:], vs[lo - 1:steps - 1])
         return g_drive, g_w, g_alpha, g_kappa, None, None, None, None, None, None
+
+
+class _LIFSpikes(torch.autograd.Function):
+    """The core's time loop returning every step's spikes z and traces r (batch, steps, n), so
+    that any readout can be built on them (segments of each utterance's own length, counts or
+    traces); a hand-written BPTT backward like :class:`_LIFScan` (first order only)."""
+
+    @staticmethod
+    def forward(ctx, drive, w_rec, alpha, kappa, theta, beta):
+        b, steps, n = drive.shape
+        w_eff = w_rec - theta * torch.eye(n, dtype=drive.dtype)
+        v = drive.new_zeros(b, n)
+        z = drive.new_zeros(b, n)
+        r = drive.new_zeros(b, n)
+        vs = drive.new_empty(steps, b, n)
+        zs = drive.new_zeros(steps + 1, b, n)
+        rs = drive.new_empty(steps, b, n)
+        for t in range(steps):
+            v = alpha * v + drive[:, t] + z @ w_eff
+            z = (v >= theta).to(drive.dtype)
+            r = kappa * r + z
+            vs[t], zs[t + 1], rs[t] = v, z, r
+        ctx.save_for_backward(vs, zs, w_eff, rs,
+                              alpha if torch.is_tensor(alpha) else torch.tensor(alpha),
+                              kappa if torch.is_tensor(kappa) else torch.tensor(kappa))
+        ctx.consts = (theta, beta)
+        return zs[1:].transpose(0, 1), rs.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, g_z_out, g_r_out):
+        vs, zs, w_eff, rs, alpha, kappa = ctx.saved_tensors
+        theta, beta = ctx.consts
+        steps, b, n = vs.shape
+        g_z_out = g_z_out.transpose(0, 1)
+        g_r_out = g_r_out.transpose(0, 1)
+        g_r = vs.new_zeros(b, n)
+        g_v_next = vs.new_zeros(b, n)
+        g_vs = vs.new_empty(steps, b, n)
+        g_kappa = vs.new_zeros(n) if ctx.needs_input_grad[3] else None
+        w_t = w_eff.t()
+        for t in range(steps - 1, -1, -1):
+            g_r = g_r_out[t] + kappa * g_r
+            if g_kappa is not None and t > 0:
+                g_kappa += (g_r * rs[t - 1]).sum(0)
+            g_z = g_z_out[t] + g_r + g_v_next @ w_t
+            g_v = g_z / (beta * (vs[t] - theta).abs() + 1.0) ** 2 + alpha * g_v_next
+            g_vs[t] = g_v
+            g_v_next = g_v
+        g_w = torch.einsum("tbi,tbj->ij", zs[:steps], g_vs)
+        g_alpha = None
+        if ctx.needs_input_grad[2]:
+            g_alpha = torch.einsum("tbj,tbj->j", g_vs[1:], vs[:-1])
+            g_alpha = g_alpha.sum() if alpha.dim() == 0 else g_alpha
+        if g_kappa is not None and kappa.dim() == 0:
+            g_kappa = g_kappa.sum()
+        return g_vs.transpose(0, 1), g_w, g_alpha, g_kappa, None, None
+
+
+def lif_spikes(drive: torch.Tensor, w_rec: torch.Tensor, alpha, kappa, theta: float = 1.0,
+               beta: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every step's spikes and readout traces (batch, steps, n) of the core driven by ``drive``
+    (batch, steps, n) = x W_in + b: the equations of this module's docstring."""
+    return _LIFSpikes.apply(drive, w_rec, alpha, kappa, theta, beta)
+
+
+def own_segments(z: torch.Tensor, lens: torch.Tensor, segments: int) -> torch.Tensor:
+    """Means of ``z`` (batch, steps, n) over ``segments`` equal parts of each utterance's own
+    length ``lens`` (batch,), concatenated segment-major: (batch, segments * n)."""
+    b, steps, n = z.shape
+    t = torch.arange(steps, dtype=z.dtype)[None]
+    seg = torch.clamp((t * segments / lens[:, None].to(z.dtype)).long(), max=segments - 1)
+    oh = torch.nn.functional.one_hot(seg, segments).to(z.dtype) * (t < lens[:, None]).to(z.dtype)[..., None]
+    acc = torch.einsum("bts,btn->bsn", oh, z) / oh.sum(1).clamp(min=1)[..., None]
+    return acc.reshape(b, segments * n)
 
 
 def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None = None,

@@ -1,0 +1,136 @@
+"""The classifier stage on real voices (issue 34): the spike loop's gradients, the hear set's
+episodes and file checks, and a pretrained model that the trainer's own loader reads back with
+the same features."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tessera.runtime.errors import InputError  # noqa: E402
+from tessera.trainer.evaluation.hear import (HearSet, episode_accuracy, load_hear_set,  # noqa: E402
+                                             model_embeddings, score_embeddings)
+from tessera.trainer.learning.model import lif_spikes, own_segments, spike  # noqa: E402
+from tessera.trainer.learning.pretrain import (Net, Recipe, embed_all, save_model,  # noqa: E402
+                                               train_classifier)
+from tessera.trainer.learning.storage import load_model  # noqa: E402
+
+
+def test_lif_spikes_match_the_autograd_loop_forward_and_backward():
+    g = torch.Generator().manual_seed(0)
+    b, T, n = 3, 9, 5
+    d = torch.randn(b, T, n, generator=g, dtype=torch.float64).requires_grad_()
+    W = (0.5 * torch.randn(n, n, generator=g, dtype=torch.float64)).requires_grad_()
+    al = torch.rand(n, generator=g, dtype=torch.float64).requires_grad_()
+    ka = torch.rand(n, generator=g, dtype=torch.float64).requires_grad_()
+    gz, gr = torch.randn(b, T, n, generator=g, dtype=torch.float64), \
+        torch.randn(b, T, n, generator=g, dtype=torch.float64)
+    z, r = lif_spikes(d, W, al, ka)
+    mine = torch.autograd.grad((z * gz + r * gr).sum(), (d, W, al, ka))
+    v = zz = rr = torch.zeros(b, n, dtype=torch.float64)
+    zs, rs = [], []
+    for t in range(T):
+        v = al * v + d[:, t] + zz @ W - zz
+        zz = spike(v - 1.0, 10.0)
+        rr = ka * rr + zz
+        zs.append(zz)
+        rs.append(rr)
+    Z, R = torch.stack(zs, 1), torch.stack(rs, 1)
+    assert torch.equal(Z.detach(), z.detach()) and torch.allclose(R, r)
+    ref = torch.autograd.grad((Z * gz + R * gr).sum(), (d, W, al, ka))
+    for a, e in zip(mine, ref):
+        assert torch.allclose(a, e, atol=1e-12)
+
+
+def test_own_segments_average_each_utterance_over_its_own_length():
+    z = torch.arange(2 * 6 * 1, dtype=torch.float64).reshape(2, 6, 1)
+    f = own_segments(z, torch.tensor([6, 2]), 2)
+    assert f[0].tolist() == [1.0, 4.0]            # steps 0-2 and 3-5
+    assert f[1].tolist() == [6.0, 7.0]            # steps 0 and 1 of the second; padding unread
+
+
+def _toy_hear_set(seed=0, people=7, words=6, takes=5, steps=30, inputs=12):
+    """Words as distinct channel patterns, people as a gain: a learnable toy hear set."""
+    rng = np.random.default_rng(seed)
+    pat = rng.random((words, inputs)) < 0.4
+    xs, corpus, word, spk, split = [], [], [], [], []
+    for corp in ("dsp", "asc"):
+        for p in range(people):
+            for w in range(words):
+                for _ in range(takes):
+                    T = int(rng.integers(steps // 2, steps))
+                    x = (rng.random((T, inputs)) < 0.15 + 0.5 * pat[w] * (0.7 + 0.1 * p))
+                    xs.append(x.astype(np.uint8) * 2)
+                    corpus.append(corp)
+                    word.append(f"{w:02d}")
+                    spk.append(f"{corp}{p}")
+                    split.append("train" if p < 4 else "choose" if p < 6 else "report")
+    return HearSet(xs, *(np.array(a) for a in (corpus, word, spk, split)))
+
+
+def test_episodes_score_separable_embeddings_perfectly_and_random_ones_at_chance():
+    rng = np.random.default_rng(1)
+    word = np.repeat(np.arange(8), 20).astype(str)
+    spk = np.tile(np.repeat(["a", "b"], 10), 8)
+    E = np.eye(8)[word.astype(int)] + 0.01 * rng.standard_normal((160, 8))
+    for mode in ("within", "across"):
+        assert episode_accuracy(E, word, spk, mode, 1, episodes=50) == 1.0
+    noise = rng.standard_normal((160, 8))
+    assert 0.1 < episode_accuracy(noise, word, spk, "across", 1, episodes=200) < 0.32
+
+
+def test_a_pretrained_model_reads_back_with_the_same_features(tmp_path):
+    hs = _toy_hear_set()
+    r = Recipe(rows=1, cols=2, tile=4, window=30, segments=3, epochs=2, batch=16)
+    net, s = train_classifier(hs, r, str(tmp_path), progress=False)
+    assert s["epochs"] == 2 and (tmp_path / "checkpoint.pt").exists()
+    save_model(net, str(tmp_path / "model.pt"), s)
+    m = load_model(str(tmp_path / "model.pt"))
+    idx = hs.where(split=["choose", "report"])
+    a = model_embeddings(m, hs, idx)
+    b = embed_all(net, hs, idx)
+    b = b / (np.linalg.norm(b, axis=1, keepdims=True) + 1e-6)
+    assert np.allclose(a, b, atol=1e-5)
+    E = np.zeros((len(hs), a.shape[1]), np.float32)
+    E[idx] = a
+    scores = score_embeddings(E, hs, episodes=20, splits=("choose", "report"))
+    # 5 takes a word: no 5-shot within one person; one report person: no across there
+    assert set(scores) == {"choose_within_1", "choose_across_1", "choose_across_5",
+                           "report_within_1"}
+    assert scores["choose_within_1"] > 40           # 5-way chance is 20
+
+
+def test_resume_continues_from_the_checkpoint_and_refuses_another_recipe(tmp_path):
+    hs = _toy_hear_set()
+    r = Recipe(rows=1, cols=2, tile=4, window=30, segments=3, epochs=2, batch=16)
+    whole, _ = train_classifier(hs, r, str(tmp_path / "a"))
+    train_classifier(hs, Recipe(**{**r.__dict__, "epochs": 1}), str(tmp_path / "b"))
+    with pytest.raises(InputError, match="another recipe"):
+        train_classifier(hs, Recipe(**{**r.__dict__, "lr": 1e-3}), str(tmp_path / "b"),
+                         resume=True)
+    again, s = train_classifier(hs, r, str(tmp_path / "b"), resume=True)   # 1 more epoch
+    assert s["epochs"] == 2 and [e["epoch"] for e in s["log"]] == [1, 2]
+    for k in ("w_in", "w_rec", "a_mem", "w_cls"):
+        assert torch.equal(whole.p[k], again.p[k])
+
+
+def test_only_chip_ready_recipes_save_and_bad_factors_are_named(tmp_path):
+    hs = _toy_hear_set()
+    net = Net(Recipe(input="ln", rows=1, cols=2, tile=4), 12, 6)
+    with pytest.raises(InputError, match="chip-ready"):
+        save_model(net, str(tmp_path / "m.pt"), {})
+    with pytest.raises(InputError, match="seg_mode"):
+        Recipe(seg_mode="sometimes")
+    assert len(hs) > 0
+
+
+def test_a_bad_hear_set_file_is_named(tmp_path):
+    with pytest.raises(InputError, match="no such hear set"):
+        load_hear_set(str(tmp_path / "none.npz"))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 4), np.uint8), lens=np.array([5]))
+    with pytest.raises(InputError, match="not a hear set"):
+        load_hear_set(str(bad))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a hear set"):
+        load_hear_set(str(tmp_path / "junk.npz"))

@@ -1,0 +1,69 @@
+"""The ladder of issue 34: one factor at a time between a plain spiking word classifier on real
+voices (``../shared/tools/hear_probe.py``) and the shipped core's recipe, at equal data and budget.
+
+Every rung trains a :class:`~tessera.trainer.learning.pretrain.Recipe` on the ``train`` people
+of a hear set (:mod:`tessera.trainer.evaluation.hear`) for the same number of epochs, and is
+scored on the ``choose`` people (what decides), the ``report`` people and FSDD (never used to
+decide); one JSON line per rung is appended to OUT.
+
+    python -m tessera.tools.hear_ladder HEARSET.npz OUT.jsonl NAME [factor=value ...] [tts=CORPUS.h5]
+    python -m tessera.tools.hear_ladder HEARSET.npz OUT.jsonl model=MODEL.pt   # a trained model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+__all__ = ["run", "parse_factors"]
+
+
+def run(hs_path: str, recipe, threads: int = 1, tts: tuple = ()) -> dict:
+    import torch
+
+    from ..trainer.evaluation.hear import load_hear_set, score_embeddings
+    from ..trainer.learning.pretrain import embed_all, train_classifier
+    torch.set_num_threads(threads)
+    hs = load_hear_set(hs_path, tts)
+    net, summary = train_classifier(hs, recipe)
+    ev = hs.where(split=["choose", "report", "fsdd"])
+    import numpy as np
+    E = np.zeros((len(hs), net.width), np.float32)
+    E[ev] = embed_all(net, hs, ev)
+    return dict(recipe=dataclasses.asdict(recipe), tts=list(tts), minutes=summary["minutes"],
+                log=summary["log"], scores=score_embeddings(E, hs))
+
+
+def parse_factors(items: list[str]):
+    """``factor=value`` words into a :class:`~tessera.trainer.learning.pretrain.Recipe`."""
+    from ..trainer.learning.pretrain import Recipe
+    types = {f.name: f.type for f in dataclasses.fields(Recipe)}
+    kw = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if k not in types:
+            raise SystemExit(f"unknown factor {k!r} (one of {', '.join(types)})")
+        t = str(types[k])
+        kw[k] = (v.lower() in ("1", "true")) if "bool" in t else int(v) if "int" in t else \
+            float(v) if "float" in t else v
+    return Recipe(**kw)
+
+
+def main(argv: list[str]) -> None:
+    hs_path, out, name = argv[:3]
+    if name.startswith("model="):
+        from ..trainer.evaluation.hear import score_model
+        res = dict(model=name[6:], scores=score_model(hs_path, name[6:]))
+    else:
+        tts = tuple(a[4:] for a in argv[3:] if a.startswith("tts="))
+        res = dict(name=name, **run(hs_path, parse_factors([a for a in argv[3:]
+                                                            if not a.startswith("tts=")]),
+                                    tts=tts))
+    with open(out, "a") as fh:
+        fh.write(json.dumps(res) + "\n")
+    print(json.dumps(dict(name=name, minutes=res.get("minutes"), **res["scores"])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,355 @@
+"""`tessera pretrain`: the core trained as a word classifier on real voices (issue 34's first stage).
+
+The ladder (BENCHMARKS.md, issue 34) found that a recurrent LIF core trained for minutes as a
+plain classifier over every word of the real-voice training people hears new people as well as
+the meta-learned recipe or better, and that each of the chip's own choices (its input, readout,
+layout) costs at most a few points. This stage trains exactly the chip's core on a hear set
+(:mod:`tessera.trainer.evaluation.hear`: the same 10 ms bins of the same cochlea channels the
+chip reads), and writes a standard ``model.pt`` that ``tessera export``, ``eval``, ``calibrate``
+and ``train --init`` (the meta-learning stage) read.
+
+The network of a :class:`Recipe` (its factors are the ladder's)::
+
+    x     = counts (the chip's) | log1p(counts) | LayerNorm(log1p(counts))   (per 10 ms bin)
+    z, r  = the core's spikes and traces (:func:`~tessera.trainer.learning.model.lif_spikes`)
+    phi   = means of r (traces) or z (counts) over `segments` parts of the window (the chip's:
+            t * segments // window) or of each utterance's own length
+    loss  = cross-entropy of phi W_cls + b_cls over every training word (objective "cls"), or
+            the device rule's episodes (a word's shot by one person, its queries by others,
+            scaled cosines: "proto"), or both ("anil": the shipped recipe's mix)
+
+Only the chip's choices (counts, window, LIF) make a model the chip can run: :func:`save_model`
+refuses the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...runtime.errors import InputError
+from .model import CoreConfig, init_params, lif_spikes, own_segments
+
+__all__ = ["Recipe", "Net", "pad_batch", "train_classifier", "save_model", "embed_all"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: str = "lif"            # "lif" (the core) or "gru" (GRU(128), the non-spiking peer)
+    input: str = "counts"         # "counts" (the chip's), "log1p", "ln" (log1p, LayerNorm per bin)
+    segments: int = 8
+    seg_mode: str = "window"      # "window" (the chip's) or "own" (equal parts of each utterance)
+    window: int = 100             # bins read per utterance (the chip's core.steps)
+    readout: str = "traces"       # "traces" (the chip's filtered spikes) or "counts" (spikes)
+    objective: str = "cls"        # "cls", "proto" or "anil" (see the module docstring)
+    layout: bool = True           # the tiles' layout loss and the firing-rate regulariser
+    rram: bool = False            # 4-bit weights with write noise, straight-through
+    rows: int = 4
+    cols: int = 4
+    tile: int = 16
+    epochs: int = 6
+    lr: float = 2e-3
+    batch: int = 64
+    seed: int = 0
+    unseen: bool = False          # leave hear.UNSEEN_WORDS out of training (to choose on them)
+    real: bool = True             # train on the real people (False: only the TTS voices given)
+    time_limit_s: float = 0.0     # stop (and save) after this many seconds, 0: none
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("model", ("lif", "gru")), ("input", ("counts", "log1p", "ln")),
+                              ("seg_mode", ("window", "own")),
+                              ("readout", ("traces", "counts")),
+                              ("objective", ("cls", "proto", "anil"))):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"recipe: {name} must be one of {', '.join(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+        if min(self.segments, self.window, self.epochs, self.batch, self.rows, self.cols,
+               self.tile) < 1 or self.segments > self.window:
+            raise InputError("recipe: segments, window, epochs, batch and the grid must be >= 1 "
+                             "(segments <= window)")
+
+    @property
+    def chip_ready(self) -> bool:
+        """The chip runs this network: its input, its window's segments, LIF neurons."""
+        return self.model == "lif" and self.input == "counts" and self.seg_mode == "window"
+
+    def core_config(self, inputs: int) -> CoreConfig:
+        return CoreConfig(inputs=inputs, rows=self.rows, cols=self.cols, tile=self.tile,
+                          tau_learn=True, tau_spread=8.0, segments=self.segments)
+
+
+def pad_batch(xs: list, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utterances (steps, inputs) cut to ``window`` bins, zero-padded to the longest: (B, T,
+    inputs) float32 and the lengths (B,)."""
+    lens = [min(len(a), window) for a in xs]
+    X = np.zeros((len(xs), max(max(lens), 1), xs[0].shape[1]), np.float32)
+    for i, a in enumerate(xs):
+        X[i, :lens[i]] = a[:lens[i]]
+    return torch.from_numpy(X), torch.tensor(lens)
+
+
+class Net:
+    """A recipe's network: input transform, core (or GRU), readout features, classifier head."""
+
+    def __init__(self, r: Recipe, inputs: int, classes: int):
+        self.r = r
+        g = torch.Generator().manual_seed(r.seed)
+        self.p: dict = {}
+        if r.input == "ln":
+            self.p["ln_g"] = torch.ones(inputs)
+            self.p["ln_b"] = torch.zeros(inputs)
+        self.cfg = r.core_config(inputs)
+        if r.model == "gru":
+            torch.manual_seed(r.seed)
+            self.gru = torch.nn.GRU(inputs, 128, batch_first=True)
+            width = 128
+        else:
+            q = init_params(self.cfg, r.seed)
+            self.p.update({k: q[k] for k in ("w_in", "w_rec", "b", "a_mem", "a_out")})
+            self.mask = torch.from_numpy(self.cfg.rec_mask()).float()
+            width = self.cfg.neurons
+        self.width = width * r.segments
+        self.p["w_cls"] = torch.randn(self.width, classes, generator=g) * 0.01
+        self.p["b_cls"] = torch.zeros(classes)
+        self.p["scale"] = torch.tensor(10.0)
+        for v in self.p.values():
+            v.requires_grad_(True)
+        self.params = list(self.p.values()) + (list(self.gru.parameters())
+                                               if r.model == "gru" else [])
+        self.noise = torch.Generator().manual_seed(r.seed + 1)
+        self._cost = None
+
+    def state(self) -> dict:
+        out = {k: v.detach().clone() for k, v in self.p.items()}
+        if self.r.model == "gru":
+            out.update({"gru." + k: v.detach().clone() for k, v in self.gru.state_dict().items()})
+        return out
+
+    def load_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in state.items():
+                if k.startswith("gru."):
+                    self.gru.state_dict()[k[4:]].copy_(v)
+                else:
+                    self.p[k].copy_(v)
+
+    def scale_inputs(self, X: torch.Tensor) -> None:
+        """W_in scaled so the input current has unit standard deviation (as the trainer does)."""
+        if self.r.model != "lif":
+            return
+        x = self.transform(X)
+        with torch.no_grad():
+            self.p["w_in"].mul_(1.0 / math.sqrt(max(float((x ** 2).mean()), 1e-6)))
+
+    def transform(self, X: torch.Tensor) -> torch.Tensor:
+        if self.r.input == "counts":
+            return X
+        x = torch.log1p(X)
+        if self.r.input == "ln":
+            x = F.layer_norm(x, x.shape[-1:], self.p["ln_g"], self.p["ln_b"])
+        return x
+
+    def embed(self, X: torch.Tensor, lens: torch.Tensor, train: bool = False):
+        """The readout features (B, segments * width) and the spikes (None for the GRU)."""
+        r = self.r
+        x = self.transform(X)
+        seg_lens = lens if r.seg_mode == "own" else torch.full_like(lens, r.window)
+        if r.seg_mode == "window" and x.shape[1] < r.window:
+            x = F.pad(x, (0, 0, 0, r.window - x.shape[1]))
+        if r.model == "gru":
+            h, _ = self.gru(x)
+            return own_segments(h, seg_lens, r.segments), None
+        w_in, w_rec = self.p["w_in"], self.p["w_rec"] * self.mask
+        if r.rram and train:
+            from .rram import RRAMTrainConfig, device_weight
+            rc = RRAMTrainConfig(enabled=True, weight_bits=4)
+            w_in = device_weight(w_in, rc, self.noise)
+            w_rec = device_weight(w_rec, rc, self.noise)
+        alpha = torch.sigmoid(self.p["a_mem"])
+        kappa = torch.sigmoid(self.p["a_out"]) if r.readout == "traces" else 0.0
+        z, tr = lif_spikes(x @ w_in + self.p["b"], w_rec, alpha, kappa)
+        return own_segments(tr if r.readout == "traces" else z, seg_lens, r.segments), z
+
+    def regularisers(self, z: torch.Tensor) -> torch.Tensor:
+        """The default recipe's layout loss (lambda 0.001, beta 8) and rate penalty (50 x
+        (rate - 0.05)^2)."""
+        from ...runtime.mosaic import layout_cost
+        if self._cost is None:
+            self._cost = torch.from_numpy(layout_cost(self.cfg.layout.neuron_hops(), 8.0)
+                                          ).float() * self.mask
+        w = self.p["w_rec"] * self.mask
+        return 0.001 * (self._cost * w ** 2).mean() + 50.0 * (z.mean() - 0.05) ** 2
+
+
+def _episode_loss(net: Net, E: torch.Tensor, y: np.ndarray, spk: np.ndarray,
+                  rng: np.random.Generator) -> torch.Tensor:
+    """Two 5-way episodes inside the batch: each word's shot by one person, its queries by
+    the others; cross-entropy of the scaled cosines (the device rule)."""
+    En = F.normalize(E, dim=1, eps=1e-8)
+    losses = []
+    ok = [w for w in np.unique(y) if len(np.unique(spk[y == w])) >= 2]
+    for _ in range(2 if len(ok) >= 5 else 0):
+        sup, qry, ql = [], [], []
+        for k, c in enumerate(rng.choice(ok, 5, replace=False)):
+            idx = np.flatnonzero(y == c)
+            s = rng.choice(idx)
+            others = idx[spk[idx] != spk[s]]
+            sup.append(s)
+            qry += list(others)
+            ql += [k] * len(others)
+        losses.append(F.cross_entropy(net.p["scale"] * En[qry] @ En[sup].T, torch.tensor(ql)))
+    return torch.stack(losses).mean() if losses else E.sum() * 0
+
+
+def _checkpoint(path: str, net: Net, opt, epoch: int, rng, log: list, recipe: Recipe,
+                classes: list) -> None:
+    tmp = path + ".tmp"
+    torch.save(dict(format="tessera-pretrain/1", recipe=json.dumps(dataclasses.asdict(recipe)),
+                    epoch=epoch, state=net.state(), opt=opt.state_dict(),
+                    rng=json.dumps(rng.bit_generator.state), log=json.dumps(log),
+                    classes=json.dumps(classes)), tmp)
+    os.replace(tmp, path)
+
+
+def _same_run(recipe: dict) -> dict:
+    """What a resumed run must share with its checkpoint: all but its length."""
+    return {k: v for k, v in recipe.items() if k not in ("epochs", "time_limit_s")}
+
+
+def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool = False,
+                     progress: bool = False) -> tuple[Net, dict]:
+    """Train ``recipe`` on the ``train`` people of the hear set ``hs``; with ``out`` a
+    checkpoint after every epoch (``resume`` continues from it). Returns the network and a
+    summary (classes, epochs, minutes, per-epoch log)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(recipe.seed)
+    tr = hs.where(split="train")
+    if recipe.unseen:
+        tr = tr[~hs.unseen()[tr]]
+    if not recipe.real:
+        tr = tr[hs.corpus[tr] == "tts"]
+    if tr.size == 0:
+        raise InputError("pretrain: the hear set has no training people")
+    keys = np.array([f"{c}:{w}" for c, w in zip(hs.corpus[tr], hs.word[tr])])
+    classes, y_all = np.unique(keys, return_inverse=True)
+    net = Net(recipe, hs.x[0].shape[1], len(classes))
+    net.scale_inputs(pad_batch([hs.x[i] for i in tr[:200]], recipe.window)[0])
+    opt = torch.optim.Adam(net.params, recipe.lr)
+    rng = np.random.default_rng(recipe.seed)
+    spk = hs.speaker[tr]
+    log: list = []
+    first = 0
+    ckpt = os.path.join(out, "checkpoint.pt") if out else None
+    if out:
+        os.makedirs(out, exist_ok=True)
+    if resume and ckpt and os.path.exists(ckpt):
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if st.get("format") != "tessera-pretrain/1" or \
+                _same_run(dataclasses.asdict(Recipe(**json.loads(st["recipe"])))) != \
+                _same_run(dataclasses.asdict(recipe)):
+            raise InputError("pretrain --resume: the checkpoint is of another recipe (only "
+                             "epochs and time_limit_s may change)", source=ckpt)
+        net.load_state(st["state"])
+        opt.load_state_dict(st["opt"])
+        rng.bit_generator.state = json.loads(st["rng"])
+        log, first = json.loads(st["log"]), int(st["epoch"])
+    t0 = time.time() - (log[-1]["seconds"] if log else 0)
+    steps = (len(tr) + recipe.batch - 1) // recipe.batch
+    bar = tqdm(total=recipe.epochs * steps, initial=first * steps, unit="batch",
+               desc="pretrain", disable=not progress, leave=False)
+    stopped = False
+    for ep in range(first, recipe.epochs):
+        order = rng.permutation(len(tr))
+        right = tot = 0
+        for b0 in range(0, len(order), recipe.batch):
+            j = order[b0:b0 + recipe.batch]
+            X, lens = pad_batch([hs.x[i] for i in tr[j]], recipe.window)
+            E, z = net.embed(X, lens, train=True)
+            y = torch.from_numpy(y_all[j])
+            out_ = None
+            if recipe.objective == "cls":
+                out_ = E @ net.p["w_cls"] + net.p["b_cls"]
+                loss = F.cross_entropy(out_, y)
+            else:
+                loss = _episode_loss(net, E, y_all[j], spk[j], rng)
+                if recipe.objective == "anil":
+                    out_ = net.p["scale"].detach() * (F.normalize(E, dim=1, eps=1e-8) @
+                                                      F.normalize(net.p["w_cls"], dim=0, eps=1e-8))
+                    loss = loss + 0.5 * F.cross_entropy(out_, y)
+            if recipe.layout and z is not None:
+                loss = loss + net.regularisers(z)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if out_ is not None:
+                right += int((out_.argmax(1) == y).sum())
+                tot += len(j)
+            bar.update(1)
+        log.append(dict(epoch=ep + 1, train_acc=round(right / max(tot, 1), 4),
+                        loss=round(float(loss.detach()), 4), seconds=round(time.time() - t0, 1)))
+        if ckpt:
+            _checkpoint(ckpt, net, opt, ep + 1, rng, log, recipe, classes.tolist())
+        if recipe.time_limit_s and time.time() - t0 > recipe.time_limit_s:
+            stopped = ep + 1 < recipe.epochs
+            break
+    bar.close()
+    return net, dict(classes=len(classes), train_utterances=int(tr.size),
+                     epochs=log[-1]["epoch"] if log else 0, stopped_early=stopped,
+                     minutes=round((time.time() - t0) / 60, 2), log=log)
+
+
+def embed_all(net: Net, hs, idx: np.ndarray) -> np.ndarray:
+    """The readout features of utterances ``idx`` (no gradients), (len(idx), width)."""
+    E = np.zeros((len(idx), net.width), np.float32)
+    with torch.no_grad():
+        for b0 in range(0, len(idx), 200):
+            X, lens = pad_batch([hs.x[i] for i in idx[b0:b0 + 200]], net.r.window)
+            E[b0:b0 + 200] = net.embed(X, lens)[0].numpy()
+    return E
+
+
+def save_model(net: Net, path: str, summary: dict) -> None:
+    """The network as a standard ``model.pt`` (the trainer's checkpoint format: the device rule
+    ANIL-prototype, the readout scale as its inner learning rate), which ``tessera export``
+    turns into the chip's file. Only a chip-ready recipe (:attr:`Recipe.chip_ready`) saves."""
+    from .config import Config, DataConfig, config_to_dict
+    from .meta import MetaConfig
+    from .storage import CHECKPOINT_FORMAT, save_checkpoint
+
+    r = net.r
+    if not r.chip_ready:
+        raise InputError("pretrain: only a chip-ready recipe (model lif, input counts, "
+                         "seg_mode window) can be saved as a model")
+    cfg = net.cfg
+    if r.readout == "counts":                 # the chip's trace with trace_mult 0 is the spike
+        a_out = torch.full_like(net.p["a_out"], -30.0)
+    else:
+        a_out = net.p["a_out"].detach()
+    params = {"w_in": net.p["w_in"].detach().clone(), "w_rec": (net.p["w_rec"] * net.mask).detach(),
+              "b": net.p["b"].detach().clone(), "a_mem": net.p["a_mem"].detach().clone(),
+              "a_out": a_out.clone(), "w_out": torch.zeros(cfg.neurons * cfg.segments, 5),
+              "b_out": torch.zeros(5)}
+    config = Config(data=DataConfig(corpus="", steps=r.window, duration=r.window / 100.0,
+                                    channel_subsets=3),
+                    core=cfg, meta=MetaConfig(algorithm="anil", rule="prototype"))
+    scale = float(net.p["scale"].detach())
+    state = dict(format=CHECKPOINT_FORMAT, config=json.dumps(config_to_dict(config)),
+                 core=json.dumps(dataclasses.asdict(cfg)), iteration=int(summary.get("epochs", 0)),
+                 params=params, masks={"w_in": torch.ones(cfg.inputs, cfg.neurons),
+                                       "w_rec": net.mask.clone()},
+                 log_lr={"w_out": torch.tensor(math.log(max(scale, 1e-3))),
+                         "b_out": torch.tensor(math.log(max(scale, 1e-3)))},
+                 extra=json.dumps(dict(pretrain=dict(recipe=dataclasses.asdict(r),
+                                                     **{k: v for k, v in summary.items()
+                                                        if k not in ("log", "recipe", "model")}))),
+                 head={})
+    save_checkpoint(path, state)
