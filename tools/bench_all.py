@@ -21,7 +21,7 @@ __all__ = ["run_all", "markdown", "write_tables", "BEGIN", "END", "PARTS"]
 
 BEGIN = "<!-- tessera bench all: begin (generated; rerun to update) -->"
 END = "<!-- tessera bench all: end -->"
-PARTS = ("accuracy", "peers", "stream", "frontend", "runtime", "protocol")
+PARTS = ("accuracy", "hear", "peers", "stream", "frontend", "runtime", "protocol")
 
 
 def _machine() -> str:
@@ -33,7 +33,7 @@ def _machine() -> str:
 
 def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
             compare: tuple[str, ...] = (), parts=PARTS, say=print, progress: bool = False,
-            fsdd: str | None = None) -> dict:
+            fsdd: str | None = None, hear: str | None = None) -> dict:
     """Run the parts; ``model``: a ``model.pt`` (accuracy, runtime against torch), ``tsr``: the
     chip file of the protocol part. ``data``: the accuracy corpus (default: the small corpus,
     built here, with ``quick``; else the default-preset corpus, built here: several minutes)."""
@@ -50,6 +50,16 @@ def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
         with tempfile.TemporaryDirectory(prefix="tessera-bench-all-") as tmp:
             out["parts"]["accuracy"] = _accuracy(model, data, tmp, quick, compare, progress)
         out["parts"]["accuracy"]["minutes"] = round((time.perf_counter() - t0) / 60, 2)
+    if "hear" in parts and hear:
+        from ..trainer.evaluation.hear import score_model
+
+        say("hear: the model on the hear set's people ...")
+        episodes = 100 if quick else 300
+        out["parts"]["hear"] = dict(
+            result=score_model(hear, model, episodes), episodes=episodes,
+            command=f"tessera bench hear {_rel(model)} --data {_rel(hear)} --episodes {episodes}")
+    elif "hear" in parts:
+        say("hear: skipped (needs --hear FILE, a hear set from tessera corpus hear)")
     if "peers" in parts and fsdd:
         from ..trainer.evaluation.peers import bench_peers
         from ..trainer.learning.storage import load_model
@@ -164,6 +174,21 @@ def _md_accuracy(a: dict, when: str, where: str) -> list[str]:
     return lines + [""]
 
 
+def _md_hear(h: dict, when: str, where: str) -> list[str]:
+    """The model on real people never trained on (issue 34's measure): within and across."""
+    r = h["result"]
+    lines = ["#### Real people never heard (5-way; one person enrolls, another asks)", "",
+             f"`{h['command']}` ({when}; {where}; {h['episodes']} episodes a cell):", "",
+             _row(["people", "across, 1 / 5 shots", "within, 1 / 5 shots"]), _row(["---"] * 3)]
+    for key, name in (("choose", "choose (held out, chosen on)"),
+                      ("unseen", "choose, unseen words"), ("report", "report (held out)"),
+                      ("fsdd", "FSDD (validation)")):
+        cell = [f"{r.get(f'{key}_{m}_1', '-')} / {r.get(f'{key}_{m}_5', '-')} %"
+                for m in ("across", "within")]
+        lines.append(_row([name] + cell))
+    return lines + [""]
+
+
 def _md_peers(pe: dict, when: str, where: str) -> list[str]:
     from ..trainer.evaluation.peers import peers_markdown
 
@@ -271,7 +296,7 @@ def _md_protocol(pr: dict, when: str, where: str) -> list[str]:
 
 
 #: the parts of the tables, in their order
-_MARKDOWN = (("accuracy", _md_accuracy), ("peers", _md_peers), ("stream", _md_stream),
+_MARKDOWN = (("accuracy", _md_accuracy), ("hear", _md_hear), ("peers", _md_peers), ("stream", _md_stream),
              ("frontend", _md_frontend), ("runtime", _md_runtime), ("protocol", _md_protocol))
 
 

@@ -235,11 +235,16 @@ def cmd_bench_hear(args: argparse.Namespace) -> int:
     from tessera.trainer.evaluation.hear import score_model
 
     rows = [dict(name=m, scores=score_model(args.data, m, args.episodes)) for m in args.models]
+    if args.voice_norm:
+        rows += [dict(name=f"{m}, voice-centred ({args.voice_norm})",
+                      scores=score_model(args.data, m, args.episodes, args.voice_norm))
+                 for m in args.models]
     if args.gru_epochs:
         import numpy as np
         import torch
 
-        from tessera.trainer.evaluation.hear import load_hear_set, score_embeddings
+        from tessera.trainer.data.hearset import load_hear_set
+        from tessera.trainer.evaluation.hear import score_embeddings
         from tessera.trainer.learning.pretrain import Recipe, embed_all, train_classifier
         torch.set_num_threads(2)
         hs = load_hear_set(args.data)
@@ -266,7 +271,8 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     tsr = args.tsr or default_tsr()
     r = run_all(model, tsr, quick=args.quick, data=args.data, compare=tuple(args.compare),
                 parts=tuple(args.parts), say=lambda line: stage(args, line),
-                progress=not args.no_progress and sys.stderr.isatty(), fsdd=args.fsdd)
+                progress=not args.no_progress and sys.stderr.isatty(), fsdd=args.fsdd,
+                hear=args.hear)
     text = markdown(r)
     r["markdown"] = text
     if args.write:
@@ -300,12 +306,15 @@ def _add_all(bsub, add) -> None:
                                    "default preset, or the small one with --quick)")
     ba.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
                     help="trained baselines to score on the same episodes (models/baselines/)")
-    ba.add_argument("--parts", nargs="+", default=["accuracy", "peers", "stream", "frontend",
-                                                   "runtime", "protocol"],
-                    choices=["accuracy", "peers", "stream", "frontend", "runtime", "protocol"],
-                    help="which benchmarks (peers and stream need --fsdd)")
+    ba.add_argument("--parts", nargs="+", default=["accuracy", "hear", "peers", "stream",
+                                                   "frontend", "runtime", "protocol"],
+                    choices=["accuracy", "hear", "peers", "stream", "frontend", "runtime",
+                             "protocol"],
+                    help="which benchmarks (peers and stream need --fsdd, hear needs --hear)")
     ba.add_argument("--fsdd", metavar="DIR", help="real recordings for the peers and stream "
                     "tables ({digit}_{speaker}_{i}.wav, as FSDD); without it they are skipped")
+    ba.add_argument("--hear", metavar="FILE", help="a hear set (tessera corpus hear) for the "
+                                               "real-people table (skipped without it)")
     ba.add_argument("--write", metavar="MD", help="put the tables between the bench markers "
                     "of this Markdown file (e.g. BENCHMARKS.md), keeping the rest")
     ba.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -411,6 +420,9 @@ def _add_hear(bsub, add) -> None:
     h.add_argument("models", nargs="*", help="model.pt files")
     h.add_argument("--data", required=True, help="hear set .npz (tessera corpus hear)")
     h.add_argument("--episodes", type=positive_int, default=300, help="episodes per cell")
+    h.add_argument("--voice-norm", type=int, default=0, metavar="N",
+                   help="also score each model with every embedding minus the mean of N other "
+                        "recordings of the same person (measured, not on the chip)")
     h.add_argument("--gru-epochs", type=int, default=0,
                    help="also train the GRU for this many epochs and score it")
     h.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

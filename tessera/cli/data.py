@@ -72,7 +72,7 @@ def cmd_corpus_real(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_hear(args: argparse.Namespace) -> int:
-    from tessera.trainer.evaluation.hear import build_hear_set
+    from tessera.trainer.data.hearset import build_hear_set
 
     if not (args.dsp or args.asc or args.fsdd):
         raise InputError("corpus hear: give at least one of --dsp, --asc, --fsdd")

@@ -68,7 +68,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     from tessera.runtime.threads import set_blas_threads
     from tessera.tools.hear_ladder import parse_factors
-    from tessera.trainer.evaluation.hear import load_hear_set
+    from tessera.trainer.data.hearset import load_hear_set
     from tessera.trainer.learning.pretrain import save_model, train_classifier
 
     recipe = parse_factors(list(args.set or []))
@@ -81,7 +81,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     hs = load_hear_set(args.data, tuple(args.tts or ()))
     os.makedirs(args.out, exist_ok=True)
     net, s = train_classifier(hs, recipe, args.out, resume=args.resume,
-                              progress=show_progress(args))
+                              progress=show_progress(args), init=args.init)
     s["recipe"] = dataclasses.asdict(recipe)
     with open(os.path.join(args.out, "metrics.jsonl"), "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in s["log"])
@@ -466,6 +466,9 @@ def _add_pretrain(sub, add) -> None:
     pt.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's, 6)")
     pt.add_argument("--quick", action="store_true", help="one epoch, at most 150 s")
     pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    pt.add_argument("--init", metavar="CHECKPOINT",
+                    help="start from another pretrain run's checkpoint.pt (a second stage, "
+                         "e.g. --set objective=proto after the classifier)")
     pt.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
     pt.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 

@@ -30,3 +30,16 @@ def test_bench_all_writes_its_tables_between_markers(tmp_path):
     assert md.read_text() == f"# history\n{BEGIN}\nno end marker\n"     # untouched
     with pytest.raises(InputError, match="unknown part"):
         run_all("m.pt", "m.tsr", parts=("speed",))
+
+
+def test_the_hear_table_shows_each_group_of_people(tmp_path):
+    from tessera.tools.bench_all import markdown, run_all
+
+    r = run_all("m.pt", "m.tsr", quick=True, parts=("hear",), say=lambda _: None)
+    assert "hear" not in r["parts"]                     # skipped: no hear set given
+    r["parts"]["hear"] = dict(episodes=100, command="tessera bench hear m.pt --data h.npz",
+                              result={"choose_across_1": 61.5, "choose_across_5": 70.0,
+                                      "fsdd_within_1": 87.4})
+    text = markdown(r)
+    assert "| choose (held out, chosen on) | 61.5 / 70.0 % | - / - % |" in text
+    assert "| FSDD (validation) | - / - % | 87.4 / - % |" in text

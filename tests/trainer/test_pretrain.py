@@ -8,8 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tessera.runtime.errors import InputError  # noqa: E402
-from tessera.trainer.evaluation.hear import (HearSet, episode_accuracy, load_hear_set,  # noqa: E402
-                                             model_embeddings, score_embeddings)
+from tessera.trainer.data.hearset import HearSet, load_hear_set  # noqa: E402
+from tessera.trainer.evaluation.hear import (episode_accuracy, model_embeddings,  # noqa: E402
+                                             score_embeddings)
 from tessera.trainer.learning.model import lif_spikes, own_segments, spike  # noqa: E402
 from tessera.trainer.learning.pretrain import (Net, Recipe, embed_all, save_model,  # noqa: E402
                                                train_classifier)
@@ -134,3 +135,21 @@ def test_a_bad_hear_set_file_is_named(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a hear set"):
         load_hear_set(str(tmp_path / "junk.npz"))
+
+
+def test_people_are_split_by_name_and_never_overlap():
+    from tessera.trainer.data.real import HOLDOUT
+    from tessera.trainer.data.hearset import ASC_CHOOSE, ASC_REPORT, DSP_REPORT, split_of
+    assert {split_of("dsp", s) for s in HOLDOUT} == {"choose"}
+    assert {split_of("dsp", s) for s in DSP_REPORT} == {"report"}
+    assert {split_of("asc", s) for s in ASC_CHOOSE} == {"choose"}
+    assert {split_of("asc", s) for s in ASC_REPORT} == {"report"}
+    assert not set(HOLDOUT) & set(DSP_REPORT) and not set(ASC_CHOOSE) & set(ASC_REPORT)
+    assert split_of("dsp", "15307110252") == "train" and split_of("fsdd", "george") == "fsdd"
+
+
+def test_unseen_words_stay_out_of_training_when_asked(tmp_path):
+    hs = _toy_hear_set()
+    r = Recipe(rows=1, cols=2, tile=4, window=30, segments=3, epochs=1, batch=16, unseen=True)
+    _, s = train_classifier(hs, r)
+    assert s["classes"] == 12 - 3                   # dsp words 00, 03 and 04 left out

@@ -28,7 +28,7 @@ from ...runtime.errors import InputError
 from ...runtime.frontend import Cochlea, FrontendSpec
 
 __all__ = ["DSP_WORDS", "HOLDOUT", "read_flac", "dsp_items", "build_real_corpus",
-           "build_people_corpus"]
+           "build_people_corpus", "voice_copy"]
 
 #: DSPSpeech-20's words in its label order (README of the data set), as ``lang:word`` keys.
 DSP_WORDS = ("zh:shuzi", "zh:yuyin", "zh:yuyan", "zh:shibie", "zh:zhongguo", "zh:zonggong",
@@ -77,10 +77,27 @@ def dsp_items(folder: str) -> list[tuple[str, str, int]]:
     return items
 
 
+def voice_copy(x: np.ndarray, rng: np.random.Generator, aug=None) -> tuple[np.ndarray, str]:
+    """One recording (float, -1..1) through a random new voice and channel (``aug``, default the
+    ``voice`` preset of :mod:`.augment`: speed, vocal tract, pitch, microphone, room, band,
+    noise) at a random level: int16 PCM and what was done."""
+    from .augment import AUGMENT_PRESETS, add_noise
+
+    aug = aug or AUGMENT_PRESETS["voice"]
+    speech, meta = aug.voice(x, rng)
+    peak = float(np.max(np.abs(speech))) or 1.0
+    speech = speech / peak * 10 ** (rng.uniform(-18.0, -1.0) / 20)
+    rms = float(np.sqrt(np.mean(speech ** 2)))
+    kind = str(aug.noise_kinds[int(rng.integers(len(aug.noise_kinds)))])
+    speech = add_noise(speech, rng, float(rng.uniform(*aug.snr_db)), rms, kind)
+    speech, band = aug.band(speech, rng)
+    return to_int16(speech), aug.describe(meta, band)
+
+
 def _work(args: tuple) -> list[tuple]:
     jobs, spec, seed, augment = args
     from ...runtime.threads import set_blas_threads
-    from .augment import AUGMENT_PRESETS, add_noise
+    from .augment import AUGMENT_PRESETS
 
     set_blas_threads(1)
     aug = AUGMENT_PRESETS[augment]
@@ -90,16 +107,7 @@ def _work(args: tuple) -> list[tuple]:
         x = read_flac(path)
         desc = "none"
         if copy:                                    # a new voice and channel
-            rng = np.random.default_rng([seed, index, copy])
-            speech, meta = aug.voice(x / 32768.0, rng)
-            peak = float(np.max(np.abs(speech))) or 1.0
-            speech = speech / peak * 10 ** (rng.uniform(-18.0, -1.0) / 20)
-            rms = float(np.sqrt(np.mean(speech ** 2)))
-            kind = str(aug.noise_kinds[int(rng.integers(len(aug.noise_kinds)))])
-            speech = add_noise(speech, rng, float(rng.uniform(*aug.snr_db)), rms, kind)
-            speech, band = aug.band(speech, rng)
-            desc = aug.describe(meta, band)
-            pcm = to_int16(speech)
+            pcm, desc = voice_copy(x / 32768.0, np.random.default_rng([seed, index, copy]), aug)
         else:
             pcm = to_int16(x / 32768.0)
         steps, units = np.nonzero(fe.encode(pcm))
@@ -171,18 +179,18 @@ def build_real_corpus(folder: str, out: str, *, holdout: tuple[str, ...] = HOLDO
 
 def build_people_corpus(out: str, dsp: str | None, asc: str | None, *, workers: int = 2,
                         progress: bool = True, spec: FrontendSpec | None = None) -> dict:
-    """The held-out people of the hear set (:mod:`tessera.trainer.evaluation.hear`) as a corpus
+    """The held-out people of the hear set (:mod:`tessera.trainer.data.hearset`) as a corpus
     in the SHD layout: its ``choose`` people as the validation split (what ``tessera
     calibrate`` fits on) and its ``report`` people as the test split (what it reports); every
     corpus's words are classes of their own (``dsp:NN``, ``asc:word``). Nobody here is trained on."""
     from tqdm import tqdm
 
-    from ..evaluation.hear import _items, _split_of
+    from .hearset import recordings, split_of
     from .corpus import write_corpus_h5
 
     spec = spec or FrontendSpec()
     t0 = time.time()
-    items = [it for it in _items(dsp, asc, None) if _split_of(it[1], it[3]) != "train"]
+    items = [it for it in recordings(dsp, asc, None) if split_of(it[1], it[3]) != "train"]
     if not items:
         raise InputError("corpus people: no held-out people in the folders given")
     jobs = [(i, it[0], 0) for i, it in enumerate(items)]
@@ -200,7 +208,7 @@ def build_people_corpus(out: str, dsp: str | None, asc: str | None, *, workers: 
     keys = sorted({f"{c}:{w}" for _, c, w, _ in items})
     people = sorted({(c, s) for _, c, _, s in items})
     pidx = {p: i for i, p in enumerate(people)}
-    psplit = [1 if _split_of(c, s) == "choose" else 2 for c, s in people]
+    psplit = [1 if split_of(c, s) == "choose" else 2 for c, s in people]
     write_corpus_h5(
         out, [(r[1], r[2]) for r in results], spec,
         labels=[keys.index(f"{c}:{w}") for _, c, w, _ in items],

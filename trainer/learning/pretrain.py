@@ -4,7 +4,7 @@ The ladder (BENCHMARKS.md, issue 34) found that a recurrent LIF core trained for
 plain classifier over every word of the real-voice training people hears new people as well as
 the meta-learned recipe or better, and that each of the chip's own choices (its input, readout,
 layout) costs at most a few points. This stage trains exactly the chip's core on a hear set
-(:mod:`tessera.trainer.evaluation.hear`: the same 10 ms bins of the same cochlea channels the
+(:mod:`tessera.trainer.data.hearset`: the same 10 ms bins of the same cochlea channels the
 chip reads), and writes a standard ``model.pt`` that ``tessera export``, ``eval``, ``calibrate``
 and ``train --init`` (the meta-learning stage) read.
 
@@ -225,10 +225,11 @@ def _same_run(recipe: dict) -> dict:
 
 
 def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool = False,
-                     progress: bool = False) -> tuple[Net, dict]:
+                     progress: bool = False, init: str | None = None) -> tuple[Net, dict]:
     """Train ``recipe`` on the ``train`` people of the hear set ``hs``; with ``out`` a
-    checkpoint after every epoch (``resume`` continues from it). Returns the network and a
-    summary (classes, epochs, minutes, per-epoch log)."""
+    checkpoint after every epoch (``resume`` continues from it); ``init``: start from the
+    network of another run's checkpoint (a second stage, e.g. episodes after the classifier).
+    Returns the network and a summary (classes, epochs, minutes, per-epoch log)."""
     from tqdm import tqdm
 
     torch.manual_seed(recipe.seed)
@@ -243,6 +244,16 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
     classes, y_all = np.unique(keys, return_inverse=True)
     net = Net(recipe, hs.x[0].shape[1], len(classes))
     net.scale_inputs(pad_batch([hs.x[i] for i in tr[:200]], recipe.window)[0])
+    if init:
+        st = torch.load(init, map_location="cpu", weights_only=True)
+        if st.get("format") != "tessera-pretrain/1":
+            raise InputError("pretrain: --init needs a pretrain checkpoint.pt", source=init)
+        mine = net.state()
+        bad = [k for k, v in st["state"].items() if k not in mine or mine[k].shape != v.shape]
+        if bad:
+            raise InputError(f"pretrain: --init does not fit this recipe ({', '.join(bad)})",
+                             source=init)
+        net.load_state(st["state"])
     opt = torch.optim.Adam(net.params, recipe.lr)
     rng = np.random.default_rng(recipe.seed)
     spk = hs.speaker[tr]
