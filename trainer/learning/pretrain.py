@@ -224,6 +224,57 @@ def _same_run(recipe: dict) -> dict:
     return {k: v for k, v in recipe.items() if k not in ("epochs", "time_limit_s")}
 
 
+def _batch_loss(net: Net, hs, rows: np.ndarray, y: np.ndarray, spk: np.ndarray,
+                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch's loss under the recipe's objective (and regularisers), with the classifier's
+    outputs where it has them."""
+    recipe = net.r
+    X, lens = pad_batch([hs.x[i] for i in rows], recipe.window)
+    E, z = net.embed(X, lens, train=True)
+    yt = torch.from_numpy(y)
+    out_ = None
+    if recipe.objective == "cls":
+        out_ = E @ net.p["w_cls"] + net.p["b_cls"]
+        loss = F.cross_entropy(out_, yt)
+    else:
+        loss = _episode_loss(net, E, y, spk, rng)
+        if recipe.objective == "anil":
+            out_ = net.p["scale"].detach() * (F.normalize(E, dim=1, eps=1e-8) @
+                                              F.normalize(net.p["w_cls"], dim=0, eps=1e-8))
+            loss = loss + 0.5 * F.cross_entropy(out_, yt)
+    if recipe.layout and z is not None:
+        loss = loss + net.regularisers(z)
+    return loss, out_
+
+
+def _resume(ckpt: str, net: Net, opt, rng: np.random.Generator) -> tuple[list, int]:
+    """Continue from ``ckpt`` (the same recipe but for its length): the network, the optimizer
+    and the random state restored; returns the log so far and the epochs done."""
+    st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if st.get("format") != "tessera-pretrain/1" or \
+            _same_run(dataclasses.asdict(Recipe(**json.loads(st["recipe"])))) != \
+            _same_run(dataclasses.asdict(net.r)):
+        raise InputError("pretrain --resume: the checkpoint is of another recipe (only "
+                         "epochs and time_limit_s may change)", source=ckpt)
+    net.load_state(st["state"])
+    opt.load_state_dict(st["opt"])
+    rng.bit_generator.state = json.loads(st["rng"])
+    return json.loads(st["log"]), int(st["epoch"])
+
+
+def _load_init(net: Net, init: str) -> None:
+    """Start from the network of another pretrain run's checkpoint (its shapes must fit)."""
+    st = torch.load(init, map_location="cpu", weights_only=True)
+    if st.get("format") != "tessera-pretrain/1":
+        raise InputError("pretrain: --init needs a pretrain checkpoint.pt", source=init)
+    mine = net.state()
+    bad = [k for k, v in st["state"].items() if k not in mine or mine[k].shape != v.shape]
+    if bad:
+        raise InputError(f"pretrain: --init does not fit this recipe ({', '.join(bad)})",
+                         source=init)
+    net.load_state(st["state"])
+
+
 def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool = False,
                      progress: bool = False, init: str | None = None) -> tuple[Net, dict]:
     """Train ``recipe`` on the ``train`` people of the hear set ``hs``; with ``out`` a
@@ -245,15 +296,7 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
     net = Net(recipe, hs.x[0].shape[1], len(classes))
     net.scale_inputs(pad_batch([hs.x[i] for i in tr[:200]], recipe.window)[0])
     if init:
-        st = torch.load(init, map_location="cpu", weights_only=True)
-        if st.get("format") != "tessera-pretrain/1":
-            raise InputError("pretrain: --init needs a pretrain checkpoint.pt", source=init)
-        mine = net.state()
-        bad = [k for k, v in st["state"].items() if k not in mine or mine[k].shape != v.shape]
-        if bad:
-            raise InputError(f"pretrain: --init does not fit this recipe ({', '.join(bad)})",
-                             source=init)
-        net.load_state(st["state"])
+        _load_init(net, init)
     opt = torch.optim.Adam(net.params, recipe.lr)
     rng = np.random.default_rng(recipe.seed)
     spk = hs.speaker[tr]
@@ -263,16 +306,7 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
     if out:
         os.makedirs(out, exist_ok=True)
     if resume and ckpt and os.path.exists(ckpt):
-        st = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if st.get("format") != "tessera-pretrain/1" or \
-                _same_run(dataclasses.asdict(Recipe(**json.loads(st["recipe"])))) != \
-                _same_run(dataclasses.asdict(recipe)):
-            raise InputError("pretrain --resume: the checkpoint is of another recipe (only "
-                             "epochs and time_limit_s may change)", source=ckpt)
-        net.load_state(st["state"])
-        opt.load_state_dict(st["opt"])
-        rng.bit_generator.state = json.loads(st["rng"])
-        log, first = json.loads(st["log"]), int(st["epoch"])
+        log, first = _resume(ckpt, net, opt, rng)
     t0 = time.time() - (log[-1]["seconds"] if log else 0)
     steps = (len(tr) + recipe.batch - 1) // recipe.batch
     bar = tqdm(total=recipe.epochs * steps, initial=first * steps, unit="batch",
@@ -283,26 +317,12 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
         right = tot = 0
         for b0 in range(0, len(order), recipe.batch):
             j = order[b0:b0 + recipe.batch]
-            X, lens = pad_batch([hs.x[i] for i in tr[j]], recipe.window)
-            E, z = net.embed(X, lens, train=True)
-            y = torch.from_numpy(y_all[j])
-            out_ = None
-            if recipe.objective == "cls":
-                out_ = E @ net.p["w_cls"] + net.p["b_cls"]
-                loss = F.cross_entropy(out_, y)
-            else:
-                loss = _episode_loss(net, E, y_all[j], spk[j], rng)
-                if recipe.objective == "anil":
-                    out_ = net.p["scale"].detach() * (F.normalize(E, dim=1, eps=1e-8) @
-                                                      F.normalize(net.p["w_cls"], dim=0, eps=1e-8))
-                    loss = loss + 0.5 * F.cross_entropy(out_, y)
-            if recipe.layout and z is not None:
-                loss = loss + net.regularisers(z)
+            loss, out_ = _batch_loss(net, hs, tr[j], y_all[j], spk[j], rng)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if out_ is not None:
-                right += int((out_.argmax(1) == y).sum())
+                right += int((out_.argmax(1) == torch.from_numpy(y_all[j])).sum())
                 tot += len(j)
             bar.update(1)
         log.append(dict(epoch=ep + 1, train_acc=round(right / max(tot, 1), 4),
