@@ -147,7 +147,9 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
 
 
 def _frames_heard(fw: Firmware) -> int:
-    return fw.stats["frames"] + fw.stats["bad_frames"]
+    """Whole valid frames heard: only these keep a host's hold on the link (bad frames, partial
+    frames and garbage never do; PROTOCOL.md, "One host at a time")."""
+    return fw.stats["frames"]
 
 
 def _closed(conn: socket.socket, wait_s: float = 0.1) -> bool:

@@ -59,9 +59,9 @@ def _add_sim(sub, add) -> None:
     sm = add(sub, "sim", cmd_sim, "the firmware simulator as a serial device")
     sm.add_argument("--listen", metavar="URL", help="socket://127.0.0.1:PORT")
     sm.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
-                    help="with --listen: let a host go when no whole frame has come from it "
-                         "for S seconds (idle, or trickling bytes), so the next one is served "
-                         "(default 30; 0: never)")
+                    help="with --listen: let a host go when no whole valid frame has come "
+                         "from it for S seconds (idle, trickling bytes or bad frames), so the "
+                         "next one is served (default 30; 0: never)")
     sm.add_argument("--pty", action="store_true", help="open a pseudo-terminal, print its path")
     sm.add_argument("--bind-any", action="store_true", help="allow a non-loopback address")
     sm.add_argument("--flash", default="tessera-flash.img", help="persistent flash image file")

@@ -134,7 +134,26 @@ def test_an_idle_or_trickling_host_is_let_go_and_the_next_is_served(model4, tmp_
         assert released is not None and 0.8 < released < 3, released
         c = socket.create_connection((host, int(port)))
         assert ping(c, 3)["t"] == "pong"                  # the next host is served
+        # c sends only whole frames that are bad (a flipped byte) every 0.3 s: they are
+        # answered, but never extend its hold: let go within ~1 s
+        bad = bytearray(encode_frame(msgpack.packb({"v": 4, "t": "ping", "id": 4})))
+        bad[len(bad) // 2] ^= 0xFF
+        t0, released = time.monotonic(), None
+        for _ in range(20):
+            try:
+                c.sendall(bytes(bad))
+                time.sleep(0.3)
+                while _readable(c):
+                    if c.recv(4096) == b"":
+                        raise OSError("closed")
+            except OSError:
+                released = time.monotonic() - t0
+                break
         c.close()
+        assert released is not None and 0.8 < released < 3, released
+        d = socket.create_connection((host, int(port)))
+        assert ping(d, 5)["t"] == "pong"
+        d.close()
     finally:
         p.kill()
         p.communicate()
