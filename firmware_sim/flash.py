@@ -10,6 +10,7 @@ and fsyncs the folder: a crash at any point leaves either the old or the new ima
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 
@@ -18,10 +19,13 @@ import msgpack
 from ..runtime.atomic import write_atomic
 from ..runtime.errors import InputError
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "MAX_IMAGE"]
 
 MAGIC = b"TSFL"
 HEAD = struct.Struct("<4sII")
+#: the largest image a board reads: its model (MODEL_FORMAT.md's limits keep a valid file far
+#: below this) and its words; anything larger is refused without being read
+MAX_IMAGE = 16 << 20
 
 
 def save(path: str, image: dict, crash_after_temp: bool = False) -> int:
@@ -41,9 +45,15 @@ def load(path: str) -> dict | None:
         raise InputError("the flash image is a folder (give a file name)", source=path)
     try:
         with open(path, "rb") as fh:
-            blob = fh.read()
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise InputError("the flash image is not a regular file (a device, pipe or "
+                                 "socket is never read as one)", source=path)
+            blob = fh.read(MAX_IMAGE + 1)
     except OSError as exc:
         raise InputError(f"cannot read the flash image ({exc.strerror})", source=path) from None
+    if len(blob) > MAX_IMAGE:
+        raise InputError(f"flash image larger than any valid one ({MAX_IMAGE} bytes at most)",
+                         source=path)
     if len(blob) < HEAD.size:
         raise InputError("flash image too short", source=path)
     magic, length, crc = HEAD.unpack_from(blob)

@@ -219,12 +219,36 @@ def serve_pty(fw: Firmware, faults: LinkFaults, announce=None) -> None:
 
 
 def _lock_flash(flash: str):
-    """An exclusive lock on ``flash``'s ``.lock`` file for this simulator's life: a second
-    simulator with the same flash image (two started in one folder) is refused, instead of both
-    writing one image."""
+    """Exclusive locks for this simulator's life, so that a second simulator with the same
+    flash image is refused instead of both writing one image: on the ``.lock`` file beside the
+    image's real path (a symbolic link to the image finds the same lock) and, when the image
+    exists, on the image file itself (``flock`` on its device and inode: a hard link to it finds
+    that lock). Anything at the path that is not a regular file is refused."""
     import fcntl
 
-    path = os.path.abspath(flash) + ".lock"
+    real = os.path.realpath(flash)
+    if os.path.exists(real) and not os.path.isfile(real):
+        raise InputError("the flash image must be a regular file (not a device, pipe or "
+                         "socket)", source=flash, param="flash")
+    fh = _lock_file(real + ".lock", flash)
+    if not os.path.isfile(real):
+        return (fh,)
+    image = open(real, "rb")
+    try:
+        fcntl.flock(image, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        image.close()
+        fh.close()
+        raise InputError("the flash image is in use by another simulator (through another "
+                         "name for the same file); give each simulator its own flash image",
+                         source=flash, param="flash") from None
+    return fh, image
+
+
+def _lock_file(path: str, flash: str):
+    """``path`` opened and locked (exclusive, non-blocking), with this process's id in it."""
+    import fcntl
+
     try:
         fh = open(path, "a+")
     except OSError as exc:

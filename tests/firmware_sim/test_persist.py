@@ -75,3 +75,58 @@ def test_a_damaged_flash_image_boots_empty_and_says_why(model4, tmp_path, monkey
     r = ask(fw, {"v": 4, "t": "save", "id": 9})
     assert r["name"] == "STORAGE" and not (tmp_path / "f.img.tmp").exists()
     assert img.read_bytes() == bytes(blob)
+
+
+def test_a_flash_path_that_is_not_a_regular_file_or_too_large_is_refused_unread(tmp_path):
+    import os
+
+    import pytest
+
+    from tessera.firmware_sim import flash
+    from tessera.runtime.errors import InputError
+
+    with pytest.raises(InputError, match="not a regular file"):
+        flash.load("/dev/zero")                       # read without bound, it never ends
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)      # a writer, so opening it does not block
+    try:
+        with pytest.raises(InputError, match="not a regular file"):
+            flash.load(str(fifo))
+    finally:
+        os.close(fd)
+    big = tmp_path / "big.img"
+    with open(big, "wb") as fh:
+        fh.truncate(flash.MAX_IMAGE + 10)              # sparse: no disk used
+    with pytest.raises(InputError, match="larger than any valid"):
+        flash.load(str(big))
+
+
+def test_one_flash_file_under_two_names_serves_one_simulator(model4, tmp_path):
+    """A symbolic link and a hard link to a held image are refused (the lock follows the file,
+    not the name), and so is a device given as the image."""
+    import os
+
+    import pytest
+
+    from tessera.firmware_sim import sim
+    from tessera.runtime.errors import InputError
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do("save", {})
+    held = sim._lock_flash(str(img))
+    try:
+        (tmp_path / "sym.img").symlink_to(img)
+        os.link(img, tmp_path / "hard.img")
+        for other in ("sym.img", "hard.img"):
+            with pytest.raises(InputError, match="in use by another simulator"):
+                sim._lock_flash(str(tmp_path / other))
+        with pytest.raises(InputError, match="regular file"):
+            sim._lock_flash("/dev/zero")
+    finally:
+        for f in held:
+            f.close()
+    for f in sim._lock_flash(str(tmp_path / "hard.img")):   # free again once released
+        f.close()
