@@ -5,20 +5,30 @@ image goes through the same checks as the wire."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 
 import numpy as np
 
-from ..protocol.framing import encode_frame
+from ..protocol.framing import MAX_WIRE, encode_frame
 from ..protocol.messages import ProtocolError, encode
 from ..runtime.errors import InputError
 from ..runtime.model_format import pack_ints, unpack_ints
 from . import flash
 from .params import MAX_NEGATIVES, apply_threshold, check_param
 
-__all__ = ["restore_image", "write_image", "persist", "PERSISTED_ANSWERS"]
+__all__ = ["restore_image", "write_image", "persist", "body_digest", "PERSISTED_ANSWERS"]
 
 PERSISTED_ANSWERS = 32
+#: bytes of the digest a stored answer is matched on
+DIGEST_BYTES = 16
+
+
+def body_digest(body: bytes) -> bytes:
+    """What a stored answer is matched on besides its id: BLAKE2b (128 bits) of the whole request
+    body, so a retry is answered from the store only when it is the same request byte for byte
+    (a CRC-32 can be forged by four bytes in a field)."""
+    return hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest()
 
 
 def restore_image(fw, image: dict) -> None:
@@ -51,17 +61,19 @@ def restore_image(fw, image: dict) -> None:
         chip.cochlea.restore_level_state(unpack_ints(image["voice_level"], "voice_level"),
                                          image.get("voice_heard", 0))
     fw.flash_generation = int(image.get("generation", 0))
-    for entry in image.get("answers", []):
-        if isinstance(entry, list) and len(entry) == 2:      # images before the body CRC
-            entry = [entry[0], None, entry[1]]
+    entries = image.get("answers", [])
+    for entry in entries[-PERSISTED_ANSWERS:] if isinstance(entries, list) else ():
+        # [id, digest, answer frame]; images before the digest (a CRC-32 or none) keep no
+        # answers: a retry of theirs runs again rather than match a body it cannot check
         if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)
-                and (entry[1] is None or isinstance(entry[1], int))
-                and isinstance(entry[2], bytes)):
+                and not isinstance(entry[0], bool) and 0 < entry[0] < 2**32
+                and isinstance(entry[1], bytes) and len(entry[1]) == DIGEST_BYTES
+                and isinstance(entry[2], bytes) and 0 < len(entry[2]) <= MAX_WIRE):
             fw.persisted[entry[0]] = (entry[1], entry[2])
     fw.answers.update(fw.persisted)
 
 
-def write_image(fw, answers: OrderedDict[int, tuple[int | None, bytes]]) -> int:
+def write_image(fw, answers: OrderedDict[int, tuple[bytes, bytes]]) -> int:
     """The model, readout, parameters and the persisted ``answers`` to flash (atomic); returns
     its size."""
     chip = fw.need_chip()
@@ -86,12 +98,12 @@ def write_image(fw, answers: OrderedDict[int, tuple[int | None, bytes]]) -> int:
     return size
 
 
-def persist(fw, rid: int, crc: int, reply: dict) -> bytes:
+def persist(fw, rid: int, digest: bytes, reply: dict) -> bytes:
     """Write the state an enroll/forget left, with its answer, before answering; if the flash
     fails the change stays in RAM and the answer says ``saved`` false. Returns the answer's
     frame."""
     answers = OrderedDict(fw.persisted)
-    answers[rid] = (crc, encode_frame(encode(dict(reply, saved=True), fw.host_version)))
+    answers[rid] = (digest, encode_frame(encode(dict(reply, saved=True), fw.host_version)))
     answers.move_to_end(rid)
     while len(answers) > PERSISTED_ANSWERS:
         answers.popitem(last=False)

@@ -54,6 +54,9 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
     "reboot": {},
 }
 
+#: the fields every request may carry besides its own: type, id, protocol version
+ENVELOPE = ("t", "id", "v")
+
 #: the message types a device sends
 ANSWERS = ("ack", "a", "hello", "result", "classes", "stats", "params", "pong", "error", "event")
 
@@ -167,6 +170,10 @@ def check_fields(msg: dict) -> None:
     spec = REQUESTS.get(msg["t"])
     if spec is None:
         raise ProtocolError("UNKNOWN_TYPE", f"unknown message type {msg['t']!r}")
+    extra = sorted(str(k) for k in msg if k not in spec and k not in ENVELOPE)
+    if extra:                              # refused, never ignored: a field no handler reads
+        raise ProtocolError("BAD_FIELD", f"{msg['t']}: unknown field(s) "  # cannot hide in a
+                                         f"{', '.join(repr(k[:32]) for k in extra[:4])}")  # retry
     for name, (kind, required) in spec.items():
         if name not in msg:
             if required:

@@ -130,3 +130,37 @@ def test_one_flash_file_under_two_names_serves_one_simulator(model4, tmp_path):
             f.close()
     for f in sim._lock_flash(str(tmp_path / "hard.img")):   # free again once released
         f.close()
+
+
+def test_a_retry_is_answered_from_the_store_only_for_the_same_body(model4, tmp_path):
+    """Retries are matched on the whole body (a BLAKE2b digest), not id + CRC-32; a field no
+    handler reads is refused, so nothing can be hidden in one to forge a match."""
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    dec = FrameDecoder()
+
+    def req(msg):
+        return [decode(b) for b in dec.feed(fw.receive(encode_frame(encode(msg))))][-1]
+
+    first = {"t": "set_param", "id": 7, "name": "threshold", "value": 0.5}
+    assert req(first)["t"] == "ack" and fw.params["threshold"] == 0.5
+    dups = fw.stats["duplicates"]
+    assert req(first)["t"] == "ack" and fw.stats["duplicates"] == dups + 1     # a true retry
+    other = dict(first, value=0.6)                        # the same id, another body
+    assert req(other)["t"] == "ack" and fw.params["threshold"] == 0.6
+    assert fw.stats["duplicates"] == dups + 1
+    padded = dict(first, id=8, pad=b"\x00\x01\x02\x03")   # an extra field: refused, not ignored
+    r = req(padded)
+    assert r["t"] == "error" and r["name"] == "BAD_FIELD" and "unknown field" in r["message"]
+    # the store in flash keeps digests; answers an old image kept by CRC-32 are not restored
+    fw.do("save", {})
+    image = flash.load(str(img))
+    kept = encode_frame(encode({"t": "ack", "id": 13}))
+    image["answers"] = [[9, 123456, b"\x01\x02"], [10, None, b"\x01"], [11, b"\x00" * 16, b""],
+                        [12, b"\x00" * 16, b"\x05" * 100_000], [13, b"\x07" * 16, kept]]
+    flash.save(str(img), image)
+    again = Firmware(str(img))
+    assert again.chip is not None and dict(again.persisted) == {13: (b"\x07" * 16, kept)}
