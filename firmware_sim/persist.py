@@ -22,6 +22,8 @@ __all__ = ["restore_image", "write_image", "persist", "body_digest", "PERSISTED_
 PERSISTED_ANSWERS = 32
 #: bytes of the digest a stored answer is matched on
 DIGEST_BYTES = 16
+#: flash generations count up to below this (a restored image's count is checked against it)
+MAX_GENERATION = 1 << 32
 
 
 def body_digest(body: bytes) -> bytes:
@@ -60,7 +62,12 @@ def restore_image(fw, image: dict) -> None:
     if image.get("voice_level") is not None:    # the front-end's running level (its person)
         chip.cochlea.restore_level_state(unpack_ints(image["voice_level"], "voice_level"),
                                          image.get("voice_heard", 0))
-    fw.flash_generation = int(image.get("generation", 0))
+    generation = image.get("generation", 0)
+    if not isinstance(generation, int) or isinstance(generation, bool) \
+            or not 0 <= generation < MAX_GENERATION:
+        raise InputError(f"flash image: generation {str(generation)[:24]} is not a count in "
+                         f"0..{MAX_GENERATION - 1}")
+    fw.flash_generation = generation
     entries = image.get("answers", [])
     for entry in entries[-PERSISTED_ANSWERS:] if isinstance(entries, list) else ():
         # [id, digest, answer frame]; images before the digest (a CRC-32 or none) keep no
@@ -90,11 +97,16 @@ def write_image(fw, answers: OrderedDict[int, tuple[bytes, bytes]]) -> int:
              "voice_level": None if voice is None else pack_ints(voice[0], 32),
              "voice_heard": None if voice is None else voice[1],
              "answers": [[k, c, v] for k, (c, v) in answers.items()]}
+    if image["generation"] >= MAX_GENERATION:       # a count that cannot overflow: it stops
+        image["generation"] = MAX_GENERATION - 1      # at its largest (a restore checks it)
     try:
         size = flash.save(fw.flash_path, image, crash_after_temp=fw.crash_during_save)
     except OSError as exc:
         raise ProtocolError("STORAGE", f"flash write failed: {exc.strerror}") from None
-    fw.flash_generation += 1
+    except (ValueError, TypeError, OverflowError) as exc:   # never past the handler: refused
+        raise ProtocolError("STORAGE", f"flash image not written ({type(exc).__name__})") \
+            from None
+    fw.flash_generation = image["generation"]
     return size
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import msgpack
 
 from ..runtime.errors import TesseraError
+from ..runtime.labels import MAX_LABEL, label_problem  # noqa: F401 (MAX_LABEL: re-exported)
 from .framing import MAX_BODY, FrameError
 
 __all__ = ["VERSION", "SUPPORTED", "REQUESTS", "ANSWERS", "ERRORS", "CODES", "ProtocolError",
@@ -187,19 +188,11 @@ def check_fields(msg: dict) -> None:
             check_label(v, msg["t"])
 
 
-#: The longest word label a device keeps (characters).
-MAX_LABEL = 64
-
-
 def check_label(label: str, where: str = "enroll") -> None:
-    """A word's label: 1..MAX_LABEL characters, not only spaces, no control characters."""
-    if not label.strip():
-        raise ProtocolError("BAD_FIELD", f"{where}: the label is empty or only spaces")
-    if len(label) > MAX_LABEL:
-        raise ProtocolError("BAD_FIELD", f"{where}: the label has {len(label)} characters "
-                                         f"(at most {MAX_LABEL})")
-    if any(ord(c) < 32 or ord(c) == 127 for c in label):
-        raise ProtocolError("BAD_FIELD", f"{where}: the label holds a control character")
+    """A word's label, by the one rule (:func:`tessera.runtime.labels.label_problem`)."""
+    problem = label_problem(label)
+    if problem:
+        raise ProtocolError("BAD_FIELD", f"{where}: {problem}")
 
 
 def error_message(rid: int, name: str, text: str) -> dict:

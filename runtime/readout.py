@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .errors import InputError
+from .labels import label_problem
 from .rram import RRAMArray, RRAMConfig
 from .tables import ChipTables
 
@@ -155,10 +156,9 @@ class Readout:
         names = list(self.names)
         plan = []
         for label, shots in shots_by_label.items():
-            if not isinstance(label, str) or not label or len(label) > 64:
-                raise InputError("label must be a non-empty string of at most 64 characters")
-            if label.lower() == "none":
-                raise InputError("'none' is the answer for no enrolled word; choose another label")
+            problem = label_problem(label)
+            if problem:
+                raise InputError(problem)
             if not shots:
                 raise InputError(f"no shots for {label!r}")
             P = []
@@ -207,8 +207,16 @@ class Readout:
         if levels.shape != (self.tab.features, k) or len(state["classes"]) != k \
                 or len(state["shots"]) != k or len(state["exps"]) != k:
             raise InputError("stored readout does not fit the model")
+        names = list(state["classes"])
+        for name in names:              # the wire's rule for every stored label
+            problem = None if name is None else label_problem(name)
+            if problem:
+                raise InputError(f"stored label {str(name)[:32]!r}: {problem}")
+        taken = [n for n in names if n is not None]
+        if len(set(taken)) != len(taken):
+            raise InputError("stored labels: one label in two columns")
         self.arr.program_columns(np.arange(k), levels)
-        self.names = list(state["classes"])
+        self.names = names
         self.shots = np.asarray(state["shots"], np.int64)
         self.exps = np.asarray(state["exps"], np.int64)
         self.refresh()

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 
 from helpers import ask
 
@@ -164,3 +166,42 @@ def test_a_retry_is_answered_from_the_store_only_for_the_same_body(model4, tmp_p
     flash.save(str(img), image)
     again = Firmware(str(img))
     assert again.chip is not None and dict(again.persisted) == {13: (b"\x07" * 16, kept)}
+
+
+@pytest.mark.parametrize("bad", [["x" * 3000], ["a", "a"], ["none"], [7], ["tab\there"]])
+def test_labels_from_flash_go_through_the_wires_rule(model4, tmp_path, bad):
+    """A flash image with a valid CRC is not believed: its labels meet the one label rule (the
+    wire's), and one that fails boots the board without the image, saying why."""
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do("save", {})
+    image = flash.load(str(img))
+    image["classes"] = bad + image["classes"][len(bad):]
+    flash.save(str(img), image)
+    again = Firmware(str(img))
+    assert again.chip is None and "label" in (again.boot_error or "")
+
+
+@pytest.mark.parametrize("generation", [2**64 - 1, -1, "7", True])
+def test_a_flash_generation_out_of_range_is_refused_and_never_overflows(model4, tmp_path,
+                                                                        generation):
+    from tessera.firmware_sim import flash, persist
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do("save", {})
+    image = flash.load(str(img))
+    image["generation"] = generation
+    flash.save(str(img), image)
+    again = Firmware(str(img))
+    assert again.chip is None and "generation" in (again.boot_error or "")
+    # the largest count a restore takes: the next save keeps it there instead of overflowing
+    image["generation"] = persist.MAX_GENERATION - 1
+    flash.save(str(img), image)
+    top = Firmware(str(img))
+    assert top.chip is not None and top.do("save", {})["t"] == "ack"
+    assert flash.load(str(img))["generation"] == persist.MAX_GENERATION - 1
