@@ -215,6 +215,11 @@ class Readout:
         taken = [n for n in names if n is not None]
         if len(set(taken)) != len(taken):
             raise InputError("stored labels: one label in two columns")
+        for key, hi in (("shots", 1 << 31), ("exps", 63)):   # registers: bounded counts
+            vals = state[key]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < hi
+                       for v in vals):
+                raise InputError(f"stored readout: {key} outside 0..{hi - 1}")
         self.arr.program_columns(np.arange(k), levels)
         self.names = names
         self.shots = np.asarray(state["shots"], np.int64)

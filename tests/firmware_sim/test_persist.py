@@ -205,3 +205,19 @@ def test_a_flash_generation_out_of_range_is_refused_and_never_overflows(model4, 
     top = Firmware(str(img))
     assert top.chip is not None and top.do("save", {})["t"] == "ack"
     assert flash.load(str(img))["generation"] == persist.MAX_GENERATION - 1
+
+
+@pytest.mark.parametrize("key,value", [("shots", -1), ("shots", 2**40), ("exps", 99),
+                                       ("exps", "1")])
+def test_readout_registers_from_flash_are_bounded(model4, tmp_path, key, value):
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do("save", {})
+    image = flash.load(str(img))
+    image[key] = [value] + image[key][1:]
+    flash.save(str(img), image)
+    again = Firmware(str(img))
+    assert again.chip is None and key in (again.boot_error or "")
