@@ -119,6 +119,9 @@ class Firmware:
                                 f"{t.tile}, {t.inputs} inputs, {t.max_classes} classes exceeds "
                                 f"this device ({cap.max_rows}x{cap.max_cols} of {cap.max_tile}, "
                                 f"{cap.max_inputs} inputs, {cap.max_classes} classes)")
+        if t.steps * t.bin_ms > cap.max_window_ms:    # before anything sized by the window
+            raise ProtocolError("MODEL_REJECTED", f"model window {t.steps} steps of {t.bin_ms} "
+                                f"ms exceeds this device ({cap.max_window_ms} ms at most)")
         try:
             chip = Chip(model, RRAMConfig(write_noise=float(self.params["write_noise"]),
                                           seed=self.seed))
@@ -145,16 +148,18 @@ class Firmware:
             chip = Chip(model, RRAMConfig(write_noise=0.0, seed=self.seed))
             tab = chip.tab
             ms = tab.steps * tab.bin_ms
-            loud = np.zeros((ms, tab.channels_total), np.uint8)
+            part = min(ms, 1000)                   # the window streamed 1 s at a time
+            loud = np.zeros((part, tab.channels_total), np.uint8)
             loud[::3, tab.channels] = 1
             for frames in (np.zeros_like(loud), loud):
-                chip.reset()
-                chip.run(frames)
-                phi = chip.features()
-                chip.enroll("probe", [phi])
-                chip.reset()
-                chip.run(frames)
-                chip.predict()
+                for step in ("enroll", "predict"):
+                    chip.reset()
+                    for start in range(0, ms, part):
+                        chip.run(frames[:min(part, ms - start)])
+                    if step == "enroll":
+                        chip.enroll("probe", [chip.features()])
+                    else:
+                        chip.predict()
             chip.reset()
             chip.cochlea.process(np.zeros(tab.bin_ms * SAMPLE_RATE // 1000, np.int16))
         except ProtocolError:

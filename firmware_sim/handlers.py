@@ -32,6 +32,7 @@ class Capabilities:
     max_tile = 16
     max_inputs = 256
     max_classes = 64
+    max_window_ms = 10_000          # a model's window (steps x bin_ms) at most: 10 s
     weight_bits = [2, 3, 4, 5, 6, 7, 8]
     encodings = ["events", "bitmap", "pcm16"]
     sample_rates = [SAMPLE_RATE]

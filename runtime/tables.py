@@ -123,16 +123,57 @@ def _fields(d, spec: dict, where: str) -> dict:
         raise InputError(f"model field {where}.{unknown[0]} is not known (this reader knows "
                          f"{', '.join(spec)})")
     out = {}
-    for key, kind in spec.items():
-        if kind == "array":
-            out[key] = unpack_ints(_req(d, key, dict, where), f"{where}.{key}")
-        elif kind == "decay":
-            v = _req(d, key, object, where)
-            out[key] = unpack_ints(v, f"{where}.{key}") if isinstance(v, dict) \
-                else _req(d, key, int, where)
-        else:
+    for key, kind in spec.items():                 # the scalars first: they size the arrays
+        if kind == "decay" and not isinstance(d.get(key), dict):
+            out[key] = _req(d, key, int, where)
+        elif kind not in ("array", "decay"):
             out[key] = _req(d, key, kind, where)
+    expect = _EXPECTED[where](out, d)
+    for key, kind in spec.items():                 # every array's declared shape is checked
+        if key in out:                             # against the model's own dimensions
+            continue                               # before anything is inflated or allocated
+        v = _req(d, key, dict, where)
+        shape = v.get("shape")
+        want = expect.get(key)
+        if want is not None and shape != list(want) and not (
+                kind == "decay" and shape == [want[0]]):
+            raise InputError(f"model field {where}.{key} declares shape {str(shape)[:40]}, the "
+                             f"model's dimensions need {list(want)}")
+        out[key] = unpack_ints(v, f"{where}.{key}")
     return out
+
+
+def _int(g: dict, key: str, lo: int, hi: int, where: str) -> int:
+    v = g.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise InputError(f"model field {where}.{key} must be {lo}..{hi}, got {str(v)[:24]}")
+    return v
+
+
+def _core_shapes(g: dict, d: dict) -> dict:
+    """The shapes the core's arrays must have, from its scalars (refused first when they
+    exceed the size limits: nothing is sized from an unchecked number)."""
+    rows, cols, t = (_int(g, k, 1, 4096, "core") for k in ("rows", "cols", "tile"))
+    n, tiles = rows * cols * t, rows * cols
+    if n > 4096:
+        raise InputError(f"the model is larger than any chip this emulates: {n} neurons "
+                         f"(<= 4096)")
+    inputs = _int(g, "inputs", 1, 4096, "core")
+    routes = d.get("routes")
+    shape = routes.get("shape") if isinstance(routes, dict) else None
+    p = shape[0] if (isinstance(shape, list) and len(shape) == 2 and isinstance(shape[0], int)
+                     and not isinstance(shape[0], bool) and 0 <= shape[0] <= tiles * tiles) \
+        else 0
+    return {"channels": (inputs,), "w_in": (inputs, n), "shift_in": (tiles,), "bias": (n,),
+            "leak_mult": (n,), "trace_mult": (n,), "routes": (p, 3), "w_rec": (p, t, t),
+            "shift_rec": (p,)}
+
+
+def _readout_shapes(g: dict, d: dict) -> dict:
+    return {"exp2": (1 << _int(g, "logit_frac", 0, 16, "readout"),)}
+
+
+_EXPECTED = {"core": _core_shapes, "readout": _readout_shapes}
 
 
 def design_rules(g: dict) -> list[tuple[str, bool, str]]:
