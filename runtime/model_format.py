@@ -96,8 +96,13 @@ def _inflate(blob: bytes, size: int, name: str, what: str) -> bytes:
     return out
 
 
-def unpack_ints(d, name: str) -> np.ndarray:
-    """Inverse of :func:`pack_ints`, with the checks a file from elsewhere needs."""
+def unpack_ints(d, name: str, expect: tuple | None = None) -> np.ndarray:
+    """Inverse of :func:`pack_ints`, with the checks a file from elsewhere needs; ``expect``:
+    the shape the reader's own dimensions need, checked on the declared shape before anything
+    is inflated or allocated."""
+    if expect is not None and isinstance(d, dict) and d.get("shape") != list(expect):
+        raise InputError(f"model field {name} declares shape {str(d.get('shape'))[:40]}, the "
+                         f"model's dimensions need {list(expect)}")
     if not isinstance(d, dict) or set(d) - {"mask", "deflate"} != {"shape", "bits", "signed",
                                                                     "data"}:
         raise InputError(f"model field {name!r}: not a packed array")

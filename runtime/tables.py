@@ -132,14 +132,7 @@ def _fields(d, spec: dict, where: str) -> dict:
     for key, kind in spec.items():                 # every array's declared shape is checked
         if key in out:                             # against the model's own dimensions
             continue                               # before anything is inflated or allocated
-        v = _req(d, key, dict, where)
-        shape = v.get("shape")
-        want = expect.get(key)
-        if want is not None and shape != list(want) and not (
-                kind == "decay" and shape == [want[0]]):
-            raise InputError(f"model field {where}.{key} declares shape {str(shape)[:40]}, the "
-                             f"model's dimensions need {list(want)}")
-        out[key] = unpack_ints(v, f"{where}.{key}")
+        out[key] = unpack_ints(_req(d, key, dict, where), f"{where}.{key}", expect.get(key))
     return out
 
 
@@ -311,7 +304,7 @@ def frontend_of(tab: ChipTables, source: str = "<model>"):
         if ("poles" in fe) != ("fc_mhz" in fe):
             raise ValueError("frontend.poles and frontend.fc_mhz come together or not at all")
         if "poles" in fe:
-            fixed = unpack_ints(fe["poles"], "frontend.poles")
+            fixed = unpack_ints(fe["poles"], "frontend.poles", (tab.inputs, spec.order, 4))
             fc = np.asarray(fe["fc_mhz"], np.float64) / 1000.0
         else:                          # format 4: derived exactly from the spec (runtime/poles.py)
             if spec.channels != tab.channels_total:
@@ -354,5 +347,5 @@ def level_eq_of(d, inputs: int):
     for k in names:
         if k in d and (isinstance(d[k], bool) or not isinstance(d[k], int)):
             raise ValueError(f"frontend.eq.{k} must be an integer")
-    ref = unpack_ints(d["ref"], "frontend.eq.ref")
+    ref = unpack_ints(d["ref"], "frontend.eq.ref", (inputs,))
     return LevelEq(ref, **{k: d[k] for k in names if k in d}).check(inputs)

@@ -59,3 +59,18 @@ def test_a_legal_model_with_a_huge_window_is_refused_before_the_window_is_alloca
     assert seconds < 2 and peak < 64, (seconds, peak)
     fw.install(open(model4, "rb").read())            # and the board still takes a good model
     assert fw.chip is not None
+
+
+def test_a_bomb_in_the_front_ends_poles_or_level_reference_is_refused_unread(model4):
+    m = read_model(model4)
+    m.frontend["poles"] = _bomb(16 << 23)
+    m.frontend["fc_mhz"] = [1000] * m.core["inputs"]
+    fw = Firmware(flash_path=None)
+    seconds, peak = _refused(fw, encode_model(m), "frontend.poles declares shape")
+    assert seconds < 2 and peak < 64, (seconds, peak)
+    m = read_model(model4)
+    if m.frontend.get("eq") is None:
+        pytest.skip("the factory model has no level equalization")
+    m.frontend["eq"] = dict(m.frontend["eq"], ref=_bomb(16 << 23))
+    seconds, peak = _refused(fw, encode_model(m), "frontend.eq.ref declares shape")
+    assert seconds < 2 and peak < 64, (seconds, peak)
