@@ -51,12 +51,13 @@ def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
             out["parts"]["accuracy"] = _accuracy(model, data, tmp, quick, compare, progress)
         out["parts"]["accuracy"]["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     if "hear" in parts and hear:
+        from ..trainer.data.hearset import load_hear_set
         from ..trainer.evaluation.hear import score_model
 
         say("hear: the model on the hear set's people ...")
         episodes = 100 if quick else 300
         out["parts"]["hear"] = dict(
-            result=score_model(hear, model, episodes), episodes=episodes,
+            result=score_model(load_hear_set(hear), model, episodes), episodes=episodes,
             command=f"tessera bench hear {_rel(model)} --data {_rel(hear)} --episodes {episodes}")
     elif "hear" in parts:
         say("hear: skipped (needs --hear FILE, a hear set from tessera corpus hear)")

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import sys
 
-__all__ = ["run", "parse_factors"]
+__all__ = ["run"]
 
 
 def run(hs_path: str, recipe, threads: int = 1, tts: tuple = (), init: str | None = None,
@@ -25,44 +25,28 @@ def run(hs_path: str, recipe, threads: int = 1, tts: tuple = (), init: str | Non
     import torch
 
     from ..trainer.data.hearset import load_hear_set
-    from ..trainer.evaluation.hear import score_embeddings
+    from ..trainer.evaluation.hear import score_features
     from ..trainer.learning.pretrain import embed_all, train_classifier
     torch.set_num_threads(threads)
     hs = load_hear_set(hs_path, tts)
     net, summary = train_classifier(hs, recipe, out, init=init)
-    ev = hs.where(split=["choose", "report", "fsdd"])
-    import numpy as np
-    E = np.zeros((len(hs), net.width), np.float32)
-    E[ev] = embed_all(net, hs, ev)
+    scores = score_features(hs, lambda idx: embed_all(net, hs, idx))
     return dict(recipe=dataclasses.asdict(recipe), tts=list(tts), minutes=summary["minutes"],
-                log=summary["log"], scores=score_embeddings(E, hs))
-
-
-def parse_factors(items: list[str]):
-    """``factor=value`` words into a :class:`~tessera.trainer.learning.pretrain.Recipe`."""
-    from ..trainer.learning.pretrain import Recipe
-    types = {f.name: f.type for f in dataclasses.fields(Recipe)}
-    kw = {}
-    for item in items:
-        k, _, v = item.partition("=")
-        if k not in types:
-            raise SystemExit(f"unknown factor {k!r} (one of {', '.join(types)})")
-        t = str(types[k])
-        kw[k] = (v.lower() in ("1", "true")) if "bool" in t else int(v) if "int" in t else \
-            float(v) if "float" in t else v
-    return Recipe(**kw)
+                log=summary["log"], scores=scores)
 
 
 def main(argv: list[str]) -> None:
     hs_path, out, name = argv[:3]
     if name.startswith("model="):
+        from ..trainer.data.hearset import load_hear_set
         from ..trainer.evaluation.hear import score_model
-        res = dict(model=name[6:], scores=score_model(hs_path, name[6:]))
+        res = dict(model=name[6:], scores=score_model(load_hear_set(hs_path), name[6:]))
     else:
         opts = {a.split("=")[0]: a.split("=", 1)[1] for a in argv[3:]
                 if a.split("=")[0] in ("tts", "init", "out")}
-        res = dict(name=name, **run(hs_path, parse_factors([a for a in argv[3:] if a.split("=")[0]
-                                                            not in opts]),
+        from ..trainer.learning.pretrain import recipe_from_factors
+        res = dict(name=name, **run(hs_path, recipe_from_factors([a for a in argv[3:]
+                                                                  if a.split("=")[0] not in opts]),
                                     tts=tuple(v for v in opts.get("tts", "").split(",") if v),
                                     init=opts.get("init"), out=opts.get("out")))
         res.update({k: v for k, v in opts.items() if k != "tts"})

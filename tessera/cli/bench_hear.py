@@ -10,62 +10,55 @@ from .common import NO_PROGRESS, emit, positive_int, show_progress, stage
 __all__ = ["register_bench_hear", "hear_table"]
 
 
-HEAR_COLUMNS = [(f"{split}_{mode}_{shots}", f"{label} {mode} {shots}")
-                for split, label in (("choose", "choose"), ("report", "report"), ("fsdd", "FSDD"),
-                                     ("unseen", "choose, unseen words"))
+HEAR_COLUMNS = [f"{split}_{mode}_{shots}" for split in ("choose", "report", "fsdd", "unseen")
                 for mode in ("within", "across") for shots in (1, 5)]
 
 
 def hear_table(rows: list[dict]) -> str:
     """The rows of ``bench hear`` as a text table (one column per split, mode and shots)."""
-    head = "model".ljust(34) + " ".join(f"{c.split('_')[0][:6]:>6}" for c, _ in HEAR_COLUMNS)
-    sub = " " * 34 + " ".join(f"{c.split('_')[1][0] + c.split('_')[2]:>6}" for c, _ in HEAR_COLUMNS)
+    head = "model".ljust(34) + " ".join(f"{c.split('_')[0][:6]:>6}" for c in HEAR_COLUMNS)
+    sub = " " * 34 + " ".join(f"{c.split('_')[1][0] + c.split('_')[2]:>6}" for c in HEAR_COLUMNS)
     out = [head, sub]
     for r in rows:
         out.append(r["name"][-34:].ljust(34) + " ".join(
-            f"{r['scores'].get(c, float('nan')):6.1f}" for c, _ in HEAR_COLUMNS))
+            f"{r['scores'].get(c, float('nan')):6.1f}" for c in HEAR_COLUMNS))
     return "\n".join(out)
 
 
 def cmd_bench_hear(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from tessera.trainer.evaluation.hear import score_model
+    from tessera.trainer.data.hearset import load_hear_set
+    from tessera.trainer.evaluation.hear import (SCORED, model_embeddings, peer_embeddings,
+                                                 score_features)
+    from tessera.trainer.learning.storage import load_model
 
-    rows = [dict(name=m, scores=score_model(args.data, m, args.episodes)) for m in args.models]
-    if args.voice_norm:
-        rows += [dict(name=f"{m}, voice-centred ({args.voice_norm})",
-                      scores=score_model(args.data, m, args.episodes, args.voice_norm))
-                 for m in args.models]
+    hs = load_hear_set(args.data)
+    idx = hs.where(split=list(SCORED))
+    rows = []
+    for m in args.models:
+        phi = model_embeddings(load_model(m), hs, idx)        # once for every row of the model
+        rows.append(dict(name=m, scores=score_features(hs, lambda _: phi, args.episodes)))
+        if args.voice_norm:
+            rows.append(dict(name=f"{m}, voice-centred ({args.voice_norm})",
+                             scores=score_features(hs, lambda _: phi, args.episodes,
+                                                   args.voice_norm)))
     if args.gru_epochs:
-        import numpy as np
         import torch
 
-        from tessera.trainer.data.hearset import load_hear_set
-        from tessera.trainer.evaluation.hear import score_embeddings
         from tessera.trainer.learning.pretrain import Recipe, embed_all, train_classifier
         torch.set_num_threads(2)
-        hs = load_hear_set(args.data)
         rec = dataclasses.replace(Recipe(model="gru"), epochs=args.gru_epochs)
         stage(args, f"training the GRU for {args.gru_epochs} epochs (the same data and recipe)")
         net, s = train_classifier(hs, rec, progress=show_progress(args))
-        ev = hs.where(split=["choose", "report", "fsdd"])
-        E = np.zeros((len(hs), net.width), np.float32)
-        E[ev] = embed_all(net, hs, ev)
         rows.append(dict(name=f"GRU(128), {args.gru_epochs} epochs, {s['minutes']} min",
-                         scores=score_embeddings(E, hs, args.episodes)))
+                         scores=score_features(hs, lambda i: embed_all(net, hs, i),
+                                               args.episodes)))
     if args.peer:
-        import numpy as np
-
-        from tessera.trainer.data.hearset import load_hear_set
-        from tessera.trainer.evaluation.hear import peer_embeddings, score_embeddings
-        hs = load_hear_set(args.data)
-        ev = hs.where(split=["choose", "report", "fsdd"])
-        stage(args, f"the peer's embedding of {ev.size} recordings")
-        E = np.zeros((len(hs), 96), np.float32)
-        E[ev] = peer_embeddings(hs, ev, progress=show_progress(args))
+        stage(args, f"the peer's embedding of {idx.size} recordings")
         rows.append(dict(name="peer: speech embedding (mean), prototype",
-                         scores=score_embeddings(E, hs, args.episodes)))
+                         scores=score_features(hs, lambda i: peer_embeddings(
+                             hs, i, progress=show_progress(args)), args.episodes)))
     r = dict(data=args.data, episodes=args.episodes, rows=rows)
     emit(args, r, "5-way accuracy (%), prototype = the mean shot, cosine; within: one person; "
                   "across: shots by one, queries by another\n" + hear_table(rows))

@@ -16,11 +16,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     import torch
 
     from tessera.runtime.threads import set_blas_threads
-    from tessera.tools.hear_ladder import parse_factors
     from tessera.trainer.data.hearset import load_hear_set
-    from tessera.trainer.learning.pretrain import save_model, train_classifier
+    from tessera.trainer.learning.pretrain import recipe_from_factors, save_model, train_classifier
 
-    recipe = parse_factors(list(args.set or []))
+    recipe = recipe_from_factors(list(args.set or []))
     if args.quick:
         recipe = dataclasses.replace(recipe, epochs=1, time_limit_s=150.0)
     if args.epochs:

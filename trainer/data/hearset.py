@@ -104,6 +104,7 @@ def recordings(dsp: str | None, asc: str | None, fsdd: str | None) -> list[tuple
 
 def _encode(jobs: list) -> list[np.ndarray]:
     """Bins of each (path, copy, seed) job: copy 0 as recorded, others through a new voice."""
+    from ...runtime.core import bins_of
     from ...runtime.frontend import Cochlea
     from ...runtime.threads import set_blas_threads
     from .real import read_flac, voice_copy
@@ -117,9 +118,9 @@ def _encode(jobs: list) -> list[np.ndarray]:
             pcm = voice_copy(x / 32768.0, np.random.default_rng(seed))[0]
         else:
             pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16)
-        s = fe.encode(pcm)[:, ::CHANNEL_STEP][:, :700 // CHANNEL_STEP]
-        t = min(len(s) // 10, MAX_BINS)
-        out.append(np.minimum(s[: t * 10].reshape(t, 10, -1).sum(1), 255).astype(np.uint8))
+        frames = fe.encode(pcm)[:MAX_BINS * 10, :700 // CHANNEL_STEP * CHANNEL_STEP:CHANNEL_STEP]
+        bins, _, _ = bins_of(frames, np.zeros(frames.shape[1], np.int64), 0, 10)  # the chip's
+        out.append(np.minimum(bins, 255).astype(np.uint8))
     return out
 
 
@@ -166,14 +167,13 @@ def tts_hear_set(path: str) -> HearSet:
     """The train-split voices of a corpus .h5 (``tessera corpus build``) binned as a hear set's
     ``train`` utterances (corpus ``tts``; its voices are not people, and its val and test voices
     stay out)."""
-    from ...runtime.spikes import bin_events
     from .readers import read_spike_h5
+    from .transforms import bin_spikes, channel_subset
     data = read_spike_h5(path)
     xs, words, spk = [], [], []
     for i in np.flatnonzero(data.split == 0):
-        t, u = data.sample(i)
-        keep = (u % CHANNEL_STEP == 0) & (u < 700 // CHANNEL_STEP * CHANNEL_STEP)
-        b = bin_events(t[keep], u[keep] // CHANNEL_STEP, 700 // CHANNEL_STEP, MAX_BINS, 100.0)
+        t, u = channel_subset(*data.sample(i), CHANNEL_STEP, 0)      # the channels read
+        b = bin_spikes(t, u, MAX_BINS, MAX_BINS / 100.0, 700 // CHANNEL_STEP)
         last = int(np.max(np.flatnonzero(b.any(axis=1)), initial=-1)) + 1
         xs.append(np.asarray(b[:max(last, 1)], np.uint8))
         words.append(data.label_names[int(data.labels[i])])

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...runtime.errors import InputError
-from ..data.hearset import HearSet, load_hear_set
+from ..data.hearset import HearSet
 
-__all__ = ["episode_accuracy", "score_embeddings", "model_embeddings", "score_model",
-           "voice_centred", "peer_embeddings"]
+__all__ = ["episode_accuracy", "score_embeddings", "score_features", "model_embeddings",
+           "score_model", "voice_centred", "peer_embeddings", "SCORED"]
 
 
 def episode_accuracy(E: np.ndarray, word: np.ndarray, speaker: np.ndarray, mode: str,
@@ -89,58 +89,65 @@ def score_embeddings(E: np.ndarray, hs: HearSet, episodes: int = 300,
     """Within and across, 1 and 5 shots, per split; a split's corpora pooled as the mean of
     each corpus's figure (5-way within one corpus: its own words). ``unseen``: the ``choose``
     people asked only :data:`UNSEEN_WORDS` (what a recipe trained without them is chosen on)."""
-    out = {}
     unseen = hs.unseen()
+    out = {}
     for split in splits:
-        for mode in ("within", "across"):
-            for shots in (1, 5):
-                vals = []
-                for corpus in np.unique(hs.corpus[hs.split == split]) if split != "unseen" \
-                        else np.unique(hs.corpus[unseen & (hs.split == "choose")]):
-                    idx = hs.where(split=split, corpus=corpus) if split != "unseen" else \
-                        np.flatnonzero(unseen & (hs.split == "choose") & (hs.corpus == corpus))
-                    X = voice_centred(E[idx], hs.speaker[idx], voice_norm) if voice_norm \
-                        else E[idx]
+        people = unseen & (hs.split == "choose") if split == "unseen" else hs.split == split
+        vals: dict = {}
+        for corpus in np.unique(hs.corpus[people]):
+            idx = np.flatnonzero(people & (hs.corpus == corpus))
+            X = voice_centred(E[idx], hs.speaker[idx], voice_norm) if voice_norm else E[idx]
+            for mode in ("within", "across"):
+                for shots in (1, 5):
                     try:
-                        vals.append(episode_accuracy(X, hs.word[idx], hs.speaker[idx],
-                                                     mode, shots, episodes, seed=shots))
+                        vals.setdefault((mode, shots), []).append(episode_accuracy(
+                            X, hs.word[idx], hs.speaker[idx], mode, shots, episodes,
+                            seed=shots))
                     except InputError:      # 5 shots within one person of the Arabic set:
                         continue            # 5 takes a word, none left to ask
-                if vals:
-                    out[f"{split}_{mode}_{shots}"] = round(100 * float(np.mean(vals)), 1)
+        for mode in ("within", "across"):
+            for shots in (1, 5):
+                if vals.get((mode, shots)):
+                    out[f"{split}_{mode}_{shots}"] = round(100 * float(np.mean(
+                        vals[(mode, shots)])), 1)
     return out
+
+
+#: the people a hear set's scores are about (the ``unseen`` rows are choose people)
+SCORED = ("choose", "report", "fsdd")
+
+
+def score_features(hs: HearSet, embed, episodes: int = 300, voice_norm: int = 0) -> dict:
+    """:func:`score_embeddings` of ``embed(idx)`` ((len(idx), d) features of utterances ``idx``),
+    computed for the :data:`SCORED` people only."""
+    idx = hs.where(split=list(SCORED))
+    phi = np.asarray(embed(idx))
+    E = np.zeros((len(hs), phi.shape[1]), np.float32)
+    E[idx] = phi
+    return score_embeddings(E, hs, episodes, voice_norm=voice_norm)
 
 
 def model_embeddings(model, hs: HearSet, idx: np.ndarray) -> np.ndarray:
     """A trained model's readout features (its window, segments and traces) of utterances
     ``idx`` of the hear set: the trainer's float core on the chip's bins."""
     import torch
+
+    from ..learning.pretrain import pad_batch
     steps = model.config.data.steps
-    out = None
     with torch.no_grad():
-        for b0 in range(0, len(idx), 200):
-            j = idx[b0:b0 + 200]
-            X = np.zeros((len(j), steps, hs.x[0].shape[1]), np.float32)
-            for k, i in enumerate(j):
-                a = hs.x[i][:steps]
-                X[k, :len(a)] = a
-            phi = model.core.features(torch.from_numpy(X))[0].numpy()
-            if out is None:
-                out = np.zeros((len(idx), phi.shape[1]), np.float32)
-            out[b0:b0 + len(j)] = phi
-    return out
+        parts = [model.core.features(pad_batch([hs.x[i] for i in idx[b0:b0 + 200]], steps,
+                                               full=True)[0])[0].numpy()
+                 for b0 in range(0, len(idx), 200)]
+    return np.concatenate(parts)
 
 
-def score_model(hs_path: str, model_path: str, episodes: int = 300, voice_norm: int = 0) -> dict:
+def score_model(hs: HearSet, model_path: str, episodes: int = 300, voice_norm: int = 0) -> dict:
     """A ``model.pt`` on a hear set's choose, report and FSDD people (the front-end heard from
     rest per utterance: a model's running level equalization is not applied)."""
     from ..learning.storage import load_model
-    hs = load_hear_set(hs_path)
-    ev = hs.where(split=["choose", "report", "fsdd"])
-    phi = model_embeddings(load_model(model_path), hs, ev)
-    E = np.zeros((len(hs), phi.shape[1]), np.float32)
-    E[ev] = phi
-    return score_embeddings(E, hs, episodes, voice_norm=voice_norm)
+    model = load_model(model_path)
+    return score_features(hs, lambda idx: model_embeddings(model, hs, idx), episodes,
+                          voice_norm)
 
 
 def peer_embeddings(hs: HearSet, idx: np.ndarray, progress: bool = False) -> np.ndarray:

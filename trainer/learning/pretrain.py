@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from ...runtime.errors import InputError
 from .model import CoreConfig, init_params, lif_spikes, own_segments
 
-__all__ = ["Recipe", "Net", "pad_batch", "train_classifier", "save_model", "embed_all"]
+__all__ = ["Recipe", "recipe_from_factors", "Net", "pad_batch", "train_classifier", "save_model",
+           "embed_all"]
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,30 @@ class Recipe:
                           tau_learn=True, tau_spread=8.0, segments=self.segments)
 
 
-def pad_batch(xs: list, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Utterances (steps, inputs) cut to ``window`` bins, zero-padded to the longest: (B, T,
-    inputs) float32 and the lengths (B,)."""
+def recipe_from_factors(items: list[str]) -> Recipe:
+    """``factor=value`` words (``tessera pretrain --set``, the ladder's command lines) into a
+    :class:`Recipe`; an unknown factor is named."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(Recipe)}
+    kw = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if k not in types:
+            raise InputError(f"unknown recipe factor {k!r} (one of {', '.join(types)})")
+        t = types[k]
+        try:
+            kw[k] = (v.lower() in ("1", "true")) if "bool" in t else int(v) if "int" in t else \
+                float(v) if "float" in t else v
+        except ValueError:
+            raise InputError(f"recipe factor {k}: {v!r} is not a number") from None
+    return Recipe(**kw)
+
+
+def pad_batch(xs: list, window: int, full: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utterances (steps, inputs) cut to ``window`` bins, zero-padded to the longest (``full``:
+    to the whole window, as the chip runs it): (B, T, inputs) float32 and the lengths (B,)."""
     lens = [min(len(a), window) for a in xs]
-    X = np.zeros((len(xs), max(max(lens), 1), xs[0].shape[1]), np.float32)
+    T = window if full else max(max(lens), 1)
+    X = np.zeros((len(xs), T, xs[0].shape[1]), np.float32)
     for i, a in enumerate(xs):
         X[i, :lens[i]] = a[:lens[i]]
     return torch.from_numpy(X), torch.tensor(lens)
