@@ -33,10 +33,13 @@ def activity_report(tab: ChipTables, c: Counters, w_rec: np.ndarray, classes: li
     total_spikes = int(c.spikes.sum())
     nnz = int((w_rec != 0).sum())
     weights = tab.w_in.size + tab.w_rec.size
+    # the segment accumulators; segment_mode "own" keeps every step's traces instead
+    acc = tab.steps * n * tab.trace_bits if tab.segment_mode == "own" \
+        else tab.segments * n * tab.acc_bits
     mem = dict(weights=(weights * tab.weight_bits + 7) // 8,
                readout=(tab.features * tab.max_classes * tab.readout_bits + 7) // 8,
                state=(n * (tab.membrane_bits + tab.trace_bits + 1)
-                      + tab.segments * n * tab.acc_bits + tab.inputs * 8 + 7) // 8)
+                      + acc + tab.inputs * 8 + 7) // 8)
     mem["total"] = sum(mem.values())
     return dict(steps=c.steps, dropped_bins=c.dropped_bins, input_events=c.input_events,
                 synops=c.synops_input + c.synops_recurrent, synops_input=c.synops_input,

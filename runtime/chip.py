@@ -19,6 +19,8 @@ Core, one step per bin (n neurons on rows x cols tiles of ``tile`` neurons)::
     r     = sat_TB(((r * trace_mult) >> 16) + (z << RB))
     (leak_mult and trace_mult: one value for every neuron, or one per neuron)
     acc[seg(t)] = sat_AB(acc[seg(t)] + r)     seg(t) = t * segments // steps
+    (core.segment_mode "own": segments of the utterance's own length, up to its last input
+    bin, instead of the window's: :mod:`tessera.runtime.segments`)
 
 ``R`` are the integers the RRAM arrays read (:mod:`tessera.runtime.rram`: ``q << GF`` when
 ideal); W_rec exists only on the routing table's tile pairs, block (a, b) scaled by its own shift.
@@ -29,7 +31,8 @@ spikes' rows added with exact float products of the table's non-zero bands).
 
 Readout features, at the end of the window::
 
-    f[s, j] = acc[s, j] // len(s);   phi = (f << PB) // max(isqrt(sum f^2), 1)    (normalize "l2")
+    f[s, j] = S[s, j] // max(len(s), 1);  phi = (f << PB) // max(isqrt(sum f^2), 1)  (normalize "l2")
+    (S = acc; for "own", the fold of every step's traces over the utterance's own segments)
 
 flattened segment-major (index s * n + j), as the trainer's features.
 
@@ -74,20 +77,16 @@ import numpy as np
 from .constants import SAMPLE_RATE
 from .activity import Counters, activity_report
 from .compiled import NORMALIZE, steps
-from .core import (CoreState, batch_current, batch_steps, bin_dtype, bins_of, core_state,
-                   core_steps, core_tables, frames_bin_dtype, input_current, trace_bound)
+from .core import (CoreState, bin_dtype, bins_of, core_state, core_steps, core_tables,
+                   input_current, trace_bound)
 from .errors import InputError
 from .model_format import ModelFile, read_model
 from .readout import Readout, normalize_features, softmax_q
 from .rram import GF, RRAMArray, RRAMConfig
+from .segments import acc_rows, fold, last_input_bin, segment_of
 from .tables import ChipTables, frontend_of, tables_of
 
 __all__ = ["Chip", "ChipTables", "StreamState", "tables_of", "softmax_q", "normalize_features"]
-
-
-#: steps whose input product a batch takes at once: one matrix product for several steps, and
-#: (BATCH_STEPS, batch, neurons) float64 of temporaries instead of (batch, steps, neurons)
-BATCH_STEPS = 10
 
 
 class StreamState(NamedTuple):
@@ -95,13 +94,15 @@ class StreamState(NamedTuple):
     swaps back (the front-end's is its own)."""
 
     core: CoreState              # membranes, traces and the last spikes
-    acc: np.ndarray              # (segments, n) int64 trace sums per segment (updated in place)
+    acc: np.ndarray              # (segments, n) int64 trace sums per segment (updated in place;
+                                 # (steps, n), one per step, for segment_mode "own")
     t: int                       # bins of the window run so far
     pending: np.ndarray          # (inputs,) int64 counts of the partial bin
     pending_ms: int              # frames in the partial bin
     inputs: int                  # input events of the window
     spikes: int                  # core spikes of the window
     phi: np.ndarray | None       # the features, once the window ended
+    last: int = 0                # bins up to and including the last with an input event
 
 
 class Chip:
@@ -125,8 +126,7 @@ class Chip:
         self.in_arr = RRAMArray(tab.w_in, tab.qmax, self.rram_cfg, self.rng)
         self.rec_arr = RRAMArray(tab.w_rec, tab.qmax, self.rram_cfg, self.rng)
         self.readout = Readout(tab, self.rram_cfg, self.rng)
-        self.lengths = tab.segment_lengths()
-        self.seg_of = np.arange(tab.steps) * tab.segments // tab.steps
+        self.seg_of = segment_of(tab)                    # the accumulator row of each step
         # the accumulators provably never saturate when steps x (the trace's bound) fits
         hi = (1 << (tab.acc_bits - 1)) - 1
         self.acc_hi = hi if tab.steps * min((1 << (tab.trace_bits - 1)) - 1,
@@ -184,9 +184,9 @@ class Chip:
             for a in (self.in_arr, self.rec_arr, self.readout.arr):
                 a.sample_read()
             self.refresh_weights()
-        self.state = StreamState(core_state(self.core), np.zeros((tab.segments, tab.neurons),
+        self.state = StreamState(core_state(self.core), np.zeros((acc_rows(tab), tab.neurons),
                                                                  np.int64),
-                                 0, np.zeros(tab.inputs, np.int64), 0, 0, 0, None)
+                                 0, np.zeros(tab.inputs, np.int64), 0, 0, 0, None, 0)
         if frontend and self.frontend is not None:
             self.frontend.reset()
 
@@ -256,14 +256,15 @@ class Chip:
         events = int(per_input.sum())
         c.input_events += events
         c.synops_input += int(per_input @ self.fanin_input)
-        rows = [st.acc[j] for j in range(tab.segments)]    # each step's traces go straight
+        last = last_input_bin(x, st.t) or st.last
+        rows = list(st.acc)                                # each step's traces go straight
         spiked, core = core_steps(current, st.core, self.core, rows,    # into its segment
                                   self.seg_of[st.t:st.t + k].tolist(), self.acc_hi)
         raster = spiked.view(np.uint8)
         per_neuron = raster.sum(axis=0, dtype=np.int64)
         spikes = int(per_neuron.sum())
         self.state = st._replace(core=core, t=st.t + k, inputs=st.inputs + events,
-                                 spikes=st.spikes + spikes)
+                                 spikes=st.spikes + spikes, last=last)
         c.spikes += per_neuron
         c.synops_recurrent += int(per_neuron @ self.fanout)
         c.routing += per_neuron @ self.fanout_hops
@@ -306,11 +307,11 @@ class Chip:
             tail.append(self.run_bins(np.zeros((rest, self.tab.inputs), np.int64)))
         self.tail = np.vstack(tail) if tail else np.zeros((0, self.tab.neurons), np.uint8)
         kern = steps()
-        phi = kern and kern.features(self.state.acc, self.lengths, self.tab.feature_bits,
+        sums, lens = fold(self.state.acc, self.tab, self.state.last, self.acc_hi)
+        phi = kern and kern.features(sums, lens, self.tab.feature_bits,
                                      NORMALIZE[self.tab.normalize])
         if phi is None:
-            f = self.state.acc // self.lengths[:, None]
-            phi = normalize_features(f.reshape(-1), self.tab)
+            phi = normalize_features((sums // lens[:, None]).reshape(-1), self.tab)
         self.state = self.state._replace(phi=phi)
         return phi
 
@@ -380,44 +381,11 @@ class Chip:
     # ------------------------------------------------------------------ batched
     def run_batch(self, frames: np.ndarray, rasters: bool = False):
         """Many utterances at once (B, ms, channels) from rest, each a full window: returns the
-        features phi (B, D) (and the spike rasters (B, steps, n) with ``rasters``). The streams
-        step together through :func:`~tessera.runtime.core.batch_steps` (one numpy call per
-        operation for all of them); identical results to one stream at a time. Does not touch
-        the streaming state or the counters."""
-        tab, B = self.tab, self.tab.bin_ms
-        x = self.frames(frames, batch=True)
-        b, ms = x.shape[:2]
-        take = min(ms, tab.steps * B)                     # frames past the window are dropped
-        full = take // B
-        # no (B, steps, n) temporaries: the input product BATCH_STEPS steps at a time; 0/1
-        # spike frames summed in uint8 bins (no clip)
-        kind = frames_bin_dtype(x, B)
-        bins = np.zeros((b, tab.steps, tab.inputs), kind)
-        bins[:, :full] = x[:, :full * B].reshape(b, full, B, -1).sum(axis=2, dtype=kind)
-        if take > full * B:                               # the last, partial bin
-            bins[:, full] = x[:, full * B:take].sum(axis=1, dtype=kind)
-        if kind != np.uint8:
-            np.minimum(bins, 255, out=bins)
-        n, hi = tab.neurons, self.acc_hi
-        state = core_state(self.core, batch=b)
-        fast = self.core.batch_float                      # float64 holds every value exactly
-        acc = np.zeros((tab.segments, b, n), np.float64 if fast else np.int64)
-        out = np.zeros((b, tab.steps, n), np.uint8) if rasters else None
-        segs = self.seg_of.tolist()
-        rows = list(acc)
-        for t0 in range(0, tab.steps, BATCH_STEPS):      # the input product a few steps at once
-            x_t, seg_t = bins[:, t0:t0 + BATCH_STEPS], segs[t0:t0 + BATCH_STEPS]
-            if fast:
-                spiked, state = batch_steps(batch_current(x_t, self.core), state, self.core,
-                                            rows, seg_t, hi, keep=rasters)
-            else:
-                spiked, state = core_steps(input_current(x_t, self.core), state, self.core,
-                                           rows, seg_t, hi)
-            if rasters:
-                out[:, t0:t0 + spiked.shape[0]] = spiked.transpose(1, 0, 2)
-        f = (acc.astype(np.int64) // self.lengths[:, None, None]).transpose(1, 0, 2).reshape(b, -1)
-        phi = normalize_features(f, tab)
-        return (phi, out) if rasters else phi
+        features phi (B, D) (and the spike rasters (B, steps, n) with ``rasters``); identical
+        results to one stream at a time (:func:`tessera.runtime.batch.run_batch`). Does not
+        touch the streaming state or the counters."""
+        from .batch import run_batch
+        return run_batch(self, frames, rasters)
 
 
 def _run_compiled(chip: Chip, f: np.ndarray, bin_ms: int, pending: np.ndarray,
@@ -446,5 +414,6 @@ def _run_compiled(chip: Chip, f: np.ndarray, bin_ms: int, pending: np.ndarray,
     if not keep_pending:
         pending, pending_ms = st.pending, st.pending_ms
     chip.state = StreamState(CoreState(vr, z), st.acc, st.t + k, pending, pending_ms,
-                             st.inputs + events, st.spikes + spikes, None)
+                             st.inputs + events, st.spikes + spikes, None,
+                             last_input_bin(x, st.t) or st.last)
     return raster

@@ -12,7 +12,7 @@ from .errors import InputError
 from .model_format import ModelFile, unpack_ints
 from .rram import GF
 
-__all__ = ["ChipTables", "CORE_FIELDS", "READOUT_FIELDS", "tables_of", "design_rules",
+__all__ = ["ChipTables", "CORE_FIELDS", "READOUT_FIELDS", "SEGMENT_MODES", "tables_of", "design_rules",
            "frontend_of", "level_eq_of"]
 
 
@@ -73,6 +73,7 @@ class ChipTables:
     log2e: int
     exp2: np.ndarray
     frontend: dict = field(default_factory=dict)
+    segment_mode: str = "window"  # the readout's segments: of the window or the utterance's own
 
     @property
     def neurons(self) -> int:
@@ -90,9 +91,6 @@ class ChipTables:
     def readout_qmax(self) -> int:
         return (1 << (self.readout_bits - 1)) - 1
 
-    def segment_lengths(self) -> np.ndarray:
-        seg = np.arange(self.steps) * self.segments // self.steps
-        return np.bincount(seg, minlength=self.segments)
 
 
 #: The model file's core and readout fields (MODEL_FORMAT.md): ``int``, ``str``, ``list``,
@@ -111,6 +109,8 @@ READOUT_FIELDS = {
     "cos_frac": int, "none_threshold": int, "min_inputs": int, "logit_frac": int,
     "softmax_frac": int, "log2e": int, "calib": list, "exp2": "array",
 }
+#: core.segment_mode (optional; absent: "window"): runtime/segments.py
+SEGMENT_MODES = ("window", "own")
 
 
 def _fields(d, spec: dict, where: str) -> dict:
@@ -273,7 +273,13 @@ def tables_of(m: ModelFile) -> ChipTables:
     """Decode and check a model file's core and readout sections: every field by name
     (:data:`CORE_FIELDS`, :data:`READOUT_FIELDS`), then the named design rules in order; the
     first rule broken is the error."""
-    g = _fields(m.core, CORE_FIELDS, "core")
+    core = m.core if isinstance(m.core, dict) else None
+    mode = core.get("segment_mode", "window") if core is not None else "window"
+    if not isinstance(mode, str) or mode not in SEGMENT_MODES:
+        raise InputError(f"model field core.segment_mode must be one of "
+                         f"{', '.join(SEGMENT_MODES)}, got {str(mode)[:24]!r}")
+    g = _fields({k: v for k, v in core.items() if k != "segment_mode"} if core is not None
+                else m.core, CORE_FIELDS, "core")
     g.update(_fields(m.readout, READOUT_FIELDS, "readout"))
     for _, holds, message in design_rules(g):
         if not holds:
@@ -286,7 +292,7 @@ def tables_of(m: ModelFile) -> ChipTables:
     for v in g.values():                             # frozen tables: arrays read-only too
         if isinstance(v, np.ndarray):
             v.setflags(write=False)
-    return ChipTables(**g, frontend=m.frontend)
+    return ChipTables(**g, frontend=m.frontend, segment_mode=mode)
 
 
 def frontend_of(tab: ChipTables, source: str = "<model>"):

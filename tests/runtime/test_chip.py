@@ -339,7 +339,7 @@ def test_chip_eval_cli_rows(small_corpus):
 
 
 def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30, segments=4,
-                 normalize="l2") -> ModelFile:
+                 normalize="l2", segment_mode="window") -> ModelFile:
     """A seeded random integer model inside the hardware's ranges (no trained weights)."""
     from tessera.runtime.mosaic import hop_matrix
     from tessera.trainer.exchange.export import ExportConfig, _exp2_table
@@ -363,6 +363,8 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
                 leak_mult=int(rng.integers(40000, 60000)), trace_mult=int(rng.integers(50000, 60000)),
                 refractory=0, membrane_bits=int(rng.integers(20, 25)), trace_bits=16,
                 trace_frac=12, acc_bits=int(rng.integers(20, 33)))
+    if segment_mode != "window":
+        core["segment_mode"] = segment_mode
     if seed % 2:                           # per-neuron decays (learned time constants)
         core["leak_mult"] = pack_ints(rng.integers(30000, 65536, n), 16, False)
         core["trace_mult"] = pack_ints(rng.integers(40000, 65536, n), 16, False)
@@ -374,21 +376,28 @@ def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30,
     return ModelFile(meta={}, frontend={}, core=core, readout=readout, labels=[])
 
 
-@pytest.mark.parametrize("seed,normalize", [(0, "l2"), (1, "l1"), (2, "none"), (3, "l2")])
-def test_parity_on_random_integer_models(seed, normalize, backend):
+@pytest.mark.parametrize("seed,normalize,mode", [(0, "l2", "window"), (1, "l1", "window"),
+                                                 (2, "none", "window"), (3, "l2", "window"),
+                                                 (4, "l2", "own"), (5, "l1", "own")])
+def test_parity_on_random_integer_models(seed, normalize, mode, backend):
     """Chip (streaming, event-driven, random chunks) vs the trainer's integer mode (batched,
     dense torch) on seeded random models and inputs: every raster, feature, cosine and
-    enrolled column."""
+    enrolled column; both segment modes (own: utterances of several lengths, one shorter than
+    its segments, one silent)."""
     torch = pytest.importorskip("torch")
     from tessera.trainer.learning.intmode import IntCore
 
-    m = random_model(seed, normalize=normalize)
+    m = random_model(seed, normalize=normalize, segment_mode=mode)
     chip = Chip(decode_model(encode_model(m)))
     ref = IntCore(chip.tab)
     rng = np.random.default_rng(100 + seed)
     ms = chip.tab.steps * chip.tab.bin_ms
     frames = (rng.random((6, ms - int(rng.integers(0, 7)), 120)) < 0.08).astype(np.uint8)
     frames[0, :, :5] = 40                                  # saturating bins (x = 255)
+    if mode == "own":
+        frames[1, ms // 3:] = 0                            # a third of the window
+        frames[2, 2 * chip.tab.bin_ms + 1:] = 0            # 3 bins: fewer than the segments
+        frames[3] = 0                                      # silence
     ras_ref, phi_ref = ref.forward(ref.bins(torch.from_numpy(frames)))
     saturated = 0
     for j, f in enumerate(frames):
@@ -578,3 +587,33 @@ def test_a_partial_bin_of_large_counts_is_not_wrapped_by_narrow_bins(backend):
     chip.reset()
     got = np.vstack([chip.run(f[:3]), chip.run(f[3:].astype(np.uint8))])
     assert np.array_equal(got, ref) and np.array_equal(chip.features(), phi)
+
+
+def test_own_segments_ignore_trailing_silence_and_a_bad_mode_is_named():
+    """segment_mode "own": the same words followed by more or less silence give the same
+    features, streamed or batched, in chunks or not, and they are not the window's features;
+    an unknown mode is refused by the field's name."""
+    rng = np.random.default_rng(7)
+    own = Chip(decode_model(encode_model(random_model(1, segment_mode="own"))))
+    win = Chip(decode_model(encode_model(random_model(1))))
+    words = (rng.random((60, 120)) < 0.1).astype(np.uint8)          # 12 of the 30 bins
+    quiet = [np.vstack([words, np.zeros((k, 120), np.uint8)]) for k in (0, 7, 40)]
+    phis = []
+    for f in quiet:
+        own.reset()
+        for chunk in np.array_split(f, 3):
+            own.run(chunk)
+        phis.append(own.features())
+    assert all(np.array_equal(p, phis[0]) for p in phis)
+    batch = own.run_batch(np.stack([np.vstack([f, np.zeros((150 - len(f), 120), np.uint8)])
+                                    for f in quiet]))
+    assert all(np.array_equal(b, phis[0]) for b in batch)
+    win.reset()
+    win.run(words)
+    assert not np.array_equal(win.features(), phis[0])
+    assert own.stats()["memory_bytes"]["state"] > win.stats()["memory_bytes"]["state"]
+    m = random_model(1)
+    for bad in ("sometimes", 3, None):
+        m.core["segment_mode"] = bad
+        with pytest.raises(InputError, match="core.segment_mode"):
+            Chip(decode_model(encode_model(m)))

@@ -50,6 +50,29 @@ def test_own_segments_average_each_utterance_over_its_own_length():
     assert f[1].tolist() == [6.0, 7.0]            # steps 0 and 1 of the second; padding unread
 
 
+def test_own_segments_are_the_chips_fold_and_end_at_the_last_input_bin():
+    """The trainer's own-length segments (float) cut each utterance where the chip's
+    segment_mode "own" does (runtime/segments.fold), for every length and segment count."""
+    from types import SimpleNamespace
+
+    from tessera.runtime.segments import fold
+    from tessera.trainer.learning.model import input_lengths
+    steps, n = 23, 3
+    rng = np.random.default_rng(0)
+    acc = rng.integers(0, 1000, (steps, steps, n))             # (rows = steps, B = steps, n)
+    for S in (1, 4, 8, 23):
+        tab = SimpleNamespace(segment_mode="own", segments=S, steps=steps)
+        L = np.arange(1, steps + 1)
+        sums, lens = fold(acc, tab, L, None)
+        f = own_segments(torch.from_numpy(acc.transpose(1, 0, 2)).double(), torch.from_numpy(L), S)
+        assert np.allclose(f.numpy().reshape(steps, S, n),
+                           (sums / lens[:, :, None]).transpose(1, 0, 2))
+    x = torch.zeros(3, 10, 2)
+    x[0, 3, 1], x[1, 9, 0] = 1, 2
+    assert input_lengths(x, 10).tolist() == [4, 10, 1]          # silence: 1
+    assert input_lengths(x, 8).tolist() == [4, 1, 1]            # past the window: unread
+
+
 def _toy_hear_set(seed=0, people=7, words=6, takes=5, steps=30, inputs=12):
     """Words as distinct channel patterns, people as a gain: a learnable toy hear set."""
     rng = np.random.default_rng(seed)
@@ -80,9 +103,11 @@ def test_episodes_score_separable_embeddings_perfectly_and_random_ones_at_chance
     assert 0.1 < episode_accuracy(noise, word, spk, "across", 1, episodes=200) < 0.32
 
 
-def test_a_pretrained_model_reads_back_with_the_same_features(tmp_path):
+@pytest.mark.parametrize("seg_mode", ["window", "own"])
+def test_a_pretrained_model_reads_back_with_the_same_features(tmp_path, seg_mode):
     hs = _toy_hear_set()
-    r = Recipe(rows=1, cols=2, tile=4, window=30, segments=3, epochs=2, batch=16)
+    r = Recipe(rows=1, cols=2, tile=4, window=30, segments=3, epochs=2, batch=16,
+               seg_mode=seg_mode)
     net, s = train_classifier(hs, r, str(tmp_path), progress=False)
     assert s["epochs"] == 2 and (tmp_path / "checkpoint.pt").exists()
     save_model(net, str(tmp_path / "model.pt"), s)
@@ -117,7 +142,7 @@ def test_resume_continues_from_the_checkpoint_and_refuses_another_recipe(tmp_pat
 
 def test_only_chip_ready_recipes_save_and_bad_factors_are_named(tmp_path):
     hs = _toy_hear_set()
-    net = Net(Recipe(input="ln", rows=1, cols=2, tile=4), 12, 6)
+    net = Net(Recipe(input="ln", seg_mode="own", rows=1, cols=2, tile=4), 12, 6)
     with pytest.raises(InputError, match="chip-ready"):
         save_model(net, str(tmp_path / "m.pt"), {})
     with pytest.raises(InputError, match="seg_mode"):

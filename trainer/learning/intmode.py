@@ -13,6 +13,7 @@ import torch
 
 from ...runtime.chip import ChipTables
 from ...runtime.rram import GF
+from .model import input_lengths
 
 __all__ = ["IntCore"]
 
@@ -75,7 +76,8 @@ class IntCore:
         v = torch.zeros(b, n, dtype=torch.int64)
         z = torch.zeros(b, n, dtype=torch.int64)
         r = torch.zeros(b, n, dtype=torch.int64)
-        acc = torch.zeros(tab.segments, b, n, dtype=torch.int64)
+        own = tab.segment_mode == "own"               # every step's traces, folded at the end
+        acc = torch.zeros(tab.steps if own else tab.segments, b, n, dtype=torch.int64)
         ras = torch.zeros(b, tab.steps, n, dtype=torch.uint8)
         for t in range(tab.steps):
             rec = torch.matmul(z, self.w_rec)
@@ -85,12 +87,21 @@ class IntCore:
             r = torch.div(r * self.trace, 65536, rounding_mode="floor") \
                 + z * (1 << tab.trace_frac)
             r = r.clamp(max=(1 << (tab.trace_bits - 1)) - 1)
-            s = t * tab.segments // tab.steps
+            s = t if own else t * tab.segments // tab.steps
             acc[s] = _sat(acc[s] + r, tab.acc_bits)
             ras[:, t] = z.to(torch.uint8)
-        seg = torch.arange(tab.steps) * tab.segments // tab.steps
-        lens = torch.bincount(seg, minlength=tab.segments)
-        f = torch.div(acc, lens[:, None, None], rounding_mode="floor").permute(1, 0, 2).reshape(b, -1)
+        if own:                                       # runtime/segments.py: up to the last input bin
+            length = input_lengths(x, tab.steps)
+            t = torch.arange(tab.steps)
+            seg = torch.where(t[None] < length[:, None], t[None] * tab.segments // length[:, None],
+                              tab.segments)                               # (B, steps)
+            one = (seg[:, None, :] == torch.arange(tab.segments)[None, :, None]).long()
+            acc = _sat(torch.einsum("bst,tbn->sbn", one, acc), tab.acc_bits)
+            lens = one.sum(2).T.clamp(min=1)[:, :, None]                    # (S, B, 1)
+        else:
+            seg = torch.arange(tab.steps) * tab.segments // tab.steps
+            lens = torch.bincount(seg, minlength=tab.segments)[:, None, None]
+        f = torch.div(acc, lens, rounding_mode="floor").permute(1, 0, 2).reshape(b, -1)
         return ras, self.normalize(f)
 
     def normalize(self, f: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ import torch
 
 from ...runtime.mosaic import Layout
 
-__all__ = ["fast_sigmoid", "spike", "CoreConfig", "LIFState", "decays", "lif_step", "init_params", "core_features",
+__all__ = ["fast_sigmoid", "spike", "CoreConfig", "LIFState", "decays", "lif_step", "init_params", "input_lengths", "core_features",
            "readout_logits", "Core", "lif_spikes", "own_segments"]
 
 
@@ -79,6 +79,8 @@ class CoreConfig:
     dense: bool = False           # the dense baseline: all-to-all, no layout loss, no pruning
     smooth: bool = False          # replace spikes by the fast sigmoid (gradient checks only)
     segments: int = 8             # readout banks: phi = filtered spikes averaged per time segment
+    segment_mode: str = "window"  # segments of the window ("window") or of each utterance's own
+                                  # length, up to its last input bin ("own"; input_lengths)
     kind: str = "lif"             # "lif" (the spiking core) or "gru" (the non-spiking baseline)
     tau_learn: bool = False       # per-neuron time constants, meta-learned (params a_mem, a_out)
     tau_spread: float = 1.0       # their initial values: log-uniform over [tau, tau_spread * tau]
@@ -88,6 +90,10 @@ class CoreConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("lif", "gru"):
             raise ValueError(f"unknown core kind {self.kind!r} (lif or gru)")
+        if self.segment_mode not in ("window", "own"):
+            raise ValueError(f"unknown segment_mode {self.segment_mode!r} (window or own)")
+        if self.segment_mode == "own" and (self.kind != "lif" or self.adapt or self.smooth):
+            raise ValueError("segment_mode own needs the plain LIF core (no adaptation, spikes)")
 
     @property
     def layout(self) -> Layout:
@@ -319,6 +325,15 @@ def lif_spikes(drive: torch.Tensor, w_rec: torch.Tensor, alpha, kappa, theta: fl
     return _LIFSpikes.apply(drive, w_rec, alpha, kappa, theta, beta)
 
 
+def input_lengths(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Each utterance's own length in bins (batch,): up to and including its last bin with an
+    input event, at most ``window`` and at least 1 (the chip's rule for ``segment_mode`` "own":
+    trailing silence never changes the features)."""
+    t = torch.arange(1, x.shape[1] + 1)
+    last = ((x[:, :window] != 0).any(-1).long() * t[:window]).amax(1) if x.shape[1] else None
+    return torch.ones(x.shape[0], dtype=torch.long) if last is None else last.clamp(min=1)
+
+
 def own_segments(z: torch.Tensor, lens: torch.Tensor, segments: int) -> torch.Tensor:
     """Means of ``z`` (batch, steps, n) over ``segments`` equal parts of each utterance's own
     length ``lens`` (batch,), concatenated segment-major: (batch, segments * n)."""
@@ -343,6 +358,11 @@ def core_features(x: torch.Tensor, p: dict, cfg: CoreConfig, masks: dict | None 
     if masks is not None:
         w_in = w_in * masks["w_in"]
         w_rec = w_rec * masks["w_rec"]
+    if cfg.segment_mode == "own":              # equal parts of each utterance's own length
+        alpha, kappa = decays(p, cfg)
+        z, tr = lif_spikes(x @ w_in + p["b"], w_rec, alpha, kappa, cfg.theta, cfg.surrogate_beta)
+        phi = own_segments(tr, input_lengths(x, steps), cfg.segments)
+        return normalize_rows(phi, cfg.normalize), z.mean((0, 1))
     if cfg.kind == "gru":
         acc, rate = _gru_scan(x, w_in, w_rec, p["b"], cfg)
     elif fused and not cfg.smooth:
@@ -379,11 +399,15 @@ def readout_features(acc: torch.Tensor, steps: int, normalize: str) -> torch.Ten
     segments, b = acc.shape[0], acc.shape[1]
     lens = torch.tensor([sum(1 for t in range(steps) if t * segments // steps == s_)
                          for s_ in range(segments)], dtype=acc.dtype)
-    phi = (acc / lens[:, None, None]).permute(1, 0, 2).reshape(b, -1)
+    return normalize_rows((acc / lens[:, None, None]).permute(1, 0, 2).reshape(b, -1), normalize)
+
+
+def normalize_rows(phi: torch.Tensor, normalize: str) -> torch.Tensor:
+    """Each row of ``phi`` normalized: "l2", "l1" or "none"."""
     if normalize == "l2":
-        phi = phi / (phi.norm(dim=1, keepdim=True) + 1e-6)
-    elif normalize == "l1":
-        phi = phi / (phi.sum(dim=1, keepdim=True) + 1e-6)
+        return phi / (phi.norm(dim=1, keepdim=True) + 1e-6)
+    if normalize == "l1":
+        return phi / (phi.sum(dim=1, keepdim=True) + 1e-6)
     return phi
 
 

@@ -13,12 +13,13 @@ The network of a :class:`Recipe` (its factors are the ladder's)::
     x     = counts (the chip's) | log1p(counts) | LayerNorm(log1p(counts))   (per 10 ms bin)
     z, r  = the core's spikes and traces (:func:`~tessera.trainer.learning.model.lif_spikes`)
     phi   = means of r (traces) or z (counts) over `segments` parts of the window (the chip's:
-            t * segments // window) or of each utterance's own length
+            t * segments // window) or of each utterance's own length (up to its last input
+            bin: model.input_lengths; the chip's segment_mode "own")
     loss  = cross-entropy of phi W_cls + b_cls over every training word (objective "cls"), or
             the device rule's episodes (a word's shot by one person, its queries by others,
             scaled cosines: "proto"), or both ("anil": the shipped recipe's mix)
 
-Only the chip's choices (counts, window, LIF) make a model the chip can run: :func:`save_model`
+Only the chip's choices (counts, LIF) make a model the chip can run: :func:`save_model`
 refuses the others.
 """
 
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ...runtime.errors import InputError
-from .model import CoreConfig, init_params, lif_spikes, own_segments
+from .model import CoreConfig, init_params, input_lengths, lif_spikes, own_segments
 
 __all__ = ["Recipe", "recipe_from_factors", "Net", "pad_batch", "train_classifier", "save_model",
            "embed_all"]
@@ -79,12 +80,14 @@ class Recipe:
 
     @property
     def chip_ready(self) -> bool:
-        """The chip runs this network: its input, its window's segments, LIF neurons."""
-        return self.model == "lif" and self.input == "counts" and self.seg_mode == "window"
+        """The chip runs this network: its input, LIF neurons (segments of its window or of each
+        utterance's own length, the model file's ``segment_mode``)."""
+        return self.model == "lif" and self.input == "counts"
 
     def core_config(self, inputs: int) -> CoreConfig:
         return CoreConfig(inputs=inputs, rows=self.rows, cols=self.cols, tile=self.tile,
-                          tau_learn=True, tau_spread=8.0, segments=self.segments)
+                          tau_learn=True, tau_spread=8.0, segments=self.segments,
+                          segment_mode=self.seg_mode if self.model == "lif" else "window")
 
 
 def recipe_from_factors(items: list[str]) -> Recipe:
@@ -181,7 +184,8 @@ class Net:
         """The readout features (B, segments * width) and the spikes (None for the GRU)."""
         r = self.r
         x = self.transform(X)
-        seg_lens = lens if r.seg_mode == "own" else torch.full_like(lens, r.window)
+        seg_lens = input_lengths(X, r.window) if r.seg_mode == "own" \
+            else torch.full_like(lens, r.window)
         if r.seg_mode == "window" and x.shape[1] < r.window:
             x = F.pad(x, (0, 0, 0, r.window - x.shape[1]))
         if r.model == "gru":
@@ -378,8 +382,8 @@ def save_model(net: Net, path: str, summary: dict) -> None:
 
     r = net.r
     if not r.chip_ready:
-        raise InputError("pretrain: only a chip-ready recipe (model lif, input counts, "
-                         "seg_mode window) can be saved as a model")
+        raise InputError("pretrain: only a chip-ready recipe (model lif, input counts) can be "
+                         "saved as a model")
     cfg = net.cfg
     if r.readout == "counts":                 # the chip's trace with trace_mult 0 is the spike
         a_out = torch.full_like(net.p["a_out"], -30.0)

@@ -1,0 +1,78 @@
+"""The readout's time segments (numpy only): where each step's traces are summed, and the
+per-segment sums and lengths the features are read from at the end of a window.
+
+Two rules, the model file's ``core.segment_mode`` (MODEL_FORMAT.md):
+
+``"window"`` (the default)
+    ``segments`` equal parts of the window: step t adds its traces to ``acc[t * segments //
+    steps]``; the accumulators are (segments, n) and the lengths are the window's.
+
+``"own"``
+    ``segments`` equal parts of the utterance's own length L: the bins up to and including the
+    last bin with an input event (at least 1; at most ``steps``). L is known only when the window
+    ends, so the chip keeps every step's traces (``acc`` is (steps, n): step t adds to row t, the
+    same arithmetic as a window of ``steps`` one-bin segments) and folds them at the end::
+
+        seg(t) = t * segments // L   for t < L;   S[s] = sat_AB(sum_{seg(t) = s} acc[t])
+        len(s) = #{t < L : seg(t) = s}            (0 when L < segments: then f[s] = 0)
+
+    Traces are never negative, so clipping the sum once equals clipping after every addition
+    (the window rule's ``sat_AB`` at each step). Trailing silence never changes the features.
+
+The trainer's float and integer modes read the same rule
+(:func:`tessera.trainer.learning.model.input_lengths`, ``own_segments``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["acc_rows", "segment_of", "last_input_bin", "fold"]
+
+
+def acc_rows(tab) -> int:
+    """Rows of the accumulators: one per segment, or one per step (``own``)."""
+    return tab.steps if tab.segment_mode == "own" else tab.segments
+
+
+def segment_of(tab) -> np.ndarray:
+    """(steps,) the accumulator row each step's traces go to."""
+    t = np.arange(tab.steps)
+    return t if tab.segment_mode == "own" else t * tab.segments // tab.steps
+
+
+def last_input_bin(bins: np.ndarray, start: int = 0) -> int:
+    """1 + the index of the last of ``bins`` (k, inputs) (the first at step ``start``) that
+    holds an input event; 0 when none does (the caller keeps its earlier value)."""
+    nz = np.flatnonzero(np.asarray(bins).any(axis=-1))
+    return start + int(nz[-1]) + 1 if nz.size else 0
+
+
+def fold(acc: np.ndarray, tab, length: np.ndarray | int, hi: int | None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """The per-segment trace sums and lengths at the end of a window.
+
+    ``acc``: (rows, n) for a stream or (rows, B, n) for a batch (rows: :func:`acc_rows`);
+    ``length``: the utterance's own length L (an int, or (B,) for a batch; ignored for
+    ``window``); ``hi``: the accumulator's saturation (None: it cannot saturate). Returns the
+    sums (segments, n) or (segments, B, n) int64, and the lengths (segments,) or (segments, B)
+    int64, at least 1 (an empty segment's sum is 0)."""
+    acc = np.asarray(acc)
+    if tab.segment_mode != "own":
+        lens = np.bincount(segment_of(tab), minlength=tab.segments)
+        if acc.ndim == 3:
+            lens = np.repeat(lens[:, None], acc.shape[1], axis=1)
+        return acc.astype(np.int64), lens
+    S, steps = tab.segments, tab.steps
+    L = np.clip(np.atleast_1d(np.asarray(length, np.int64)), 1, steps)       # (B,)
+    t = np.arange(steps)
+    seg = np.where(t[None] < L[:, None], t[None] * S // L[:, None], S)      # (B, steps), S: none
+    one = (seg[:, None, :] == np.arange(S)[None, :, None])                 # (B, S, steps)
+    lens = np.maximum(one.sum(axis=2), 1).T                                # (S, B)
+    a = acc if acc.ndim == 3 else acc[:, None, :]                          # (steps, B, n)
+    sums = np.einsum("bst,tbn->sbn", one.astype(np.int64), a.astype(np.int64))
+    if hi is not None:
+        np.minimum(sums, hi, out=sums)
+    if acc.ndim == 2:
+        return sums[:, 0], lens[:, 0]
+    return sums, lens
