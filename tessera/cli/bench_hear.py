@@ -10,18 +10,20 @@ from .common import NO_PROGRESS, emit, positive_int, show_progress, stage
 __all__ = ["register_bench_hear", "hear_table"]
 
 
-HEAR_COLUMNS = [f"{split}_{mode}_{shots}" for split in ("choose", "report", "fsdd", "unseen")
+HEAR_COLUMNS = [f"{split}_{mode}_{shots}" for split in ("choose", "report", "fsdd", "unseen",
+                                                        "tts-val", "tts-test")
                 for mode in ("within", "across") for shots in (1, 5)]
 
 
 def hear_table(rows: list[dict]) -> str:
     """The rows of ``bench hear`` as a text table (one column per split, mode and shots)."""
-    head = "model".ljust(34) + " ".join(f"{c.split('_')[0][:6]:>6}" for c in HEAR_COLUMNS)
-    sub = " " * 34 + " ".join(f"{c.split('_')[1][0] + c.split('_')[2]:>6}" for c in HEAR_COLUMNS)
+    cols = [c for c in HEAR_COLUMNS if any(c in r["scores"] for r in rows)]
+    head = "model".ljust(34) + " ".join(f"{c.split('_')[0][:6]:>6}" for c in cols)
+    sub = " " * 34 + " ".join(f"{c.split('_')[1][0] + c.split('_')[2]:>6}" for c in cols)
     out = [head, sub]
     for r in rows:
         out.append(r["name"][-34:].ljust(34) + " ".join(
-            f"{r['scores'].get(c, float('nan')):6.1f}" for c in HEAR_COLUMNS))
+            f"{r['scores'].get(c, float('nan')):6.1f}" for c in cols))
     return "\n".join(out)
 
 
@@ -33,7 +35,7 @@ def cmd_bench_hear(args: argparse.Namespace) -> int:
                                                  score_features)
     from tessera.trainer.learning.storage import load_model
 
-    hs = load_hear_set(args.data)
+    hs = load_hear_set(args.data, tts_scored=tuple(args.tts))
     idx = hs.where(split=list(SCORED))
     rows = []
     for m in args.models:
@@ -73,6 +75,10 @@ def register_bench_hear(bsub, add) -> None:
     h.add_argument("models", nargs="*", help="model.pt files")
     h.add_argument("--data", required=True, help="hear set .npz (tessera corpus hear)")
     h.add_argument("--episodes", type=positive_int, default=300, help="episodes per cell")
+    h.add_argument("--tts", action="append", default=[], metavar="CORPUS",
+                   help="also score a TTS corpus's held-out voices (tessera corpus build): its "
+                        "validation voices (tts-val, chosen on) and test voices (tts-test), heard "
+                        "the way the chip hears them; repeatable")
     h.add_argument("--voice-norm", type=int, default=0, metavar="N",
                    help="also score each model with every embedding minus the mean of N other "
                         "recordings of the same person (measured, not on the chip)")

@@ -265,7 +265,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
              f"sigmoid({r['calib'][0]:.2f} c1 + "
              f"{r['calib'][1]:.2f} (c1 - c2) {r['calib'][2]:+.2f})"
              + (f"; written to {r['path']}" if "path" in r else " (dry run: not written)"),
-             f"  TTS unseen voices: hits {100 * t['hits']:.1f} %, false accepts: words "
+             f"  the corpus's test voices ({os.path.basename(args.data)}): hits {100 * t['hits']:.1f} %, false accepts: words "
              f"{100 * t['false_accepts_words']:.1f} %, noise {100 * t['false_accepts_noise']:.1f}"
              f" %; calibration error {r['test_calibration_error']:.3f}"]
     if "fsdd" in r:

@@ -41,7 +41,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         save_model(net, s["model"], s)
         lines.append(f"  -> {s['model']} (tessera export, eval, calibrate, train --init read it)")
     else:
-        lines.append("  not chip-ready (LIF, counts and the window's segments are): no model.pt")
+        lines.append("  not chip-ready (the LIF core on counts is): no model.pt")
     if s["log"]:
         lines.append(f"  last epoch: training accuracy {100 * s['log'][-1]['train_acc']:.1f} %")
     emit(args, s, "\n".join(lines))
@@ -50,7 +50,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _add_pretrain(sub, add) -> None:
     pt = add(sub, "pretrain", cmd_pretrain, "train the core as a word classifier on the real "
-             "voices of a hear set (tessera corpus hear), the chip's own arithmetic and window; "
+             "voices of a hear set (tessera corpus hear), the chip's own arithmetic, segments of each "
+             "word's own length (the shipped default's recipe); "
              "writes model.pt for export, calibrate and train --init (issue 34)")
     pt.add_argument("--data", required=True, help="hear set .npz (tessera corpus hear)")
     pt.add_argument("--out", required=True, help="output folder (model.pt, checkpoint.pt, "

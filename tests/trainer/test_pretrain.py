@@ -186,3 +186,17 @@ def test_the_peer_needs_the_recordings_a_hear_set_names():
     hs = _toy_hear_set()
     with pytest.raises(InputError, match="names none"):
         peer_embeddings(hs, np.array([0]))
+
+
+def test_a_tts_corpus_held_out_voices_are_scored_never_trained(small_corpus):
+    """bench hear --tts: a corpus's validation and test voices join as tts-val / tts-test
+    (scored on the chip's bins), its train voices as train, never the other way round."""
+    from tessera.trainer.data.hearset import merge_hear_sets, tts_hear_set
+    train, held = tts_hear_set(str(small_corpus)), tts_hear_set(str(small_corpus), held_out=True)
+    assert set(train.split) == {"train"} and set(held.split) <= {"tts-val", "tts-test"}
+    assert not set(train.speaker) & set(held.speaker)            # no voice on both sides
+    hs = merge_hear_sets(_toy_hear_set(), held)
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((len(hs), 8)).astype(np.float32)
+    scores = score_embeddings(E, hs, episodes=10, splits=("tts-val", "tts-test"))
+    assert scores and all(k.startswith("tts-") for k in scores)

@@ -163,26 +163,32 @@ def build_hear_set(out: str, dsp: str | None, asc: str | None, fsdd: str | None,
                         for s in np.unique(split)})
 
 
-def tts_hear_set(path: str) -> HearSet:
-    """The train-split voices of a corpus .h5 (``tessera corpus build``) binned as a hear set's
-    ``train`` utterances (corpus ``tts``; its voices are not people, and its val and test voices
-    stay out)."""
+#: a corpus .h5's splits as hear-set splits: its train voices train; its validation voices are
+#: scored as ``tts-val`` (chosen on, like the choose people) and its test voices as ``tts-test``
+TTS_SPLITS = {0: "train", 1: "tts-val", 2: "tts-test"}
+
+
+def tts_hear_set(path: str, held_out: bool = False) -> HearSet:
+    """The voices of a corpus .h5 (``tessera corpus build``) binned as a hear set's utterances
+    (corpus ``tts``): its train-split voices as ``train`` utterances, or with ``held_out`` its
+    validation and test voices only, as ``tts-val`` and ``tts-test`` (:data:`TTS_SPLITS`)."""
     from .readers import read_spike_h5
     from .transforms import bin_spikes, channel_subset
     data = read_spike_h5(path)
-    xs, words, spk = [], [], []
-    for i in np.flatnonzero(data.split == 0):
+    xs, words, spk, split = [], [], [], []
+    for i in np.flatnonzero((data.split != 0) if held_out else (data.split == 0)):
         t, u = channel_subset(*data.sample(i), CHANNEL_STEP, 0)      # the channels read
         b = bin_spikes(t, u, MAX_BINS, MAX_BINS / 100.0, 700 // CHANNEL_STEP)
         last = int(np.max(np.flatnonzero(b.any(axis=1)), initial=-1)) + 1
         xs.append(np.asarray(b[:max(last, 1)], np.uint8))
         words.append(data.label_names[int(data.labels[i])])
         spk.append(f"tts:{data.speaker_names[int(data.speakers[i])]}")
+        split.append(TTS_SPLITS.get(int(data.split[i]), "tts-test"))
     n = len(xs)
     if not n:
-        raise InputError("the corpus has no train-split voices", source=path)
-    return HearSet(xs, np.array(["tts"] * n), np.array(words), np.array(spk),
-                   np.array(["train"] * n))
+        raise InputError(f"the corpus has no {'held-out' if held_out else 'train-split'} voices",
+                         source=path)
+    return HearSet(xs, np.array(["tts"] * n), np.array(words), np.array(spk), np.array(split))
 
 
 def merge_hear_sets(a: HearSet, b: HearSet) -> HearSet:
@@ -191,11 +197,15 @@ def merge_hear_sets(a: HearSet, b: HearSet) -> HearSet:
                                                       "path")))
 
 
-def load_hear_set(path: str, tts: tuple[str, ...] = ()) -> HearSet:
-    """The hear set at ``path``, plus the train voices of the TTS corpora ``tts``."""
+def load_hear_set(path: str, tts: tuple[str, ...] = (), tts_scored: tuple[str, ...] = ()
+                  ) -> HearSet:
+    """The hear set at ``path``, plus the train voices of the TTS corpora ``tts`` and the
+    held-out voices of ``tts_scored`` (``tts-val``, ``tts-test``: scored, never trained on)."""
     hs = _load_hear_set(path)
     for t in tts:
         hs = merge_hear_sets(hs, tts_hear_set(t))
+    for t in tts_scored:
+        hs = merge_hear_sets(hs, tts_hear_set(t, held_out=True))
     return hs
 
 

@@ -48,8 +48,10 @@ class Recipe:
     model: str = "lif"            # "lif" (the core) or "gru" (GRU(128), the non-spiking peer)
     input: str = "counts"         # "counts" (the chip's), "log1p", "ln" (log1p, LayerNorm per bin)
     segments: int = 8
-    seg_mode: str = "window"      # "window" (the chip's) or "own" (equal parts of each utterance)
-    window: int = 100             # bins read per utterance (the chip's core.steps)
+    seg_mode: str = "own"         # "own" (equal parts of each utterance, up to its last input
+                                  # bin) or "window" (equal parts of the window: issue 34's
+                                  # session-1 ladder, with window 100)
+    window: int = 150             # bins read per utterance (the chip's core.steps)
     readout: str = "traces"       # "traces" (the chip's filtered spikes) or "counts" (spikes)
     objective: str = "cls"        # "cls", "proto" or "anil" (see the module docstring)
     layout: bool = True           # the tiles' layout loss and the firing-rate regulariser
