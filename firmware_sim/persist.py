@@ -49,7 +49,8 @@ def restore_image(fw, image: dict) -> None:
         fw.params[name] = value
     fw.install(image["model"])
     chip = fw.chip
-    levels = unpack_ints(image["levels"], "levels")
+    # every packed array's declared shape is checked against the model before it is inflated
+    levels = unpack_ints(image["levels"], "levels", (chip.tab.features, chip.tab.max_classes))
     chip.readout.restore(dict(levels=levels, classes=list(image["classes"]),
                               shots=image["shots"], exps=image["exps"]))
     raw = image.get("negatives", [])
@@ -60,7 +61,12 @@ def restore_image(fw, image: dict) -> None:
     fw.negatives = [np.frombuffer(b, "<i4").astype(np.int64) for b in raw][-MAX_NEGATIVES:]
     apply_threshold(chip, fw.params, fw.negatives)
     if image.get("voice_level") is not None:    # the front-end's running level (its person)
-        chip.cochlea.restore_level_state(unpack_ints(image["voice_level"], "voice_level"),
+        eq = chip.frontend.tables.eq if chip.frontend is not None else None
+        if eq is None:
+            raise InputError("flash image: a running level (voice_level) for a model "
+                             "without level equalization")
+        chip.cochlea.restore_level_state(unpack_ints(image["voice_level"], "voice_level",
+                                                     (eq.ref.size,)),
                                          image.get("voice_heard", 0))
     generation = image.get("generation", 0)
     if not isinstance(generation, int) or isinstance(generation, bool) \

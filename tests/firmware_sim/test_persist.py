@@ -221,3 +221,37 @@ def test_readout_registers_from_flash_are_bounded(model4, tmp_path, key, value):
     flash.save(str(img), image)
     again = Firmware(str(img))
     assert again.chip is None and key in (again.boot_error or "")
+
+
+@pytest.mark.parametrize("key", ["levels", "voice_level"])
+def test_a_packed_array_in_flash_is_sized_by_the_model_before_it_is_inflated(tmp_path, key):
+    """A flash image written by the valid writer whose readout levels (or running level) are a
+    deflate bomb: 16 KiB that inflate to 2^24 values (128 MiB as integers). Refused by its declared shape, in
+    well under a second and without the memory the shape asks for (no torch needed)."""
+    import time
+    import tracemalloc
+    import zlib
+
+    import numpy as np
+
+    from tessera.firmware_sim import factory_model, flash
+    from tessera.runtime.model_format import pack_ints
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(factory_model(), "rb").read())
+    fw.do("save", {})
+    image = flash.load(str(img))
+    z, zero = zlib.compressobj(9), bytes(1 << 20)
+    data = b"".join(z.compress(zero) for _ in range(16)) + z.flush()
+    bomb = dict(pack_ints(np.zeros(4, np.int64), 8, deflate=True, sparse=False),
+                shape=[1 << 12, 1 << 12], data=data)      # 2^24 values (the inflate cap) in 16 KiB
+    image[key] = bomb
+    flash.save(str(img), image)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    again = Firmware(str(img))
+    took, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert again.chip is None and key in (again.boot_error or "")
+    assert took < 2.0 and peak < 64 << 20
