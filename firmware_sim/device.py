@@ -26,6 +26,7 @@ import numpy as np
 from ..protocol.messages import SUPPORTED, VERSION, ProtocolError, check_fields, decode, encode, \
     error_message
 from ..protocol.framing import FrameDecoder, FrameError, encode_frame
+from ..runtime.activity import memory_bytes
 from ..runtime.chip import Chip, tables_of
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
@@ -44,6 +45,28 @@ ERROR_RATE = 4.0         # ... at most this many per second (the rest are only c
 IDEMPOTENCY = 256
 #: in flash before they are answered
 PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")
+
+
+def _within_device(core, readout) -> None:
+    """A model's geometry and window against this device's capabilities, read from the file's
+    scalars before any array is inflated (a 4096 x 4096 input table of zeros is a few KiB
+    deflated and 128 MiB unpacked); a scalar of the wrong kind is left to the full check."""
+    cap = Capabilities
+    limits = (("rows", cap.max_rows), ("cols", cap.max_cols), ("tile", cap.max_tile),
+              ("inputs", cap.max_inputs))
+    get = (lambda d, k: d.get(k) if isinstance(d, dict) and type(d.get(k)) is int else None)
+    for key, most in limits:
+        v = get(core, key)
+        if v is not None and v > most:
+            raise InputError(f"model core.{key} {v} exceeds this device ({most} at most)")
+    classes = get(readout, "max_classes")
+    if classes is not None and classes > cap.max_classes:
+        raise InputError(f"model readout.max_classes {classes} exceeds this device "
+                         f"({cap.max_classes} at most)")
+    steps, bin_ms = get(core, "steps"), get(core, "bin_ms")
+    if steps is not None and bin_ms is not None and steps * bin_ms > cap.max_window_ms:
+        raise InputError(f"model window {steps} steps of {bin_ms} ms exceeds this device "
+                         f"({cap.max_window_ms} ms at most)")
 
 
 class Firmware:
@@ -109,6 +132,7 @@ class Firmware:
         chip of its own (:meth:`probe`) before it replaces the current one."""
         try:
             model = decode_model(blob, "<model>")
+            _within_device(model.core, model.readout)  # the geometry first: nothing inflated
             t = tables_of(model)                  # checked before anything is allocated
         except InputError as exc:
             raise ProtocolError("MODEL_REJECTED", str(exc)) from None
@@ -122,15 +146,15 @@ class Firmware:
         if t.steps * t.bin_ms > cap.max_window_ms:    # before anything sized by the window
             raise ProtocolError("MODEL_REJECTED", f"model window {t.steps} steps of {t.bin_ms} "
                                 f"ms exceeds this device ({cap.max_window_ms} ms at most)")
+        need = len(blob) + memory_bytes(t)["total"]     # from the tables: nothing allocated yet
+        if need > self.ram_budget:
+            raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")
         try:
             chip = Chip(model, RRAMConfig(write_noise=float(self.params["write_noise"]),
                                           seed=self.seed))
         except InputError as exc:
             raise ProtocolError("MODEL_REJECTED", str(exc)) from None
         self.probe(model)
-        need = len(blob) + chip.stats()["memory_bytes"]["total"]
-        if need > self.ram_budget:
-            raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")
         self.chip, self.model_bytes = chip, blob
         self.label_bytes = label_capacity(self)
         self.order.reset()                            # a new model: a new stream

@@ -7,7 +7,22 @@ import numpy as np
 
 from .tables import ChipTables
 
-__all__ = ["Counters", "activity_report"]
+__all__ = ["Counters", "activity_report", "memory_bytes"]
+
+
+def memory_bytes(tab: ChipTables) -> dict:
+    """The chip's memory for a model, from its tables alone (nothing allocated): weights, the
+    readout's columns, the state (membranes, traces, spikes, the segment accumulators, or every
+    step's traces for segment_mode "own", and a bin of inputs) and their total, in bytes."""
+    n = tab.neurons
+    acc = tab.steps * n * tab.trace_bits if tab.segment_mode == "own" \
+        else tab.segments * n * tab.acc_bits
+    mem = dict(weights=((tab.w_in.size + tab.w_rec.size) * tab.weight_bits + 7) // 8,
+               readout=(tab.features * tab.max_classes * tab.readout_bits + 7) // 8,
+               state=(n * (tab.membrane_bits + tab.trace_bits + 1)
+                      + acc + tab.inputs * 8 + 7) // 8)
+    mem["total"] = sum(mem.values())
+    return mem
 
 
 class Counters:
@@ -32,15 +47,7 @@ def activity_report(tab: ChipTables, c: Counters, w_rec: np.ndarray, classes: li
     per_tile = c.spikes.reshape(tab.rows * tab.cols, tab.tile).sum(axis=1)
     total_spikes = int(c.spikes.sum())
     nnz = int((w_rec != 0).sum())
-    weights = tab.w_in.size + tab.w_rec.size
-    # the segment accumulators; segment_mode "own" keeps every step's traces instead
-    acc = tab.steps * n * tab.trace_bits if tab.segment_mode == "own" \
-        else tab.segments * n * tab.acc_bits
-    mem = dict(weights=(weights * tab.weight_bits + 7) // 8,
-               readout=(tab.features * tab.max_classes * tab.readout_bits + 7) // 8,
-               state=(n * (tab.membrane_bits + tab.trace_bits + 1)
-                      + acc + tab.inputs * 8 + 7) // 8)
-    mem["total"] = sum(mem.values())
+    mem = memory_bytes(tab)
     return dict(steps=c.steps, dropped_bins=c.dropped_bins, input_events=c.input_events,
                 synops=c.synops_input + c.synops_recurrent, synops_input=c.synops_input,
                 synops_recurrent=c.synops_recurrent, spikes=total_spikes,

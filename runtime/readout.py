@@ -17,7 +17,13 @@ from .rram import RRAMArray, RRAMConfig
 from .tables import ChipTables
 
 __all__ = ["Readout", "normalize_features", "softmax_q", "cosines", "decide", "prototype",
-           "isqrt_rows", "column_norms"]
+           "isqrt_rows", "column_norms", "exp2_table"]
+
+
+def exp2_table(frac: int) -> np.ndarray:
+    """The readout's ``exp2`` table (MODEL_FORMAT.md): 2^(30 - f / 2^frac) for f < 2^frac."""
+    f = np.arange(1 << frac)
+    return np.rint(2.0 ** (30 - f / (1 << frac))).astype(np.int64)
 
 
 def isqrt_rows(x: np.ndarray) -> np.ndarray:

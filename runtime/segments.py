@@ -65,12 +65,14 @@ def fold(acc: np.ndarray, tab, length: np.ndarray | int, hi: int | None
         return acc.astype(np.int64), lens
     S, steps = tab.segments, tab.steps
     L = np.clip(np.atleast_1d(np.asarray(length, np.int64)), 1, steps)       # (B,)
-    t = np.arange(steps)
-    seg = np.where(t[None] < L[:, None], t[None] * S // L[:, None], S)      # (B, steps), S: none
-    one = (seg[:, None, :] == np.arange(S)[None, :, None])                 # (B, S, steps)
-    lens = np.maximum(one.sum(axis=2), 1).T                                # (S, B)
-    a = acc if acc.ndim == 3 else acc[:, None, :]                          # (steps, B, n)
-    sums = np.einsum("bst,tbn->sbn", one.astype(np.int64), a.astype(np.int64))
+    # segment s holds the steps t < L with s L <= t S < (s+1) L: from ceil(s L / S) on
+    bounds = (np.arange(S + 1)[:, None] * L[None, :] + S - 1) // S          # (S+1, B)
+    a = acc if acc.ndim == 3 else acc[:, None, :]                           # (steps, B, n)
+    prefix = np.zeros((steps + 1,) + a.shape[1:], np.int64)                 # sums of every
+    np.cumsum(a, axis=0, dtype=np.int64, out=prefix[1:])                    # step before t
+    cols = np.arange(a.shape[1])[None, :]
+    sums = prefix[bounds[1:], cols] - prefix[bounds[:-1], cols]             # (S, B, n)
+    lens = np.maximum(bounds[1:] - bounds[:-1], 1)                          # (S, B)
     if hi is not None:
         np.minimum(sums, hi, out=sums)
     if acc.ndim == 2:

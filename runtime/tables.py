@@ -4,6 +4,7 @@ what they return). MODEL_FORMAT.md names every field."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -240,6 +241,31 @@ def core_rules(g: dict) -> list[tuple[str, bool, str]]:
     return rules
 
 
+def _feature_bound(g: dict) -> int:
+    """The largest per-segment mean f the core can give: a trace's largest value (its width,
+    or the bound its decay gives), and never above the accumulator's."""
+    decay = int(np.max(np.asarray(g["trace_mult"]), initial=0))
+    trace = min((1 << (g["trace_bits"] - 1)) - 1,
+                ((1 << g["trace_frac"]) * 65536) // max(65536 - decay, 1) + 1)
+    return max(min(trace, (1 << (g["acc_bits"] - 1)) - 1), 1)
+
+
+def _arithmetic_fits(g: dict) -> bool:
+    """Every product and sum of the features and the readout fits a signed 64-bit integer (the
+    chip's arithmetic never wraps): phi = (f << PB) // norm, the l2 norm's sum of squares, the
+    cosine's (phi . W) << CQ (W: readout levels, shifted by a column scale of at most 62)."""
+    if not (2 <= g["trace_bits"] <= 48 and 0 <= g["trace_frac"] <= 46 and 2 <= g["acc_bits"] <= 62
+            and g["segments"] >= 1 and min(g["rows"], g["cols"], g["tile"]) >= 1):
+        return True                                # an earlier rule names these
+    f, pb, cq = _feature_bound(g), g["feature_bits"], g["cos_frac"]
+    d = g["segments"] * g["rows"] * g["cols"] * g["tile"]
+    w = 1 << (g["readout_bits"] - 1)
+    phi_sum = {"l2": math.isqrt(d) + 1 << pb, "l1": 1 << pb}.get(g["normalize"], d * f)
+    top = 1 << 63
+    return (f << pb) < top and d * f * f < top and (phi_sum * w << cq) < top \
+        and (max(phi_sum, 1 << pb) ** 2 < top)
+
+
 def readout_rules(g: dict) -> list[tuple[str, bool, str]]:
     """The readout section's design rules (after the core's), in checking order."""
     return [
@@ -266,6 +292,15 @@ def readout_rules(g: dict) -> list[tuple[str, bool, str]]:
         ("exponential table", 0 <= g["logit_frac"] <= 16
          and g["exp2"].shape == (1 << g["logit_frac"],),
          "readout.exp2 must have 2^logit_frac entries"),
+        ("calibration range", all(abs(x) < 1 << 40 for x in g["calib"])
+         and g["log2e"] < 1 << 24,
+         "readout.calib values must be below 2^40 in magnitude and log2e below 2^24 (the "
+         "confidence's products stay inside 64 bits)"),
+        ("64-bit arithmetic", 1 <= g["feature_bits"] <= 30 and 4 <= g["cos_frac"] <= 16
+         and 2 <= g["readout_bits"] <= 16 and _arithmetic_fits(g),
+         "the model's widths let the features or the cosines overflow 64 bits (trace_bits, "
+         "acc_bits, feature_bits, readout_bits, cos_frac and the segments x neurons are too "
+         "large together)"),
     ]
 
 

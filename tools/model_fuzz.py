@@ -30,7 +30,7 @@ from ..runtime.model_format import (HEADER, ModelFile, decode_model, encode_mode
                                     unpack_ints)
 from ..runtime.poles import carried
 
-__all__ = ["mutate_model", "fuzz_models"]
+__all__ = ["mutate_model", "fuzz_models", "LoopbackBoard"]
 
 _JUNK = (None, True, -1, 0, 1, 2 ** 40, -(2 ** 40), 3.5, float("nan"), "x", "", b"\x00" * 3, [],
          [1, "a"], {}, {"shape": [2], "bits": 4, "signed": True, "data": b"\x01"})
@@ -145,16 +145,21 @@ def _exercise(chip: Chip, pcm: np.ndarray, frames: np.ndarray) -> None:
     chip.run_batch(frames[None])
 
 
-class _Board:
+class LoopbackBoard:
     """One firmware instance driven by protocol frames in-process."""
 
-    def __init__(self, blob: bytes):
-        self.fw = Firmware(flash_path=None)
+    def __init__(self, blob: bytes | None, fw: Firmware | None = None):
+        self.fw = fw if fw is not None else Firmware(flash_path=None)
         self.dec = FrameDecoder()
         self.ids = 1
-        r = self.load(blob)
+        r = self.load(blob) if blob is not None else {"t": "ack"}
         if r["t"] == "error":
             raise RuntimeError(f"the board refused the original model: {r.get('message')}")
+
+    @classmethod
+    def around(cls, fw: Firmware) -> LoopbackBoard:
+        """A loopback link to a board that is already running (booted from its flash)."""
+        return cls(None, fw)
 
     def request(self, msg: dict) -> dict:
         self.ids += 1
@@ -208,7 +213,7 @@ def fuzz_models(tsr: str, count: int = 10_000, seed: int = 0, hang_s: float = 2.
     pcm = speechlike_signal(0.3, seed)
     ref = Chip(m)
     frames = ref.cochlea.encode(pcm)
-    brd = _Board(blob) if board else None
+    brd = LoopbackBoard(blob) if board else None
     pcm_bytes = pcm.astype("<i2").tobytes()
     baseline = brd.serves(pcm_bytes) if brd else None
     out = dict(mutants=count, chip_loaded=0, chip_rejected=0, chip_crashes=0, chip_hangs=0,
@@ -261,7 +266,7 @@ def fuzz_models(tsr: str, count: int = 10_000, seed: int = 0, hang_s: float = 2.
                 out["board_crashes"] += 1
                 if len(out["crash_examples"]) < 10:
                     out["crash_examples"].append(f"board: {what}: {type(exc).__name__}: {exc}"[:300])
-                brd = _Board(blob)
+                brd = LoopbackBoard(blob)
             dt = time.perf_counter() - t0
             out["board_hangs"] += dt > hang_s
             worst = max(worst, dt)

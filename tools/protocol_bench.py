@@ -273,6 +273,7 @@ i = [1]
 def req(m):
     i[0] += 1
     fw.receive(encode_frame(encode(dict(m, id=i[0]))))
+req({"t": "save"})          # an image exists before the first kill: a later failure is damage
 print("ready", flush=True)
 n = 0
 while True:

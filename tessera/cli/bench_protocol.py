@@ -152,6 +152,23 @@ def _part_pty(args, model: str, pb) -> tuple[dict, str]:
     return p, line
 
 
+def _part_hostile(args, model: str, what: str) -> tuple[dict, str]:
+    """``hostile-models`` / ``hostile-images``: files a valid writer made hostile in content."""
+    from tessera.tools.hostile import run_hostile_images, run_hostile_models
+
+    stage(args, f"{args.hostile} hostile-but-valid {what} ...")
+    bar = progress_bar(args.hostile, args)
+    run = run_hostile_models if what == "models" else run_hostile_images
+    h = run(model, count=args.hostile, seed=args.seed, progress=lambda i: bar.update(1))
+    bar.close()
+    done = h["accepted"] if what == "models" else h["booted_with_image"]
+    line = (f"hostile-but-valid {what} x{h.get('models', h.get('images'))}: {done} taken, "
+            f"{h['failures']} failures ({h['internal']} INTERNAL, {h['slow']} slower than 2 s, "
+            f"{h['lost_model']} times not teaching a word afterwards); slowest "
+            f"{h['worst_ms']} ms, peak traced memory {h['peak_mb']} MB")
+    return h, line
+
+
 #: the parts of ``tessera bench protocol``: name -> (result key, runner)
 PARTS = {
     "fuzz": ("fuzz", _part_fuzz),
@@ -165,6 +182,8 @@ PARTS = {
     "models": ("model_fuzz", _part_models),
     "stream": ("long_stream", _part_stream),
     "pty": ("pty_enroll", _part_pty),
+    "hostile-models": ("hostile_models", lambda a, m, pb: _part_hostile(a, m, "models")),
+    "hostile-images": ("hostile_images", lambda a, m, pb: _part_hostile(a, m, "images")),
 }
 
 
@@ -194,7 +213,8 @@ def protocol_ok(r: dict) -> bool:
                                                      "lossy_answer_equals_clean", True),
         ("model_fuzz", "chip_crashes", 0),
         ("model_fuzz", "chip_hangs", 0), ("model_fuzz", "board_crashes", 0),
-        ("model_fuzz", "board_hangs", 0), ("model_fuzz", "board_lost_model", 0)))
+        ("model_fuzz", "board_hangs", 0), ("model_fuzz", "board_lost_model", 0),
+        ("hostile_models", "failures", 0), ("hostile_images", "failures", 0)))
     st = r.get("long_stream")
     ok = ok and (st is None or (st["chip"]["answers_identical_every_block"]
                                 and st["board"]["no_drift"]))
@@ -208,7 +228,8 @@ def register_bench_protocol(bsub, add) -> None:
     bp.add_argument("--parts", nargs="+",
                     default=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
                     choices=["fuzz", "structured", "flash-images", "lossy", "kill", "link",
-                             "flood", "pty", "models", "stream", "lossy-stream"],
+                             "flood", "pty", "models", "stream", "lossy-stream",
+                             "hostile-models", "hostile-images"],
                     help="which tests: fuzzed frames, structure-aware fuzzing (Hypothesis: "
                          "every message type, field and msgpack value; not by default: "
                          "--examples bodies), flash images mutated field by field (not by "
@@ -216,11 +237,14 @@ def register_bench_protocol(bsub, add) -> None:
                          "kills, the link budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
                          "files through the chip and the board, a long stream (not by "
                          "default: --minutes of audio), utterances over a 1 %% lossy link (not "
-                         "by default)")
+                         "by default), models and flash images that a valid writer made hostile "
+                         "in content (not by default: --hostile of each)")
     bp.add_argument("--minutes", type=positive_float, default=60.0,
                     help="minutes of audio of --parts stream")
     bp.add_argument("--mutants", type=positive_int, default=10_000,
                     help="mutated model files (--parts models)")
+    bp.add_argument("--hostile", type=positive_int, default=10_000,
+                    help="files of --parts hostile-models and hostile-images")
     bp.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     bp.add_argument("--frames", type=int, default=100_000, help="fuzzed frames")
     bp.add_argument("--examples", type=positive_int, default=100_000,

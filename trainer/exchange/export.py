@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from ...runtime.errors import InputError
+from ...runtime.readout import exp2_table
 from ...runtime.frontend import FrontendSpec, filter_poles, fixed_poles, floor_level
 from ...runtime.poles import exact_poles
 from ...runtime.model_format import ModelFile, pack_ints, write_model
@@ -102,11 +103,6 @@ def load_calibration(model_path: str) -> dict:
         raise InputError("calibration needs calib [a, m, b], a threshold in [-1, 1] and "
                          "min_inputs >= 0", source=path)
     return out
-
-
-def _exp2_table(frac: int) -> np.ndarray:
-    f = np.arange(1 << frac)
-    return np.rint(2.0 ** (30 - f / (1 << frac))).astype(np.int64)
 
 
 def _decays(model) -> dict:
@@ -238,7 +234,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
                      calib=[int(round(x * one_l)) for x in cal["calib"]],
                      logit_frac=cfg.logit_frac,
                      softmax_frac=cfg.softmax_frac, log2e=int(round(math.log2(math.e) * 65536)),
-                     exp2=pack_ints(_exp2_table(cfg.logit_frac), 32, signed=False)),
+                     exp2=pack_ints(exp2_table(cfg.logit_frac), 32, signed=False)),
         labels=[])
     size = write_model(out, mf)
     return dict(out=out, bytes=size, weight_bits=cfg.weight_bits, routes=len(routes),
