@@ -9,7 +9,9 @@ change them close, and :func:`detect_flush` ends a stream. Four stages:
    after at least ``QUIET_MS`` of quiet) or every ``hop_ms`` ("hop"). Each window runs the chip
    from rest on its own copy of the state (``Chip.snapshot`` / ``restore``), so a window's answer
    never depends on what came before it.
-2. **The decision.** A full window is decided by the chip's one rule (:func:`tessera.runtime.readout.decide`: the
+2. **The decision.** A full window is decided by the chip's one rule (for a model whose
+   segments are the word's own length, they end where the window's word ends: a next word in
+   the same window does not stretch them) (:func:`tessera.runtime.readout.decide`: the
    cosine threshold, the silence floor and the confidence gate, the same as ``infer``). A
    rejected window is dropped, and so is one whose sound lasts longer than ``max_word_ms`` (a
    steady noise fills the window; a word does not).
@@ -177,16 +179,17 @@ def detect_flush(st: DetectState, chip, params: dict) -> tuple[list[dict], int, 
 def _close(w: tuple, st: DetectState, chip, params: dict) -> DetectState:
     """Decide one window by the chip's rule; an accepted one becomes a candidate."""
     start, snap = w
-    chip.restore(snap)
-    chip.end_utterance(flush_frontend=False)
+    length = _length(chip)
+    word = word_span(st, start, length)
+    chip.restore(snap)                                # segments of the word's own length end
+    bin_ms = chip.tab.bin_ms                          # where the word does (segment_mode own)
+    chip.end_utterance(flush_frontend=False, word_bins=-(-(word[1] - start) // bin_ms))
     if not chip.classes():
         return st
     p = chip.predict()
     if p["label"] is None:
         return st
-    length = _length(chip)
     nms = int(params.get("nms_ms", 0))
-    word = word_span(st, start, length)
     if word[1] - word[0] > int(params.get("max_word_ms", length)):
         return st                                     # sound that fills the window: no word
     cand = Candidate(start, word, p["label"], p["scores"][p["label"]], p["confidence"],

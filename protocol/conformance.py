@@ -297,14 +297,15 @@ def run_conformance(url: str, model_path: str, timeout: float = 3.0) -> dict:
         dev.set_param("detect", True)
         dev.request({"t": "reset_state"})
         dev.events.clear()
-        quiet = np.zeros((1500, frames[0].shape[1]), frames[0].dtype)
-        dev.stream_spikes(np.vstack([frames[0], quiet, frames[0][:600]]))
-        end = dev.end_utterance()                 # closes the last, partial window
+        n = frames[0].shape[0]                    # one window of the model
+        quiet = np.zeros((n + n // 2, frames[0].shape[1]), frames[0].dtype)
+        dev.stream_spikes(np.vstack([frames[0], quiet, frames[0]]))
+        end = dev.end_utterance()                 # closes the last window
         dev.set_param("detect", False)
         dev.set_param("max_word_ms", before)
         ev = dev.events
         assert len(ev) == 2 and ev[0]["label"] in ("w0", "w1"), ev
-        assert ev[0]["start_ms"] < 1000 <= 2500 <= ev[1]["start_ms"] < end["stream_ms"], ev
+        assert ev[0]["start_ms"] < n <= n + len(quiet) <= ev[1]["start_ms"] < end["stream_ms"], ev
 
     @check("save and reboot keep the model and the enrolled words (or STORAGE)")
     def _():

@@ -288,10 +288,13 @@ class Chip:
             pcm = resample(x, int(sample_rate), TARGET_RATE)
         return self.run(self.cochlea.process(to_int16(pcm)))
 
-    def end_utterance(self, flush_frontend: bool = True) -> np.ndarray:
+    def end_utterance(self, flush_frontend: bool = True, word_bins: int | None = None
+                      ) -> np.ndarray:
         """Close the window: flush the front-end (``flush_frontend``) and the partial bin, run
         silent bins to the window's end (their spikes: ``self.tail``); returns (and keeps) the
-        features phi."""
+        features phi. ``word_bins``: where the word ends (bins from the window's start, as a
+        detector found it), for segment_mode "own": the segments stop there when that is before
+        the last input bin (a stream's next word does not stretch this one)."""
         if self.state.phi is not None:
             return self.state.phi
         tail = []
@@ -307,7 +310,8 @@ class Chip:
             tail.append(self.run_bins(np.zeros((rest, self.tab.inputs), np.int64)))
         self.tail = np.vstack(tail) if tail else np.zeros((0, self.tab.neurons), np.uint8)
         kern = steps()
-        sums, lens = fold(self.state.acc, self.tab, self.state.last, self.acc_hi)
+        last = self.state.last if word_bins is None else min(self.state.last, max(word_bins, 1))
+        sums, lens = fold(self.state.acc, self.tab, last, self.acc_hi)
         phi = kern and kern.features(sums, lens, self.tab.feature_bits,
                                      NORMALIZE[self.tab.normalize])
         if phi is None:

@@ -35,14 +35,15 @@ def test_exact_poles_refuse_channels_outside_the_bank():
         exact_poles(FrontendSpec(channels=10), [-1])
 
 
-def test_the_factory_model_fits_32_kib_and_derives_its_poles(model4):
-    """The default model at 4 bits is at most 32 KiB (issue 26): no poles in the file, the
-    large arrays deflated; with the poles carried (a version-3 file) the chip is the same."""
+def test_the_factory_model_fits_128_kib_and_derives_its_poles(model4):
+    """The default model at 4 bits is at most 128 KiB (issue 34's bound; issue 26's 32 KiB held
+    for models/v4, whose recurrent weights were hop-pruned): no poles in the file, the large
+    arrays deflated; with the poles carried (a version-3 file) the chip is the same."""
     from tessera.firmware_sim import factory_model
 
     for path in (model4, factory_model()):
         blob = open(path, "rb").read()
-        assert len(blob) <= 32 * 1024, path
+        assert len(blob) <= 128 * 1024, path
         m = read_model(path)
         assert "poles" not in m.frontend and "fc_mhz" not in m.frontend
         assert m.core["w_in"].get("deflate") is True

@@ -145,7 +145,7 @@ def test_nir_file_errors_are_named(tmp_path):
     r = tessera("import-nir", tmp_path / "none.nir", "--out", tmp_path / "m.pt")
     assert r.returncode != 0 and "no such NIR file" in r.stderr
     gru = load_model(str(DEFAULT_MODEL))
-    gru.core.cfg = dataclasses.replace(gru.core.cfg, kind="gru")
+    gru.core.cfg = dataclasses.replace(gru.core.cfg, kind="gru", segment_mode="window")
     with pytest.raises(InputError, match="a gru core is not a spiking network"):
         to_nir(gru)
 

@@ -55,6 +55,8 @@ class Recipe:
     readout: str = "traces"       # "traces" (the chip's filtered spikes) or "counts" (spikes)
     objective: str = "cls"        # "cls", "proto" or "anil" (see the module docstring)
     layout: bool = True           # the tiles' layout loss and the firing-rate regulariser
+    max_hops: int = 27            # recurrent routes between tiles at most this many hops apart
+                                  # (1: a tile, its neighbours; 27: every pair of a 4 x 4 grid)
     rram: bool = False            # 4-bit weights with write noise, straight-through
     rows: int = 4
     cols: int = 4
@@ -76,7 +78,7 @@ class Recipe:
                 raise InputError(f"recipe: {name} must be one of {', '.join(allowed)}, got "
                                  f"{getattr(self, name)!r}")
         if min(self.segments, self.window, self.epochs, self.batch, self.rows, self.cols,
-               self.tile) < 1 or self.segments > self.window:
+               self.tile, self.max_hops + 1) < 1 or self.segments > self.window:
             raise InputError("recipe: segments, window, epochs, batch and the grid must be >= 1 "
                              "(segments <= window)")
 
@@ -89,7 +91,8 @@ class Recipe:
     def core_config(self, inputs: int) -> CoreConfig:
         return CoreConfig(inputs=inputs, rows=self.rows, cols=self.cols, tile=self.tile,
                           tau_learn=True, tau_spread=8.0, segments=self.segments,
-                          segment_mode=self.seg_mode if self.model == "lif" else "window")
+                          segment_mode=self.seg_mode if self.model == "lif" else "window",
+                          max_hops=self.max_hops)
 
 
 def recipe_from_factors(items: list[str]) -> Recipe:
