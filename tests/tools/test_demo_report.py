@@ -60,7 +60,8 @@ def test_demo_teaches_the_board_over_the_port_and_writes_a_report(tmp_path):
     t = s["table"]
     assert len(s["words"]) == 5 and t["asked"] == 20 and t["not_taught_asked"] == 6
     assert sum(map(sum, t["confusion"]["matrix"])) == len(s["results"]) == 26
-    assert t["accuracy"] > 0.4                             # chance 0.2; seeded, deterministic
+    assert t["accuracy"] >= 0.35     # chance 0.2; seeded, deterministic (8 of 20 since issue 34:
+    #                                  the "none" threshold fitted on people rejects TTS; BENCHMARKS)
     assert s["activity"]["synops_per_s"] > 0 and s["shots_curve"][0]["shots"] == 1
     page = _Page()
     page.feed((out / "report.html").read_text(encoding="utf-8"))
