@@ -147,8 +147,8 @@ def hostile_model(m: ModelFile, rng) -> tuple[bytes, str]:
     """One hostile-but-valid model built from ``m``: one or two attacks, then the valid writer."""
     d = {k: copy.deepcopy(getattr(m, k)) for k in ("meta", "frontend", "core", "readout", "labels")}
     names = list(MODEL_ATTACKS)
-    what = [MODEL_ATTACKS[str(x)](d, rng) for x in rng.choice(names, int(rng.integers(1, 3)),
-                                                                replace=False)]
+    what = [f"{x}: {MODEL_ATTACKS[str(x)](d, rng)}"
+            for x in rng.choice(names, int(rng.integers(1, 3)), replace=False)]
     return encode_model(ModelFile(**d)), "; ".join(what)
 
 
@@ -192,7 +192,7 @@ def run_hostile_models(tsr: str, count: int = 10_000, seed: int = 0, hang_s: flo
         for i in range(count):
             mutant, what = hostile_model(m, rng)
             for k in what.split("; "):
-                key = k.split(" ")[0]
+                key = k.split(":")[0]
                 out["kinds"][key] = out["kinds"].get(key, 0) + 1
             r, secs, peak = _measured(lambda: board.load(mutant))
             failure = None
