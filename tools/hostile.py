@@ -31,7 +31,7 @@ from ..runtime.model_format import ModelFile, decode_model, encode_model, pack_i
 from ..runtime.readout import exp2_table
 from .model_fuzz import LoopbackBoard
 
-__all__ = ["hostile_model", "hostile_image", "run_hostile_models", "run_hostile_images"]
+__all__ = ["MODEL_ATTACKS", "hostile_model", "run_hostile_models", "run_hostile_images"]
 
 _BIG = (0, 1, -1, 2 ** 31 - 1, -(2 ** 31), 2 ** 62, -(2 ** 62), 2 ** 63 - 1)
 _LABELS = (lambda r: [f"w{i}" for i in range(int(r.integers(1000, 20000)))],
