@@ -50,7 +50,8 @@ PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")
 def _within_device(core, readout) -> None:
     """A model's geometry and window against this device's capabilities, read from the file's
     scalars before any array is inflated (a 4096 x 4096 input table of zeros is a few KiB
-    deflated and 128 MiB unpacked); a scalar of the wrong kind is left to the full check."""
+    deflated and 128 MiB unpacked); a scalar of the wrong kind is left to :func:`tables_of`,
+    which refuses it, so a model past both is within every limit here (the one check of them)."""
     cap = Capabilities
     limits = (("rows", cap.max_rows), ("cols", cap.max_cols), ("tile", cap.max_tile),
               ("inputs", cap.max_inputs))
@@ -133,19 +134,9 @@ class Firmware:
         try:
             model = decode_model(blob, "<model>")
             _within_device(model.core, model.readout)  # the geometry first: nothing inflated
-            t = tables_of(model)                  # checked before anything is allocated
+            t = tables_of(model)                  # refuses what _within_device skipped
         except InputError as exc:
             raise ProtocolError("MODEL_REJECTED", str(exc)) from None
-        cap = Capabilities
-        if (t.rows > cap.max_rows or t.cols > cap.max_cols or t.tile > cap.max_tile
-                or t.inputs > cap.max_inputs or t.max_classes > cap.max_classes):
-            raise ProtocolError("MODEL_REJECTED", f"model geometry {t.rows}x{t.cols} tiles of "
-                                f"{t.tile}, {t.inputs} inputs, {t.max_classes} classes exceeds "
-                                f"this device ({cap.max_rows}x{cap.max_cols} of {cap.max_tile}, "
-                                f"{cap.max_inputs} inputs, {cap.max_classes} classes)")
-        if t.steps * t.bin_ms > cap.max_window_ms:    # before anything sized by the window
-            raise ProtocolError("MODEL_REJECTED", f"model window {t.steps} steps of {t.bin_ms} "
-                                f"ms exceeds this device ({cap.max_window_ms} ms at most)")
         need = len(blob) + memory_bytes(t)["total"]     # from the tables: nothing allocated yet
         if need > self.ram_budget:
             raise ProtocolError("RAM", f"model needs {need} bytes of RAM, budget {self.ram_budget}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from .core import batch_current, batch_steps, core_state, core_steps, frames_bin_dtype, input_current
 from .readout import normalize_features
-from .segments import acc_rows, fold
+from .segments import acc_rows, fold, last_input_bin
 
 __all__ = ["BATCH_STEPS", "run_batch"]
 
@@ -61,9 +61,7 @@ def run_batch(chip, frames: np.ndarray, rasters: bool = False):
                                        rows, seg_t, hi)
         if rasters:
             out[:, t0:t0 + spiked.shape[0]] = spiked.transpose(1, 0, 2)
-    t = np.arange(1, tab.steps + 1)
-    length = (bins.any(axis=2) * t).max(axis=1)           # each utterance's last input bin
-    sums, lens = fold(acc.astype(np.int64), tab, length, hi)
+    sums, lens = fold(acc, tab, last_input_bin(bins), hi)
     f = (sums // lens[:, :, None]).transpose(1, 0, 2).reshape(b, -1)
     phi = normalize_features(f, tab)
     return (phi, out) if rasters else phi

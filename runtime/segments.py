@@ -41,11 +41,14 @@ def segment_of(tab) -> np.ndarray:
     return t if tab.segment_mode == "own" else t * tab.segments // tab.steps
 
 
-def last_input_bin(bins: np.ndarray, start: int = 0) -> int:
+def last_input_bin(bins: np.ndarray, start: int = 0):
     """1 + the index of the last of ``bins`` (k, inputs) (the first at step ``start``) that
-    holds an input event; 0 when none does (the caller keeps its earlier value)."""
-    nz = np.flatnonzero(np.asarray(bins).any(axis=-1))
-    return start + int(nz[-1]) + 1 if nz.size else 0
+    holds an input event; 0 when none does (the caller keeps its earlier value). A batch
+    (B, k, inputs) gives one per utterance, (B,)."""
+    heard = np.asarray(bins).any(axis=-1)
+    last = (heard * np.arange(1, heard.shape[-1] + 1)).max(axis=-1, initial=0)
+    last = np.where(last > 0, last + start, 0)
+    return int(last) if last.ndim == 0 else last
 
 
 def fold(acc: np.ndarray, tab, length: np.ndarray | int, hi: int | None
@@ -57,12 +60,12 @@ def fold(acc: np.ndarray, tab, length: np.ndarray | int, hi: int | None
     ``window``); ``hi``: the accumulator's saturation (None: it cannot saturate). Returns the
     sums (segments, n) or (segments, B, n) int64, and the lengths (segments,) or (segments, B)
     int64, at least 1 (an empty segment's sum is 0)."""
-    acc = np.asarray(acc)
+    acc = np.asarray(acc, np.int64)                # a batch's exact float64 sums: one copy
     if tab.segment_mode != "own":
         lens = np.bincount(segment_of(tab), minlength=tab.segments)
         if acc.ndim == 3:
             lens = np.repeat(lens[:, None], acc.shape[1], axis=1)
-        return acc.astype(np.int64), lens
+        return acc, lens
     S, steps = tab.segments, tab.steps
     L = np.clip(np.atleast_1d(np.asarray(length, np.int64)), 1, steps)       # (B,)
     # segment s holds the steps t < L with s L <= t S < (s+1) L: from ceil(s L / S) on

@@ -112,6 +112,8 @@ READOUT_FIELDS = {
 }
 #: core.segment_mode (optional; absent: "window"): runtime/segments.py
 SEGMENT_MODES = ("window", "own")
+#: Optional string fields: section -> {name: (the value when absent, the values allowed)}
+OPTIONAL_FIELDS = {"core": {"segment_mode": ("window", SEGMENT_MODES)}, "readout": {}}
 
 
 def _fields(d, spec: dict, where: str) -> dict:
@@ -119,11 +121,18 @@ def _fields(d, spec: dict, where: str) -> dict:
     kind, are refused with their names."""
     if not isinstance(d, dict):
         raise InputError(f"model section {where} must be a map")
-    unknown = sorted(set(d) - set(spec), key=str)
+    optional = OPTIONAL_FIELDS[where]
+    unknown = sorted(set(d) - set(spec) - set(optional), key=str)
     if unknown:
         raise InputError(f"model field {where}.{unknown[0]} is not known (this reader knows "
-                         f"{', '.join(spec)})")
+                         f"{', '.join([*spec, *optional])})")
     out = {}
+    for key, (default, allowed) in optional.items():
+        v = d.get(key, default)
+        if not isinstance(v, str) or v not in allowed:
+            raise InputError(f"model field {where}.{key} must be one of {', '.join(allowed)}, "
+                             f"got {str(v)[:24]!r}")
+        out[key] = v
     for key, kind in spec.items():                 # the scalars first: they size the arrays
         if kind == "decay" and not isinstance(d.get(key), dict):
             out[key] = _req(d, key, int, where)
@@ -308,13 +317,7 @@ def tables_of(m: ModelFile) -> ChipTables:
     """Decode and check a model file's core and readout sections: every field by name
     (:data:`CORE_FIELDS`, :data:`READOUT_FIELDS`), then the named design rules in order; the
     first rule broken is the error."""
-    core = m.core if isinstance(m.core, dict) else None
-    mode = core.get("segment_mode", "window") if core is not None else "window"
-    if not isinstance(mode, str) or mode not in SEGMENT_MODES:
-        raise InputError(f"model field core.segment_mode must be one of "
-                         f"{', '.join(SEGMENT_MODES)}, got {str(mode)[:24]!r}")
-    g = _fields({k: v for k, v in core.items() if k != "segment_mode"} if core is not None
-                else m.core, CORE_FIELDS, "core")
+    g = _fields(m.core, CORE_FIELDS, "core")
     g.update(_fields(m.readout, READOUT_FIELDS, "readout"))
     for _, holds, message in design_rules(g):
         if not holds:
@@ -327,7 +330,7 @@ def tables_of(m: ModelFile) -> ChipTables:
     for v in g.values():                             # frozen tables: arrays read-only too
         if isinstance(v, np.ndarray):
             v.setflags(write=False)
-    return ChipTables(**g, frontend=m.frontend, segment_mode=mode)
+    return ChipTables(**g, frontend=m.frontend)
 
 
 def frontend_of(tab: ChipTables, source: str = "<model>"):
