@@ -200,3 +200,44 @@ def test_a_tts_corpus_held_out_voices_are_scored_never_trained(small_corpus):
     E = rng.standard_normal((len(hs), 8)).astype(np.float32)
     scores = score_embeddings(E, hs, episodes=10, splits=("tts-val", "tts-test"))
     assert scores and all(k.startswith("tts-") for k in scores)
+
+
+def test_augment_masks_and_tilts_a_copy_and_keeps_silence_silent():
+    from tessera.trainer.learning.objectives import augment
+    g = torch.Generator().manual_seed(0)
+    X = torch.ones(4, 40, 30)
+    X[:, 30:] = 0                                   # trailing silence
+    Y = augment(X, torch.full((4,), 30), 2, 0.0, g)
+    assert torch.equal(X[:, :30], torch.ones(4, 30, 30))          # the input is not changed
+    assert (Y == 0).any() and (Y[:, 30:] == 0).all() and set(Y.unique().tolist()) <= {0.0, 1.0}
+    Z = augment(X, torch.full((4,), 30), 0, 1.0, g)
+    assert (Z[:, 30:] == 0).all() and (Z[:, :30] > 0).all()
+    ratio = Z[:, 0, -1] / Z[:, 0, 0]                # a slope across channels, one per utterance
+    assert ratio.min() < ratio.max() and float(ratio.max()) <= float(np.exp(2.0)) + 1e-4
+
+
+def test_the_margin_lowers_only_the_true_words_logit():
+    from tessera.trainer.learning.objectives import MARGIN_SCALE, margin_logits
+    E, W = torch.randn(5, 8), torch.randn(8, 3)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    d = margin_logits(E, W, y, 0.0) - margin_logits(E, W, y, 0.25)
+    assert torch.allclose(d, 0.25 * MARGIN_SCALE * torch.nn.functional.one_hot(y, 3).float())
+
+
+def test_the_teacher_loss_skips_recordings_it_never_heard_and_is_zero_when_matched():
+    from tessera.trainer.learning.objectives import teacher_loss
+    E, head = torch.randn(4, 6), torch.randn(6, 96)
+    T = E @ head
+    T[2] = 0
+    assert float(teacher_loss(E, head, T)) < 1e-6
+    assert float(teacher_loss(E, head, torch.zeros(4, 96))) == 0.0
+
+
+@pytest.mark.parametrize("factors", [dict(mask=2, tilt=0.5), dict(margin=0.2)])
+def test_the_ladders_training_factors_train_and_save_a_chip_model(tmp_path, factors):
+    hs = _toy_hear_set()
+    r = Recipe(rows=1, cols=2, tile=4, window=30, segments=3, epochs=2, batch=16, **factors)
+    net, s = train_classifier(hs, r, str(tmp_path), progress=False)
+    assert s["epochs"] == 2 and np.isfinite(s["log"][-1]["loss"])
+    save_model(net, str(tmp_path / "model.pt"), s)
+    assert load_model(str(tmp_path / "model.pt")) is not None

@@ -15,9 +15,12 @@ The network of a :class:`Recipe` (its factors are the ladder's)::
     phi   = means of r (traces) or z (counts) over `segments` parts of the window (the chip's:
             t * segments // window) or of each utterance's own length (up to its last input
             bin: model.input_lengths; the chip's segment_mode "own")
-    loss  = cross-entropy of phi W_cls + b_cls over every training word (objective "cls"), or
-            the device rule's episodes (a word's shot by one person, its queries by others,
-            scaled cosines: "proto"), or both ("anil": the shipped recipe's mix)
+    loss  = cross-entropy of phi W_cls + b_cls over every training word (objective "cls"; with
+            ``margin`` an additive-margin cosine classifier), or the device rule's episodes (a
+            word's shot by one person, its queries by others, scaled cosines: "proto"), or both
+            ("anil": the shipped recipe's mix); + ``teacher`` x (1 - cos(phi W_t, the peer's
+            embedding)) (:mod:`~tessera.trainer.learning.objectives`, with the training-only
+            input augmentations ``mask`` and ``tilt``)
 
 Only the chip's choices (counts, LIF) make a model the chip can run: :func:`save_model`
 refuses the others.
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 
 from ...runtime.errors import InputError
 from .model import CoreConfig, init_params, input_lengths, lif_spikes, own_segments
+from .objectives import augment, episode_loss, margin_logits, teacher_loss
 
 __all__ = ["Recipe", "recipe_from_factors", "Net", "pad_batch", "train_classifier", "save_model",
            "embed_all"]
@@ -68,6 +72,10 @@ class Recipe:
     unseen: bool = False          # leave hear.UNSEEN_WORDS out of training (to choose on them)
     real: bool = True             # train on the real people (False: only the TTS voices given)
     time_limit_s: float = 0.0     # stop (and save) after this many seconds, 0: none
+    mask: int = 0                 # SpecAugment: time and channel masks per utterance (training)
+    tilt: float = 0.0             # a random spectral slope and level per utterance (training)
+    margin: float = 0.0           # "cls" as an additive-margin cosine classifier (AM-softmax)
+    teacher: float = 0.0          # weight of the peer's embedding as a second target
 
     def __post_init__(self) -> None:
         for name, allowed in (("model", ("lif", "gru")), ("input", ("counts", "log1p", "ln")),
@@ -148,6 +156,8 @@ class Net:
         self.p["w_cls"] = torch.randn(self.width, classes, generator=g) * 0.01
         self.p["b_cls"] = torch.zeros(classes)
         self.p["scale"] = torch.tensor(10.0)
+        if r.teacher:
+            self.p["w_t"] = torch.randn(self.width, 96, generator=g) / math.sqrt(self.width)
         for v in self.p.values():
             v.requires_grad_(True)
         self.params = list(self.p.values()) + (list(self.gru.parameters())
@@ -188,9 +198,11 @@ class Net:
     def embed(self, X: torch.Tensor, lens: torch.Tensor, train: bool = False):
         """The readout features (B, segments * width) and the spikes (None for the GRU)."""
         r = self.r
-        x = self.transform(X)
         seg_lens = input_lengths(X, r.window) if r.seg_mode == "own" \
             else torch.full_like(lens, r.window)
+        if train and (r.mask or r.tilt):
+            X = augment(X, seg_lens, r.mask, r.tilt, self.noise)
+        x = self.transform(X)
         if r.seg_mode == "window" and x.shape[1] < r.window:
             x = F.pad(x, (0, 0, 0, r.window - x.shape[1]))
         if r.model == "gru":
@@ -218,26 +230,6 @@ class Net:
         return 0.001 * (self._cost * w ** 2).mean() + 50.0 * (z.mean() - 0.05) ** 2
 
 
-def _episode_loss(net: Net, E: torch.Tensor, y: np.ndarray, spk: np.ndarray,
-                  rng: np.random.Generator) -> torch.Tensor:
-    """Two 5-way episodes inside the batch: each word's shot by one person, its queries by
-    the others; cross-entropy of the scaled cosines (the device rule)."""
-    En = F.normalize(E, dim=1, eps=1e-8)
-    losses = []
-    ok = [w for w in np.unique(y) if len(np.unique(spk[y == w])) >= 2]
-    for _ in range(2 if len(ok) >= 5 else 0):
-        sup, qry, ql = [], [], []
-        for k, c in enumerate(rng.choice(ok, 5, replace=False)):
-            idx = np.flatnonzero(y == c)
-            s = rng.choice(idx)
-            others = idx[spk[idx] != spk[s]]
-            sup.append(s)
-            qry += list(others)
-            ql += [k] * len(others)
-        losses.append(F.cross_entropy(net.p["scale"] * En[qry] @ En[sup].T, torch.tensor(ql)))
-    return torch.stack(losses).mean() if losses else E.sum() * 0
-
-
 def _checkpoint(path: str, net: Net, opt, epoch: int, rng, log: list, recipe: Recipe,
                 classes: list) -> None:
     tmp = path + ".tmp"
@@ -254,23 +246,29 @@ def _same_run(recipe: dict) -> dict:
 
 
 def _batch_loss(net: Net, hs, rows: np.ndarray, y: np.ndarray, spk: np.ndarray,
-                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+                rng: np.random.Generator, T: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One batch's loss under the recipe's objective (and regularisers), with the classifier's
-    outputs where it has them."""
+    outputs where it has them; ``T``: the teacher's embeddings of the batch."""
     recipe = net.r
     X, lens = pad_batch([hs.x[i] for i in rows], recipe.window)
     E, z = net.embed(X, lens, train=True)
     yt = torch.from_numpy(y)
     out_ = None
-    if recipe.objective == "cls":
+    if recipe.objective == "cls" and recipe.margin:
+        out_ = margin_logits(E, net.p["w_cls"], yt, recipe.margin)
+        loss = F.cross_entropy(out_, yt)
+    elif recipe.objective == "cls":
         out_ = E @ net.p["w_cls"] + net.p["b_cls"]
         loss = F.cross_entropy(out_, yt)
     else:
-        loss = _episode_loss(net, E, y, spk, rng)
+        loss = episode_loss(E, y, spk, net.p["scale"], rng)
         if recipe.objective == "anil":
             out_ = net.p["scale"].detach() * (F.normalize(E, dim=1, eps=1e-8) @
                                               F.normalize(net.p["w_cls"], dim=0, eps=1e-8))
             loss = loss + 0.5 * F.cross_entropy(out_, yt)
+    if T is not None:
+        loss = loss + recipe.teacher * teacher_loss(E, net.p["w_t"], T)
     if recipe.layout and z is not None:
         loss = loss + net.regularisers(z)
     return loss, out_
@@ -329,6 +327,9 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
     opt = torch.optim.Adam(net.params, recipe.lr)
     rng = np.random.default_rng(recipe.seed)
     spk = hs.speaker[tr]
+    if recipe.teacher:
+        from .objectives import teacher_targets
+        T_all = torch.from_numpy(teacher_targets(hs, tr, progress=progress))
     log: list = []
     first = 0
     ckpt = os.path.join(out, "checkpoint.pt") if out else None
@@ -346,7 +347,8 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
         right = tot = 0
         for b0 in range(0, len(order), recipe.batch):
             j = order[b0:b0 + recipe.batch]
-            loss, out_ = _batch_loss(net, hs, tr[j], y_all[j], spk[j], rng)
+            loss, out_ = _batch_loss(net, hs, tr[j], y_all[j], spk[j], rng,
+                                     T_all[j] if recipe.teacher else None)
             opt.zero_grad()
             loss.backward()
             opt.step()
