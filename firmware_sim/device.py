@@ -297,6 +297,9 @@ class Firmware:
         if self.reboot_after and self.stats["requests"] % self.reboot_after == 0:
             self.reboot_requested = True              # a power cut after this answer
         t0 = self.clock()
+        persisting = bool(rid and msg["t"] in PERSISTED_REQUESTS and self.flash_path
+                          and self.params["autosave"])
+        snap = persist.snapshot(self) if persisting else None
         try:
             check_fields(msg)
             reply = HANDLERS[msg["t"]](self, msg)
@@ -312,13 +315,17 @@ class Firmware:
         reply.setdefault("id", rid)
         if reply.get("t") == "result":
             reply["latency_us"] = round((self.clock() - t0) * 1e6, 1)
-        if (rid and msg["t"] in PERSISTED_REQUESTS and reply["t"] != "error"
-                and self.flash_path and self.params["autosave"]):
-            frame = persist.persist(self, rid, digest, reply)
-        else:
-            frame = self.frame(reply)
-        if rid and reply.get("name") != "NO_UTTERANCE":   # that one may succeed once the
-            # shots are streamed again (after a reboot), under the same id
+        frame = None
+        if persisting and reply["t"] != "error":
+            try:
+                frame = persist.persist(self, rid, digest, reply)
+            except ProtocolError as exc:        # not written: refused as a whole, RAM put back
+                persist.rollback(self, snap)
+                self.stats["errors"] += 1
+                reply = error_message(rid, exc.name, str(exc))
+        frame = frame or self.frame(reply)
+        if rid and reply.get("name") not in ("NO_UTTERANCE", "STORAGE"):   # those may succeed
+            # later under the same id (shots streamed again after a reboot, flash writable)
             self.answers[rid] = (digest, frame)
             self.answers.move_to_end(rid)
             while len(self.answers) > IDEMPOTENCY:

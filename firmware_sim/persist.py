@@ -5,6 +5,7 @@ image goes through the same checks as the wire."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict
 
@@ -17,7 +18,8 @@ from ..runtime.model_format import pack_ints, unpack_ints
 from . import flash
 from .params import MAX_NEGATIVES, apply_threshold, check_param
 
-__all__ = ["restore_image", "write_image", "persist", "body_digest", "PERSISTED_ANSWERS"]
+__all__ = ["restore_image", "write_image", "persist", "snapshot", "rollback", "body_digest",
+           "PERSISTED_ANSWERS"]
 
 PERSISTED_ANSWERS = 32
 #: bytes of the digest a stored answer is matched on
@@ -116,18 +118,43 @@ def write_image(fw, answers: OrderedDict[int, tuple[bytes, bytes]]) -> int:
     return size
 
 
+def snapshot(fw) -> dict:
+    """What an ``enroll``, ``forget``, ``untaught`` or ``load_commit`` may change in RAM (the
+    model, the readout's columns, conductances and registers, the parameters, the untaught and
+    recent recordings, the running level), to put back with :func:`rollback` when its flash
+    write fails."""
+    chip = fw.chip
+    snap = dict(chip=chip, model_bytes=fw.model_bytes, params=dict(fw.params),
+                negatives=list(fw.negatives), recent=list(fw.recent))
+    if chip is not None:       # the model's tables and the random source are shared, not copied
+        snap["readout"] = copy.deepcopy(chip.readout, {id(chip.tab): chip.tab,
+                                                       id(chip.rng): chip.rng})
+        snap["level"] = chip.frontend.level_state() if chip.frontend is not None else None
+    return snap
+
+
+def rollback(fw, snap: dict) -> None:
+    """RAM as :func:`snapshot` saw it: a request whose flash write failed is refused as a
+    whole (what flash holds and what the board answers from never differ)."""
+    fw.chip, fw.model_bytes = snap["chip"], snap["model_bytes"]
+    fw.params.clear()
+    fw.params.update(snap["params"])
+    fw.negatives, fw.recent = snap["negatives"], snap["recent"]
+    if fw.chip is not None:
+        fw.chip.readout = snap["readout"]
+        if snap["level"] is not None:
+            fw.chip.cochlea.restore_level_state(*snap["level"])
+
+
 def persist(fw, rid: int, digest: bytes, reply: dict) -> bytes:
-    """Write the state an enroll/forget left, with its answer, before answering; if the flash
-    fails the change stays in RAM and the answer says ``saved`` false. Returns the answer's
-    frame."""
+    """Write the state an enroll/forget/untaught/load_commit left, with its answer, before
+    answering; returns the answer's frame. A failed write raises ``STORAGE`` (the caller puts
+    RAM back with :func:`rollback` and refuses the request)."""
     answers = OrderedDict(fw.persisted)
     answers[rid] = (digest, encode_frame(encode(dict(reply, saved=True), fw.host_version)))
     answers.move_to_end(rid)
     while len(answers) > PERSISTED_ANSWERS:
         answers.popitem(last=False)
-    try:
-        write_image(fw, answers)
-    except ProtocolError:
-        return encode_frame(encode(dict(reply, saved=False), fw.host_version))
+    write_image(fw, answers)
     fw.persisted = answers
     return answers[rid][1]

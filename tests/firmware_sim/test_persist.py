@@ -1,18 +1,14 @@
-"""test_persist"""
-
-from pathlib import Path
+"""What the board keeps in flash: power cycles, checked images, failing writes refused as a
+whole (issue 35)."""
 
 import pytest
 
-
-from helpers import ask
+from helpers import ask, log_sweep
 
 from tessera.firmware_sim.device import Firmware
 from tessera.protocol.framing import (
     FrameDecoder, encode_frame)
 from tessera.protocol.messages import decode, encode
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_reboot_after_n_requests_keeps_the_flash(model4, tmp_path):
@@ -255,3 +251,45 @@ def test_a_packed_array_in_flash_is_sized_by_the_model_before_it_is_inflated(tmp
     tracemalloc.stop()
     assert again.chip is None and key in (again.boot_error or "")
     assert took < 2.0 and peak < 64 << 20
+
+
+def test_an_enroll_whose_flash_write_fails_is_refused_whole_and_runs_once_on_retry(
+        model4, tmp_path, monkeypatch):
+    """A failed write must not leave the word in RAM (a later save would store it without its
+    answer, and a retry after a reboot would enroll it twice): the request is refused with
+    STORAGE, not stored under its id, and the same request later enrolls exactly once."""
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    pcm = log_sweep(300, 3000, 0.6).tobytes()
+
+    def shot(rid):
+        assert ask(fw, {"v": 4, "t": "reset_state", "id": rid})["t"] == "ack"
+        for k in range(0, len(pcm), 8000):
+            ask(fw, {"v": 4, "t": "stream_audio", "rate": 16000, "pcm": pcm[k:k + 8000],
+                     "id": rid + 1 + k})
+
+    shot(100)
+    real_replace = flash.os.replace
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(flash.os, "replace", broken)
+    before = fw.chip.readout.state()
+    r = ask(fw, {"v": 4, "t": "enroll", "label": "alpha", "id": 7})
+    assert r["t"] == "error" and r["name"] == "STORAGE"
+    after = fw.chip.readout.state()
+    assert after["classes"] == before["classes"] and (after["levels"] == before["levels"]).all()
+    monkeypatch.setattr(flash.os, "replace", real_replace)
+    shot(200)
+    assert ask(fw, {"v": 4, "t": "enroll", "label": "beta", "id": 8})["saved"] is True
+    fw.boot()                                          # power cycle: flash holds beta only
+    assert fw.chip.readout.classes() == ["beta"]
+    shot(300)
+    r = ask(fw, {"v": 4, "t": "enroll", "label": "alpha", "id": 7})   # the host's retry
+    assert r["t"] == "ack" and r["saved"] is True and r["shots"] == 1
+    assert ask(fw, {"v": 4, "t": "enroll", "label": "alpha", "id": 7})["shots"] == 1
+    assert fw.chip.readout.shots_of("alpha") == 1
