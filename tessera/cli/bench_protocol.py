@@ -88,6 +88,17 @@ def _part_kill(args, model: str, pb) -> tuple[dict, str]:
     return k, line
 
 
+def _part_enroll_kills(args, model: str, pb) -> tuple[dict, str]:
+    from tessera.tools.enroll_kills import enroll_kills
+
+    stage(args, f"killing the board {args.kills} times during enrollments ...")
+    k = enroll_kills(model, kills=args.kills, seed=args.seed)
+    line = (f"SIGKILL during enrollments x{k['kills']} ({k['enrollments']} answered, "
+            f"{k['storage_refusals']} flash writes failed and refused): {k['doubled']} doubled, "
+            f"{k['lost']} lost")
+    return k, line
+
+
 def _part_link(args, model: str, pb) -> tuple[dict, str]:
     stage(args, "link budget ...")
     b = pb.link_budget(model)
@@ -177,6 +188,7 @@ PARTS = {
     "lossy": ("lossy_enroll", _part_lossy),
     "lossy-stream": ("lossy_stream", _part_lossy_stream),
     "kill": ("kill_during_save", _part_kill),
+    "enroll-kills": ("enroll_kills", _part_enroll_kills),
     "link": ("link_budget", _part_link),
     "flood": ("garbage_flood", _part_flood),
     "models": ("model_fuzz", _part_models),
@@ -209,6 +221,7 @@ def protocol_ok(r: dict) -> bool:
         ("fuzz", "crashes", 0), ("fuzz", "hangs", 0), ("fuzz", "unanswered", 0),
         ("structured_fuzz", "failures", []), ("flash_fuzz", "failures", []),
         ("lossy_enroll", "exactly_once", True), ("kill_during_save", "corrupt", 0),
+        ("enroll_kills", "doubled", 0), ("enroll_kills", "lost", 0),
         ("garbage_flood", "resynchronised", True), ("lossy_stream",
                                                      "lossy_answer_equals_clean", True),
         ("model_fuzz", "chip_crashes", 0),
@@ -227,14 +240,16 @@ def register_bench_protocol(bsub, add) -> None:
     bp.add_argument("--model", help="a .tsr model (default: the committed model at 4 bits)")
     bp.add_argument("--parts", nargs="+",
                     default=["fuzz", "lossy", "kill", "link", "flood", "pty", "models"],
-                    choices=["fuzz", "structured", "flash-images", "lossy", "kill", "link",
+                    choices=["fuzz", "structured", "flash-images", "lossy", "kill",
+                             "enroll-kills", "link",
                              "flood", "pty", "models", "stream", "lossy-stream",
                              "hostile-models", "hostile-images"],
                     help="which tests: fuzzed frames, structure-aware fuzzing (Hypothesis: "
                          "every message type, field and msgpack value; not by default: "
                          "--examples bodies), flash images mutated field by field (not by "
                          "default: --examples of them, at most 10,000), a lossy link, device "
-                         "kills, the link budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
+                         "kills (during saves; during enrollments whose flash writes fail at random: "
+                         "enroll-kills, not by default), the link budget, a 5 MB garbage flood, a real pseudo-terminal, mutated model "
                          "files through the chip and the board, a long stream (not by "
                          "default: --minutes of audio), utterances over a 1 %% lossy link (not "
                          "by default), models and flash images that a valid writer made hostile "
@@ -256,4 +271,5 @@ def register_bench_protocol(bsub, add) -> None:
     bp.add_argument("--seed", type=int, default=0, help="seed of --parts structured")
     bp.add_argument("--words", type=int, default=10, help="enrollments over the lossy link")
     bp.add_argument("--kills", type=positive_int, default=100,
-                    help="device kills at random points of an enrollment")
+                    help="device kills (--parts kill: during saves; enroll-kills: during "
+                         "enrollments)")
