@@ -11,6 +11,7 @@ device after every N-th request (RAM state lost, flash kept).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -113,7 +114,8 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             fw.decoder.drop_partial()                   # nothing of the last host is kept
             progress, heard = time.monotonic(), _frames_heard(fw)
-            with conn:
+            busy = _BusyRefuser(srv)
+            with conn, busy:
                 while True:
                     left = progress + idle_s - time.monotonic() if idle_s else None
                     if left is not None and left <= 0:
@@ -134,7 +136,8 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                         break
                     if not data:
                         break
-                    out = faults.exchange(fw, data)
+                    with busy.working():            # a long request (a commit): other
+                        out = faults.exchange(fw, data)   # hosts are refused meanwhile
                     if _frames_heard(fw) != heard:
                         progress, heard = time.monotonic(), _frames_heard(fw)
                     if out:
@@ -144,6 +147,43 @@ def serve_socket(fw: Firmware, host: str, port: int, faults: LinkFaults, ready=N
                             break
     finally:
         srv.close()
+
+
+class _BusyRefuser:
+    """While the firmware works on a host's bytes (a ``load_commit`` may take up to 2 s), a
+    thread answers any other host ``LINK_BUSY`` at once instead of leaving it unanswered until
+    the work ends. The listening socket is non-blocking while a host is served, so the two
+    threads never wait on the same pending connection."""
+
+    def __init__(self, srv: socket.socket):
+        self.srv, self.busy, self.stop = srv, threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.srv.setblocking(False)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.srv.setblocking(True)
+
+    @contextlib.contextmanager
+    def working(self):
+        self.busy.set()
+        try:
+            yield
+        finally:
+            self.busy.clear()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            if not self.busy.wait(0.05):
+                continue
+            r, _, _ = select.select([self.srv], [], [], 0.02)
+            if r and self.busy.is_set():
+                _refuse(self.srv)
 
 
 def _frames_heard(fw: Firmware) -> int:

@@ -1,9 +1,9 @@
-"""test_sim"""
+"""`tessera sim`: one host at a time on a socket or a pseudo-terminal, link faults, floods,
+the flash lock."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +15,6 @@ from tessera.protocol.framing import (
 from tessera.protocol.messages import decode, encode
 from tessera.tools import protocol_bench as pb
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_second_host_is_refused_cleanly_never_interleaved(model4):
@@ -35,6 +34,40 @@ def test_a_second_host_is_refused_cleanly_never_interleaved(model4):
             with pytest.raises(InputError, match="in use by another program"):
                 Device.open(port)
             assert a.info()["firmware"]
+
+
+def test_a_host_that_connects_while_the_board_works_is_refused_at_once(model4):
+    """Issue 35: while the board works on the first host's request (a commit takes up to 2 s),
+    a second host is told LINK_BUSY at once, not left unanswered until the work ends."""
+    import socket
+    import threading
+    import time
+
+    from tessera.protocol.framing import FrameDecoder
+
+    fw = pb.loaded_firmware(model4)
+    receive, started = fw.receive, threading.Event()
+
+    def slow(data):                             # a request that takes 1.5 s
+        started.set()
+        time.sleep(1.5)
+        return receive(data)
+
+    fw.receive = slow
+    url, _ = pb.start_socket_sim(fw)
+    host, port = url[len("socket://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as a:
+        a.sendall(encode_frame(encode({"t": "ping", "id": 5})))
+        assert started.wait(5)
+        t0 = time.monotonic()
+        with socket.create_connection((host, int(port))) as b:
+            b.settimeout(5)
+            (body,) = FrameDecoder().feed(b.recv(4096))
+            waited = time.monotonic() - t0
+        assert decode(body)["name"] == "LINK_BUSY" and waited < 1.0, waited
+        a.settimeout(5)
+        (body,) = FrameDecoder().feed(a.recv(4096))             # the first host's answer
+        assert decode(body)["t"] == "pong"
 
 
 def test_sim_refuses_non_loopback_without_flag():
