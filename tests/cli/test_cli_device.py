@@ -1,12 +1,9 @@
-"""test_cli_device"""
+"""`tessera sim --pty` and `tessera device` end to end: enroll over a pseudo-terminal and a sim://
+URL, a clear error for a missing microphone."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cli_sim_pty_and_device_enroll(model4, tmp_path, fsdd):

@@ -1,6 +1,6 @@
-"""test_device"""
+"""The board's firmware: bad and hostile model files refused by name while the old model keeps
+serving, shared ids, deep nesting, bounded memory per frame."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +12,6 @@ from tessera.protocol.framing import (
 from tessera.protocol.messages import decode, encode
 from tessera.protocol.spikes import (encode_bitmap, encode_events)
 from tessera.tools import protocol_bench as pb
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mutated_model_files_are_refused_by_name_and_the_old_model_keeps_serving(model4):

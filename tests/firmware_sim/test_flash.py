@@ -1,14 +1,12 @@
-"""test_flash"""
+"""The flash image: a SIGKILL during a save or a crash between the temporary file and the rename
+keeps the old image."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 
 from tessera.firmware_sim.device import Firmware
 from tessera.tools import protocol_bench as pb
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_flash_survives_sigkill_during_save(model4):

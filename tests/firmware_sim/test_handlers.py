@@ -1,6 +1,5 @@
-"""test_handlers"""
+"""The request handlers: version 4's compact chunks equal the long ones, every answer fits a frame."""
 
-from pathlib import Path
 
 import numpy as np
 
@@ -12,8 +11,6 @@ from tessera.protocol.framing import (
 from tessera.protocol.messages import decode, encode
 from tessera.protocol.spikes import (encode_bitmap, encode_events)
 from tessera.tools import protocol_bench as pb
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_version_4_compact_chunks_match_the_long_ones(model4):

@@ -1,6 +1,6 @@
-"""test_ordering"""
+"""Stream chunks that arrive out of order: held within a count and a byte budget, run in stream
+order."""
 
-from pathlib import Path
 
 import numpy as np
 
@@ -8,8 +8,6 @@ from tessera.protocol.framing import (
     FrameDecoder, encode_frame)
 from tessera.protocol.messages import decode, encode
 from tessera.tools import protocol_bench as pb
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_chunks_ahead_of_the_stream_wait_within_a_count_and_a_byte_budget(model4):

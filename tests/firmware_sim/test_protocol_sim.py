@@ -1,14 +1,12 @@
-"""test_protocol_sim"""
+"""The sim:// pyserial URL handler: the simulator as a serial port, registered by the firmware
+package."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tessera.tools import protocol_bench as pb
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sim_url_handler_is_a_serial_port(model4, tmp_path):

@@ -1,6 +1,6 @@
-"""test_client"""
+"""The host client: exactly-once enrollment over lossy links and across a reboot, pyserial URLs,
+streams that arrive whole."""
 
-from pathlib import Path
 
 import pytest
 
@@ -9,8 +9,6 @@ from tessera.protocol.framing import (
     FrameDecoder, encode_frame)
 from tessera.protocol.messages import decode, encode
 from tessera.tools import protocol_bench as pb
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class _PowerCutPort:

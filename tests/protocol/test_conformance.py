@@ -1,12 +1,8 @@
-"""test_conformance"""
-
-from pathlib import Path
+"""The protocol's conformance suite (what any board must answer) run against the simulator."""
 
 
 from tessera.firmware_sim.device import Firmware
 from tessera.tools import protocol_bench as pb
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_conformance_suite_passes_against_the_simulator(model4, tmp_path):

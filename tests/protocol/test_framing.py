@@ -1,14 +1,12 @@
-"""test_framing"""
+"""COBS framing: edge cases, the vectorised coder against the block-by-block one, a decoder that
+resynchronises and counts every bad frame."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tessera.protocol.framing import (
     MAX_BODY, MAX_WIRE, FrameDecoder, cobs_decode, cobs_encode, encode_frame)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cobs_roundtrip_edges():

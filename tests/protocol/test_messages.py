@@ -1,4 +1,5 @@
-"""test_messages"""
+"""Messages: bounded and versioned, every error code documented in PROTOCOL.md, every deliberate
+error a tessera error."""
 
 import os
 from pathlib import Path

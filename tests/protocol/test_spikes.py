@@ -1,13 +1,10 @@
-"""test_spikes"""
+"""Spike frames on the wire: the events and bitmap encodings round-trip."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tessera.protocol.spikes import (SpikeDecodeError, decode_spikes, encode_spikes)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("density", [0.0, 0.002, 0.05, 0.5])

@@ -1,12 +1,9 @@
-"""test_model_format"""
+"""The .tsr model file: header flags, packed arrays that round-trip, and mutants refused with
+errors that name the field."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_model_header_flags_must_be_zero(model4):

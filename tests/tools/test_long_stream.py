@@ -1,9 +1,4 @@
-"""test_long_stream"""
-
-from pathlib import Path
-
-
-ROOT = Path(__file__).resolve().parents[2]
+"""A long stream through the chip and the board: memory stays flat and the answers do not drift."""
 
 
 def test_long_stream_keeps_memory_and_answers(model4):

@@ -1,9 +1,5 @@
-"""test_structured_fuzz"""
-
-from pathlib import Path
-
-
-ROOT = Path(__file__).resolve().parents[2]
+"""Structure-aware fuzzing (Hypothesis) of message bodies and flash images: the board never
+breaks and keeps answering."""
 
 
 def test_structure_aware_fuzzing_never_breaks_the_board(model4):
