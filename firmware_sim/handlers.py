@@ -95,7 +95,7 @@ def label_capacity(fw) -> int:
 
 
 def threshold_in_use(fw) -> float:
-    return fw.chip.readout.none_threshold / (1 << fw.chip.tab.cos_frac)
+    return fw.chip.tab.cos_from_q(fw.chip.readout.none_threshold)
 
 
 # ---------------------------------------------------------------------- session and model
@@ -342,7 +342,7 @@ def get_param(fw, msg: dict) -> dict:
         tab = fw.chip.tab
         out["threshold_in_use"] = threshold_in_use(fw)
         out["negatives"] = len(fw.negatives)
-        out["model_threshold"] = tab.none_threshold / (1 << tab.cos_frac)
+        out["model_threshold"] = tab.cos_from_q(tab.none_threshold)
         out["min_inputs"] = int(tab.min_inputs)
     return {"t": "params", "params": out}
 

@@ -89,12 +89,11 @@ def person_threshold(chip, negatives: list[np.ndarray]) -> int:
     (:func:`untaught_scores`) plus ``PERSON_MARGIN``, never below the model file's threshold nor
     above ``PERSON_CAP`` (a threshold no taught word could pass)."""
     tab = chip.tab
-    one = 1 << tab.cos_frac
     scores = untaught_scores(chip, negatives)
     if not scores:
         return tab.none_threshold
-    t = max(scores) + round(PERSON_MARGIN * one)
-    return int(min(max(tab.none_threshold, t), round(PERSON_CAP * one)))
+    t = max(scores) + tab.cos_to_q(PERSON_MARGIN)
+    return int(min(max(tab.none_threshold, t), tab.cos_to_q(PERSON_CAP)))
 
 
 def apply_threshold(chip, params: dict, negatives: list[np.ndarray]) -> None:
@@ -105,6 +104,6 @@ def apply_threshold(chip, params: dict, negatives: list[np.ndarray]) -> None:
     tab = chip.tab
     chip.readout.none_threshold = tab.none_threshold if t is None \
         else person_threshold(chip, negatives) if t == "person" \
-        else int(round(float(t) * (1 << tab.cos_frac)))
+        else tab.cos_to_q(t)
     chip.readout.min_confidence = int(round(float(params["min_confidence"])
                                             * (1 << tab.softmax_frac)))

@@ -347,9 +347,8 @@ class Chip:
         cq = self.readout.scores(phi, rows)
         best, accepted, p = self.readout.decide(cq, self.state.inputs)
         names = [self.readout.names[i] for i in rows]
-        one = 1 << self.tab.cos_frac
         return dict(label=names[best] if accepted else None, best=names[best],
-                    scores={nm: float(x) / one for nm, x in zip(names, cq)},
+                    scores={nm: float(self.tab.cos_from_q(int(x))) for nm, x in zip(names, cq)},
                     confidence=float(p) / (1 << self.tab.softmax_frac),
                     spikes=int(self.state.spikes), inputs=int(self.state.inputs),
                     latency_us=round((time.perf_counter() - t0) * 1e6, 1))

@@ -92,6 +92,25 @@ class ChipTables:
     def readout_qmax(self) -> int:
         return (1 << (self.readout_bits - 1)) - 1
 
+    def cos_to_q(self, cosine: float) -> int:
+        """A cosine as the readout's registers hold it (units of 2^-cos_frac, rounded): the one
+        conversion (:func:`cos_to_q`)."""
+        return cos_to_q(cosine, self.cos_frac)
+
+    def cos_from_q(self, q):
+        """A cosine register (or an array of them) as a float cosine."""
+        return cos_from_q(q, self.cos_frac)
+
+
+
+def cos_to_q(cosine: float, cos_frac: int) -> int:
+    """A cosine in the readout's fixed point (units of 2^-cos_frac, rounded to nearest)."""
+    return int(round(float(cosine) * (1 << cos_frac)))
+
+
+def cos_from_q(q, cos_frac: int):
+    """A fixed-point cosine (an int or an integer array) as float."""
+    return q / (1 << cos_frac)
 
 
 #: The model file's core and readout fields (MODEL_FORMAT.md): ``int``, ``str``, ``list``,

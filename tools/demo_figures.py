@@ -59,7 +59,7 @@ def local_figures(ds: DemoSet, chip, folder: str, out: dict, shots_curve, draws:
         t_ms, scores = _scores_over_time(chip, pcm)
         pngs["scores"] = plots.scores_png(
             os.path.join(folder, "scores.png"), pcm, t_ms, scores, sent["words"],
-            sent["events"], chip.readout.none_threshold / (1 << tab.cos_frac),
+            sent["events"], tab.cos_from_q(chip.readout.none_threshold),
             window_ms=tab.steps * tab.bin_ms,
             title="readout scores while the sentence streams (cosine with each enrolled word, "
                   "window ending at t); " + ("shaded: the windows of the board's detections"
@@ -87,7 +87,7 @@ def _scores_over_time(chip, pcm: np.ndarray, hop_ms: int = 50):
     phi = chip.run_batch(wins)
     cq = chip.scores_q(phi)
     names = [chip.readout.names[i] for i in chip.enrolled()]
-    return ends, {w: cq[:, j] / (1 << tab.cos_frac) for j, w in enumerate(names)}
+    return ends, {w: tab.cos_from_q(cq[:, j]) for j, w in enumerate(names)}
 
 
 def _shots_curve(chip, ds: DemoSet, shots_curve, draws: int, seed: int) -> list[dict]:

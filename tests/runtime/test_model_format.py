@@ -89,3 +89,13 @@ def test_packed_arrays_round_trip_and_mutants_get_named_errors():
             assert list(got.shape) == list(bad["shape"])
 
     check()
+
+
+def test_the_cosine_fixed_point_has_one_rule_that_round_trips():
+    from tessera.runtime.tables import cos_from_q, cos_to_q
+
+    for frac in (4, 12, 16):
+        for c in (-1.0, -0.3, 0.0, 0.602, 0.746, 1.0):
+            q = cos_to_q(c, frac)
+            assert isinstance(q, int) and abs(cos_from_q(q, frac) - c) <= 0.5 / (1 << frac)
+    assert cos_to_q(0.5, 12) == 2048 and cos_from_q(2048, 12) == 0.5

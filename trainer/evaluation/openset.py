@@ -30,6 +30,7 @@ from ...runtime.chip import Chip
 from ...runtime.spikes import events_to_frames
 from ...runtime.constants import SAMPLE_RATE
 from ...runtime.errors import InputError
+from ...runtime.tables import cos_from_q
 
 __all__ = ["chip_features", "noise_clips", "open_set_episodes", "fit_calibration", "calibrate",
            "hits_curve"]
@@ -155,7 +156,8 @@ def hits_curve(sc: dict, min_inputs: int = 0) -> dict:
         acc = _accepts(sc, t, min_inputs)
         hits.append(float((acc & pos & sc["right"]).sum() / max(pos.sum(), 1)))
         fas.append(float((acc & neg).sum() / max(neg.sum(), 1)))
-    return dict(threshold=(thr / (1 << sc["cos_frac"])).tolist(), hits=hits, false_accepts=fas)
+    return dict(threshold=cos_from_q(thr, sc["cos_frac"]).tolist(), hits=hits,
+                false_accepts=fas)
 
 
 def operating_point(sc: dict, thr_q: int, min_inputs: int) -> dict:
@@ -179,8 +181,8 @@ def hit_at_fa(curve: dict, fa: float) -> float:
 
 def fit_calibration(sc: dict, iters: int = 500) -> list[float]:
     """Logistic regression of "answer right" on (c1, c1 - c2): [a, m, b] (natural-log units)."""
-    one = float(1 << sc["cos_frac"])
-    x = np.stack([sc["c1"] / one, (sc["c1"] - sc["c2"]) / one, np.ones(sc["c1"].size)], 1)
+    c1, gap = cos_from_q(sc["c1"], sc["cos_frac"]), cos_from_q(sc["c1"] - sc["c2"], sc["cos_frac"])
+    x = np.stack([c1, gap, np.ones(sc["c1"].size)], 1)
     y = (sc["positive"] & sc["right"]).astype(np.float64)
     w = np.zeros(3)
     for _ in range(iters):                                # Newton's method, lightly ridged
@@ -196,8 +198,8 @@ def fit_calibration(sc: dict, iters: int = 500) -> list[float]:
 
 def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
     """Expected calibration error of the confidence of accepted-or-not answers."""
-    one = float(1 << sc["cos_frac"])
-    z = calib[0] * sc["c1"] / one + calib[1] * (sc["c1"] - sc["c2"]) / one + calib[2]
+    z = calib[0] * cos_from_q(sc["c1"], sc["cos_frac"]) + \
+        calib[1] * cos_from_q(sc["c1"] - sc["c2"], sc["cos_frac"]) + calib[2]
     p = 1 / (1 + np.exp(-z))
     y = (sc["positive"] & sc["right"]).astype(np.float64)
     edges = np.linspace(0, 1, bins + 1)
@@ -238,8 +240,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     cands = np.sort(sc["c1"][words & (sc["inputs"] >= min_inputs)])
     k = int(np.floor(target_fa * words.sum()))
     thr_q = int(cands[-k - 1] + 1) if 0 <= k < cands.size else 0
-    one = 1 << sc["cos_frac"]
-    cal = dict(none_threshold=round(thr_q / one, 5), min_inputs=min_inputs,
+    cal = dict(none_threshold=round(cos_from_q(thr_q, sc["cos_frac"]), 5), min_inputs=min_inputs,
                calib=[round(x, 4) for x in calib], target_false_accepts=target_fa,
                fitted_on=f"{data_path} validation speakers, {episodes} 5-way 1-shot open-set "
                          f"episodes + {len(noise)} silence/noise clips",

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...runtime.errors import InputError
 from ...runtime.readout import exp2_table
+from ...runtime.tables import cos_to_q
 from ...runtime.frontend import FrontendSpec, filter_poles, fixed_poles, floor_level
 from ...runtime.poles import exact_poles
 from ...runtime.model_format import ModelFile, pack_ints, write_model
@@ -229,7 +230,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
         readout=dict(normalize=core.normalize, feature_bits=cfg.feature_bits,
                      readout_bits=cfg.readout_bits, max_classes=cfg.max_classes,
                      rule="prototype", cos_frac=cfg.cos_frac,
-                     none_threshold=int(round(thr * (1 << cfg.cos_frac))),
+                     none_threshold=cos_to_q(thr, cfg.cos_frac),
                      min_inputs=int(cal["min_inputs"]),
                      calib=[int(round(x * one_l)) for x in cal["calib"]],
                      logit_frac=cfg.logit_frac,
