@@ -256,8 +256,8 @@ def _batch_loss(net: Net, hs, rows: np.ndarray, y: np.ndarray, spk: np.ndarray,
     yt = torch.from_numpy(y)
     out_ = None
     if recipe.objective == "cls" and recipe.margin:
-        out_ = margin_logits(E, net.p["w_cls"], yt, recipe.margin)
-        loss = F.cross_entropy(out_, yt)
+        loss = F.cross_entropy(margin_logits(E, net.p["w_cls"], yt, recipe.margin), yt)
+        out_ = margin_logits(E, net.p["w_cls"], yt, 0.0)     # accuracy: the plain cosines
     elif recipe.objective == "cls":
         out_ = E @ net.p["w_cls"] + net.p["b_cls"]
         loss = F.cross_entropy(out_, yt)
