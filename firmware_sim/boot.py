@@ -5,14 +5,16 @@ file installed; and :func:`pty_sim`, ``tessera sim --pty`` in a child process.""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
+import tempfile
 
 from ..protocol.messages import ProtocolError
 from ..runtime.errors import InputError
 from .device import Firmware
 
-__all__ = ["boot_firmware", "pty_sim"]
+__all__ = ["boot_firmware", "pty_sim", "child_python"]
 
 
 def boot_firmware(model: str | None = None, flash: str | None = None,
@@ -37,17 +39,35 @@ def boot_firmware(model: str | None = None, flash: str | None = None,
     return fw, model
 
 
+def child_python(*args: str) -> tuple[list[str], str]:
+    """The command line and working folder that run this installation's Python on ``args`` in a
+    child process: the folder is the one the ``tessera`` package lives in, so that a folder named
+    ``tessera`` in the caller's working folder never shadows the installed package."""
+    import tessera
+
+    return [sys.executable, *args], os.path.dirname(os.path.dirname(os.path.abspath(
+        tessera.__file__)))
+
+
 @contextlib.contextmanager
 def pty_sim(flash: str = "", process: bool = False):
     """``tessera sim --pty`` in a child process, flash image ``flash`` ("" for none); yields the
     pseudo-terminal's path (and, with ``process``, the child's Popen) and kills the simulator
-    afterwards."""
-    p = subprocess.Popen([sys.executable, "-m", "tessera.cli", "sim", "--pty", "--flash", flash],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = p.stdout.readline().strip()
-        yield (port, p) if process else port
-    finally:
-        p.kill()
-        p.wait()
-        p.stdout.close()
+    afterwards. A simulator that does not start raises an error holding what it said."""
+    cmd, cwd = child_python("-m", "tessera.cli", "sim", "--pty", "--flash",
+                            os.path.abspath(flash) if flash else "")
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            port = p.stdout.readline().strip()
+            if not port:
+                p.wait(timeout=10)
+                err.seek(0)
+                said = " ".join(err.read().strip().splitlines()[-3:])[-400:]
+                raise InputError("the firmware simulator did not start on a pseudo-terminal"
+                                 + (f": {said}" if said else f" (exit status {p.returncode})"))
+            yield (port, p) if process else port
+        finally:
+            p.kill()
+            p.wait()
+            p.stdout.close()

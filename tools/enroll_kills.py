@@ -20,7 +20,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -69,8 +68,10 @@ class _Board:
     def __init__(self, flash_path: str, model: str, fail: float, seed: int):
         from ..protocol.framing import FrameDecoder
 
-        self.p = subprocess.Popen([sys.executable, "-c", _BOARD, flash_path, model, str(fail),
-                                   str(seed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        from ..firmware_sim.boot import child_python
+
+        cmd, cwd = child_python("-c", _BOARD, flash_path, model, str(fail), str(seed))
+        self.p = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL)
         self.dec = FrameDecoder()
         buf = b""

@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
 
-from ..firmware_sim.boot import boot_firmware, pty_sim
+from ..firmware_sim.boot import boot_firmware, child_python, pty_sim
 from ..firmware_sim.device import Firmware
 from ..firmware_sim.sim import LinkFaults, serve_socket
 from ..protocol.framing import FrameDecoder, encode_frame
@@ -297,7 +296,8 @@ def kill_during_save(model_path: str, kills: int = 100, seed: int = 0) -> dict:
     generations = []
     t0 = time.perf_counter()
     for k in range(kills):
-        p = subprocess.Popen([sys.executable, "-c", _CHILD, path, model_path],
+        cmd, cwd = child_python("-c", _CHILD, path, model_path)
+        p = subprocess.Popen(cmd, cwd=cwd,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         p.stdout.readline()                                  # loaded; saving from now on
         time.sleep(float(rng.uniform(0.0, 0.15)))

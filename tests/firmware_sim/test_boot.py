@@ -37,3 +37,22 @@ def test_pty_sim_serves_a_board_in_its_own_process():
         with Device.open(path, timeout=5.0) as dev:
             assert dev.info()["firmware"].startswith("tessera-sim")
     assert proc.poll() is not None                       # killed when the block ends
+
+
+def test_pty_sim_starts_from_a_folder_holding_a_folder_named_tessera(tmp_path, monkeypatch):
+    """Issue 36: `tessera demo` from such a folder failed ("did not start"): the child
+    `python -m tessera.cli` imported the folder instead of the installed package."""
+    from tessera.protocol.client import Device
+
+    (tmp_path / "tessera").mkdir()
+    (tmp_path / "tessera" / "__init__.py").write_text("raise ImportError('the wrong tessera')\n")
+    monkeypatch.chdir(tmp_path)
+    with pty_sim("") as path:
+        with Device.open(path, timeout=5.0) as dev:
+            assert dev.info()["firmware"].startswith("tessera-sim")
+
+
+def test_a_simulator_that_cannot_start_says_why(tmp_path):
+    with pytest.raises(InputError, match="did not start.*must be a file, not a folder"):
+        with pty_sim(str(tmp_path)):                     # a folder is no flash image
+            pass
