@@ -493,3 +493,24 @@ def test_device_untaught_and_threshold_person_from_the_cli(fsdd, tmp_path):
     assert json.loads(r.stdout)["negatives"] == 0
     r = tessera("device", "untaught", "--port", url, tmp_path / "empty-nothing")
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_the_reliability_table_states_what_is_observed_when_calibrated():
+    """A confidence fitted on answers whose rightness follows a logistic law of the cosine
+    states, decile by decile, about how often they are right; the error weighs the gaps."""
+    from tessera.trainer.evaluation.openset import (calibration_error, fit_calibration,
+                                                     reliability)
+
+    rng = np.random.default_rng(0)
+    n, frac = 20000, 12
+    c1 = rng.uniform(0.2, 1.0, n)
+    right = rng.random(n) < 1 / (1 + np.exp(-(12 * c1 - 7)))
+    sc = dict(c1=np.round(c1 * (1 << frac)).astype(np.int64),
+              c2=np.round((c1 - 0.1) * (1 << frac)).astype(np.int64),
+              positive=np.ones(n, bool), right=right, cos_frac=frac)
+    calib = fit_calibration(sc)
+    rows = reliability(sc, calib)
+    assert sum(r["n"] for r in rows) == n and len(rows) >= 8
+    assert all(abs(r["stated"] - r["observed"]) < 0.05 for r in rows if r["n"] > 500)
+    assert calibration_error(sc, calib) < 0.02
+    assert calibration_error(sc, [0.0, 0.0, 3.0]) > 0.2        # "always right": far off

@@ -33,7 +33,7 @@ from ...runtime.errors import InputError
 from ...runtime.tables import cos_from_q
 
 __all__ = ["chip_features", "noise_clips", "open_set_episodes", "fit_calibration", "calibrate",
-           "hits_curve"]
+           "reliability", "hits_curve"]
 
 
 def chip_features(chip: Chip, data, idx: np.ndarray, batch: int = 64
@@ -196,19 +196,30 @@ def fit_calibration(sc: dict, iters: int = 500) -> list[float]:
     return [float(v) for v in w]
 
 
-def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
-    """Expected calibration error of the confidence of accepted-or-not answers."""
+def reliability(sc: dict, calib: list[float], bins: int = 10) -> list[dict]:
+    """The stated probability that an answer is right against how often it is (every query of
+    the episodes, accepted or not), per tenth of the stated range: ``stated`` (its mean),
+    ``observed`` and ``n``; empty bins left out."""
     z = calib[0] * cos_from_q(sc["c1"], sc["cos_frac"]) + \
         calib[1] * cos_from_q(sc["c1"] - sc["c2"], sc["cos_frac"]) + calib[2]
     p = 1 / (1 + np.exp(-z))
     y = (sc["positive"] & sc["right"]).astype(np.float64)
     edges = np.linspace(0, 1, bins + 1)
-    err = 0.0
+    out = []
     for a, b in zip(edges[:-1], edges[1:]):
         m = (p >= a) & (p < b if b < 1 else p <= b)
         if m.any():
-            err += m.sum() * abs(p[m].mean() - y[m].mean())
-    return round(err / max(p.size, 1), 4)
+            out.append(dict(bin=f"{a:.1f}-{b:.1f}", stated=round(float(p[m].mean()), 4),
+                            observed=round(float(y[m].mean()), 4), n=int(m.sum())))
+    return out
+
+
+def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
+    """Expected calibration error of the confidence of accepted-or-not answers (the
+    :func:`reliability` table's gaps weighted by their counts)."""
+    rows = reliability(sc, calib, bins)
+    total = sum(r["n"] for r in rows)
+    return round(sum(r["n"] * abs(r["stated"] - r["observed"]) for r in rows) / max(total, 1), 4)
 
 
 def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25,
@@ -251,6 +262,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
                            n_phi, n_sp, episodes=episodes, seed=12)
     cal["test"] = operating_point(st, thr_q, min_inputs)
     cal["test_calibration_error"] = calibration_error(st, calib)
+    cal["test_reliability"] = reliability(st, calib)
     cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_inputs), 0.05)
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "calibration.json")
     if write:
