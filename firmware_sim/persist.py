@@ -136,7 +136,10 @@ def snapshot(fw) -> dict:
 def rollback(fw, snap: dict) -> None:
     """RAM as :func:`snapshot` saw it: a request whose flash write failed is refused as a
     whole (what flash holds and what the board answers from never differ)."""
-    fw.chip, fw.model_bytes = snap["chip"], snap["model_bytes"]
+    if fw.chip is not snap["chip"]:             # a load_commit: the old model back, whole
+        from .handlers import label_capacity
+        fw.chip, fw.model_bytes = snap["chip"], snap["model_bytes"]
+        fw.label_bytes = label_capacity(fw) if fw.chip is not None else 0
     fw.params.clear()
     fw.params.update(snap["params"])
     fw.negatives, fw.recent = snap["negatives"], snap["recent"]

@@ -293,3 +293,34 @@ def test_an_enroll_whose_flash_write_fails_is_refused_whole_and_runs_once_on_ret
     assert r["t"] == "ack" and r["saved"] is True and r["shots"] == 1
     assert ask(fw, {"v": 4, "t": "enroll", "label": "alpha", "id": 7})["shots"] == 1
     assert fw.chip.readout.shots_of("alpha") == 1
+
+
+def test_a_load_commit_whose_flash_write_fails_keeps_the_old_model_whole(model4, tmp_path,
+                                                                         monkeypatch):
+    """The model a refused commit would have installed is not left running: the old one and
+    its label capacity come back, and flash still holds the old one."""
+    import zlib
+
+    from tessera.firmware_sim import flash
+
+    img = tmp_path / "f.img"
+    fw = Firmware(str(img))
+    fw.install(open(model4, "rb").read())
+    fw.do("save", {})
+    old_chip, old_labels = fw.chip, fw.label_bytes
+    blob = open(model4, "rb").read()
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    assert ask(fw, {"v": 4, "t": "load_begin", "size": len(blob), "crc": zlib.crc32(blob),
+                    "id": 20})["t"] == "ack"
+    for k, off in enumerate(range(0, len(blob), 8192)):
+        part = blob[off:off + 8192]
+        assert ask(fw, {"v": 4, "t": "load_chunk", "offset": off, "data": part,
+                        "crc": zlib.crc32(part), "id": 21 + k})["t"] == "ack"
+    monkeypatch.setattr(flash.os, "replace", broken)
+    r = ask(fw, {"v": 4, "t": "load_commit", "id": 99})
+    assert r["name"] == "STORAGE"
+    assert fw.chip is old_chip and fw.label_bytes == old_labels
+    assert ask(fw, {"v": 4, "t": "load_commit", "id": 99})["name"] in ("LOAD_SEQUENCE", "STORAGE")
