@@ -12,7 +12,8 @@ from tessera.trainer.data.hearset import HearSet, load_hear_set  # noqa: E402
 from tessera.trainer.evaluation.hear import (episode_accuracy, model_embeddings,  # noqa: E402
                                              score_embeddings)
 from tessera.trainer.learning.model import lif_spikes, own_segments, spike  # noqa: E402
-from tessera.trainer.learning.pretrain import (Net, Recipe, embed_all, save_model,  # noqa: E402
+from tessera.trainer.learning.pretrain import (Net, Recipe, embed_all,  # noqa: E402
+                                               recipe_from_factors, save_model,
                                                train_classifier)
 from tessera.trainer.learning.storage import load_model  # noqa: E402
 
@@ -241,3 +242,9 @@ def test_the_ladders_training_factors_train_and_save_a_chip_model(tmp_path, fact
     assert s["epochs"] == 2 and np.isfinite(s["log"][-1]["loss"])
     save_model(net, str(tmp_path / "model.pt"), s)
     assert load_model(str(tmp_path / "model.pt")) is not None
+
+
+def test_the_training_factors_out_of_range_are_named():
+    for bad in (["mask=-1"], ["margin=1.5"], ["teacher=-2"], ["tilt=-0.1"]):
+        with pytest.raises(InputError, match="margin in"):
+            recipe_from_factors(bad)

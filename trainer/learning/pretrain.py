@@ -89,6 +89,9 @@ class Recipe:
                self.tile, self.max_hops + 1) < 1 or self.segments > self.window:
             raise InputError("recipe: segments, window, epochs, batch and the grid must be >= 1 "
                              "(segments <= window)")
+        if self.mask < 0 or self.tilt < 0 or self.teacher < 0 or not 0 <= self.margin < 1:
+            raise InputError("recipe: mask, tilt and teacher must be >= 0 and margin in [0, 1), "
+                             f"got {self.mask}, {self.tilt}, {self.teacher}, {self.margin}")
 
     @property
     def chip_ready(self) -> bool:
