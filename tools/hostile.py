@@ -153,11 +153,13 @@ def hostile_model(m: ModelFile, rng) -> tuple[bytes, str]:
 
 
 def _measured(fn):
-    """(result, seconds, peak traced bytes) of ``fn()``."""
+    """(result, seconds, peak traced bytes) of ``fn()``: the peak above what was already
+    allocated when it began (the harness's own models and images are not the board's)."""
     tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
     t0 = time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    return out, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1] - before
 
 
 def _tally(out: dict, what: str, secs: float, peak: int, hang_s: float, failure: str | None):
