@@ -145,7 +145,7 @@ def enroll_kills(model: str, kills: int = 1000, fail: float = 0.2, seed: int = 0
 
     while counts["kills"] < kills:
         label = LABELS[int(rng.integers(len(LABELS)))]
-        kill_at = counts["kills"] < kills and rng.random() < 0.5
+        kill_at = rng.random() < 0.5               # (the loop runs while kills remain)
         delay = float(rng.uniform(0.0, 0.03))
         if not shot(board):
             board = _Board(path, model, fail, int(rng.integers(1 << 30)))
