@@ -70,7 +70,7 @@ def teacher_targets(hs, idx: np.ndarray, progress: bool = False) -> np.ndarray:
     zeros where the hear set names no recording (its TTS part); computed once and cached by the
     recordings' names."""
     from ..data.readers import default_cache_dir
-    from .teacher import recording_embeddings
+    from .teacher import recording_embeddings, save_cached
 
     paths = [str(p) for p in hs.path[idx]]
     key = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:20]
@@ -84,10 +84,7 @@ def teacher_targets(hs, idx: np.ndarray, progress: bool = False) -> np.ndarray:
     have = np.flatnonzero([bool(p) for p in paths])
     if have.size:
         out[have] = recording_embeddings([paths[i] for i in have], progress=progress)
-    os.makedirs(os.path.dirname(cfile), exist_ok=True)
-    tmp = cfile + f".{os.getpid()}.tmp.npy"
-    np.save(tmp, out)
-    os.replace(tmp, cfile)
+    save_cached(cfile, out)
     return out
 
 

@@ -158,6 +158,14 @@ def _cache_file(source: str, kind: str, extra: str) -> str:
     return os.path.join(default_cache_dir(), "teacher", key + ".npy")
 
 
+def save_cached(cfile: str, arr: np.ndarray) -> None:
+    """One array into the teacher's cache, atomically (a temporary file, then a rename)."""
+    os.makedirs(os.path.dirname(cfile), exist_ok=True)
+    tmp = cfile + f".{os.getpid()}.tmp.npy"
+    np.save(tmp, arr)
+    os.replace(tmp, cfile)
+
+
 def teacher_frames(source: str, segments: int = 8, duration: float = 1.0,
                    teacher: Teacher | None = None, progress: bool = False) -> np.ndarray | None:
     """The teacher's segment-aligned embeddings of every utterance of ``source`` (a corpus with
@@ -189,10 +197,7 @@ def teacher_frames(source: str, segments: int = 8, duration: float = 1.0,
             bar.update(len(audio[i: i + step]))
     if bar is not None:
         bar.close()
-    os.makedirs(os.path.dirname(cfile), exist_ok=True)
-    tmp = cfile + f".{os.getpid()}.tmp.npy"
-    np.save(tmp, out)
-    os.replace(tmp, cfile)
+    save_cached(cfile, out)
     return out
 
 
