@@ -76,12 +76,17 @@ class Recipe:
     tilt: float = 0.0             # a random spectral slope and level per utterance (training)
     margin: float = 0.0           # "cls" as an additive-margin cosine classifier (AM-softmax)
     teacher: float = 0.0          # weight of the peer's embedding as a second target
+    sched: str = "const"          # the learning rate: "const" or "cos" (cosine decay to 0)
+    dropout: float = 0.0          # dropout of the readout features in training
+    wd: float = 0.0               # decoupled weight decay (AdamW) of every parameter
+    beta: float = 10.0            # the surrogate's slope: dH/dv = 1 / (beta |v - theta| + 1)^2
 
     def __post_init__(self) -> None:
         for name, allowed in (("model", ("lif", "gru")), ("input", ("counts", "log1p", "ln")),
                               ("seg_mode", ("window", "own")),
                               ("readout", ("traces", "counts")),
-                              ("objective", ("cls", "proto", "anil"))):
+                              ("objective", ("cls", "proto", "anil")),
+                              ("sched", ("const", "cos"))):
             if getattr(self, name) not in allowed:
                 raise InputError(f"recipe: {name} must be one of {', '.join(allowed)}, got "
                                  f"{getattr(self, name)!r}")
@@ -92,6 +97,9 @@ class Recipe:
         if self.mask < 0 or self.tilt < 0 or self.teacher < 0 or not 0 <= self.margin < 1:
             raise InputError("recipe: mask, tilt and teacher must be >= 0 and margin in [0, 1), "
                              f"got {self.mask}, {self.tilt}, {self.teacher}, {self.margin}")
+        if not 0 <= self.dropout < 1 or self.wd < 0 or not self.beta > 0:
+            raise InputError("recipe: dropout must be in [0, 1), wd >= 0 and beta > 0, got "
+                             f"{self.dropout}, {self.wd}, {self.beta}")
 
     @property
     def chip_ready(self) -> bool:
@@ -210,7 +218,8 @@ class Net:
             x = F.pad(x, (0, 0, 0, r.window - x.shape[1]))
         if r.model == "gru":
             h, _ = self.gru(x)
-            return own_segments(h, seg_lens, r.segments), None
+            E = own_segments(h, seg_lens, r.segments)
+            return (F.dropout(E, r.dropout) if train and r.dropout else E), None
         w_in, w_rec = self.p["w_in"], self.p["w_rec"] * self.mask
         if r.rram and train:
             from .rram import RRAMTrainConfig, device_weight
@@ -219,8 +228,9 @@ class Net:
             w_rec = device_weight(w_rec, rc, self.noise)
         alpha = torch.sigmoid(self.p["a_mem"])
         kappa = torch.sigmoid(self.p["a_out"]) if r.readout == "traces" else 0.0
-        z, tr = lif_spikes(x @ w_in + self.p["b"], w_rec, alpha, kappa)
-        return own_segments(tr if r.readout == "traces" else z, seg_lens, r.segments), z
+        z, tr = lif_spikes(x @ w_in + self.p["b"], w_rec, alpha, kappa, 1.0, r.beta)
+        E = own_segments(tr if r.readout == "traces" else z, seg_lens, r.segments)
+        return (F.dropout(E, r.dropout) if train and r.dropout else E), z
 
     def regularisers(self, z: torch.Tensor) -> torch.Tensor:
         """The default recipe's layout loss (lambda 0.001, beta 8) and rate penalty (50 x
@@ -327,7 +337,8 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
     net.scale_inputs(pad_batch([hs.x[i] for i in tr[:200]], recipe.window)[0])
     if init:
         _load_init(net, init)
-    opt = torch.optim.Adam(net.params, recipe.lr)
+    opt = torch.optim.AdamW(net.params, recipe.lr, weight_decay=recipe.wd)
+    steps = (len(tr) + recipe.batch - 1) // recipe.batch
     rng = np.random.default_rng(recipe.seed)
     spk = hs.speaker[tr]
     if recipe.teacher:
@@ -341,7 +352,6 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
     if resume and ckpt and os.path.exists(ckpt):
         log, first = _resume(ckpt, net, opt, rng)
     t0 = time.time() - (log[-1]["seconds"] if log else 0)
-    steps = (len(tr) + recipe.batch - 1) // recipe.batch
     bar = tqdm(total=recipe.epochs * steps, initial=first * steps, unit="batch",
                desc="pretrain", disable=not progress, leave=False)
     stopped = False
@@ -354,6 +364,10 @@ def train_classifier(hs, recipe: Recipe, out: str | None = None, *, resume: bool
                                      T_all[j] if recipe.teacher else None)
             opt.zero_grad()
             loss.backward()
+            if recipe.sched == "cos":
+                done = (ep * steps + b0 // recipe.batch) / (recipe.epochs * steps)
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr * 0.5 * (1.0 + math.cos(math.pi * done))
             opt.step()
             if out_ is not None:
                 right += int((out_.argmax(1) == torch.from_numpy(y_all[j])).sum())
