@@ -124,7 +124,8 @@ def snapshot(fw) -> dict:
     recent recordings, the running level), to put back with :func:`rollback` when its flash
     write fails."""
     chip = fw.chip
-    snap = dict(chip=chip, model_bytes=fw.model_bytes, params=dict(fw.params),
+    snap = dict(chip=chip, model_bytes=fw.model_bytes, label_bytes=fw.label_bytes,
+                params=dict(fw.params),
                 negatives=list(fw.negatives), recent=list(fw.recent))
     if chip is not None:       # the model's tables and the random source are shared, not copied
         snap["readout"] = copy.deepcopy(chip.readout, {id(chip.tab): chip.tab,
@@ -137,9 +138,8 @@ def rollback(fw, snap: dict) -> None:
     """RAM as :func:`snapshot` saw it: a request whose flash write failed is refused as a
     whole (what flash holds and what the board answers from never differ)."""
     if fw.chip is not snap["chip"]:             # a load_commit: the old model back, whole
-        from .handlers import label_capacity
         fw.chip, fw.model_bytes = snap["chip"], snap["model_bytes"]
-        fw.label_bytes = label_capacity(fw) if fw.chip is not None else 0
+        fw.label_bytes = snap["label_bytes"]
     fw.params.clear()
     fw.params.update(snap["params"])
     fw.negatives, fw.recent = snap["negatives"], snap["recent"]

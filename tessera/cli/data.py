@@ -79,7 +79,7 @@ def cmd_corpus_hear(args: argparse.Namespace) -> int:
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
     if args.people:
-        from tessera.trainer.data.real import build_people_corpus
+        from tessera.trainer.data.hearset import build_people_corpus
         s = build_people_corpus(args.out, args.dsp, args.asc, workers=args.workers,
                                 progress=show_progress(args))
         emit(args, s, f"wrote {s['path']}: {s['utterances']} utterances of {s['classes']} words "

@@ -23,14 +23,17 @@ import glob
 import multiprocessing as mp
 import os
 import re
+import time
 
 import numpy as np
 
+from ...runtime.constants import SAMPLE_RATE
 from ...runtime.errors import InputError
+from ...runtime.frontend import FrontendSpec
 
 __all__ = ["MAX_BINS", "DSP_REPORT", "ASC_CHOOSE", "ASC_REPORT", "UNSEEN_WORDS", "HearSet",
            "build_hear_set", "load_hear_set", "tts_hear_set", "merge_hear_sets", "split_of",
-           "recordings"]
+           "recordings", "build_people_corpus"]
 
 #: bins kept per utterance (1.5 s of 10 ms bins)
 MAX_BINS = 150
@@ -226,3 +229,54 @@ def _load_hear_set(path: str) -> HearSet:
     x = np.split(d["x"], ends[:-1])
     return HearSet(x, d["corpus"], d["word"], d["speaker"], d["split"],
                    d["path"] if "path" in d.files else None)
+
+
+def build_people_corpus(out: str, dsp: str | None, asc: str | None, *, workers: int = 2,
+                        progress: bool = True, spec: FrontendSpec | None = None) -> dict:
+    """The held-out people of the hear set (:mod:`tessera.trainer.data.hearset`) as a corpus
+    in the SHD layout: its ``choose`` people as the validation split (what ``tessera
+    calibrate`` fits on) and its ``report`` people as the test split (what it reports); every
+    corpus's words are classes of their own (``dsp:NN``, ``asc:word``). Nobody here is trained on."""
+    from tqdm import tqdm
+
+    from .corpus import write_corpus_h5
+    from .real import encode_jobs
+
+    spec = spec or FrontendSpec()
+    t0 = time.time()
+    items = [it for it in recordings(dsp, asc, None) if split_of(it[1], it[3]) != "train"]
+    if not items:
+        raise InputError("corpus people: no held-out people in the folders given")
+    jobs = [(i, it[0], 0) for i, it in enumerate(items)]
+    parts = [(jobs[i:i + 32], spec, 0, "voice") for i in range(0, len(jobs), 32)]
+    results: list = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), unit="utt", desc="corpus people", disable=not progress,
+               leave=False)
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ctx.Pool(max(1, min(workers, len(parts)))) as pool:
+        for res in pool.imap_unordered(encode_jobs, parts):
+            for r in res:
+                results[r[0]] = r
+            bar.update(len(res))
+    bar.close()
+    keys = sorted({f"{c}:{w}" for _, c, w, _ in items})
+    people = sorted({(c, s) for _, c, _, s in items})
+    pidx = {p: i for i, p in enumerate(people)}
+    psplit = [1 if split_of(c, s) == "choose" else 2 for c, s in people]
+    write_corpus_h5(
+        out, [(r[1], r[2]) for r in results], spec,
+        labels=[keys.index(f"{c}:{w}") for _, c, w, _ in items],
+        speakers=[pidx[(c, s)] for _, c, _, s in items], keys=keys,
+        split=[psplit[pidx[(c, s)]] for _, c, _, s in items],
+        speaker_names=[f"{c}:{s}" for c, s in people], speaker_split=psplit,
+        strings=dict(text=[w for _, _, w, _ in items], language=[c for _, c, _, _ in items],
+                     augment=["none"] * len(items),
+                     file=[os.path.basename(p) for p, _, _, _ in items]),
+        floats=dict(duration_s=[r[3].size / SAMPLE_RATE for r in results]),
+        attrs=dict(preset="people", source="DSPSpeech-20 (MIT), Arabic Speech Commands "
+                   "(CC BY 4.0): held-out people only", augment="none", seed=0, repeats=1,
+                   holdout="choose=val,report=test"),
+        audio=[r[3] for r in results])
+    return dict(path=out, utterances=len(items), classes=len(keys), people=len(people),
+                val_people=psplit.count(1), test_people=psplit.count(2),
+                seconds=round(time.time() - t0, 1))

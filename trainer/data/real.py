@@ -28,7 +28,7 @@ from ...runtime.errors import InputError
 from ...runtime.frontend import Cochlea, FrontendSpec
 
 __all__ = ["DSP_WORDS", "HOLDOUT", "read_flac", "dsp_items", "build_real_corpus",
-           "build_people_corpus", "voice_copy"]
+           "encode_jobs", "voice_copy"]
 
 #: DSPSpeech-20's words in its label order (README of the data set), as ``lang:word`` keys.
 DSP_WORDS = ("zh:shuzi", "zh:yuyin", "zh:yuyan", "zh:shibie", "zh:zhongguo", "zh:zonggong",
@@ -94,7 +94,9 @@ def voice_copy(x: np.ndarray, rng: np.random.Generator, aug=None) -> tuple[np.nd
     return to_int16(speech), aug.describe(meta, band)
 
 
-def _work(args: tuple) -> list[tuple]:
+def encode_jobs(args: tuple) -> list[tuple]:
+    """A worker's part: (jobs of (index, path, copy), spec, seed, augment preset) -> (index,
+    steps, units, pcm, augmentation) of each recording through a fresh front-end."""
     jobs, spec, seed, augment = args
     from ...runtime.threads import set_blas_threads
     from .augment import AUGMENT_PRESETS
@@ -149,7 +151,7 @@ def build_real_corpus(folder: str, out: str, *, holdout: tuple[str, ...] = HOLDO
     bar = tqdm(total=len(jobs), unit="utt", desc="corpus real", disable=not progress, leave=False)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(workers) as pool:
-        for res in pool.imap_unordered(_work, parts):
+        for res in pool.imap_unordered(encode_jobs, parts):
             for r in res:
                 results[r[0]] = r
             bar.update(len(res))
@@ -175,54 +177,3 @@ def build_real_corpus(folder: str, out: str, *, holdout: tuple[str, ...] = HOLDO
                 holdout=list(holdout), split_speakers={SPLITS[0]: spk_split.count(0),
                                                        SPLITS[1]: spk_split.count(1)},
                 seconds=round(time.time() - t0, 1), workers=workers)
-
-
-def build_people_corpus(out: str, dsp: str | None, asc: str | None, *, workers: int = 2,
-                        progress: bool = True, spec: FrontendSpec | None = None) -> dict:
-    """The held-out people of the hear set (:mod:`tessera.trainer.data.hearset`) as a corpus
-    in the SHD layout: its ``choose`` people as the validation split (what ``tessera
-    calibrate`` fits on) and its ``report`` people as the test split (what it reports); every
-    corpus's words are classes of their own (``dsp:NN``, ``asc:word``). Nobody here is trained on."""
-    from tqdm import tqdm
-
-    from .hearset import recordings, split_of
-    from .corpus import write_corpus_h5
-
-    spec = spec or FrontendSpec()
-    t0 = time.time()
-    items = [it for it in recordings(dsp, asc, None) if split_of(it[1], it[3]) != "train"]
-    if not items:
-        raise InputError("corpus people: no held-out people in the folders given")
-    jobs = [(i, it[0], 0) for i, it in enumerate(items)]
-    parts = [(jobs[i:i + 32], spec, 0, "voice") for i in range(0, len(jobs), 32)]
-    results: list = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), unit="utt", desc="corpus people", disable=not progress,
-               leave=False)
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(max(1, min(workers, len(parts)))) as pool:
-        for res in pool.imap_unordered(_work, parts):
-            for r in res:
-                results[r[0]] = r
-            bar.update(len(res))
-    bar.close()
-    keys = sorted({f"{c}:{w}" for _, c, w, _ in items})
-    people = sorted({(c, s) for _, c, _, s in items})
-    pidx = {p: i for i, p in enumerate(people)}
-    psplit = [1 if split_of(c, s) == "choose" else 2 for c, s in people]
-    write_corpus_h5(
-        out, [(r[1], r[2]) for r in results], spec,
-        labels=[keys.index(f"{c}:{w}") for _, c, w, _ in items],
-        speakers=[pidx[(c, s)] for _, c, _, s in items], keys=keys,
-        split=[psplit[pidx[(c, s)]] for _, c, _, s in items],
-        speaker_names=[f"{c}:{s}" for c, s in people], speaker_split=psplit,
-        strings=dict(text=[w for _, _, w, _ in items], language=[c for _, c, _, _ in items],
-                     augment=["none"] * len(items),
-                     file=[os.path.basename(p) for p, _, _, _ in items]),
-        floats=dict(duration_s=[r[3].size / SAMPLE_RATE for r in results]),
-        attrs=dict(preset="people", source="DSPSpeech-20 (MIT), Arabic Speech Commands "
-                   "(CC BY 4.0): held-out people only", augment="none", seed=0, repeats=1,
-                   holdout="choose=val,report=test"),
-        audio=[r[3] for r in results])
-    return dict(path=out, utterances=len(items), classes=len(keys), people=len(people),
-                val_people=psplit.count(1), test_people=psplit.count(2),
-                seconds=round(time.time() - t0, 1))
