@@ -230,8 +230,12 @@ def end_of_utterance(fw, msg: dict) -> dict:
         return {"t": "ack", "windows": closed, "stream_ms": stream_ms}
     _close_utterance(fw)
     if msg.get("shot"):                          # kept for the next enroll, no result
+        out = {"t": "ack", "shots": len(fw.recent)}
+        if chip.classes():                       # what the board knows it as already
+            r = chip.predict()
+            out.update(best=r["best"], cosine=r["scores"][r["best"]])
         chip.reset()
-        return {"t": "ack", "shots": len(fw.recent)}
+        return out
     if not chip.classes():
         chip.reset()
         raise ProtocolError("NO_CLASSES", "no class enrolled")

@@ -271,15 +271,18 @@ class Device:
         pcms = [_pcm(x) for x in shots]
         rid = self.new_id()
         for attempt in range(2):
-            boots = self.info().get("boots")
-            if pcms:
-                _stream_shots(self, pcms)
+            # the boot count of the last hello (the session's own, or the one that found the
+            # last reboot): a hello only when the board says it has no shots
+            boots = (self.info_cache or self.info()).get("boots")
+            nearest = _stream_shots(self, pcms) if pcms else []
             try:
-                return self.request({"t": "enroll", "label": label,
-                                     "shots": max(1, len(pcms))}, rid=rid)
+                out = self.request({"t": "enroll", "label": label,
+                                    "shots": max(1, len(pcms))}, rid=rid)
+                # what the board knew each shot as before (a word taught twice is said)
+                return {**out, "nearest": nearest} if any(nearest) else out
             except DeviceError as exc:
-                again = self.info().get("boots")
-                if exc.name != "NO_UTTERANCE" or not pcms or attempt or again == boots:
+                if exc.name != "NO_UTTERANCE" or not pcms or attempt or \
+                        self.info().get("boots") == boots:
                     raise
         raise AssertionError("unreachable")
 
@@ -320,10 +323,14 @@ class Device:
         return self.request({"t": "reset_state", **({"voice": True} if voice else {})})
 
 
-def _stream_shots(dev: Device, pcms) -> None:
+def _stream_shots(dev: Device, pcms) -> list:
     """A clean slate, then each utterance streamed and kept on the device as a shot (for the
-    ``enroll`` or ``untaught`` that follows)."""
+    ``enroll`` or ``untaught`` that follows); each shot's nearest taught word and its cosine
+    as the board answered it ([best, cosine], or None with no word taught)."""
     dev.reset()
+    out = []
     for pcm in pcms:
         dev.stream_pcm(pcm)
-        dev.request({"t": "end_of_utterance", "shot": True})
+        a = dev.request({"t": "end_of_utterance", "shot": True})
+        out.append([a["best"], a["cosine"]] if "best" in a and "cosine" in a else None)
+    return out

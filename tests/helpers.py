@@ -81,3 +81,33 @@ def assert_clean_error(r, *needles):
     assert "Traceback" not in r.stderr
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+class PowerCutPort:
+    """An in-process link to ``fw`` that cuts the device's power once, at the first enroll
+    frame: before the device reads it (``applied`` False) or after it executed it, losing its
+    answer (``applied`` True)."""
+
+    def __init__(self, fw, applied: bool):
+        self.fw, self.applied, self.cut, self.buf = fw, applied, False, bytearray()
+
+    def write(self, data: bytes) -> int:
+        if not self.cut and b"enroll" in data:
+            self.cut = True
+            if self.applied:
+                self.fw.receive(data)                   # executed; the answer never arrives
+            self.fw.boot()                              # power cut: RAM gone, flash kept
+            return len(data)
+        self.buf += self.fw.receive(data)
+        return len(data)
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.buf)
+
+    def read(self, n: int = 1) -> bytes:
+        out, self.buf = bytes(self.buf[:n]), self.buf[n:]
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,13 +1,1 @@
-"""tessera.tools: benchmarks and plots."""
-
-
-def json_default(x):
-    """``json.dumps(..., default=json_default)``: numpy scalars and arrays as plain numbers and
-    lists (the CLI's ``--json`` output and the demo's summary.json)."""
-    import numpy as np
-
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+"""tessera.tools: benchmarks, fuzzers and the plots they and the demo draw."""

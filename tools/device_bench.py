@@ -15,12 +15,11 @@ import time
 
 import numpy as np
 
-from .. import firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
-from ..protocol.client import Device
+from ..host import Session, score_events
 from ..runtime.audio import load_audio
 from ..runtime.constants import SAMPLE_RATE
 
-__all__ = ["enroll_path", "false_detections", "score_events"]
+__all__ = ["enroll_path", "false_detections", "open_set_path", "teach"]
 
 
 def speaker_files(folder: str, speaker: str, word: int) -> list[str]:
@@ -32,42 +31,13 @@ def speaker_files(folder: str, speaker: str, word: int) -> list[str]:
     return out
 
 
-def _forget_all(dev: Device) -> None:
-    for c in dev.classes():
-        dev.forget(c)
-
-
-def teach(dev: Device, folder: str, speaker: str, words: int, threshold="model") -> None:
+def teach(s: Session, folder: str, speaker: str, words: int, threshold="model") -> None:
     """A clean board (no word, no untaught recording, ``threshold`` set), then digits
     0..words-1 taught one at a time from the speaker's first recording of each."""
-    _forget_all(dev)
-    dev.request({"t": "untaught", "clear": True})
-    dev.set_param("threshold", threshold)
+    s.forget_all()
+    s.dev.set_param("threshold", threshold)
     for w in range(words):
-        dev.enroll(f"d{w}", speaker_files(folder, speaker, w)[0])
-
-
-def _detections(dev: Device, pcm: np.ndarray) -> list[dict]:
-    """The device's events over one stream (detection on, the stream ended, detection off)."""
-    events: list[dict] = []
-    dev.set_param("detect", True)
-    dev.stream_pcm(pcm, on_event=events.append)
-    dev.end_utterance()                          # closes the windows still open
-    dev.drain(events.append)
-    dev.set_param("detect", False)
-    return events
-
-
-def score_events(events: list[dict], spans: list[tuple[int, int, str]]) -> tuple[int, int]:
-    """(taught words found, false detections) of a stream's events against its timeline of
-    taught words (start ms, end ms, label): a word is found when an event names it and its
-    window overlaps the word; an event that finds no word is false."""
-    def hit(e, span):
-        a, b, t = span
-        return e["label"] == t and e["start_ms"] < b and e["end_ms"] > a
-
-    found = sum(any(hit(e, sp) for e in events) for sp in spans)
-    return found, sum(not any(hit(e, sp) for sp in spans) for e in events)
+        s.teach(f"d{w}", speaker_files(folder, speaker, w)[0])
 
 
 def check_folder(folder: str, speakers, words: int) -> None:
@@ -92,21 +62,21 @@ def enroll_path(folder: str, url: str, speakers=("george", "jackson", "lucas"),
         for n in sizes:
             words = list(range(n))
             for order in ([words, words[::-1]] if reverse else [words]):
-                with Device.open(url) as dev:
-                    _forget_all(dev)
+                with Session.open(url) as s:
+                    s.forget_all()
                     t0 = time.perf_counter()
                     for w in order:
-                        dev.enroll(f"d{w}", speaker_files(folder, spk, w)[0])
+                        s.teach(f"d{w}", speaker_files(folder, spk, w)[0])
                     enroll_s = (time.perf_counter() - t0) / n
                     ok = near = none = total = 0
                     for w in words:
                         for path in speaker_files(folder, spk, w)[1:]:
-                            r = dev.infer(path)
+                            r = s.ask(path)
                             ok += r["label"] == f"d{w}"
                             near += r["best"] == f"d{w}"
                             none += r["label"] is None
                             total += 1
-                    silence = dev.infer(np.zeros(SAMPLE_RATE, np.int16))["label"]
+                    silence = s.ask(np.zeros(SAMPLE_RATE, np.int16))["label"]
                 rows.append(dict(speaker=spk, words=n, order="forward" if order == words else
                                  "reverse", accuracy=round(ok / total, 4),
                                  nearest_accuracy=round(near / total, 4), answered_none=none,
@@ -140,15 +110,14 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
     clips = noise_clips(seconds=5.0, count=int(noise_minutes * 12) + 1, seed=seed + 1)
     noise = np.concatenate([c for _, c in clips[1:]])           # no pure silence
     out = {}
-    with Device.open(url) as dev:
-        _forget_all(dev)
+    with Session.open(url) as s:
+        s.forget_all()
         for w in enrolled:
-            dev.enroll(f"d{w}", speaker_files(folder, speaker, w)[0])
-        dev.set_param("hop_ms", hop_ms)
-        dev.set_param("trigger", trigger)
+            s.teach(f"d{w}", speaker_files(folder, speaker, w)[0])
+        detector = {"hop_ms": hop_ms, "trigger": trigger}
         for name, pcm in (("speech_of_other_words", speech), ("noise", noise)):
             t0 = time.perf_counter()
-            events = _detections(dev, pcm)
+            events = s.stream(pcm, params=detector)["events"]
             mins = pcm.size / SAMPLE_RATE / 60
             out[name] = dict(minutes=round(mins, 2), detections=len(events),
                              per_minute=round(len(events) / mins, 3),
@@ -162,7 +131,7 @@ def false_detections(folder: str, url: str, speaker: str = "jackson", enrolled=(
                 parts += [pcm, np.zeros(SAMPLE_RATE, np.int16)]
                 spans.append((at // 16, (at + pcm.size) // 16, f"d{w}"))
                 at += pcm.size + SAMPLE_RATE
-        events = _detections(dev, np.concatenate(parts))
+        events = s.stream(np.concatenate(parts), params=detector)["events"]
         found, wrong = score_events(events, spans)
         out["enrolled_words_stream"] = dict(words=len(spans), detected=found,
                                             events=len(events), wrong_events=wrong)
@@ -187,24 +156,23 @@ def open_set_path(folder: str, url: str, speakers=("george", "jackson", "lucas")
     rows = []
     for spk in speakers:
         for mode in modes:
-            with Device.open(url) as dev:
-                teach(dev, folder, spk, words, "model" if mode == "model" else "person")
+            with Session.open(url) as s:
+                teach(s, folder, spk, words, "model" if mode == "model" else "person")
                 if mode == "person+other":
-                    dev.untaught(*[p for w in other
-                                   for p in speaker_files(folder, spk, w)[:others_per_word]])
-                thr = dev.params()["threshold_in_use"]
+                    s.untaught(*[p for w in other
+                                 for p in speaker_files(folder, spk, w)[:others_per_word]])
+                thr = s.dev.params()["threshold_in_use"]
                 hits = pos = fa = neg = 0
                 for w in range(words):
                     for path in speaker_files(folder, spk, w)[1:][:asked_per_word]:
-                        r = dev.infer(path)
-                        hits += r["label"] == f"d{w}"
+                        hits += s.ask(path)["label"] == f"d{w}"
                         pos += 1
                 for w in negatives:
                     for path in speaker_files(folder, spk, w)[others_per_word:][:asked_per_word]:
-                        fa += dev.infer(path)["label"] is not None
+                        fa += s.ask(path)["label"] is not None
                         neg += 1
-                dev.set_param("threshold", "model")
-                dev.request({"t": "untaught", "clear": True})
+                s.dev.set_param("threshold", "model")
+                s.clear_untaught()
             rows.append(dict(speaker=spk, mode=mode, threshold=round(thr, 3),
                              hit_rate=round(hits / pos, 4), false_accept_rate=round(fa / neg, 4),
                              positives=pos, negatives=neg, negative_words=negatives))

@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 
 from .. import firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
-from ..protocol.client import Device
+from ..host import Session, match_events
 from ..runtime.audio import load_audio, resample
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
@@ -122,25 +122,24 @@ def make_timeline(taught: dict[str, list[np.ndarray]], untaught: list[np.ndarray
 
 
 def score_timeline(events: list[dict], items: list[dict], tolerance_ms: int = 300) -> dict:
-    """Found, missed and false detections of a stream's events against its timeline."""
+    """Found, missed and false detections of a stream's events against its timeline, by the
+    host's one rule (:func:`tessera.host.match_events`: an event finds a taught word when it
+    names it and its window overlaps the word's span widened by ``tolerance_ms``); a false
+    detection is charged to the item it lies in."""
     starts = np.array([it["clip_ms"][0] for it in items])
-    found = {}
+    taught_items = [i for i, it in enumerate(items) if it["kind"] == "taught"]
+    spans = [(items[i]["start_ms"], items[i]["end_ms"], items[i]["label"]) for i in taught_items]
+    matched = match_events(events, spans, tolerance_ms)
+    found = {taught_items[j]: events[e] for j, e in matched.items()}
+    used = set(matched.values())
     false = {"taught": 0, "untaught": 0, "noise": 0}
-    for e in sorted(events, key=lambda e: e["start_ms"]):
-        hit = None
-        for i, it in enumerate(items):
-            if (it["kind"] == "taught" and it["label"] == e["label"] and i not in found
-                    and abs(e["start_ms"] - it["start_ms"]) <= tolerance_ms):
-                hit = i
-                break
-        if hit is not None:
-            found[hit] = e
+    for k, e in enumerate(events):
+        if k in used:
             continue
         # an event belongs to the item whose clip starts at most ``tolerance_ms`` after it
         # (a word heard a little early is that word's), else to the item whose pause it is in
         j = int(np.searchsorted(starts, e["start_ms"] + tolerance_ms, side="right")) - 1
-        owner = items[max(j, 0)]
-        false[owner["kind"]] += 1
+        false[items[max(j, 0)]["kind"]] += 1
     minutes = {k: sum(it["until_ms"] - it["clip_ms"][0] for it in items if it["kind"] == k)
                / 60_000 for k in false}
     taught = [i for i, it in enumerate(items) if it["kind"] == "taught"]
@@ -202,25 +201,18 @@ def stream_bench(folder: str, url: str, speakers=("george", "jackson", "lucas"),
 
 
 def _one_stream(url, folder, spk, n, thr, pcm, items, tolerance_ms, source, params) -> dict:
-    with Device.open(url) as dev:
-        teach(dev, folder, spk, n, thr)
-        before = dev.params()
+    with Session.open(url) as s:
+        teach(s, folder, spk, n, thr)
+        before = s.dev.params()
         for k, v in params.items():
-            dev.set_param(k, v)
-        events: list[dict] = []
+            s.dev.set_param(k, v)
         t0 = time.perf_counter()
-        dev.set_param("detect", True)
-        try:
-            dev.stream_pcm(pcm, on_event=events.append)
-            dev.end_utterance()
-            dev.drain(events.append)
-        finally:
-            dev.set_param("detect", False)
-        used = dev.params()
-        for k in params:
-            dev.set_param(k, before[k])
-        dev.set_param("threshold", "model")
+        events = s.stream(pcm)["events"]
         elapsed = time.perf_counter() - t0
+        used = s.dev.params()
+        for k in params:
+            s.dev.set_param(k, before[k])
+        s.dev.set_param("threshold", "model")
     r = score_timeline(events, items, tolerance_ms)
     r.update(speaker=spk, words=n, threshold=thr,
              stream_minutes=round(pcm.size / SAMPLE_RATE / 60, 2), untaught_source=source,

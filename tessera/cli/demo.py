@@ -1,15 +1,16 @@
-"""`tessera demo`: the main job, end to end (the library is :mod:`tessera.tools.demo`)."""
+"""`tessera demo`: the main job, end to end (the library is :mod:`tessera.demo`)."""
 
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from tessera.runtime.errors import InputError
 
-from .common import (NO_PROGRESS, default_pt, default_tsr, emit, fraction,
+from .common import (NO_PROGRESS, default_pt, default_tsr, emit, fraction, json_default,
                      positive_int)
 
 
@@ -31,8 +32,8 @@ def _model_file(args, say) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tessera.tools import demo
-    from tessera.tools.demo_report import write_report
+    from tessera import demo
+    from tessera.demo.report import write_report
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise InputError("--out must be a folder; this is a file", source=args.out)
@@ -59,7 +60,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(ds.description)
     s = demo.run_demo(ds, model, args.out, realtime=not args.no_realtime, on_line=say,
                       seed=args.seed, min_confidence=args.min_confidence)
-    s["report"] = write_report(args.out, s)
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(s, f, indent=1, default=json_default)
+    s["report"] = write_report(args.out, s, json_default)
     emit(args, s, "\n".join(_summary_lines(s)))
     return 0
 

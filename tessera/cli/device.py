@@ -19,12 +19,12 @@ def _label_list(labels: list[str]) -> str:
     return ", ".join(json.dumps(lab, ensure_ascii=False) for lab in labels) or "(none)"
 
 
-def open_device(args):
-    import tessera.firmware_sim  # noqa: F401  (registers the simulator's sim:// URLs)
-    from tessera.protocol.client import Device
+def open_session(args):
+    """The host session (:class:`tessera.host.Session`: one hello) at ``--port``."""
+    from tessera.host import Session
 
-    return Device.open(getattr(args, "port", None) or args.url,
-                       baudrate=getattr(args, "baud", 921600), timeout=args.timeout)
+    return Session.open(getattr(args, "port", None) or args.url,
+                        baudrate=getattr(args, "baud", 921600), timeout=args.timeout)
 
 
 def cmd_device(args: argparse.Namespace) -> int:
@@ -33,79 +33,99 @@ def cmd_device(args: argparse.Namespace) -> int:
         return _stream(args)
     if action == "infer" and os.path.isdir(args.wav):
         return _infer_folder(args)
-    with open_device(args) as dev:
-        if action == "info":
-            r = dev.info()
-            m = r.get("model")
-            human = (f"{r['firmware']}, protocol {r['version']}, up to {r['max_rows']}x"
-                     f"{r['max_cols']} tiles of {r['max_tile']}, models of up to "
-                     f"{r['max_classes']} classes"
-                     + (f"; model {m['bytes']} bytes, room for "
-                        f"{m.get('max_classes', r['max_classes'])} words, "
-                        f"{len(m['classes'])} enrolled" + (": " + _label_list(m["classes"])
-                                                           if m["classes"] else "")
-                        if m else "; no model"))
-        elif action == "load":
-            r = dev.load(args.model)
-            human = f"loaded {args.model} ({r['bytes']} bytes)"
-        elif action == "enroll":
-            r = dev.enroll(args.label, *args.wavs)
-            if args.save:
-                dev.save()
-            human = (f"enrolled {args.label!r} from {len(args.wavs)} recording(s) in {r['ms']} ms "
-                     f"on the device ({r.get('shots', '?')} shots of it so far); words "
-                     f"{_label_list(r['classes'])}")
-        elif action == "infer":
-            from tessera.runtime.audio import load_audio
-            from tessera.runtime.constants import SAMPLE_RATE
-
-            pcm = load_audio(args.wav)
-            if pcm.size > 2 * SAMPLE_RATE:
-                print(f"tessera: warning: {args.wav} is {pcm.size / SAMPLE_RATE:.1f} s long; infer "
-                      f"answers for its first second only (the model's window): for the words "
-                      f"of a long recording use tessera device stream", file=sys.stderr)
-            with _gates(dev, args):
-                r = dev.infer(pcm)
-                human = "" if args.json else f"{args.wav}: " + answer_text(r, dev.params())
-        elif action == "threshold":
-            if args.value is not None:
-                dev.set_param("threshold", _cosine(args.value))
-                if args.save:
-                    dev.save()
-            r = dev.params()
-            mode = {None: "the model file's", "person": "fitted to this person"}.get(
-                r["threshold"], "set by hand")
-            human = (f"'none of these' below cosine {r['threshold_in_use']:.3f}, {mode} (the "
-                     f"model's: {r['model_threshold']:.3f}"
-                     + (f"; {r.get('negatives', 0)} untaught recording(s) known"
-                        if r["threshold"] == "person" else "")
-                     + f"); answers also need a probability of at least "
-                       f"{100 * r.get('min_confidence', 0):.0f} %")
-        elif action == "untaught":
-            if args.clear:
-                r = dev.request({"t": "untaught", "clear": True})
-            else:
-                wavs = _wav_list(args.wavs)
-                r = dev.untaught(*wavs)
-            human = (f"{r['negatives']} untaught recording(s) known to the device; 'none of "
-                     f"these' below cosine {r['threshold']:.3f}"
-                     + ("" if dev.params()["threshold"] == "person" else
-                        " (the device's threshold is not 'person': set it with tessera device "
-                        "threshold person to use them)"))
-        elif action == "classes":
-            r = {"classes": dev.classes()}
-            human = "\n".join(r["classes"]) or "(none enrolled)"     # one per line: a label
-            #                                                      may hold commas and spaces
-        elif action == "forget":
-            r = dev.forget(args.label)
-            if args.save:
-                dev.save()
-            human = f"forgot {args.label!r}; words {_label_list(r['classes'])}"
-        else:                                            # stats
-            r = dev.stats()
-            human = _stats_text(r)
+    with open_session(args) as s:
+        r, human = _ACTIONS[action](s, args)
     emit(args, {k: v for k, v in r.items() if k not in PROTOCOL_FIELDS}, human)
     return 0
+
+
+def _info(s, args) -> tuple[dict, str]:
+    r, m = s.info, s.info.get("model")
+    return r, (f"{r['firmware']}, protocol {r['version']}, up to {r['max_rows']}x"
+               f"{r['max_cols']} tiles of {r['max_tile']}, models of up to "
+               f"{r['max_classes']} classes"
+               + (f"; model {m['bytes']} bytes, room for "
+                  f"{m.get('max_classes', r['max_classes'])} words, {len(m['classes'])} enrolled"
+                  + (": " + _label_list(m["classes"]) if m["classes"] else "")
+                  if m else "; no model"))
+
+
+def _load(s, args) -> tuple[dict, str]:
+    r = s.dev.load(args.model)
+    return r, f"loaded {args.model} ({r['bytes']} bytes)"
+
+
+def _enroll(s, args) -> tuple[dict, str]:
+    r = s.teach(args.label, *args.wavs)
+    for w in r.get("warnings", []):
+        print(f"tessera: warning: {w}", file=sys.stderr)
+    if args.save:
+        s.dev.save()
+    return r, (f"enrolled {args.label!r} from {len(args.wavs)} recording(s) in {r['ms']} ms on "
+               f"the device ({r.get('shots', '?')} shots of it so far); words "
+               f"{_label_list(r['classes'])}")
+
+
+def _infer(s, args) -> tuple[dict, str]:
+    from tessera.host.session import load_recording
+    from tessera.runtime.constants import SAMPLE_RATE
+
+    pcm = load_recording(args.wav)
+    if pcm.size > 2 * SAMPLE_RATE:
+        print(f"tessera: warning: {args.wav} is {pcm.size / SAMPLE_RATE:.1f} s long; infer "
+              f"answers for its first second only (the model's window): for the words of a "
+              f"long recording use tessera device stream", file=sys.stderr)
+    with _gates(s.dev, args):
+        r = {k: v for k, v in s.ask(pcm).items() if k != "answer"}
+        return r, "" if args.json else f"{args.wav}: " + answer_text(r, s.dev.params())
+
+
+def _threshold(s, args) -> tuple[dict, str]:
+    if args.value is not None:
+        s.dev.set_param("threshold", _cosine(args.value))
+        if args.save:
+            s.dev.save()
+    r = s.dev.params()
+    mode = {None: "the model file's", "person": "fitted to this person"}.get(r["threshold"],
+                                                                             "set by hand")
+    return r, (f"'none of these' below cosine {r['threshold_in_use']:.3f}, {mode} (the model's: "
+               f"{r['model_threshold']:.3f}"
+               + (f"; {r.get('negatives', 0)} untaught recording(s) known"
+                  if r["threshold"] == "person" else "")
+               + f"); answers also need a probability of at least "
+                 f"{100 * r.get('min_confidence', 0):.0f} %")
+
+
+def _untaught(s, args) -> tuple[dict, str]:
+    r = s.clear_untaught() if args.clear else s.untaught(*_wav_list(args.wavs))
+    return r, (f"{r['negatives']} untaught recording(s) known to the device; 'none of these' "
+               f"below cosine {r['threshold']:.3f}"
+               + ("" if s.dev.params()["threshold"] == "person" else
+                  " (the device's threshold is not 'person': set it with tessera device "
+                  "threshold person to use them)"))
+
+
+def _classes(s, args) -> tuple[dict, str]:
+    r = {"classes": s.words()}
+    return r, "\n".join(r["classes"]) or "(none enrolled)"   # one per line: a label may hold
+    #                                                          commas and spaces
+
+
+def _forget(s, args) -> tuple[dict, str]:
+    r = s.forget(args.label)
+    if args.save:
+        s.dev.save()
+    return r, f"forgot {args.label!r}; words {_label_list(r['classes'])}"
+
+
+def _stats(s, args) -> tuple[dict, str]:
+    r = s.dev.stats()
+    return r, _stats_text(r)
+
+
+_ACTIONS = {"info": _info, "load": _load, "enroll": _enroll, "infer": _infer,
+            "threshold": _threshold, "untaught": _untaught, "classes": _classes,
+            "forget": _forget, "stats": _stats}
 
 
 PROTOCOL_FIELDS = ("v", "t", "id")      # the message envelope, not the answer
@@ -189,26 +209,34 @@ def _stream(args) -> int:
         if not args.json:
             print(_event_line(e), flush=True)
 
-    with open_device(args) as dev, _gates(dev, args):
-        dev.set_param("hop_ms", args.hop_ms)
-        dev.set_param("trigger", args.trigger)
-        dev.set_param("detect", True)
-        try:
-            if source is None:
-                _stream_mic(dev, show)
-            elif source[0] == "spikes":
-                dev.stream_spikes(source[1], realtime=not args.fast, on_event=show)
-            else:
-                dev.stream_pcm(source[1], realtime=not args.fast, on_event=show)
-            end = dev.end_utterance()                    # closes the open (partial) windows
-            dev.drain(show)
-        finally:
-            dev.set_param("detect", False)
+    params = {"hop_ms": args.hop_ms, "trigger": args.trigger}
+    with open_session(args) as s, _gates(s.dev, args):
+        if source is not None and source[0] == "pcm":
+            end = s.stream(source[1], on_event=show, realtime=not args.fast, params=params)
+        else:                                   # spike frames or the microphone, as they come
+            dev = s.dev
+            before = dev.params()
+            dev.reset()
+            for k, v in {**params, "detect": True}.items():
+                dev.set_param(k, v)
+            try:
+                if source is None:
+                    _stream_mic(dev, show)
+                else:
+                    dev.stream_spikes(source[1], realtime=not args.fast, on_event=show)
+                end = dev.end_utterance()                # closes the open (partial) windows
+                dev.drain(show)
+            finally:
+                dev.set_param("detect", False)
+                for k in params:
+                    dev.set_param(k, before[k])
     r = dict(events=events, stream_ms=end["stream_ms"], source=args.wav or "mic")
     if args.json:
         print(json.dumps(r))
-    elif not events:
-        print("(no word detected)")
+    else:
+        words = sorted({e["label"] for e in events})
+        print(f"{len(events)} word(s) detected in {end['stream_ms'] / 1000:.1f} s of "
+              f"{r['source']}" + (": " + ", ".join(words) if words else ""))
     return 0
 
 
@@ -262,75 +290,50 @@ def _wav_list(paths: list[str]) -> list[str]:
 
 
 def _infer_folder(args) -> int:
-    """Every WAV of a folder (FSDD names or one sub-folder per word): accuracy per word, false
-    accepts of words that are not enrolled, confusion matrix."""
-    from tessera.trainer.data.readers import wav_items
+    """Every recording of a folder (the host's folder rule, :mod:`tessera.host.recordings`):
+    accuracy per word, untaught words accepted, the confusion matrix (the host's one scoring
+    rule, :func:`tessera.host.confusion`)."""
+    from tessera.host import confusion, folder_recordings
 
-    items = wav_items(args.wav)
-    other = os.path.join(args.wav, "_other")           # the user's untaught words, if any
-    extra = sorted(f for f in os.listdir(other) if f.lower().endswith(".wav")) \
-        if os.path.isdir(other) else []
-    items += [(os.path.join(other, f), "_other", "") for f in extra]
-    if not items:
-        raise InputError("no WAV files found", source=args.wav)
+    items = folder_recordings(args.wav)
     rows = []
-    with open_device(args) as dev, _gates(dev, args):
-        enrolled = dev.classes()
+    with open_session(args) as s, _gates(s.dev, args):
+        enrolled = s.words()
         if not enrolled:
             raise InputError("the device has no enrolled words: enroll some first")
         bar = progress_bar(len(items), args)
-        for path, word, _ in items:
-            r = dev.infer(path)
-            rows.append((path, args.prefix + word, r["label"], r["confidence"]))
+        for path, word in items:
+            r = s.ask(path)
+            rows.append((path, None if word is None else args.prefix + word, r["answer"],
+                         r["confidence"]))
             bar.update(1)
         bar.close()
-    r = infer_report(rows, enrolled)
+    r = confusion([(t, a) for _, t, a, _ in rows], enrolled)
+    r["results"] = [dict(path=p, truth=t, answer=a, confidence=c) for p, t, a, c in rows]
+    extra = sum(t is None for _, t, _, _ in rows)
     if args.plot:
         from tessera.tools.plots import confusion_png
 
-        r["plot"] = confusion_png(args.plot, r["confusion"], r["true_labels"], r["answers"],
-                                  title=f"{args.wav}: {100 * r['accuracy']:.1f} % on enrolled "
-                                        f"words")
-    lines = [f"{args.wav}: {r['tested']} recordings of enrolled words, accuracy "
-             f"{100 * r['accuracy']:.1f} %; {r['others']} of other words, "
-             f"{100 * r['false_accepts']:.1f} % accepted as a word"
-             + (f" ({len(extra)} of them from _other/)" if extra else "")]
+        r["plot"] = confusion_png(args.plot, r["matrix"], r["rows"], r["cols"],
+                                  title=f"{args.wav}: {100 * (r['accuracy'] or 0):.1f} % on "
+                                        f"enrolled words")
+    acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f} %"
+    fa = "" if r["false_accepts"] is None else f", {100 * r['false_accepts']:.1f} % accepted as a word"
+    lines = [f"{args.wav}: {r['asked']} recordings of enrolled words, accuracy {acc}; "
+             f"{r['not_taught_asked']} of other words{fa}"
+             + (f" ({extra} of them from _other/)" if extra else "")]
     for w, v in r["per_word"].items():
-        lines.append(f"  {w:>12}: {v['correct']}/{v['total']}")
-    lines.append("  confusion (rows: truth, columns: answer): " + " ".join(r["answers"]))
-    for t, row in zip(r["true_labels"], r["confusion"]):
+        lines.append(f"  {w:>12}: {v['right']}/{v['asked']}")
+    lines.append("  confusion (rows: truth, columns: answer): " + " ".join(r["cols"]))
+    for t, row in zip(r["rows"], r["matrix"]):
         lines.append(f"  {t:>12}: " + " ".join(f"{x:3d}" for x in row))
     emit(args, r, "\n".join(lines))
     return 0
 
 
-def infer_report(rows: list, enrolled: list[str]) -> dict:
-    """Accuracy per enrolled word, false accepts of the others, and a confusion matrix from
-    (path, truth, answer or None, confidence) rows."""
-    answers = sorted(enrolled) + ["none"]
-    truths = sorted({t for _, t, _, _ in rows if t in enrolled}) + (
-        ["(other words)"] if any(t not in enrolled for _, t, _, _ in rows) else [])
-    conf = [[0] * len(answers) for _ in truths]
-    per = {}
-    for _, t, a, _ in rows:
-        ti = truths.index(t if t in enrolled else "(other words)")
-        conf[ti][answers.index(a if a is not None else "none")] += 1
-        if t in enrolled:
-            d = per.setdefault(t, {"correct": 0, "total": 0})
-            d["total"] += 1
-            d["correct"] += a == t
-    tested = sum(v["total"] for v in per.values())
-    others = [a for _, t, a, _ in rows if t not in enrolled]
-    return dict(accuracy=round(sum(v["correct"] for v in per.values()) / max(tested, 1), 4),
-                tested=tested, per_word=dict(sorted(per.items())), others=len(others),
-                false_accepts=round(sum(a is not None for a in others) / max(len(others), 1), 4),
-                confusion=conf, true_labels=truths, answers=answers,
-                results=[dict(path=p, truth=t, answer=a, confidence=c) for p, t, a, c in rows])
-
-
 def _stream_mic(dev, show) -> None:
     """Live microphone -> device in real time until Ctrl-C."""
-    from tessera.tools.microphone import blocks
+    from tessera.host.microphone import blocks
 
     mic = blocks()
     block = next(mic)                                      # the microphone opened

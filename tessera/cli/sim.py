@@ -9,7 +9,7 @@ import sys
 from tessera.runtime.errors import InputError
 
 from .common import default_tsr, emit, fraction, positive_float, positive_int
-from .device import open_device
+from .device import open_session
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -39,8 +39,8 @@ def cmd_protocol_test(args: argparse.Namespace) -> int:
     from tessera.protocol.conformance import run_conformance
 
     if not args.yes:
-        with open_device(args) as dev:
-            held = dev.classes() if "model" in dev.info() else []
+        with open_session(args) as s:
+            held = s.words() if "model" in s.info else []
         if held:
             raise InputError(f"the device holds {len(held)} enrolled word(s) ({', '.join(held)})"
                              f" that protocol-test would erase: pass --yes to go on")

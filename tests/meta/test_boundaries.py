@@ -94,47 +94,96 @@ def test_device_only_install_runs_sim_and_device_commands(tmp_path):
         sim.kill()
 
 
+_FOLDERS = {"runtime": "runtime", "protocol": "protocol", "firmware_sim": "firmware_sim",
+            "trainer": "trainer", "tools": "tools", "models": "models", "host": "tessera/host",
+            "demo": "tessera/demo", "cli": "tessera/cli"}
+
+
+def _imports(root, pkg: str):
+    """(file, line, the tessera package imported) of every import statement of ``pkg``'s
+    files (also those inside functions), relative ones resolved."""
+    import ast
+
+    folder = root / _FOLDERS[pkg]
+    top = folder.parent                       # the folder whose children are tessera.*
+    for f in sorted(folder.rglob("*.py")):                   # sub-packages too
+        here = (pkg,) + f.relative_to(folder).parts[:-1]       # e.g. ("trainer", "data")
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here[:len(here) - (node.level - 1)]
+                target = base[0] if base else (node.module or node.names[0].name).split(".")[0]
+            elif isinstance(node, ast.ImportFrom):
+                if not (node.module or "").startswith("tessera."):
+                    continue
+                target = node.module.split(".")[1]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("tessera.")]
+                if not names:
+                    continue
+                target = names[0].split(".")[1]
+            else:
+                continue
+            yield f.relative_to(top.parent if top.name == "tessera" else top), node.lineno, target
+
+
 def test_packages_import_only_downwards():
     """The layering, read from every import statement (also those inside functions): runtime
     imports no other tessera package; protocol only runtime; firmware_sim runtime and protocol;
-    the trainer runtime (never tools, protocol or firmware_sim); tools anything below the CLI."""
+    the host session those three; the trainer runtime (never tools, protocol or firmware_sim);
+    tools anything below the demo; the demo anything below the CLI; the CLI anything."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    device = {"runtime", "protocol", "firmware_sim"}
+    allowed = {"runtime": {"runtime"}, "protocol": {"protocol", "runtime"},
+               "firmware_sim": device, "host": device | {"host"},
+               "trainer": {"trainer", "runtime"},
+               "tools": device | {"host", "trainer", "tools"},
+               "demo": device | {"host", "trainer", "tools", "demo"},
+               "models": {"runtime"}}
+    bad = [f"{f}:{line} imports {target}" for pkg, ok in allowed.items()
+           for f, line, target in _imports(root, pkg) if target not in ok]
+    assert not bad, bad
+
+
+def test_no_module_imports_itself_through_others():
+    """No circle in the modules' import graph (every import statement, also those inside
+    functions): each module's imports, followed, never lead back to it."""
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    allowed = {"runtime": {"runtime"}, "protocol": {"protocol", "runtime"},
-               "firmware_sim": {"firmware_sim", "runtime", "protocol"},
-               "trainer": {"trainer", "runtime"},
-               "tools": {"tools", "runtime", "protocol", "firmware_sim", "trainer"},
-               "models": {"runtime"}}
-    bad = []
-    for pkg, ok in allowed.items():
-        files = sorted((root / pkg).rglob("*.py"))             # sub-packages too
-        assert files, pkg
-        for f in files:
-            here = f.relative_to(root).parts[:-1]                # e.g. ("trainer", "data")
-            for node in ast.walk(ast.parse(f.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.level:
-                    base = here[:len(here) - (node.level - 1)]
-                    if not base:                                 # above the folders: tessera.*
-                        target = (node.module or node.names[0].name).split(".")[0]
-                    else:
-                        target = base[0]
-                elif isinstance(node, ast.ImportFrom):
-                    if not (node.module or "").startswith("tessera."):
-                        continue
-                    target = node.module.split(".")[1]
-                elif isinstance(node, ast.Import):
-                    names = [a.name for a in node.names if a.name.startswith("tessera.")]
-                    if not names:
-                        continue
-                    target = names[0].split(".")[1]
-                else:
-                    continue
-                if target not in ok:
-                    bad.append(f"{f.relative_to(root)}:{node.lineno} imports {target}")
-    assert not bad, bad
-
+    files = {}
+    for pkg, folder in _FOLDERS.items():
+        for f in (root / folder).rglob("*.py"):
+            parts = [pkg] + [p for p in f.relative_to(root / folder).with_suffix("").parts
+                             if p != "__init__"]
+            files[".".join(["tessera"] + parts)] = f
+    graph = {}
+    for name, f in files.items():
+        pkg = name.split(".") if f.name == "__init__.py" else name.split(".")[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = ".".join(pkg[:len(pkg) - node.level + 1] + [node.module or ""]).strip(".") \
+                    if node.level else node.module or ""
+                subs = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in files]
+                deps |= set(subs) if subs else {mod} & files.keys()
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names} & files.keys()
+        graph[name] = deps - {name}
+    circles = []
+    for start in graph:                       # a path from a module's imports back to it
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m == start:
+                circles.append(start)
+                break
+            if m not in seen:
+                seen.add(m)
+                todo += graph.get(m, ())
+    assert not circles, circles
 
 
 def test_the_trainer_flows_through_its_sub_packages():

@@ -3,42 +3,13 @@ streams that arrive whole."""
 
 
 import pytest
+from helpers import PowerCutPort
 
 from tessera.firmware_sim.device import Firmware
 from tessera.protocol.framing import (
     FrameDecoder, encode_frame)
 from tessera.protocol.messages import decode, encode
 from tessera.tools import protocol_bench as pb
-
-
-class _PowerCutPort:
-    """An in-process link to ``fw`` that cuts the device's power once, at the first enroll
-    frame: before the device reads it (``applied`` False) or after it executed it, losing its
-    answer (``applied`` True)."""
-
-    def __init__(self, fw, applied: bool):
-        self.fw, self.applied, self.cut, self.buf = fw, applied, False, bytearray()
-
-    def write(self, data: bytes) -> int:
-        if not self.cut and b"enroll" in data:
-            self.cut = True
-            if self.applied:
-                self.fw.receive(data)                   # executed; the answer never arrives
-            self.fw.boot()                              # power cut: RAM gone, flash kept
-            return len(data)
-        self.buf += self.fw.receive(data)
-        return len(data)
-
-    @property
-    def in_waiting(self) -> int:
-        return len(self.buf)
-
-    def read(self, n: int = 1) -> bytes:
-        out, self.buf = bytes(self.buf[:n]), self.buf[n:]
-        return out
-
-    def close(self) -> None:
-        pass
 
 
 def test_retried_enroll_lands_once_over_a_lossy_link(model4):
@@ -70,7 +41,7 @@ def test_enrollment_is_exactly_once_across_a_reboot_between_request_and_retry(
     fw = Firmware(flash_path=str(tmp_path / "flash.img"))
     fw.install(open(model4, "rb").read())
     fw.do("save", {})                                          # a deployed board: model in flash
-    dev = Device(_PowerCutPort(fw, applied), timeout=0.2)
+    dev = Device(PowerCutPort(fw, applied), timeout=0.2)
     shot = speechlike_signal(0.6, 3)
     r = dev.enroll("lamp", shot)
     assert r["t"] == "ack" and r["shots"] == 1 and r.get("saved") is True

@@ -261,10 +261,10 @@ def test_device_infer_folder_reports_words_and_confusion(fsdd, tmp_path):
                 "--plot", tmp_path / "c.png")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["tested"] == 4 and res["others"] == 2 and set(res["per_word"]) == {"d0", "d1"}
-    assert res["true_labels"] == ["d0", "d1", "(other words)"]
-    assert res["answers"] == ["d0", "d1", "none"]
-    assert sum(map(sum, res["confusion"])) == 6 and (tmp_path / "c.png").stat().st_size > 1000
+    assert res["asked"] == 4 and res["not_taught_asked"] == 2 and set(res["per_word"]) == {"d0", "d1"}
+    assert res["rows"] == ["d0", "d1", "(other word)"]
+    assert res["cols"] == ["d0", "d1", "none"]
+    assert sum(map(sum, res["matrix"])) == 6 and (tmp_path / "c.png").stat().st_size > 1000
 
 
 def test_device_stream_takes_shd_style_spike_files(small_corpus):

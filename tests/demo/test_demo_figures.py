@@ -1,8 +1,8 @@
-"""The demo's figures on a local chip (tools/demo_figures.py)."""
+"""The demo's figures on a local chip (tessera/demo/figures.py)."""
 
 from tessera.tools.bench import speechlike_signal
-from tessera.tools.demo import DemoSet, Utterance
-from tessera.tools.demo_figures import local_figures
+from tessera.demo import DemoSet, Utterance
+from tessera.demo.figures import local_figures
 
 
 def test_local_figures_draws_each_figure_it_has_data_for(model4, tmp_path):

@@ -1,4 +1,4 @@
-"""The demo's word sets (tools/demo.py)."""
+"""The demo's word sets (tessera/demo/sets.py)."""
 
 import wave
 
@@ -10,7 +10,7 @@ from tessera.runtime.errors import InputError
 
 
 def test_demo_word_folders_and_microphone(tmp_path):
-    from tessera.tools.demo import OTHER, folder_set, mic_set
+    from tessera.demo import OTHER, folder_set, mic_set
 
     def wav(path, seconds=0.3):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,12 +28,13 @@ def test_demo_word_folders_and_microphone(tmp_path):
     ds = folder_set(str(tmp_path / "w"))
     assert sorted(ds.shots) == ["fan", "lamp"] and ds.shots["fan"].source.endswith("0.wav")
     assert len(ds.tests) == 5 and sum(u.word == OTHER for u in ds.tests) == 1
+    assert [u.word for u in ds.sentence] == ["fan", OTHER, "lamp"]   # not one word four times
     (tmp_path / "one" / "lamp").mkdir(parents=True)
     wav(tmp_path / "one" / "lamp" / "0.wav")
     wav(tmp_path / "one" / "fan" / "0.wav")
     with pytest.raises(InputError, match="no held-out utterances"):
         folder_set(str(tmp_path / "one"))
-    with pytest.raises(InputError, match="no word folders"):
+    with pytest.raises(InputError, match="cannot tell the word"):
         folder_set(str(tmp_path / "one" / "lamp"))
     asked = []
     ds = mic_set(["yes", "no"], repeats=2, prompt=asked.append,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .demo import DemoSet
+    from .sets import DemoSet
 
 __all__ = ["local_figures"]
 
@@ -18,7 +18,7 @@ __all__ = ["local_figures"]
 def local_figures(ds: DemoSet, chip, folder: str, out: dict, shots_curve, draws: int,
                    seed: int) -> dict:
     """The report's figures on a local chip running the same model."""
-    from . import plots
+    from ..tools import plots
 
     tab = chip.tab
     pngs = {}

@@ -7,8 +7,6 @@ import html
 import json
 import os
 
-from . import json_default
-
 __all__ = ["write_report"]
 
 
@@ -30,8 +28,9 @@ def _table(head: list[str], rows: list[list], tid: str) -> str:
     return f'<table id="{tid}"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
 
 
-def write_report(folder: str, s: dict) -> str:
-    """One self-contained HTML page (images embedded; opens with no server): ``report.html``."""
+def write_report(folder: str, s: dict, default=None) -> str:
+    """One self-contained HTML page (images embedded; opens with no server): ``report.html``;
+    ``default``: ``json.dumps``'s, for what the summary holds that JSON does not (numpy)."""
     t = s["table"]
     per_word = _table(["word", "asked", "right", "wrong word", "none", "accuracy"],
                       [[r["word"], r["asked"], r["right"], r["wrong"], r["none"], r["accuracy"]]
@@ -73,7 +72,7 @@ def write_report(folder: str, s: dict) -> str:
                         f"src=\"{_img(s['plots'][key])}\">")
     body += ["<h2>Every answer</h2>", results,
              '<script type="application/json" id="summary">'
-             + json.dumps({k: v for k, v in s.items() if k != "plots"}, default=json_default)
+             + json.dumps({k: v for k, v in s.items() if k != "plots"}, default=default)
              .replace("</", "<\\/") + "</script>"]
     page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>tessera demo</title>"
             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}"

@@ -1,4 +1,4 @@
-"""The microphone helpers (tools/microphone.py), with sounddevice absent or faked."""
+"""The microphone helpers (tessera/host/microphone.py), with sounddevice absent or faked."""
 
 import sys
 import types
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tessera.runtime.errors import InputError
-from tessera.tools import microphone
+from tessera.host import microphone
 
 
 def test_no_sounddevice_names_the_extra(monkeypatch):

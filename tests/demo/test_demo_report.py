@@ -1,4 +1,4 @@
-"""The demo end to end and its HTML report (tools/demo.py, tools/demo_report.py)."""
+"""The demo end to end and its HTML report (tessera/demo/run.py, tessera/demo/report.py)."""
 
 import base64
 import json
