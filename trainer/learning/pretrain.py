@@ -80,6 +80,8 @@ class Recipe:
     dropout: float = 0.0          # dropout of the readout features in training
     wd: float = 0.0               # decoupled weight decay (AdamW) of every parameter
     beta: float = 10.0            # the surrogate's slope: dH/dv = 1 / (beta |v - theta| + 1)^2
+    layout_w: float = 0.001       # with ``layout``: the layout loss's weight
+    rate_w: float = 50.0          # with ``layout``: the firing-rate penalty's weight
 
     def __post_init__(self) -> None:
         for name, allowed in (("model", ("lif", "gru")), ("input", ("counts", "log1p", "ln")),
@@ -97,9 +99,11 @@ class Recipe:
         if self.mask < 0 or self.tilt < 0 or self.teacher < 0 or not 0 <= self.margin < 1:
             raise InputError("recipe: mask, tilt and teacher must be >= 0 and margin in [0, 1), "
                              f"got {self.mask}, {self.tilt}, {self.teacher}, {self.margin}")
-        if not 0 <= self.dropout < 1 or self.wd < 0 or not self.beta > 0:
-            raise InputError("recipe: dropout must be in [0, 1), wd >= 0 and beta > 0, got "
-                             f"{self.dropout}, {self.wd}, {self.beta}")
+        if not 0 <= self.dropout < 1 or min(self.wd, self.layout_w, self.rate_w) < 0 or \
+                not self.beta > 0:
+            raise InputError("recipe: dropout must be in [0, 1), wd, layout_w and rate_w >= 0 "
+                             f"and beta > 0, got {self.dropout}, {self.wd}, {self.layout_w}, "
+                             f"{self.rate_w}, {self.beta}")
 
     @property
     def chip_ready(self) -> bool:
@@ -233,14 +237,15 @@ class Net:
         return (F.dropout(E, r.dropout) if train and r.dropout else E), z
 
     def regularisers(self, z: torch.Tensor) -> torch.Tensor:
-        """The default recipe's layout loss (lambda 0.001, beta 8) and rate penalty (50 x
-        (rate - 0.05)^2)."""
+        """The layout loss (lambda ``layout_w``, default 0.001; beta 8) and the rate penalty
+        (``rate_w`` x (rate - 0.05)^2, default 50)."""
         from ...runtime.mosaic import layout_cost
         if self._cost is None:
             self._cost = torch.from_numpy(layout_cost(self.cfg.layout.neuron_hops(), 8.0)
                                           ).float() * self.mask
         w = self.p["w_rec"] * self.mask
-        return 0.001 * (self._cost * w ** 2).mean() + 50.0 * (z.mean() - 0.05) ** 2
+        return self.r.layout_w * (self._cost * w ** 2).mean() + \
+            self.r.rate_w * (z.mean() - 0.05) ** 2
 
 
 def _checkpoint(path: str, net: Net, opt, epoch: int, rng, log: list, recipe: Recipe,
