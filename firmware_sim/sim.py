@@ -325,10 +325,15 @@ def main_loop(*, listen: str | None = None, pty: bool = False, bind_any: bool = 
                          f"{os.path.join(flash, 'tessera-flash.img')})", source=flash,
                          param="flash")
     lock = _lock_flash(flash) if flash else None        # held until this process ends
+    fresh = bool(flash) and (not os.path.exists(flash) or os.path.getsize(flash) == 0)
     from .boot import boot_firmware
 
     fw, source = boot_firmware(model, flash, ram, seed)
     fw.flash_lock = lock
+    if fresh:                                           # say why the board knows no word
+        print(f"tessera sim: {flash}: no flash image yet (a board fresh from the factory): "
+              f"serving {source or 'no model'} with no word taught; what it is taught is saved "
+              f"there", file=sys.stderr, flush=True)
     if fw.boot_error:
         print(f"tessera sim: {flash}: {fw.boot_error}; booting without it",
               file=sys.stderr, flush=True)

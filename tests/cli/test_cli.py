@@ -200,7 +200,8 @@ def test_rough_edges_of_the_device_walk(tmp_path):
         assert listed.returncode == 0 and listed.stdout.strip() == "(none enrolled)"
     finally:
         sim.kill()
-        sim.communicate()
+        _, err = sim.communicate()
+    assert "no flash image yet" in err and "no word taught" in err      # why it knows no word
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
