@@ -187,9 +187,12 @@ def scores_png(path: str | os.PathLike, audio: np.ndarray, t_ms: np.ndarray,
     for name, sc in scores.items():
         ax.plot(t_ms / 1000.0, sc, lw=1.2, label=name)
     ax.axhline(threshold, color="grey", ls=":", lw=1, label="'none' threshold")
-    for e in events:                    # the window that gave the answer, and its end
+    for k, e in enumerate(events):      # the window that gave the answer, and its end
         ax.axvspan(e["start_ms"] / 1000, e["end_ms"] / 1000, color="gold", alpha=0.15)
         ax.axvline(e["end_ms"] / 1000, color="darkgoldenrod", lw=1.2)
+        if e.get("cosine") is not None:     # the board's own score, where it made it
+            ax.plot(e["end_ms"] / 1000, e["cosine"], "k*", ms=9,
+                    label="the board's detection: its cosine" if k == 0 else None)
         ax.annotate(f"detected: {e['label']} ({e['confidence']:.2f})", (e["end_ms"] / 1000, 0.02),
                     xycoords=("data", "axes fraction"), ha="right", fontsize=7)
     ax.set_xlabel(f"time (s); scores of the {window_ms} ms window ending at t")

@@ -98,8 +98,11 @@ def _summary_lines(s: dict) -> list[str]:
               f"per second of audio",
               f"report: {s['report']}"]
     if s.get("shots_curve"):
-        lines.insert(-1, "accuracy against shots (local chip): " + ", ".join(
-            f"{c['shots']}: {100 * c['accuracy']:.0f} %" for c in s["shots_curve"]))
+        lines.insert(-1, "accuracy against shots (local chip, the board's rule, shots drawn "
+                         "at random; the nearest word alone in brackets): " + ", ".join(
+                             f"{c['shots']}: {100 * c['accuracy']:.0f} % "
+                             f"({100 * c['accuracy_nearest']:.0f} %)"
+                             for c in s["shots_curve"]))
     return lines
 
 

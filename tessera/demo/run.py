@@ -162,8 +162,10 @@ def _stream_sentence(s, sentence: list[Utterance], realtime: bool, on_line) -> d
     t0 = time.perf_counter()
 
     def show(e):
+        cos = (e.get("scores") or {}).get(e["label"])
         e = dict(label=e["label"], confidence=round(float(e["confidence"]), 3),
                  start_ms=int(e["start_ms"]), end_ms=int(e["end_ms"]),
+                 cosine=None if cos is None else round(float(cos), 4),
                  received_s=round(time.perf_counter() - t0, 3))
         events.append(e)
         on_line(f"  detected '{e['label']}' in {e['start_ms'] / 1000:.2f}-"

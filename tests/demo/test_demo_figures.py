@@ -22,3 +22,19 @@ def test_local_figures_draws_each_figure_it_has_data_for(model4, tmp_path):
         with open(path, "rb") as fh:
             assert fh.read(4) == b"\x89PNG"
     assert [row["shots"] for row in out["shots_curve"]] == [1, 2]
+    for row in out["shots_curve"]:          # the board's rule: a "none" counts as wrong
+        assert 0 <= row["accuracy"] <= row["accuracy_nearest"] <= 1
+
+
+def test_shots_curve_counts_none_as_wrong(model4):
+    """With a threshold no cosine reaches, every answer is "none": accuracy 0 by the board's
+    rule, whatever the nearest word would have been."""
+    from tessera.demo.figures import _shots_curve
+    from tessera.runtime.chip import Chip
+
+    pool = {w: [Utterance(w, speechlike_signal(0.5, 10 * k + j), "synth") for j in range(3)]
+            for k, w in enumerate("ab")}
+    chip = Chip.load(model4)
+    chip.readout.none_threshold = chip.tab.cos_to_q(1.0) + 1
+    curve = _shots_curve(chip, DemoSet({}, tests=[], pool=pool), (1,), draws=3, seed=0)
+    assert curve[0]["accuracy"] == 0 and curve[0]["accuracy_nearest"] > 0
