@@ -38,6 +38,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         set_blas_threads(args.threads)
     try:
         s = train(cfg, args.out, resume=args.resume, progress=show_progress(args), init=init)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch.distributed as dist
+
+            # every rank waits here until the first has finished (its validation, its files):
+            # a rank that tore its process group down while another still held the link made
+            # gloo's threads abort that one now and then (SIGABRT, "terminate called without
+            # an active exception"); together, the teardown below finds no peer at work
+            dist.barrier()
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             import torch.distributed as dist

@@ -168,8 +168,9 @@ def test_two_processes_train_the_same_model_as_one(small_corpus, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     r = tessera("train", "--data", small_corpus, "--out", one, *TINY)
     assert r.returncode == 0, r.stderr
-    # faulthandler: a rank that aborts prints its Python stack (one does now and then: SIGABRT,
-    # "terminate called without an active exception", about 1 run in 20 under load)
+    # faulthandler: a rank that aborts prints its Python stack (one did about 1 run in 20 under
+    # load, SIGABRT "terminate called without an active exception", until the ranks waited for
+    # each other before tearing the process group down: tessera/cli/learn.py)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
