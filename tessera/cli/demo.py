@@ -116,8 +116,9 @@ def register(sub, add) -> None:
                    help="model.pt (exported here at 4 bits) or a .tsr; default: the committed "
                         "default model")
     d.add_argument("--words", metavar="DIR",
-                   help="your recordings: one sub-folder of WAVs per word, the first file of "
-                        "each is the one shot; a sub-folder _other holds words not to teach")
+                   help="your recordings: one sub-folder per word (or files named by their "
+                        "word: lamp1.wav, 3_george_0.wav), the first of each word is the one "
+                        "shot; a sub-folder _other holds words not to teach")
     d.add_argument("--mic", action="store_true",
                    help="record the shots and the questions from the microphone (mic extra)")
     d.add_argument("--mic-words", default="yes,no,lights,music,stop",
