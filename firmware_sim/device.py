@@ -44,7 +44,7 @@ ERROR_BURST = 8          # bad-frame answers at once, then ...
 ERROR_RATE = 4.0         # ... at most this many per second (the rest are only counted)
 IDEMPOTENCY = 256
 #: in flash before they are answered
-PERSISTED_REQUESTS = ("enroll", "forget", "untaught", "load_commit")
+PERSISTED_REQUESTS = ("enroll", "forget", "rename", "untaught", "load_commit")
 
 
 def _within_device(core, readout) -> None:

@@ -311,6 +311,23 @@ def forget(fw, msg: dict) -> dict:
     return {"t": "ack", "classes": chip.classes()}
 
 
+def rename(fw, msg: dict) -> dict:
+    """A taught word under another label: the same column, shots and registers."""
+    chip = fw.need_chip()
+    label, to = msg["label"], msg["to"]
+    if label not in chip.classes():
+        raise ProtocolError("UNKNOWN_CLASS", f"{label!r} is not enrolled")
+    if to != label and to in chip.classes():
+        raise ProtocolError("BAD_FIELD", f"rename: {to!r} is enrolled already")
+    names = [to if c == label else c for c in chip.classes()]
+    if not answers_fit(fw, names):
+        raise ProtocolError("CAPACITY", "with this label the enrolled words would no longer "
+                                        "fit in one answer (a shorter label)")
+    if to != label:
+        chip.readout.rename(label, to)
+    return {"t": "ack", "classes": chip.classes()}
+
+
 def list_classes(fw, msg: dict) -> dict:
     return {"t": "classes", "classes": fw.need_chip().classes()}
 
@@ -366,7 +383,7 @@ HANDLERS = {
     "hello": hello, "ping": ping, "load_begin": load_begin, "load_chunk": load_chunk,
     "load_commit": load_commit, "stream_spikes": stream_spikes, "stream_audio": stream_audio,
     "s": s, "p": p, "end_of_utterance": end_of_utterance, "reset_state": reset_state,
-    "enroll": enroll, "untaught": untaught, "forget": forget, "list_classes": list_classes,
-    "get_stats": get_stats, "set_param": set_param, "get_param": get_param, "save": save,
+    "enroll": enroll, "untaught": untaught, "forget": forget, "rename": rename,
+    "list_classes": list_classes, "get_stats": get_stats, "set_param": set_param, "get_param": get_param, "save": save,
     "reboot": reboot,
 }

@@ -184,6 +184,10 @@ class Device(Link):
     def forget(self, label: str) -> dict:
         return self.request({"t": "forget", "label": label})
 
+    def rename(self, label: str, to: str) -> dict:
+        check_label(to)
+        return self.request({"t": "rename", "label": label, "to": to})
+
     # ------------------------------------------------------------------ device
     def stats(self) -> dict:
         return self.request({"t": "get_stats"})

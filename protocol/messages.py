@@ -45,6 +45,7 @@ REQUESTS: dict[str, dict[str, tuple[type | tuple, bool]]] = {
     "end_of_utterance": {"shot": (bool, False)},
     "enroll": {"label": (str, True), "shots": (int, False)},
     "forget": {"label": (str, True)},
+    "rename": {"label": (str, True), "to": (str, True)},
     "untaught": {"shots": (int, False), "clear": (bool, False)},
     "list_classes": {},
     "reset_state": {"voice": (bool, False)},
@@ -184,7 +185,7 @@ def check_fields(msg: dict) -> None:
         if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
             raise ProtocolError("BAD_FIELD", f"{msg['t']}: field {name!r} has type "
                                              f"{type(v).__name__}")
-        if name == "label":
+        if name == "label" or (name == "to" and msg["t"] == "rename"):
             check_label(v, msg["t"])
 
 

@@ -202,6 +202,16 @@ class Readout:
         self.norms[i] = column_norms(self.W[:, i])              # only this column changed
         return written
 
+    def rename(self, label: str, to: str) -> None:
+        """The word ``label`` is called ``to`` from now on: its column, shots and scale kept
+        (nothing is written to the array)."""
+        if label not in self.names:
+            raise InputError(f"{label!r} is not enrolled (enrolled: {self.classes()})")
+        if to in self.names:
+            raise InputError(f"{to!r} is enrolled already: forget it first, or teach its "
+                             f"recordings to {label!r}")
+        self.names[self.names.index(label)] = to
+
     def state(self) -> dict:
         """What a device keeps across power cycles besides the model: columns and registers."""
         return dict(levels=self.arr.levels.copy(), classes=list(self.names),

@@ -118,6 +118,13 @@ def _forget(s, args) -> tuple[dict, str]:
     return r, f"forgot {args.label!r}; words {_label_list(r['classes'])}"
 
 
+def _rename(s, args) -> tuple[dict, str]:
+    r = s.rename(args.label, args.to)
+    if args.save:
+        s.dev.save()
+    return r, f"{args.label!r} is now {args.to!r}; words {_label_list(r['classes'])}"
+
+
 def _stats(s, args) -> tuple[dict, str]:
     r = s.dev.stats()
     return r, _stats_text(r)
@@ -125,7 +132,7 @@ def _stats(s, args) -> tuple[dict, str]:
 
 _ACTIONS = {"info": _info, "load": _load, "enroll": _enroll, "infer": _infer,
             "threshold": _threshold, "untaught": _untaught, "classes": _classes,
-            "forget": _forget, "stats": _stats}
+            "forget": _forget, "rename": _rename, "stats": _stats}
 
 
 PROTOCOL_FIELDS = ("v", "t", "id")      # the message envelope, not the answer
@@ -419,6 +426,12 @@ def _add_device(sub, add) -> None:
     df.add_argument("--save", action="store_true",
                     help="write the whole flash image now (parameters too); the removal itself "
                          "is already in flash when the device's autosave is on, its default")
+    dr = dev_cmd("rename", "call a taught word by another label (its shots are kept)")
+    dr.add_argument("--label", required=True, help="the word as it is taught")
+    dr.add_argument("--to", required=True, help="its new label")
+    dr.add_argument("--save", action="store_true",
+                    help="write the whole flash image now (the new label itself is already in "
+                         "flash when the device's autosave is on, its default)")
     dev_cmd("stats", "device and chip counters")
 
 

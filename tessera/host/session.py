@@ -168,6 +168,10 @@ class Session:
     def forget(self, label: str) -> dict:
         return self.dev.forget(label)
 
+    def rename(self, label: str, to: str) -> dict:
+        """A taught word under another label (its shots kept)."""
+        return self.dev.rename(label, to)
+
     def forget_all(self) -> None:
         """Every taught word forgotten and the untaught recordings cleared: a clean board."""
         for c in self.dev.classes():

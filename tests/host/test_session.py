@@ -49,3 +49,17 @@ def test_enroll_of_silence_is_a_clean_error_and_a_duplicate_a_warning(tmp_path):
                     "--save")
         assert r.returncode == 0, r.stderr
     assert "warning: this recording is already taught as 'lamp'" in r.stderr
+
+
+def test_rename_over_the_cli_keeps_the_word(tmp_path):
+    write_wav(tmp_path / "word.wav", speechlike_signal(0.6, 3).astype(np.int16), 16000)
+    url = f"sim://?flash={tmp_path / 'f.img'}"
+    assert tessera("device", "enroll", "--port", url, "--label", "lamp",
+                   tmp_path / "word.wav").returncode == 0
+    r = tessera("device", "rename", "--port", url, "--label", "lamp", "--to", "light")
+    assert r.returncode == 0 and "'lamp' is now 'light'" in r.stdout, r.stderr
+    ask = tessera("device", "infer", "--port", url, tmp_path / "word.wav", "--json")
+    import json
+    assert json.loads(ask.stdout)["best"] == "light"
+    assert_clean_error(tessera("device", "rename", "--port", url, "--label", "lamp", "--to",
+                               "x"), "'lamp' is not enrolled")
