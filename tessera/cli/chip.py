@@ -101,7 +101,7 @@ def cmd_chip_eval(args: argparse.Namespace) -> int:
     r = chip_accuracy(model, args.model, args.data, shots=tuple(args.shots),
                       episodes=args.episodes, weight_bits=tuple(args.bits),
                       drift=tuple(args.drift), write_noise=args.write_noise,
-                      progress=show_progress(args))
+                      progress=show_progress(args), people=args.people)
     lines = [f"{args.model} through the chip, {r['ways']}-way {r['split']}, {r['episodes']} "
              f"episodes (same episodes for float and chip):",
              "  float: " + ", ".join(f"{k} {100 * v['accuracy']:.1f} ± {100 * v['ci95']:.1f} %"
@@ -168,4 +168,8 @@ def register(sub, add) -> None:
                          "without the chip's drift compensation")
     ce.add_argument("--write-noise", type=float, default=0.0,
                     help="RRAM write noise, a fraction of the level range (0.05: 5 %%)")
+    ce.add_argument("--people", choices=("test", "val"), default="test",
+                    help="whose recordings: the corpus's test voices, or its validation voices "
+                         "(a `corpus hear --people` set: the choose people, what a recipe may "
+                         "be chosen on)")
     ce.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -338,6 +338,17 @@ def test_chip_eval_cli_rows(small_corpus):
     assert all(x["order_differ_1shot"] == 0.0 for x in res["rows"])
     assert 0.2 < res["float"]["1-shot"]["accuracy"] <= 1.0
     assert all(0.0 <= x["acc_1shot"] <= 1.0 for x in res["rows"])
+    assert res["people"] == "test"
+
+
+def test_chip_eval_can_ask_the_validation_voices():
+    """`--people val`: the validation voices (the choose people of a `corpus hear --people`
+    set) take the test voices' place in the one episode definition."""
+    from tessera.trainer.evaluation.chipeval import people_split
+
+    split = np.array([0, 1, 2, 2, 1, -1])
+    assert people_split(split, "val").tolist() == [0, 2, 1, 1, 2, -1]
+    assert people_split(split, "test").tolist() == split.tolist()
 
 
 def random_model(seed: int, rows=2, cols=3, tile=8, inputs=40, bits=5, steps=30, segments=4,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ...runtime.chip import Chip
+from ...runtime.errors import InputError
 from ...runtime.rram import RRAMConfig
 from ..data.chipdata import chip_and_data, frames_of, held_out_indices
 from ..data.readers import read_any
@@ -118,14 +119,29 @@ def _episodes_chip(chip: Chip, phis: np.ndarray, sampler, episodes: int, seed: i
     return acc, differ
 
 
+def people_split(split, people: str) -> np.ndarray:
+    """The split array with the ``val`` voices (1) in the test's place (2) and the test's in
+    theirs, for ``people`` "val"; unchanged for "test"."""
+    sp = np.asarray(split)
+    return np.where(sp == 1, 2, np.where(sp == 2, 1, sp)) if people == "val" else sp
+
+
 def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episodes: int = 600,
                   weight_bits=(8,), drift=(), write_noise: float = 0.0, seed: int = 1234,
-                  progress: bool = False) -> dict:
-    """Few-shot accuracy through the chip vs the float model, on the same episodes."""
+                  progress: bool = False, people: str = "test") -> dict:
+    """Few-shot accuracy through the chip vs the float model, on the same episodes; ``people``:
+    the corpus's ``test`` voices (default) or its ``val`` voices (for ``tessera corpus hear
+    --people``: the choose people, what a recipe may be chosen on)."""
+    import dataclasses
+
     from ..exchange.export import ExportConfig, export_model
 
+    if people not in ("test", "val"):
+        raise InputError(f"chip-eval: people must be 'test' or 'val', got {people!r}")
     cfg = model.config
     data = read_any(data_path, level_eq=model.level_eq, progress=progress)
+    if people == "val":                          # the validation voices take the test's place
+        data = dataclasses.replace(data, split=people_split(data.split, people))
     tasks = evaluation_tasks(data, cfg.data.unseen, cfg.train.seed)   # the same as eval's
     pool, _ = tasks.pool("unseen")
     ms = cfg.data.steps * int(round(1000 * cfg.data.duration / cfg.data.steps))
@@ -182,6 +198,6 @@ def chip_accuracy(model, model_path: str, data_path: str, *, shots=(1, 5), episo
                                     for k in shots}))
     return dict(float={f"{k}-shot": {"accuracy": floats[k]["accuracy"], "ci95": floats[k]["ci95"]}
                        for k in shots},
-                rows=rows, episodes=episodes, ways=cfg.data.ways, split="unseen",
+                rows=rows, episodes=episodes, ways=cfg.data.ways, split="unseen", people=people,
                 write_noise=write_noise, data=data_path,
                 model=model_path)
