@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from tessera.protocol.messages import ENVELOPE
 from tessera.runtime.errors import InputError
 
 from .common import NO_PROGRESS, emit, positive_int, probability, progress_bar
@@ -35,7 +36,7 @@ def cmd_device(args: argparse.Namespace) -> int:
         return _infer_folder(args)
     with open_session(args) as s:
         r, human = _ACTIONS[action](s, args)
-    emit(args, {k: v for k, v in r.items() if k not in PROTOCOL_FIELDS}, human)
+    emit(args, {k: v for k, v in r.items() if k not in ENVELOPE}, human)
     return 0
 
 
@@ -135,7 +136,6 @@ _ACTIONS = {"info": _info, "load": _load, "enroll": _enroll, "infer": _infer,
             "forget": _forget, "rename": _rename, "stats": _stats}
 
 
-PROTOCOL_FIELDS = ("v", "t", "id")      # the message envelope, not the answer
 
 
 def _stats_text(r: dict) -> str:
@@ -198,51 +198,34 @@ def _event_line(e: dict) -> str:
 
 
 def _stream(args) -> int:
-    """Continuous detection on the device: a WAV, an SHD-style spike file, or the microphone."""
-    from tessera.runtime.audio import load_audio
-
+    """Continuous detection on the device (the host session's stream): a recording, an
+    SHD-style spike file, or the microphone."""
     if not args.mic and not args.wav:
         raise InputError("tessera device stream needs a WAV or h5 file (or --mic)")
-    source = None
-    if args.wav:
-        if args.wav.endswith((".h5", ".hdf5")):
-            source = ("spikes", _spike_sample(args.wav, args.index))
-        else:
-            source = ("pcm", load_audio(args.wav))
-    events = []
+    feed = None
+    if args.wav and args.wav.endswith((".h5", ".hdf5")):
+        frames = _spike_sample(args.wav, args.index)
+
+        def feed(dev, got):
+            dev.stream_spikes(frames, realtime=not args.fast, on_event=got)
+    elif not args.wav:
+        feed = _stream_mic
 
     def show(e):
-        events.append({k: v for k, v in e.items() if k not in PROTOCOL_FIELDS})
         if not args.json:
             print(_event_line(e), flush=True)
 
-    params = {"hop_ms": args.hop_ms, "trigger": args.trigger}
     with open_session(args) as s, _gates(s.dev, args):
-        if source is not None and source[0] == "pcm":
-            end = s.stream(source[1], on_event=show, realtime=not args.fast, params=params)
-        else:                                   # spike frames or the microphone, as they come
-            dev = s.dev
-            before = dev.params()
-            dev.reset()
-            for k, v in {**params, "detect": True}.items():
-                dev.set_param(k, v)
-            try:
-                if source is None:
-                    _stream_mic(dev, show)
-                else:
-                    dev.stream_spikes(source[1], realtime=not args.fast, on_event=show)
-                end = dev.end_utterance()                # closes the open (partial) windows
-                dev.drain(show)
-            finally:
-                dev.set_param("detect", False)
-                for k in params:
-                    dev.set_param(k, before[k])
-    r = dict(events=events, stream_ms=end["stream_ms"], source=args.wav or "mic")
+        out = s.stream(args.wav if feed is None else None, on_event=show,
+                       realtime=not args.fast, feed=feed,
+                       params={"hop_ms": args.hop_ms, "trigger": args.trigger})
+    events = out["events"]
+    r = dict(events=events, stream_ms=out["stream_ms"], source=args.wav or "mic")
     if args.json:
         print(json.dumps(r))
     else:
         words = sorted({e["label"] for e in events})
-        print(f"{len(events)} word(s) detected in {end['stream_ms'] / 1000:.1f} s of "
+        print(f"{len(events)} word(s) detected in {out['stream_ms'] / 1000:.1f} s of "
               f"{r['source']}" + (": " + ", ".join(words) if words else ""))
     return 0
 

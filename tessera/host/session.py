@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from ..protocol.messages import ENVELOPE
 from ..runtime.constants import SAMPLE_RATE
 from ..runtime.errors import InputError
 from .scoring import NONE
@@ -128,16 +129,18 @@ class Session:
         r = self.dev.infer(_pcm(recording))
         return {**r, "answer": r.get("label") or NONE}
 
-    def stream(self, recording, on_event=None, realtime: bool = False,
-               params: dict | None = None) -> dict:
+    def stream(self, recording=None, on_event=None, realtime: bool = False,
+               params: dict | None = None, feed=None) -> dict:
         """Continuous detection over a recording: detection on (with ``params`` set for the
         stream and put back after it), the recording streamed from rest, the stream ended (the
-        windows still open close), detection off. Returns the events (each also handed to
-        ``on_event`` as it arrives) and the stream's length in ms."""
+        windows still open close), detection off. ``feed(dev, on_event)``: what to stream
+        instead of a recording (spike frames, the microphone). Returns the events (each also
+        handed to ``on_event`` as it arrives, without the message envelope) and the stream's
+        length in ms."""
         events: list[dict] = []
 
         def got(e):
-            e = {k: v for k, v in e.items() if k not in ("v", "t", "id")}
+            e = {k: v for k, v in e.items() if k not in ENVELOPE}
             events.append(e)
             if on_event is not None:
                 on_event(e)
@@ -148,7 +151,10 @@ class Session:
             self.dev.set_param(k, v)
         self.dev.set_param("detect", True)
         try:
-            self.dev.stream_pcm(_pcm(recording), realtime=realtime, on_event=got)
+            if feed is None:
+                self.dev.stream_pcm(_pcm(recording), realtime=realtime, on_event=got)
+            else:
+                feed(self.dev, got)
             end = self.dev.end_utterance()
             self.dev.drain(got)
         finally:
