@@ -27,16 +27,13 @@ __all__ = ["run_demo", "demo_table"]
 
 def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_line=print,
              shots_curve=(1, 2, 3, 5), draws: int = 20, seed: int = 0,
-             min_confidence: float | None = None, url: str | None = None) -> dict:
-    """The demo proper: ``model`` (a ``.tsr``) loaded into ``tessera sim --pty`` (or the board
-    at ``url``) over the port, the shots taught, the tests and the sentence streamed
-    (``realtime``: paced as a microphone), every answer handed to ``on_line`` as it arrives;
-    then the local figures. The tests and the sentence's continuous detection are answered by
+             min_confidence: float | None = None) -> dict:
+    """The demo proper: ``model`` (a ``.tsr``) loaded into ``tessera sim --pty`` over the port,
+    the shots taught, the tests and the sentence streamed (``realtime``: paced as a microphone),
+    every answer handed to ``on_line`` as it arrives; then the local figures. The tests and the sentence's continuous detection are answered by
     the device's one decision rule (its threshold and ``min_confidence``, set for the whole demo
     when given). Returns the summary with the plots' paths (``tessera demo`` writes it as
     ``summary.json``)."""
-    import contextlib
-
     from ..firmware_sim.boot import pty_sim
     from ..host.session import Session
     from ..runtime.chip import Chip
@@ -53,8 +50,7 @@ def run_demo(ds: DemoSet, model: str, folder: str, realtime: bool = True, on_lin
     bin_ms, words = chip.tab.bin_ms, sorted(ds.shots)
     out: dict = dict(description=ds.description, model=model, words=words,
                      model_bytes=len(blob), realtime=realtime)
-    board = contextlib.nullcontext(url) if url else pty_sim("")
-    with board as port:
+    with pty_sim("") as port:
         with Session.open(port, timeout=10.0) as s:
             dev = s.dev
             out["port"] = port
