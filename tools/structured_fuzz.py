@@ -18,6 +18,7 @@ names the smallest failing body); the tests run a bounded number, ``tessera benc
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 import msgpack
 
@@ -33,7 +34,8 @@ def _need_hypothesis() -> None:
         raise InputError("the structure-aware fuzzer needs Hypothesis: pip install -e '.[dev]'")
 
 
-def _values():
+@lru_cache(maxsize=None)        # strategies are built once and drawn from many times: Hypothesis
+def _values():                  # validates a new strategy on its first draw, which cost ~4/5 of a body
     from hypothesis import strategies as st
 
     leaf = st.one_of(
@@ -47,6 +49,7 @@ def _values():
         max_leaves=40)
 
 
+@lru_cache(maxsize=None)
 def _valid(kind, name: str):
     """A value of the field's own type, often at or past its range."""
     from hypothesis import strategies as st
@@ -81,6 +84,7 @@ def messages():
 
     from ..protocol.messages import REQUESTS
 
+    @lru_cache(maxsize=None)
     def of_type(t: str):
         spec = REQUESTS[t]
         fields = {}
