@@ -105,6 +105,7 @@ class Firmware:
         self.streamed = False
         self.recent: list[np.ndarray] = []
         self.negatives: list[np.ndarray] = []     # untaught recordings' features (``untaught``)
+        self.positives: list[tuple[str, int]] = []   # held-out scores of taught words (enroll)
         self.params = dict(DEFAULT_PARAMS)
         self.stats = {"frames": 0, "bad_frames": 0, "bad_frames_unanswered": 0, "requests": 0,
                       "duplicates": 0, "errors": 0, "events": 0}
@@ -124,7 +125,7 @@ class Firmware:
                     OverflowError) as exc:
                 # an image this firmware cannot use (an older model format): boot empty
                 self.chip, self.model_bytes = None, b""
-                self.negatives = []
+                self.negatives, self.positives = [], []
                 self.params = dict(DEFAULT_PARAMS)
                 self.boot_error = f"flash image not restored: {exc}"
 
@@ -152,7 +153,8 @@ class Firmware:
         self.streamed = False
         self.recent = []
         self.negatives = []                           # features of another model mean nothing
-        apply_threshold(self.chip, self.params, self.negatives)
+        self.positives = []                           # nor scores
+        apply_threshold(self)
         self.detection = detect_start()
 
     def probe(self, model) -> None:

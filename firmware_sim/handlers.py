@@ -14,7 +14,8 @@ from ..protocol.spikes import SpikeDecodeError, decode_spikes
 from ..runtime.constants import SAMPLE_RATE
 from . import persist
 from .detect import detect_flush
-from .params import MAX_NEGATIVES, apply_threshold, check_param
+from .params import MAX_NEGATIVES, MAX_POSITIVES, apply_threshold, check_param, \
+    held_out_scores, person_fit
 
 __all__ = ["HANDLERS", "Capabilities", "FIRMWARE_VERSION", "CHUNK", "MAX_PING", "MAX_STEPS",
            "AUDIO_PIECE", "hello_info", "answers_fit", "label_capacity"]
@@ -278,10 +279,13 @@ def enroll(fw, msg: dict) -> dict:
     if label not in chip.classes() and not answers_fit(fw, chip.classes() + [label]):
         raise ProtocolError("CAPACITY", "with this label the enrolled words would no longer "
                                         "fit in one answer (shorter labels, or forget one)")
-    r = chip.enroll(label, fw.recent[-shots:])
+    taught = fw.recent[-shots:]
+    held_out = held_out_scores(chip, label, taught)     # before the column learns them
+    r = chip.enroll(label, taught)
+    fw.positives = (fw.positives + [(label, s) for s in held_out])[-MAX_POSITIVES:]
     fw.recent = []
     chip.reset()
-    apply_threshold(chip, fw.params, fw.negatives)   # "person": refitted with this word
+    apply_threshold(fw)   # "person": refitted with this word
     return {"t": "ack", "classes": r["classes"], "written": r["written"], "ms": r["ms"],
             "shots": chip.readout.shots_of(label), "threshold": threshold_in_use(fw)}
 
@@ -298,7 +302,7 @@ def untaught(fw, msg: dict) -> dict:
         fw.negatives = (fw.negatives + fw.recent[-shots:])[-MAX_NEGATIVES:]
         fw.recent = []
         chip.reset()
-    apply_threshold(chip, fw.params, fw.negatives)
+    apply_threshold(fw)
     return {"t": "ack", "negatives": len(fw.negatives), "threshold": threshold_in_use(fw)}
 
 
@@ -307,7 +311,8 @@ def forget(fw, msg: dict) -> dict:
     if msg["label"] not in chip.classes():
         raise ProtocolError("UNKNOWN_CLASS", f"{msg['label']!r} is not enrolled")
     chip.forget(msg["label"])
-    apply_threshold(chip, fw.params, fw.negatives)
+    fw.positives = [(w, s) for w, s in fw.positives if w != msg["label"]]
+    apply_threshold(fw)
     return {"t": "ack", "classes": chip.classes()}
 
 
@@ -325,6 +330,7 @@ def rename(fw, msg: dict) -> dict:
                                         "fit in one answer (a shorter label)")
     if to != label:
         chip.readout.rename(label, to)
+        fw.positives = [(to if w == label else w, s) for w, s in fw.positives]
     return {"t": "ack", "classes": chip.classes()}
 
 
@@ -351,7 +357,7 @@ def set_param(fw, msg: dict) -> dict:
     name, value = check_param(msg["name"], msg["value"])
     fw.params[name] = value
     if name in ("threshold", "min_confidence"):
-        apply_threshold(fw.chip, fw.params, fw.negatives)
+        apply_threshold(fw)
     if name == "detect" and fw.chip is not None:
         fw.new_stream()
     return {"t": "ack", "name": name, "value": value}
@@ -363,6 +369,11 @@ def get_param(fw, msg: dict) -> dict:
         tab = fw.chip.tab
         out["threshold_in_use"] = threshold_in_use(fw)
         out["negatives"] = len(fw.negatives)
+        out["held_out_shots"] = len(fw.positives)
+        if fw.params["threshold"] == "person":          # what the fit traded, and why
+            fit = person_fit(fw.chip, fw.negatives, fw.positives)
+            fit["threshold"] = tab.cos_from_q(fit["threshold"])
+            out["person"] = fit
         out["model_threshold"] = tab.cos_from_q(tab.none_threshold)
         out["min_inputs"] = int(tab.min_inputs)
     return {"t": "params", "params": out}

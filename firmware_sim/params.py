@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..protocol.messages import ProtocolError
+from ..runtime.readout import column_norms, cosines
 
 __all__ = ["DEFAULT_PARAMS", "ALIASES", "PARAM_RULES", "PERSON_MARGIN", "PERSON_CAP",
-           "MAX_NEGATIVES", "check_param", "untaught_scores", "person_threshold", "apply_threshold"]
+           "MAX_NEGATIVES", "MAX_POSITIVES", "check_param", "untaught_scores", "held_out_scores",
+           "person_fit", "person_threshold", "apply_threshold"]
 
 #: ``set_param`` names and defaults. threshold: the "none of these" cosine (None: the model's;
 #: "person": fitted to this person at every enroll, forget and untaught, see
@@ -26,9 +28,10 @@ DEFAULT_PARAMS = {"detect": False, "min_confidence": 0.0, "write_noise": 0.0,
                   "threshold": None, "hop_ms": 250, "refractory_ms": 1000, "trigger": "onset",
                   "onset_events": 2, "nms_ms": 500, "max_word_ms": 800, "autosave": True}
 ALIASES = {"detect_confidence": "min_confidence"}     # the name before one rule served both
-PERSON_MARGIN = 0.02    # threshold "person": this much (a cosine) above every untaught score,
-PERSON_CAP = 0.95       # and never above this
+PERSON_MARGIN = 0.02    # threshold "person": this much (a cosine) above every untaught score and
+PERSON_CAP = 0.95       # below every held-out score of a taught word, and never above this
 MAX_NEGATIVES = 16      # untaught recordings kept (``untaught``), the oldest dropped
+MAX_POSITIVES = 64      # held-out scores of taught words kept (``enroll``), the oldest dropped
 
 #: ``set_param`` rules, one per parameter: ("bool",), ("number", low, high), ("choice", values);
 #: "threshold" is a cosine in [-1, 1], "model" (stored as None) or "person"
@@ -84,26 +87,77 @@ def untaught_scores(chip, negatives: list[np.ndarray]) -> list[int]:
     return out
 
 
-def person_threshold(chip, negatives: list[np.ndarray]) -> int:
-    """``threshold`` "person": the highest of what this person's untaught words score
-    (:func:`untaught_scores`) plus ``PERSON_MARGIN``, never below the model file's threshold nor
-    above ``PERSON_CAP`` (a threshold no taught word could pass)."""
+def held_out_scores(chip, label: str, shots: list[np.ndarray]) -> list[int]:
+    """What this person's own utterances of ``label`` score where the board has not learned
+    them yet: each shot against the word's column before this enroll writes it (a word taught
+    before), and each of two or more shots against the mean of the others (leave-one-out, in the
+    readout's integer arithmetic)."""
     tab = chip.tab
-    scores = untaught_scores(chip, negatives)
-    if not scores:
-        return tab.none_threshold
-    t = max(scores) + tab.cos_to_q(PERSON_MARGIN)
-    return int(min(max(tab.none_threshold, t), tab.cos_to_q(PERSON_CAP)))
+    out: list[int] = []
+    if label in chip.classes():
+        col = np.array([chip.readout.names.index(label)], np.int64)
+        out += chip.scores_q(np.stack(shots), col)[:, 0].tolist()
+    if len(shots) >= 2:
+        phi = np.stack(shots).astype(np.int64)
+        total = phi.sum(axis=0)
+        for k in range(len(shots)):
+            rest = ((total - phi[k]) // (len(shots) - 1))[:, None]
+            out.append(int(cosines(phi[k], rest, column_norms(rest), tab.cos_frac)[0]))
+    return [int(x) for x in out]
 
 
-def apply_threshold(chip, params: dict, negatives: list[np.ndarray]) -> None:
-    """The chip's decision registers from the parameters."""
+def person_fit(chip, negatives: list[np.ndarray], positives: list[tuple[str, int]]) -> dict:
+    """``threshold`` "person" and what it trades. It rises above what this person's untaught
+    words score (:func:`untaught_scores`, plus ``PERSON_MARGIN``) only as far as their own
+    held-out shots allow (``PERSON_MARGIN`` below the lowest of ``positives``: a threshold that
+    never refuses a taught word's utterance the board has checked), never below the model file's
+    threshold nor above ``PERSON_CAP``. Without a held-out shot (every word taught once) nothing
+    can check a raise, and the model's threshold stays (measured on held-out people:
+    BENCHMARKS.md, issue 36 session 5)."""
+    tab = chip.tab
+    model = int(tab.none_threshold)
+    untaught = untaught_scores(chip, negatives)
+    own = [s for _, s in positives]
+    margin = tab.cos_to_q(PERSON_MARGIN)
+    if not own:
+        t, why = model, "no held-out shot of a taught word to check a raise against (teach a " \
+                        "word with two or more recordings)"
+    elif not untaught:
+        t, why = model, "no untaught word known (teach two words, or give untaught recordings)"
+    else:
+        t = want = max(untaught) + margin
+        why = "above every untaught score"
+        if t > min(own) - margin:
+            t, why = min(own) - margin, "kept below every held-out shot of a taught word"
+        if t > tab.cos_to_q(PERSON_CAP):
+            t, why = tab.cos_to_q(PERSON_CAP), "at the cap"
+        if t < model:
+            t, why = model, ("the model's: its own words allow no raise" if want > model
+                             else "the model's: no untaught word scores above it")
+    t = int(t)
+    return dict(threshold=t, limited_by=why, untaught=len(untaught),
+                untaught_refused=sum(s < t for s in untaught),
+                untaught_refused_by_model=sum(s < model for s in untaught),
+                own=len(own), own_kept=sum(s >= t for s in own),
+                own_kept_by_model=sum(s >= model for s in own))
+
+
+def person_threshold(chip, negatives: list[np.ndarray],
+                     positives: list[tuple[str, int]]) -> int:
+    """``threshold`` "person" (:func:`person_fit`), in 2^-cos_frac."""
+    return person_fit(chip, negatives, positives)["threshold"]
+
+
+def apply_threshold(fw) -> None:
+    """The chip's decision registers from the board's parameters (and, for "person", its
+    untaught recordings and held-out shots)."""
+    chip, params = fw.chip, fw.params
     if chip is None:
         return
     t = params["threshold"]
     tab = chip.tab
     chip.readout.none_threshold = tab.none_threshold if t is None \
-        else person_threshold(chip, negatives) if t == "person" \
+        else person_threshold(chip, fw.negatives, fw.positives) if t == "person" \
         else tab.cos_to_q(t)
     chip.readout.min_confidence = int(round(float(params["min_confidence"])
                                             * (1 << tab.softmax_frac)))

@@ -1,6 +1,6 @@
 """What the board keeps in flash (:mod:`tessera.firmware_sim.flash` writes it atomically): the
 model, the readout's columns and registers, the parameters, the untaught recordings, the
-front-end's running level and the answers to the last requests that changed them. A restored
+front-end's running level, the held-out scores of taught words and the answers to the last requests that changed them. A restored
 image goes through the same checks as the wire."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..protocol.messages import ProtocolError, encode
 from ..runtime.errors import InputError
 from ..runtime.model_format import pack_ints, unpack_ints
 from . import flash
-from .params import MAX_NEGATIVES, apply_threshold, check_param
+from .params import MAX_NEGATIVES, MAX_POSITIVES, apply_threshold, check_param
 
 __all__ = ["restore_image", "write_image", "persist", "snapshot", "rollback", "body_digest",
            "PERSISTED_ANSWERS"]
@@ -61,7 +61,8 @@ def restore_image(fw, image: dict) -> None:
                                             for b in raw):
         raise InputError("flash image: negatives are not feature vectors of this model")
     fw.negatives = [np.frombuffer(b, "<i4").astype(np.int64) for b in raw][-MAX_NEGATIVES:]
-    apply_threshold(chip, fw.params, fw.negatives)
+    fw.positives = _positives(image.get("positives", []), chip)
+    apply_threshold(fw)
     if image.get("voice_level") is not None:    # the front-end's running level (its person)
         eq = chip.frontend.tables.eq if chip.frontend is not None else None
         if eq is None:
@@ -88,6 +89,21 @@ def restore_image(fw, image: dict) -> None:
     fw.answers.update(fw.persisted)
 
 
+def _positives(raw, chip) -> list[tuple[str, int]]:
+    """The held-out scores of taught words an image keeps, as the board records them: at most
+    ``MAX_POSITIVES`` [label, cosine] pairs, each label a word the image taught and each cosine
+    within [-1, 1] in the model's units (an image written before them has none)."""
+    one = 1 << chip.tab.cos_frac
+    taught = set(chip.classes())
+    if not isinstance(raw, list) or len(raw) > MAX_POSITIVES or not all(
+            isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and e[0] in taught
+            and isinstance(e[1], int) and not isinstance(e[1], bool) and -one <= e[1] <= one
+            for e in raw):
+        raise InputError(f"flash image: held-out scores (positives) are not at most "
+                         f"{MAX_POSITIVES} [taught word, cosine] pairs of this model")
+    return [(w, s) for w, s in raw]
+
+
 def write_image(fw, answers: OrderedDict[int, tuple[bytes, bytes]]) -> int:
     """The model, readout, parameters and the persisted ``answers`` to flash (atomic); returns
     its size."""
@@ -101,6 +117,7 @@ def write_image(fw, answers: OrderedDict[int, tuple[bytes, bytes]]) -> int:
              "classes": ro["classes"], "shots": ro["shots"], "exps": ro["exps"],
              "params": dict(fw.params),
              "negatives": [np.asarray(n, "<i4").tobytes() for n in fw.negatives],
+             "positives": [[w, int(s)] for w, s in fw.positives],
              "generation": fw.flash_generation + 1,
              "voice_level": None if voice is None else pack_ints(voice[0], 32),
              "voice_heard": None if voice is None else voice[1],
@@ -126,7 +143,8 @@ def snapshot(fw) -> dict:
     chip = fw.chip
     snap = dict(chip=chip, model_bytes=fw.model_bytes, label_bytes=fw.label_bytes,
                 params=dict(fw.params),
-                negatives=list(fw.negatives), recent=list(fw.recent))
+                negatives=list(fw.negatives), positives=list(fw.positives),
+                recent=list(fw.recent))
     if chip is not None:       # the model's tables and the random source are shared, not copied
         snap["readout"] = copy.deepcopy(chip.readout, {id(chip.tab): chip.tab,
                                                        id(chip.rng): chip.rng})
@@ -143,6 +161,7 @@ def rollback(fw, snap: dict) -> None:
     fw.params.clear()
     fw.params.update(snap["params"])
     fw.negatives, fw.recent = snap["negatives"], snap["recent"]
+    fw.positives = snap["positives"]
     if fw.chip is not None:
         fw.chip.readout = snap["readout"]
         if snap["level"] is not None:

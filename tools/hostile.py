@@ -232,7 +232,7 @@ def run_hostile_models(tsr: str, count: int = 10_000, seed: int = 0, hang_s: flo
 
 def _image_attack(image: dict, r, models: list[bytes]) -> str:
     """One hostile-but-valid change to a flash image (as the firmware's writer stores it)."""
-    kind = int(r.integers(9))
+    kind = int(r.integers(10))
     if kind == 0:
         image["model"] = models[int(r.integers(len(models)))]
         return "a hostile-but-valid model"
@@ -271,6 +271,13 @@ def _image_attack(image: dict, r, models: list[bytes]) -> str:
         image["answers"] = [[int(r.choice([1, 2 ** 32 - 1, 2 ** 40])) + i, bytes(16), frame]
                             for i in range(count)]
         return f"{count} stored answers of {len(frame)} bytes"
+    if kind == 8:
+        count = int(r.choice([1, 64, 65, 20_000]))
+        taught = [c for c in image["classes"] if c is not None] or ["w"]
+        label = str(r.choice(taught)) if r.random() < 0.7 else \
+            _LABELS[int(r.integers(len(_LABELS)))](r)[0]
+        image["positives"] = [[label, int(r.choice(_BIG))]] * count
+        return f"{count} held-out scores of {str(label)[:20]!r}"
     image["voice_level"] = _zeros([int(r.choice([233, 700, 1 << 20]))], 32)
     image["voice_heard"] = int(r.choice(_BIG))
     return "a running level"

@@ -94,7 +94,16 @@ def _threshold(s, args) -> tuple[dict, str]:
                + (f"; {r.get('negatives', 0)} untaught recording(s) known"
                   if r["threshold"] == "person" else "")
                + f"); answers also need a probability of at least "
-                 f"{100 * r.get('min_confidence', 0):.0f} %")
+                 f"{100 * r.get('min_confidence', 0):.0f} %"
+               + (_person_trade(r["person"]) if r.get("person") else ""))
+
+
+def _person_trade(fit: dict) -> str:
+    """What threshold "person" traded against the model's, as the board says."""
+    return (f"\nperson: {fit['limited_by']}; refuses {fit['untaught_refused']} of "
+            f"{fit['untaught']} untaught scores (the model's threshold: "
+            f"{fit['untaught_refused_by_model']}); keeps {fit['own_kept']} of {fit['own']} "
+            f"held-out shots of taught words (the model's: {fit['own_kept_by_model']})")
 
 
 def _untaught(s, args) -> tuple[dict, str]:

@@ -431,7 +431,8 @@ def test_an_unusable_flash_image_boots_empty_and_says_why(tmp_path):
 
 def test_threshold_fitted_to_the_person(fsdd, tmp_path):
     """threshold "person": above what the taught words score against each other, and above
-    what the untaught recordings the host gives score; refitted at forget; kept in flash."""
+    what the untaught recordings the host gives score, but never above what the person's own
+    held-out shots score (none: the model's stays); refitted at forget; kept in flash."""
     from tessera.firmware_sim.device import Firmware
     from tessera.firmware_sim.params import PERSON_CAP, PERSON_MARGIN
     from tessera.protocol.client import Device
@@ -444,17 +445,24 @@ def test_threshold_fitted_to_the_person(fsdd, tmp_path):
         assert dev.params()["threshold_in_use"] == model_thr       # nothing to fit yet
         for w in (1, 4, 7):
             r = dev.enroll(f"d{w}", str(fsdd / f"{w}_jackson_0.wav"))
-        scores = [dev.infer(str(fsdd / f"{w}_jackson_0.wav"))["scores"] for w in (1, 4, 7)]
-        loo = max(max(v for k, v in s.items() if k != f"d{w}") for s, w in zip(scores, (1, 4, 7)))
-        assert r["threshold"] == pytest.approx(min(max(model_thr, loo + PERSON_MARGIN),
-                                                   PERSON_CAP), abs=2e-3)
-        # an untaught recording that scores high lifts it above its score
-        other = str(fsdd / "1_jackson_5.wav")                        # like a taught word
+        assert r["threshold"] == pytest.approx(model_thr)          # taught once: nothing
+        assert dev.params()["person"]["own"] == 0                  # checks a raise
+        # a second recording of d1, scored against d1's column before the board learns it
+        second = str(fsdd / "1_jackson_1.wav")
+        held = dev.infer(second)["scores"]["d1"]
+        r = dev.enroll("d1", second)
+        fit = dev.params()["person"]
+        assert fit["own"] == fit["own_kept"] == 1
+        ceiling = max(model_thr, min(held - PERSON_MARGIN, PERSON_CAP))
+        assert model_thr - 1e-6 <= r["threshold"] <= ceiling + 2e-3
+        # an untaught recording that scores high lifts it, as far as the held-out shot allows
+        other = str(fsdd / "4_jackson_5.wav")                        # like a taught word
         top = max(dev.infer(other)["scores"].values())
         r = dev.untaught(other)
         assert r["negatives"] == 1
-        assert r["threshold"] >= min(top + PERSON_MARGIN, PERSON_CAP) - 2e-3
-        assert dev.infer(other)["label"] is None or top >= PERSON_CAP
+        assert r["threshold"] >= min(top + PERSON_MARGIN, ceiling) - 2e-3
+        assert r["threshold"] <= ceiling + 2e-3
+        assert dev.params()["person"]["untaught"] == 4             # 3 columns + the recording
         fitted = dev.params()["threshold_in_use"]
     fw = Firmware(str(flash_img))                                    # after a power cycle
     assert len(fw.negatives) == 1 and fw.params["threshold"] == "person"
@@ -489,6 +497,9 @@ def test_device_untaught_and_threshold_person_from_the_cli(fsdd, tmp_path):
     assert res["threshold_in_use"] >= res["model_threshold"]
     r = tessera("device", "threshold", "--port", url)
     assert "fitted to this person" in r.stdout and "2 untaught" in r.stdout
+    assert "keeps 0 of 0 held-out shots" in r.stdout         # what it traded, and why it
+    assert "no held-out shot" in r.stdout                      # stays at the model's
+    assert res["threshold_in_use"] == res["model_threshold"]
     r = tessera("device", "untaught", "--port", url, "--clear", "--json")
     assert json.loads(r.stdout)["negatives"] == 0
     r = tessera("device", "untaught", "--port", url, tmp_path / "empty-nothing")
