@@ -31,7 +31,7 @@ def small_corpus(tmp_path_factory) -> Path:
 def model4(tmp_path_factory) -> str:
     """The committed default model at 4-bit weights: the board's factory model as the package
     ships it (no torch needed; tests/trainer/test_openset.py checks that it is what
-    ``tessera export models/default/model.pt --bits 4`` writes), copied once per session."""
+    ``tessera export models/default/model.tsb --bits 4`` writes), copied once per session."""
     import shutil
 
     from tessera.firmware_sim import factory_model

@@ -30,7 +30,7 @@ def wav_bytes(data: bytes, *, tag: int = 1, channels: int = 1, rate: int = 16000
 
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "default" / "model.pt"
+DEFAULT_MODEL = REPO / "models" / "default" / "model.tsb"
 
 
 def tessera(*args, timeout=300):

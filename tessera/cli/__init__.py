@@ -6,7 +6,8 @@ code 2; set ``TESSERA_DEBUG=1`` for the traceback.
 
 The parser core lives here; each command group is one module whose ``register(sub, add)`` adds
 its subcommands, and each command is a thin layer over a library function:
-:mod:`.data` (corpus), :mod:`.learn` (train, eval, diagnose, calibrate), :mod:`.pretrain`,
+:mod:`.data` (corpus), :mod:`.learn` (train, eval, diagnose), :mod:`.modelfile` (bundle,
+level-eq, calibrate), :mod:`.pretrain`,
 :mod:`.chip` (export, parity, chip-eval), :mod:`.device` (sim, device, protocol-test), :mod:`.bench`, :mod:`.demo`.
 """
 
@@ -18,12 +19,12 @@ import sys
 
 from tessera.runtime.errors import TesseraError
 
-from . import bench, chip, data, demo, device, learn, pretrain, sim
+from . import bench, chip, data, demo, device, learn, modelfile, pretrain, sim
 from .common import Parser
 
 __all__ = ["main", "build_parser"]
 
-GROUPS = (data, learn, pretrain, chip, sim, device, bench, demo)     # the order of the command list in --help
+GROUPS = (data, learn, modelfile, pretrain, chip, sim, device, bench, demo)     # the order of the command list in --help
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import argparse
 
 from .bench_hear import register_bench_hear
 from .bench_protocol import register_bench_protocol
-from .common import (NO_PROGRESS, default_pt, default_tsr, emit, positive_float,
+from .common import (NO_PROGRESS, default_model_path, default_tsr, emit, positive_float,
                      positive_int, show_progress, stage)
 
 
@@ -41,7 +41,7 @@ def cmd_bench_lauscher(args: argparse.Namespace) -> int:
 def cmd_bench_runtime(args: argparse.Namespace) -> int:
     from tessera.tools.bench import bench_runtime, peer_speedups
 
-    r = bench_runtime(args.model or default_pt(), bits=args.bits, repeats=args.repeats,
+    r = bench_runtime(args.model or default_model_path(), bits=args.bits, repeats=args.repeats,
                       batch=args.batch)
     lines = [f"chip emulator, {r['neurons']} neurons, {r['weight_bits']}-bit weights, one core "
              f"[{r['cpu']}, {r['date']}]:",
@@ -71,7 +71,7 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
     from tessera.trainer.evaluation.peers import bench_peers, peers_markdown
     from tessera.trainer.learning.storage import load_model
 
-    r = bench_peers(load_model(args.model or default_pt()), args.fsdd,
+    r = bench_peers(load_model(args.model or default_model_path()), args.fsdd,
                     episodes=args.episodes, shots=tuple(args.shots),
                     compare=tuple(load_model(m) for m in args.compare),
                     progress=show_progress(args), say=lambda line: stage(args, line),
@@ -90,7 +90,7 @@ def cmd_bench_neurobench(args: argparse.Namespace) -> int:
     from tessera.trainer.exchange.neurobench_eval import neurobench_report
     from tessera.trainer.learning.storage import load_model
 
-    model_path = args.model or default_pt()
+    model_path = args.model or default_model_path()
     r = neurobench_report(load_model(model_path), args.tsr or default_tsr(), args.data,
                           count=args.count, progress=show_progress(args))
     nb, c, v = r["neurobench"], r["chip"], r["chip_vs_float"]
@@ -218,7 +218,7 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
 
     from tessera.tools.bench_all import markdown, run_all, write_tables
 
-    model = args.model or default_pt()
+    model = args.model or default_model_path()
     tsr = args.tsr or default_tsr()
     r = run_all(model, tsr, quick=args.quick, data=args.data, compare=tuple(args.compare),
                 parts=tuple(args.parts), say=lambda line: stage(args, line),
@@ -250,7 +250,7 @@ def _add_all(bsub, add) -> None:
              "front-end, chip emulator, protocol) as Markdown tables with their commands")
     ba.add_argument("--quick", action="store_true",
                     help="a few minutes: the small corpus, 100 episodes, fewer frames and kills")
-    ba.add_argument("--model", help="model.pt (default: the committed default model)")
+    ba.add_argument("--model", help="a model bundle (default: the committed default model)")
     ba.add_argument("--tsr", help="the chip file for the protocol part (default: the package's "
                                   "factory model)")
     ba.add_argument("--data", help="corpus for the accuracy table (default: built here, the "
@@ -291,7 +291,7 @@ def _add_lauscher(bsub, add) -> None:
 def _add_runtime(bsub, add) -> None:
     br = add(bsub, "runtime", cmd_bench_runtime, "chip emulator speed, one core (vs torch)")
     br.add_argument("model", nargs="?", default=None,
-                    help="model.pt (exported here) or a .tsr file (default: the committed "
+                    help="a model bundle (exported here) or a .tsr file (default: the committed "
                          "default model)")
     br.add_argument("--bits", type=int, default=8, help="weight bits of the timed export")
     br.add_argument("--repeats", type=positive_int, default=20,
@@ -306,7 +306,7 @@ def _add_peers(bsub, add) -> None:
              "DTW, on the same episodes across and within speakers (needs the 'teacher' extra)")
     bq.add_argument("--fsdd", required=True, metavar="DIR",
                     help="WAV folder of the episodes ({digit}_{speaker}_{i}.wav, as FSDD)")
-    bq.add_argument("--model", help="model.pt (default: the committed default model)")
+    bq.add_argument("--model", help="a model bundle (default: the committed default model)")
     bq.add_argument("--compare", nargs="+", action="extend", default=[], metavar="MODEL",
                     help="other models on the same episodes (e.g. models/baselines/gru)")
     bq.add_argument("--episodes", type=positive_int, default=600, help="episodes per cell")
@@ -323,7 +323,7 @@ def _add_neurobench(bsub, add) -> None:
     bn = add(bsub, "neurobench", cmd_bench_neurobench, "NeuroBench's static and workload "
              "metrics of the float model (the neurobench package), the chip's counters beside")
     bn.add_argument("--data", required=True, help="corpus (its test utterances)")
-    bn.add_argument("--model", help="model.pt (default: the committed default model)")
+    bn.add_argument("--model", help="a model bundle (default: the committed default model)")
     bn.add_argument("--tsr", help="its chip file (default: the package's factory model)")
     bn.add_argument("--count", type=positive_int, default=256, help="test utterances")
     bn.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -72,7 +72,7 @@ def register_bench_hear(bsub, add) -> None:
     h = add(bsub, "hear", cmd_bench_hear, "how well models hear people never heard: a hear "
             "set's choose and report people and FSDD, within and across people, 1 and 5 shots, "
             "beside a GRU trained on the same data (issue 34)")
-    h.add_argument("models", nargs="*", help="model.pt files")
+    h.add_argument("models", nargs="*", help="model bundles (model.tsb)")
     h.add_argument("--data", required=True, help="hear set .npz (tessera corpus hear)")
     h.add_argument("--episodes", type=positive_int, default=300, help="episodes per cell")
     h.add_argument("--tts", action="append", default=[], metavar="CORPUS",

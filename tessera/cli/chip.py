@@ -79,7 +79,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                    f"{r['routes']} tile routes, {r['connections']} recurrent connections, "
                    f"'none' below cosine {r['none_threshold']:.3f} ("
                    + (f"calibrated: {r['calibrated']})" if r["calibrated"] else "uncalibrated "
-                      "default: run tessera calibrate)"))
+                      "default: run tessera calibrate)")
+                   + f"; read back by the chip's loader, {r['parity']['windows']} parity windows "
+                     f"bit-exact with the trainer's integer mode")
     return 0
 
 
@@ -122,7 +124,7 @@ def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
     x = add(sub, "export", cmd_export, "write a trained model as the chip's fixed-point file "
             "(or as an ONNX graph of one time step)")
-    x.add_argument("model", help="model.pt or checkpoint.pt")
+    x.add_argument("model", help="a model bundle (model.tsb) or checkpoint.pt")
     x.add_argument("--out", required=True, help="output .tsr (or .onnx, .nir) file")
     x.add_argument("--format", choices=["tsr", "onnx", "nir"], default="tsr",
                    help="tsr: the chip's file (MODEL_FORMAT.md); onnx: the float model as one "
@@ -134,17 +136,17 @@ def register(sub, add) -> None:
     x.add_argument("--max-classes", type=int, default=32,
                    help="readout columns: how many words a device can enroll (1..1024)")
     x.add_argument("--threshold", type=float, default=None, metavar="COS",
-                   help="'none of these' below this cosine (default: the model's calibration."
-                        "json, written by tessera calibrate)")
+                   help="'none of these' below this cosine (default: the calibration in the "
+                        "model's bundle, written by tessera calibrate)")
 
     im = add(sub, "import-nir", cmd_import_nir, "a NIR graph of a recurrent LIF layer (from "
              "tessera or another NIR tool) as a trainer checkpoint, to fine-tune with tessera "
              "train --init and export to the chip")
     im.add_argument("nir", help="the .nir file")
-    im.add_argument("--like", default="models/default/model.pt",
+    im.add_argument("--like", default="models/default/model.tsb",
                     help="a trained model whose config (data pipeline, readout, rates) the "
                          "imported core takes (its inputs must match)")
-    im.add_argument("--out", required=True, help="the checkpoint to write (model.pt)")
+    im.add_argument("--out", required=True, help="the model bundle to write (model.tsb)")
     im.add_argument("--layout", help="ROWSxCOLSxTILE (default: 16-neuron tiles in the squarest "
                                      "grid)")
     pa = add(sub, "parity", cmd_parity, "bit-exactness of the chip against the trainer's "
@@ -156,7 +158,7 @@ def register(sub, add) -> None:
 
     ce = add(sub, "chip-eval", cmd_chip_eval, "few-shot accuracy through the chip's own "
              "enrollment vs the float model, over bit widths and drift")
-    ce.add_argument("model", help="model.pt (exported at each bit width)")
+    ce.add_argument("model", help="a model bundle (exported at each bit width)")
     ce.add_argument("--data", required=True, help="corpus")
     ce.add_argument("--shots", nargs="+", type=positive_int, default=[1, 5],
                     help="enrollment utterances per word")

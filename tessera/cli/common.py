@@ -51,14 +51,14 @@ def progress_bar(total: int, args):
 def default_tsr() -> str:
     """The committed default model at 4 bits, as the package ships it (the simulated board's
     factory model: no torch needed). ``tests/test_openset.py`` checks that it is what
-    ``tessera export models/default/model.pt --bits 4`` writes."""
+    ``tessera export models/default/model.tsb --bits 4`` writes."""
     from tessera.firmware_sim import factory_model
 
     return factory_model()
 
 
-def default_pt() -> str:
-    """The committed default model (``models/default/model.pt``, shipped as package data)."""
+def default_model_path() -> str:
+    """The committed default model (``models/default/model.tsb``, shipped as package data)."""
     from tessera.models import default_model
 
     return default_model()

@@ -10,12 +10,12 @@ import sys
 
 from tessera.runtime.errors import InputError
 
-from .common import (NO_PROGRESS, default_pt, default_tsr, emit, fraction, json_default,
+from .common import (NO_PROGRESS, default_model_path, default_tsr, emit, fraction, json_default,
                      positive_int)
 
 
 def _model_file(args, say) -> str:
-    """The model as a 4-bit ``.tsr``: exported from ``--model`` (a ``model.pt``, torch) or the
+    """The model as a 4-bit ``.tsr``: exported from ``--model`` (a model bundle, torch) or the
     ``.tsr`` given; without torch, the package's factory export of the default model."""
     if args.model.endswith(".tsr"):
         return args.model
@@ -112,8 +112,8 @@ def register(sub, add) -> None:
             "the main job: teach the simulated board new words over its serial port, one "
             "utterance each, ask it held-out ones, write an HTML report")
     d.add_argument("--out", default="tessera-demo", help="report folder")
-    d.add_argument("--model", default=default_pt(),
-                   help="model.pt (exported here at 4 bits) or a .tsr; default: the committed "
+    d.add_argument("--model", default=default_model_path(),
+                   help="a model bundle (exported here at 4 bits) or a .tsr; default: the committed "
                         "default model")
     d.add_argument("--words", metavar="DIR",
                    help="your recordings: one sub-folder per word (or files named by their "

@@ -1,4 +1,4 @@
-"""`tessera train|eval|diagnose|calibrate`: meta-training and measuring a model."""
+"""`tessera train|eval|diagnose`: meta-training and measuring a model."""
 
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 
 from tessera.runtime.errors import InputError
 
-from .common import NO_PROGRESS, emit, fraction, positive_int, show_progress
+from .common import NO_PROGRESS, emit, positive_int, show_progress
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -58,8 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     s["learning_curve_png"] = learning_curve_png(
         os.path.join(args.out, "learning-curve.png"),
-        _metrics_records(os.path.join(args.out, "model.pt")), title=args.out)
-    lines = [f"trained {s['iterations']} iterations in {s['seconds']} s -> {args.out}/model.pt"
+        _metrics_records(os.path.join(args.out, "model.tsb")), title=args.out)
+    lines = [f"trained {s['iterations']} iterations in {s['seconds']} s -> {args.out}/model.tsb"
              + (" (stopped at the time limit)" if s["stopped_early"] else ""),
              f"  inner learning rate {s['inner_lr']}, mean firing rate {s['rate']:.4f} per step"]
     for r in s["results"]:
@@ -229,63 +229,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_level_eq(args: argparse.Namespace) -> int:
-    from tessera.trainer.learning.storage import set_level_eq
-
-    r = set_level_eq(args.model, args.reference, shift=args.shift, gate=args.gate,
-                     prior=args.prior, remove=args.remove)
-    if args.remove:
-        text = f"{args.model}: no level equalization"
-    else:
-        text = (f"{args.model}: the front-end moves each channel by (running level - "
-                f"{r['reference']}'s long-term level, {min(r['ref'])}..{max(r['ref'])}); "
-                f"speech steps: mean level >= {r['gate']} above the floor; each moves the running "
-                f"level 2^-{r['shift']} of the way (tessera export writes it in the model file)")
-    emit(args, {k: v for k, v in r.items() if k != "ref"}, text)
-    return 0
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from tessera.trainer.exchange.export import DEFAULT_CALIBRATION, ExportConfig, export_model
-    from tessera.trainer.evaluation.openset import calibrate
-    from tessera.trainer.learning.storage import load_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tsr = os.path.join(tmp, "m.tsr")
-        export_model(load_model(args.model), tsr, ExportConfig(weight_bits=args.bits),
-                     calibration=dict(DEFAULT_CALIBRATION, source=None))   # not the old fit
-        r = calibrate(args.model, tsr, args.data, target_fa=args.target_fa,
-                      episodes=args.episodes, fsdd=args.fsdd, write=not args.dry_run,
-                      progress=show_progress(args))
-    curves, points = r.pop("curves"), r.pop("points")
-    if args.plot:
-        from tessera.tools.plots import hits_png
-
-        r["plot"] = hits_png(args.plot, curves, points, title=f"{args.model}: 5 words enrolled, "
-                             f"one shot each; threshold {r['none_threshold']:.3f}")
-    if args.json:
-        r["curves"] = curves
-    t = r["test"]
-    lines = [f"'none of these' below cosine {r['none_threshold']:.3f}, fewer than "
-             f"{r['min_inputs']} input events (silence); confidence = "
-             f"sigmoid({r['calib'][0]:.2f} c1 + "
-             f"{r['calib'][1]:.2f} (c1 - c2) {r['calib'][2]:+.2f})"
-             + (f"; written to {r['path']}" if "path" in r else " (dry run: not written)"),
-             f"  the corpus's test voices ({os.path.basename(args.data)}): hits {100 * t['hits']:.1f} %, false accepts: words "
-             f"{100 * t['false_accepts_words']:.1f} %, noise {100 * t['false_accepts_noise']:.1f}"
-             f" %; calibration error {r['test_calibration_error']:.3f}"]
-    if "fsdd" in r:
-        f = r["fsdd"]
-        lines.append(f"  FSDD (validation): hits {100 * f['hits']:.1f} %, false accepts: words "
-                     f"{100 * f['false_accepts_words']:.1f} %, noise "
-                     f"{100 * f['false_accepts_noise']:.1f} %; best hits at <= 5 % false "
-                     f"accepts {100 * r['fsdd_hits_at_5pct_fa']:.1f} %")
-    emit(args, r, "\n".join(lines))
-    return 0
-
-
 def _add_train(sub, add) -> None:
     t = add(sub, "train", cmd_train, "meta-train the spiking core (ANIL device rule by default; "
             "across processes when started by torchrun)")
@@ -299,7 +242,7 @@ def _add_train(sub, add) -> None:
     t.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--init", metavar="MODEL",
-                   help="start from this model's core (a model.pt, e.g. from tessera "
+                   help="start from this model's core (a model bundle, e.g. from tessera "
                         "import-nir); its core config replaces the config's [core]")
     t.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (default: all)")
     t.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -307,7 +250,7 @@ def _add_train(sub, add) -> None:
 
 def _add_eval(sub, add) -> None:
     e = add(sub, "eval", cmd_eval, "few-shot accuracy of a trained model (mean ± 95 %% CI)")
-    e.add_argument("model", help="model.pt or checkpoint.pt")
+    e.add_argument("model", help="a model bundle (model.tsb) or checkpoint.pt")
     e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     e.add_argument("--data", help="evaluate on other data (a WAV folder such as FSDD: all of it "
                                   "is test data, all its classes unseen)")
@@ -367,7 +310,7 @@ def _add_diagnose(sub, add) -> None:
     dg = add(sub, "diagnose", cmd_diagnose, "where accuracy goes: TTS words under one channel "
              "condition at a time (band, loudness, microphone, room, noise, voice), and real "
              "voices with loudness and spectrum matched")
-    dg.add_argument("model", help="model.pt")
+    dg.add_argument("model", help="a model bundle (model.tsb)")
     dg.add_argument("--fsdd", metavar="DIR", help="a folder of {label}_{speaker}_{i}.wav "
                                                   "(validation data: nothing is fitted on it)")
     dg.add_argument("--no-tts", action="store_true", help="skip the TTS conditions")
@@ -378,52 +321,8 @@ def _add_diagnose(sub, add) -> None:
     dg.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 
-def _add_level_eq(sub, add) -> None:
-    le = add(sub, "level-eq", cmd_level_eq, "give a model the front-end's long-term level "
-             "equalization (a reference corpus's long-term level, how fast the device follows "
-             "a voice); it is written into model.pt, used by eval for WAV folders and by export")
-    le.add_argument("model", help="model.pt (rewritten)")
-    le.add_argument("--reference", metavar="CORPUS",
-                    help="the --keep-audio corpus the training corpora were equalized to "
-                         "(default: the model's, or its config's data.level_eq)")
-    le.add_argument("--shift", type=int, default=None,
-                    help="each speech step moves the running level 2^-SHIFT of the way (default "
-                         "15: about 110 utterances; faster follows the last words' spectrum, "
-                         "see BENCHMARKS.md)")
-    le.add_argument("--gate", type=int, default=None,
-                    help="a step is speech when its mean level is this far above the floor "
-                         "(level units, default 40)")
-    le.add_argument("--prior", type=int, default=None,
-                    help="until 2^SHIFT speech steps are heard, the running level is the mean of "
-                         "all heard, the reference weighing PRIOR steps (0, the default: 2^-SHIFT "
-                         "from the start; the default model has 2048, about 7 words)")
-    le.add_argument("--remove", action="store_true", help="take the equalization away")
-
-
-def _add_calibrate(sub, add) -> None:
-    cb = add(sub, "calibrate", cmd_calibrate, "fit the 'none of these' rule (threshold, spike "
-             "floor, confidence calibration) on a corpus's validation voices; writes "
-             "calibration.json next to the model, which tessera export puts in the model file")
-    cb.add_argument("model", help="model.pt")
-    cb.add_argument("--data", required=True, help="corpus (validation speakers fit, test "
-                                                  "speakers report)")
-    cb.add_argument("--fsdd", metavar="DIR", help="also report on this FSDD-style WAV folder "
-                                                  "(validation only: nothing is fitted on it)")
-    cb.add_argument("--target-fa", type=fraction, default=0.25,
-                    help="false accepts of words not enrolled allowed on the validation "
-                         "episodes (default 0.25: see BENCHMARKS.md for why not 0.05)")
-    cb.add_argument("--episodes", type=positive_int, default=300,
-                    help="episodes whose answers fit the calibration")
-    cb.add_argument("--bits", type=int, default=4, help="core weight bits of the chip")
-    cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")
-    cb.add_argument("--dry-run", action="store_true", help="report, do not write")
-    cb.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
-
-
 def register(sub, add) -> None:
     """Add this group's subcommands to the parser."""
     _add_train(sub, add)
     _add_eval(sub, add)
     _add_diagnose(sub, add)
-    _add_level_eq(sub, add)
-    _add_calibrate(sub, add)

@@ -37,11 +37,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
              f"{s['classes']} words in {s['minutes']} min"
              + (" (stopped at the time limit)" if s["stopped_early"] else "")]
     if recipe.chip_ready:
-        s["model"] = os.path.join(args.out, "model.pt")
+        s["model"] = os.path.join(args.out, "model.tsb")
         save_model(net, s["model"], s)
         lines.append(f"  -> {s['model']} (tessera export, eval, calibrate, train --init read it)")
     else:
-        lines.append("  not chip-ready (the LIF core on counts is): no model.pt")
+        lines.append("  not chip-ready (the LIF core on counts is): no model.tsb")
     if s["log"]:
         lines.append(f"  last epoch: training accuracy {100 * s['log'][-1]['train_acc']:.1f} %")
     emit(args, s, "\n".join(lines))
@@ -52,9 +52,9 @@ def _add_pretrain(sub, add) -> None:
     pt = add(sub, "pretrain", cmd_pretrain, "train the core as a word classifier on the real "
              "voices of a hear set (tessera corpus hear), the chip's own arithmetic, segments of each "
              "word's own length (the shipped default's recipe); "
-             "writes model.pt for export, calibrate and train --init (issue 34)")
+             "writes model.tsb for export, calibrate and train --init (issue 34)")
     pt.add_argument("--data", required=True, help="hear set .npz (tessera corpus hear)")
-    pt.add_argument("--out", required=True, help="output folder (model.pt, checkpoint.pt, "
+    pt.add_argument("--out", required=True, help="output folder (model.tsb, checkpoint.pt, "
                                                  "metrics.jsonl)")
     pt.add_argument("--set", action="append", metavar="FACTOR=VALUE",
                     help="a recipe factor (trainer/learning/pretrain.py, Recipe), e.g. epochs=24")

@@ -223,7 +223,7 @@ def test_a_built_wheel_carries_the_default_and_factory_models(tmp_path):
     assert r.returncode == 0, r.stderr
     wheel, = (tmp_path / "w").glob("tessera-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("tessera/models/default/model.pt", "tessera/models/default/calibration.json",
+    for needed in ("tessera/models/default/model.tsb",
                    "tessera/firmware_sim/default-4bit.tsr", "tessera/cli/__init__.py"):
         assert needed in names, needed
     assert not any(n.startswith("tessera/models/v") for n in names)    # only the default ships

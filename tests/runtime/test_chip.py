@@ -15,7 +15,7 @@ from tessera.runtime.model_format import (
     HEADER, VERSION, ModelFile, decode_model, encode_model, pack_ints, read_model, unpack_ints)
 from tessera.runtime.rram import GF, RRAMArray, RRAMConfig
 
-DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tsb"
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def test_bad_equalizer_fields_are_named(bad, word):
 
 
 # ------------------------------------------------------------------ the model file and the chip
-DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tsb"
 
 
 @pytest.fixture(scope="module")
@@ -217,32 +217,40 @@ def test_reset_state_voice_forgets_the_running_level(eq_model):
         mean=0.0, min=0, max=0)
 
 
-def test_level_eq_command_writes_reads_and_removes(small_corpus, tmp_path):
+def test_level_eq_command_writes_a_new_bundle_and_never_the_model(small_corpus, tmp_path):
+    import hashlib
     import json
-    import shutil
 
     from helpers import tessera
     from tessera.trainer.learning.train import load_model
 
     pytest.importorskip("torch")
-    model = tmp_path / "model.pt"
-    shutil.copy(DEFAULT, model)
-    r = tessera("level-eq", str(model), "--reference", str(small_corpus), "--shift", "14",
-                "--json")
+
+    def digest(p):
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    before = digest(DEFAULT)
+    one, two, three = (tmp_path / f"{k}.tsb" for k in ("one", "two", "three"))
+    r = tessera("level-eq", str(DEFAULT), "--out", one, "--reference", str(small_corpus),
+                "--shift", "14", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["shift"] == 14 and out["reference"] == "small.h5"
-    eq = load_model(str(model)).level_eq
+    eq = load_model(str(one)).level_eq
     assert eq.shift == 14 and eq.ref.shape == (700,) and FLOOR < eq.ref.mean() < FLOOR + 400
-    r = tessera("level-eq", str(model), "--gate", "30")          # the model's own reference
-    assert r.returncode == 0 and load_model(str(model)).level_eq.gate == 30
-    assert np.array_equal(load_model(str(model)).level_eq.ref, eq.ref)
-    assert tessera("level-eq", str(model), "--remove").returncode == 0
-    assert load_model(str(model)).level_eq is None
-    shutil.copy(DEFAULT.parents[1] / "v3" / "model.pt", model)   # trained without one
-    r = tessera("level-eq", str(model))                           # nothing to start from
+    assert load_model(str(one)).calibration == load_model(str(DEFAULT)).calibration  # carried
+    r = tessera("level-eq", str(one), "--out", two, "--gate", "30")   # the model's own reference
+    assert r.returncode == 0 and load_model(str(two)).level_eq.gate == 30
+    assert np.array_equal(load_model(str(two)).level_eq.ref, eq.ref)
+    assert tessera("level-eq", str(two), "--out", three, "--remove").returncode == 0
+    assert load_model(str(three)).level_eq is None and load_model(str(two)).level_eq is not None
+    assert digest(DEFAULT) == before                               # nothing in place
+    r = tessera("level-eq", str(one), "--out", one, "--gate", "20")  # never over itself
+    assert r.returncode != 0 and "must not be the model" in r.stderr
+    r = tessera("level-eq", str(DEFAULT.parents[1] / "v3" / "model.pt"), "--out",
+                tmp_path / "v3.tsb")                               # trained without one:
     assert r.returncode != 0 and "--reference" in r.stderr and "Traceback" not in r.stderr
-    r = tessera("level-eq", str(model), "--reference", str(tmp_path / "none.h5"))
+    r = tessera("level-eq", str(one), "--out", two, "--reference", str(tmp_path / "none.h5"))
     assert r.returncode != 0 and "no such corpus" in r.stderr
 
 

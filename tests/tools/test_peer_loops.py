@@ -13,7 +13,7 @@ def test_peers_compute_the_trainers_features():
     from tessera.trainer.learning.model import core_features, readout_features
     from tessera.trainer.learning.storage import load_model
 
-    model = load_model(str(REPO / "models" / "default" / "model.pt"))
+    model = load_model(str(REPO / "models" / "default" / "model.tsb"))
     cfg = model.core.cfg
     rng = np.random.default_rng(0)
     x = ((rng.random((100, cfg.inputs)) < 0.3) * rng.integers(1, 3, (100, 1))).astype(np.float32)

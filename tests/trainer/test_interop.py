@@ -46,7 +46,7 @@ def test_nir_export_reads_back_and_runs_as_the_trainer(tmp_path):
     z, tr = run_nir(g, x)
     assert z_ref.sum() > 100 and np.array_equal(z, z_ref) and np.abs(tr - r_ref).max() < 1e-3
 
-    pt = tmp_path / "imported" / "model.pt"
+    pt = tmp_path / "imported" / "model.tsb"
     r = tessera("import-nir", out, "--like", DEFAULT_MODEL, "--out", pt, "--json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
@@ -182,22 +182,22 @@ def test_two_processes_train_the_same_model_as_one(small_corpus, tmp_path):
     )[-6000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])                 # rank 0 reports alone
     assert s["processes"] == 2 and s["iterations"] == 4
-    a = torch.load(one / "model.pt", weights_only=True)["params"]
-    b = torch.load(two / "model.pt", weights_only=True)["params"]
-    start = load_model(str(one / "model.pt"))
+    a = load_model(str(one / "model.tsb")).core.params
+    b = load_model(str(two / "model.tsb")).core.params
+    start = load_model(str(one / "model.tsb"))
     for k in ("w_in", "w_rec", "b"):
         assert torch.allclose(a[k], b[k], atol=2e-5), (k, float((a[k] - b[k]).abs().max()))
     assert start.iteration == 4
 
-    nir_file, init = tmp_path / "core.nir", tmp_path / "init" / "model.pt"
-    assert tessera("export", one / "model.pt", "--format", "nir", "--out", nir_file).returncode == 0
-    r = tessera("import-nir", nir_file, "--like", one / "model.pt", "--out", init)
+    nir_file, init = tmp_path / "core.nir", tmp_path / "init" / "model.tsb"
+    assert tessera("export", one / "model.tsb", "--format", "nir", "--out", nir_file).returncode == 0
+    r = tessera("import-nir", nir_file, "--like", one / "model.tsb", "--out", init)
     assert r.returncode == 0, r.stderr
     r = tessera("train", "--data", small_corpus, "--out", tmp_path / "ft", "--init", init,
                 "--json", *TINY)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["init"] == str(init)
-    r = tessera("export", tmp_path / "ft" / "model.pt", "--bits", "4", "--out", tmp_path / "ft.tsr")
+    r = tessera("export", tmp_path / "ft" / "model.tsb", "--bits", "4", "--out", tmp_path / "ft.tsr")
     assert r.returncode == 0, r.stderr                   # and on to the chip
 
 

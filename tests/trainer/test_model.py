@@ -200,7 +200,7 @@ def test_onnx_one_step_export_matches_the_trainer(tmp_path):
     from tessera.trainer.learning.model import core_features
     from tessera.trainer.learning.storage import load_model
 
-    model_pt = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
+    model_pt = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tsb"
     out = tmp_path / "step.onnx"
     r = tessera("export", model_pt, "--format", "onnx", "--out", out, "--json")
     assert r.returncode == 0, r.stderr

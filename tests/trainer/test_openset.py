@@ -174,13 +174,13 @@ def test_factory_model_is_the_committed_model_exported():
 
     root = Path(__file__).resolve().parents[2]
     fresh = Path(os.environ.get("TMPDIR", "/tmp")) / f"fresh-{os.getpid()}.tsr"
-    export_model(load_model(str(root / "models" / "default" / "model.pt")), str(fresh),
+    export_model(load_model(str(root / "models" / "default" / "model.tsb")), str(fresh),
                  ExportConfig(weight_bits=4))
     a, b = read_model(factory_model()), read_model(fresh)
     fresh.unlink()
     for section in ("frontend", "core", "readout", "labels"):
         assert getattr(a, section) == getattr(b, section), (
-            "re-export: tessera export models/default/model.pt --bits 4 --out "
+            "re-export: tessera export models/default/model.tsb --bits 4 --out "
             "firmware_sim/default-4bit.tsr")
 
 
@@ -372,7 +372,7 @@ def test_calibrate_needs_open_set_episodes(small_corpus):
     pytest.importorskip("torch")
     from helpers import assert_clean_error, tessera
 
-    model = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
+    model = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tsb"
     assert_clean_error(tessera("calibrate", model, "--data", small_corpus, "--dry-run",
                                "--no-progress"), "no open-set episode possible")
 

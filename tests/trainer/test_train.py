@@ -45,7 +45,7 @@ def test_train_resume_and_eval(small_corpus, tmp_path):
                  *[a if a != "train.iterations=6" else "train.iterations=8" for a in TINY])
     assert_clean_error(r2, "different config")          # the config changed: refused, not mixed
     assert (out / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
-    e = tessera("eval", out / "model.pt", "--episodes", "30", "--shots", "1", "--split", "unseen",
+    e = tessera("eval", out / "model.tsb", "--episodes", "30", "--shots", "1", "--split", "unseen",
                 "all", "--json", "--heatmap", tmp_path / "h.png", "--learning-curve",
                 tmp_path / "c.png")
     assert e.returncode == 0, e.stderr
@@ -112,7 +112,7 @@ def test_eval_compares_baseline_models_on_the_same_episodes(small_corpus, tmp_pa
         r = tessera("train", "--data", small_corpus, "--out", tmp_path / name, "--json", *TINY,
                     "--set", "core.rows=2", "--set", "core.cols=2", *args)
         assert r.returncode == 0, r.stderr
-        runs[name] = tmp_path / name / "model.pt"
+        runs[name] = tmp_path / name / "model.tsb"
     e = tessera("eval", runs["gru"], "--compare", runs["transfer"], runs["gru"], "--shots", "1",
                 "--episodes", "40", "--json")
     assert e.returncode == 0, e.stderr
@@ -141,10 +141,10 @@ def test_incremental_enrollment_mechanics():
 
 
 def test_committed_default_model_recognises_new_words(small_corpus):
-    """models/default/model.pt loads and, with one readout step, tells unseen words apart."""
+    """models/default/model.tsb loads and, with one readout step, tells unseen words apart."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
+    path = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tsb"
     r = tessera("eval", path, "--data", small_corpus, "--shots", "1", "--episodes", "100",
                 "--json")
     assert r.returncode == 0, r.stderr
@@ -161,7 +161,7 @@ def test_program_device_quantizes_the_committed_model():
     from tessera.trainer.evaluation.evaluate import program_device
     from tessera.trainer.learning.train import load_model
 
-    path = Path(__file__).resolve().parents[2] / "models" / "default" / "model.pt"
+    path = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tsb"
     m = load_model(str(path))
     before = (m.core.params["w_rec"] * m.core.masks["w_rec"]).detach().clone()
     program_device(m, weight_bits=4)
@@ -219,13 +219,15 @@ def test_learned_time_constants_reach_the_chip(small_corpus, tmp_path):
                 "core.tau_learn=true", "--set", "core.tau_spread=8.0", "--set",
                 "meta.global_weight=0.5")
     assert r.returncode == 0, r.stderr
-    saved = torch.load(out / "model.pt", weights_only=True)     # the training-only word
-    assert saved["head"] == {} and "opt" not in saved            # classifier is not kept
+    from tessera.trainer.learning.bundle import read_bundle
+
+    doc, arrays = read_bundle(str(out / "model.tsb"))              # the training-only word
+    assert not any(n.startswith(("head/", "opt")) for n in arrays)   # classifier is not kept
     assert torch.load(out / "checkpoint.pt", weights_only=True)["head"]["w_cls"].shape[1] > 5
     tsr = tmp_path / "tau.tsr"
-    assert tessera("export", out / "model.pt", "--out", tsr).returncode == 0
+    assert tessera("export", out / "model.tsb", "--out", tsr).returncode == 0
     chip = Chip.load(tsr)
-    p = load_model(str(out / "model.pt")).core.params
+    p = load_model(str(out / "model.tsb")).core.params
     for key, field in (("a_mem", "leak_mult"), ("a_out", "trace_mult")):
         want = np.round(torch.sigmoid(p[key]).detach().numpy().astype(np.float64) * 65536)
         got = getattr(chip.tab, field)
@@ -234,3 +236,17 @@ def test_learned_time_constants_reach_the_chip(small_corpus, tmp_path):
     par = tessera("parity", tsr, "--data", small_corpus, "--json", "--no-progress")
     assert par.returncode == 0, par.stderr
     assert json.loads(par.stdout)["bit_exact_fraction"] == 1.0
+
+
+def test_one_class_per_meta_learning_algorithm_behind_one_interface():
+    from tessera.runtime.errors import InputError
+    from tessera.trainer.learning.algorithms import TRAINERS, trainer_class
+    from tessera.trainer.learning.fewshot import MetaTrainer
+
+    assert set(TRAINERS) == {"anil", "maml", "fomaml", "reptile", "transfer"}
+    for name, cls in TRAINERS.items():
+        assert trainer_class(name) is cls and issubclass(cls, MetaTrainer)
+        assert cls.update is not MetaTrainer.update                    # each says its update
+    assert trainer_class("fomaml").first_order and not trainer_class("maml").first_order
+    with pytest.raises(InputError, match="one of anil"):
+        trainer_class("sgd")

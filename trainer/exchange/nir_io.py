@@ -396,28 +396,22 @@ def check_roundtrip(model, path: str, samples: np.ndarray) -> dict:
 
 def import_nir(path: str, like_path: str, out: str,
                layout: tuple[int, int, int] | None = None) -> dict:
-    """A NIR file as a checkpoint (``out``, a model.pt) that ``tessera export``, ``eval`` and
+    """A NIR file as a model bundle (``out``, a model.tsb) that ``tessera export``, ``eval`` and
     ``train --init`` take; the config (data pipeline, readout, meta-learned rates) comes from
     the trained model at ``like_path``."""
     import os
 
-    import torch
-
-    from ..learning.storage import CHECKPOINT_FORMAT, load_checkpoint, load_model
+    from ..learning.storage import load_model, save_bundle
 
     like = load_model(like_path)
     cfg, tensors, report = from_nir(read_nir(path), like, layout)
-    base = load_checkpoint(like_path)
-    config = json.loads(base["config"])
-    config["core"] = dataclasses.asdict(cfg)
-    state = dict(format=CHECKPOINT_FORMAT, config=json.dumps(config),
-                 core=json.dumps(dataclasses.asdict(cfg)), iteration=0,
+    base = like.state
+    config = dict(base["config"], core=dataclasses.asdict(cfg))
+    state = dict(config=config, core=dataclasses.asdict(cfg), iteration=0,
                  params=tensors["params"], masks=tensors["masks"],
                  log_lr={k: v.clone() for k, v in base["log_lr"].items()},
-                 extra=json.dumps({"imported_from": os.path.abspath(path), "nir": report}))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+                 extra={"imported_from": os.path.abspath(path), "nir": report},
+                 level_eq=base["level_eq"])
+    save_bundle(out, state)
     load_model(out)                                      # it must load as a model
     return dict(report, out=out, like=like_path)

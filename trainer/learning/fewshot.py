@@ -1,8 +1,11 @@
 """Meta-training of the spiking core (the ANIL device rule by default).
 
-``MetaTrainer`` owns the core, the meta-learned inner learning rates and the Adam state; one
-``step()`` is one meta-batch of tasks. Scoring episodes with the core frozen is
-:mod:`.adapt`; the voice and teacher losses are :mod:`.losses`.
+``MetaTrainer`` owns the core, the meta-learned inner learning rates and the Adam state, the
+meta-batches, the regularisers and the data-parallel step; one ``step()`` is one meta-batch of
+tasks. What an algorithm does with a meta-batch is :meth:`MetaTrainer.update`, one class per
+algorithm behind that one interface (:mod:`.algorithms`: ANIL, MAML, FOMAML, Reptile and the
+transfer baseline). Scoring episodes with the core frozen is :mod:`.adapt`; the voice and
+teacher losses are :mod:`.losses`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ from ...runtime.mosaic import layout_cost
 from ..data.dense import DenseSet
 from .episodes import FewShotTasks
 from .losses import relational_loss, supcon_loss
-from .meta import (READOUT, MetaConfig, anil_task_loss, inner_adapt, open_set_logits,
-                   prototype_logits, readout_loss, zero_readout)
-from .model import Core, CoreConfig, core_features, readout_logits
+from .meta import MetaConfig
+from .model import Core, CoreConfig
 from .rram import RRAMTrainConfig, device_weight, quantize_update, stuck_map, threshold_update
 
 __all__ = ["RegConfig", "Batch", "MetaTrainer", "shard"]
@@ -66,6 +68,16 @@ def shard(batch: Batch, rank: int, world: int) -> Batch:
 
 
 class MetaTrainer:
+    """The shared part of every meta-learning algorithm; a subclass (:mod:`.algorithms`) says
+    what one meta-batch does (:meth:`update`) and its class attributes what it needs."""
+
+    #: the inner learning rates are meta-learned (when ``meta.learn_inner_lr``)
+    learns_inner_lr = True
+    #: a linear classifier over every seen word (the transfer baseline's pretraining)
+    word_classifier = False
+    #: a meta-batch's tasks are shared out over the processes (else its utterances are)
+    splits_tasks = True
+
     def __init__(self, core_cfg: CoreConfig, meta: MetaConfig, reg: RegConfig, data: DenseSet,
                  tasks: FewShotTasks, seed: int = 0, rram: RRAMTrainConfig | None = None):
         torch.manual_seed(seed)
@@ -83,19 +95,19 @@ class MetaTrainer:
             init_lr["none_cos"] = 0.7
         for k in ("w_in", "w_rec", "b"):
             init_lr[k] = meta.inner_lr_core
-        learn_lr = meta.learn_inner_lr and meta.algorithm != "transfer"
+        learn_lr = meta.learn_inner_lr and self.learns_inner_lr
         self.log_lr = {k: torch.tensor(math.log(v), requires_grad=learn_lr)
                        for k, v in init_lr.items()}
         params = list(self.core.params.values())
         if learn_lr:
             params += list(self.log_lr.values())
         self.head: dict[str, torch.Tensor] = {}
-        if meta.algorithm == "transfer" or meta.global_weight:   # a classifier over every
+        if self.word_classifier or meta.global_weight:       # a classifier over every
             self.train_pool, seen = tasks.pool("train")           # seen class
             self.class_index = np.full(int(data.labels.max()) + 1, -1, np.int64)
             self.class_index[seen] = np.arange(seen.size)
             width = core_cfg.neurons * core_cfg.segments
-            if meta.algorithm == "transfer":
+            if self.word_classifier:
                 self.head = {"w_cls": torch.zeros(width, seen.size, requires_grad=True),
                              "b_cls": torch.zeros(seen.size, requires_grad=True)}
             else:                                    # cosine: random unit columns
@@ -203,70 +215,40 @@ class MetaTrainer:
         rate_pen = (mean - self.reg.rate_target) ** 2
         return layout, rate_pen
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        """Outer loss of a meta-batch for ANIL, MAML and FOMAML (Reptile: :meth:`reptile_step`)."""
-        p, meta = self.core.params, self.meta
-        lrs = self.lrs()
-        transform = self.update_transform()
-        device = self.device_params()
-        losses, accs, rates = [], [], []
-        if meta.algorithm == "anil":
-            phi, rate = self.core.features(batch.x, params=device, bptt=meta.bptt)
-            rates.append(rate)
-        for s, q, ys, yq in batch.tasks:
-            ways = int(ys.max()) + 1
-            init = zero_readout(p, ways)
-            if meta.algorithm == "anil" and meta.rule == "prototype" and meta.open_ways:
-                k = ways - meta.open_ways            # the last open_ways words are not enrolled
-                logits = open_set_logits(phi[s], ys, phi[q], k, lrs["w_out"], lrs["none_cos"])
-                target = yq.clamp(max=k)
-                l = F.cross_entropy(logits, target)
-                a = (logits.argmax(1) == target).float().mean()
-            elif meta.algorithm == "anil" and meta.rule == "prototype":
-                logits = prototype_logits(phi[s], ys, phi[q], ways, lrs["w_out"])
-                if meta.margin:                      # the true word must win by the margin
-                    logits = logits - lrs["w_out"] * meta.margin * F.one_hot(yq, ways)
-                l = F.cross_entropy(logits, yq)
-                a = (logits.argmax(1) == yq).float().mean()
-            elif meta.algorithm == "anil":
-                l, a = anil_task_loss(phi[s], ys, phi[q], yq, init,
-                                      {k: lrs[k] for k in init}, meta.inner_steps, transform)
-            else:                                    # maml / fomaml: the whole network adapts
-                fast = dict(device, **init)
-                x_s, x_q = batch.x[s], batch.x[q]
+    def update(self, batch) -> dict:
+        """One meta-batch's update of the core (``batch()`` draws this process's share of it);
+        returns what it measured (``task_loss``, ``acc``, ``layout``, ``rate``)."""
+        raise NotImplementedError(f"{type(self).__name__} names no update")
 
-                def inner_loss(f, x_s=x_s, ys=ys):
-                    phi_s, _ = core_features(x_s, f, self.cfg, self.core.masks, meta.bptt)
-                    return readout_loss(f, phi_s, ys)
+    def descend(self, total: torch.Tensor) -> None:
+        """One optimizer step down ``total``, its gradients averaged over the processes."""
+        self.opt.zero_grad()
+        total.backward()
+        self._all_reduce_grads()
+        self.opt.step()
 
-                fast = inner_adapt(fast, inner_loss, lrs, meta.inner_steps,
-                                   first_order=meta.algorithm == "fomaml",
-                                   update_transform=transform)
-                phi_q, rate = core_features(x_q, fast, self.cfg, self.core.masks, meta.bptt)
-                rates.append(rate)
-                logits = readout_logits(phi_q, fast["w_out"], fast["b_out"])
-                l = F.cross_entropy(logits, yq)
-                a = (logits.argmax(1) == yq).float().mean()
-            losses.append(l)
-            accs.append(a)
-        rate = torch.stack(rates).mean(0)
-        task_loss = torch.stack(losses).mean()
+    def outer_total(self, task_loss: torch.Tensor, rate: torch.Tensor, batch: Batch | None,
+                    phi: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """The outer loss: the tasks' loss plus the layout and rate regularisers, and where the
+        core's features ``phi`` of the whole batch are at hand the cosine word head and the
+        losses across voices (:meth:`_voice_losses`); with what it measured."""
         layout, rate_pen = self._regularisers(rate)
         total = task_loss + self.reg.layout_lambda * layout + self.reg.rate_lambda * rate_pen
-        if meta.global_weight and batch.labels is not None:
+        info = {}
+        meta, lrs = self.meta, self.lrs()
+        if phi is not None and meta.global_weight and batch is not None \
+                and batch.labels is not None:
             y = torch.from_numpy(self.class_index[batch.labels])
             logits = lrs["w_out"].detach() * (F.normalize(phi, dim=1, eps=1e-8)
                                               @ F.normalize(self.head["w_cls"], dim=0, eps=1e-8))
             total = total + meta.global_weight * F.cross_entropy(logits, y)
-        info = {}
-        if meta.algorithm == "anil":
-            extra = self._voice_losses(phi, batch)
-            for name, (weight, value) in extra.items():
+        if phi is not None and batch is not None:
+            for name, (weight, value) in self._voice_losses(phi, batch).items():
                 total = total + weight * value
                 info[name] = round(float(value.detach()), 4)
         self.last_rate = float(rate.detach().mean())
-        return total, dict(task_loss=float(task_loss.detach()), acc=float(torch.stack(accs).mean()),
-                           layout=float(layout.detach()), rate=self.last_rate, **info)
+        return total, dict(task_loss=float(task_loss.detach()), layout=float(layout.detach()),
+                           rate=self.last_rate, **info)
 
     def _voice_losses(self, phi: torch.Tensor, batch: Batch) -> dict:
         """The losses across voices, each as (weight, value): the teacher's distillation, the
@@ -300,56 +282,6 @@ class MetaTrainer:
             target = F.normalize(t, dim=2, eps=1e-8).flatten(1)
         return relational_loss(phi, target)
 
-    def reptile_step(self, batch: Batch) -> dict:
-        """Reptile: SGD on each task from the current core, then move towards the adapted cores."""
-        p, meta = self.core.params, self.meta
-        lrs = {k: float(v.detach()) for k, v in self.lrs().items()}
-        deltas = {k: torch.zeros_like(v) for k, v in p.items() if k not in READOUT}
-        accs, rates = [], []
-        for s, q, ys, yq in batch.tasks:
-            ways = int(ys.max()) + 1
-            fast = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()
-                    if k not in READOUT}
-            fast.update({k: v.requires_grad_(True) for k, v in zero_readout(p, ways).items()})
-            x = batch.x[torch.cat([torch.arange(s.start, s.stop), torch.arange(q.start, q.stop)])]
-            y = torch.cat([ys, yq])
-            for _ in range(meta.inner_steps):
-                phi, rate = core_features(x, fast, self.cfg, self.core.masks, meta.bptt, fused=True)
-                loss = readout_loss(fast, phi, y)
-                grads = torch.autograd.grad(loss, list(fast.values()))
-                with torch.no_grad():
-                    for (k, v), g in zip(fast.items(), grads):
-                        v -= lrs[k] * g
-            accs.append(float((readout_logits(phi, fast["w_out"], fast["b_out"]).argmax(1) == y
-                               ).float().mean()))
-            rates.append(rate.detach())
-            for k in deltas:
-                deltas[k] += (p[k].detach() - fast[k].detach()) / len(batch.tasks)
-        self.opt.zero_grad()
-        for k, d in deltas.items():
-            p[k].grad = d
-        self._all_reduce_grads()
-        self.opt.step()
-        self.last_rate = float(torch.stack(rates).mean())
-        return dict(task_loss=float("nan"), acc=float(np.mean(accs)), layout=0.0,
-                    rate=self.last_rate)
-
-    def transfer_loss(self) -> tuple[torch.Tensor, dict]:
-        """The transfer baseline's pretraining loss: cross-entropy over every seen class."""
-        idx = self.rng.choice(self.train_pool, size=self.meta.tasks_per_batch * 8, replace=False)
-        idx = idx[self.rank::self.world]                 # this process's share
-        y = torch.from_numpy(self.class_index[self.data.labels[idx]])
-        phi, rate = self.core.features(torch.from_numpy(self._draw(idx)), params=self.device_params(),
-                                       bptt=self.meta.bptt)
-        logits = readout_logits(phi, self.head["w_cls"], self.head["b_cls"])
-        task_loss = F.cross_entropy(logits, y)
-        layout, rate_pen = self._regularisers(rate)
-        total = task_loss + self.reg.layout_lambda * layout + self.reg.rate_lambda * rate_pen
-        self.last_rate = float(rate.detach().mean())
-        return total, dict(task_loss=float(task_loss.detach()),
-                           acc=float((logits.argmax(1) == y).float().mean()),
-                           layout=float(layout.detach()), rate=self.last_rate)
-
     def step(self, sampler) -> dict:
         """One meta-update. Across processes (``world`` > 1, torch.distributed initialised):
         every process draws the same meta-batch (same seed), runs its share of the tasks
@@ -357,8 +289,7 @@ class MetaTrainer:
         optimizer step everywhere: data-parallel training, as DDP does it (the parameters are a
         dict of tensors, not an ``nn.Module``, so the all-reduce is called here)."""
         rank, world = self.rank, self.world
-        if world > 1 and self.meta.algorithm != "transfer" \
-                and self.meta.tasks_per_batch % world:
+        if world > 1 and self.splits_tasks and self.meta.tasks_per_batch % world:
             raise InputError(f"meta.tasks_per_batch = {self.meta.tasks_per_batch} does not "
                              f"split over {world} processes")
 
@@ -366,17 +297,7 @@ class MetaTrainer:
             b = self.make_batch(sampler, self.meta.tasks_per_batch)
             return shard(b, rank, world) if world > 1 else b
 
-        if self.meta.algorithm == "reptile":
-            info = self.reptile_step(batch())
-        else:
-            if self.meta.algorithm == "transfer":
-                total, info = self.transfer_loss()
-            else:
-                total, info = self.loss(batch())
-            self.opt.zero_grad()
-            total.backward()
-            self._all_reduce_grads()
-            self.opt.step()
+        info = self.update(batch)
         if world > 1:
             info = self._mean_info(info)
         self._constrain()

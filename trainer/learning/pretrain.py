@@ -5,7 +5,7 @@ plain classifier over every word of the real-voice training people hears new peo
 the meta-learned recipe or better, and that each of the chip's own choices (its input, readout,
 layout) costs at most a few points. This stage trains exactly the chip's core on a hear set
 (:mod:`tessera.trainer.data.hearset`: the same 10 ms bins of the same cochlea channels the
-chip reads), and writes a standard ``model.pt`` that ``tessera export``, ``eval``, ``calibrate``
+chip reads), and writes a standard model bundle (``model.tsb``) that ``tessera export``, ``eval``, ``calibrate``
 and ``train --init`` (the meta-learning stage) read.
 
 The network of a :class:`Recipe` (its factors are the ladder's)::
@@ -402,12 +402,12 @@ def embed_all(net: Net, hs, idx: np.ndarray) -> np.ndarray:
 
 
 def save_model(net: Net, path: str, summary: dict) -> None:
-    """The network as a standard ``model.pt`` (the trainer's checkpoint format: the device rule
+    """The network as a standard model bundle (``model.tsb``: the device rule
     ANIL-prototype, the readout scale as its inner learning rate), which ``tessera export``
     turns into the chip's file. Only a chip-ready recipe (:attr:`Recipe.chip_ready`) saves."""
     from .config import Config, DataConfig, config_to_dict
     from .meta import MetaConfig
-    from .storage import CHECKPOINT_FORMAT, save_checkpoint
+    from .storage import save_bundle
 
     r = net.r
     if not r.chip_ready:
@@ -426,14 +426,13 @@ def save_model(net: Net, path: str, summary: dict) -> None:
                                     channel_subsets=3),
                     core=cfg, meta=MetaConfig(algorithm="anil", rule="prototype"))
     scale = float(net.p["scale"].detach())
-    state = dict(format=CHECKPOINT_FORMAT, config=json.dumps(config_to_dict(config)),
-                 core=json.dumps(dataclasses.asdict(cfg)), iteration=int(summary.get("epochs", 0)),
+    state = dict(config=config_to_dict(config),
+                 core=dataclasses.asdict(cfg), iteration=int(summary.get("epochs", 0)),
                  params=params, masks={"w_in": torch.ones(cfg.inputs, cfg.neurons),
                                        "w_rec": net.mask.clone()},
                  log_lr={"w_out": torch.tensor(math.log(max(scale, 1e-3))),
                          "b_out": torch.tensor(math.log(max(scale, 1e-3)))},
-                 extra=json.dumps(dict(pretrain=dict(recipe=dataclasses.asdict(r),
-                                                     **{k: v for k, v in summary.items()
-                                                        if k not in ("log", "recipe", "model")}))),
-                 head={})
-    save_checkpoint(path, state)
+                 extra=dict(pretrain=dict(recipe=dataclasses.asdict(r),
+                                          **{k: v for k, v in summary.items()
+                                             if k not in ("log", "recipe", "model")})))
+    save_bundle(path, state)

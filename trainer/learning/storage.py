@@ -1,11 +1,15 @@
-"""Model storage: checkpoints (``checkpoint.pt``, ``model.pt``) and the trained :class:`Model`.
+"""Model storage: the training checkpoint (``checkpoint.pt``), the model bundle
+(``model.tsb``, :mod:`.bundle`) and the trained :class:`Model`.
 
-A checkpoint is a ``torch.save`` of plain containers and tensors, tagged
+A checkpoint is what a run resumes from: a ``torch.save`` of plain containers and tensors, tagged
 ``format = "tessera-checkpoint/1"``: the training config and core config (JSON), the iteration,
-the core's parameters and layout masks, the meta-learned log learning rates, and, for resuming,
-the Adam state, the random states and any classifier head. It is loaded with
-``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and containers. Writes go to
-a temporary file first and replace the old one atomically.
+the core's parameters and layout masks, the meta-learned log learning rates, the Adam state, the
+random states and any classifier head. It is loaded with ``torch.load(weights_only=True)``:
+nothing is unpickled beyond tensors and containers. A finished model is a bundle: one versioned
+file with the weights, the config, the front-end's level equalization and the open-set
+calibration, no JSON inside a torch file and nothing found beside it by folder. :class:`Model`
+reads either (a checkpoint, or a ``model.pt`` of an earlier tessera, carries no calibration).
+Writes go to a temporary file first and replace the old one atomically.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from ...runtime.errors import InputError
 from .config import Config, config_from_dict, config_to_dict
 
 __all__ = ["CHECKPOINT_FORMAT", "Model", "load_model", "checkpoint_state", "save_checkpoint",
-           "load_checkpoint", "restore_trainer"]
+           "load_checkpoint", "restore_trainer", "model_state", "save_bundle", "set_level_eq",
+           "copy_params", "refuse_in_place"]
 
 CHECKPOINT_FORMAT = "tessera-checkpoint/1"
 
@@ -59,13 +64,23 @@ def load_checkpoint(path: str) -> dict:
     return state
 
 
+def copy_params(core, state: dict, partial: bool = False) -> None:
+    """A saved state's parameters and layout masks into ``core`` (the one place they are
+    copied: a resumed run, a loaded model, a model's core taken to start another run);
+    ``partial``: only the parameters ``core`` has in the same shape (a run of other classes)."""
+    with torch.no_grad():
+        for group in ("params", "masks"):
+            mine = getattr(core, group)
+            for k, v in state.get(group, {}).items():
+                v = torch.as_tensor(v)
+                if not partial or (k in mine and mine[k].shape == v.shape):
+                    mine[k].copy_(v)
+
+
 def restore_trainer(tr, state: dict) -> None:
     """Put a checkpoint's state back into the MetaTrainer ``tr`` (for ``--resume``)."""
+    copy_params(tr.core, state)
     with torch.no_grad():
-        for k, v in state["params"].items():
-            tr.core.params[k].copy_(v)
-        for k, v in state["masks"].items():
-            tr.core.masks[k].copy_(v)
         for k, v in state["log_lr"].items():
             tr.log_lr[k].copy_(v)
         for k, v in state.get("head", {}).items():
@@ -77,26 +92,68 @@ def restore_trainer(tr, state: dict) -> None:
     tr.refresh_cost()
 
 
+def model_state(path: str) -> dict:
+    """A model file's state, a bundle or a checkpoint alike: ``config`` and ``core`` (maps),
+    ``iteration``, ``params``, ``masks`` and ``log_lr`` (tensors), ``extra`` (map),
+    ``level_eq`` and ``calibration`` (maps or None; a checkpoint carries no calibration)."""
+    from .bundle import is_bundle, read_bundle
+
+    if is_bundle(path):
+        doc, arrays = read_bundle(path)
+        out = {k: doc[k] for k in ("config", "core", "iteration", "extra", "level_eq",
+                                   "calibration")}
+        for group in ("params", "masks", "log_lr"):
+            out[group] = {n.split("/", 1)[1]: torch.from_numpy(np.array(a))
+                          for n, a in arrays.items() if n.startswith(group + "/")}
+        return out
+    state = load_checkpoint(path)
+    extra = json.loads(state.get("extra", "{}") or "{}")
+    return dict(config=json.loads(state["config"]), core=json.loads(state["core"]),
+                iteration=int(state["iteration"]), params=state["params"],
+                masks=state["masks"], log_lr=state["log_lr"], extra=extra,
+                level_eq=extra.get("level_eq"), calibration=None)
+
+
+def save_bundle(path: str, state: dict, **changes) -> int:
+    """Write ``state`` (as :func:`model_state` gives, or a checkpoint's, whose JSON strings are
+    read) as a model bundle at ``path``, with ``changes`` (``calibration``, ``level_eq``,
+    ``extra``) over it; returns its size."""
+    from .bundle import write_bundle
+
+    doc = {k: json.loads(v) if isinstance(v, str) else v for k, v in state.items()
+           if k in ("config", "core", "extra")}
+    doc["iteration"] = int(state["iteration"])
+    doc["extra"] = dict(doc.get("extra") or {})
+    doc["level_eq"] = state.get("level_eq", doc["extra"].pop("level_eq", None))
+    doc["extra"].pop("level_eq", None)
+    doc["calibration"] = state.get("calibration")
+    doc.update(changes)
+    arrays = {f"{g}/{k}": v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+              for g in ("params", "masks", "log_lr") for k, v in state[g].items()}
+    return write_bundle(path, doc, arrays)
+
+
 class Model:
-    """A trained model loaded from ``model.pt`` / ``checkpoint.pt`` (frozen core + rule)."""
+    """A trained model loaded from a bundle (``model.tsb``) or a checkpoint (frozen core +
+    rule), with its front-end's level equalization and its open-set calibration."""
 
     def __init__(self, path: str):
         from .model import Core, CoreConfig
 
-        state = load_checkpoint(path)
+        state = model_state(path)
         self.path = path
-        self.config = config_from_dict(json.loads(state["config"]))
+        self.state = state
+        self.config = config_from_dict(state["config"])
         core_cfg = CoreConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in json.loads(state["core"]).items()})
+                                 for k, v in state["core"].items()})
         self.core = Core(core_cfg)
-        with torch.no_grad():
-            for k, v in state["params"].items():
-                self.core.params[k].copy_(v)
-            for k, v in state["masks"].items():
-                self.core.masks[k].copy_(v)
+        copy_params(self.core, state)
         self.lrs = {k: v.exp() for k, v in state["log_lr"].items()}
         self.iteration = int(state["iteration"])
-        self.extra = json.loads(state.get("extra", "{}"))
+        self.extra = dict(state["extra"])
+        if state["level_eq"] is not None:
+            self.extra["level_eq"] = state["level_eq"]
+        self.calibration = state["calibration"]
 
     @property
     def method(self) -> str:
@@ -122,26 +179,23 @@ def load_model(path: str) -> Model:
     return Model(path)
 
 
-def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | None = None,
-                 gate: int | None = None, prior: int | None = None, remove: bool = False
-                 ) -> dict:
-    """Write the front-end's level equalization into the model file ``model_path`` (see
-    :func:`reference_eq`); ``reference``, ``shift`` and ``gate`` default to the model's own, then
-    to its training config's ``data.level_eq`` and the equalizer's defaults. Returns the map."""
-    import json as _json
-
+def set_level_eq(model_path: str, out: str, reference: str | None = None, *,
+                 shift: int | None = None, gate: int | None = None, prior: int | None = None,
+                 remove: bool = False) -> dict:
+    """A new bundle at ``out``: the model at ``model_path`` with the front-end's level
+    equalization (see :func:`reference_eq`); ``reference``, ``shift`` and ``gate`` default to the
+    model's own, then to its training config's ``data.level_eq`` and the equalizer's defaults.
+    The model file itself is never rewritten. Returns the map."""
     from ...runtime.leveleq import LevelEq
     from ..data.levels import level_eq_of, reference_eq
 
-    state = load_checkpoint(model_path)
-    extra = _json.loads(state.get("extra", "{}") or "{}")
-    old = extra.get("level_eq") or {}
+    refuse_in_place(model_path, out)
+    state = model_state(model_path)
+    old = state["level_eq"] or {}
     if remove:
-        extra.pop("level_eq", None)
-        d = {}
+        d = None
     else:
-        ref = reference or (None if old else
-                            _json.loads(state["config"]).get("data", {}).get("level_eq"))
+        ref = reference or (None if old else state["config"].get("data", {}).get("level_eq"))
         if not ref and not old:
             raise InputError("no reference corpus: pass --reference CORPUS (a --keep-audio "
                              "corpus)", source=model_path)
@@ -150,12 +204,14 @@ def set_level_eq(model_path: str, reference: str | None = None, *, shift: int | 
                       shift=shift if shift is not None else old.get("shift", defaults.shift),
                       prior=prior if prior is not None else old.get("prior", defaults.prior),
                       frac=defaults.frac)                # precision: always this firmware's
-        if ref:
-            d = reference_eq(ref, **params)
-        else:
-            d = dict(old, **params)
+        d = reference_eq(ref, **params) if ref else dict(old, **params)
         level_eq_of(d)                                   # checked before it is written
-        extra["level_eq"] = d
-    state["extra"] = _json.dumps(extra)
-    save_checkpoint(model_path, state)
-    return d
+    save_bundle(out, state, level_eq=d)
+    return d or {}
+
+
+def refuse_in_place(model_path: str, out: str) -> None:
+    """A command that writes a new model file refuses to write over the one it read."""
+    if os.path.exists(out) and os.path.samefile(model_path, out):
+        raise InputError("writes a new model file: --out must not be the model itself",
+                         source=out)

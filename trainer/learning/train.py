@@ -2,8 +2,8 @@
 
 A run directory holds ``config.toml``-equivalent JSON (``config.json``), ``metrics.jsonl`` (one
 JSON object per iteration and per evaluation), ``checkpoint.pt`` (resumable: parameters, masks,
-meta-learned learning rates, Adam state, iteration, random state) and ``model.pt`` (the final
-model); their format and :class:`Model`, the trained model, live in :mod:`.storage`.
+meta-learned learning rates, Adam state, iteration, random state) and ``model.tsb`` (the final
+model, a bundle: :mod:`.bundle`); their format and :class:`Model`, the trained model, live in :mod:`.storage`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from ...runtime.errors import InputError
 from .config import Config, config_to_dict
 from ..data.dense import DenseSet, load_dense, with_training_extras
 from .episodes import FewShotTasks
+from .algorithms import trainer_class
 from .fewshot import MetaTrainer
 from .adapt import evaluate
-from .storage import (Model, checkpoint_state, load_checkpoint, load_model, restore_trainer,
-                      save_checkpoint)
+from .storage import (Model, checkpoint_state, copy_params, load_checkpoint, load_model,
+                      restore_trainer, save_bundle, save_checkpoint)
 
 __all__ = ["train", "binned_data", "training_tasks", "meta_trainer", "load_model", "Model"]
 
@@ -76,7 +77,8 @@ def training_tasks(cfg: Config, data: DenseSet) -> FewShotTasks:
 
 def meta_trainer(cfg: Config, data: DenseSet, tasks: FewShotTasks) -> MetaTrainer:
     core_cfg = dataclasses.replace(cfg.core, inputs=int(data.x.shape[-1]), classes=cfg.data.ways)
-    return MetaTrainer(core_cfg, cfg.meta, cfg.reg, data, tasks, seed=cfg.train.seed, rram=cfg.rram)
+    cls = trainer_class(cfg.meta.algorithm)           # one class per algorithm
+    return cls(core_cfg, cfg.meta, cfg.reg, data, tasks, seed=cfg.train.seed, rram=cfg.rram)
 
 
 def _distributed() -> tuple[int, int]:
@@ -98,7 +100,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def _init_from(tr: MetaTrainer, init: Model) -> None:
-    """Start from ``init``'s core (a trained or NIR-imported model.pt) instead of a random one."""
+    """Start from ``init``'s core (a trained or NIR-imported model) instead of a random one."""
     mine = dataclasses.replace(init.core.cfg, inputs=tr.cfg.inputs, classes=tr.cfg.classes)
     if mine != tr.cfg:
         diff = {f.name: (getattr(init.core.cfg, f.name), getattr(tr.cfg, f.name))
@@ -109,12 +111,8 @@ def _init_from(tr: MetaTrainer, init: Model) -> None:
     if init.core.cfg.inputs != tr.cfg.inputs:
         raise InputError(f"--init: the model reads {init.core.cfg.inputs} inputs, the data has "
                          f"{tr.cfg.inputs}", source=init.path)
+    copy_params(tr.core, {"params": init.core.params, "masks": init.core.masks}, partial=True)
     with torch.no_grad():
-        for k, v in init.core.params.items():
-            if k in tr.core.params and tr.core.params[k].shape == v.shape:
-                tr.core.params[k].copy_(v)
-        for k, v in init.core.masks.items():
-            tr.core.masks[k].copy_(v)
         for k, v in init.lrs.items():
             if k in tr.log_lr:
                 tr.log_lr[k].copy_(v.log())
@@ -154,7 +152,7 @@ def _validate(tr: MetaTrainer, cfg: Config, data: DenseSet, tasks: FewShotTasks,
 
 def _finish(tr: MetaTrainer, cfg: Config, data: DenseSet, tasks: FewShotTasks, out: str,
             head: dict, init: Model | None, level_eq, world: int) -> dict:
-    """The lead process's end of a run: the last checkpoint, the test evaluation, ``model.pt``
+    """The lead process's end of a run: the last checkpoint, the test evaluation, ``model.tsb``
     and ``summary.json``; returns the summary."""
     save_checkpoint(os.path.join(out, "checkpoint.pt"), checkpoint_state(tr, cfg))
     results, skipped = [], []
@@ -177,7 +175,7 @@ def _finish(tr: MetaTrainer, cfg: Config, data: DenseSet, tasks: FewShotTasks, o
     final.pop("opt")                                 # the model file needs no optimizer state
     if cfg.meta.algorithm != "transfer":             # nor the training-only word classifier
         final["head"] = {}
-    save_checkpoint(os.path.join(out, "model.pt"), final)
+    save_bundle(os.path.join(out, "model.tsb"), final)
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
     return summary
