@@ -103,7 +103,8 @@ def held_out_scores(chip, label: str, shots: list[np.ndarray]) -> list[int]:
         for k in range(len(shots)):
             rest = ((total - phi[k]) // (len(shots) - 1))[:, None]
             out.append(int(cosines(phi[k], rest, column_norms(rest), tab.cos_frac)[0]))
-    return [int(x) for x in out]
+    one = 1 << tab.cos_frac        # integer square roots can put a cosine a few units past 1
+    return [min(max(int(x), -one), one) for x in out]
 
 
 def person_fit(chip, negatives: list[np.ndarray], positives: list[tuple[str, int]]) -> dict:

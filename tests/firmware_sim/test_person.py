@@ -11,9 +11,11 @@ from tessera.firmware_sim.device import Firmware
 from tessera.tools.bench import speechlike_signal
 
 
-def _say(lb, seed: int) -> None:
-    lb.request({"t": "reset_state"})
-    lb.request({"t": "p", "o": 0, "d": speechlike_signal(0.5, seed).astype("<i2").tobytes()})
+def _say(lb, seed: int, offset: int = 0) -> None:
+    if offset == 0:                            # a new stream (drops the shots kept so far)
+        lb.request({"t": "reset_state"})
+    lb.request({"t": "p", "o": offset,
+                "d": speechlike_signal(0.5, seed).astype("<i2").tobytes()})
     assert lb.request({"t": "end_of_utterance", "shot": True})["t"] == "ack"
 
 
@@ -112,3 +114,26 @@ def test_person_threshold_on_features_never_refuses_a_checked_own_shot(model4):
         assert all(s >= t for _, s in pos if s >= model)
         assert fit["own_kept"] == fit["own_kept_by_model"] \
             and fit["untaught_refused"] >= fit["untaught_refused_by_model"]
+
+
+def test_the_same_recording_taught_twice_still_boots_with_its_words(model4, tmp_path):
+    """Two identical shots can score a cosine a few units past 1 in integer arithmetic (4100 of
+    4096, the square roots rounded down): kept as it was, the flash restore refused the image
+    and the board booted without every word. The score is kept within [-1, 1]."""
+    from tessera.runtime.readout import column_norms, cosines
+
+    fw = Firmware(flash_path=str(tmp_path / "f.img"))
+    fw.install(open(model4, "rb").read())
+    one = 1 << fw.chip.tab.cos_frac
+    rng = np.random.default_rng(0)
+    while True:                                   # features whose self-cosine rounds past 1
+        a = rng.integers(0, 200, fw.chip.tab.features)
+        if cosines(a, a[:, None], column_norms(a[:, None]), fw.chip.tab.cos_frac)[0] > one:
+            break
+    fw.recent = [a, a.copy()]                     # the same recording, heard twice
+    assert fw.do("enroll", {"label": "lamp", "shots": 2})["t"] == "ack"
+    assert fw.positives and all(-one <= s <= one for _, s in fw.positives)
+    fw.do("save", {})
+    again = Firmware(flash_path=fw.flash_path)
+    assert again.chip is not None and again.boot_error is None
+    assert again.chip.classes() == ["lamp"] and again.positives == fw.positives
