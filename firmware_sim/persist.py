@@ -1,7 +1,7 @@
 """What the board keeps in flash (:mod:`tessera.firmware_sim.flash` writes it atomically): the
 model, the readout's columns and registers, the parameters, the untaught recordings, the
-front-end's running level, the held-out scores of taught words and the answers to the last requests that changed them. A restored
-image goes through the same checks as the wire."""
+held-out scores of taught words, the front-end's running level and the answers to the last
+requests that changed them. A restored image goes through the same checks as the wire."""
 
 from __future__ import annotations
 
