@@ -377,6 +377,41 @@ def test_calibrate_needs_open_set_episodes(small_corpus):
                                "--no-progress"), "no open-set episode possible")
 
 
+def test_calibrate_writes_the_fit_into_a_new_bundle(small_corpus, tmp_path, monkeypatch):
+    """calibrate --out: the fit goes into a new bundle (the model file itself untouched) that
+    export then reads; the episodes are drawn (the small corpus has too few words for them)."""
+    pytest.importorskip("torch")
+    import hashlib
+
+    from tessera.trainer.evaluation import openset
+    from tessera.trainer.exchange.export import model_calibration
+    from tessera.trainer.learning.storage import load_model
+
+    def episodes(chip, phi, spikes, labels, speakers, n_phi, n_sp, episodes=0, seed=0, **kw):
+        rng = np.random.default_rng(seed)
+        c1 = rng.integers(1000, 4096, 400)
+        right = rng.random(400) < (c1 - 1000) / 3096
+        return dict(c1=c1, c2=c1 - rng.integers(0, 800, 400), inputs=np.full(400, 5000),
+                    positive=np.ones(400, bool) & (rng.random(400) < 0.8), right=right,
+                    noise=np.zeros(400, bool), cos_frac=12)
+
+    monkeypatch.setattr(openset, "open_set_episodes", episodes)
+    model = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tsb"
+    before = hashlib.sha256(model.read_bytes()).hexdigest()
+    tsr = tmp_path / "m.tsr"
+    from tessera.trainer.exchange.export import ExportConfig, export_model
+    export_model(load_model(str(model)), str(tsr), ExportConfig(weight_bits=4), parity=1)
+    out = tmp_path / "cal.tsb"
+    r = openset.calibrate(str(model), str(tsr), str(small_corpus), episodes=5, out=str(out))
+    assert r["path"] == str(out)
+    cal = model_calibration(load_model(str(out)))
+    assert cal["calib"] == pytest.approx(r["calib"]) and cal["none_threshold"] == \
+        pytest.approx(r["none_threshold"])
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before
+    with pytest.raises(Exception, match="must not be the model"):
+        openset.calibrate(str(out), str(tsr), str(small_corpus), episodes=5, out=str(out))
+
+
 def test_stream_gates_are_restored_afterwards(fsdd, tmp_path):
     """`device stream --threshold --min-confidence` sets both gates for that stream only, on a
     board that keeps running between commands."""

@@ -232,15 +232,15 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     chip, data = chip_and_data(tsr, data_path, progress)
     noise = noise_clips(count=24, seed=1)
     n_phi, n_sp = pcm_features(chip, noise)
-    out = {}
+    sets = {}
     for split_name, split_id in (("val", 1), ("test", 2)):
         idx = np.nonzero(data.split == split_id)[0]
         if not idx.size:
             raise InputError(f"the corpus has no {split_name} speakers", source=data_path)
         phi, sp = chip_features(chip, data, idx)
-        out[split_name] = dict(phi=phi, inputs=sp, labels=data.labels[idx],
+        sets[split_name] = dict(phi=phi, inputs=sp, labels=data.labels[idx],
                                speakers=data.speakers[idx])
-    val = out["val"]
+    val = sets["val"]
     min_inputs = int(np.percentile(val["inputs"], 1) // 4)
     sc = open_set_episodes(chip, val["phi"], val["inputs"], val["labels"], val["speakers"],
                            n_phi, n_sp, episodes=episodes, seed=11)
@@ -255,7 +255,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
                          f"episodes + {len(noise)} silence/noise clips",
                val=operating_point(sc, thr_q, min_inputs),
                val_calibration_error=calibration_error(sc, calib))
-    test = out["test"]
+    test = sets["test"]
     st = open_set_episodes(chip, test["phi"], test["inputs"], test["labels"], test["speakers"],
                            n_phi, n_sp, episodes=episodes, seed=12)
     cal["test"] = operating_point(st, thr_q, min_inputs)
