@@ -149,3 +149,22 @@ def test_calibrate_writes_a_new_file_only(tmp_path):
     assert_clean_error(r, "--out")
     r = tessera("bundle", DEFAULT_MODEL, "--out", DEFAULT_MODEL)
     assert_clean_error(r, "must not be the model")
+
+
+def test_bundle_folds_an_earlier_model_pt_and_its_calibration(tmp_path):
+    from tessera.trainer.learning.storage import load_model
+
+    old = DEFAULT_MODEL.parents[1] / "v5"
+    out = tmp_path / "v5.tsb"
+    r = tessera("bundle", old / "model.pt", "--calibration", old / "calibration.json",
+                "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["calibrated"] is True
+    a, b = load_model(str(old / "model.pt")), load_model(str(out))
+    assert a.calibration is None                                   # nothing found by folder
+    assert b.calibration == json.loads((old / "calibration.json").read_text())
+    assert all(torch.equal(a.core.params[k], b.core.params[k]) for k in a.core.params)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert_clean_error(tessera("bundle", old / "model.pt", "--calibration", bad, "--out",
+                               tmp_path / "x.tsb"), "JSON map")
