@@ -148,7 +148,7 @@ def model_embeddings(model, hs: HearSet, idx: np.ndarray) -> np.ndarray:
 
 
 def score_model(hs: HearSet, model_path: str, episodes: int = 300, voice_norm: int = 0) -> dict:
-    """A ``model.pt`` on a hear set's choose, report and FSDD people (the front-end heard from
+    """A trained model (``model.tsb``) on a hear set's choose, report and FSDD people (the front-end heard from
     rest per utterance: a model's running level equalization is not applied)."""
     from ..learning.storage import load_model
     model = load_model(model_path)
