@@ -148,8 +148,9 @@ def model_embeddings(model, hs: HearSet, idx: np.ndarray) -> np.ndarray:
 
 
 def score_model(hs: HearSet, model_path: str, episodes: int = 300, voice_norm: int = 0) -> dict:
-    """A trained model (``model.tsb``) on a hear set's choose, report and FSDD people (the front-end heard from
-    rest per utterance: a model's running level equalization is not applied)."""
+    """A trained model (``model.tsb``) on a hear set's choose, report and FSDD people (the
+    front-end heard from rest per utterance: a model's running level equalization is not
+    applied)."""
     from ..learning.storage import load_model
     model = load_model(model_path)
     return score_features(hs, lambda idx: model_embeddings(model, hs, idx), episodes,
