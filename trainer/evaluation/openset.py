@@ -228,7 +228,10 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     FSDD-style WAV folder ``fsdd``."""
     from ..data.readers import read_any
     from ..data.chipdata import chip_and_data
+    from ..learning.storage import model_state, refuse_in_place, save_bundle
 
+    if out:                                       # before minutes of fitting, not after
+        refuse_in_place(model_path, out)
     chip, data = chip_and_data(tsr, data_path, progress)
     noise = noise_clips(count=24, seed=1)
     n_phi, n_sp = pcm_features(chip, noise)
@@ -263,9 +266,6 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     cal["test_reliability"] = reliability(st, calib)
     cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_inputs), 0.05)
     if out:
-        from ..learning.storage import model_state, refuse_in_place, save_bundle
-
-        refuse_in_place(model_path, out)
         save_bundle(out, model_state(model_path), calibration=cal)
         cal["path"] = out
     cal["curves"] = {"TTS, unseen voices": hits_curve(st, min_inputs)}
