@@ -5,8 +5,8 @@ taught one word at a time through the chip's own enrollment), ``N`` of their rec
 words given as untaught; asked: their other utterances of the taught words (answered right and
 accepted?) and of words neither taught nor given (accepted?). Each rule's threshold is computed
 from what the board knows: the columns' leave-one-out cosines, the untaught recordings' scores,
-and the held-out shots (a shot scored before the readout learned it; here leave-one-out among a
-word's shots). The rules are the board's old one (above every untaught score), the same with
+and the held-out shots (a shot scored before the readout learned it: here leave-one-out among a
+word's shots, by the board's own :func:`~tessera.firmware_sim.params.held_out_scores`). The rules are the board's old one (above every untaught score), the same with
 the untaught recordings only, and each capped 0.02 below the lowest held-out shot (the board's
 rule since session 5: without a held-out shot, the model's threshold).
 
@@ -28,6 +28,7 @@ CONFIGS = ((10, 1, 0), (10, 1, 3), (10, 2, 0), (10, 2, 3), (5, 1, 3))
 def person_episodes(tsr: str, data_path: str, split: int, episodes: int = 6,
                     seed: int = 5) -> dict:
     """The scores the rules need, per episode (see the module docstring)."""
+    from ..firmware_sim.params import held_out_scores
     from ..trainer.data.chipdata import chip_and_data
     from ..trainer.evaluation.openset import chip_features
 
@@ -51,12 +52,9 @@ def person_episodes(tsr: str, data_path: str, split: int, episodes: int = 6,
                 gen, pos = [], []
                 for c in taught:
                     ii = rng.permutation(np.nonzero(mine & (lab == c))[0])
-                    shots = phi[ii[:S]]
-                    for k in range(S if S >= 2 else 0):
-                        a, b = shots[k].astype(float), np.delete(shots, k, 0).mean(0)
-                        pos.append(tab.cos_to_q(float(a @ b / (np.linalg.norm(a)
-                                                              * np.linalg.norm(b) + 1e-9))))
-                    chip.enroll(f"w{c}", list(shots))
+                    shots = list(phi[ii[:S]])
+                    pos += held_out_scores(chip, f"w{c}", shots)   # as the board scores them
+                    chip.enroll(f"w{c}", shots)
                     gen += [(i, f"w{c}") for i in ii[S:]]
                 others = rng.permutation(np.nonzero(mine & ~np.isin(lab, taught))[0])
                 neg, imp = others[:N], others[N:]
