@@ -33,10 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "default" / "model.tsb"
 
 
-def tessera(*args, timeout=300):
-    """Run the `tessera` command in a subprocess; returns the CompletedProcess (text)."""
+def tessera(*args, timeout=300, env=None):
+    """Run the `tessera` command in a subprocess; returns the CompletedProcess (text).
+    ``env``: variables added to this process's environment."""
+    import os
+
     return subprocess.run([sys.executable, "-m", "tessera", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def fsdd_subset(fsdd: Path, dest: Path, digits: int = 5, speakers=("george", "jackson"),

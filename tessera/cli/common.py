@@ -42,10 +42,29 @@ def stage(args, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def progress_bar(total: int, args):
-    from tqdm import tqdm
+class _NoBar:
+    """What :func:`progress_bar` gives when none shows: the same calls, doing nothing."""
 
-    return tqdm(total=total, disable=not show_progress(args), leave=False)
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, args):
+    """A tqdm bar on a terminal; otherwise (or where tqdm, an extra, is not installed: the
+    device side's ``pip install .``) one that does nothing."""
+    if show_progress(args):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return _NoBar()
+        return tqdm(total=total, leave=False)
+    return _NoBar()
 
 
 def default_tsr() -> str:

@@ -225,3 +225,14 @@ def test_rough_edges_of_the_device_walk(tmp_path):
             assert bad and exc.name == "BAD_FIELD"
 
     labels()
+
+
+def test_bench_protocol_runs_where_tqdm_is_not_installed(tmp_path):
+    """The device side's `pip install .` has no tqdm (an extra): a bench that shows no progress
+    bar must not need it (it once failed with ModuleNotFoundError)."""
+    (tmp_path / "tqdm.py").write_text("raise ImportError('tqdm is not installed here')\n")
+    r = tessera("bench", "protocol", "--parts", "hostile-images", "--hostile", "2", "--json",
+                "--no-progress", env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["hostile_images"]["images"] == 2
