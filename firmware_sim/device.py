@@ -103,7 +103,7 @@ class Firmware:
         self.label_bytes = 0
         self.load = None
         self.streamed = False
-        self.recent: list[np.ndarray] = []
+        self.recent: list = []                    # closed utterances (handlers.Heard)
         self.negatives: list[np.ndarray] = []     # untaught recordings' features (``untaught``)
         self.positives: list[tuple[str, int]] = []   # held-out scores of taught words (enroll)
         self.params = dict(DEFAULT_PARAMS)

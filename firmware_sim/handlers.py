@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,6 +26,15 @@ CHUNK = 2048
 MAX_PING = MAX_BODY - 64   # a ping's payload, so that its pong fits a frame
 MAX_STEPS = 1000           # 1 ms steps in one stream_spikes message: bounds its memory
 AUDIO_PIECE = 2048         # samples through the front-end at a time: bounds its temporaries
+
+
+class Heard(NamedTuple):
+    """An utterance the board closed (the last 16 are kept for an ``enroll`` or ``untaught``):
+    its features and what its speech would teach the running level (the front-end's
+    ``heard_speech``; None without a level equalization), taken in only when it is taught."""
+
+    phi: np.ndarray
+    speech: tuple | None
 
 
 class Capabilities:
@@ -213,7 +223,8 @@ def _close_utterance(fw) -> np.ndarray:
     if not fw.streamed:
         raise ProtocolError("NO_UTTERANCE", "nothing streamed since the last utterance")
     phi = chip.features()
-    fw.recent = (fw.recent + [phi])[-16:]
+    speech = chip.frontend.heard_speech() if chip.frontend is not None else None
+    fw.recent = (fw.recent + [Heard(phi, speech)])[-16:]
     fw.streamed = False
     return phi
 
@@ -279,9 +290,13 @@ def enroll(fw, msg: dict) -> dict:
     if label not in chip.classes() and not answers_fit(fw, chip.classes() + [label]):
         raise ProtocolError("CAPACITY", "with this label the enrolled words would no longer "
                                         "fit in one answer (shorter labels, or forget one)")
-    taught = fw.recent[-shots:]
+    heard = fw.recent[-shots:]
+    taught = [h.phi for h in heard]
     held_out = held_out_scores(chip, label, taught)     # before the column learns them
     r = chip.enroll(label, taught)
+    for h in heard:               # the running level learns the person's voice from what they
+        if h.speech is not None:  # teach, never from what a stream or a question only heard
+            chip.frontend.learn_speech(*h.speech)
     fw.positives = (fw.positives + [(label, s) for s in held_out])[-MAX_POSITIVES:]
     fw.recent = []
     chip.reset()
@@ -299,7 +314,7 @@ def untaught(fw, msg: dict) -> dict:
         fw.negatives = []
     else:
         shots = _shots(fw, msg, "untaught")
-        fw.negatives = (fw.negatives + fw.recent[-shots:])[-MAX_NEGATIVES:]
+        fw.negatives = (fw.negatives + [h.phi for h in fw.recent[-shots:]])[-MAX_NEGATIVES:]
         fw.recent = []
         chip.reset()
     apply_threshold(fw)

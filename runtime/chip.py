@@ -125,9 +125,14 @@ class Chip(StreamingCore):
 
     def enroll(self, label: str, shots: list[np.ndarray] | None = None) -> dict:
         """Teach ``label`` from ``shots`` (feature vectors from :meth:`features`; default: the
-        current utterance). A new label takes a free column; an enrolled one adds the shots to
-        its prototype. Only this label's column is written: order-invariant."""
-        shots = [self.end_utterance()] if shots is None else list(shots)
+        current utterance, whose speech the front-end's running level then learns: see
+        :mod:`~tessera.runtime.leveleq`). A new label takes a free column; an enrolled one adds
+        the shots to its prototype. Only this label's column is written: order-invariant."""
+        if shots is None:
+            shots = [self.end_utterance()]
+            if self.frontend is not None:
+                self.frontend.learn_heard()
+        shots = list(shots)
         return self.enroll_many({label: shots})
 
     def enroll_many(self, shots_by_label: dict[str, list[np.ndarray]]) -> dict:

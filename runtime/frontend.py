@@ -70,7 +70,7 @@ from .errors import InputError
 from .filterdesign import (FrontendSpec, FrontendTables, design, erb_space,  # noqa: F401
                            filter_poles, fixed_poles, floor_level, tables_from_fixed,
                            tables_from_poles)
-from .leveleq import EqState, LevelEq, eq_initial, equalize, restored_state  # noqa: F401
+from .leveleq import EqState, LevelEq, eq_initial, equalize, learned, restored_state  # noqa: F401
 
 __all__ = [
     "filter_poles",
@@ -218,23 +218,24 @@ def spikes_from_levels(level: np.ndarray, state: FrontendState, tab: FrontendTab
 PIECE = 4096   # samples per internal piece: keeps temporaries cache-sized (results do not depend on it)
 
 
-def frontend_step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
-                  ) -> tuple[np.ndarray, FrontendState]:
+def frontend_step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables,
+                  learn_level: bool = True) -> tuple[np.ndarray, FrontendState]:
     """Pure step: int16-range samples -> (spikes (steps, C) uint8, new state).
 
     One output row per completed hop; samples of an incomplete hop wait in the state.
+    ``learn_level``: the level equalization (if any) learns as it hears (:class:`Cochlea`'s).
     """
     pcm = np.asarray(pcm, np.int64)
     if pcm.size <= PIECE:
-        return _step(pcm, state, tab)
+        return _step(pcm, state, tab, learn_level)
     out = []
     for i in range(0, pcm.size, PIECE):
-        spikes, state = _step(pcm[i: i + PIECE], state, tab)
+        spikes, state = _step(pcm[i: i + PIECE], state, tab, learn_level)
         out.append(spikes)
     return np.concatenate(out), state
 
 
-def _step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
+def _step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables, learn_level: bool
           ) -> tuple[np.ndarray, FrontendState]:
     spec = tab.spec
     G, H, N = spec.superblock, spec.hop, spec.superblock * spec.hop
@@ -259,7 +260,7 @@ def _step(pcm: np.ndarray, state: FrontendState, tab: FrontendTables
     eqs = state.eq
     if tab.eq is not None:
         level, eqs = equalize(level, eqs if eqs is not None else eq_initial(tab.eq), tab.eq,
-                              tab.floor_level)
+                              tab.floor_level, learn_level)
     if kern is not None:
         history, voltage = state.history.copy(), state.voltage.copy()
         spikes = np.empty(level.T.shape, np.uint8)
@@ -340,14 +341,50 @@ class Cochlea:
     if they should not influence each other.
     """
 
-    def __init__(self, spec: FrontendSpec | None = None, tables: FrontendTables | None = None):
+    def __init__(self, spec: FrontendSpec | None = None, tables: FrontendTables | None = None,
+                 learn_level: bool = True):
         self.spec = spec or (tables.spec if tables is not None else FrontendSpec())
         self.tables = tables if tables is not None else design(self.spec)
         self.state = initial_state(self.spec)
+        # the level equalizer learns from every utterance (True) or only from what
+        # learn_speech is given (False: a chip's; tessera.runtime.leveleq's docstring)
+        self.learn_level = learn_level
 
     def reset(self) -> None:
-        """A new utterance from rest; the level equalizer's running level is kept."""
-        self.state = initial_state(self.spec)._replace(eq=self.state.eq)
+        """A new utterance from rest; the level equalizer's running level is kept (and, when
+        it does not learn by itself, what the last utterance heard is dropped)."""
+        eq = self.state.eq
+        if eq is not None and not self.learn_level:
+            eq = eq._replace(acc=np.zeros_like(eq.acc), n=0)
+        self.state = initial_state(self.spec)._replace(eq=eq)
+
+    def heard_speech(self) -> tuple[np.ndarray, int] | None:
+        """What the utterance since :meth:`reset` heard, for :meth:`learn_speech`: the sums of
+        its speech steps' levels per channel (C,) int64 and their number; None without a level
+        equalization or when the level learns by itself (``learn_level``)."""
+        st = self.state.eq
+        if self.tables.eq is None or self.learn_level:
+            return None
+        return (np.zeros(self.spec.channels, np.int64), 0) if st is None else (st.acc.copy(),
+                                                                               int(st.n))
+
+    def learn_speech(self, sums, n: int) -> None:
+        """The running level takes in what an utterance heard (:meth:`heard_speech`): a word the
+        person taught. Checked; nothing happens without a level equalization."""
+        eq = self.tables.eq
+        if eq is None:
+            return
+        st = self.state.eq if self.state.eq is not None else eq_initial(eq)
+        self.state = self.state._replace(eq=learned(st, eq, sums, n))
+
+    def learn_heard(self) -> None:
+        """The running level takes in what the utterance since :meth:`reset` heard (once:
+        then it is dropped)."""
+        heard = self.heard_speech()
+        if heard is not None:
+            self.learn_speech(*heard)
+            self.state = self.state._replace(eq=self.state.eq._replace(
+                acc=np.zeros_like(heard[0]), n=0))
 
     def reset_levels(self) -> None:
         """Forget the level equalizer's running level (back to the reference)."""
@@ -391,7 +428,7 @@ class Cochlea:
             raise InputError(f"audio chunk must be integer PCM or float, got {pcm.dtype}")
         elif pcm.size and (pcm.min() < -32768 or pcm.max() > 32767):
             raise InputError("integer audio chunk outside the int16 range")
-        spikes, self.state = frontend_step(pcm, self.state, self.tables)
+        spikes, self.state = frontend_step(pcm, self.state, self.tables, self.learn_level)
         return spikes
 
     def flush(self) -> np.ndarray:

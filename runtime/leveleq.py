@@ -21,6 +21,15 @@ within a few words, and a word said many times in a row later moves it little.
 The state survives :meth:`Cochlea.reset` (a new utterance from rest): it follows whoever
 speaks to the device, over about 2^shift speech steps. :meth:`Cochlea.reset_levels` forgets
 it.
+
+What it learns from. A front-end that learns (``Cochlea(learn_level=True)``, the offline
+encoders' "every utterance of a speaker, in turn") updates it block by block as above. A chip's
+front-end does not (``learn_level=False``): every step is moved by the offsets of the running
+level as it stands, and the utterance's speech steps are only summed (``n`` steps, sums
+``s_c``: :meth:`Cochlea.heard_speech`); the device hands them to :func:`learned` (one block of
+the update above, ``n`` at most ``MAX_LEARN``) when the person says what the utterance was (an
+``enroll``), never for what a stream or a question merely heard. So the same sound gives the
+same spikes until the person teaches the device something.
 """
 
 from __future__ import annotations
@@ -32,7 +41,11 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["LevelEq", "EqState", "eq_initial", "speech_sum", "equalize", "restored_state"]
+__all__ = ["LevelEq", "EqState", "eq_initial", "speech_sum", "equalize", "learned",
+           "restored_state"]
+
+
+MAX_LEARN = 1 << 20     # speech steps one utterance may teach the running level (17 minutes)
 
 
 class LevelEq(NamedTuple):
@@ -98,13 +111,39 @@ def speech_sum(level: np.ndarray, floor: int, gate: int) -> tuple[np.ndarray, in
     return np.maximum(level[:, speech], floor).sum(axis=1, dtype=np.int64), int(speech.sum())
 
 
-def equalize(level: np.ndarray, st: EqState, eq: LevelEq, floor: int
+def _moved(mean: np.ndarray, heard: int, acc: np.ndarray, n: int, eq: LevelEq
+           ) -> tuple[np.ndarray, int]:
+    """The running level ``mean`` (updated in place) and its speech steps heard, after ``n``
+    speech steps whose levels sum to ``acc`` (the module docstring's update)."""
+    cap = 1 << eq.shift
+    if n and eq.prior and eq.prior + heard + n < cap:   # the mean of all heard so far
+        heard += n                                     # (rounded: no drift)
+        d = eq.prior + heard
+        mean += ((acc << eq.frac) - n * mean + (d >> 1)) // d
+    elif n:
+        heard = min(heard + n, cap)
+        mean += ((acc << eq.frac) - n * mean + (cap >> 1)) >> eq.shift
+    return mean, heard
+
+
+def _offset(mean: np.ndarray, eq: LevelEq) -> np.ndarray:
+    return ((mean + (1 << eq.frac >> 1)) >> eq.frac) - eq.ref
+
+
+def equalize(level: np.ndarray, st: EqState, eq: LevelEq, floor: int, learn: bool = True
              ) -> tuple[np.ndarray, EqState]:
     """Move ``level`` (C, steps) int32 in place by the running offsets; returns it and the new
-    state (module docstring)."""
+    state (module docstring). ``learn`` False: the offsets stay as they are and the speech
+    steps are only summed (``acc``, ``n``: what :func:`learned` may take in later)."""
+    if not learn:
+        s_, k_ = speech_sum(level, floor, eq.gate)
+        level -= st.offset.astype(level.dtype)[:, None]
+        if st.n + k_ > MAX_LEARN:                      # an utterance of hours: its first
+            return level, st                           # MAX_LEARN speech steps are enough
+        return level, st._replace(acc=st.acc + s_, n=st.n + k_)
     T = level.shape[1]
     mean, offset, pos, acc, n = st.mean.copy(), st.offset, st.pos, st.acc.copy(), st.n
-    heard, cap = st.heard, 1 << eq.shift
+    heard = st.heard
     t = 0
     while t < T:
         k = min(eq.block - pos, T - t)
@@ -115,16 +154,25 @@ def equalize(level: np.ndarray, st: EqState, eq: LevelEq, floor: int
         seg -= offset.astype(seg.dtype)[:, None]
         pos, t = pos + k, t + k
         if pos == eq.block:
-            if n and eq.prior and eq.prior + heard + n < cap:   # the mean of all heard so far
-                heard += n                                     # (rounded: no drift)
-                d = eq.prior + heard
-                mean += ((acc << eq.frac) - n * mean + (d >> 1)) // d
-            elif n:
-                heard = min(heard + n, cap)
-                mean += ((acc << eq.frac) - n * mean + (cap >> 1)) >> eq.shift
-            offset = ((mean + (1 << eq.frac >> 1)) >> eq.frac) - eq.ref
+            mean, heard = _moved(mean, heard, acc, n, eq)
+            offset = _offset(mean, eq)
             acc[:], n, pos = 0, 0, 0
     return level, EqState(mean, offset, pos, acc, n, heard)
+
+
+def learned(st: EqState, eq: LevelEq, acc, n: int) -> EqState:
+    """The state after the running level took in ``n`` speech steps whose levels sum to
+    ``acc`` (C,) (what an utterance heard without learning summed: a word a person taught), as
+    one block; checked (a caller may hold anything)."""
+    a = np.asarray(acc)
+    C = eq.ref.size
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_LEARN:
+        raise InputError(f"the speech steps to learn must be an integer in 0..{MAX_LEARN}")
+    if a.shape != (C,) or a.dtype.kind not in "iu" or (a.size and (
+            int(a.min()) < 0 or int(a.max()) > 4095 * int(n))):
+        raise InputError(f"the speech levels to learn must be {C} integers in 0..4095 x steps")
+    mean, heard = _moved(st.mean.copy(), st.heard, a.astype(np.int64), int(n), eq)
+    return st._replace(mean=mean, offset=_offset(mean, eq), heard=heard)
 
 
 def restored_state(eq: LevelEq, mean, heard: int = 0) -> EqState:
@@ -139,5 +187,4 @@ def restored_state(eq: LevelEq, mean, heard: int = 0) -> EqState:
         raise InputError(f"the speech steps a running level heard must be an integer in "
                          f"0..{1 << eq.shift}")
     m = m.astype(np.int64)
-    return eq_initial(eq)._replace(mean=m, offset=((m + (1 << eq.frac >> 1)) >> eq.frac)
-                                   - eq.ref, heard=heard)
+    return eq_initial(eq)._replace(mean=m, offset=_offset(m, eq), heard=heard)

@@ -353,9 +353,9 @@ def tables_of(m: ModelFile) -> ChipTables:
 
 
 def frontend_of(tab: ChipTables, source: str = "<model>"):
-    """The model's front-end (a :class:`~tessera.runtime.frontend.Cochlea` at rest) from its
-    ``frontend`` section, checked by running a few steps of sound through it; None when the model
-    reads spikes only."""
+    """The model's front-end (a :class:`~tessera.runtime.frontend.Cochlea` at rest, whose
+    running level learns only what it is taught) from its ``frontend`` section, checked by
+    running a few steps of sound through it; None when the model reads spikes only."""
     from .frontend import Cochlea, FrontendSpec, tables_from_fixed
     from .poles import exact_poles
 
@@ -387,8 +387,8 @@ def frontend_of(tab: ChipTables, source: str = "<model>"):
         raise InputError(f"model front-end section is unusable ({exc})", source=source) from None
     if tables.spec.channels != tab.inputs:
         raise InputError("model front-end channels do not match core.inputs", source=source)
-    cochlea = Cochlea(tables=tables)
-    try:                                           # a few steps of sound: the tables work
+    cochlea = Cochlea(tables=tables, learn_level=False)   # a chip's running level learns only
+    try:                                           # what it is taught (learn_speech)
         cochlea.encode(np.tile(np.array([3000, -3000], np.int16),
                                tables.spec.hop * tables.spec.superblock * 2))
     except (TypeError, ValueError, ArithmeticError, IndexError) as exc:

@@ -71,9 +71,8 @@ def _chip_blocks(model_path: str, block, marks, words, blocks: int) -> dict:
         got = []
         for ms, _w in marks:
             a = ms * SAMPLE_RATE // 1000
-            chip.reset()
-            chip.cochlea.reset_levels()        # the voice level follows the speaker on purpose; the
-            chip.feed_audio(block[a:a + SAMPLE_RATE])       # rest of the chip must not move
+            chip.reset()                       # what it hears teaches the chip nothing
+            chip.feed_audio(block[a:a + SAMPLE_RATE])
             p = chip.predict()
             got.append((p["label"], round(p["confidence"], 4)))
         answers.append(got)

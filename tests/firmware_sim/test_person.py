@@ -8,6 +8,7 @@ from helpers import ask
 
 from tessera.firmware_sim import flash
 from tessera.firmware_sim.device import Firmware
+from tessera.firmware_sim.handlers import Heard
 from tessera.tools.bench import speechlike_signal
 
 
@@ -130,7 +131,7 @@ def test_the_same_recording_taught_twice_still_boots_with_its_words(model4, tmp_
         a = rng.integers(0, 200, fw.chip.tab.features)
         if cosines(a, a[:, None], column_norms(a[:, None]), fw.chip.tab.cos_frac)[0] > one:
             break
-    fw.recent = [a, a.copy()]                     # the same recording, heard twice
+    fw.recent = [Heard(a, None), Heard(a.copy(), None)]   # the same recording, heard twice
     assert fw.do("enroll", {"label": "lamp", "shots": 2})["t"] == "ack"
     assert fw.positives and all(-one <= s <= one for _, s in fw.positives)
     fw.do("save", {})

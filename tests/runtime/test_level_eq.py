@@ -120,9 +120,16 @@ def test_export_carries_the_equalizer_and_the_chip_runs_it(eq_model):
     assert np.array_equal(chip.cochlea.level_offset(), np.zeros(233))
     pcm = _speech(2)
     chip.feed_audio(pcm)
-    chip.end_utterance()
+    phi = chip.end_utterance().copy()
+    assert not chip.cochlea.level_offset().any()          # hearing alone teaches it nothing
+    sums, n = chip.cochlea.heard_speech()
+    assert n > 0 and (sums > 0).any()
+    chip.reset()
+    chip.feed_audio(pcm)
+    assert np.array_equal(chip.end_utterance(), phi)      # so the same sound, the same answer
+    chip.enroll("two")                                    # taught: the level learns its voice
     off = chip.cochlea.level_offset()
-    assert (off > 0).any()
+    assert (off > 0).any() and chip.cochlea.heard_speech()[1] == 0   # taken in once
     chip.reset()                                          # kept across utterances
     assert np.array_equal(chip.cochlea.level_offset(), off)
     chip.cochlea.reset_levels()
@@ -207,7 +214,7 @@ def test_the_running_level_is_kept_in_flash_with_the_words(eq_model, tmp_path):
 def test_reset_state_voice_forgets_the_running_level(eq_model):
     _, ask = _board(eq_model[1])
     _stream(ask, _speech(5))
-    ask({"t": "end_of_utterance", "id": 2})
+    ask({"t": "enroll", "label": "lamp", "id": 2})       # taught: the level learns the voice
     moved = ask({"t": "get_stats", "id": 3})["chip"]["voice_level_offset"]
     assert moved["max"] > 0
     ask({"t": "reset_state", "id": 4})
