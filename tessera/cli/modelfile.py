@@ -44,7 +44,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                      calibration=dict(DEFAULT_CALIBRATION, source=None))   # not the old fit
         r = calibrate(args.model, tsr, args.data, target_fa=args.target_fa,
                       episodes=args.episodes, fsdd=args.fsdd,
-                      out=None if args.dry_run else args.out, progress=show_progress(args))
+                      out=None if args.dry_run else args.out, progress=show_progress(args),
+                      fit_people=args.fit_people)
     curves, points = r.pop("curves"), r.pop("points")
     if args.plot:
         from tessera.tools.plots import hits_png
@@ -61,7 +62,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
              + (f"; written to {r['path']}" if "path" in r else " (dry run: not written)"),
              f"  the corpus's test voices ({os.path.basename(args.data)}): hits {100 * t['hits']:.1f} %, false accepts: words "
              f"{100 * t['false_accepts_words']:.1f} %, noise {100 * t['false_accepts_noise']:.1f}"
-             f" %; calibration error {r['test_calibration_error']:.3f}"]
+             f" %; calibration error {r['test_calibration_error']:.3f}"
+             + (" (each person stated by a calibration fitted on the others)"
+                if "heldout_reliability" in r else "")]
     if "fsdd" in r:
         f = r["fsdd"]
         lines.append(f"  FSDD (validation): hits {100 * f['hits']:.1f} %, false accepts: words "
@@ -112,6 +115,11 @@ def _add_calibrate(sub, add) -> None:
                          "episodes (default 0.25: see BENCHMARKS.md for why not 0.05)")
     cb.add_argument("--episodes", type=positive_int, default=300,
                     help="episodes whose answers fit the calibration")
+    cb.add_argument("--fit-people", choices=["choose", "all"], default="choose",
+                    help="the confidence's calibration fitted on the validation speakers "
+                         "(choose, the default) or on the validation and test speakers "
+                         "together (all: its reliability is then stated leave one person out; "
+                         "the threshold is fitted on the validation speakers either way)")
     cb.add_argument("--bits", type=int, default=4, help="core weight bits of the chip")
     cb.add_argument("--plot", metavar="PNG", help="hits against false accepts")
     cb.add_argument("--dry-run", action="store_true", help="report, do not write")

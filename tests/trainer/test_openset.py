@@ -410,6 +410,32 @@ def test_calibrate_writes_the_fit_into_a_new_bundle(small_corpus, tmp_path, monk
     assert hashlib.sha256(model.read_bytes()).hexdigest() == before
     with pytest.raises(Exception, match="must not be the model"):
         openset.calibrate(str(out), str(tsr), str(small_corpus), episodes=5, out=str(out))
+    every = openset.calibrate(str(model), str(tsr), str(small_corpus), episodes=5,
+                              fit_people="all")             # every person's answers fit it
+    assert every["none_threshold"] == r["none_threshold"]     # the threshold: validation only
+    assert every["calib"] != r["calib"] and every["heldout_people"] >= 2
+    assert sum(x["n"] for x in every["heldout_reliability"]) > sum(
+        x["n"] for x in every["test_reliability"]) > 0
+
+
+def test_each_person_is_stated_by_a_calibration_fitted_on_the_others():
+    """Leave one person out: a person whose answers are always right is stated what the
+    others' calibration says, not what their own answers would teach it."""
+    from tessera.trainer.evaluation.openset import fit_calibration, held_out_stated, stated
+
+    rng = np.random.default_rng(1)
+    n, frac = 3000, 12
+    c1 = rng.uniform(0.2, 1.0, n)
+    person = np.repeat(np.arange(3), n // 3)
+    right = (rng.random(n) < 1 / (1 + np.exp(-(10 * c1 - 6)))) | (person == 2)
+    sc = dict(c1=np.round(c1 * (1 << frac)).astype(np.int64),
+              c2=np.round((c1 - 0.1) * (1 << frac)).astype(np.int64), positive=np.ones(n, bool),
+              right=right, cos_frac=frac, person=person)
+    p = held_out_stated(sc)
+    others = {k: v[person != 2] if isinstance(v, np.ndarray) else v for k, v in sc.items()}
+    mine = {k: v[person == 2] if isinstance(v, np.ndarray) else v for k, v in sc.items()}
+    assert np.allclose(p[person == 2], stated(mine, fit_calibration(others)))
+    assert p[person == 2].mean() < 0.9 < right[person == 2].mean()
 
 
 def test_stream_gates_are_restored_afterwards(fsdd, tmp_path):

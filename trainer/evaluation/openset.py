@@ -193,13 +193,20 @@ def fit_calibration(sc: dict, iters: int = 500) -> list[float]:
     return [float(v) for v in w]
 
 
-def reliability(sc: dict, calib: list[float], bins: int = 10) -> list[dict]:
-    """The stated probability that an answer is right against how often it is (every query of
-    the episodes, accepted or not), per tenth of the stated range: ``stated`` (its mean),
-    ``observed`` and ``n``; empty bins left out."""
+def stated(sc: dict, calib: list[float]) -> np.ndarray:
+    """The probability that each query's answer is right, as ``calib`` states it."""
     z = calib[0] * cos_from_q(sc["c1"], sc["cos_frac"]) + \
         calib[1] * cos_from_q(sc["c1"] - sc["c2"], sc["cos_frac"]) + calib[2]
-    p = 1 / (1 + np.exp(-z))
+    return 1 / (1 + np.exp(-z))
+
+
+def reliability(sc: dict, calib: list[float] | None, bins: int = 10,
+                p: np.ndarray | None = None) -> list[dict]:
+    """The stated probability that an answer is right against how often it is (every query of
+    the episodes, accepted or not), per tenth of the stated range: ``stated`` (its mean),
+    ``observed`` and ``n``; empty bins left out. ``p``: the stated probabilities, when they
+    do not come from one ``calib`` (:func:`held_out_stated`)."""
+    p = stated(sc, calib) if p is None else p
     y = (sc["positive"] & sc["right"]).astype(np.float64)
     edges = np.linspace(0, 1, bins + 1)
     out = []
@@ -211,21 +218,62 @@ def reliability(sc: dict, calib: list[float], bins: int = 10) -> list[dict]:
     return out
 
 
-def calibration_error(sc: dict, calib: list[float], bins: int = 10) -> float:
+def calibration_error(sc: dict, calib: list[float] | None, bins: int = 10,
+                      p: np.ndarray | None = None) -> float:
     """Expected calibration error of the confidence of accepted-or-not answers (the
     :func:`reliability` table's gaps weighted by their counts)."""
-    rows = reliability(sc, calib, bins)
+    rows = reliability(sc, calib, bins, p)
     total = sum(r["n"] for r in rows)
     return round(sum(r["n"] * abs(r["stated"] - r["observed"]) for r in rows) / max(total, 1), 4)
 
 
+def _rows(sc: dict, m: np.ndarray) -> dict:
+    return {k: v[m] if isinstance(v, np.ndarray) else v for k, v in sc.items()}
+
+
+def person_episodes(chip: Chip, s: dict, n_phi, n_sp, episodes: int, seed: int) -> dict:
+    """:func:`open_set_episodes` of each person of ``s`` alone (``episodes`` shared out among
+    them), the rows tagged with their ``person``; a person with too few words is left out."""
+    people = np.unique(s["speakers"])
+    parts = []
+    for p in people:
+        m = s["speakers"] == p
+        try:
+            sc = open_set_episodes(chip, s["phi"][m], s["inputs"][m], s["labels"][m],
+                                   s["speakers"][m], n_phi, n_sp,
+                                   episodes=max(1, episodes // people.size), seed=seed + int(p))
+        except InputError:
+            continue
+        parts.append(dict(sc, person=np.full(sc["c1"].size, int(p), np.int64)))
+    if not parts:
+        raise InputError("no open-set episode possible: no person has 6 words with more than "
+                         "one utterance each")
+    return {k: np.concatenate([x[k] for x in parts]) if isinstance(parts[0][k], np.ndarray)
+            else parts[0][k] for k in parts[0]}
+
+
+def held_out_stated(sc: dict) -> np.ndarray:
+    """Each query's stated probability from a calibration fitted on every other person's
+    queries (leave one person out): what a calibration fitted on others states for a new
+    person."""
+    p = np.empty(sc["c1"].size)
+    for q in np.unique(sc["person"]):
+        mine = sc["person"] == q
+        p[mine] = stated(_rows(sc, mine), fit_calibration(_rows(sc, ~mine)))
+    return p
+
+
 def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25,
               episodes: int = 300, fsdd: str | None = None, out: str | None = None,
-              progress: bool = False) -> dict:
+              progress: bool = False, fit_people: str = "choose") -> dict:
     """Fit the open-set rule on the corpus's validation speakers, write the model with it as a
     new bundle at ``out`` (the model file itself is never rewritten; None: report only), and
     report the operating point on its test speakers and, for validation only, on the
-    FSDD-style WAV folder ``fsdd``."""
+    FSDD-style WAV folder ``fsdd``. ``fit_people`` "all": the confidence's calibration is
+    fitted on the validation and test speakers together (the threshold still on the
+    validation speakers alone), and its reliability stated leave one person out."""
+    if fit_people not in ("choose", "all"):
+        raise InputError(f"fit_people must be 'choose' or 'all', got {fit_people!r}")
     from ..data.readers import read_any
     from ..data.chipdata import chip_and_data
     from ..learning.storage import model_state, refuse_in_place, save_bundle
@@ -262,9 +310,30 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     st = open_set_episodes(chip, test["phi"], test["inputs"], test["labels"], test["speakers"],
                            n_phi, n_sp, episodes=episodes, seed=12)
     cal["test"] = operating_point(st, thr_q, min_inputs)
-    cal["test_calibration_error"] = calibration_error(st, calib)
-    cal["test_reliability"] = reliability(st, calib)
     cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_inputs), 0.05)
+    if fit_people == "all":          # the calibration from every person; stated left-one-out
+        both = [person_episodes(chip, sets[k], n_phi, n_sp, episodes, seed)
+                for k, seed in (("val", 100), ("test", 200))]
+        pooled = {k: np.concatenate([both[0][k], both[1][k]]) if isinstance(v, np.ndarray)
+                  else v for k, v in both[0].items()}
+        calib = fit_calibration(pooled)
+        p = held_out_stated(pooled)
+        is_test = np.arange(p.size) >= both[0]["c1"].size
+        cal.update(calib=[round(x, 4) for x in calib],
+                   fitted_on=cal["fitted_on"] + f"; the confidence's calibration on the "
+                   f"validation and test speakers together ({episodes} episodes each, shared "
+                   f"out among their {np.unique(pooled['person']).size} people)",
+                   heldout_people=int(np.unique(pooled["person"]).size),
+                   heldout_reliability=reliability(pooled, None, p=p),
+                   heldout_calibration_error=calibration_error(pooled, None, p=p),
+                   val_calibration_error=calibration_error(_rows(pooled, ~is_test), None,
+                                                           p=p[~is_test]),
+                   test_reliability=reliability(_rows(pooled, is_test), None, p=p[is_test]),
+                   test_calibration_error=calibration_error(_rows(pooled, is_test), None,
+                                                            p=p[is_test]))
+    else:
+        cal["test_calibration_error"] = calibration_error(st, calib)
+        cal["test_reliability"] = reliability(st, calib)
     if out:
         save_bundle(out, model_state(model_path), calibration=cal)
         cal["path"] = out
