@@ -163,15 +163,16 @@ def equalize(level: np.ndarray, st: EqState, eq: LevelEq, floor: int, learn: boo
 def learned(st: EqState, eq: LevelEq, acc, n: int) -> EqState:
     """The state after the running level took in ``n`` speech steps whose levels sum to
     ``acc`` (C,) (what an utterance heard without learning summed: a word a person taught), as
-    one block; checked (a caller may hold anything)."""
+    one block. The sums are held to 0..4095 x ``n`` (a model's front-end may reach levels
+    past 4095), so the running level stays in the range a flash image may hold."""
     a = np.asarray(acc)
     C = eq.ref.size
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_LEARN:
         raise InputError(f"the speech steps to learn must be an integer in 0..{MAX_LEARN}")
-    if a.shape != (C,) or a.dtype.kind not in "iu" or (a.size and (
-            int(a.min()) < 0 or int(a.max()) > 4095 * int(n))):
-        raise InputError(f"the speech levels to learn must be {C} integers in 0..4095 x steps")
-    mean, heard = _moved(st.mean.copy(), st.heard, a.astype(np.int64), int(n), eq)
+    if a.shape != (C,) or a.dtype.kind not in "iu":
+        raise InputError(f"the speech levels to learn must be {C} integers")
+    a = np.clip(a.astype(np.int64), 0, 4095 * int(n))
+    mean, heard = _moved(st.mean.copy(), st.heard, a, int(n), eq)
     return st._replace(mean=mean, offset=_offset(mean, eq), heard=heard)
 
 

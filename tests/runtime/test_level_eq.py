@@ -278,3 +278,20 @@ def test_with_a_prior_the_first_words_move_the_level_as_their_mean():
     for _ in range(800):                                  # then 2^-shift: heard stays capped
         _, st = equalize(level.astype(np.int32).copy(), st, eq, FLOOR)
     assert st.heard == 1 << 12 and np.abs(st.mean / (1 << eq.frac) - total / 40).max() <= 0.5
+
+
+def test_what_a_taught_word_teaches_the_level_stays_in_the_range_flash_holds():
+    """learned(): levels past 4095 (a model's front-end may reach them) or below 0 are held to
+    the range, so the running level can always be kept in flash and restored."""
+    from tessera.runtime.leveleq import MAX_LEARN, learned, restored_state
+
+    eq = _eq(ref_level=300, shift=15, prior=2048).check(SPEC.channels)
+    st = eq_initial(eq)
+    for sums in (np.full(SPEC.channels, 9000 * 500), np.full(SPEC.channels, -5)):
+        out = learned(st, eq, sums, 500)
+        restored_state(eq, out.mean, out.heard)                  # what a reboot checks
+        assert out.heard == 500
+    with pytest.raises(InputError, match="speech steps"):
+        learned(st, eq, np.zeros(SPEC.channels, np.int64), MAX_LEARN + 1)
+    with pytest.raises(InputError, match="integers"):
+        learned(st, eq, np.zeros(3, np.int64), 5)
