@@ -334,6 +334,11 @@ def filterbank(pcm: np.ndarray, tab: FrontendTables) -> np.ndarray:
     return out[:steps]
 
 
+def _unheard(eq: EqState) -> EqState:
+    """The running level without the speech an utterance summed for it (not learned)."""
+    return eq._replace(acc=np.zeros_like(eq.acc), n=0)
+
+
 class Cochlea:
     """Streaming front-end: ``process(chunk)`` returns the spikes of every completed 1 ms step.
 
@@ -355,7 +360,7 @@ class Cochlea:
         it does not learn by itself, what the last utterance heard is dropped)."""
         eq = self.state.eq
         if eq is not None and not self.learn_level:
-            eq = eq._replace(acc=np.zeros_like(eq.acc), n=0)
+            eq = _unheard(eq)
         self.state = initial_state(self.spec)._replace(eq=eq)
 
     def heard_speech(self) -> tuple[np.ndarray, int] | None:
@@ -383,8 +388,7 @@ class Cochlea:
         heard = self.heard_speech()
         if heard is not None:
             self.learn_speech(*heard)
-            self.state = self.state._replace(eq=self.state.eq._replace(
-                acc=np.zeros_like(heard[0]), n=0))
+            self.state = self.state._replace(eq=_unheard(self.state.eq))
 
     def reset_levels(self) -> None:
         """Forget the level equalizer's running level (back to the reference)."""
