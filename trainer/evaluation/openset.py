@@ -231,6 +231,12 @@ def _rows(sc: dict, m: np.ndarray) -> dict:
     return {k: v[m] if isinstance(v, np.ndarray) else v for k, v in sc.items()}
 
 
+def _joined(parts: list[dict]) -> dict:
+    """Episode scores of several runs as one (their arrays end to end)."""
+    return {k: np.concatenate([x[k] for x in parts]) if isinstance(v, np.ndarray) else v
+            for k, v in parts[0].items()}
+
+
 def person_episodes(chip: Chip, s: dict, n_phi, n_sp, episodes: int, seed: int) -> dict:
     """:func:`open_set_episodes` of each person of ``s`` alone (``episodes`` shared out among
     them), the rows tagged with their ``person``; a person with too few words is left out."""
@@ -248,8 +254,7 @@ def person_episodes(chip: Chip, s: dict, n_phi, n_sp, episodes: int, seed: int) 
     if not parts:
         raise InputError("no open-set episode possible: no person has 6 words with more than "
                          "one utterance each")
-    return {k: np.concatenate([x[k] for x in parts]) if isinstance(parts[0][k], np.ndarray)
-            else parts[0][k] for k in parts[0]}
+    return _joined(parts)
 
 
 def held_out_stated(sc: dict) -> np.ndarray:
@@ -314,8 +319,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     if fit_people == "all":          # the calibration from every person; stated left-one-out
         both = [person_episodes(chip, sets[k], n_phi, n_sp, episodes, seed)
                 for k, seed in (("val", 100), ("test", 200))]
-        pooled = {k: np.concatenate([both[0][k], both[1][k]]) if isinstance(v, np.ndarray)
-                  else v for k, v in both[0].items()}
+        pooled = _joined(both)
         calib = fit_calibration(pooled)
         p = held_out_stated(pooled)
         is_test = np.arange(p.size) >= both[0]["c1"].size
