@@ -253,8 +253,8 @@ def bench_runtime(model_path: str, bits: int = 8, repeats: int = 20, batch: int 
     torch step loop and a dense integer matmul floor on the same input; batched throughput;
     enrollment time; model file size at 4-bit weights (and at ``bits``).
 
-    ``model_path``: a trained model (``model.tsb``) (exported here at ``bits`` and at 4 bits) or a
-    ``.tsr`` file (then the torch comparison and the 4-bit size are left out).
+    ``model_path``: a trained model (``model.tsb``, exported here at ``bits`` and at 4 bits)
+    or a ``.tsr`` file (then the torch comparison and the 4-bit size are left out).
     """
     from ..runtime.chip import Chip
     from ..runtime.compiled import backend

@@ -35,8 +35,9 @@ def run_all(model: str, tsr: str, quick: bool = False, data: str | None = None,
             compare: tuple[str, ...] = (), parts=PARTS, say=print, progress: bool = False,
             fsdd: str | None = None, hear: str | None = None) -> dict:
     """Run the parts; ``model``: a trained model, ``model.tsb`` (accuracy, runtime against
-    torch), ``tsr``: the chip file of the protocol part. ``data``: the accuracy corpus (default: the small corpus,
-    built here, with ``quick``; else the default-preset corpus, built here: several minutes)."""
+    torch), ``tsr``: the chip file of the protocol part. ``data``: the accuracy corpus
+    (default: the small corpus, built here, with ``quick``; else the default-preset corpus,
+    built here: several minutes)."""
     from .bench import bench_frontend, bench_runtime, machine_info
 
     unknown = set(parts) - set(PARTS)

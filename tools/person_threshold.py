@@ -6,7 +6,8 @@ words given as untaught; asked: their other utterances of the taught words (answ
 accepted?) and of words neither taught nor given (accepted?). Each rule's threshold is computed
 from what the board knows: the columns' leave-one-out cosines, the untaught recordings' scores,
 and the held-out shots (a shot scored before the readout learned it: here leave-one-out among a
-word's shots, by the board's own :func:`~tessera.firmware_sim.params.held_out_scores`). The rules are the board's old one (above every untaught score), the same with
+word's shots, by the board's own :func:`~tessera.firmware_sim.params.held_out_scores`). The
+rules are the board's old one (above every untaught score), the same with
 the untaught recordings only, and each capped 0.02 below the lowest held-out shot (the board's
 rule since session 5: without a held-out shot, the model's threshold).
 
