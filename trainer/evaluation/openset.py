@@ -268,6 +268,31 @@ def held_out_stated(sc: dict) -> np.ndarray:
     return p
 
 
+def _fit_on_everyone(chip: Chip, sets: dict, n_phi, n_sp, episodes: int, cal: dict) -> list:
+    """``calibrate --fit-people all``: the confidence fitted on the validation and test people's
+    own episodes together, its reliability stated leave one person out (into ``cal``); returns
+    the fit."""
+    both = [person_episodes(chip, sets[k], n_phi, n_sp, episodes, seed)
+            for k, seed in (("val", 100), ("test", 200))]
+    pooled = _joined(both)
+    calib = fit_calibration(pooled)
+    p = held_out_stated(pooled)
+    is_test = np.arange(p.size) >= both[0]["c1"].size
+    cal.update(calib=[round(x, 4) for x in calib],
+               fitted_on=cal["fitted_on"] + f"; the confidence's calibration on the "
+               f"validation and test speakers together ({episodes} episodes each, shared "
+               f"out among their {np.unique(pooled['person']).size} people)",
+               heldout_people=int(np.unique(pooled["person"]).size),
+               heldout_reliability=reliability(pooled, None, p=p),
+               heldout_calibration_error=calibration_error(pooled, None, p=p),
+               val_calibration_error=calibration_error(_rows(pooled, ~is_test), None,
+                                                       p=p[~is_test]),
+               test_reliability=reliability(_rows(pooled, is_test), None, p=p[is_test]),
+               test_calibration_error=calibration_error(_rows(pooled, is_test), None,
+                                                        p=p[is_test]))
+    return calib
+
+
 def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25,
               episodes: int = 300, fsdd: str | None = None, out: str | None = None,
               progress: bool = False, fit_people: str = "choose") -> dict:
@@ -317,24 +342,7 @@ def calibrate(model_path: str, tsr: str, data_path: str, target_fa: float = 0.25
     cal["test"] = operating_point(st, thr_q, min_inputs)
     cal["test_hits_at_5pct_fa"] = hit_at_fa(hits_curve(st, min_inputs), 0.05)
     if fit_people == "all":          # the calibration from every person; stated left-one-out
-        both = [person_episodes(chip, sets[k], n_phi, n_sp, episodes, seed)
-                for k, seed in (("val", 100), ("test", 200))]
-        pooled = _joined(both)
-        calib = fit_calibration(pooled)
-        p = held_out_stated(pooled)
-        is_test = np.arange(p.size) >= both[0]["c1"].size
-        cal.update(calib=[round(x, 4) for x in calib],
-                   fitted_on=cal["fitted_on"] + f"; the confidence's calibration on the "
-                   f"validation and test speakers together ({episodes} episodes each, shared "
-                   f"out among their {np.unique(pooled['person']).size} people)",
-                   heldout_people=int(np.unique(pooled["person"]).size),
-                   heldout_reliability=reliability(pooled, None, p=p),
-                   heldout_calibration_error=calibration_error(pooled, None, p=p),
-                   val_calibration_error=calibration_error(_rows(pooled, ~is_test), None,
-                                                           p=p[~is_test]),
-                   test_reliability=reliability(_rows(pooled, is_test), None, p=p[is_test]),
-                   test_calibration_error=calibration_error(_rows(pooled, is_test), None,
-                                                            p=p[is_test]))
+        calib = _fit_on_everyone(chip, sets, n_phi, n_sp, episodes, cal)
     else:
         cal["test_calibration_error"] = calibration_error(st, calib)
         cal["test_reliability"] = reliability(st, calib)
